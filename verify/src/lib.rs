@@ -1,0 +1,2 @@
+//! cowproof-verify: scripts, the runner, oracles and verification drivers.
+#![forbid(unsafe_code)]
