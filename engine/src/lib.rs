@@ -1,8 +1,37 @@
-//! cowproof-engine: a reference copy-on-write filesystem engine modelled on btrfs.
+//! cowproof-engine: a reference copy-on-write filesystem engine modelled closely on
+//! btrfs — extent buffers with headers, an identity-mapped extent-buffer cache, COW
+//! B-trees with `search_slot`, transactions with commit roots, an allocator with pinned
+//! extents, snapshots created in the commit, and fsck.
+//!
+//! Layers, top to bottom: [`fs_info`] (a mounted filesystem) and [`transaction`] /
+//! [`snapshot`] / [`root_tree`]; [`ctree`] (search, COW, split, merge); [`cache`]
+//! (buffer objects by bytenr) over [`storage`] (the device); [`alloc`] (block groups,
+//! free space, pinned extents, reference counts). [`check`] verifies all of it.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod alloc;
+pub mod cache;
+pub mod check;
+pub mod ctree;
+pub mod data_extent;
 pub mod errno;
+pub mod error;
+pub mod extent_buffer;
+pub mod fs_info;
+pub mod geometry;
+pub mod items;
+pub mod key;
+pub mod marks;
 pub mod policy;
+pub mod root_tree;
+pub mod snapshot;
+pub mod storage;
+pub mod transaction;
 
 pub use errno::Errno;
+pub use error::{Error, Result};
+pub use fs_info::FsInfo;
+pub use geometry::Geometry;
+pub use key::Key;
 pub use policy::SendPolicy;

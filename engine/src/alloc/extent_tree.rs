@@ -1,0 +1,311 @@
+//! Extent reference counts and delayed references (btrfs's extent tree and
+//! `delayed-ref.c`).
+//!
+//! The model keeps the extent tree as an ordered map persisted with the super block
+//! instead of as a B-tree of its own: it changes only inside a commit (when delayed refs
+//! run), so the copy in the last super block is always the committed one and a crash
+//! simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
+//! block's count is the number of parent slots and root pointers naming it, counted once
+//! per distinct parent block; a data extent's count is the number of EXTENT_DATA items
+//! naming it, counted once per distinct leaf.
+//!
+//! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
+//! count below zero; a head for a new extent exists only for bytenrs without a record.
+
+use std::collections::BTreeMap;
+
+/// What an extent holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExtentKind {
+    /// A tree block (METADATA_ITEM), with the level and tree it was allocated for.
+    TreeBlock {
+        /// Level of the block.
+        level: u8,
+        /// The tree that allocated it.
+        owner: u64,
+    },
+    /// A data extent (EXTENT_ITEM with an EXTENT_DATA_REF), with its first referrer.
+    Data {
+        /// Subvolume that wrote it.
+        root: u64,
+        /// Inode that wrote it.
+        objectid: u64,
+        /// File offset it was written at.
+        offset: u64,
+    },
+}
+
+/// One allocated extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExtentRecord {
+    /// Length in bytes.
+    pub num_bytes: u64,
+    /// References.
+    pub refs: u64,
+    /// Transid that allocated it.
+    pub generation: u64,
+    /// Tree block or data.
+    pub kind: ExtentKind,
+}
+
+impl ExtentRecord {
+    /// Whether this is a tree block.
+    pub fn is_tree_block(&self) -> bool {
+        matches!(self.kind, ExtentKind::TreeBlock { .. })
+    }
+}
+
+/// The committed reference counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExtentTree {
+    records: BTreeMap<u64, ExtentRecord>,
+}
+
+impl ExtentTree {
+    /// The record of the extent starting at `bytenr`.
+    pub fn get(&self, bytenr: u64) -> Option<&ExtentRecord> {
+        self.records.get(&bytenr)
+    }
+
+    /// All records, lowest bytenr first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &ExtentRecord)> {
+        self.records
+            .iter()
+            .map(|(&bytenr, record)| (bytenr, record))
+    }
+
+    /// Records starting in `[start, end)`.
+    pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, &ExtentRecord)> {
+        self.records
+            .range(start..end)
+            .map(|(&bytenr, record)| (bytenr, record))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Direct access for corruption-injection tests.
+    #[doc(hidden)]
+    pub fn record_mut_for_test(&mut self, bytenr: u64) -> Option<&mut ExtentRecord> {
+        self.records.get_mut(&bytenr)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DelayedRefHead {
+    delta: i64,
+    new_extent: Option<ExtentRecord>,
+}
+
+/// An extent whose count reached zero when delayed refs ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedExtent {
+    /// Where it starts.
+    pub bytenr: u64,
+    /// Its record before the drop.
+    pub record: ExtentRecord,
+}
+
+/// Reference changes not yet applied to the extent tree, by bytenr.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DelayedRefs {
+    heads: BTreeMap<u64, DelayedRefHead>,
+}
+
+impl DelayedRefs {
+    /// Registers a newly reserved extent (with no references yet).
+    pub fn add_new_extent(&mut self, tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+        assert!(
+            tree.get(bytenr).is_none(),
+            "new extent {bytenr} already has a record"
+        );
+        assert_eq!(record.refs, 0);
+        let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
+            delta: 0,
+            new_extent: None,
+        });
+        assert!(
+            head.new_extent.is_none() && head.delta == 0,
+            "extent {bytenr} reserved twice"
+        );
+        head.new_extent = Some(record);
+    }
+
+    /// Adds `delta` references to the extent at `bytenr`.
+    pub fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
+        let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
+            delta: 0,
+            new_extent: None,
+        });
+        head.delta += delta;
+        let base = head.new_extent.map_or_else(
+            || tree.get(bytenr).map_or(0, |record| record.refs),
+            |record| record.refs,
+        );
+        assert!(
+            base as i64 + head.delta >= 0,
+            "extent {bytenr}: references would go below zero ({base} {:+})",
+            head.delta
+        );
+        if head.delta == 0 && head.new_extent.is_none() {
+            self.heads.remove(&bytenr);
+        }
+    }
+
+    /// References of `bytenr` with pending changes applied, or `None` if no such extent.
+    pub fn effective_refs(&self, tree: &ExtentTree, bytenr: u64) -> Option<u64> {
+        let head = self.heads.get(&bytenr);
+        let base = match head.and_then(|head| head.new_extent) {
+            Some(record) => record,
+            None => *tree.get(bytenr)?,
+        };
+        let refs = base.refs as i64 + head.map_or(0, |head| head.delta);
+        Some(u64::try_from(refs).expect("effective refs are never negative"))
+    }
+
+    /// The record of `bytenr` as the pending changes will leave it (refs may be zero).
+    pub fn effective_record(&self, tree: &ExtentTree, bytenr: u64) -> Option<ExtentRecord> {
+        let head = self.heads.get(&bytenr);
+        let mut record = match head.and_then(|head| head.new_extent) {
+            Some(record) => record,
+            None => *tree.get(bytenr)?,
+        };
+        record.refs = self.effective_refs(tree, bytenr)?;
+        Some(record)
+    }
+
+    /// Forgets a new extent that ends the transaction unreferenced, so its space can be
+    /// returned at once. Returns its record; panics if it still has references.
+    pub fn forget_new_extent(&mut self, bytenr: u64) -> ExtentRecord {
+        let head = self
+            .heads
+            .remove(&bytenr)
+            .expect("forgetting an extent with no head");
+        let record = head
+            .new_extent
+            .expect("forgetting an extent that is not new");
+        assert_eq!(
+            head.delta, 0,
+            "forgetting extent {bytenr} that still has references"
+        );
+        record
+    }
+
+    /// Whether `bytenr` was reserved in the running transaction.
+    pub fn is_new_extent(&self, bytenr: u64) -> bool {
+        self.heads
+            .get(&bytenr)
+            .is_some_and(|head| head.new_extent.is_some())
+    }
+
+    /// Bytenrs with pending changes, lowest first.
+    pub fn bytenrs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.heads.keys().copied()
+    }
+
+    /// Number of pending heads.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Applies every pending change to `tree` (`btrfs_run_delayed_refs()`), returning the
+    /// extents whose count reached zero, lowest bytenr first.
+    pub fn run(&mut self, tree: &mut ExtentTree) -> Vec<DroppedExtent> {
+        let mut dropped = Vec::new();
+        for (bytenr, head) in std::mem::take(&mut self.heads) {
+            let mut record = match head.new_extent {
+                Some(record) => record,
+                None => *tree
+                    .records
+                    .get(&bytenr)
+                    .expect("delayed ref for an extent with no record"),
+            };
+            let refs = record.refs as i64 + head.delta;
+            assert!(refs >= 0, "extent {bytenr}: negative references");
+            record.refs = refs as u64;
+            if refs == 0 {
+                tree.records.remove(&bytenr);
+                dropped.push(DroppedExtent { bytenr, record });
+            } else {
+                tree.records.insert(bytenr, record);
+            }
+        }
+        dropped
+    }
+
+    /// Drops every pending change (crash).
+    pub fn clear(&mut self) {
+        self.heads.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_block(refs: u64) -> ExtentRecord {
+        ExtentRecord {
+            num_bytes: 4096,
+            refs,
+            generation: 1,
+            kind: ExtentKind::TreeBlock { level: 0, owner: 5 },
+        }
+    }
+
+    #[test]
+    fn delayed_refs_apply_at_run_and_report_drops() {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.modify(&tree, 4096, 1);
+        delayed.add_new_extent(&tree, 8192, tree_block(0));
+        delayed.modify(&tree, 8192, 2);
+        assert_eq!(delayed.effective_refs(&tree, 8192), Some(2));
+        assert!(delayed.run(&mut tree).is_empty());
+        assert_eq!(tree.get(8192).map(|record| record.refs), Some(2));
+        delayed.modify(&tree, 4096, -1);
+        assert_eq!(delayed.effective_refs(&tree, 4096), Some(0));
+        assert_eq!(
+            tree.get(4096).map(|record| record.refs),
+            Some(1),
+            "not applied yet"
+        );
+        let dropped = delayed.run(&mut tree);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].bytenr, 4096);
+        assert!(tree.get(4096).is_none());
+    }
+
+    #[test]
+    fn a_new_extent_dropped_in_its_transaction_can_be_forgotten() {
+        let tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.modify(&tree, 4096, 1);
+        delayed.modify(&tree, 4096, -1);
+        assert!(delayed.is_new_extent(4096));
+        assert_eq!(delayed.forget_new_extent(4096).num_bytes, 4096);
+        assert!(delayed.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "below zero")]
+    fn dropping_below_zero_is_an_invariant_violation() {
+        let tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.modify(&tree, 4096, -1);
+    }
+}

@@ -1,0 +1,327 @@
+//! The extent-buffer cache: an identity map bytenr -> shared buffer object, as btrfs's
+//! `buffer_radix` / `alloc_extent_buffer()` / `find_extent_buffer()`.
+//!
+//! Buffer objects live in an arena and are named by [`EbHandle`]s. Whoever holds a
+//! handle holds *the object*, not a copy: when a bytenr is allocated again, the cache
+//! re-initialises the object already mapped at that bytenr — the very object a send walk
+//! may still hold — exactly as `alloc_extent_buffer()` returns an existing buffer. That
+//! is the mechanism of both seed races. A *clone* ([`SharedContent`] taken with
+//! [`ExtentBufferCache::clone_content`]) is a private copy outside the map: later
+//! re-initialisation never reaches it.
+//!
+//! Invariants: `by_block` and `buffers` agree (every mapped handle's buffer has that
+//! bytenr); a buffer's content header names its bytenr; hold counts never go negative.
+
+use crate::extent_buffer::{BlockContent, SharedContent};
+use std::sync::Arc;
+
+/// A reference to a buffer object in the cache. Valid until the cache is dropped by a
+/// remount or a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EbHandle(u32);
+
+impl EbHandle {
+    /// The arena index, for messages.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// Why a buffer object got its current content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InitCause {
+    /// Read from the device on a cache miss.
+    Loaded,
+    /// A new block allocated for a tree (COW, split, new root, snapshot copy).
+    Allocated,
+}
+
+/// Who initialised a buffer object last: the transid, the tree and level it was
+/// allocated for, and what the engine was doing (the operation label set by callers).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InitRecord {
+    /// Loaded or allocated.
+    pub cause: InitCause,
+    /// Transaction that (re)initialised the object.
+    pub transid: u64,
+    /// Owner tree of the new content.
+    pub owner: u64,
+    /// Level of the new content.
+    pub level: u8,
+    /// The engine operation in progress, e.g. `cow`, `split_leaf`, `snapshot`.
+    pub operation: &'static str,
+}
+
+/// What re-initialising a mapped object replaced, reported to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reinitialised {
+    /// The object.
+    pub handle: EbHandle,
+    /// Holders at the time (a send walk, for example).
+    pub holders: u32,
+    /// The content it had before.
+    pub previous: SharedContent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CachedBuffer {
+    bytenr: u64,
+    content: SharedContent,
+    holders: u32,
+    inits: u32,
+    last_init: InitRecord,
+}
+
+const UNMAPPED: u32 = u32::MAX;
+
+/// The cache of extent buffers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExtentBufferCache {
+    buffers: Vec<CachedBuffer>,
+    by_block: Vec<u32>,
+    nodesize_bytes: u64,
+}
+
+impl ExtentBufferCache {
+    /// An empty cache for blocks of `nodesize_bytes`.
+    pub fn new(nodesize_bytes: u64) -> ExtentBufferCache {
+        assert!(nodesize_bytes.is_power_of_two());
+        ExtentBufferCache {
+            buffers: Vec::new(),
+            by_block: Vec::new(),
+            nodesize_bytes,
+        }
+    }
+
+    fn block_index(&self, bytenr: u64) -> usize {
+        assert_eq!(
+            bytenr % self.nodesize_bytes,
+            0,
+            "unaligned tree block {bytenr}"
+        );
+        usize::try_from(bytenr / self.nodesize_bytes).expect("block index fits usize")
+    }
+
+    /// The object mapped at `bytenr`, if any (`find_extent_buffer()`).
+    pub fn find(&self, bytenr: u64) -> Option<EbHandle> {
+        let index = self.block_index(bytenr);
+        match self.by_block.get(index) {
+            Some(&slot) if slot != UNMAPPED => Some(EbHandle(slot)),
+            _ => None,
+        }
+    }
+
+    /// The content of an object as it is now.
+    pub fn content(&self, handle: EbHandle) -> &SharedContent {
+        &self.buffers[handle.0 as usize].content
+    }
+
+    /// The bytenr an object is mapped at.
+    pub fn bytenr(&self, handle: EbHandle) -> u64 {
+        self.buffers[handle.0 as usize].bytenr
+    }
+
+    /// Mutable content. The engine calls this only for blocks COWed in the running
+    /// transaction; holders of older `SharedContent` clones are unaffected.
+    pub fn content_mut(&mut self, handle: EbHandle) -> &mut BlockContent {
+        Arc::make_mut(&mut self.buffers[handle.0 as usize].content)
+    }
+
+    /// A private copy of the object's current content (`btrfs_clone_extent_buffer()`).
+    pub fn clone_content(&self, handle: EbHandle) -> SharedContent {
+        Arc::clone(self.content(handle))
+    }
+
+    /// Who initialised the object last.
+    pub fn last_init(&self, handle: EbHandle) -> &InitRecord {
+        &self.buffers[handle.0 as usize].last_init
+    }
+
+    /// How many times the object has been (re)initialised.
+    pub fn init_count(&self, handle: EbHandle) -> u32 {
+        self.buffers[handle.0 as usize].inits
+    }
+
+    /// Maps content read from the device; the bytenr must not be mapped yet.
+    pub fn insert_loaded(&mut self, content: SharedContent, transid: u64) -> EbHandle {
+        let bytenr = content.header.bytenr;
+        assert!(self.find(bytenr).is_none(), "block {bytenr} loaded twice");
+        let record = InitRecord {
+            cause: InitCause::Loaded,
+            transid,
+            owner: content.header.owner,
+            level: content.header.level,
+            operation: "read_tree_block",
+        };
+        self.map_new(bytenr, content, record)
+    }
+
+    /// Gives `bytenr` new content (`btrfs_init_new_buffer()`): if an object is mapped
+    /// there already, *that object* is re-initialised and the replaced content is
+    /// reported; otherwise a new object is mapped.
+    pub fn init_block(
+        &mut self,
+        content: BlockContent,
+        transid: u64,
+        operation: &'static str,
+    ) -> (EbHandle, Option<Reinitialised>) {
+        let bytenr = content.header.bytenr;
+        let record = InitRecord {
+            cause: InitCause::Allocated,
+            transid,
+            owner: content.header.owner,
+            level: content.header.level,
+            operation,
+        };
+        let content = Arc::new(content);
+        match self.find(bytenr) {
+            Some(handle) => {
+                let buffer = &mut self.buffers[handle.0 as usize];
+                assert_eq!(buffer.bytenr, bytenr);
+                let previous = std::mem::replace(&mut buffer.content, content);
+                buffer.inits += 1;
+                buffer.last_init = record;
+                let report = Reinitialised {
+                    handle,
+                    holders: buffer.holders,
+                    previous,
+                };
+                (handle, Some(report))
+            }
+            None => (self.map_new(bytenr, content, record), None),
+        }
+    }
+
+    fn map_new(&mut self, bytenr: u64, content: SharedContent, record: InitRecord) -> EbHandle {
+        let index = self.block_index(bytenr);
+        if self.by_block.len() <= index {
+            self.by_block.resize(index + 1, UNMAPPED);
+        }
+        let slot = u32::try_from(self.buffers.len()).expect("fewer than 2^32 buffers");
+        assert_ne!(slot, UNMAPPED);
+        self.buffers.push(CachedBuffer {
+            bytenr,
+            content,
+            holders: 0,
+            inits: 1,
+            last_init: record,
+        });
+        self.by_block[index] = slot;
+        EbHandle(slot)
+    }
+
+    /// Takes a reference on an object (`atomic_inc(&eb->refs)`).
+    pub fn hold(&mut self, handle: EbHandle) {
+        let buffer = &mut self.buffers[handle.0 as usize];
+        buffer.holders = buffer.holders.checked_add(1).expect("hold count overflow");
+    }
+
+    /// Drops a reference taken with [`hold`](Self::hold).
+    pub fn release(&mut self, handle: EbHandle) {
+        let buffer = &mut self.buffers[handle.0 as usize];
+        assert!(
+            buffer.holders > 0,
+            "release of block {} nobody holds",
+            buffer.bytenr
+        );
+        buffer.holders -= 1;
+    }
+
+    /// References held on an object.
+    pub fn holders(&self, handle: EbHandle) -> u32 {
+        self.buffers[handle.0 as usize].holders
+    }
+
+    /// References held on all objects together.
+    pub fn holders_total(&self) -> u64 {
+        self.buffers
+            .iter()
+            .map(|buffer| u64::from(buffer.holders))
+            .sum()
+    }
+
+    /// Number of objects in the arena.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Whether the arena is empty.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    /// Checks the map/arena agreement of the module invariants.
+    pub fn check(&self) -> Result<(), String> {
+        for (index, &slot) in self.by_block.iter().enumerate() {
+            if slot == UNMAPPED {
+                continue;
+            }
+            let buffer = self
+                .buffers
+                .get(slot as usize)
+                .ok_or("cache maps a missing object")?;
+            let bytenr = index as u64 * self.nodesize_bytes;
+            if buffer.bytenr != bytenr || buffer.content.header.bytenr != bytenr {
+                return Err(format!(
+                    "cache object {slot} mapped at {bytenr} holds block {} (header {})",
+                    buffer.bytenr, buffer.content.header.bytenr
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+
+    fn leaf(bytenr: u64, generation: u64, objectid: u64) -> BlockContent {
+        let mut content = BlockContent::empty(bytenr, generation, 5, 0);
+        content.leaf_mut().insert(0, Key::new(objectid, 1, 0), b"x");
+        content
+    }
+
+    #[test]
+    fn reinit_reaches_the_object_a_holder_has_but_not_a_clone() {
+        let mut cache = ExtentBufferCache::new(4096);
+        let (held, first) = cache.init_block(leaf(8192, 1, 256), 1, "test");
+        assert!(first.is_none());
+        cache.hold(held);
+        let clone = cache.clone_content(held);
+        let (again, report) = cache.init_block(leaf(8192, 2, 999), 2, "test");
+        assert_eq!(again, held, "same bytenr, same object");
+        let report = report.expect("re-initialised");
+        assert_eq!(report.holders, 1);
+        assert_eq!(report.previous.first_key(), Some(Key::new(256, 1, 0)));
+        assert_eq!(cache.content(held).first_key(), Some(Key::new(999, 1, 0)));
+        assert_eq!(
+            clone.first_key(),
+            Some(Key::new(256, 1, 0)),
+            "clone unaffected"
+        );
+        assert_eq!(cache.init_count(held), 2);
+        cache.release(held);
+        assert_eq!(cache.holders_total(), 0);
+        assert_eq!(cache.check(), Ok(()));
+    }
+
+    #[test]
+    fn content_mut_does_not_disturb_clones() {
+        let mut cache = ExtentBufferCache::new(4096);
+        let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
+        let clone = cache.clone_content(handle);
+        cache.content_mut(handle).leaf_mut().remove(0);
+        assert_eq!(cache.content(handle).nritems(), 0);
+        assert_eq!(clone.nritems(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "nobody holds")]
+    fn release_without_hold_is_an_invariant_violation() {
+        let mut cache = ExtentBufferCache::new(4096);
+        let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
+        cache.release(handle);
+    }
+}

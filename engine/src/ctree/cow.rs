@@ -1,0 +1,233 @@
+//! Copy-on-write of tree blocks: `should_cow_block()`, `btrfs_cow_block()` with
+//! `update_ref_for_cow()`, and the allocation and freeing of tree blocks
+//! (`btrfs_alloc_tree_block()`, `btrfs_free_tree_block()`).
+//!
+//! Invariants: only a block created in the running transaction, not yet written, of a
+//! root without FORCE_COW, is modified in place — [`FsInfo::writable`] asserts it on every
+//! modification, pairing with `should_cow_block`. A COW of a block with more than one
+//! reference gives each child one more reference (the copy names them too) and drops one
+//! reference of the original; a COW of an exclusively owned block moves the children to
+//! the copy and frees the original.
+
+use crate::alloc::{BlockGroupKind, ExtentKind, ExtentRecord};
+use crate::cache::EbHandle;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::extent_buffer::{BlockContent, BlockPtr, Body, Header, HEADER_FLAG_RELOC};
+use crate::fs_info::FsInfo;
+use crate::items::data_reference;
+use crate::marks::{Event, Mark};
+
+impl FsInfo {
+    /// Whether a block must be COWed before the running transaction may change it.
+    pub fn should_cow_block(&self, root_id: u64, handle: EbHandle) -> bool {
+        let Some(transid) = self.running_transid() else {
+            return true;
+        };
+        let header = &self.cache.content(handle).header;
+        let force_cow = self.roots.get(&root_id).is_some_and(|root| root.force_cow);
+        !(header.generation == transid
+            && !header.is_written()
+            && header.flags & HEADER_FLAG_RELOC == 0
+            && !force_cow)
+    }
+
+    /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
+    /// at the copy. Returns the block to modify.
+    pub fn cow_block(
+        &mut self,
+        root_id: u64,
+        handle: EbHandle,
+        parent: Option<(EbHandle, usize)>,
+    ) -> Result<EbHandle> {
+        if !self.should_cow_block(root_id, handle) {
+            return Ok(handle);
+        }
+        let transid = self.join_transaction();
+        let original = self.cache.clone_content(handle);
+        let level = original.level();
+        let new_bytenr = self.reserve_tree_block()?;
+        let mut copy = (*original).clone();
+        copy.header = Header {
+            bytenr: new_bytenr,
+            generation: transid,
+            owner: root_id,
+            level,
+            flags: if self.relocation_cow {
+                HEADER_FLAG_RELOC
+            } else {
+                0
+            },
+        };
+        if self.extent_refs(original.header.bytenr) > 1 {
+            self.add_children_refs(&copy, 1);
+            self.marks.hit(Mark::SharedBlockCowed);
+        }
+        if parent.is_none() && self.cache.holders(handle) > 0 {
+            self.marks.hit(Mark::RootCowedWhileHeld);
+        }
+        let copy_handle = self.init_tree_block(copy, "cow");
+        let copy_pointer = BlockPtr {
+            bytenr: new_bytenr,
+            generation: transid,
+            level,
+        };
+        match parent {
+            None => self.set_root_node(root_id, copy_pointer)?,
+            Some((parent, slot)) => {
+                let node_slot = &mut self.writable(parent).node_slots_mut()[slot];
+                assert_eq!(
+                    node_slot.blockptr, original.header.bytenr,
+                    "COW parent slot mismatch"
+                );
+                node_slot.blockptr = new_bytenr;
+                node_slot.generation = transid;
+            }
+        }
+        self.free_tree_block(original.header.bytenr);
+        Ok(copy_handle)
+    }
+
+    /// Mutable content of a block the running transaction may change in place.
+    pub(crate) fn writable(&mut self, handle: EbHandle) -> &mut BlockContent {
+        let transid = self
+            .running_transid()
+            .expect("modifying a block outside a transaction");
+        let content = self.cache.content_mut(handle);
+        assert!(
+            content.header.generation == transid && !content.header.is_written(),
+            "block {} (generation {}, flags {:#x}) modified in place in transaction {transid}",
+            content.header.bytenr,
+            content.header.generation,
+            content.header.flags
+        );
+        content
+    }
+
+    /// Points a tree's root at a new block and marks the tree dirty.
+    pub(crate) fn set_root_node(&mut self, root_id: u64, node: BlockPtr) -> Result<()> {
+        self.root_mut(root_id)?.node = node;
+        self.mark_root_dirty(root_id);
+        Ok(())
+    }
+
+    /// Reserves space for one tree block at the lowest free address, creating a metadata
+    /// block group if every group is full. ENOSPC when the device is full.
+    pub(crate) fn reserve_tree_block(&mut self) -> Result<u64> {
+        self.reserve_extent(BlockGroupKind::Metadata, self.geometry.nodesize_bytes)
+    }
+
+    /// Reserves `num_bytes` of `kind` at the lowest free address.
+    pub(crate) fn reserve_extent(&mut self, kind: BlockGroupKind, num_bytes: u64) -> Result<u64> {
+        if let Some(bytenr) = self.space.alloc(kind, num_bytes) {
+            return Ok(bytenr);
+        }
+        let group_bytes = self.group_bytes(kind);
+        if num_bytes <= group_bytes && self.space.add_group(kind, group_bytes).is_some() {
+            if let Some(bytenr) = self.space.alloc(kind, num_bytes) {
+                return Ok(bytenr);
+            }
+        }
+        Err(Error::errno(
+            Errno::ENOSPC,
+            format!("no free {kind} space for {num_bytes} bytes"),
+        ))
+    }
+
+    /// Gives a reserved bytenr its content: registers the new extent with one reference,
+    /// (re)initialises the buffer object mapped there, and marks the block dirty.
+    pub(crate) fn init_tree_block(
+        &mut self,
+        content: BlockContent,
+        operation: &'static str,
+    ) -> EbHandle {
+        let transid = self.join_transaction();
+        let header = content.header;
+        assert_eq!(header.generation, transid);
+        let record = ExtentRecord {
+            num_bytes: self.geometry.nodesize_bytes,
+            refs: 0,
+            generation: transid,
+            kind: ExtentKind::TreeBlock {
+                level: header.level,
+                owner: header.owner,
+            },
+        };
+        let extent_tree = &self.device.super_block.extent_tree;
+        self.delayed_refs
+            .add_new_extent(extent_tree, header.bytenr, record);
+        self.delayed_refs.modify(extent_tree, header.bytenr, 1);
+        let (handle, reinitialised) = self.cache.init_block(content, transid, operation);
+        if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
+            self.note_held_buffer_reused(&report, &header, transid, operation);
+        }
+        self.transaction_mut().dirty_blocks.insert(header.bytenr);
+        handle
+    }
+
+    fn note_held_buffer_reused(
+        &mut self,
+        report: &crate::cache::Reinitialised,
+        header: &Header,
+        transid: u64,
+        operation: &'static str,
+    ) {
+        let previous_level = report.previous.header.level;
+        self.marks.hit(Mark::BufferReusedWhileHeld);
+        if previous_level > 0 && header.level == 0 {
+            self.marks.hit(Mark::NodeReusedAsLeaf);
+        }
+        if previous_level == 0 && header.level > 0 {
+            self.marks.hit(Mark::LeafReusedAsNode);
+        }
+        self.events.push(Event::HeldBufferReinitialised {
+            handle: report.handle,
+            bytenr: header.bytenr,
+            holders: report.holders,
+            previous_level,
+            previous_owner: report.previous.header.owner,
+            level: header.level,
+            owner: header.owner,
+            transid,
+            operation,
+        });
+    }
+
+    /// Drops one reference of a tree block (`btrfs_free_tree_block()`). A block the
+    /// running transaction created and nobody else references goes straight back to free
+    /// space; anything else waits for the delayed refs to run and is pinned then.
+    pub(crate) fn free_tree_block(&mut self, bytenr: u64) {
+        let extent_tree = &self.device.super_block.extent_tree;
+        self.delayed_refs.modify(extent_tree, bytenr, -1);
+        let unreferenced = self.delayed_refs.effective_refs(extent_tree, bytenr) == Some(0);
+        if unreferenced && self.delayed_refs.is_new_extent(bytenr) {
+            let record = self.delayed_refs.forget_new_extent(bytenr);
+            assert!(record.is_tree_block());
+            self.space.free_now(bytenr, record.num_bytes);
+            let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
+            assert!(was_dirty, "a block created in this transaction is dirty");
+        }
+    }
+
+    /// Adds `delta` references to everything a block points at: children of a node, data
+    /// extents of a leaf's file extent items (`btrfs_inc_ref()` / `btrfs_dec_ref()`).
+    pub(crate) fn add_children_refs(&mut self, content: &BlockContent, delta: i64) {
+        let extent_tree = &self.device.super_block.extent_tree;
+        match &content.body {
+            Body::Node(slots) => {
+                for slot in slots {
+                    self.delayed_refs.modify(extent_tree, slot.blockptr, delta);
+                }
+            }
+            Body::Leaf(leaf) => {
+                for slot in 0..leaf.nritems() {
+                    if let Some((disk_bytenr, _)) =
+                        data_reference(leaf.key(slot).item_type, leaf.item_data(slot))
+                    {
+                        self.delayed_refs.modify(extent_tree, disk_bytenr, delta);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Changing items: insert (`btrfs_insert_item()` with `split_leaf()`, `split_node()`,
+//! `insert_new_root()`), delete (`btrfs_del_items()` with sibling merges, `del_ptr()` and
+//! root collapse), and update. Data references of EXTENT_DATA items follow the items:
+//! inserting one adds a reference to its data extent, deleting drops it.
+//!
+//! Splits run bottom-up over a path whose blocks were all COWed by the search, so each is
+//! writable; a split first makes room in the parent, so a failure (ENOSPC, a tree deeper
+//! than `MAX_LEVEL`) leaves a consistent tree with the item not inserted. Every
+//! allocation happens before the change that needs it.
+
+use super::Path;
+use crate::cache::EbHandle;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::extent_buffer::{BlockContent, Body, Header, NodeSlot};
+use crate::fs_info::FsInfo;
+use crate::geometry::MAX_LEVEL;
+use crate::items::data_reference;
+use crate::key::Key;
+use crate::marks::Mark;
+
+/// Metadata blocks one item change may need at most: a COWed path, a split at every
+/// level and a new root.
+pub const BLOCKS_PER_ITEM_CHANGE: u64 = 2 * MAX_LEVEL as u64 + 1;
+
+/// Blocks always kept free for commits (root items, snapshots, relocation copies).
+pub const GLOBAL_RESERVE_BLOCKS: u64 = 4 * MAX_LEVEL as u64;
+
+impl FsInfo {
+    /// Inserts an item; EEXIST if the key is present.
+    pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
+        self.check_item_size(data)?;
+        self.reserve_metadata_for_items(1)?;
+        let (mut path, found) = self.search_slot(root_id, &key, true)?;
+        if found {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("item {key} exists in tree {root_id}"),
+            ));
+        }
+        let leaf = path.leaf().expect("search reaches a leaf");
+        if self.cache.content(leaf).nritems() >= self.geometry.leaf_items_max {
+            self.split_leaf(root_id, &mut path)?;
+        }
+        let leaf = path.leaf().expect("split keeps a leaf");
+        let slot = path.slots[0];
+        self.writable(leaf).leaf_mut().insert(slot, key, data);
+        if slot == 0 {
+            self.fixup_low_keys(&path, 1, key);
+        }
+        self.add_item_refs(&key, data, 1);
+        self.note_content_change(root_id);
+        Ok(())
+    }
+
+    /// Replaces an item's data; ENOENT if absent. Returns the old data.
+    pub fn update_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<Vec<u8>> {
+        self.check_item_size(data)?;
+        self.reserve_metadata_for_items(1)?;
+        let (path, found) = self.search_slot(root_id, &key, true)?;
+        if !found {
+            return Err(Error::not_found(format!("no item {key} in tree {root_id}")));
+        }
+        let leaf = path.leaf().expect("search reaches a leaf");
+        let old = self
+            .cache
+            .content(leaf)
+            .leaf()
+            .expect("leaf")
+            .item_data(path.slots[0])
+            .to_vec();
+        self.writable(leaf)
+            .leaf_mut()
+            .set_item_data(path.slots[0], data);
+        self.add_item_refs(&key, data, 1);
+        self.add_item_refs(&key, &old, -1);
+        self.note_content_change(root_id);
+        Ok(old)
+    }
+
+    /// Deletes an item; ENOENT if absent. Returns its data.
+    pub fn delete_item(&mut self, root_id: u64, key: Key) -> Result<Vec<u8>> {
+        self.reserve_metadata_for_items(1)?;
+        let (mut path, found) = self.search_slot(root_id, &key, true)?;
+        if !found {
+            return Err(Error::not_found(format!("no item {key} in tree {root_id}")));
+        }
+        let leaf = path.leaf().expect("search reaches a leaf");
+        let slot = path.slots[0];
+        let old = self
+            .cache
+            .content(leaf)
+            .leaf()
+            .expect("leaf")
+            .item_data(slot)
+            .to_vec();
+        self.writable(leaf).leaf_mut().remove(slot);
+        self.add_item_refs(&key, &old, -1);
+        if slot == 0 {
+            if let Some(first) = self.cache.content(leaf).first_key() {
+                self.fixup_low_keys(&path, 1, first);
+            }
+        }
+        self.rebalance_after_delete(root_id, &mut path)?;
+        self.note_content_change(root_id);
+        Ok(old)
+    }
+
+    fn check_item_size(&self, data: &[u8]) -> Result<()> {
+        const ITEM_BYTES_MAX: usize = 1 << 20;
+        if data.len() > ITEM_BYTES_MAX {
+            return Err(Error::errno(
+                Errno::EOVERFLOW,
+                format!("item of {} bytes", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// ENOSPC unless `items` item changes and a commit surely fit in metadata space
+    /// (btrfs's transaction reservation and global block reserve).
+    pub(crate) fn reserve_metadata_for_items(&self, items: u64) -> Result<()> {
+        let needed_blocks = items * BLOCKS_PER_ITEM_CHANGE + GLOBAL_RESERVE_BLOCKS;
+        let kind = crate::alloc::BlockGroupKind::Metadata;
+        let available = self
+            .space
+            .available_bytes(kind, self.metadata_group_bytes());
+        if available < needed_blocks * self.geometry.nodesize_bytes {
+            return Err(Error::errno(
+                Errno::ENOSPC,
+                "metadata space reservation failed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn add_item_refs(&mut self, key: &Key, data: &[u8], delta: i64) {
+        if let Some((disk_bytenr, _)) = data_reference(key.item_type, data) {
+            let extent_tree = &self.device.super_block.extent_tree;
+            self.delayed_refs.modify(extent_tree, disk_bytenr, delta);
+        }
+    }
+
+    fn new_block(
+        &mut self,
+        root_id: u64,
+        bytenr: u64,
+        level: u8,
+        body: Body,
+        operation: &'static str,
+    ) -> EbHandle {
+        let transid = self.join_transaction();
+        let header = Header {
+            bytenr,
+            generation: transid,
+            owner: root_id,
+            level,
+            flags: 0,
+        };
+        self.init_tree_block(BlockContent { header, body }, operation)
+    }
+
+    fn split_leaf(&mut self, root_id: u64, path: &mut Path) -> Result<()> {
+        self.make_room_in_node(root_id, path, 1)?;
+        let right_bytenr = self.reserve_tree_block()?;
+        let leaf = path.leaf().expect("leaf");
+        let nritems = self.cache.content(leaf).nritems();
+        let middle = nritems.div_ceil(2);
+        let right_leaf = self.writable(leaf).leaf_mut().split_off(middle);
+        let right_key = right_leaf.key(0);
+        let right = self.new_block(
+            root_id,
+            right_bytenr,
+            0,
+            Body::Leaf(right_leaf),
+            "split_leaf",
+        );
+        self.insert_pointer(path, 1, right_key, right_bytenr);
+        if path.slots[0] >= middle {
+            path.nodes[0] = Some(right);
+            path.slots[0] -= middle;
+            path.slots[1] += 1;
+        }
+        self.marks.hit(Mark::LeafSplit);
+        Ok(())
+    }
+
+    /// Makes sure the node at `level` of the path can take one more pointer: a new root
+    /// above the old one, or a split.
+    fn make_room_in_node(&mut self, root_id: u64, path: &mut Path, level: usize) -> Result<()> {
+        if level >= MAX_LEVEL {
+            return Err(Error::errno(
+                Errno::ENOSPC,
+                format!("tree {root_id} would exceed {MAX_LEVEL} levels"),
+            ));
+        }
+        match path.nodes[level] {
+            None => self.insert_new_root(root_id, path, level),
+            Some(node) if self.cache.content(node).nritems() >= self.geometry.node_pointers_max => {
+                self.split_node(root_id, path, level)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn insert_new_root(&mut self, root_id: u64, path: &mut Path, level: usize) -> Result<()> {
+        let bytenr = self.reserve_tree_block()?;
+        let old_root = path.nodes[level - 1].expect("the old root is on the path");
+        let old = self.cache.content(old_root);
+        let slot = NodeSlot {
+            key: old.first_key().expect("a root being split has items"),
+            blockptr: old.header.bytenr,
+            generation: old.header.generation,
+        };
+        let level_u8 = u8::try_from(level).expect("level < MAX_LEVEL");
+        let new_root = self.new_block(
+            root_id,
+            bytenr,
+            level_u8,
+            Body::Node(vec![slot]),
+            "insert_new_root",
+        );
+        let transid = self.join_transaction();
+        self.set_root_node(
+            root_id,
+            crate::extent_buffer::BlockPtr {
+                bytenr,
+                generation: transid,
+                level: level_u8,
+            },
+        )?;
+        path.nodes[level] = Some(new_root);
+        path.slots[level] = 0;
+        Ok(())
+    }
+
+    fn split_node(&mut self, root_id: u64, path: &mut Path, level: usize) -> Result<()> {
+        self.make_room_in_node(root_id, path, level + 1)?;
+        let right_bytenr = self.reserve_tree_block()?;
+        let node = path.nodes[level].expect("node on path");
+        let nritems = self.cache.content(node).nritems();
+        let middle = nritems.div_ceil(2);
+        let right_slots = self.writable(node).node_slots_mut().split_off(middle);
+        let right_key = right_slots[0].key;
+        let level_u8 = u8::try_from(level).expect("level < MAX_LEVEL");
+        let right = self.new_block(
+            root_id,
+            right_bytenr,
+            level_u8,
+            Body::Node(right_slots),
+            "split_node",
+        );
+        self.insert_pointer(path, level + 1, right_key, right_bytenr);
+        if path.slots[level] >= middle {
+            path.nodes[level] = Some(right);
+            path.slots[level] -= middle;
+            path.slots[level + 1] += 1;
+        }
+        self.marks.hit(Mark::NodeSplit);
+        Ok(())
+    }
+
+    /// Inserts a pointer to a new right sibling just after the path's slot at `level`.
+    fn insert_pointer(&mut self, path: &Path, level: usize, key: Key, blockptr: u64) {
+        let transid = self.join_transaction();
+        let node = path.nodes[level].expect("parent on path");
+        let max = self.geometry.node_pointers_max;
+        let slots = self.writable(node).node_slots_mut();
+        slots.insert(
+            path.slots[level] + 1,
+            NodeSlot {
+                key,
+                blockptr,
+                generation: transid,
+            },
+        );
+        assert!(slots.len() <= max, "node overfull after insert_pointer");
+    }
+
+    /// Sets the key of the path's slot at `level` and above while it is slot 0
+    /// (`fixup_low_keys()`).
+    fn fixup_low_keys(&mut self, path: &Path, from_level: usize, key: Key) {
+        for level in from_level..MAX_LEVEL {
+            let Some(node) = path.nodes[level] else { break };
+            let slot = path.slots[level];
+            self.writable(node).node_slots_mut()[slot].key = key;
+            if slot != 0 {
+                break;
+            }
+        }
+    }
+
+    /// Removes the pointer in `slot` of the path's node at `level` (`del_ptr()`).
+    fn remove_pointer(&mut self, path: &Path, level: usize, slot: usize) {
+        let node = path.nodes[level].expect("node on path");
+        let slots = self.writable(node).node_slots_mut();
+        slots.remove(slot);
+        let new_first = slots.first().map(|first| first.key);
+        if slot == 0 {
+            if let Some(first) = new_first {
+                self.fixup_low_keys(path, level + 1, first);
+            }
+        }
+    }
+
+    /// After a delete: free empty blocks, merge underfull ones into a sibling, collapse a
+    /// root node left with one child — walking up as far as changes go.
+    fn rebalance_after_delete(&mut self, root_id: u64, path: &mut Path) -> Result<()> {
+        let mut level = 0;
+        loop {
+            let handle = path.nodes[level].expect("block on path");
+            let nritems = self.cache.content(handle).nritems();
+            let is_root = level + 1 >= MAX_LEVEL || path.nodes[level + 1].is_none();
+            if is_root {
+                if level > 0 && nritems == 1 {
+                    self.collapse_root(root_id, handle)?;
+                }
+                assert!(
+                    level == 0 || nritems > 0,
+                    "root node of tree {root_id} left empty"
+                );
+                return Ok(());
+            }
+            let minimum = if level == 0 {
+                self.geometry.leaf_items_min()
+            } else {
+                self.geometry.node_pointers_min()
+            };
+            if nritems >= minimum {
+                return Ok(());
+            }
+            if nritems == 0 {
+                let bytenr = self.cache.bytenr(handle);
+                self.remove_pointer(path, level + 1, path.slots[level + 1]);
+                self.free_tree_block(bytenr);
+            } else if !self.merge_with_sibling(root_id, path, level)? {
+                return Ok(());
+            }
+            level += 1;
+        }
+    }
+
+    fn collapse_root(&mut self, root_id: u64, handle: EbHandle) -> Result<()> {
+        let content = self.cache.content(handle);
+        let (child, _) = super::read::child_pointer(content, 0)?;
+        let bytenr = content.header.bytenr;
+        self.set_root_node(root_id, child)?;
+        self.free_tree_block(bytenr);
+        self.marks.hit(Mark::RootCollapsed);
+        Ok(())
+    }
+
+    /// Merges the path's block at `level` into its left sibling, or its right sibling
+    /// into it, if the two fit in one block. Returns whether a merge happened. A merge is
+    /// an optimisation: if the sibling cannot be COWed for lack of space, nothing merges.
+    fn merge_with_sibling(&mut self, root_id: u64, path: &mut Path, level: usize) -> Result<bool> {
+        let parent = path.nodes[level + 1].expect("parent on path");
+        let slot = path.slots[level + 1];
+        let handle = path.nodes[level].expect("block on path");
+        let capacity = if level == 0 {
+            self.geometry.leaf_items_max
+        } else {
+            self.geometry.node_pointers_max
+        };
+        let nritems = self.cache.content(handle).nritems();
+        if slot > 0 {
+            let left = self.read_node_slot(root_id, parent, slot - 1)?;
+            if self.cache.content(left).nritems() + nritems <= capacity {
+                let Some(left) = self.cow_unless_no_space(root_id, left, parent, slot - 1)? else {
+                    return Ok(false);
+                };
+                self.move_all_items(handle, left);
+                self.remove_pointer(path, level + 1, slot);
+                self.free_tree_block(self.cache.bytenr(handle));
+                self.marks.hit(Mark::SiblingsMerged);
+                return Ok(true);
+            }
+        }
+        let parent_nritems = self.cache.content(parent).nritems();
+        if slot + 1 < parent_nritems {
+            let right = self.read_node_slot(root_id, parent, slot + 1)?;
+            if self.cache.content(right).nritems() + nritems <= capacity {
+                let Some(right) = self.cow_unless_no_space(root_id, right, parent, slot + 1)?
+                else {
+                    return Ok(false);
+                };
+                self.move_all_items(right, handle);
+                self.remove_pointer(path, level + 1, slot + 1);
+                self.free_tree_block(self.cache.bytenr(right));
+                self.marks.hit(Mark::SiblingsMerged);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn cow_unless_no_space(
+        &mut self,
+        root_id: u64,
+        handle: EbHandle,
+        parent: EbHandle,
+        slot: usize,
+    ) -> Result<Option<EbHandle>> {
+        match self.cow_block(root_id, handle, Some((parent, slot))) {
+            Ok(cowed) => Ok(Some(cowed)),
+            Err(error) if error.to_errno() == Errno::ENOSPC => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Appends every item or pointer of `from` to `to` and empties `from`; both must be
+    /// writable and `from`'s keys must follow `to`'s.
+    fn move_all_items(&mut self, from: EbHandle, to: EbHandle) {
+        let empty = empty_body_like(self.cache.content(from));
+        let moved = std::mem::replace(&mut self.writable(from).body, empty);
+        match moved {
+            Body::Leaf(leaf) => self.writable(to).leaf_mut().append(&leaf),
+            Body::Node(slots) => self.writable(to).node_slots_mut().extend(slots),
+        }
+    }
+
+    /// Records that a subvolume's content changed in the running transaction (its root
+    /// item's ctransid moves at commit).
+    fn note_content_change(&mut self, root_id: u64) {
+        self.transaction_mut().changed_roots.insert(root_id);
+    }
+}
+
+fn empty_body_like(content: &BlockContent) -> Body {
+    match content.body {
+        Body::Leaf(_) => Body::Leaf(Default::default()),
+        Body::Node(_) => Body::Node(Vec::new()),
+    }
+}

@@ -1,0 +1,136 @@
+//! Reading tree blocks: `read_tree_block()` with the checks the kernel makes on a child
+//! (bytenr, generation against the parent's expectation, level, first key, owner), and
+//! `read_node_slot()`, whose BUG_ON on a leaf is reported as its own outcome.
+//!
+//! Reads go through the extent-buffer cache; a miss loads the block from the device.
+//! The checks run on cache hits too, as `btrfs_verify_level_key()` and
+//! `verify_parent_transid()` do for up-to-date buffers.
+
+use crate::cache::EbHandle;
+use crate::error::{Error, Result};
+use crate::extent_buffer::{BlockContent, BlockPtr};
+use crate::fs_info::FsInfo;
+use crate::key::{is_fs_tree, Key};
+
+/// Checks a block's header and first key against what its parent (or root item) says.
+pub fn verify_tree_block(
+    content: &BlockContent,
+    expected: BlockPtr,
+    first_key: Option<Key>,
+    root_id: u64,
+) -> Result<()> {
+    let header = &content.header;
+    if header.bytenr != expected.bytenr {
+        return Err(Error::BytenrMismatch {
+            bytenr: expected.bytenr,
+            found: header.bytenr,
+        });
+    }
+    if header.generation != expected.generation {
+        return Err(Error::TransidMismatch {
+            bytenr: expected.bytenr,
+            wanted: expected.generation,
+            found: header.generation,
+        });
+    }
+    if header.level != expected.level {
+        return Err(Error::LevelMismatch {
+            bytenr: expected.bytenr,
+            wanted: expected.level,
+            found: header.level,
+        });
+    }
+    if let Some(wanted) = first_key {
+        if content.first_key() != Some(wanted) {
+            return Err(Error::FirstKeyMismatch {
+                bytenr: expected.bytenr,
+                wanted,
+                found: content.first_key(),
+            });
+        }
+    }
+    let owner_fits = if is_fs_tree(root_id) {
+        is_fs_tree(header.owner)
+    } else {
+        header.owner == root_id
+    };
+    if !owner_fits {
+        return Err(Error::OwnerMismatch {
+            bytenr: expected.bytenr,
+            root: root_id,
+            owner: header.owner,
+        });
+    }
+    Ok(())
+}
+
+/// The pointer and first key recorded in node slot `slot`; the kernel BUG if `content`
+/// is a leaf.
+pub fn child_pointer(content: &BlockContent, slot: usize) -> Result<(BlockPtr, Key)> {
+    let Some(slots) = content.node_slots() else {
+        return Err(Error::ReadNodeSlotBug {
+            bytenr: content.header.bytenr,
+            level: content.header.level,
+            slot,
+        });
+    };
+    let node_slot = slots.get(slot).ok_or_else(|| {
+        Error::errno(
+            crate::Errno::EUCLEAN,
+            format!(
+                "slot {slot} beyond nritems {} of node {}",
+                slots.len(),
+                content.header.bytenr
+            ),
+        )
+    })?;
+    let pointer = BlockPtr {
+        bytenr: node_slot.blockptr,
+        generation: node_slot.generation,
+        level: content.header.level - 1,
+    };
+    Ok((pointer, node_slot.key))
+}
+
+impl FsInfo {
+    /// Finds or loads the block `expected` names and checks it (`read_tree_block()`).
+    pub fn read_tree_block(
+        &mut self,
+        root_id: u64,
+        expected: BlockPtr,
+        first_key: Option<Key>,
+    ) -> Result<EbHandle> {
+        let handle = match self.cache.find(expected.bytenr) {
+            Some(handle) => handle,
+            None => {
+                let content =
+                    self.device
+                        .read_block(expected.bytenr)
+                        .ok_or(Error::MissingBlock {
+                            bytenr: expected.bytenr,
+                        })?;
+                let transid = self.running_transid().unwrap_or(self.generation);
+                self.cache.insert_loaded(content, transid)
+            }
+        };
+        verify_tree_block(self.cache.content(handle), expected, first_key, root_id)?;
+        Ok(handle)
+    }
+
+    /// Reads the child in slot `slot` of the node `parent` (`read_node_slot()`).
+    pub fn read_node_slot(
+        &mut self,
+        root_id: u64,
+        parent: EbHandle,
+        slot: usize,
+    ) -> Result<EbHandle> {
+        let (pointer, first_key) = child_pointer(self.cache.content(parent), slot)?;
+        self.read_tree_block(root_id, pointer, Some(first_key))
+    }
+
+    /// Reads the root block of a tree as the running transaction sees it.
+    pub fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
+        let node = self.root(root_id)?.node;
+        self.read_tree_block(root_id, node, None)
+    }
+}

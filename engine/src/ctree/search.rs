@@ -1,0 +1,102 @@
+//! `btrfs_search_slot()`: walk from a root to the leaf where a key is or would go,
+//! optionally COWing every block on the way (so the caller may modify them), and the
+//! read-only search of a *commit root* that send uses without a transaction.
+
+use super::Path;
+use crate::cache::EbHandle;
+use crate::error::{Error, Result};
+use crate::extent_buffer::BlockPtr;
+use crate::fs_info::FsInfo;
+use crate::key::Key;
+
+impl FsInfo {
+    /// Searches the current tree of `root_id` for `key`. With `cow`, every block on the
+    /// path is COWed in the running transaction (joined or started). Returns the path and
+    /// whether the key was found; `path.slots[0]` is its slot or where it would go.
+    pub fn search_slot(&mut self, root_id: u64, key: &Key, cow: bool) -> Result<(Path, bool)> {
+        self.search_to_level(root_id, key, cow, 0)
+    }
+
+    /// Like [`search_slot`](Self::search_slot) but stops at `lowest_level`: the path's
+    /// block there is the one whose key range holds `key` (relocation COWs down to the
+    /// level of the block it moves).
+    pub fn search_to_level(
+        &mut self,
+        root_id: u64,
+        key: &Key,
+        cow: bool,
+        lowest_level: u8,
+    ) -> Result<(Path, bool)> {
+        if cow {
+            self.join_transaction();
+        }
+        let start = self.root(root_id)?.node;
+        let mut handle = self.read_tree_block(root_id, start, None)?;
+        if cow {
+            handle = self.cow_block(root_id, handle, None)?;
+        }
+        self.descend(root_id, handle, key, cow, lowest_level)
+    }
+
+    /// Searches the commit root of `root_id` (no transaction, no COW).
+    pub fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
+        let start = self.commit_root_of(root_id)?;
+        let handle = self.read_tree_block(root_id, start, None)?;
+        self.descend(root_id, handle, key, false, 0)
+    }
+
+    /// The commit root of `root_id`; ENOENT if the tree was never committed.
+    pub fn commit_root_of(&self, root_id: u64) -> Result<BlockPtr> {
+        self.root(root_id)?
+            .commit_root
+            .ok_or_else(|| Error::not_found(format!("tree {root_id} has no commit root yet")))
+    }
+
+    fn descend(
+        &mut self,
+        root_id: u64,
+        mut handle: EbHandle,
+        key: &Key,
+        cow: bool,
+        lowest_level: u8,
+    ) -> Result<(Path, bool)> {
+        let mut path = Path::default();
+        loop {
+            let content = self.cache.content(handle);
+            let level = usize::from(content.level());
+            path.nodes[level] = Some(handle);
+            if level == 0 {
+                let leaf = content.leaf().expect("level 0 is a leaf");
+                let (slot, found) = match leaf.search(key) {
+                    Ok(slot) => (slot, true),
+                    Err(slot) => (slot, false),
+                };
+                path.slots[0] = slot;
+                return Ok((path, found));
+            }
+            let (slot, exact) = content.node_search(key);
+            path.slots[level] = slot;
+            if level == usize::from(lowest_level) {
+                return Ok((path, exact));
+            }
+            let mut child = self.read_node_slot(root_id, handle, slot)?;
+            if cow {
+                child = self.cow_block(root_id, child, Some((handle, slot)))?;
+            }
+            handle = child;
+        }
+    }
+
+    /// The data of the item a path's leaf slot points at.
+    pub fn path_item(&self, path: &Path) -> Option<(Key, &[u8])> {
+        let leaf = self.cache.content(path.leaf()?).leaf()?;
+        let slot = path.slots[0];
+        (slot < leaf.nritems()).then(|| (leaf.key(slot), leaf.item_data(slot)))
+    }
+
+    /// Looks up one item in the current tree.
+    pub fn lookup_item(&mut self, root_id: u64, key: &Key) -> Result<Option<Vec<u8>>> {
+        let (path, found) = self.search_slot(root_id, key, false)?;
+        Ok(found.then(|| self.path_item(&path).expect("found item").1.to_vec()))
+    }
+}

@@ -1,0 +1,412 @@
+//! Extent buffers: the content of one tree block — a header and either node slots or
+//! leaf items — as btrfs's `struct extent_buffer` holds it in memory.
+//!
+//! A leaf keeps its item data packed in one byte vector, like a btrfs leaf's data area:
+//! item `i` owns `data[offset..offset + size]`, and items are stored in key order with
+//! their data in the same order. Invariants, checked by [`BlockContent::check_shape`]:
+//! keys strictly increase within a block, item data ranges tile the data vector, and a
+//! node is never empty unless it is being built.
+
+use crate::key::Key;
+use std::sync::Arc;
+
+/// Header flag: the block has been written to the device by a commit.
+pub const HEADER_FLAG_WRITTEN: u64 = 1 << 0;
+/// Header flag: the block was created by relocation.
+pub const HEADER_FLAG_RELOC: u64 = 1 << 1;
+
+/// The header every tree block carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// The logical address of the block; must equal where it is read from.
+    pub bytenr: u64,
+    /// The transid of the transaction that created this version of the block.
+    pub generation: u64,
+    /// The tree that created the block.
+    pub owner: u64,
+    /// 0 for leaves, the height above the leaves for nodes.
+    pub level: u8,
+    /// `HEADER_FLAG_WRITTEN`, `HEADER_FLAG_RELOC`.
+    pub flags: u64,
+}
+
+impl Header {
+    /// Whether a commit has written this block.
+    pub fn is_written(&self) -> bool {
+        self.flags & HEADER_FLAG_WRITTEN != 0
+    }
+}
+
+/// A node slot: the first key of a child, its address, and the generation the parent
+/// expects the child to have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeSlot {
+    /// The first key of the child.
+    pub key: Key,
+    /// The child's bytenr.
+    pub blockptr: u64,
+    /// The child's generation, as recorded when the pointer was written.
+    pub generation: u64,
+}
+
+/// A leaf item's key and where its data lies in the leaf's data area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ItemSlot {
+    /// The item's key.
+    pub key: Key,
+    /// Byte offset of the item's data in [`Leaf::data`].
+    pub offset: u32,
+    /// Byte length of the item's data.
+    pub size: u32,
+}
+
+/// The items of a leaf with their packed data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Leaf {
+    items: Vec<ItemSlot>,
+    data: Vec<u8>,
+}
+
+impl Leaf {
+    /// Number of items.
+    pub fn nritems(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The key of item `slot`.
+    pub fn key(&self, slot: usize) -> Key {
+        self.items[slot].key
+    }
+
+    /// The data of item `slot`.
+    pub fn item_data(&self, slot: usize) -> &[u8] {
+        let item = self.items[slot];
+        &self.data[item.offset as usize..(item.offset + item.size) as usize]
+    }
+
+    /// All item slots, in key order.
+    pub fn items(&self) -> &[ItemSlot] {
+        &self.items
+    }
+
+    /// Binary search: `Ok(slot)` where the key is, `Err(slot)` where it would go.
+    pub fn search(&self, key: &Key) -> Result<usize, usize> {
+        self.items.binary_search_by(|item| item.key.cmp(key))
+    }
+
+    /// Inserts an item at `slot` (the caller keeps key order).
+    pub fn insert(&mut self, slot: usize, key: Key, data: &[u8]) {
+        assert!(slot <= self.items.len(), "leaf insert slot out of range");
+        let offset = self.data_start(slot);
+        let size = u32::try_from(data.len()).expect("item data fits in u32");
+        self.data
+            .splice(offset as usize..offset as usize, data.iter().copied());
+        for later in &mut self.items[slot..] {
+            later.offset += size;
+        }
+        self.items.insert(slot, ItemSlot { key, offset, size });
+    }
+
+    /// Removes the item at `slot`.
+    pub fn remove(&mut self, slot: usize) {
+        let item = self.items.remove(slot);
+        let start = item.offset as usize;
+        self.data.drain(start..start + item.size as usize);
+        for later in &mut self.items[slot..] {
+            later.offset -= item.size;
+        }
+    }
+
+    /// Replaces the data of the item at `slot`.
+    pub fn set_item_data(&mut self, slot: usize, data: &[u8]) {
+        let item = self.items[slot];
+        let start = item.offset as usize;
+        let new_size = u32::try_from(data.len()).expect("item data fits in u32");
+        self.data
+            .splice(start..start + item.size as usize, data.iter().copied());
+        self.items[slot].size = new_size;
+        for later in &mut self.items[slot + 1..] {
+            later.offset = later.offset - item.size + new_size;
+        }
+    }
+
+    /// Changes the key of the item at `slot` (the caller keeps key order).
+    pub fn set_key(&mut self, slot: usize, key: Key) {
+        self.items[slot].key = key;
+    }
+
+    /// Moves items `from..` into a new leaf, which is returned.
+    pub fn split_off(&mut self, from: usize) -> Leaf {
+        let mut right = Leaf::default();
+        for slot in from..self.items.len() {
+            right.insert(right.nritems(), self.key(slot), self.item_data(slot));
+        }
+        let cut = self.data_start(from) as usize;
+        self.items.truncate(from);
+        self.data.truncate(cut);
+        right
+    }
+
+    /// Appends every item of `right`, whose keys all follow this leaf's keys.
+    pub fn append(&mut self, right: &Leaf) {
+        for slot in 0..right.nritems() {
+            self.insert(self.nritems(), right.key(slot), right.item_data(slot));
+        }
+    }
+
+    /// Bytes of item data.
+    pub fn data_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn data_start(&self, slot: usize) -> u32 {
+        match self.items.get(slot) {
+            Some(item) => item.offset,
+            None => self.data.len() as u32,
+        }
+    }
+}
+
+/// A node's or a leaf's body.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Body {
+    /// Key pointers to children one level down.
+    Node(Vec<NodeSlot>),
+    /// Items with data.
+    Leaf(Leaf),
+}
+
+/// The content of one tree block.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlockContent {
+    /// The block header.
+    pub header: Header,
+    /// Slots or items.
+    pub body: Body,
+}
+
+/// Where a tree block is and what a reader expects of it: the triple a parent slot or a
+/// root item records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockPtr {
+    /// The block's logical address.
+    pub bytenr: u64,
+    /// The generation the block must have.
+    pub generation: u64,
+    /// The level the block must have.
+    pub level: u8,
+}
+
+/// A cheap, immutable, shared snapshot of a block's content. Mutation goes through
+/// `Arc::make_mut`, so a holder of an older `SharedContent` never sees a change.
+pub type SharedContent = Arc<BlockContent>;
+
+impl BlockContent {
+    /// An empty leaf or node at `bytenr`.
+    pub fn empty(bytenr: u64, generation: u64, owner: u64, level: u8) -> BlockContent {
+        let body = if level == 0 {
+            Body::Leaf(Leaf::default())
+        } else {
+            Body::Node(Vec::new())
+        };
+        BlockContent {
+            header: Header {
+                bytenr,
+                generation,
+                owner,
+                level,
+                flags: 0,
+            },
+            body,
+        }
+    }
+
+    /// Number of slots (node) or items (leaf): btrfs's `nritems`.
+    pub fn nritems(&self) -> usize {
+        match &self.body {
+            Body::Node(slots) => slots.len(),
+            Body::Leaf(leaf) => leaf.nritems(),
+        }
+    }
+
+    /// The level stored in the header.
+    pub fn level(&self) -> u8 {
+        self.header.level
+    }
+
+    /// The key in slot `slot`, node or leaf.
+    pub fn key(&self, slot: usize) -> Key {
+        match &self.body {
+            Body::Node(slots) => slots[slot].key,
+            Body::Leaf(leaf) => leaf.key(slot),
+        }
+    }
+
+    /// The first key, if the block has any items.
+    pub fn first_key(&self) -> Option<Key> {
+        (self.nritems() > 0).then(|| self.key(0))
+    }
+
+    /// The node slots, if this is a node.
+    pub fn node_slots(&self) -> Option<&[NodeSlot]> {
+        match &self.body {
+            Body::Node(slots) => Some(slots),
+            Body::Leaf(_) => None,
+        }
+    }
+
+    /// The leaf, if this is a leaf.
+    pub fn leaf(&self) -> Option<&Leaf> {
+        match &self.body {
+            Body::Leaf(leaf) => Some(leaf),
+            Body::Node(_) => None,
+        }
+    }
+
+    /// Mutable node slots; panics on a leaf (an engine invariant, not input).
+    pub fn node_slots_mut(&mut self) -> &mut Vec<NodeSlot> {
+        match &mut self.body {
+            Body::Node(slots) => slots,
+            Body::Leaf(_) => panic!("block {} is a leaf, not a node", self.header.bytenr),
+        }
+    }
+
+    /// Mutable leaf; panics on a node (an engine invariant, not input).
+    pub fn leaf_mut(&mut self) -> &mut Leaf {
+        match &mut self.body {
+            Body::Leaf(leaf) => leaf,
+            Body::Node(_) => panic!("block {} is a node, not a leaf", self.header.bytenr),
+        }
+    }
+
+    /// For a node: the slot of the child whose range holds `key` (the last slot whose
+    /// key is at most `key`, or slot 0), and whether the key matched exactly.
+    pub fn node_search(&self, key: &Key) -> (usize, bool) {
+        let slots = self.node_slots().expect("node_search on a node");
+        match slots.binary_search_by(|slot| slot.key.cmp(key)) {
+            Ok(slot) => (slot, true),
+            Err(0) => (0, false),
+            Err(slot) => (slot - 1, false),
+        }
+    }
+
+    /// Whether the body kind agrees with the level, keys strictly increase and leaf data
+    /// tiles the data area. Returns the first problem found.
+    pub fn check_shape(&self) -> Result<(), String> {
+        let is_leaf = matches!(self.body, Body::Leaf(_));
+        if is_leaf != (self.header.level == 0) {
+            return Err(format!(
+                "level {} does not match a {} body",
+                self.header.level,
+                if is_leaf { "leaf" } else { "node" }
+            ));
+        }
+        for slot in 1..self.nritems() {
+            if self.key(slot - 1) >= self.key(slot) {
+                return Err(format!(
+                    "keys out of order at slot {slot}: {} then {}",
+                    self.key(slot - 1),
+                    self.key(slot)
+                ));
+            }
+        }
+        if let Body::Leaf(leaf) = &self.body {
+            let mut expected_offset = 0u32;
+            for (slot, item) in leaf.items.iter().enumerate() {
+                if item.offset != expected_offset {
+                    return Err(format!(
+                        "item {slot} data offset {} != {expected_offset}",
+                        item.offset
+                    ));
+                }
+                expected_offset += item.size;
+            }
+            if expected_offset as usize != leaf.data.len() {
+                return Err("leaf data area has bytes no item owns".to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(objectid: u64) -> Key {
+        Key::new(objectid, 1, 0)
+    }
+
+    #[test]
+    fn leaf_insert_remove_and_update_keep_data_packed() {
+        let mut leaf = Leaf::default();
+        leaf.insert(0, key(2), b"bb");
+        leaf.insert(0, key(1), b"a");
+        leaf.insert(2, key(3), b"ccc");
+        assert_eq!(leaf.item_data(0), b"a");
+        assert_eq!(leaf.item_data(1), b"bb");
+        assert_eq!(leaf.item_data(2), b"ccc");
+        leaf.set_item_data(1, b"BBBB");
+        assert_eq!(leaf.item_data(2), b"ccc");
+        leaf.remove(0);
+        assert_eq!(leaf.item_data(0), b"BBBB");
+        assert_eq!(leaf.search(&key(3)), Ok(1));
+        assert_eq!(leaf.search(&key(0)), Err(0));
+        let content = BlockContent {
+            header: Header {
+                bytenr: 0,
+                generation: 1,
+                owner: 5,
+                level: 0,
+                flags: 0,
+            },
+            body: Body::Leaf(leaf),
+        };
+        assert_eq!(content.check_shape(), Ok(()));
+    }
+
+    #[test]
+    fn split_and_append_are_inverse() {
+        let mut leaf = Leaf::default();
+        for objectid in 0..6 {
+            leaf.insert(leaf.nritems(), key(objectid), &[objectid as u8; 3]);
+        }
+        let original = leaf.clone();
+        let right = leaf.split_off(4);
+        assert_eq!(leaf.nritems(), 4);
+        assert_eq!(right.nritems(), 2);
+        assert_eq!(right.item_data(1), &[5u8; 3]);
+        leaf.append(&right);
+        assert_eq!(leaf, original);
+    }
+
+    #[test]
+    fn node_search_finds_the_covering_child() {
+        let mut content = BlockContent::empty(0, 1, 5, 1);
+        for (index, objectid) in [10u64, 20, 30].into_iter().enumerate() {
+            content.node_slots_mut().push(NodeSlot {
+                key: key(objectid),
+                blockptr: index as u64,
+                generation: 1,
+            });
+        }
+        assert_eq!(content.node_search(&key(5)), (0, false));
+        assert_eq!(content.node_search(&key(10)), (0, true));
+        assert_eq!(content.node_search(&key(25)), (1, false));
+        assert_eq!(content.node_search(&key(99)), (2, false));
+    }
+
+    #[test]
+    fn check_shape_reports_level_mismatch_and_key_order() {
+        let mut content = BlockContent::empty(0, 1, 5, 0);
+        content.header.level = 1;
+        assert!(content.check_shape().is_err());
+        let mut leaf_content = BlockContent::empty(0, 1, 5, 0);
+        leaf_content.leaf_mut().insert(0, key(2), b"");
+        leaf_content.leaf_mut().insert(1, key(1), b"");
+        assert!(leaf_content
+            .check_shape()
+            .unwrap_err()
+            .contains("out of order"));
+    }
+}

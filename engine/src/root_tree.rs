@@ -1,0 +1,193 @@
+//! The root tree and subvolumes: creating trees, ROOT_ITEM / ROOT_REF / ROOT_BACKREF
+//! items, subvolume creation and deletion (dropping the tree as `btrfs_drop_snapshot()`
+//! does), and snapshot requests.
+//!
+//! Names: a subvolume is named by a ROOT_REF item (FS_TREE, ROOT_REF, id) holding the
+//! name, and a ROOT_BACKREF (id, ROOT_BACKREF, FS_TREE) with the same name; the name
+//! index is rebuilt from them at mount. Invariant: the name index and the ROOT_REF items
+//! agree, and every named root has a ROOT_ITEM.
+
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::extent_buffer::{BlockContent, BlockPtr};
+use crate::fs_info::{FsInfo, Root};
+use crate::items::{RootItem, ROOT_SUBVOL_RDONLY};
+use crate::key::{item_type, objectid, Key};
+use crate::transaction::PendingSnapshot;
+
+impl FsInfo {
+    /// Creates an empty tree (one empty leaf) with id `root_id` in the running
+    /// transaction. Its root item is not inserted here.
+    pub(crate) fn create_tree(&mut self, root_id: u64) -> Result<()> {
+        let transid = self.join_transaction();
+        let bytenr = self.reserve_tree_block()?;
+        self.init_tree_block(
+            BlockContent::empty(bytenr, transid, root_id, 0),
+            "create_tree",
+        );
+        let node = BlockPtr {
+            bytenr,
+            generation: transid,
+            level: 0,
+        };
+        let item = RootItem {
+            bytenr,
+            generation: transid,
+            level: 0,
+            refs: 1,
+            uuid: FsInfo::subvolume_uuid(root_id, transid),
+            ctransid: transid,
+            otransid: transid,
+            ..RootItem::default()
+        };
+        let root = Root {
+            root_id,
+            node,
+            commit_root: None,
+            item,
+            force_cow: false,
+            deleted: false,
+            send_users: 0,
+        };
+        self.roots.insert(root_id, root);
+        self.mark_root_dirty(root_id);
+        Ok(())
+    }
+
+    pub(crate) fn insert_root_item(&mut self, root_id: u64) -> Result<()> {
+        let encoded = self.root(root_id)?.item.encode();
+        self.insert_item(
+            objectid::ROOT_TREE,
+            Key::new(root_id, item_type::ROOT_ITEM, 0),
+            &encoded,
+        )
+    }
+
+    fn insert_root_refs(&mut self, root_id: u64, name: &str) -> Result<()> {
+        let reference = Key::new(objectid::FS_TREE, item_type::ROOT_REF, root_id);
+        let backreference = Key::new(root_id, item_type::ROOT_BACKREF, objectid::FS_TREE);
+        self.insert_item(objectid::ROOT_TREE, reference, name.as_bytes())?;
+        self.insert_item(objectid::ROOT_TREE, backreference, name.as_bytes())?;
+        self.subvolume_names.insert(name.to_string(), root_id);
+        Ok(())
+    }
+
+    fn check_new_name(&self, name: &str) -> Result<()> {
+        FsInfo::validate_subvolume_name(name)?;
+        let pending = self.running.as_ref().is_some_and(|transaction| {
+            transaction
+                .pending_snapshots
+                .iter()
+                .any(|pending| pending.name == name)
+        });
+        if self.subvolume_names.contains_key(name) || pending {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("subvolume {name:?} exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates an empty subvolume tree named `name` in the running transaction.
+    pub fn create_subvolume(&mut self, name: &str) -> Result<u64> {
+        self.check_new_name(name)?;
+        self.reserve_metadata_for_items(4)?;
+        let root_id = self.next_root_id;
+        self.next_root_id += 1;
+        self.create_tree(root_id)?;
+        self.insert_root_item(root_id)?;
+        self.insert_root_refs(root_id, name)?;
+        Ok(root_id)
+    }
+
+    /// Deletes the subvolume `name`: its names and root item go, and its tree is dropped
+    /// (blocks it alone references are freed). EPERM while a send uses it.
+    pub fn delete_subvolume(&mut self, name: &str) -> Result<()> {
+        let root_id = self.subvolume_id(name)?;
+        let root = self.root(root_id)?;
+        if root.send_users > 0 {
+            return Err(Error::errno(
+                Errno::EPERM,
+                format!("subvolume {name:?} is in use by a send"),
+            ));
+        }
+        self.reserve_metadata_for_items(3)?;
+        let node = root.node;
+        self.delete_item(
+            objectid::ROOT_TREE,
+            Key::new(objectid::FS_TREE, item_type::ROOT_REF, root_id),
+        )?;
+        self.delete_item(
+            objectid::ROOT_TREE,
+            Key::new(root_id, item_type::ROOT_BACKREF, objectid::FS_TREE),
+        )?;
+        self.delete_item(
+            objectid::ROOT_TREE,
+            Key::new(root_id, item_type::ROOT_ITEM, 0),
+        )?;
+        self.subvolume_names.remove(name);
+        self.drop_tree(root_id, node)?;
+        self.root_mut(root_id)?.deleted = true;
+        Ok(())
+    }
+
+    /// Drops one reference of every block of a tree from `top` down, descending only
+    /// into blocks whose last reference this is (`btrfs_drop_snapshot()`).
+    fn drop_tree(&mut self, root_id: u64, top: BlockPtr) -> Result<()> {
+        let mut pending = vec![(top, None)];
+        while let Some((pointer, first_key)) = pending.pop() {
+            if self.extent_refs(pointer.bytenr) > 1 {
+                self.free_tree_block(pointer.bytenr);
+                continue;
+            }
+            let handle = self.read_tree_block(root_id, pointer, first_key)?;
+            let content = self.cache.clone_content(handle);
+            match content.node_slots() {
+                Some(slots) => pending.extend(slots.iter().map(|slot| {
+                    let child = BlockPtr {
+                        bytenr: slot.blockptr,
+                        generation: slot.generation,
+                        level: pointer.level - 1,
+                    };
+                    (child, Some(slot.key))
+                })),
+                None => self.add_children_refs(&content, -1),
+            }
+            self.free_tree_block(pointer.bytenr);
+        }
+        Ok(())
+    }
+
+    /// Snapshots the subvolume `source` as `name` and commits: the snapshot is created
+    /// inside the commit, as btrfs does. Returns the snapshot's root id.
+    pub fn snapshot(&mut self, source: &str, name: &str, read_only: bool) -> Result<u64> {
+        let source_id = self.subvolume_id(source)?;
+        self.check_new_name(name)?;
+        self.reserve_metadata_for_items(8)?;
+        let root_id = self.next_root_id;
+        self.next_root_id += 1;
+        self.transaction_mut()
+            .pending_snapshots
+            .push(PendingSnapshot {
+                source: source_id,
+                root_id,
+                name: name.to_string(),
+                read_only,
+            });
+        self.commit_transaction()?;
+        Ok(root_id)
+    }
+
+    /// Sets or clears a subvolume's read-only flag (in the running transaction).
+    pub fn set_read_only(&mut self, root_id: u64, read_only: bool) -> Result<()> {
+        let root = self.root_mut(root_id)?;
+        if read_only {
+            root.item.flags |= ROOT_SUBVOL_RDONLY;
+        } else {
+            root.item.flags &= !ROOT_SUBVOL_RDONLY;
+        }
+        self.mark_root_dirty(root_id);
+        Ok(())
+    }
+}

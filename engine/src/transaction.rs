@@ -1,0 +1,203 @@
+//! Transactions and commit (`transaction.c`): join/start, and the commit sequence.
+//!
+//! Commit order, as btrfs: run delayed refs (extents reaching zero references are
+//! pinned) -> create pending snapshots -> write root items of changed trees into the root
+//! tree (`commit_fs_roots()`) -> run delayed refs again -> under the commit-root lock,
+//! record `last_reloc_trans` if relocation runs and switch every changed tree's commit
+//! root (`switch_commit_roots()`) -> write dirty blocks (setting WRITTEN) and the super
+//! block -> unpin (`btrfs_finish_extent_commit()`). Generations grow by one per commit.
+//! The whole sequence is one engine call, so every commit root switches atomically.
+
+use crate::alloc::BlockGroupKind;
+use crate::error::Result;
+use crate::extent_buffer::HEADER_FLAG_WRITTEN;
+use crate::fs_info::FsInfo;
+use crate::key::{item_type, objectid, Key};
+use crate::marks::Event;
+use crate::storage::BlockGroupItem;
+use std::collections::BTreeSet;
+
+/// A snapshot requested in the running transaction, created during its commit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PendingSnapshot {
+    /// The tree being snapshotted.
+    pub source: u64,
+    /// The new snapshot's root id.
+    pub root_id: u64,
+    /// The new snapshot's name.
+    pub name: String,
+    /// Whether the snapshot is read-only.
+    pub read_only: bool,
+}
+
+/// The running transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Transaction {
+    /// Its transid: the last committed generation plus one.
+    pub transid: u64,
+    /// Trees whose root block or root item changed.
+    pub dirty_roots: BTreeSet<u64>,
+    /// Trees whose items changed (their ctransid moves).
+    pub changed_roots: BTreeSet<u64>,
+    /// Tree blocks created in this transaction and still allocated.
+    pub dirty_blocks: BTreeSet<u64>,
+    /// Snapshots to create during the commit.
+    pub pending_snapshots: Vec<PendingSnapshot>,
+}
+
+impl FsInfo {
+    /// Joins the running transaction or starts one. Returns its transid.
+    pub fn join_transaction(&mut self) -> u64 {
+        let transid = self.generation + 1;
+        self.running.get_or_insert_with(|| Transaction {
+            transid,
+            dirty_roots: BTreeSet::new(),
+            changed_roots: BTreeSet::new(),
+            dirty_blocks: BTreeSet::new(),
+            pending_snapshots: Vec::new(),
+        });
+        transid
+    }
+
+    /// The running transaction's transid, if one runs.
+    pub fn running_transid(&self) -> Option<u64> {
+        self.running.as_ref().map(|transaction| transaction.transid)
+    }
+
+    pub(crate) fn transaction_mut(&mut self) -> &mut Transaction {
+        self.join_transaction();
+        self.running.as_mut().expect("joined")
+    }
+
+    pub(crate) fn mark_root_dirty(&mut self, root_id: u64) {
+        self.transaction_mut().dirty_roots.insert(root_id);
+    }
+
+    /// Commits the running transaction (starting an empty one if none runs). Returns the
+    /// committed transid.
+    pub fn commit_transaction(&mut self) -> Result<u64> {
+        let transid = self.join_transaction();
+        self.run_delayed_refs();
+        self.create_pending_snapshots()?;
+        self.run_delayed_refs();
+        self.commit_fs_roots(transid)?;
+        self.run_delayed_refs();
+        self.switch_commit_roots(transid);
+        self.write_dirty_blocks(transid);
+        self.write_super_block(transid);
+        self.unpin_extents();
+        self.finish_dropped_roots();
+        self.generation = transid;
+        self.running = None;
+        Ok(transid)
+    }
+
+    /// Applies delayed refs; extents reaching zero references are pinned.
+    fn run_delayed_refs(&mut self) {
+        let dropped = self
+            .delayed_refs
+            .run(&mut self.device.super_block.extent_tree);
+        for extent in dropped {
+            self.space.pin(extent.bytenr, extent.record.num_bytes);
+        }
+    }
+
+    fn commit_fs_roots(&mut self, transid: u64) -> Result<()> {
+        let transaction = self.running.as_ref().expect("committing");
+        let dirty: Vec<u64> = transaction.dirty_roots.iter().copied().collect();
+        let changed = transaction.changed_roots.clone();
+        for root_id in dirty {
+            if root_id == objectid::ROOT_TREE {
+                continue;
+            }
+            let Ok(root) = self.root_mut(root_id) else {
+                continue;
+            };
+            root.force_cow = false;
+            root.item.bytenr = root.node.bytenr;
+            root.item.generation = root.node.generation;
+            root.item.level = root.node.level;
+            if changed.contains(&root_id) {
+                root.item.ctransid = transid;
+            }
+            let encoded = root.item.encode();
+            self.update_item(
+                objectid::ROOT_TREE,
+                Key::new(root_id, item_type::ROOT_ITEM, 0),
+                &encoded,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn switch_commit_roots(&mut self, transid: u64) {
+        if self.relocation_running {
+            self.last_reloc_trans = transid;
+        }
+        let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_roots);
+        for root_id in dirty {
+            let Some(root) = self.roots.get_mut(&root_id).filter(|root| !root.deleted) else {
+                continue;
+            };
+            root.commit_root = Some(root.node);
+            self.events.push(Event::CommitRootSwitched {
+                root_id,
+                transid,
+                relocation_running: self.relocation_running,
+            });
+        }
+    }
+
+    fn write_dirty_blocks(&mut self, transid: u64) {
+        let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
+        for bytenr in dirty {
+            let handle = self.cache.find(bytenr).expect("a dirty block is cached");
+            assert!(
+                self.device.super_block.extent_tree.get(bytenr).is_some(),
+                "writing block {bytenr}, which is not allocated"
+            );
+            assert!(
+                !self.space.is_pinned(bytenr),
+                "writing pinned block {bytenr}"
+            );
+            let content = self.cache.content_mut(handle);
+            assert_eq!(
+                content.header.generation, transid,
+                "dirty block {bytenr} from another transaction"
+            );
+            content.header.flags |= HEADER_FLAG_WRITTEN;
+            let written = self.cache.clone_content(handle);
+            self.device.write_block(written);
+        }
+    }
+
+    fn write_super_block(&mut self, transid: u64) {
+        let root_tree = self.roots[&objectid::ROOT_TREE].node;
+        let block_groups = self
+            .space
+            .groups()
+            .map(|group| BlockGroupItem {
+                start: group.start,
+                length: group.length,
+                kind: group.kind,
+            })
+            .collect();
+        let super_block = &mut self.device.super_block;
+        super_block.generation = transid;
+        super_block.root_tree = Some(root_tree);
+        super_block.block_groups = block_groups;
+        super_block.next_group_start = self.space.next_group_start();
+    }
+
+    fn unpin_extents(&mut self) {
+        for (bytenr, _) in self.space.unpin_all() {
+            if self.space.group(bytenr).kind == BlockGroupKind::Data {
+                self.device.discard_data(bytenr);
+            }
+        }
+    }
+
+    fn finish_dropped_roots(&mut self) {
+        self.roots.retain(|_, root| !root.deleted);
+    }
+}
