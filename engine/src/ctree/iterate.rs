@@ -158,3 +158,42 @@ impl FsInfo {
             .map(|(key, data)| (key, data.to_vec())))
     }
 }
+
+/// Which version of a tree a read sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TreeView {
+    /// The running transaction's tree.
+    Current,
+    /// The last commit's tree (what send reads).
+    Commit,
+}
+
+impl FsInfo {
+    /// Every item with `first <= key <= last` in the chosen version of a tree.
+    pub fn items_in_range_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        first: Key,
+        last: Key,
+    ) -> Result<Vec<(Key, Vec<u8>)>> {
+        match view {
+            TreeView::Current => self.items_in_range(root_id, first, last),
+            TreeView::Commit => self.commit_root_items_in_range(root_id, first, last),
+        }
+    }
+
+    /// One item of the chosen version of a tree.
+    pub fn lookup_item_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        key: &Key,
+    ) -> Result<Option<Vec<u8>>> {
+        let (path, found) = match view {
+            TreeView::Current => self.search_slot(root_id, key, false)?,
+            TreeView::Commit => self.search_commit_root(root_id, key)?,
+        };
+        Ok(found.then(|| self.path_item(&path).expect("found item").1.to_vec()))
+    }
+}

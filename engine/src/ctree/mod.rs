@@ -14,6 +14,8 @@ pub mod modify;
 pub mod read;
 pub mod search;
 
+pub use iterate::TreeView;
+
 use crate::cache::EbHandle;
 use crate::geometry::MAX_LEVEL;
 
