@@ -2,7 +2,7 @@
 //!
 //! One operation a line; `#` outside a quoted string starts a comment that runs to the end
 //! of the line; blank lines are ignored; arguments are separated by spaces or tabs.
-//! [`parse`] turns text into a [`Script`], [`print`] (and `Display`) turns a script into
+//! [`parse`] turns text into a [`Script`], [`print()`] (and `Display`) turns a script into
 //! canonical text, and for every script `parse(&print(&script)) == Ok(script)`.
 //!
 //! Decisions beyond DESIGN.md (the grammar itself is in [`parse`]'s doc):

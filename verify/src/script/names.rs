@@ -70,11 +70,11 @@ impl fmt::Display for NameError {
                 f,
                 "is {length_bytes} bytes long (at most {length_max_bytes})"
             ),
-            NameError::DotOrDotDot => f.write_str("`.` and `..` are not names"),
-            NameError::BadByte { byte, index } => {
+            NameError::DotOrDotDot => f.write_str("may not be `.` or `..`"),
+            NameError::BadByte { byte, .. } => {
                 write!(
                     f,
-                    "has a character not allowed here ({:?}) at byte {index}",
+                    "contains {:?}, which is not allowed here",
                     char::from(*byte)
                 )
             }

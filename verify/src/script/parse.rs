@@ -101,7 +101,7 @@ impl ScriptBuilder {
         header: &str,
         earlier_line: Option<usize>,
     ) -> Result<(), ParseError> {
-        let start = line.text.len() - line.text.trim_start().len();
+        let start = line.text.len() - line.text.trim_start_matches([' ', '\t', '\r']).len();
         if let Some(&first_statement_line) = self.lines.first() {
             return Err(line.error(
                 start,
@@ -593,8 +593,16 @@ impl<'text> Arguments<'_, 'text> {
         }
         let mut names = Vec::new();
         let mut offset = start;
+        let component_what = format!("a component of {what}");
         for component in word.split('/') {
-            names.push(self.name_at(component, offset, what)?);
+            if component.is_empty() {
+                return Err(self.error(
+                    offset,
+                    ParseErrorKind::BadName,
+                    format!("{what} has an empty component (`//`, or `/` at either end)"),
+                ));
+            }
+            names.push(self.name_at(component, offset, &component_what)?);
             offset += component.len() + 1;
         }
         let subvolume = names.remove(0);
@@ -674,7 +682,7 @@ impl<'text> Arguments<'_, 'text> {
                 start,
                 ParseErrorKind::BadMode,
                 format!(
-                    "{what} must be an octal mode of at most {MODE_MAX:04o}, found `{}`",
+                    "{what} must be an octal mode of at most 0{MODE_MAX:o}, found `{}`",
                     excerpt(word)
                 ),
             )
@@ -702,12 +710,13 @@ impl Arguments<'_, '_> {
         let arguments_start = start + function.len() + 1;
         match function {
             "zeros" => {
-                let [length] = self.call_arguments::<1>(arguments, arguments_start, what, word)?;
+                let [length] =
+                    self.call_arguments::<1>(arguments, arguments_start, "zeros(LEN)")?;
                 Data::zeros(length).map_err(|error| self.data_too_long(arguments_start, &error))
             }
             "bytes" => {
                 let [length, seed] =
-                    self.call_arguments::<2>(arguments, arguments_start, what, word)?;
+                    self.call_arguments::<2>(arguments, arguments_start, "bytes(LEN,SEED)")?;
                 Data::bytes(length, seed)
                     .map_err(|error| self.data_too_long(arguments_start, &error))
             }
@@ -720,28 +729,35 @@ impl Arguments<'_, '_> {
         &self,
         arguments: &str,
         start: usize,
-        what: &str,
-        word: &str,
+        form: &str,
     ) -> Result<[u64; COUNT], ParseError> {
         let mut numbers = [0; COUNT];
         let mut offset = start;
         let mut count = 0;
         for argument in arguments.split(',') {
+            if count == COUNT {
+                return Err(self.wrong_arguments_count(offset - 1, form));
+            }
             let trimmed = argument.trim_start_matches([' ', '\t', '\r']);
             let leading = argument.len() - trimmed.len();
             let trimmed = trimmed.trim_end_matches([' ', '\t', '\r']);
-            if count == COUNT {
-                return Err(self.bad_data(offset - 1, what, word));
-            }
-            let name = if count == 0 { "LEN" } else { "SEED" };
-            numbers[count] = self.number_at(trimmed, offset + leading, name)?;
+            let what = if count == 0 { "LEN" } else { "SEED" };
+            numbers[count] = self.number_at(trimmed, offset + leading, what)?;
             count += 1;
             offset += argument.len() + 1;
         }
         if count < COUNT {
-            return Err(self.bad_data(offset - 1, what, word));
+            return Err(self.wrong_arguments_count(offset - 1, form));
         }
         Ok(numbers)
+    }
+
+    fn wrong_arguments_count(&self, at: usize, form: &str) -> ParseError {
+        self.error(
+            at,
+            ParseErrorKind::BadData,
+            format!("wrong number of arguments: expected {form}"),
+        )
     }
 
     fn bad_data(&self, at: usize, what: &str, word: &str) -> ParseError {

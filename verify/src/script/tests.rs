@@ -515,3 +515,19 @@ proptest! {
         parse_checked(&text);
     }
 }
+
+#[test]
+fn headers_come_in_either_order_after_comments() {
+    let script = parse("# scenario\n\n\tgeometry tiny\npolicy exclusive-only\ncommit\n").unwrap();
+    assert_eq!(script.policy, Some(SendPolicy::ExclusiveOnly));
+    assert_eq!(
+        script.geometry,
+        Some(GeometrySpec::Named(GeometryName::Tiny))
+    );
+    assert_eq!(
+        print(&script),
+        "policy exclusive-only\ngeometry tiny\ncommit\n"
+    );
+    let error = parse("commit\n\tpolicy exclusive").unwrap_err();
+    assert_eq!((error.line, error.column), (2, 2));
+}
