@@ -3,6 +3,9 @@
 
 pub mod errno;
 pub mod policy;
+pub mod stream;
+#[doc(hidden)]
+pub mod testing;
 
 pub use errno::Errno;
 pub use policy::SendPolicy;

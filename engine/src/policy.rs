@@ -86,7 +86,12 @@ pub struct UnknownPolicy(pub String);
 impl fmt::Display for UnknownPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
-        write!(f, "unknown policy {:?} (expected one of {})", self.0, names.join(", "))
+        write!(
+            f,
+            "unknown policy {:?} (expected one of {})",
+            self.0,
+            names.join(", ")
+        )
     }
 }
 
@@ -121,7 +126,10 @@ mod tests {
             .into_iter()
             .filter(|policy| policy.excludes_relocation())
             .collect();
-        assert_eq!(excluding, [SendPolicy::ExclusiveOnly, SendPolicy::Exclusive]);
+        assert_eq!(
+            excluding,
+            [SendPolicy::ExclusiveOnly, SendPolicy::Exclusive]
+        );
         assert!(!SendPolicy::ExclusiveOnly.clones_root_nodes());
         assert!(SendPolicy::Exclusive.clones_root_nodes());
     }
