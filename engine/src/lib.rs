@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod errno;
+pub mod model_fs;
 pub mod policy;
 pub mod stream;
 #[doc(hidden)]
