@@ -4,6 +4,7 @@
 pub mod errno;
 pub mod model_fs;
 pub mod policy;
+pub mod receive;
 pub mod stream;
 #[doc(hidden)]
 pub mod testing;

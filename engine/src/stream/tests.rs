@@ -409,3 +409,52 @@ proptest! {
         check_decoder_contract(&bytes);
     }
 }
+
+/// The mutation test is not vacuous: fixed seeds reach the checks behind the CRC.
+/// (WrongAttributeLength needs a TLV and its command resized together, which single
+/// mutations rarely do; the hand-built cases above cover it.)
+#[test]
+fn mutations_reach_the_checks_behind_the_crc() {
+    let mut reached = std::collections::BTreeSet::new();
+    let mut accepted = 0;
+    for seed in 0..3000u64 {
+        let commands = random_commands(seed, 3);
+        let mut bytes = encode(&commands).unwrap();
+        let mut rng = SplitMix64::new(seed);
+        mutate(&mut bytes, &mut rng);
+        if seed % 2 == 0 {
+            recompute_crcs(&mut bytes);
+        }
+        check_decoder_contract(&bytes);
+        match decode(&bytes) {
+            Ok(_) => accepted += 1,
+            Err(error) => {
+                let name = format!("{:?}", error.kind);
+                reached.insert(
+                    name.split([' ', '{', '('])
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    for kind in [
+        "CrcMismatch",
+        "TruncatedCommand",
+        "TruncatedCommandHeader",
+        "UnknownCommand",
+        "UnknownAttribute",
+        "MissingAttribute",
+        "UnexpectedAttribute",
+        "InvalidPath",
+        "TruncatedAttribute",
+        "CommandTooLarge",
+    ] {
+        assert!(
+            reached.contains(kind),
+            "never reached {kind}; reached {reached:?}"
+        );
+    }
+    assert!(accepted > 0, "some mutations keep a valid stream");
+}
