@@ -47,11 +47,13 @@ pub enum Errno {
     EFBIG,
     /// Bad message: a malformed stream or script.
     EBADMSG,
+    /// Cross-device link: rename or link between two subvolumes.
+    EXDEV,
 }
 
 impl Errno {
     /// Every value, in declaration order.
-    pub const ALL: [Errno; 18] = [
+    pub const ALL: [Errno; 19] = [
         Errno::ENOENT,
         Errno::EEXIST,
         Errno::ENOTEMPTY,
@@ -70,6 +72,7 @@ impl Errno {
         Errno::EOVERFLOW,
         Errno::EFBIG,
         Errno::EBADMSG,
+        Errno::EXDEV,
     ];
 
     /// The symbolic name, as in `<errno.h>`.
@@ -93,6 +96,7 @@ impl Errno {
             Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EFBIG => "EFBIG",
             Errno::EBADMSG => "EBADMSG",
+            Errno::EXDEV => "EXDEV",
         }
     }
 
@@ -105,6 +109,7 @@ impl Errno {
             Errno::EAGAIN => 11,
             Errno::EBUSY => 16,
             Errno::EEXIST => 17,
+            Errno::EXDEV => 18,
             Errno::ENOTDIR => 20,
             Errno::EISDIR => 21,
             Errno::EINVAL => 22,

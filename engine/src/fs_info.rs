@@ -332,10 +332,6 @@ impl FsInfo {
         self.relocation_running
     }
 
-    pub(crate) fn set_relocation_running(&mut self, running: bool) {
-        self.relocation_running = running;
-    }
-
     /// A deterministic UUID for a subvolume created as `root_id` in `transid`.
     pub(crate) fn subvolume_uuid(root_id: u64, transid: u64) -> [u8; 16] {
         let mut uuid = [0u8; 16];

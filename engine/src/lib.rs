@@ -7,8 +7,9 @@
 //! [`snapshot`] / [`root_tree`]; [`ctree`] (search, COW, split, merge); [`cache`]
 //! (buffer objects by bytenr) over [`storage`] (the device); [`alloc`] (block groups,
 //! free space, pinned extents, reference counts). [`check`] verifies all of it.
+//! Beside them: [`stream`] (btrfs send stream v1), [`receive`] and [`model_fs`] (the
+//! plain model filesystem receive applies streams to).
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod alloc;
 pub mod cache;
@@ -23,10 +24,15 @@ pub mod geometry;
 pub mod items;
 pub mod key;
 pub mod marks;
+pub mod model_fs;
 pub mod policy;
+pub mod receive;
 pub mod root_tree;
 pub mod snapshot;
 pub mod storage;
+pub mod stream;
+#[doc(hidden)]
+pub mod testing;
 pub mod transaction;
 
 pub use errno::Errno;

@@ -26,10 +26,11 @@ impl FsInfo {
         };
         let header = &self.cache.content(handle).header;
         let force_cow = self.roots.get(&root_id).is_some_and(|root| root.force_cow);
-        !(header.generation == transid
+        let modifiable_in_place = header.generation == transid
             && !header.is_written()
             && header.flags & HEADER_FLAG_RELOC == 0
-            && !force_cow)
+            && !force_cow;
+        !modifiable_in_place
     }
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)

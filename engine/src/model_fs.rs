@@ -1,0 +1,804 @@
+//! A plain in-memory model filesystem: named subvolumes, each a tree of inodes reached by
+//! paths, with system-call semantics and [`Errno`] errors.
+//!
+//! It is the target of [`crate::receive`] and the reference for differential tests of the
+//! engine's filesystem layer. It owns no on-disk structure: a subvolume is a map from
+//! inode number to [`Inode`], rooted at inode 256 (`BTRFS_FIRST_FREE_OBJECTID`), and
+//! directories hold their entries by name.
+//!
+//! Invariants (checked by [`ModelFs::check`]):
+//! - every directory except a subvolume root has exactly one entry naming it, from the
+//!   directory recorded as its parent; directories report nlink 1, as btrfs does;
+//! - the nlink of every other inode equals the number of entries naming it, and an inode
+//!   with no entries does not exist;
+//! - file data never holds a non-zero byte at or beyond the file size.
+//!
+//! Paths are byte strings `SUBVOL/relative/path`; `SUBVOL` alone names the subvolume's
+//! root directory. Path resolution never follows symlinks (send and receive never need
+//! it). Everything is deterministic: BTreeMaps only, uuids from a counter.
+//!
+//! Choices where Linux gives several answers: a missing xattr is ENOENT (Linux: ENODATA);
+//! renaming or linking across subvolumes is EXDEV; removing, renaming or replacing a
+//! subvolume root is EBUSY; writing to or truncating anything but a regular file is
+//! EISDIR for directories and EINVAL otherwise; times are not modelled (UTIMES is
+//! accepted by receive and ignored). A space budget (bytes written, cloned and
+//! snapshotted over the model's life) turns runaway growth into ENOSPC.
+
+mod content;
+mod data;
+#[cfg(test)]
+mod tests;
+
+pub use content::{Content, Entry};
+pub use data::{FileData, FILE_SIZE_MAX_BYTES, PAGE_BYTES};
+
+use crate::errno::Errno;
+use crate::stream::Uuid;
+use std::collections::BTreeMap;
+
+/// Inode number of every subvolume's root directory.
+pub const FIRST_INO: u64 = 256;
+/// Longest name of one directory entry (BTRFS_NAME_LEN).
+pub const NAME_LEN_MAX: usize = 255;
+/// Default space budget: bytes written, cloned and copied by snapshots.
+pub const SPACE_BUDGET_DEFAULT_BYTES: u64 = 256 << 20;
+
+/// The kind of an inode, as the file type bits of its mode say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InodeKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+}
+
+impl InodeKind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_type_bits(self) -> u32 {
+        match self {
+            InodeKind::Fifo => 0o010000,
+            InodeKind::CharDevice => 0o020000,
+            InodeKind::Dir => 0o040000,
+            InodeKind::BlockDevice => 0o060000,
+            InodeKind::File => 0o100000,
+            InodeKind::Symlink => 0o120000,
+            InodeKind::Socket => 0o140000,
+        }
+    }
+
+    /// The kind named by the `S_IFMT` bits of `mode`, if any.
+    pub fn from_mode(mode: u64) -> Option<InodeKind> {
+        [
+            InodeKind::Fifo,
+            InodeKind::CharDevice,
+            InodeKind::Dir,
+            InodeKind::BlockDevice,
+            InodeKind::File,
+            InodeKind::Symlink,
+            InodeKind::Socket,
+        ]
+        .into_iter()
+        .find(|kind| u64::from(kind.mode_type_bits()) == mode & 0o170000)
+    }
+}
+
+/// One inode of a subvolume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    /// File type.
+    pub kind: InodeKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// File size in bytes (regular files; symlinks report their target length; 0 else).
+    pub size: u64,
+    /// File data (regular files only).
+    pub data: FileData,
+    /// Symlink target, verbatim.
+    pub target: Vec<u8>,
+    /// Extended attributes.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Number of directory entries naming this inode (1 for directories).
+    pub nlink: u32,
+    /// Device number of character and block devices.
+    pub rdev: u64,
+    /// Entries of a directory, by name.
+    pub entries: BTreeMap<Vec<u8>, u64>,
+    /// The directory holding a directory's one entry (itself for a subvolume root).
+    pub parent: u64,
+}
+
+impl Inode {
+    fn new(kind: InodeKind, mode: u32) -> Inode {
+        Inode {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            data: FileData::default(),
+            target: Vec::new(),
+            xattrs: BTreeMap::new(),
+            nlink: 1,
+            rdev: 0,
+            entries: BTreeMap::new(),
+            parent: 0,
+        }
+    }
+}
+
+/// Where a received subvolume came from (`received_uuid`, `stransid` of its root item).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceivedInfo {
+    /// The uuid of the subvolume on the sending side.
+    pub uuid: Uuid,
+    /// Its ctransid on the sending side.
+    pub ctransid: u64,
+}
+
+/// One subvolume (or snapshot): an inode tree rooted at [`FIRST_INO`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subvolume {
+    /// Inodes by number.
+    pub inodes: BTreeMap<u64, Inode>,
+    /// The next inode number to hand out.
+    pub next_ino: u64,
+    /// Read-only subvolumes refuse every change with EROFS.
+    pub read_only: bool,
+    /// This subvolume's own uuid.
+    pub uuid: Uuid,
+    /// Transid of its creation (or last receive).
+    pub ctransid: u64,
+    /// The uuid of the subvolume it was snapshotted from, if any.
+    pub parent_uuid: Option<Uuid>,
+    /// Set by receive when a stream finished into this subvolume.
+    pub received: Option<ReceivedInfo>,
+}
+
+impl Subvolume {
+    fn new(uuid: Uuid, ctransid: u64) -> Subvolume {
+        let mut root = Inode::new(InodeKind::Dir, 0o755);
+        root.parent = FIRST_INO;
+        Subvolume {
+            inodes: BTreeMap::from([(FIRST_INO, root)]),
+            next_ino: FIRST_INO + 1,
+            read_only: false,
+            uuid,
+            ctransid,
+            parent_uuid: None,
+            received: None,
+        }
+    }
+
+    /// The inode `ino`; panics if it does not exist (an internal invariant).
+    fn inode(&self, ino: u64) -> &Inode {
+        self.inodes
+            .get(&ino)
+            .unwrap_or_else(|| panic!("inode {ino} vanished"))
+    }
+
+    fn inode_mut(&mut self, ino: u64) -> &mut Inode {
+        self.inodes
+            .get_mut(&ino)
+            .unwrap_or_else(|| panic!("inode {ino} vanished"))
+    }
+
+    /// Resolves relative `components` to an inode, without following symlinks.
+    fn lookup(&self, components: &[&[u8]]) -> Result<u64, Errno> {
+        let mut ino = FIRST_INO;
+        for component in components {
+            let dir = self.inode(ino);
+            if dir.kind != InodeKind::Dir {
+                return Err(Errno::ENOTDIR);
+            }
+            ino = *dir.entries.get(*component).ok_or(Errno::ENOENT)?;
+        }
+        Ok(ino)
+    }
+
+    /// Resolves the parent directory of a non-root path; returns (dir ino, last name).
+    fn lookup_parent<'p>(&self, components: &[&'p [u8]]) -> Result<(u64, &'p [u8]), Errno> {
+        let (name, parents) = components.split_last().ok_or(Errno::EBUSY)?;
+        let dir = self.lookup(parents)?;
+        if self.inode(dir).kind != InodeKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok((dir, name))
+    }
+
+    fn allocate(&mut self, inode: Inode) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let previous = self.inodes.insert(ino, inode);
+        assert!(previous.is_none(), "inode {ino} allocated twice");
+        ino
+    }
+
+    /// Removes one entry naming `ino` (already removed from its directory).
+    fn drop_link(&mut self, ino: u64) {
+        let inode = self.inode_mut(ino);
+        if inode.kind == InodeKind::Dir || inode.nlink <= 1 {
+            self.inodes.remove(&ino);
+        } else {
+            inode.nlink -= 1;
+        }
+    }
+
+    /// True when directory `ancestor` is `dir` or one of its ancestors.
+    fn is_ancestor(&self, ancestor: u64, dir: u64) -> bool {
+        let mut current = dir;
+        for _ in 0..=self.inodes.len() {
+            if current == ancestor {
+                return true;
+            }
+            if current == FIRST_INO {
+                return false;
+            }
+            current = self.inode(current).parent;
+        }
+        panic!("directory parents form a cycle at {dir}");
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.inodes
+            .values()
+            .map(|inode| inode.data.stored_bytes())
+            .sum()
+    }
+}
+
+/// A resolved path: subvolume name and the components below its root.
+struct Resolved<'p> {
+    subvol: &'p [u8],
+    components: Vec<&'p [u8]>,
+}
+
+/// Splits `path` into subvolume name and components, checking every component.
+fn split_path(path: &[u8]) -> Result<Resolved<'_>, Errno> {
+    let mut parts = path.split(|&byte| byte == b'/');
+    let subvol = parts.next().unwrap_or_default();
+    check_name(subvol)?;
+    let components: Vec<&[u8]> = parts.collect();
+    components
+        .iter()
+        .try_for_each(|component| check_name(component))?;
+    Ok(Resolved { subvol, components })
+}
+
+fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    if name.len() > NAME_LEN_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+/// The model filesystem: subvolumes by top-level name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelFs {
+    subvolumes: BTreeMap<Vec<u8>, Subvolume>,
+    transid: u64,
+    uuids_count: u64,
+    space_left_bytes: u64,
+}
+
+impl Default for ModelFs {
+    fn default() -> Self {
+        ModelFs::new()
+    }
+}
+
+impl ModelFs {
+    /// An empty filesystem with the default space budget.
+    pub fn new() -> ModelFs {
+        ModelFs::with_space_budget(SPACE_BUDGET_DEFAULT_BYTES)
+    }
+
+    /// An empty filesystem that refuses with ENOSPC once `bytes` were written, cloned or
+    /// copied by snapshots in total.
+    pub fn with_space_budget(bytes: u64) -> ModelFs {
+        ModelFs {
+            subvolumes: BTreeMap::new(),
+            transid: 1,
+            uuids_count: 0,
+            space_left_bytes: bytes,
+        }
+    }
+
+    /// Names of all subvolumes, sorted.
+    pub fn subvolume_names(&self) -> Vec<Vec<u8>> {
+        self.subvolumes.keys().cloned().collect()
+    }
+
+    /// The subvolume `name`.
+    pub fn subvolume(&self, name: &[u8]) -> Option<&Subvolume> {
+        self.subvolumes.get(name)
+    }
+
+    /// Finds a subvolume by predicate (first by name order).
+    pub fn find_subvolume(&self, mut wanted: impl FnMut(&Subvolume) -> bool) -> Option<&[u8]> {
+        self.subvolumes
+            .iter()
+            .find(|(_, subvol)| wanted(subvol))
+            .map(|(name, _)| name.as_slice())
+    }
+
+    fn next_uuid(&mut self) -> Uuid {
+        self.uuids_count += 1;
+        let mut rng = crate::testing::SplitMix64::new(self.uuids_count);
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&rng.bytes(16));
+        uuid
+    }
+
+    fn next_transid(&mut self) -> u64 {
+        self.transid += 1;
+        self.transid
+    }
+
+    fn charge(&mut self, bytes: u64) -> Result<(), Errno> {
+        self.space_left_bytes = self
+            .space_left_bytes
+            .checked_sub(bytes)
+            .ok_or(Errno::ENOSPC)?;
+        Ok(())
+    }
+
+    fn subvol_ref(&self, name: &[u8]) -> Result<&Subvolume, Errno> {
+        self.subvolumes.get(name).ok_or(Errno::ENOENT)
+    }
+
+    fn subvol_writable(&mut self, name: &[u8]) -> Result<&mut Subvolume, Errno> {
+        let subvol = self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?;
+        if subvol.read_only {
+            return Err(Errno::EROFS);
+        }
+        Ok(subvol)
+    }
+
+    /// Creates an empty writable subvolume `name`.
+    pub fn subvolume_create(&mut self, name: &[u8]) -> Result<(), Errno> {
+        check_name(name)?;
+        if self.subvolumes.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let uuid = self.next_uuid();
+        let transid = self.next_transid();
+        self.subvolumes
+            .insert(name.to_vec(), Subvolume::new(uuid, transid));
+        Ok(())
+    }
+
+    /// Deletes subvolume `name` and everything in it.
+    pub fn subvolume_delete(&mut self, name: &[u8]) -> Result<(), Errno> {
+        self.subvolumes
+            .remove(name)
+            .map(|_| ())
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Snapshots `source` as `name` (a deep copy with a new uuid).
+    pub fn snapshot(&mut self, source: &[u8], name: &[u8], read_only: bool) -> Result<(), Errno> {
+        check_name(name)?;
+        let mut copy = self.subvol_ref(source)?.clone();
+        if self.subvolumes.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        self.charge(copy.stored_bytes())?;
+        copy.parent_uuid = Some(copy.uuid);
+        copy.uuid = self.next_uuid();
+        copy.ctransid = self.next_transid();
+        copy.read_only = read_only;
+        copy.received = None;
+        self.subvolumes.insert(name.to_vec(), copy);
+        Ok(())
+    }
+
+    /// Marks subvolume `name` read-only or writable.
+    pub fn set_read_only(&mut self, name: &[u8], read_only: bool) -> Result<(), Errno> {
+        self.subvolumes
+            .get_mut(name)
+            .ok_or(Errno::ENOENT)?
+            .read_only = read_only;
+        Ok(())
+    }
+
+    /// Records where subvolume `name` was received from.
+    pub fn set_received(&mut self, name: &[u8], received: ReceivedInfo) -> Result<(), Errno> {
+        self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?.received = Some(received);
+        Ok(())
+    }
+
+    /// The inode at `path`.
+    pub fn stat(&self, path: &[u8]) -> Result<&Inode, Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
+        let ino = subvol.lookup(&resolved.components)?;
+        Ok(subvol.inode(ino))
+    }
+
+    /// Creates a new inode of `inode`'s kind at `path` (EEXIST if the name is taken).
+    fn make_node(&mut self, path: &[u8], inode: Inode) -> Result<u64, Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_writable(resolved.subvol)?;
+        let (dir, name) = subvol.lookup_parent(&resolved.components)?;
+        if subvol.inode(dir).entries.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let ino = subvol.allocate(Inode {
+            parent: dir,
+            ..inode
+        });
+        subvol.inode_mut(dir).entries.insert(name.to_vec(), ino);
+        Ok(ino)
+    }
+
+    /// open(O_CREAT) of a regular file: creates it (0644) or leaves an existing file alone.
+    pub fn create(&mut self, path: &[u8]) -> Result<(), Errno> {
+        match self.stat(path) {
+            Ok(inode) if inode.kind == InodeKind::Dir => Err(Errno::EISDIR),
+            Ok(_) => Ok(()),
+            Err(Errno::ENOENT) => self
+                .make_node(path, Inode::new(InodeKind::File, 0o644))
+                .map(drop),
+            Err(errno) => Err(errno),
+        }
+    }
+
+    /// mkdir(2) with mode 0755.
+    pub fn mkdir(&mut self, path: &[u8]) -> Result<(), Errno> {
+        self.make_node(path, Inode::new(InodeKind::Dir, 0o755))
+            .map(drop)
+    }
+
+    /// symlink(2): `path` -> `target` (verbatim, non-empty, no NUL), mode 0777.
+    pub fn symlink(&mut self, target: &[u8], path: &[u8]) -> Result<(), Errno> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.contains(&0) || target.len() > PAGE_BYTES as usize {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let mut inode = Inode::new(InodeKind::Symlink, 0o777);
+        inode.target = target.to_vec();
+        inode.size = target.len() as u64;
+        self.make_node(path, inode).map(drop)
+    }
+
+    /// mknod(2) of a fifo, socket or device; `mode` carries type and permission bits.
+    pub fn mknod(&mut self, path: &[u8], mode: u64, rdev: u64) -> Result<(), Errno> {
+        let kind = InodeKind::from_mode(mode).ok_or(Errno::EINVAL)?;
+        if matches!(kind, InodeKind::File | InodeKind::Dir | InodeKind::Symlink) {
+            return Err(Errno::EINVAL);
+        }
+        let mut inode = Inode::new(kind, (mode & 0o7777) as u32);
+        if matches!(kind, InodeKind::CharDevice | InodeKind::BlockDevice) {
+            inode.rdev = rdev;
+        }
+        self.make_node(path, inode).map(drop)
+    }
+
+    /// Resolves `path` in a writable subvolume to (subvolume, ino).
+    fn writable_inode(&mut self, path: &[u8]) -> Result<(&mut Subvolume, u64), Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_writable(resolved.subvol)?;
+        let ino = subvol.lookup(&resolved.components)?;
+        Ok((subvol, ino))
+    }
+
+    /// The regular file at `path` in a writable subvolume.
+    fn writable_file(&mut self, path: &[u8]) -> Result<&mut Inode, Errno> {
+        let (subvol, ino) = self.writable_inode(path)?;
+        let inode = subvol.inode_mut(ino);
+        match inode.kind {
+            InodeKind::File => Ok(inode),
+            InodeKind::Dir => Err(Errno::EISDIR),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// pwrite(2) of `data` at `offset` into an existing regular file.
+    pub fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+        if end > FILE_SIZE_MAX_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        self.writable_file(path)?;
+        self.charge(data.len() as u64)?;
+        let inode = self.writable_file(path)?;
+        inode.data.write(offset, data);
+        inode.size = inode.size.max(end);
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` of a regular file (short at end of file).
+    pub fn read(&self, path: &[u8], offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        let inode = self.stat(path)?;
+        match inode.kind {
+            InodeKind::File => {}
+            InodeKind::Dir => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EINVAL),
+        }
+        let available = inode.size.saturating_sub(offset).min(len as u64) as usize;
+        Ok(inode.data.read(offset, available))
+    }
+
+    /// truncate(2): shrinks (dropping data) or grows (a hole) a regular file.
+    pub fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), Errno> {
+        if size > FILE_SIZE_MAX_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        let inode = self.writable_file(path)?;
+        if size < inode.size {
+            inode.data.truncate(size);
+        }
+        inode.size = size;
+        Ok(())
+    }
+
+    /// unlink(2).
+    pub fn unlink(&mut self, path: &[u8]) -> Result<(), Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_writable(resolved.subvol)?;
+        let (dir, name) = subvol.lookup_parent(&resolved.components)?;
+        let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        if subvol.inode(ino).kind == InodeKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        subvol.inode_mut(dir).entries.remove(name);
+        subvol.drop_link(ino);
+        Ok(())
+    }
+
+    /// rmdir(2).
+    pub fn rmdir(&mut self, path: &[u8]) -> Result<(), Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_writable(resolved.subvol)?;
+        let (dir, name) = subvol.lookup_parent(&resolved.components)?;
+        let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        let inode = subvol.inode(ino);
+        if inode.kind != InodeKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !inode.entries.is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        subvol.inode_mut(dir).entries.remove(name);
+        subvol.drop_link(ino);
+        Ok(())
+    }
+
+    /// link(2): `new_path` becomes another name of the inode at `old_path`.
+    pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
+        let old = split_path(old_path)?;
+        let new = split_path(new_path)?;
+        if old.subvol != new.subvol {
+            self.subvol_ref(old.subvol)?;
+            self.subvol_ref(new.subvol)?;
+            return Err(Errno::EXDEV);
+        }
+        let subvol = self.subvol_writable(new.subvol)?;
+        let ino = subvol.lookup(&old.components)?;
+        if subvol.inode(ino).kind == InodeKind::Dir {
+            return Err(Errno::EPERM);
+        }
+        let (dir, name) = subvol.lookup_parent(&new.components)?;
+        if subvol.inode(dir).entries.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let inode = subvol.inode_mut(ino);
+        inode.nlink = inode
+            .nlink
+            .checked_add(1)
+            .filter(|&n| n <= 65535)
+            .ok_or(Errno::EMLINK)?;
+        subvol.inode_mut(dir).entries.insert(name.to_vec(), ino);
+        Ok(())
+    }
+
+    /// rename(2) within one subvolume, replacing the target where rename(2) allows.
+    pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
+        let old = split_path(old_path)?;
+        let new = split_path(new_path)?;
+        if old.subvol != new.subvol {
+            self.subvol_ref(old.subvol)?;
+            self.subvol_ref(new.subvol)?;
+            return Err(Errno::EXDEV);
+        }
+        let subvol = self.subvol_writable(new.subvol)?;
+        let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
+        let ino = *subvol
+            .inode(old_dir)
+            .entries
+            .get(old_name)
+            .ok_or(Errno::ENOENT)?;
+        let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
+        let target = subvol.inode(new_dir).entries.get(new_name).copied();
+        if target == Some(ino) {
+            return Ok(());
+        }
+        let is_dir = subvol.inode(ino).kind == InodeKind::Dir;
+        if is_dir && subvol.is_ancestor(ino, new_dir) {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(target) = target {
+            check_rename_target(subvol, ino, target, old_dir)?;
+        }
+        rename_entries(
+            subvol,
+            (old_dir, old_name),
+            (new_dir, new_name),
+            ino,
+            target,
+        );
+        Ok(())
+    }
+
+    /// setxattr(2).
+    pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
+        if name.is_empty() || name.contains(&0) {
+            return Err(Errno::EINVAL);
+        }
+        if name.len() > NAME_LEN_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        self.charge(value.len() as u64)?;
+        let (subvol, ino) = self.writable_inode(path)?;
+        subvol
+            .inode_mut(ino)
+            .xattrs
+            .insert(name.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    /// removexattr(2); a missing attribute is ENOENT.
+    pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
+        let (subvol, ino) = self.writable_inode(path)?;
+        subvol
+            .inode_mut(ino)
+            .xattrs
+            .remove(name)
+            .map(drop)
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// chmod(2): keeps the permission bits of `mode`.
+    pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
+        let (subvol, ino) = self.writable_inode(path)?;
+        subvol.inode_mut(ino).mode = (mode & 0o7777) as u32;
+        Ok(())
+    }
+
+    /// chown(2).
+    pub fn chown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
+        let (subvol, ino) = self.writable_inode(path)?;
+        let inode = subvol.inode_mut(ino);
+        inode.uid = uid;
+        inode.gid = gid;
+        Ok(())
+    }
+
+    /// FICLONERANGE as far as content goes: `dst_path`'s `[dst_offset, +len)` becomes a
+    /// copy of `src_path`'s `[src_offset, +len)`, holes included; the source may be in
+    /// another subvolume. The source range must lie inside the source file, and ranges
+    /// of one file must not overlap (EINVAL).
+    pub fn clone_range(
+        &mut self,
+        src_path: &[u8],
+        src_offset: u64,
+        dst_path: &[u8],
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<(), Errno> {
+        let (src_subvol, src_ino) = self.resolve(src_path)?;
+        let source = self.subvol_ref(src_subvol)?.inode(src_ino);
+        check_clone_source(source, src_offset, len)?;
+        let dst_end = dst_offset.checked_add(len).ok_or(Errno::EFBIG)?;
+        if dst_end > FILE_SIZE_MAX_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        let pieces = source.data.extract(src_offset, len);
+        let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
+        let same_file = src_subvol == dst_subvol && src_ino == dst_ino;
+        if same_file && src_offset < dst_end && dst_offset < src_offset + len {
+            return Err(Errno::EINVAL);
+        }
+        self.writable_file(dst_path)?;
+        self.charge(pieces.iter().map(|(_, bytes)| bytes.len() as u64).sum())?;
+        let inode = self.writable_file(dst_path)?;
+        inode.data.apply_clone(pieces, dst_offset, len);
+        inode.size = inode.size.max(dst_end);
+        Ok(())
+    }
+
+    /// Resolves `path` to its subvolume name and inode number.
+    fn resolve<'p>(&self, path: &'p [u8]) -> Result<(&'p [u8], u64), Errno> {
+        let resolved = split_path(path)?;
+        let ino = self
+            .subvol_ref(resolved.subvol)?
+            .lookup(&resolved.components)?;
+        Ok((resolved.subvol, ino))
+    }
+
+    /// The canonical content of subvolume `name`, for comparisons.
+    pub fn content(&self, name: &[u8]) -> Result<Content, Errno> {
+        Ok(Content::of(self.subvol_ref(name)?))
+    }
+
+    /// Checks the invariants of every subvolume; panics with a message when one fails.
+    pub fn check(&self) {
+        for (name, subvol) in &self.subvolumes {
+            content::check_subvolume(subvol).unwrap_or_else(|message| {
+                panic!("subvolume {:?}: {message}", String::from_utf8_lossy(name))
+            });
+        }
+    }
+}
+
+fn check_clone_source(source: &Inode, src_offset: u64, len: u64) -> Result<(), Errno> {
+    match source.kind {
+        InodeKind::File => {}
+        InodeKind::Dir => return Err(Errno::EISDIR),
+        _ => return Err(Errno::EINVAL),
+    }
+    let src_end = src_offset.checked_add(len).ok_or(Errno::EINVAL)?;
+    if src_end > source.size {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// rename(2)'s checks on an existing target `target` for source `ino`.
+fn check_rename_target(
+    subvol: &Subvolume,
+    ino: u64,
+    target: u64,
+    old_dir: u64,
+) -> Result<(), Errno> {
+    let source_is_dir = subvol.inode(ino).kind == InodeKind::Dir;
+    let target_inode = subvol.inode(target);
+    match (source_is_dir, target_inode.kind == InodeKind::Dir) {
+        (true, true) if subvol.is_ancestor(target, old_dir) || !target_inode.entries.is_empty() => {
+            Err(Errno::ENOTEMPTY)
+        }
+        (true, true) | (false, false) => Ok(()),
+        (true, false) => Err(Errno::ENOTDIR),
+        (false, true) => Err(Errno::EISDIR),
+    }
+}
+
+/// Moves the entry of `ino` from `old` to `new`, dropping a replaced `target`.
+fn rename_entries(
+    subvol: &mut Subvolume,
+    (old_dir, old_name): (u64, &[u8]),
+    (new_dir, new_name): (u64, &[u8]),
+    ino: u64,
+    target: Option<u64>,
+) {
+    subvol.inode_mut(old_dir).entries.remove(old_name);
+    subvol
+        .inode_mut(new_dir)
+        .entries
+        .insert(new_name.to_vec(), ino);
+    if let Some(target) = target {
+        subvol.drop_link(target);
+    }
+    if subvol.inode(ino).kind == InodeKind::Dir {
+        subvol.inode_mut(ino).parent = new_dir;
+    }
+}

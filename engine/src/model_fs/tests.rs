@@ -1,0 +1,257 @@
+//! Model filesystem tests: rename(2) corner cases, rmdir, hard links, data holes and
+//! clones, snapshots, and the content view's numbering independence.
+
+use super::*;
+
+fn fs_with_vol() -> ModelFs {
+    let mut fs = ModelFs::new();
+    fs.subvolume_create(b"vol").unwrap();
+    fs
+}
+
+fn write_file(fs: &mut ModelFs, path: &[u8], data: &[u8]) {
+    fs.create(path).unwrap();
+    fs.write(path, 0, data).unwrap();
+}
+
+#[test]
+fn new_inodes_get_root_umask_022_defaults() {
+    let mut fs = fs_with_vol();
+    fs.create(b"vol/f").unwrap();
+    fs.mkdir(b"vol/d").unwrap();
+    fs.symlink(b"../anywhere", b"vol/l").unwrap();
+    let modes: Vec<u32> = [&b"vol"[..], b"vol/f", b"vol/d", b"vol/l"]
+        .iter()
+        .map(|path| fs.stat(path).unwrap().mode)
+        .collect();
+    assert_eq!(modes, [0o755, 0o644, 0o755, 0o777]);
+    assert_eq!(fs.stat(b"vol/l").unwrap().target, b"../anywhere");
+    assert_eq!(fs.create(b"vol/d"), Err(Errno::EISDIR));
+    assert_eq!(fs.mkdir(b"vol/f"), Err(Errno::EEXIST));
+    assert_eq!(fs.create(b"vol/missing/f"), Err(Errno::ENOENT));
+    assert_eq!(fs.create(b"vol/f/g"), Err(Errno::ENOTDIR));
+    assert_eq!(fs.create(b"vol/a/../b"), Err(Errno::EINVAL));
+    fs.check();
+}
+
+#[test]
+fn rename_file_over_file_replaces_and_drops_the_old_target() {
+    let mut fs = fs_with_vol();
+    write_file(&mut fs, b"vol/a", b"A");
+    write_file(&mut fs, b"vol/b", b"B");
+    fs.rename(b"vol/a", b"vol/b").unwrap();
+    assert_eq!(fs.read(b"vol/b", 0, 10).unwrap(), b"A");
+    assert_eq!(fs.stat(b"vol/a").unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.subvolume(b"vol").unwrap().inodes.len(), 2);
+    fs.check();
+}
+
+#[test]
+fn rename_type_mismatches_fail_like_linux() {
+    let mut fs = fs_with_vol();
+    fs.create(b"vol/f").unwrap();
+    fs.mkdir(b"vol/d").unwrap();
+    fs.mkdir(b"vol/full").unwrap();
+    fs.create(b"vol/full/x").unwrap();
+    assert_eq!(fs.rename(b"vol/f", b"vol/d"), Err(Errno::EISDIR));
+    assert_eq!(fs.rename(b"vol/d", b"vol/f"), Err(Errno::ENOTDIR));
+    assert_eq!(fs.rename(b"vol/d", b"vol/full"), Err(Errno::ENOTEMPTY));
+    assert_eq!(fs.rename(b"vol/nope", b"vol/x"), Err(Errno::ENOENT));
+    assert_eq!(fs.rename(b"vol/f", b"vol/nodir/x"), Err(Errno::ENOENT));
+    // A directory over an empty directory replaces it.
+    fs.mkdir(b"vol/empty").unwrap();
+    fs.rename(b"vol/full", b"vol/empty").unwrap();
+    assert!(fs.stat(b"vol/empty/x").is_ok());
+    fs.check();
+}
+
+#[test]
+fn rename_into_own_subtree_is_einval_and_onto_ancestor_is_enotempty() {
+    let mut fs = fs_with_vol();
+    fs.mkdir(b"vol/a").unwrap();
+    fs.mkdir(b"vol/a/b").unwrap();
+    assert_eq!(fs.rename(b"vol/a", b"vol/a/b/c"), Err(Errno::EINVAL));
+    assert_eq!(fs.rename(b"vol/a", b"vol/a/c"), Err(Errno::EINVAL));
+    assert_eq!(fs.rename(b"vol/a/b", b"vol/a"), Err(Errno::ENOTEMPTY));
+    assert_eq!(fs.rename(b"vol", b"vol/x"), Err(Errno::EBUSY));
+    fs.check();
+}
+
+#[test]
+fn rename_to_itself_or_another_link_of_the_same_inode_is_a_no_op() {
+    let mut fs = fs_with_vol();
+    write_file(&mut fs, b"vol/a", b"data");
+    fs.rename(b"vol/a", b"vol/a").unwrap();
+    fs.link(b"vol/a", b"vol/b").unwrap();
+    fs.rename(b"vol/a", b"vol/b").unwrap();
+    assert!(
+        fs.stat(b"vol/a").is_ok(),
+        "rename(2) leaves both links when they are one inode"
+    );
+    assert_eq!(fs.stat(b"vol/b").unwrap().nlink, 2);
+    fs.mkdir(b"vol/d").unwrap();
+    fs.rename(b"vol/d", b"vol/d").unwrap();
+    fs.check();
+}
+
+#[test]
+fn rename_swap_through_a_temporary_name() {
+    let mut fs = fs_with_vol();
+    write_file(&mut fs, b"vol/x", b"x");
+    write_file(&mut fs, b"vol/y", b"y");
+    fs.rename(b"vol/x", b"vol/tmp").unwrap();
+    fs.rename(b"vol/y", b"vol/x").unwrap();
+    fs.rename(b"vol/tmp", b"vol/y").unwrap();
+    assert_eq!(fs.read(b"vol/x", 0, 1).unwrap(), b"y");
+    assert_eq!(fs.read(b"vol/y", 0, 1).unwrap(), b"x");
+    fs.check();
+}
+
+#[test]
+fn rmdir_and_unlink_check_types_and_emptiness() {
+    let mut fs = fs_with_vol();
+    fs.mkdir(b"vol/d").unwrap();
+    fs.create(b"vol/d/f").unwrap();
+    assert_eq!(fs.rmdir(b"vol/d"), Err(Errno::ENOTEMPTY));
+    assert_eq!(fs.rmdir(b"vol/d/f"), Err(Errno::ENOTDIR));
+    assert_eq!(fs.unlink(b"vol/d"), Err(Errno::EISDIR));
+    assert_eq!(fs.rmdir(b"vol"), Err(Errno::EBUSY));
+    fs.unlink(b"vol/d/f").unwrap();
+    fs.rmdir(b"vol/d").unwrap();
+    assert_eq!(fs.subvolume(b"vol").unwrap().inodes.len(), 1);
+    fs.check();
+}
+
+#[test]
+fn hard_links_share_data_and_count_nlink() {
+    let mut fs = fs_with_vol();
+    fs.mkdir(b"vol/d1").unwrap();
+    fs.mkdir(b"vol/d2").unwrap();
+    write_file(&mut fs, b"vol/d1/f", b"shared");
+    fs.link(b"vol/d1/f", b"vol/d2/g").unwrap();
+    assert_eq!(fs.stat(b"vol/d1/f").unwrap().nlink, 2);
+    fs.write(b"vol/d2/g", 0, b"S").unwrap();
+    assert_eq!(fs.read(b"vol/d1/f", 0, 6).unwrap(), b"Shared");
+    assert_eq!(fs.link(b"vol/d1", b"vol/d3"), Err(Errno::EPERM));
+    assert_eq!(fs.link(b"vol/d1/f", b"vol/d2/g"), Err(Errno::EEXIST));
+    fs.unlink(b"vol/d1/f").unwrap();
+    assert_eq!(fs.stat(b"vol/d2/g").unwrap().nlink, 1);
+    let content = fs.content(b"vol").unwrap();
+    assert_eq!(content.entries[&b"d2/g"[..]].first_link, b"d2/g");
+    fs.check();
+}
+
+#[test]
+fn writes_fill_holes_with_zeros_and_truncate_shrinks_and_grows() {
+    let mut fs = fs_with_vol();
+    fs.create(b"vol/f").unwrap();
+    fs.write(b"vol/f", 10_000, b"end").unwrap();
+    assert_eq!(fs.stat(b"vol/f").unwrap().size, 10_003);
+    assert_eq!(fs.read(b"vol/f", 9_998, 10).unwrap(), b"\0\0end");
+    fs.truncate(b"vol/f", 10_001).unwrap();
+    fs.truncate(b"vol/f", 20_000).unwrap();
+    assert_eq!(fs.read(b"vol/f", 10_000, 4).unwrap(), b"e\0\0\0");
+    // Writing zeros stores nothing: data stays canonical.
+    fs.write(b"vol/f", 0, &[0; 8192]).unwrap();
+    assert_eq!(fs.stat(b"vol/f").unwrap().data.stored_bytes(), PAGE_BYTES);
+    assert_eq!(fs.write(b"vol/f", u64::MAX - 1, b"xx"), Err(Errno::EFBIG));
+    fs.write(b"vol/f", 1 << 60, b"far").unwrap();
+    assert_eq!(
+        fs.stat(b"vol/f").unwrap().data.stored_bytes(),
+        2 * PAGE_BYTES
+    );
+    assert_eq!(fs.write(b"vol", 0, b"x"), Err(Errno::EISDIR));
+    fs.check();
+}
+
+#[test]
+fn clone_range_copies_content_including_holes() {
+    let mut fs = fs_with_vol();
+    write_file(&mut fs, b"vol/src", &[7u8; 10_000]);
+    fs.truncate(b"vol/src", 20_000).unwrap();
+    write_file(&mut fs, b"vol/dst", &[1u8; 30_000]);
+    fs.clone_range(b"vol/src", 5_000, b"vol/dst", 100, 15_000)
+        .unwrap();
+    let dst = fs.read(b"vol/dst", 0, 30_000).unwrap();
+    assert!(dst[..100].iter().all(|&b| b == 1));
+    assert!(dst[100..5_100].iter().all(|&b| b == 7));
+    assert!(
+        dst[5_100..15_100].iter().all(|&b| b == 0),
+        "the source hole replaces data"
+    );
+    assert!(dst[15_100..].iter().all(|&b| b == 1));
+    assert_eq!(
+        fs.clone_range(b"vol/src", 0, b"vol/dst", 0, 20_001),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        fs.clone_range(b"vol/src", 0, b"vol/src", 100, 200),
+        Err(Errno::EINVAL)
+    );
+    fs.clone_range(b"vol/src", 0, b"vol/src", 10_000, 100)
+        .unwrap();
+    fs.check();
+}
+
+#[test]
+fn snapshots_copy_and_read_only_refuses_changes() {
+    let mut fs = fs_with_vol();
+    write_file(&mut fs, b"vol/f", b"one");
+    fs.set_xattr(b"vol/f", b"user.a", b"1").unwrap();
+    fs.snapshot(b"vol", b"snap", true).unwrap();
+    fs.write(b"vol/f", 0, b"two").unwrap();
+    assert_eq!(fs.read(b"snap/f", 0, 3).unwrap(), b"one");
+    assert_eq!(fs.write(b"snap/f", 0, b"x"), Err(Errno::EROFS));
+    assert_eq!(fs.rename(b"vol/f", b"snap/f"), Err(Errno::EXDEV));
+    assert_eq!(fs.snapshot(b"vol", b"snap", true), Err(Errno::EEXIST));
+    let snap = fs.subvolume(b"snap").unwrap();
+    assert_eq!(snap.parent_uuid, Some(fs.subvolume(b"vol").unwrap().uuid));
+    assert_ne!(snap.uuid, fs.subvolume(b"vol").unwrap().uuid);
+    assert_eq!(fs.remove_xattr(b"vol/f", b"user.nope"), Err(Errno::ENOENT));
+    fs.subvolume_delete(b"snap").unwrap();
+    assert_eq!(fs.subvolume_delete(b"snap"), Err(Errno::ENOENT));
+    fs.check();
+}
+
+#[test]
+fn content_ignores_inode_numbering_and_reports_differences() {
+    let mut left = fs_with_vol();
+    left.create(b"vol/spare").unwrap();
+    write_file(&mut left, b"vol/a", b"hello");
+    left.link(b"vol/a", b"vol/b").unwrap();
+    left.unlink(b"vol/spare").unwrap();
+    let mut right = fs_with_vol();
+    write_file(&mut right, b"vol/b", b"hello");
+    right.link(b"vol/b", b"vol/a").unwrap();
+    let (l, r) = (
+        left.content(b"vol").unwrap(),
+        right.content(b"vol").unwrap(),
+    );
+    assert_eq!(l, r, "{}", l.diff_report(&r));
+    assert_eq!(l.diff_report(&r), "");
+    right.write(b"vol/a", 3, b"p!").unwrap();
+    right.chmod(b"vol/a", 0o600).unwrap();
+    right.mkdir(b"vol/new").unwrap();
+    let report = l.diff_report(&right.content(b"vol").unwrap());
+    assert!(report.contains("a: mode 644 != 600"), "{report}");
+    assert!(
+        report.contains("a: data differs first at byte 3"),
+        "{report}"
+    );
+    assert!(report.contains("new: only in right"), "{report}");
+    assert!(
+        l.render()
+            .contains("b File mode=644 owner=0:0 size=5 nlink=2 link=a"),
+        "{}",
+        l.render()
+    );
+}
+
+#[test]
+fn space_budget_turns_runaway_growth_into_enospc() {
+    let mut fs = ModelFs::with_space_budget(10_000);
+    fs.subvolume_create(b"vol").unwrap();
+    write_file(&mut fs, b"vol/f", &[1; 8_000]);
+    assert_eq!(fs.write(b"vol/f", 0, &[2; 4_000]), Err(Errno::ENOSPC));
+    assert_eq!(fs.snapshot(b"vol", b"s", false), Err(Errno::ENOSPC));
+}

@@ -1,0 +1,249 @@
+//! The encoder: commands to v1 bytes, in the kernel's attribute order.
+//!
+//! Mirrors the kernel's `begin_cmd()`/`TLV_PUT*()`/`send_cmd()`: a 10-byte command header
+//! {u32 payload length, u16 command, u32 crc}, TLV attributes, then the CRC32C of header
+//! (crc field zeroed) and payload with seed 0 and no final inversion.
+//!
+//! Invariants: every command written passes the same checks the decoder applies (path
+//! rules, TLV and 64 KiB limits), so `decode(encode(cmds)) == cmds`; a refused command
+//! leaves the output unchanged.
+
+use super::command::{layout, Attribute, Command, Timespec, Uuid, ValueKind};
+use super::error::{StreamError, StreamErrorKind};
+use super::path::check_value_bytes;
+use super::{
+    btrfs_crc32c, COMMAND_HEADER_BYTES, COMMAND_SIZE_MAX_BYTES, STREAM_MAGIC, STREAM_VERSION,
+};
+
+/// Appends commands to a v1 stream held in memory.
+#[derive(Clone, Debug)]
+pub struct StreamWriter {
+    bytes: Vec<u8>,
+    commands_count: usize,
+}
+
+impl Default for StreamWriter {
+    fn default() -> Self {
+        StreamWriter::new()
+    }
+}
+
+impl StreamWriter {
+    /// A stream holding only the stream header.
+    pub fn new() -> StreamWriter {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(STREAM_MAGIC);
+        bytes.extend_from_slice(&STREAM_VERSION.to_le_bytes());
+        StreamWriter {
+            bytes,
+            commands_count: 0,
+        }
+    }
+
+    /// Appends `command`; on error nothing is appended.
+    pub fn push(&mut self, command: &Command) -> Result<(), StreamError> {
+        let start = self.bytes.len();
+        let error_at = |kind| StreamError {
+            kind,
+            offset: start,
+            command_index: Some(self.commands_count),
+        };
+        let payload = encode_payload(command).map_err(error_at)?;
+        let total = COMMAND_HEADER_BYTES as u64 + payload.len() as u64;
+        if total > COMMAND_SIZE_MAX_BYTES as u64 {
+            return Err(error_at(StreamErrorKind::CommandTooLarge { len: total }));
+        }
+        let len = u32::try_from(payload.len()).expect("payload is below 64 KiB");
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&command.command_type().number().to_le_bytes());
+        self.bytes.extend_from_slice(&[0; 4]);
+        self.bytes.extend_from_slice(&payload);
+        let crc = btrfs_crc32c(&self.bytes[start..]);
+        self.bytes[start + 6..start + 10].copy_from_slice(&crc.to_le_bytes());
+        self.commands_count += 1;
+        Ok(())
+    }
+
+    /// How many commands were appended.
+    pub fn commands_count(&self) -> usize {
+        self.commands_count
+    }
+
+    /// The stream so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The finished stream.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Encodes a whole command list as one v1 stream.
+pub fn encode(commands: &[Command]) -> Result<Vec<u8>, StreamError> {
+    let mut writer = StreamWriter::new();
+    for command in commands {
+        writer.push(command)?;
+    }
+    Ok(writer.into_bytes())
+}
+
+/// One attribute value as the encoder sees it.
+enum Value<'a> {
+    U64(u64),
+    Uuid(&'a Uuid),
+    Timespec(Timespec),
+    Bytes(&'a [u8]),
+}
+
+/// The attribute values of `command`, in the order of [`layout`].
+fn values(command: &Command) -> Vec<Value<'_>> {
+    use Value::{Bytes as B, Timespec as T, Uuid as U, U64 as N};
+    match command {
+        Command::Subvol {
+            path,
+            uuid,
+            ctransid,
+        } => vec![B(path), U(uuid), N(*ctransid)],
+        Command::Snapshot {
+            path,
+            uuid,
+            ctransid,
+            clone_uuid,
+            clone_ctransid,
+        } => vec![
+            B(path),
+            U(uuid),
+            N(*ctransid),
+            U(clone_uuid),
+            N(*clone_ctransid),
+        ],
+        Command::Mkfile { path, ino } | Command::Mkdir { path, ino } => vec![B(path), N(*ino)],
+        Command::Mknod {
+            path,
+            ino,
+            rdev,
+            mode,
+        }
+        | Command::Mkfifo {
+            path,
+            ino,
+            rdev,
+            mode,
+        }
+        | Command::Mksock {
+            path,
+            ino,
+            rdev,
+            mode,
+        } => {
+            vec![B(path), N(*ino), N(*rdev), N(*mode)]
+        }
+        Command::Symlink { path, ino, target } => vec![B(path), N(*ino), B(target)],
+        Command::Rename { path, path_to } => vec![B(path), B(path_to)],
+        Command::Link { path, path_link } => vec![B(path), B(path_link)],
+        Command::Unlink { path } | Command::Rmdir { path } => vec![B(path)],
+        Command::SetXattr { path, name, data } => vec![B(path), B(name), B(data)],
+        Command::RemoveXattr { path, name } => vec![B(path), B(name)],
+        Command::Write {
+            path,
+            file_offset,
+            data,
+        } => vec![B(path), N(*file_offset), B(data)],
+        Command::Clone {
+            file_offset,
+            clone_len,
+            path,
+            clone_uuid,
+            clone_ctransid,
+            clone_path,
+            clone_offset,
+        } => vec![
+            N(*file_offset),
+            N(*clone_len),
+            B(path),
+            U(clone_uuid),
+            N(*clone_ctransid),
+            B(clone_path),
+            N(*clone_offset),
+        ],
+        Command::Truncate { path, size } => vec![B(path), N(*size)],
+        Command::Chmod { path, mode } => vec![B(path), N(*mode)],
+        Command::Chown { path, uid, gid } => vec![B(path), N(*uid), N(*gid)],
+        Command::Utimes {
+            path,
+            atime,
+            mtime,
+            ctime,
+        } => {
+            vec![B(path), T(*atime), T(*mtime), T(*ctime)]
+        }
+        Command::End => vec![],
+        Command::UpdateExtent {
+            path,
+            file_offset,
+            size,
+        } => {
+            vec![B(path), N(*file_offset), N(*size)]
+        }
+    }
+}
+
+/// The TLV payload of `command`, after checking every value against its layout.
+fn encode_payload(command: &Command) -> Result<Vec<u8>, StreamErrorKind> {
+    let layout = layout(command.command_type());
+    let values = values(command);
+    assert_eq!(
+        layout.len(),
+        values.len(),
+        "layout and values of {command:?} disagree"
+    );
+    let mut payload = Vec::new();
+    for (&(attribute, kind), value) in layout.iter().zip(values) {
+        put_value(&mut payload, attribute, kind, value)?;
+    }
+    Ok(payload)
+}
+
+fn put_value(
+    payload: &mut Vec<u8>,
+    attribute: Attribute,
+    kind: ValueKind,
+    value: Value<'_>,
+) -> Result<(), StreamErrorKind> {
+    let timespec_bytes;
+    let number_bytes;
+    let bytes: &[u8] = match value {
+        Value::U64(number) => {
+            number_bytes = number.to_le_bytes();
+            &number_bytes
+        }
+        Value::Uuid(uuid) => uuid,
+        Value::Timespec(time) => {
+            timespec_bytes = timespec_to_bytes(time);
+            &timespec_bytes
+        }
+        Value::Bytes(bytes) => {
+            check_value_bytes(kind, bytes)
+                .map_err(|reason| StreamErrorKind::InvalidPath { attribute, reason })?;
+            bytes
+        }
+    };
+    let len = u16::try_from(bytes.len()).map_err(|_| StreamErrorKind::AttributeTooLong {
+        attribute,
+        len: bytes.len(),
+    })?;
+    payload.extend_from_slice(&attribute.number().to_le_bytes());
+    payload.extend_from_slice(&len.to_le_bytes());
+    payload.extend_from_slice(bytes);
+    Ok(())
+}
+
+fn timespec_to_bytes(time: Timespec) -> [u8; 12] {
+    let mut bytes = [0; 12];
+    bytes[..8].copy_from_slice(&time.sec.to_le_bytes());
+    bytes[8..].copy_from_slice(&time.nsec.to_le_bytes());
+    bytes
+}

@@ -1,0 +1,282 @@
+//! Test support shared by the engine's tests, the verify crate and fuzz targets: a
+//! deterministic SplitMix64 generator (the one DESIGN.md section 6 specifies for
+//! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the rule for tests
+//! that need btrfs-progs (skip visibly on a developer machine, fail under `CI=true`).
+//!
+//! Not part of the engine's API: hidden from the docs, free to change with its users.
+
+use crate::stream::{Command, Timespec, COMMAND_HEADER_BYTES, COMMAND_SIZE_MAX_BYTES};
+use std::path::PathBuf;
+
+/// SplitMix64: one seed reproduces a run.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    /// The next 64-bit output.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0, "below(0)");
+        self.next_u64() % bound
+    }
+
+    /// True with probability `numerator / denominator`.
+    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
+        self.below(denominator) < numerator
+    }
+
+    /// `len` bytes of the output stream, each output written little-endian.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(len + 8);
+        while bytes.len() < len {
+            bytes.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        bytes.truncate(len);
+        bytes
+    }
+}
+
+/// `bytes(LEN,SEED)` of the script language: the first `len` bytes of SplitMix64(`seed`).
+pub fn seeded_bytes(len: usize, seed: u64) -> Vec<u8> {
+    SplitMix64::new(seed).bytes(len)
+}
+
+const NAME_BYTES: &[u8] = b"abcxyz019._- \n\xff\x01";
+
+fn random_component(rng: &mut SplitMix64) -> Vec<u8> {
+    loop {
+        let len = 1 + rng.below(6) as usize;
+        let name: Vec<u8> = (0..len)
+            .map(|_| NAME_BYTES[rng.below(NAME_BYTES.len() as u64) as usize])
+            .collect();
+        if name != b"." && name != b".." {
+            return name;
+        }
+    }
+}
+
+/// A valid relative path of one to three components.
+pub fn random_path(rng: &mut SplitMix64) -> Vec<u8> {
+    let components = 1 + rng.below(3);
+    let mut path = random_component(rng);
+    for _ in 1..components {
+        path.push(b'/');
+        path.extend(random_component(rng));
+    }
+    path
+}
+
+fn random_path_or_root(rng: &mut SplitMix64) -> Vec<u8> {
+    if rng.chance(1, 5) {
+        Vec::new()
+    } else {
+        random_path(rng)
+    }
+}
+
+fn random_number(rng: &mut SplitMix64) -> u64 {
+    match rng.below(4) {
+        0 => rng.below(16),
+        1 => rng.below(1 << 20),
+        2 => u64::MAX - rng.below(4),
+        _ => rng.next_u64(),
+    }
+}
+
+fn random_uuid(rng: &mut SplitMix64) -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&rng.bytes(16));
+    uuid
+}
+
+/// Seconds below 2^33 (until about year 2242) and nanoseconds below 10^9: the range
+/// `btrfs receive --dump` can print as local time.
+fn random_timespec(rng: &mut SplitMix64) -> Timespec {
+    Timespec {
+        sec: rng.below(1 << 33),
+        nsec: rng.below(1_000_000_000) as u32,
+    }
+}
+
+fn random_nonempty_no_nul(rng: &mut SplitMix64, len_max: u64) -> Vec<u8> {
+    let len = 1 + rng.below(len_max) as usize;
+    rng.bytes(len).into_iter().map(|byte| byte.max(1)).collect()
+}
+
+/// Data for a WRITE to `path`: usually short, sometimes as large as a v1 command allows.
+fn random_write_data(rng: &mut SplitMix64, path: &[u8]) -> Vec<u8> {
+    let fixed = COMMAND_HEADER_BYTES + 4 + path.len() + 12 + 4;
+    let len_max = COMMAND_SIZE_MAX_BYTES - fixed;
+    let len = match rng.below(8) {
+        0 => 0,
+        1 => len_max - rng.below(3) as usize,
+        2 => rng.below(len_max as u64) as usize,
+        _ => rng.below(300) as usize,
+    };
+    rng.bytes(len)
+}
+
+/// One valid command of any of the 22 kinds.
+pub fn random_command(rng: &mut SplitMix64) -> Command {
+    let p = |rng: &mut SplitMix64| random_path(rng);
+    match rng.below(22) {
+        0 => Command::Subvol {
+            path: random_component(rng),
+            uuid: random_uuid(rng),
+            ctransid: random_number(rng),
+        },
+        1 => Command::Snapshot {
+            path: random_component(rng),
+            uuid: random_uuid(rng),
+            ctransid: random_number(rng),
+            clone_uuid: random_uuid(rng),
+            clone_ctransid: random_number(rng),
+        },
+        2 => Command::Mkfile {
+            path: p(rng),
+            ino: random_number(rng),
+        },
+        3 => Command::Mkdir {
+            path: p(rng),
+            ino: random_number(rng),
+        },
+        4 => Command::Mknod {
+            path: p(rng),
+            ino: random_number(rng),
+            rdev: random_number(rng),
+            mode: random_number(rng),
+        },
+        5 => Command::Mkfifo {
+            path: p(rng),
+            ino: random_number(rng),
+            rdev: random_number(rng),
+            mode: random_number(rng),
+        },
+        6 => Command::Mksock {
+            path: p(rng),
+            ino: random_number(rng),
+            rdev: random_number(rng),
+            mode: random_number(rng),
+        },
+        7 => Command::Symlink {
+            path: p(rng),
+            ino: random_number(rng),
+            target: random_nonempty_no_nul(rng, 40),
+        },
+        8 => Command::Rename {
+            path: p(rng),
+            path_to: p(rng),
+        },
+        9 => Command::Link {
+            path: p(rng),
+            path_link: p(rng),
+        },
+        10 => Command::Unlink { path: p(rng) },
+        11 => Command::Rmdir { path: p(rng) },
+        12 => Command::SetXattr {
+            path: random_path_or_root(rng),
+            name: random_nonempty_no_nul(rng, 20),
+            data: {
+                let len = rng.below(64) as usize;
+                rng.bytes(len)
+            },
+        },
+        13 => Command::RemoveXattr {
+            path: random_path_or_root(rng),
+            name: random_nonempty_no_nul(rng, 20),
+        },
+        14 => {
+            let path = p(rng);
+            let data = random_write_data(rng, &path);
+            Command::Write {
+                path,
+                file_offset: random_number(rng),
+                data,
+            }
+        }
+        15 => Command::Clone {
+            file_offset: random_number(rng),
+            clone_len: random_number(rng),
+            path: p(rng),
+            clone_uuid: random_uuid(rng),
+            clone_ctransid: random_number(rng),
+            clone_path: p(rng),
+            clone_offset: random_number(rng),
+        },
+        16 => Command::Truncate {
+            path: p(rng),
+            size: random_number(rng),
+        },
+        17 => Command::Chmod {
+            path: random_path_or_root(rng),
+            mode: random_number(rng),
+        },
+        18 => Command::Chown {
+            path: random_path_or_root(rng),
+            uid: random_number(rng),
+            gid: random_number(rng),
+        },
+        19 => Command::Utimes {
+            path: random_path_or_root(rng),
+            atime: random_timespec(rng),
+            mtime: random_timespec(rng),
+            ctime: random_timespec(rng),
+        },
+        20 => Command::End,
+        _ => Command::UpdateExtent {
+            path: p(rng),
+            file_offset: random_number(rng),
+            size: random_number(rng),
+        },
+    }
+}
+
+/// `count` valid commands from `seed` (any order: valid for the stream format, not
+/// necessarily meaningful to receive).
+pub fn random_commands(seed: u64, count: usize) -> Vec<Command> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count).map(|_| random_command(&mut rng)).collect()
+}
+
+/// Like [`random_commands`] but shaped as btrfs-progs wants a whole stream: END exactly
+/// once, as the last command (`btrfs receive` reports "unexpected EOF" without it, and
+/// reads whatever follows an END as the header of a next stream).
+pub fn random_stream_commands(seed: u64, count: usize) -> Vec<Command> {
+    let mut commands = random_commands(seed, count);
+    commands.retain(|command| *command != Command::End);
+    commands.push(Command::End);
+    commands
+}
+
+/// The `btrfs` binary of btrfs-progs, or `None` after printing a visible
+/// `SKIP: btrfs-progs not installed` line. Under `CI=true` a missing btrfs-progs is a
+/// failure, not a skip: CI must run the conformance tests.
+pub fn btrfs_progs_or_skip(test_name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|dir| dir.join("btrfs"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+        assert!(!in_ci, "{test_name}: btrfs-progs not installed and CI=true");
+        println!("SKIP: btrfs-progs not installed ({test_name})");
+    }
+    found
+}
