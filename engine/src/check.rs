@@ -432,3 +432,141 @@ fn check_key_range(content: &SharedContent, low: Key, high: Option<Key>) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FsckError;
+    use crate::error::Error;
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::items::FileExtentItem;
+    use crate::key::{item_type, Key};
+    use crate::policy::SendPolicy;
+
+    /// A committed, remounted filesystem (so fsck reads blocks from the device) with a
+    /// two-level volume tree and one data extent.
+    fn committed_filesystem() -> (FsInfo, u64, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume("vol").expect("create");
+        for objectid in 256..266 {
+            fs.insert_item(
+                volume,
+                Key::new(objectid, item_type::INODE_ITEM, 0),
+                b"inode",
+            )
+            .expect("insert");
+        }
+        let (disk_bytenr, length) = fs.alloc_data_extent(volume, 300, 0, b"data").expect("data");
+        let item = FileExtentItem::regular(
+            fs.running_transid().expect("running"),
+            disk_bytenr,
+            length,
+            0,
+            length,
+        );
+        fs.insert_item(
+            volume,
+            Key::new(300, item_type::EXTENT_DATA, 0),
+            &item.encode(),
+        )
+        .expect("extent");
+        fs.remount().expect("remount");
+        fs.check().expect("a clean filesystem passes");
+        (fs, volume, disk_bytenr)
+    }
+
+    /// The leftmost leaf of a tree and its parent, read from the device.
+    fn first_leaf_and_root(fs: &FsInfo, volume: u64) -> (u64, u64) {
+        let mut parent = fs.root(volume).expect("root").node.bytenr;
+        loop {
+            let content = fs.device().read_block(parent).expect("written");
+            let child = content.node_slots().expect("a node")[0].blockptr;
+            if fs.device().read_block(child).expect("written").header.level == 0 {
+                return (child, parent);
+            }
+            parent = child;
+        }
+    }
+
+    #[test]
+    fn fsck_reports_keys_out_of_order() {
+        let (mut fs, volume, _) = committed_filesystem();
+        let (leaf, _) = first_leaf_and_root(&fs, volume);
+        fs.device_mut_for_test()
+            .corrupt_block_for_test(leaf, |content| {
+                let leaf = content.leaf_mut();
+                let (first, second) = (leaf.key(0), leaf.key(1));
+                leaf.set_key(0, second);
+                leaf.set_key(1, first);
+            });
+        match fs.check() {
+            Err(FsckError::BadBlock {
+                error: Error::FirstKeyMismatch { bytenr, .. },
+                ..
+            }) => assert_eq!(bytenr, leaf),
+            other => panic!("expected a first key mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fsck_reports_a_parent_slot_with_the_wrong_generation() {
+        let (mut fs, volume, _) = committed_filesystem();
+        let (leaf, root) = first_leaf_and_root(&fs, volume);
+        fs.device_mut_for_test()
+            .corrupt_block_for_test(root, |content| {
+                content.node_slots_mut()[0].generation += 7;
+            });
+        match fs.check() {
+            Err(FsckError::BadBlock {
+                error: Error::TransidMismatch { bytenr, .. },
+                ..
+            }) => assert_eq!(bytenr, leaf),
+            other => panic!("expected a transid mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fsck_reports_a_wrong_reference_count() {
+        let (mut fs, volume, _) = committed_filesystem();
+        let (leaf, _) = first_leaf_and_root(&fs, volume);
+        let extent_tree = &mut fs.device_mut_for_test().super_block.extent_tree;
+        extent_tree
+            .record_mut_for_test(leaf)
+            .expect("allocated")
+            .refs += 1;
+        assert_eq!(
+            fs.check(),
+            Err(FsckError::RefcountMismatch {
+                bytenr: leaf,
+                recorded: 2,
+                actual: 1
+            })
+        );
+    }
+
+    #[test]
+    fn fsck_reports_a_data_extent_with_a_lost_reference() {
+        let (mut fs, _, disk_bytenr) = committed_filesystem();
+        let extent_tree = &mut fs.device_mut_for_test().super_block.extent_tree;
+        extent_tree
+            .record_mut_for_test(disk_bytenr)
+            .expect("allocated")
+            .refs = 3;
+        assert_eq!(
+            fs.check(),
+            Err(FsckError::RefcountMismatch {
+                bytenr: disk_bytenr,
+                recorded: 3,
+                actual: 1
+            })
+        );
+    }
+
+    #[test]
+    fn fsck_reports_a_block_in_use_and_free() {
+        let (mut fs, volume, _) = committed_filesystem();
+        let (leaf, _) = first_leaf_and_root(&fs, volume);
+        fs.space.free_now(leaf, 4096);
+        assert_eq!(fs.check(), Err(FsckError::InUseButFree { bytenr: leaf }));
+    }
+}

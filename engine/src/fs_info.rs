@@ -224,6 +224,12 @@ impl FsInfo {
         Ok(())
     }
 
+    /// Sets FORCE_COW on a root, as snapshot creation does (tests of COW rules).
+    #[doc(hidden)]
+    pub fn set_root_force_cow_for_test(&mut self, root_id: u64) {
+        self.roots.get_mut(&root_id).expect("root").force_cow = true;
+    }
+
     /// The geometry.
     pub fn geometry(&self) -> &Geometry {
         &self.geometry

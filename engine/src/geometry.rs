@@ -155,12 +155,12 @@ impl Geometry {
 
     /// The fewest items a leaf other than the root keeps before it is merged.
     pub fn leaf_items_min(&self) -> usize {
-        (self.leaf_items_max / 4).max(1)
+        self.leaf_items_max.div_ceil(3)
     }
 
     /// The fewest pointers a node other than the root keeps before it is merged.
     pub fn node_pointers_min(&self) -> usize {
-        (self.node_pointers_max / 4).max(1)
+        self.node_pointers_max.div_ceil(3)
     }
 }
 

@@ -191,3 +191,142 @@ impl FsInfo {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::errno::Errno;
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::items::FileExtentItem;
+    use crate::key::{item_type, Key};
+    use crate::policy::SendPolicy;
+
+    fn errno<T: std::fmt::Debug>(result: crate::Result<T>) -> Errno {
+        result.expect_err("an error").to_errno()
+    }
+
+    #[test]
+    fn bad_requests_give_typed_errors() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume("vol").expect("create");
+        assert_eq!(errno(fs.subvolume_id("missing")), Errno::ENOENT);
+        assert_eq!(errno(fs.snapshot("missing", "snap", true)), Errno::ENOENT);
+        assert_eq!(errno(fs.delete_subvolume("missing")), Errno::ENOENT);
+        assert_eq!(errno(fs.create_subvolume("vol")), Errno::EEXIST);
+        assert_eq!(errno(fs.create_subvolume("a/b")), Errno::EINVAL);
+        assert_eq!(errno(fs.create_subvolume("")), Errno::EINVAL);
+        assert_eq!(
+            errno(fs.create_subvolume(&"n".repeat(256))),
+            Errno::ENAMETOOLONG
+        );
+        fs.insert_item(volume, Key::new(256, 1, 0), b"x")
+            .expect("insert");
+        assert_eq!(
+            errno(fs.insert_item(volume, Key::new(256, 1, 0), b"y")),
+            Errno::EEXIST
+        );
+        assert_eq!(
+            errno(fs.update_item(volume, Key::new(257, 1, 0), b"y")),
+            Errno::ENOENT
+        );
+        assert_eq!(
+            errno(fs.delete_item(volume, Key::new(257, 1, 0))),
+            Errno::ENOENT
+        );
+        assert_eq!(
+            errno(fs.insert_item(999, Key::new(256, 1, 0), b"y")),
+            Errno::ENOENT
+        );
+        let dangling = FileExtentItem::regular(1, 1 << 30, 4096, 0, 4096).encode();
+        assert_eq!(
+            errno(fs.insert_item(volume, Key::new(256, item_type::EXTENT_DATA, 0), &dangling)),
+            Errno::EINVAL
+        );
+        assert_eq!(
+            errno(fs.insert_item(volume, Key::new(256, item_type::EXTENT_DATA, 0), b"short")),
+            Errno::EINVAL
+        );
+        let mut bad = Geometry::tiny();
+        bad.leaf_items_max = 1;
+        assert_eq!(
+            errno(FsInfo::mkfs(bad, SendPolicy::Concurrent)),
+            Errno::EINVAL
+        );
+        fs.check().expect("nothing was corrupted");
+    }
+
+    #[test]
+    fn a_held_buffer_makes_remount_busy() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let held = fs
+            .read_root_node(crate::key::objectid::FS_TREE)
+            .expect("read");
+        fs.cache_mut().hold(held);
+        assert_eq!(errno(fs.remount()), Errno::EBUSY);
+        assert_eq!(errno(fs.crash()), Errno::EBUSY);
+        fs.cache_mut().release(held);
+        fs.remount().expect("remount");
+    }
+
+    fn small_device() -> FsInfo {
+        let mut geometry = Geometry::tiny();
+        geometry.device_bytes = 6 * geometry.metadata_block_group_bytes;
+        FsInfo::mkfs(geometry, SendPolicy::Concurrent).expect("mkfs")
+    }
+
+    fn assert_committed_items_survive(mut fs: FsInfo, volume: u64, expected_items: usize) {
+        fs.commit_transaction()
+            .expect("the reserve covers the commit");
+        fs.check().expect("fsck after ENOSPC");
+        fs.crash().expect("crash");
+        let items = fs.items_in_range(volume, Key::MIN, Key::MAX).expect("read");
+        assert_eq!(items.len(), expected_items, "everything committed survives");
+        fs.check().expect("fsck after crash");
+    }
+
+    #[test]
+    fn a_full_device_gives_enospc_for_data_and_loses_nothing() {
+        let mut fs = small_device();
+        let volume = fs.create_subvolume("vol").expect("create");
+        let mut extents = 0;
+        let error = loop {
+            match fs.alloc_data_extent(volume, 256, extents * 4096, &[7; 4096]) {
+                Ok((bytenr, length)) => {
+                    let item = FileExtentItem::regular(
+                        fs.running_transid().expect("running"),
+                        bytenr,
+                        length,
+                        0,
+                        length,
+                    );
+                    let key = Key::new(256, item_type::EXTENT_DATA, extents * 4096);
+                    fs.insert_item(volume, key, &item.encode()).expect("insert");
+                    extents += 1;
+                }
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.to_errno(), Errno::ENOSPC);
+        assert!(extents > 16, "more than one data group filled");
+        assert_committed_items_survive(fs, volume, extents as usize);
+    }
+
+    #[test]
+    fn a_full_device_gives_enospc_for_metadata_and_loses_nothing() {
+        let mut fs = small_device();
+        let volume = fs.create_subvolume("vol").expect("create");
+        let mut inserted = 0u64;
+        let error = loop {
+            if let Err(error) = fs.insert_item(volume, Key::new(1000 + inserted, 1, 0), b"fill") {
+                break error;
+            }
+            inserted += 1;
+            if inserted % 20 == 0 {
+                fs.commit_transaction().expect("commit within the reserve");
+            }
+        };
+        assert_eq!(error.to_errno(), Errno::ENOSPC);
+        assert!(inserted > 40, "inserted {inserted}");
+        assert_committed_items_survive(fs, volume, inserted as usize);
+    }
+}

@@ -43,6 +43,8 @@ pub struct Transaction {
     pub dirty_blocks: BTreeSet<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
+    /// Set while the commit runs: it spends the global reserve, not a reservation.
+    pub committing: bool,
 }
 
 impl FsInfo {
@@ -55,6 +57,7 @@ impl FsInfo {
             changed_roots: BTreeSet::new(),
             dirty_blocks: BTreeSet::new(),
             pending_snapshots: Vec::new(),
+            committing: false,
         });
         transid
     }
@@ -77,6 +80,7 @@ impl FsInfo {
     /// committed transid.
     pub fn commit_transaction(&mut self) -> Result<u64> {
         let transid = self.join_transaction();
+        self.transaction_mut().committing = true;
         self.run_delayed_refs();
         self.create_pending_snapshots()?;
         self.run_delayed_refs();
@@ -199,5 +203,114 @@ impl FsInfo {
 
     fn finish_dropped_roots(&mut self) {
         self.roots.retain(|_, root| !root.deleted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::key::Key;
+    use crate::policy::SendPolicy;
+
+    fn filesystem_with_volume() -> (FsInfo, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume("vol").expect("create");
+        fs.insert_item(volume, Key::new(256, 1, 0), b"inode")
+            .expect("insert");
+        fs.commit_transaction().expect("commit");
+        (fs, volume)
+    }
+
+    #[test]
+    fn a_block_freed_after_commit_stays_pinned_until_the_next_commit() {
+        let (mut fs, volume) = filesystem_with_volume();
+        let old_root = fs.root(volume).expect("root").node.bytenr;
+        fs.insert_item(volume, Key::new(257, 1, 0), b"cow the root")
+            .expect("insert");
+        assert_ne!(
+            fs.root(volume).expect("root").node.bytenr,
+            old_root,
+            "written root was COWed"
+        );
+        assert!(
+            !fs.space().is_pinned(old_root),
+            "dropped, but delayed refs have not run"
+        );
+        assert!(
+            !fs.space().group(old_root).is_free(old_root, 4096),
+            "not reusable mid-transaction"
+        );
+        let allocation_before_commit = fs.reserve_tree_block().expect("reserve");
+        assert_ne!(
+            allocation_before_commit, old_root,
+            "the old root is not handed out"
+        );
+        fs.space.free_now(allocation_before_commit, 4096);
+        let mut committing = fs.clone();
+        committing.run_delayed_refs();
+        assert!(
+            committing.space().is_pinned(old_root),
+            "running delayed refs pins it"
+        );
+        fs.commit_transaction().expect("commit");
+        assert!(!fs.space().is_pinned(old_root));
+        assert!(
+            fs.space().group(old_root).is_free(old_root, 4096),
+            "free after the commit"
+        );
+        fs.check().expect("fsck");
+    }
+
+    #[test]
+    fn a_block_created_and_freed_in_one_transaction_is_reused_at_once() {
+        let (mut fs, volume) = filesystem_with_volume();
+        fs.insert_item(volume, Key::new(257, 1, 0), b"first change")
+            .expect("insert");
+        let first_copy = fs.root(volume).expect("root").node.bytenr;
+        fs.set_root_force_cow_for_test(volume);
+        fs.insert_item(volume, Key::new(258, 1, 0), b"forced COW")
+            .expect("insert");
+        let second_copy = fs.root(volume).expect("root").node.bytenr;
+        assert_ne!(first_copy, second_copy);
+        assert!(
+            fs.space().group(first_copy).is_free(first_copy, 4096),
+            "freed straight to free space"
+        );
+        assert_eq!(
+            fs.reserve_tree_block().expect("reserve"),
+            first_copy,
+            "and reused at once"
+        );
+    }
+
+    #[test]
+    fn generations_grow_by_one_per_commit_and_commit_roots_switch_together() {
+        let (mut fs, volume) = filesystem_with_volume();
+        let other = fs.create_subvolume("other").expect("create");
+        let generation = fs.generation();
+        fs.insert_item(volume, Key::new(300, 1, 0), b"x")
+            .expect("insert");
+        fs.insert_item(other, Key::new(300, 1, 0), b"y")
+            .expect("insert");
+        assert_eq!(
+            fs.commit_root_of(other).map_err(|error| error.to_errno()),
+            Err(crate::Errno::ENOENT)
+        );
+        assert_ne!(
+            fs.commit_root_of(volume).expect("committed"),
+            fs.root(volume).expect("root").node
+        );
+        assert_eq!(fs.commit_transaction().expect("commit"), generation + 1);
+        for root_id in [volume, other] {
+            assert_eq!(
+                fs.commit_root_of(root_id).expect("committed"),
+                fs.root(root_id).expect("root").node
+            );
+        }
+        assert_eq!(
+            fs.commit_transaction().expect("empty commit"),
+            generation + 2
+        );
     }
 }

@@ -13,6 +13,8 @@ pub mod iterate;
 pub mod modify;
 pub mod read;
 pub mod search;
+#[cfg(test)]
+mod tests;
 
 pub use iterate::TreeView;
 

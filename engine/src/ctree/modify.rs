@@ -19,17 +19,10 @@ use crate::items::data_reference;
 use crate::key::Key;
 use crate::marks::Mark;
 
-/// Metadata blocks one item change may need at most: a COWed path, a split at every
-/// level and a new root.
-pub const BLOCKS_PER_ITEM_CHANGE: u64 = 2 * MAX_LEVEL as u64 + 1;
-
-/// Blocks always kept free for commits (root items, snapshots, relocation copies).
-pub const GLOBAL_RESERVE_BLOCKS: u64 = 4 * MAX_LEVEL as u64;
-
 impl FsInfo {
     /// Inserts an item; EEXIST if the key is present.
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
-        self.check_item_size(data)?;
+        self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
         let (mut path, found) = self.search_slot(root_id, &key, true)?;
         if found {
@@ -55,7 +48,7 @@ impl FsInfo {
 
     /// Replaces an item's data; ENOENT if absent. Returns the old data.
     pub fn update_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<Vec<u8>> {
-        self.check_item_size(data)?;
+        self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
         let (path, found) = self.search_slot(root_id, &key, true)?;
         if !found {
@@ -106,21 +99,63 @@ impl FsInfo {
         Ok(old)
     }
 
-    fn check_item_size(&self, data: &[u8]) -> Result<()> {
+    /// Refuses items the engine could not keep consistent: oversized data, and file
+    /// extent items naming something other than an allocated data extent (their
+    /// references are counted, so a dangling pointer would corrupt the extent tree).
+    fn check_item(&self, key: &Key, data: &[u8]) -> Result<()> {
         const ITEM_BYTES_MAX: usize = 1 << 20;
         if data.len() > ITEM_BYTES_MAX {
-            return Err(Error::errno(
-                Errno::EOVERFLOW,
-                format!("item of {} bytes", data.len()),
-            ));
+            let reason = format!("item of {} bytes", data.len());
+            return Err(Error::errno(Errno::EOVERFLOW, reason));
         }
-        Ok(())
+        let is_file_extent = key.item_type == crate::key::item_type::EXTENT_DATA;
+        if is_file_extent && crate::items::FileExtentItem::decode(data).is_none() {
+            let reason = format!("malformed file extent item {key}");
+            return Err(Error::errno(Errno::EINVAL, reason));
+        }
+        let Some((disk_bytenr, disk_num_bytes)) = data_reference(key.item_type, data) else {
+            return Ok(());
+        };
+        match self.extent_record(disk_bytenr) {
+            Some(record)
+                if matches!(record.kind, crate::alloc::ExtentKind::Data { .. })
+                    && record.num_bytes == disk_num_bytes =>
+            {
+                Ok(())
+            }
+            _ => Err(Error::errno(
+                Errno::EINVAL,
+                format!("file extent item {key} points at {disk_bytenr}+{disk_num_bytes}, not a data extent"),
+            )),
+        }
     }
 
     /// ENOSPC unless `items` item changes and a commit surely fit in metadata space
-    /// (btrfs's transaction reservation and global block reserve).
+    /// (btrfs's transaction reservation and global block reserve). An item change in a
+    /// tree of height h needs at most a COWed path and a split at every level plus a new
+    /// root: 2(h + 1) + 1 blocks, with h the tallest tree now; the commit needs the same
+    /// for the root tree's root items, for every tree the transaction dirtied.
     pub(crate) fn reserve_metadata_for_items(&self, items: u64) -> Result<()> {
-        let needed_blocks = items * BLOCKS_PER_ITEM_CHANGE + GLOBAL_RESERVE_BLOCKS;
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|transaction| transaction.committing)
+        {
+            return Ok(());
+        }
+        let tallest = self
+            .roots
+            .values()
+            .map(|root| u64::from(root.node.level))
+            .max()
+            .unwrap_or(0);
+        let per_item_blocks = 2 * (tallest + 2) + 1;
+        let dirty_roots = self
+            .running
+            .as_ref()
+            .map_or(0, |transaction| transaction.dirty_roots.len() as u64);
+        let commit_blocks = per_item_blocks * (dirty_roots + 2);
+        let needed_blocks = items * per_item_blocks + commit_blocks;
         let kind = crate::alloc::BlockGroupKind::Metadata;
         let available = self
             .space

@@ -1,0 +1,396 @@
+//! Property tests of the tree layer against a `BTreeMap` model: random sequences of
+//! insert / delete / update / file-extent insert and clone / commit / snapshot /
+//! subvolume delete / remount / crash, on tiny and small geometries. After every step
+//! fsck holds and every live tree reads exactly as its model; a snapshot keeps its
+//! content after later changes to its source; a crash returns every tree to the model as
+//! of the last commit.
+
+use crate::fs_info::FsInfo;
+use crate::geometry::Geometry;
+use crate::items::FileExtentItem;
+use crate::key::{item_type, Key};
+use crate::marks::Mark;
+use crate::policy::SendPolicy;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+type Items = BTreeMap<Key, Vec<u8>>;
+
+/// The model: every named tree's items, live and as last committed.
+#[derive(Clone, Default)]
+struct Model {
+    live: BTreeMap<String, Items>,
+    committed: BTreeMap<String, Items>,
+    snapshots_made: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Insert {
+        volume: usize,
+        objectid: u64,
+        offset: u64,
+        length: usize,
+    },
+    Delete {
+        volume: usize,
+        pick: usize,
+    },
+    Update {
+        volume: usize,
+        pick: usize,
+        length: usize,
+    },
+    WriteExtent {
+        volume: usize,
+        objectid: u64,
+        offset: u64,
+        sectors: u64,
+    },
+    CloneExtent {
+        from: usize,
+        to: usize,
+        pick: usize,
+        objectid: u64,
+    },
+    Commit,
+    Snapshot {
+        volume: usize,
+    },
+    DeleteSubvolume {
+        pick: usize,
+    },
+    Remount,
+    Crash,
+}
+
+const VOLUMES: [&str; 3] = ["v0", "v1", "v2"];
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    let volume = 0..VOLUMES.len();
+    prop_oneof![
+        12 => (volume.clone(), 0..48u64, 0..3u64, 0..24usize)
+            .prop_map(|(volume, objectid, offset, length)| Step::Insert { volume, objectid, offset, length }),
+        6 => (volume.clone(), any::<usize>()).prop_map(|(volume, pick)| Step::Delete { volume, pick }),
+        3 => (volume.clone(), any::<usize>(), 0..24usize)
+            .prop_map(|(volume, pick, length)| Step::Update { volume, pick, length }),
+        3 => (volume.clone(), 0..48u64, 0..4u64, 1..3u64)
+            .prop_map(|(volume, objectid, offset, sectors)| Step::WriteExtent { volume, objectid, offset, sectors }),
+        2 => (volume.clone(), volume.clone(), any::<usize>(), 0..48u64)
+            .prop_map(|(from, to, pick, objectid)| Step::CloneExtent { from, to, pick, objectid }),
+        3 => Just(Step::Commit),
+        2 => volume.prop_map(|volume| Step::Snapshot { volume }),
+        1 => any::<usize>().prop_map(|pick| Step::DeleteSubvolume { pick }),
+        1 => Just(Step::Remount),
+        1 => Just(Step::Crash),
+    ]
+}
+
+fn value(seed: u64, length: usize) -> Vec<u8> {
+    crate::testing::seeded_bytes(length, seed)
+}
+
+fn pick_key(items: &Items, pick: usize) -> Option<Key> {
+    (!items.is_empty()).then(|| *items.keys().nth(pick % items.len()).expect("in range"))
+}
+
+fn setup(geometry: Geometry) -> (FsInfo, Model) {
+    let mut fs = FsInfo::mkfs(geometry, SendPolicy::Concurrent).expect("mkfs");
+    let mut model = Model::default();
+    for name in VOLUMES {
+        fs.create_subvolume(name).expect("create");
+        model.live.insert(name.to_string(), Items::new());
+    }
+    fs.commit_transaction().expect("commit");
+    model.committed = model.live.clone();
+    (fs, model)
+}
+
+/// Applies one step to both; returns a description of the step for failure messages.
+fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
+    match *step {
+        Step::Insert {
+            volume,
+            objectid,
+            offset,
+            length,
+        } => {
+            let name = VOLUMES[volume];
+            let Some(items) = model.live.get_mut(name) else {
+                return format!("skip insert into deleted {name}");
+            };
+            let key = Key::new(objectid, item_type::INODE_ITEM, offset);
+            let data = value(seed, length);
+            let result = fs.insert_item(fs.subvolume_id(name).expect("live"), key, &data);
+            if items.contains_key(&key) {
+                assert_eq!(
+                    result.map_err(|error| error.to_errno()),
+                    Err(crate::Errno::EEXIST)
+                );
+            } else {
+                result.expect("insert");
+                items.insert(key, data);
+            }
+            format!("insert {name} {key}")
+        }
+        Step::Delete { volume, pick } => {
+            let name = VOLUMES[volume];
+            let Some(items) = model.live.get_mut(name) else {
+                return format!("skip delete in deleted {name}");
+            };
+            let Some(key) = pick_key(items, pick) else {
+                let absent =
+                    fs.delete_item(fs.subvolume_id(name).expect("live"), Key::new(999, 1, 0));
+                assert_eq!(
+                    absent.map_err(|error| error.to_errno()),
+                    Err(crate::Errno::ENOENT)
+                );
+                return format!("delete absent in {name}");
+            };
+            let old = fs
+                .delete_item(fs.subvolume_id(name).expect("live"), key)
+                .expect("delete");
+            assert_eq!(Some(old), items.remove(&key));
+            format!("delete {name} {key}")
+        }
+        Step::Update {
+            volume,
+            pick,
+            length,
+        } => {
+            let name = VOLUMES[volume];
+            let Some(items) = model.live.get_mut(name) else {
+                return format!("skip update in deleted {name}");
+            };
+            let Some(key) =
+                pick_key(items, pick).filter(|key| key.item_type != item_type::EXTENT_DATA)
+            else {
+                return format!("skip update in {name}");
+            };
+            let data = value(seed, length);
+            fs.update_item(fs.subvolume_id(name).expect("live"), key, &data)
+                .expect("update");
+            items.insert(key, data);
+            format!("update {name} {key}")
+        }
+        Step::WriteExtent {
+            volume,
+            objectid,
+            offset,
+            sectors,
+        } => {
+            let name = VOLUMES[volume];
+            let Some(items) = model.live.get_mut(name) else {
+                return format!("skip write in deleted {name}");
+            };
+            let key = Key::new(objectid, item_type::EXTENT_DATA, offset * 4096);
+            if items.contains_key(&key) {
+                return format!("skip write over {key}");
+            }
+            let root_id = fs.subvolume_id(name).expect("live");
+            let bytes = value(seed, (sectors * 4096) as usize);
+            let (disk_bytenr, disk_num_bytes) = fs
+                .alloc_data_extent(root_id, objectid, key.offset, &bytes)
+                .expect("data");
+            let generation = fs.running_transid().expect("joined");
+            let item =
+                FileExtentItem::regular(generation, disk_bytenr, disk_num_bytes, 0, disk_num_bytes)
+                    .encode();
+            fs.insert_item(root_id, key, &item).expect("insert extent");
+            items.insert(key, item);
+            format!("write extent {name} {key} at {disk_bytenr}")
+        }
+        Step::CloneExtent {
+            from,
+            to,
+            pick,
+            objectid,
+        } => {
+            let (source, target) = (VOLUMES[from], VOLUMES[to]);
+            let Some(source_items) = model.live.get(source) else {
+                return "skip clone".into();
+            };
+            let extents: Vec<(&Key, &Vec<u8>)> = source_items
+                .iter()
+                .filter(|(key, _)| key.item_type == item_type::EXTENT_DATA)
+                .collect();
+            if extents.is_empty() || !model.live.contains_key(target) {
+                return "skip clone".into();
+            }
+            let (_, item) = extents[pick % extents.len()];
+            let item = item.clone();
+            let key = Key::new(objectid, item_type::EXTENT_DATA, 1 << 40);
+            let target_items = model.live.get_mut(target).expect("checked");
+            if target_items.contains_key(&key) {
+                return "skip clone over existing".into();
+            }
+            fs.insert_item(fs.subvolume_id(target).expect("live"), key, &item)
+                .expect("clone");
+            target_items.insert(key, item);
+            format!("clone extent {source} -> {target} {key}")
+        }
+        Step::Commit => {
+            fs.commit_transaction().expect("commit");
+            model.committed = model.live.clone();
+            "commit".into()
+        }
+        Step::Snapshot { volume } => {
+            let name = VOLUMES[volume];
+            let Some(items) = model.live.get(name).cloned() else {
+                return format!("skip snapshot of deleted {name}");
+            };
+            let snapshot = format!("s{}", model.snapshots_made);
+            model.snapshots_made += 1;
+            fs.snapshot(name, &snapshot, true).expect("snapshot");
+            model.live.insert(snapshot.clone(), items);
+            model.committed = model.live.clone();
+            format!("snapshot {name} {snapshot}")
+        }
+        Step::DeleteSubvolume { pick } => {
+            let names: Vec<String> = model.live.keys().cloned().collect();
+            if names.is_empty() {
+                return "skip delete subvolume: none left".into();
+            }
+            let name = &names[pick % names.len()];
+            fs.delete_subvolume(name).expect("delete subvolume");
+            model.live.remove(name);
+            format!("delete subvolume {name}")
+        }
+        Step::Remount => {
+            fs.remount().expect("remount");
+            model.committed = model.live.clone();
+            "remount".into()
+        }
+        Step::Crash => {
+            fs.crash().expect("crash");
+            model.live = model.committed.clone();
+            "crash".into()
+        }
+    }
+}
+
+fn assert_agrees(fs: &mut FsInfo, model: &Model, history: &[String]) {
+    if let Err(error) = fs.check() {
+        panic!("fsck failed: {error}\nafter: {history:#?}");
+    }
+    let names: Vec<&str> = fs.subvolumes().map(|(name, _)| name).collect();
+    let expected: Vec<&str> = model.live.keys().map(String::as_str).collect();
+    assert_eq!(names, expected, "subvolume names after {history:#?}");
+    for (name, items) in &model.live {
+        let root_id = fs.subvolume_id(name).expect("named");
+        let found: Items = fs
+            .items_in_range(root_id, Key::MIN, Key::MAX)
+            .expect("read")
+            .into_iter()
+            .collect();
+        assert!(
+            found == *items,
+            "tree {name} differs from its model after {history:#?}\nfound {:?}\nmodel {:?}",
+            found.keys().collect::<Vec<_>>(),
+            items.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+fn run_steps(geometry: Geometry, steps: &[Step]) -> FsInfo {
+    let (mut fs, mut model) = setup(geometry);
+    let mut history = Vec::new();
+    for (index, step) in steps.iter().enumerate() {
+        history.push(apply(&mut fs, &mut model, step, index as u64));
+        assert_agrees(&mut fs, &model, &history);
+    }
+    fs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn trees_agree_with_the_model_at_tiny_geometry(steps in prop::collection::vec(step_strategy(), 1..120)) {
+        run_steps(Geometry::tiny(), &steps);
+    }
+
+    #[test]
+    fn trees_agree_with_the_model_at_small_geometry(steps in prop::collection::vec(step_strategy(), 1..120)) {
+        run_steps(Geometry::small(), &steps);
+    }
+
+    #[test]
+    fn a_crash_after_any_step_returns_to_the_last_commit(
+        steps in prop::collection::vec(step_strategy(), 1..80),
+        crash_after in any::<prop::sample::Index>(),
+    ) {
+        let crash_index = crash_after.index(steps.len());
+        let (mut fs, mut model) = setup(Geometry::tiny());
+        let mut history = Vec::new();
+        for (index, step) in steps[..=crash_index].iter().enumerate() {
+            history.push(apply(&mut fs, &mut model, step, index as u64));
+        }
+        history.push("crash".into());
+        apply(&mut fs, &mut model, &Step::Crash, 0);
+        assert_agrees(&mut fs, &model, &history);
+    }
+}
+
+#[test]
+fn sequences_reach_splits_merges_collapses_and_shared_cows() {
+    let steps: Vec<Step> = (0..60u64)
+        .map(|index| Step::Insert {
+            volume: 0,
+            objectid: (index * 37) % 61,
+            offset: 0,
+            length: 4,
+        })
+        .chain([Step::Commit, Step::Snapshot { volume: 0 }])
+        .chain((0..60usize).map(|pick| Step::Delete {
+            volume: 0,
+            pick: pick * 7,
+        }))
+        .collect();
+    let fs = run_steps(Geometry::tiny(), &steps);
+    for mark in [
+        Mark::LeafSplit,
+        Mark::NodeSplit,
+        Mark::SiblingsMerged,
+        Mark::RootCollapsed,
+        Mark::SharedBlockCowed,
+    ] {
+        assert!(fs.marks.count(mark) > 0, "{mark:?} never reached");
+    }
+}
+
+#[test]
+fn iteration_moves_both_ways_across_leaves() {
+    let (mut fs, _) = setup(Geometry::tiny());
+    let root_id = fs.subvolume_id("v0").expect("v0");
+    let keys: Vec<Key> = (0..40u64)
+        .map(|objectid| Key::new(objectid * 2, 1, 0))
+        .collect();
+    for key in &keys {
+        fs.insert_item(root_id, *key, b"x").expect("insert");
+    }
+    assert_eq!(
+        fs.last_item_at_or_before(root_id, &Key::new(7, 9, 9))
+            .expect("read")
+            .map(|(key, _)| key),
+        Some(keys[3])
+    );
+    assert_eq!(
+        fs.last_item_at_or_before(root_id, &Key::MIN).expect("read"),
+        None
+    );
+    assert_eq!(
+        fs.last_item_at_or_before(root_id, &Key::MAX)
+            .expect("read")
+            .map(|(key, _)| key),
+        Some(keys[39])
+    );
+    let (mut path, found) = fs.search_slot(root_id, &keys[39], false).expect("search");
+    assert!(found);
+    let mut seen = vec![keys[39]];
+    while fs.previous_item(root_id, &mut path).expect("walk") {
+        seen.push(fs.path_item(&path).expect("item").0);
+    }
+    seen.reverse();
+    assert_eq!(seen, keys);
+}
