@@ -122,14 +122,15 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
             let key = Key::new(objectid, item_type::INODE_ITEM, offset);
             let data = value(seed, length);
             let result = fs.insert_item(fs.subvolume_id(name).expect("live"), key, &data);
-            if items.contains_key(&key) {
-                assert_eq!(
+            match items.entry(key) {
+                std::collections::btree_map::Entry::Occupied(_) => assert_eq!(
                     result.map_err(|error| error.to_errno()),
                     Err(crate::Errno::EEXIST)
-                );
-            } else {
-                result.expect("insert");
-                items.insert(key, data);
+                ),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    result.expect("insert");
+                    slot.insert(data);
+                }
             }
             format!("insert {name} {key}")
         }
