@@ -16,7 +16,9 @@ fn describe(content: &BlockContent) -> String {
         header.generation,
         header.owner,
         header.level,
-        content.first_key().map_or("-".to_string(), |key| key.to_string())
+        content
+            .first_key()
+            .map_or("-".to_string(), |key| key.to_string())
     )
 }
 
@@ -28,12 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let snapshot = fs.snapshot("vol", "snap", true)?;
     let commit_root = fs.commit_root_of(snapshot)?;
-    println!("read-only snapshot `snap` (root {snapshot}) committed at generation {}", fs.generation());
+    println!(
+        "read-only snapshot `snap` (root {snapshot}) committed at generation {}",
+        fs.generation()
+    );
 
     let held = fs.read_tree_block(snapshot, commit_root, None)?;
     fs.cache_mut().hold(held);
     let clone = fs.cache().clone_content(held);
-    println!("send holds the commit root object:  {}", describe(fs.cache().content(held)));
+    println!(
+        "send holds the commit root object:  {}",
+        describe(fs.cache().content(held))
+    );
 
     fs.snapshot("snap", "snap-of-snap", true)?;
     println!(
@@ -43,13 +51,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     fs.insert_item(volume, Key::new(999, 1, 0), b"a write elsewhere")?;
-    println!("after a write to `vol`, the held object: {}", describe(fs.cache().content(held)));
-    println!("a clone taken before (clone-root fix): {}", describe(&clone));
-    println!("held-buffer reuses counted by the engine: {:?}", fs.marks.iter().collect::<Vec<_>>());
+    println!(
+        "after a write to `vol`, the held object: {}",
+        describe(fs.cache().content(held))
+    );
+    println!(
+        "a clone taken before (clone-root fix): {}",
+        describe(&clone)
+    );
+    println!(
+        "held-buffer reuses counted by the engine: {:?}",
+        fs.marks.iter().collect::<Vec<_>>()
+    );
     fs.cache_mut().release(held);
 
     fs.commit_transaction()?;
     let report = fs.check()?;
-    println!("fsck: {} tree blocks, {} items, all invariants hold", report.tree_blocks, report.items);
+    println!(
+        "fsck: {} tree blocks, {} items, all invariants hold",
+        report.tree_blocks, report.items
+    );
     Ok(())
 }

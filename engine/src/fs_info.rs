@@ -67,6 +67,7 @@ pub struct FsInfo {
     pub(crate) last_reloc_trans: u64,
     pub(crate) relocation_running: bool,
     pub(crate) relocation_cow: bool,
+    pub(crate) sends_in_progress: u32,
     /// Coverage marks (ghost state).
     pub marks: Marks,
     /// Events for observers (ghost state).
@@ -106,6 +107,7 @@ impl FsInfo {
             last_reloc_trans: 0,
             relocation_running: false,
             relocation_cow: false,
+            sends_in_progress: 0,
             marks: Marks::default(),
             events: EventLog::default(),
         }
@@ -333,9 +335,30 @@ impl FsInfo {
         Ok(self.root(root_id)?.item.flags & ROOT_SUBVOL_RDONLY != 0)
     }
 
-    /// Whether relocation is running.
+    /// Whether relocation is running (`BTRFS_FS_RELOC_RUNNING`): while it is, every
+    /// commit records its transid in `last_reloc_trans`.
     pub fn relocation_running(&self) -> bool {
         self.relocation_running
+    }
+
+    /// Sets or clears the relocation-running flag (relocation jobs only).
+    pub fn set_relocation_running(&mut self, running: bool) {
+        self.relocation_running = running;
+    }
+
+    /// Send jobs running now (`fs_info->send_in_progress`).
+    pub fn sends_in_progress(&self) -> u32 {
+        self.sends_in_progress
+    }
+
+    /// Counts a send job starting or ending (send jobs only).
+    pub fn set_sends_in_progress(&mut self, sends: u32) {
+        self.sends_in_progress = sends;
+    }
+
+    /// Whether COWs now create blocks for relocation (they get the RELOC flag).
+    pub fn set_relocation_cow(&mut self, relocation_cow: bool) {
+        self.relocation_cow = relocation_cow;
     }
 
     /// A deterministic UUID for a subvolume created as `root_id` in `transid`.
