@@ -4,6 +4,10 @@
 //! every operation. Snapshots freeze a copy of the model (and must stay equal to it,
 //! read-only: EROFS); commit, remount and crash move or restore the committed model.
 //!
+//! The seed and case count are fixed in the config (deterministic runs); change them to
+//! explore (about 1 run in 500 currently hits the core delete bug recorded
+//! in `tests.rs`, `core_delete_leaves_a_one_child_root`).
+//!
 //! Not covered: ENOSPC (the runs stay far from full), names outside a three-letter
 //! alphabet, device nodes, times.
 
@@ -62,6 +66,10 @@ enum Op {
 }
 
 type Outcome = Result<(), Errno>;
+
+/// What the listing must show for a path: kind, size, nlink, data or target, xattrs and
+/// the model's inode id.
+type Expected = (FileKind, u64, u32, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, u64);
 
 fn err<T>(errno: Errno) -> Result<T, Errno> {
     Err(errno)
@@ -288,9 +296,7 @@ impl Model {
     }
 
     /// What the listing must show: path -> (kind, size, nlink, data, xattrs, id).
-    fn expected(
-        &self,
-    ) -> BTreeMap<Vec<u8>, (FileKind, u64, u32, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, u64)> {
+    fn expected(&self) -> BTreeMap<Vec<u8>, Expected> {
         let mut listing = BTreeMap::new();
         for (path, id) in &self.entries {
             let inode = &self.inodes[id];
@@ -562,7 +568,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x636f_7770),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn engine_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
