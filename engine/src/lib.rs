@@ -19,6 +19,7 @@ pub mod data_extent;
 pub mod errno;
 pub mod error;
 pub mod extent_buffer;
+pub mod fs;
 pub mod fs_info;
 pub mod geometry;
 pub mod items;

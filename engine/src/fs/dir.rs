@@ -1,0 +1,512 @@
+//! Directories: DIR_ITEM (by name hash; several entries share an item on a hash
+//! collision) and DIR_INDEX (by sequence number) entries, and the namespace operations
+//! built on them — creating the subvolume root directory, create/mkdir/mknod/symlink
+//! (`btrfs_create()`, `btrfs_mkdir()`, `btrfs_mknod()`, `btrfs_symlink()`), link,
+//! unlink, rmdir and rename (`btrfs_link()`, `btrfs_unlink()`, `btrfs_rmdir()`,
+//! `btrfs_rename()`), with the VFS's errno order.
+//!
+//! Invariants: every entry exists twice (DIR_ITEM and DIR_INDEX) with the INODE_REF of
+//! the same name and index on the target inode; a directory's size is twice the sum of
+//! its entries' name lengths, so it is empty exactly when its size is 0; DIR_INDEX
+//! numbers start at 2 and grow.
+
+use super::format::{file_type, DirItem, InodeItem, InodeRef};
+use super::inode::InodeName;
+use super::path::{components, ParentAndName};
+use super::{corrupt, mode_bits, name_hash, FileKind, ROOT_DIR_INO};
+use crate::ctree::TreeView;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::fs_info::FsInfo;
+use crate::key::{item_type, Key};
+
+/// The first DIR_INDEX number of a directory (0 and 1 stand for "." and "..").
+pub const FIRST_DIR_INDEX: u64 = 2;
+
+/// Most names an inode may have (`BTRFS_LINK_MAX`).
+pub const LINK_MAX: u32 = 65535;
+
+/// The most parent steps an ancestry walk takes before calling the tree corrupt.
+const ANCESTRY_STEPS_MAX: usize = 1 << 16;
+
+/// One directory entry, as its DIR_INDEX item records it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DirEntry {
+    /// The DIR_INDEX sequence number.
+    pub index: u64,
+    /// The entry's inode.
+    pub ino: u64,
+    /// `BTRFS_FT_*`.
+    pub file_type: u8,
+    /// The name.
+    pub name: Vec<u8>,
+}
+
+fn name_text(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl FsInfo {
+    /// Every entry of directory `dir` in DIR_INDEX order.
+    pub fn dir_entries_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        dir: u64,
+    ) -> Result<Vec<DirEntry>> {
+        let first = Key::new(dir, item_type::DIR_INDEX, 0);
+        let last = Key::new(dir, item_type::DIR_INDEX, u64::MAX);
+        let mut entries = Vec::new();
+        for (key, data) in self.items_in_range_in(view, root_id, first, last)? {
+            let mut items = DirItem::decode_all(&data).ok_or_else(|| corrupt(key, "DIR_INDEX"))?;
+            if items.len() != 1 {
+                return Err(corrupt(key, "multi-entry DIR_INDEX"));
+            }
+            let item = items.remove(0);
+            entries.push(DirEntry {
+                index: key.offset,
+                ino: item.location.objectid,
+                file_type: item.file_type,
+                name: item.name,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Creates a subvolume and its root directory (inode 256, mode 040755, nlink 1, a
+    /// ".." INODE_REF to itself), as `btrfs_create_subvol_root()` does.
+    pub fn create_subvolume_with_root(&mut self, name: &str) -> Result<u64> {
+        let root_id = self.create_subvolume(name)?;
+        self.init_root_dir(root_id)?;
+        Ok(root_id)
+    }
+
+    /// Adds the root directory to an empty subvolume tree (FS_TREE after mkfs, or a
+    /// tree made by `create_subvolume`). EEXIST if it has one.
+    pub fn init_root_dir(&mut self, root_id: u64) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let mut item = self.new_inode_item(mode_bits::S_IFDIR | 0o755, 0);
+        item.nlink = 1;
+        self.insert_inode_item(root_id, ROOT_DIR_INO, &item)?;
+        let dotdot = InodeRef {
+            index: 0,
+            name: b"..".to_vec(),
+        };
+        let key = Key::new(ROOT_DIR_INO, item_type::INODE_REF, ROOT_DIR_INO);
+        self.insert_item(root_id, key, &InodeRef::encode_all(&[dotdot]))
+    }
+
+    fn next_dir_index(&mut self, root_id: u64, dir: u64) -> Result<u64> {
+        let top = Key::new(dir, item_type::DIR_INDEX, u64::MAX);
+        Ok(match self.last_item_at_or_before(root_id, &top)? {
+            Some((key, _)) if key.objectid == dir && key.item_type == item_type::DIR_INDEX => {
+                key.offset + 1
+            }
+            _ => FIRST_DIR_INDEX,
+        })
+    }
+
+    /// Adds the entry `name` -> `ino` to `dir`: DIR_ITEM, DIR_INDEX, the inode's
+    /// INODE_REF, and the directory's size and times (`btrfs_add_link()`).
+    fn add_dir_entry(
+        &mut self,
+        root_id: u64,
+        dir: u64,
+        name: &[u8],
+        ino: u64,
+        ft: u8,
+    ) -> Result<()> {
+        let index = self.next_dir_index(root_id, dir)?;
+        let entry = DirItem {
+            location: Key::new(ino, item_type::INODE_ITEM, 0),
+            transid: self.join_transaction(),
+            file_type: ft,
+            name: name.to_vec(),
+            data: Vec::new(),
+        };
+        self.insert_dir_item(root_id, dir, &entry)?;
+        let index_key = Key::new(dir, item_type::DIR_INDEX, index);
+        self.insert_item(
+            root_id,
+            index_key,
+            &DirItem::encode_all(std::slice::from_ref(&entry)),
+        )?;
+        let inode_name = InodeName {
+            parent: dir,
+            index,
+            name: name.to_vec(),
+        };
+        self.add_inode_ref(root_id, ino, &inode_name)?;
+        self.resize_dir(root_id, dir, name.len(), true)
+    }
+
+    /// Inserts one record into the (ino, DIR_ITEM or XATTR_ITEM, hash) item, sharing
+    /// the item with colliding names. EEXIST if the name is present.
+    pub(crate) fn insert_dir_item(
+        &mut self,
+        root_id: u64,
+        objectid: u64,
+        entry: &DirItem,
+    ) -> Result<()> {
+        let kind = if entry.file_type == file_type::XATTR {
+            item_type::XATTR_ITEM
+        } else {
+            item_type::DIR_ITEM
+        };
+        let key = Key::new(objectid, kind, name_hash(&entry.name));
+        let Some(data) = self.lookup_item(root_id, &key)? else {
+            return self.insert_item(
+                root_id,
+                key,
+                &DirItem::encode_all(std::slice::from_ref(entry)),
+            );
+        };
+        let mut items = DirItem::decode_all(&data).ok_or_else(|| corrupt(key, "DIR_ITEM"))?;
+        if items.iter().any(|item| item.name == entry.name) {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("{} exists", name_text(&entry.name)),
+            ));
+        }
+        items.push(entry.clone());
+        self.update_item(root_id, key, &DirItem::encode_all(&items))
+            .map(drop)
+    }
+
+    /// Removes the record of `name` from its (objectid, `kind`, hash) item; returns it.
+    /// ENOENT if absent.
+    pub(crate) fn remove_dir_item(
+        &mut self,
+        root_id: u64,
+        objectid: u64,
+        kind: u8,
+        name: &[u8],
+    ) -> Result<DirItem> {
+        let key = Key::new(objectid, kind, name_hash(name));
+        let data = self
+            .lookup_item(root_id, &key)?
+            .ok_or_else(|| Error::not_found(format!("no {}", name_text(name))))?;
+        let mut items = DirItem::decode_all(&data).ok_or_else(|| corrupt(key, "DIR_ITEM"))?;
+        let position = items
+            .iter()
+            .position(|item| item.name == name)
+            .ok_or_else(|| Error::not_found(format!("no {}", name_text(name))))?;
+        let removed = items.remove(position);
+        if items.is_empty() {
+            self.delete_item(root_id, key)?;
+        } else {
+            self.update_item(root_id, key, &DirItem::encode_all(&items))?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the entry `name` (naming `ino`) from `dir`: the inverse of
+    /// `add_dir_entry` (`__btrfs_unlink_inode()`), leaving the inode's nlink alone.
+    fn remove_dir_entry(&mut self, root_id: u64, dir: u64, name: &[u8], ino: u64) -> Result<()> {
+        let index = self.remove_inode_ref(root_id, ino, dir, name)?;
+        self.remove_dir_item(root_id, dir, item_type::DIR_ITEM, name)?;
+        self.delete_item(root_id, Key::new(dir, item_type::DIR_INDEX, index))?;
+        self.resize_dir(root_id, dir, name.len(), false)
+    }
+
+    fn resize_dir(&mut self, root_id: u64, dir: u64, name_len: usize, grow: bool) -> Result<()> {
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, dir)?;
+        let delta = 2 * name_len as u64;
+        item.size = if grow {
+            item.size + delta
+        } else {
+            item.size
+                .checked_sub(delta)
+                .ok_or_else(|| corrupt(Key::new(dir, item_type::INODE_ITEM, 0), "directory size"))?
+        };
+        self.touch_inode(root_id, dir, &mut item, true)
+    }
+
+    /// Creates a new inode of `mode` at `path` (which must not exist): EEXIST, ENOENT or
+    /// ENOTDIR for the parent, EROFS. Returns the inode number.
+    pub(crate) fn create_inode_at<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+        mode: u32,
+        rdev: u64,
+    ) -> Result<u64> {
+        self.ensure_writable(root_id)?;
+        let components = components(path)?;
+        let ParentAndName { dir, name } =
+            self.resolve_parent(root_id, &components).map_err(|error| {
+                if error.to_errno() == Errno::EBUSY {
+                    Error::errno(Errno::EEXIST, "the subvolume root exists")
+                } else {
+                    error
+                }
+            })?;
+        if self
+            .lookup_dir_entry_in(TreeView::Current, root_id, dir, name)?
+            .is_some()
+        {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("{} exists", name_text(name)),
+            ));
+        }
+        let kind = FileKind::from_mode(mode)
+            .ok_or_else(|| Error::errno(Errno::EINVAL, format!("mode {mode:o}")))?;
+        let ino = self.next_inode_number(root_id)?;
+        let mut item = self.new_inode_item(mode, rdev);
+        item.nlink = 1;
+        self.insert_inode_item(root_id, ino, &item)?;
+        self.add_dir_entry(root_id, dir, name, ino, kind.file_type())?;
+        Ok(ino)
+    }
+
+    /// `mkdir(2)` with mode 0755. Returns the new inode.
+    pub fn mkdir<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+        self.create_inode_at(root_id, path, mode_bits::S_IFDIR | 0o755, 0)
+    }
+
+    /// `open(O_CREAT | O_EXCL)` with mode 0644: EEXIST if the name exists.
+    pub fn create_file<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+        self.create_inode_at(root_id, path, mode_bits::S_IFREG | 0o644, 0)
+    }
+
+    /// `touch`: creates an empty file, or does nothing if the name exists (any kind).
+    pub fn touch<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+        match self.lookup_path_in(TreeView::Current, root_id, path) {
+            Ok(ino) => self.ensure_writable(root_id).map(|()| ino),
+            Err(error) if error.to_errno() == Errno::ENOENT => self.create_file(root_id, path),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `mknod(2)`: a device node, FIFO, socket or regular file. EPERM for a directory
+    /// type, EINVAL for a symlink or unknown type (use [`FsInfo::symlink`]).
+    pub fn mknod<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+        mode: u32,
+        rdev: u64,
+    ) -> Result<u64> {
+        match FileKind::from_mode(mode) {
+            Some(FileKind::Directory) => Err(Error::errno(Errno::EPERM, "mknod of a directory")),
+            Some(FileKind::Symlink) | None => {
+                Err(Error::errno(Errno::EINVAL, format!("mknod mode {mode:o}")))
+            }
+            Some(FileKind::RegularFile) => self.create_inode_at(root_id, path, mode, 0),
+            Some(_) => self.create_inode_at(root_id, path, mode, rdev),
+        }
+    }
+
+    /// `link(2)`: a new name `new_path` for the non-directory `old_path`. EPERM for a
+    /// directory, EEXIST if the name exists, EMLINK beyond `LINK_MAX` names.
+    pub fn link<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        old_path: &[P],
+        new_path: &[Q],
+    ) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let ino = self.lookup_path_in(TreeView::Current, root_id, old_path)?;
+        let new_components = components(new_path)?;
+        let ParentAndName { dir, name } =
+            self.resolve_parent(root_id, &new_components)
+                .map_err(|error| {
+                    if error.to_errno() == Errno::EBUSY {
+                        Error::errno(Errno::EEXIST, "the subvolume root exists")
+                    } else {
+                        error
+                    }
+                })?;
+        if self
+            .lookup_dir_entry_in(TreeView::Current, root_id, dir, name)?
+            .is_some()
+        {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("{} exists", name_text(name)),
+            ));
+        }
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        let kind = FsInfo::inode_kind(ino, &item)?;
+        if kind == FileKind::Directory {
+            return Err(Error::errno(Errno::EPERM, "hard link to a directory"));
+        }
+        if item.nlink >= LINK_MAX {
+            return Err(Error::errno(
+                Errno::EMLINK,
+                format!("inode {ino} has {} links", item.nlink),
+            ));
+        }
+        self.add_dir_entry(root_id, dir, name, ino, kind.file_type())?;
+        item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        item.nlink += 1;
+        self.touch_inode(root_id, ino, &mut item, false)
+    }
+
+    /// Looks up the entry a path names: (parent, name, inode, inode item).
+    fn lookup_entry<'a>(
+        &mut self,
+        root_id: u64,
+        components: &[&'a [u8]],
+    ) -> Result<(ParentAndName<'a>, u64, InodeItem)> {
+        let parent = self.resolve_parent(root_id, components)?;
+        let entry = self
+            .lookup_dir_entry_in(TreeView::Current, root_id, parent.dir, parent.name)?
+            .ok_or_else(|| Error::not_found(format!("no entry {}", name_text(parent.name))))?;
+        let ino = entry.location.objectid;
+        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        Ok((parent, ino, item))
+    }
+
+    /// `unlink(2)`: removes a non-directory's name; the inode and its data go with the
+    /// last name. EISDIR for a directory.
+    pub fn unlink<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let components = components(path)?;
+        let (parent, ino, item) = self.lookup_entry(root_id, &components)?;
+        if FsInfo::inode_kind(ino, &item)? == FileKind::Directory {
+            return Err(Error::errno(
+                Errno::EISDIR,
+                format!("{} is a directory", name_text(parent.name)),
+            ));
+        }
+        self.remove_dir_entry(root_id, parent.dir, parent.name, ino)?;
+        self.drop_link(root_id, ino)
+    }
+
+    /// One name of `ino` went: lower nlink, or drop the inode with its last name.
+    fn drop_link(&mut self, root_id: u64, ino: u64) -> Result<()> {
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        let is_dir = FsInfo::inode_kind(ino, &item)? == FileKind::Directory;
+        if is_dir || item.nlink <= 1 {
+            return self.drop_inode_items(root_id, ino);
+        }
+        item.nlink -= 1;
+        self.touch_inode(root_id, ino, &mut item, false)
+    }
+
+    /// `rmdir(2)`: ENOTDIR for a non-directory, ENOTEMPTY unless empty, EBUSY for the
+    /// subvolume root.
+    pub fn rmdir<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let components = components(path)?;
+        let (parent, ino, item) = self.lookup_entry(root_id, &components)?;
+        if FsInfo::inode_kind(ino, &item)? != FileKind::Directory {
+            return Err(Error::errno(
+                Errno::ENOTDIR,
+                format!("{} is not a directory", name_text(parent.name)),
+            ));
+        }
+        if item.size != 0 {
+            return Err(Error::errno(
+                Errno::ENOTEMPTY,
+                format!("{} is not empty", name_text(parent.name)),
+            ));
+        }
+        self.remove_dir_entry(root_id, parent.dir, parent.name, ino)?;
+        self.drop_inode_items(root_id, ino)
+    }
+
+    /// Whether `ancestor` is `dir` or one of its ancestors (walking the single
+    /// INODE_REF of each directory up to the subvolume root; bounded).
+    pub(crate) fn is_ancestor(&mut self, root_id: u64, ancestor: u64, dir: u64) -> Result<bool> {
+        let mut current = dir;
+        for _ in 0..ANCESTRY_STEPS_MAX {
+            if current == ancestor {
+                return Ok(true);
+            }
+            if current == ROOT_DIR_INO {
+                return Ok(false);
+            }
+            let names = self.inode_refs_in(TreeView::Current, root_id, current)?;
+            current = match names.as_slice() {
+                [name] => name.parent,
+                _ => {
+                    return Err(Error::errno(
+                        Errno::EUCLEAN,
+                        format!("directory {current} has {} names", names.len()),
+                    ))
+                }
+            };
+        }
+        Err(Error::errno(
+            Errno::EUCLEAN,
+            format!("directory {dir} has a parent cycle"),
+        ))
+    }
+
+    /// `rename(2)` within one subvolume, replacing an existing `new_path` where
+    /// rename(2) allows. Errno order as the VFS: ENOENT/ENOTDIR for either side, EBUSY
+    /// for the subvolume root, EINVAL for a directory moved under itself, ENOTEMPTY when
+    /// the target is an ancestor of the source, success when both name one inode,
+    /// ENOTDIR / EISDIR for a kind mismatch, ENOTEMPTY for a non-empty target directory.
+    pub fn rename<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        old_path: &[P],
+        new_path: &[Q],
+    ) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let old_components = components(old_path)?;
+        let new_components = components(new_path)?;
+        let (old, ino, item) = self.lookup_entry(root_id, &old_components)?;
+        let new = self.resolve_parent(root_id, &new_components)?;
+        let kind = FsInfo::inode_kind(ino, &item)?;
+        if kind == FileKind::Directory && self.is_ancestor(root_id, ino, new.dir)? {
+            return Err(Error::errno(
+                Errno::EINVAL,
+                "directory moved into its own subtree",
+            ));
+        }
+        let target = self.lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?;
+        if let Some(target) = &target {
+            self.check_rename_target(root_id, old.dir, ino, kind, target.location.objectid)?;
+            if target.location.objectid == ino {
+                return Ok(());
+            }
+            self.remove_dir_entry(root_id, new.dir, new.name, target.location.objectid)?;
+            self.drop_link(root_id, target.location.objectid)?;
+        }
+        self.remove_dir_entry(root_id, old.dir, old.name, ino)?;
+        self.add_dir_entry(root_id, new.dir, new.name, ino, kind.file_type())?;
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        self.touch_inode(root_id, ino, &mut item, false)
+    }
+
+    fn check_rename_target(
+        &mut self,
+        root_id: u64,
+        old_dir: u64,
+        ino: u64,
+        kind: FileKind,
+        target_ino: u64,
+    ) -> Result<()> {
+        let target = self.inode_item_required_in(TreeView::Current, root_id, target_ino)?;
+        let target_is_dir = FsInfo::inode_kind(target_ino, &target)? == FileKind::Directory;
+        if target_is_dir && self.is_ancestor(root_id, target_ino, old_dir)? {
+            return Err(Error::errno(
+                Errno::ENOTEMPTY,
+                "target is an ancestor of the source",
+            ));
+        }
+        if target_ino == ino {
+            return Ok(());
+        }
+        match (kind == FileKind::Directory, target_is_dir) {
+            (true, false) => Err(Error::errno(
+                Errno::ENOTDIR,
+                "directory over a non-directory",
+            )),
+            (false, true) => Err(Error::errno(
+                Errno::EISDIR,
+                "non-directory over a directory",
+            )),
+            (true, true) if target.size != 0 => Err(Error::errno(
+                Errno::ENOTEMPTY,
+                "target directory is not empty",
+            )),
+            _ => Ok(()),
+        }
+    }
+}

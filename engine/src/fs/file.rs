@@ -1,0 +1,407 @@
+//! File data: EXTENT_DATA items of one inode and the operations on them — reading
+//! (holes read as zeros), `btrfs_drop_extents()` (trimming, splitting and deleting the
+//! items that overlap a range), buffered write (sector-granular, as writeback writes
+//! whole sectors), truncate (`btrfs_truncate_inode_items()` plus
+//! `btrfs_truncate_block()` for a partial last sector), FICLONERANGE
+//! (`btrfs_clone_files()`), and symlinks with their inline target (`btrfs_symlink()`).
+//!
+//! Invariants: items of one inode never overlap; a regular item's `offset + num_bytes`
+//! stays inside its data extent; items and `i_size` agree (no item starts at or beyond
+//! `round_up(i_size, sectorsize)`); extent bytes past `i_size` in the last sector are
+//! zeros; `nbytes` is the sum of the non-hole items' `num_bytes`. Every item change goes
+//! through insert/update/delete_item, so data reference counts follow.
+
+use super::format::InodeItem;
+use super::path::components;
+use super::{corrupt, mode_bits, FileKind};
+use crate::ctree::TreeView;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::fs_info::FsInfo;
+use crate::items::{FileExtentItem, FILE_EXTENT_INLINE, FILE_EXTENT_PREALLOC};
+use crate::key::{item_type, Key};
+
+/// The largest data extent a write creates (`BTRFS_MAX_EXTENT_SIZE`, 128 MiB), further
+/// capped by the data block group size.
+pub const EXTENT_BYTES_MAX: u64 = 128 << 20;
+
+/// The largest file size (`MAX_LFS_FILESIZE`).
+pub const FILE_BYTES_MAX: u64 = i64::MAX as u64;
+
+/// The longest symlink target (`PATH_MAX` less its NUL).
+pub const SYMLINK_TARGET_BYTES_MAX: usize = 4095;
+
+/// One EXTENT_DATA item: where it sits in the file and what it says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileExtent {
+    /// The key offset: the file offset the item starts at.
+    pub file_offset: u64,
+    /// The decoded item.
+    pub item: FileExtentItem,
+}
+
+impl FileExtent {
+    /// The first file offset past this item.
+    pub fn end(&self) -> u64 {
+        self.file_offset.saturating_add(self.item.num_bytes)
+    }
+}
+
+fn extent_key(ino: u64, file_offset: u64) -> Key {
+    Key::new(ino, item_type::EXTENT_DATA, file_offset)
+}
+
+fn round_down(value: u64, sector: u64) -> u64 {
+    value / sector * sector
+}
+
+fn round_up(value: u64, sector: u64) -> u64 {
+    value.div_ceil(sector) * sector
+}
+
+impl FsInfo {
+    /// Every EXTENT_DATA item of `ino`, in file order.
+    pub fn file_extents_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        ino: u64,
+    ) -> Result<Vec<FileExtent>> {
+        let first = extent_key(ino, 0);
+        let last = extent_key(ino, u64::MAX);
+        self.items_in_range_in(view, root_id, first, last)?
+            .into_iter()
+            .map(|(key, data)| {
+                let item =
+                    FileExtentItem::decode(&data).ok_or_else(|| corrupt(key, "EXTENT_DATA"))?;
+                Ok(FileExtent {
+                    file_offset: key.offset,
+                    item,
+                })
+            })
+            .collect()
+    }
+
+    /// The whole content of a regular file (its first `i_size` bytes).
+    pub fn read_file_in(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<Vec<u8>> {
+        let inode = self.inode_item_required_in(view, root_id, ino)?;
+        let size = usize::try_from(inode.size)
+            .map_err(|_| Error::errno(Errno::EFBIG, "file too large to read"))?;
+        self.read_range_in(view, root_id, ino, 0, inode.size, size as u64)
+    }
+
+    /// A symlink's target (its inline extent).
+    pub fn read_link_in(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<Vec<u8>> {
+        let extents = self.file_extents_in(view, root_id, ino)?;
+        match extents.as_slice() {
+            [extent] if extent.item.extent_type == FILE_EXTENT_INLINE => {
+                Ok(extent.item.inline_data.clone())
+            }
+            _ => Err(Error::errno(
+                Errno::EUCLEAN,
+                format!("symlink {ino} has no inline target"),
+            )),
+        }
+    }
+
+    /// `read(2)` of a whole regular file by path: EISDIR for a directory, EINVAL for
+    /// other non-regular inodes.
+    pub fn read_file<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<Vec<u8>> {
+        let ino = self.regular_file_at(TreeView::Current, root_id, path)?.0;
+        self.read_file_in(TreeView::Current, root_id, ino)
+    }
+
+    /// Bytes `[start, end)` of `ino`; holes, prealloc and anything at or past `size`
+    /// read as zeros.
+    pub fn read_range_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        ino: u64,
+        start: u64,
+        end: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let length = usize::try_from(end.saturating_sub(start))
+            .map_err(|_| Error::errno(Errno::EFBIG, "range too large"))?;
+        let mut buffer = vec![0u8; length];
+        let visible_end = end.min(size);
+        for extent in self.file_extents_in(view, root_id, ino)? {
+            let from = extent.file_offset.max(start);
+            let to = extent.end().min(visible_end);
+            if from < to {
+                let bytes = self.extent_bytes(&extent, from, to)?;
+                let at = (from - start) as usize;
+                buffer[at..at + bytes.len()].copy_from_slice(&bytes);
+            }
+        }
+        Ok(buffer)
+    }
+
+    /// The file bytes `[from, to)` that `extent` (which covers them) holds.
+    fn extent_bytes(&self, extent: &FileExtent, from: u64, to: u64) -> Result<Vec<u8>> {
+        let key = extent_key(0, extent.file_offset);
+        let count = (to - from) as usize;
+        let inside = from - extent.file_offset;
+        if extent.item.extent_type == FILE_EXTENT_INLINE {
+            let start = usize::try_from(inside).map_err(|_| corrupt(key, "inline"))?;
+            return extent
+                .item
+                .inline_data
+                .get(start..start + count)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| corrupt(key, "short inline"));
+        }
+        if extent.item.extent_type == FILE_EXTENT_PREALLOC || extent.item.disk_bytenr == 0 {
+            return Ok(vec![0; count]);
+        }
+        let data = self.read_data_extent(extent.item.disk_bytenr)?;
+        let start = extent
+            .item
+            .offset
+            .checked_add(inside)
+            .and_then(|start| usize::try_from(start).ok())
+            .ok_or_else(|| corrupt(key, "extent offset"))?;
+        data.get(start..start + count)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| corrupt(key, "range beyond its data extent"))
+    }
+
+    /// Resolves `path` to a regular file: EISDIR for a directory, EINVAL otherwise.
+    fn regular_file_at<P: AsRef<[u8]>>(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        path: &[P],
+    ) -> Result<(u64, InodeItem)> {
+        let ino = self.lookup_path_in(view, root_id, path)?;
+        let item = self.inode_item_required_in(view, root_id, ino)?;
+        match FsInfo::inode_kind(ino, &item)? {
+            FileKind::RegularFile => Ok((ino, item)),
+            FileKind::Directory => Err(Error::errno(
+                Errno::EISDIR,
+                format!("inode {ino} is a directory"),
+            )),
+            _ => Err(Error::errno(
+                Errno::EINVAL,
+                format!("inode {ino} is not a regular file"),
+            )),
+        }
+    }
+
+    /// `btrfs_drop_extents()`: makes `[start, end)` of `ino` free of items, trimming
+    /// items that straddle an edge and splitting one that covers the whole range (the
+    /// two halves then share its data extent).
+    pub(crate) fn drop_extents(
+        &mut self,
+        root_id: u64,
+        ino: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        for extent in self.file_extents_in(TreeView::Current, root_id, ino)? {
+            if extent.end() <= start || extent.file_offset >= end {
+                continue;
+            }
+            if extent.end() > end {
+                self.insert_tail(root_id, ino, &extent, end)?;
+            }
+            if extent.file_offset < start {
+                let mut head = extent.item.clone();
+                head.num_bytes = start - extent.file_offset;
+                self.update_item(root_id, extent_key(ino, extent.file_offset), &head.encode())?;
+            } else {
+                self.delete_item(root_id, extent_key(ino, extent.file_offset))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts the part of `extent` from file offset `from` on as its own item (inserted
+    /// before the original is trimmed or deleted, so the data extent never drops to zero
+    /// references).
+    fn insert_tail(
+        &mut self,
+        root_id: u64,
+        ino: u64,
+        extent: &FileExtent,
+        from: u64,
+    ) -> Result<()> {
+        if extent.item.extent_type == FILE_EXTENT_INLINE {
+            return Err(Error::errno(
+                Errno::EINVAL,
+                format!("inode {ino}: inline extents are not split"),
+            ));
+        }
+        let cut = from - extent.file_offset;
+        let mut tail = extent.item.clone();
+        tail.num_bytes -= cut;
+        if tail.disk_bytenr != 0 {
+            tail.offset += cut;
+        }
+        self.insert_item(root_id, extent_key(ino, from), &tail.encode())
+    }
+
+    /// Writes the sector-aligned `bytes` at the aligned `start` into new data extents.
+    fn write_aligned(&mut self, root_id: u64, ino: u64, start: u64, bytes: &[u8]) -> Result<()> {
+        self.drop_extents(root_id, ino, start, start + bytes.len() as u64)?;
+        let chunk_bytes = EXTENT_BYTES_MAX.min(self.geometry.data_block_group_bytes) as usize;
+        let mut file_offset = start;
+        for chunk in bytes.chunks(chunk_bytes) {
+            let (disk_bytenr, disk_num_bytes) =
+                self.alloc_data_extent(root_id, ino, file_offset, chunk)?;
+            let transid = self.join_transaction();
+            let item = FileExtentItem::regular(
+                transid,
+                disk_bytenr,
+                disk_num_bytes,
+                0,
+                chunk.len() as u64,
+            );
+            self.insert_item(root_id, extent_key(ino, file_offset), &item.encode())?;
+            file_offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Recomputes `nbytes` from the items, sets size and times, writes the inode item.
+    pub(crate) fn finish_data_change(&mut self, root_id: u64, ino: u64, size: u64) -> Result<()> {
+        let nbytes = self
+            .file_extents_in(TreeView::Current, root_id, ino)?
+            .iter()
+            .filter(|extent| {
+                extent.item.extent_type == FILE_EXTENT_INLINE || extent.item.disk_bytenr != 0
+            })
+            .map(|extent| extent.item.num_bytes)
+            .sum();
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        item.size = size;
+        item.nbytes = nbytes;
+        self.touch_inode(root_id, ino, &mut item, true)
+    }
+
+    /// `pwrite(2)` of `data` at `offset`, creating a missing file like `O_CREAT`.
+    /// EISDIR for a directory, EINVAL for other non-regular inodes, EFBIG past the
+    /// largest file size. Partial sectors at either end are read and rewritten whole.
+    pub fn write<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let (ino, item) = match self.regular_file_at(TreeView::Current, root_id, path) {
+            Err(error) if error.to_errno() == Errno::ENOENT => {
+                self.create_file(root_id, path)?;
+                self.regular_file_at(TreeView::Current, root_id, path)?
+            }
+            other => other?,
+        };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= FILE_BYTES_MAX)
+            .ok_or_else(|| Error::errno(Errno::EFBIG, "write past the largest file size"))?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let sector = self.geometry.sectorsize_bytes;
+        let (start, aligned_end) = (round_down(offset, sector), round_up(end, sector));
+        let mut buffer = self.read_range_in(
+            TreeView::Current,
+            root_id,
+            ino,
+            start,
+            aligned_end,
+            item.size,
+        )?;
+        let at = (offset - start) as usize;
+        buffer[at..at + data.len()].copy_from_slice(data);
+        self.write_aligned(root_id, ino, start, &buffer)?;
+        self.finish_data_change(root_id, ino, item.size.max(end))
+    }
+
+    /// `truncate(2)`: shrinking drops and trims items past the new size and zeroes the
+    /// rest of a partial last sector; growing leaves an implicit hole. ENOENT if
+    /// missing, EISDIR for a directory, EINVAL for other non-regular inodes, EFBIG past
+    /// the largest file size.
+    pub fn truncate<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], size: u64) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let (ino, item) = self.regular_file_at(TreeView::Current, root_id, path)?;
+        if size > FILE_BYTES_MAX {
+            return Err(Error::errno(
+                Errno::EFBIG,
+                "truncate past the largest file size",
+            ));
+        }
+        if size < item.size {
+            self.shrink(root_id, ino, size)?;
+        }
+        self.finish_data_change(root_id, ino, size)
+    }
+
+    fn shrink(&mut self, root_id: u64, ino: u64, size: u64) -> Result<()> {
+        let sector = self.geometry.sectorsize_bytes;
+        let aligned = round_up(size, sector);
+        self.drop_extents(root_id, ino, aligned, u64::MAX)?;
+        let block_start = round_down(size, sector);
+        if block_start == size {
+            return Ok(());
+        }
+        let covered = self
+            .file_extents_in(TreeView::Current, root_id, ino)?
+            .iter()
+            .any(|extent| {
+                extent.file_offset < aligned
+                    && extent.end() > block_start
+                    && extent.item.disk_bytenr != 0
+            });
+        if covered {
+            let buffer =
+                self.read_range_in(TreeView::Current, root_id, ino, block_start, aligned, size)?;
+            self.write_aligned(root_id, ino, block_start, &buffer)?;
+        }
+        Ok(())
+    }
+
+    /// `symlink(2)`: a symlink at `path` whose target is stored verbatim in an inline
+    /// EXTENT_DATA item at offset 0; size = target length. ENOENT for an empty target,
+    /// ENAMETOOLONG beyond 4095 bytes or what fits inline, EINVAL for a NUL byte.
+    pub fn symlink<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        target: &[u8],
+        path: &[P],
+    ) -> Result<u64> {
+        self.ensure_writable(root_id)?;
+        components(path)?;
+        if target.is_empty() {
+            return Err(Error::errno(Errno::ENOENT, "empty symlink target"));
+        }
+        if target.contains(&0) {
+            return Err(Error::errno(Errno::EINVAL, "NUL in symlink target"));
+        }
+        let inline_max = (self.geometry.nodesize_bytes as usize)
+            .saturating_sub(101 + 25 + FileExtentItem::INLINE_HEADER_BYTES);
+        if target.len() > SYMLINK_TARGET_BYTES_MAX.min(inline_max) {
+            return Err(Error::errno(
+                Errno::ENAMETOOLONG,
+                format!("symlink target of {} bytes", target.len()),
+            ));
+        }
+        let ino = self.create_inode_at(root_id, path, mode_bits::S_IFLNK | 0o777, 0)?;
+        let item = FileExtentItem {
+            generation: self.join_transaction(),
+            ram_bytes: target.len() as u64,
+            extent_type: FILE_EXTENT_INLINE,
+            disk_bytenr: 0,
+            disk_num_bytes: 0,
+            offset: 0,
+            num_bytes: target.len() as u64,
+            inline_data: target.to_vec(),
+        };
+        self.insert_item(root_id, extent_key(ino, 0), &item.encode())?;
+        self.finish_data_change(root_id, ino, target.len() as u64)?;
+        Ok(ino)
+    }
+}

@@ -1,0 +1,109 @@
+//! Extended attributes: XATTR_ITEM items `(ino, XATTR_ITEM, name_hash)` holding
+//! `btrfs_dir_item` records with a zero location, type `BTRFS_FT_XATTR`, the name and
+//! the value; colliding names share an item (`btrfs_setxattr()`, `btrfs_getxattr()`,
+//! `btrfs_listxattr()`).
+//!
+//! Errnos: a missing attribute on removal is ENOENT — Linux says ENODATA, which the
+//! engine's errno vocabulary lacks; empty names are EINVAL, names beyond 255 bytes
+//! ERANGE-like ENAMETOOLONG, a name plus value that cannot fit one leaf item ENOSPC
+//! (as btrfs's `BTRFS_MAX_XATTR_SIZE` check). The namespace prefix is not enforced.
+
+use super::corrupt;
+use super::format::{file_type, DirItem, NAME_LEN_MAX};
+use crate::ctree::TreeView;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::fs_info::FsInfo;
+use crate::key::{item_type, Key};
+use std::collections::BTreeMap;
+
+/// Bytes of a leaf header and of an item header in btrfs (the item size limit is the
+/// node size less both).
+const LEAF_OVERHEAD_BYTES: u64 = 101 + 25;
+
+impl FsInfo {
+    /// Every xattr of `ino`, by name.
+    pub fn xattrs_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        ino: u64,
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let first = Key::new(ino, item_type::XATTR_ITEM, 0);
+        let last = Key::new(ino, item_type::XATTR_ITEM, u64::MAX);
+        let mut xattrs = BTreeMap::new();
+        for (key, data) in self.items_in_range_in(view, root_id, first, last)? {
+            let items = DirItem::decode_all(&data).ok_or_else(|| corrupt(key, "XATTR_ITEM"))?;
+            for item in items {
+                if xattrs.insert(item.name, item.data).is_some() {
+                    return Err(corrupt(key, "repeated xattr"));
+                }
+            }
+        }
+        Ok(xattrs)
+    }
+
+    fn check_xattr(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::errno(Errno::EINVAL, "empty xattr name"));
+        }
+        if name.len() > NAME_LEN_MAX {
+            return Err(Error::errno(
+                Errno::ENAMETOOLONG,
+                format!("xattr name of {} bytes", name.len()),
+            ));
+        }
+        let item_max = self
+            .geometry
+            .nodesize_bytes
+            .saturating_sub(LEAF_OVERHEAD_BYTES + DirItem::HEADER_BYTES as u64);
+        if (name.len() + value.len()) as u64 > item_max.min(u64::from(u16::MAX)) {
+            return Err(Error::errno(Errno::ENOSPC, "xattr too large for a leaf"));
+        }
+        Ok(())
+    }
+
+    /// `lsetxattr(2)`: creates or replaces the xattr `name` of the inode `path` names.
+    pub fn setxattr<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+        name: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        self.check_xattr(name, value)?;
+        match self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name) {
+            Err(error) if error.to_errno() == Errno::ENOENT => {}
+            other => drop(other?),
+        }
+        let entry = DirItem {
+            location: Key::default(),
+            transid: self.join_transaction(),
+            file_type: file_type::XATTR,
+            name: name.to_vec(),
+            data: value.to_vec(),
+        };
+        self.insert_dir_item(root_id, ino, &entry)?;
+        self.touch_xattr_owner(root_id, ino)
+    }
+
+    /// `lremovexattr(2)`: ENOENT (Linux: ENODATA) if the xattr does not exist.
+    pub fn removexattr<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+        name: &[u8],
+    ) -> Result<()> {
+        self.ensure_writable(root_id)?;
+        let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name)?;
+        self.touch_xattr_owner(root_id, ino)
+    }
+
+    fn touch_xattr_owner(&mut self, root_id: u64, ino: u64) -> Result<()> {
+        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        self.touch_inode(root_id, ino, &mut item, false)
+    }
+}
