@@ -80,6 +80,8 @@ pub struct ExtentBufferCache {
     buffers: Vec<CachedBuffer>,
     by_block: Vec<u32>,
     nodesize_bytes: u64,
+    /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
+    nodesize_shift: u32,
 }
 
 impl ExtentBufferCache {
@@ -90,16 +92,17 @@ impl ExtentBufferCache {
             buffers: Vec::new(),
             by_block: Vec::new(),
             nodesize_bytes,
+            nodesize_shift: nodesize_bytes.trailing_zeros(),
         }
     }
 
     fn block_index(&self, bytenr: u64) -> usize {
         assert_eq!(
-            bytenr % self.nodesize_bytes,
+            bytenr & (self.nodesize_bytes - 1),
             0,
             "unaligned tree block {bytenr}"
         );
-        usize::try_from(bytenr / self.nodesize_bytes).expect("block index fits usize")
+        usize::try_from(bytenr >> self.nodesize_shift).expect("block index fits usize")
     }
 
     /// The object mapped at `bytenr`, if any (`find_extent_buffer()`).

@@ -1,0 +1,152 @@
+//! Shared workload for the engine benchmarks and the memory example: a seeded
+//! SplitMix64 generator, filesystem-shaped keys with 8-32 byte values, and builders
+//! that load the same items into a realistic-geometry filesystem and into a
+//! `std::collections::BTreeMap` (the baseline every benchmark compares against).
+//!
+//! Everything is deterministic: one seed (printed by every benchmark) reproduces the
+//! keys, the values and the orders in which they are inserted and looked up.
+
+#![allow(dead_code)] // each bench target uses a different subset
+
+use cowproof_engine::key::item_type;
+use cowproof_engine::{FsInfo, Geometry, Key, SendPolicy};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The seed of every workload; change it here to get a different, equally valid run.
+pub const SEED: u64 = 0x00C0_FFEE_5EED_2024;
+
+/// Items between two commits while a tree is loaded (one COW transaction).
+pub const ITEMS_PER_COMMIT: usize = 1_000;
+
+/// SplitMix64 (Steele, Lea and Flood): small, fast, and good enough to shuffle keys.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator starting at `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound > 0`; the modulo bias is irrelevant here).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0, "empty range");
+        self.next_u64() % bound
+    }
+
+    /// Fisher-Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for index in (1..items.len()).rev() {
+            let other = self.below(index as u64 + 1) as usize;
+            items.swap(index, other);
+        }
+    }
+}
+
+/// One item: its key and its value.
+pub type Item = (Key, Vec<u8>);
+
+/// Prints the seed once per process, as the first line of a run (house style).
+pub fn print_seed(workload: &str) {
+    println!("{workload}: seed {SEED:#018x} (SplitMix64), {ITEMS_PER_COMMIT} items per commit");
+}
+
+/// A key as a subvolume tree holds them: an inode number, one of the inode-side item
+/// types, and the offset that type uses (0, a parent inode, a name hash, a dir index).
+fn random_key(rng: &mut SplitMix64, inodes: u64) -> Key {
+    let objectid = 256 + rng.below(inodes);
+    match rng.below(5) {
+        0 => Key::new(objectid, item_type::INODE_ITEM, 0),
+        1 => Key::new(objectid, item_type::INODE_REF, 256 + rng.below(inodes)),
+        2 => Key::new(objectid, item_type::XATTR_ITEM, rng.next_u64() >> 32),
+        3 => Key::new(objectid, item_type::DIR_ITEM, rng.next_u64() >> 32),
+        _ => Key::new(objectid, item_type::DIR_INDEX, 2 + rng.below(1 << 20)),
+    }
+}
+
+fn random_value(rng: &mut SplitMix64) -> Vec<u8> {
+    let length = 8 + rng.below(25) as usize;
+    (0..length).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// `count` distinct items in random (insertion) order, from `seed`.
+pub fn items(count: usize, seed: u64) -> Vec<Item> {
+    let mut rng = SplitMix64::new(seed);
+    let inodes = (count as u64 / 2).max(1);
+    let mut keys = BTreeSet::new();
+    while keys.len() < count {
+        keys.insert(random_key(&mut rng, inodes));
+    }
+    let mut items: Vec<Item> = keys
+        .into_iter()
+        .map(|key| (key, random_value(&mut rng)))
+        .collect();
+    rng.shuffle(&mut items);
+    items
+}
+
+/// `count` keys drawn from `items` uniformly at random, in the order they are probed.
+pub fn probe_keys(items: &[Item], count: usize, seed: u64) -> Vec<Key> {
+    let mut rng = SplitMix64::new(seed ^ 0x5EA5_C4ED);
+    (0..count)
+        .map(|_| items[rng.below(items.len() as u64) as usize].0)
+        .collect()
+}
+
+/// A freshly made realistic-geometry filesystem with one empty subvolume.
+pub fn empty_filesystem() -> (FsInfo, u64) {
+    let mut fs = FsInfo::mkfs(Geometry::realistic(), SendPolicy::Concurrent).expect("mkfs");
+    let root_id = fs.create_subvolume("vol").expect("create subvolume");
+    fs.commit_transaction().expect("commit");
+    (fs, root_id)
+}
+
+/// Inserts `items` into `root_id`, committing every [`ITEMS_PER_COMMIT`] items and at
+/// the end.
+pub fn insert_committing(fs: &mut FsInfo, root_id: u64, items: &[Item]) {
+    for chunk in items.chunks(ITEMS_PER_COMMIT) {
+        for (key, value) in chunk {
+            fs.insert_item(root_id, *key, value).expect("insert");
+        }
+        fs.commit_transaction().expect("commit");
+    }
+}
+
+/// A committed filesystem whose subvolume holds `items`.
+pub fn loaded_filesystem(items: &[Item]) -> (FsInfo, u64) {
+    let (mut fs, root_id) = empty_filesystem();
+    insert_committing(&mut fs, root_id, items);
+    (fs, root_id)
+}
+
+/// The baseline: the same items in a `BTreeMap`.
+pub fn loaded_btree_map(items: &[Item]) -> BTreeMap<Key, Vec<u8>> {
+    items.iter().cloned().collect()
+}
+
+/// Whether criterion runs in test mode (`cargo bench -- --test`): each benchmark once,
+/// as a smoke check. The benchmarks then skip their largest sizes.
+pub fn smoke_mode() -> bool {
+    std::env::args().any(|argument| argument == "--test")
+}
+
+/// `sizes`, less those above `smoke_limit` in smoke mode.
+pub fn sizes_for_run(sizes: &[usize], smoke_limit: usize) -> Vec<usize> {
+    let smoke = smoke_mode();
+    sizes
+        .iter()
+        .copied()
+        .filter(|&size| !smoke || size <= smoke_limit)
+        .collect()
+}
