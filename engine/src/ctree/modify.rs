@@ -375,14 +375,26 @@ impl FsInfo {
         }
     }
 
+    /// Replaces a root node that has one child by that child, as often as the new root
+    /// is again a node with one child (an underfull node whose merge was refused because
+    /// its sibling was full can be promoted this way).
     fn collapse_root(&mut self, root_id: u64, handle: EbHandle) -> Result<()> {
-        let content = self.cache.content(handle);
-        let (child, _) = super::read::child_pointer(content, 0)?;
-        let bytenr = content.header.bytenr;
-        self.set_root_node(root_id, child)?;
-        self.free_tree_block(bytenr);
-        self.marks.hit(Mark::RootCollapsed);
-        Ok(())
+        let mut root = handle;
+        loop {
+            let content = self.cache.content(root);
+            let (child, first_key) = super::read::child_pointer(content, 0)?;
+            let bytenr = content.header.bytenr;
+            self.set_root_node(root_id, child)?;
+            self.free_tree_block(bytenr);
+            self.marks.hit(Mark::RootCollapsed);
+            if child.level == 0 {
+                return Ok(());
+            }
+            root = self.read_tree_block(root_id, child, Some(first_key))?;
+            if self.cache.content(root).nritems() != 1 {
+                return Ok(());
+            }
+        }
     }
 
     /// Merges the path's block at `level` into its left sibling, or its right sibling

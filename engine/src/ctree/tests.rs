@@ -304,7 +304,7 @@ fn run_steps(geometry: Geometry, steps: &[Step]) -> FsInfo {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn trees_agree_with_the_model_at_tiny_geometry(steps in prop::collection::vec(step_strategy(), 1..120)) {
