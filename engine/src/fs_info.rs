@@ -205,6 +205,12 @@ impl FsInfo {
     }
 
     fn ensure_no_buffer_holders(&self, operation: &str) -> Result<()> {
+        if self.sends_in_progress > 0 {
+            return Err(Error::errno(
+                Errno::EBUSY,
+                format!("{operation}: {} sends are running", self.sends_in_progress),
+            ));
+        }
         match self.cache.holders_total() {
             0 => Ok(()),
             holders => Err(Error::errno(

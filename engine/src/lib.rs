@@ -29,6 +29,7 @@ pub mod model_fs;
 pub mod policy;
 pub mod receive;
 pub mod root_tree;
+pub mod send;
 pub mod snapshot;
 pub mod storage;
 pub mod stream;

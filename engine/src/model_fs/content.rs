@@ -81,6 +81,12 @@ fn walk(subvol: &Subvolume) -> Vec<(Vec<u8>, u64)> {
     found
 }
 
+/// A directory's size as btrfs reports it: twice the sum of its entries' name lengths
+/// (each name is counted once by its DIR_ITEM and once by its DIR_INDEX).
+fn directory_size(inode: &super::Inode) -> u64 {
+    inode.entries.keys().map(|name| 2 * name.len() as u64).sum()
+}
+
 impl Content {
     /// The content of `subvol`.
     pub fn of(subvol: &Subvolume) -> Content {
@@ -97,12 +103,16 @@ impl Content {
             let Some(inode) = subvol.inodes.get(&ino) else {
                 continue;
             };
+            let size = match inode.kind {
+                InodeKind::Dir => directory_size(inode),
+                _ => inode.size,
+            };
             let entry = Entry {
                 kind: inode.kind,
                 mode: inode.mode,
                 uid: inode.uid,
                 gid: inode.gid,
-                size: inode.size,
+                size,
                 data: inode.data.clone(),
                 target: inode.target.clone(),
                 xattrs: inode.xattrs.clone(),
@@ -112,6 +122,48 @@ impl Content {
             };
             entries.insert(path, entry);
         }
+        Content { entries }
+    }
+
+    /// The content of an engine subvolume listing, in the same canonical form: hard
+    /// links named by their smallest path, modes as permission bits, data exact.
+    pub fn from_listing(listing: &crate::fs::listing::Listing) -> Content {
+        use crate::fs::FileKind;
+        let mut first_links: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for (path, entry) in listing {
+            first_links.entry(entry.ino).or_insert_with(|| path.clone());
+        }
+        let entries = listing
+            .iter()
+            .map(|(path, entry)| {
+                let kind = match entry.kind {
+                    FileKind::RegularFile => InodeKind::File,
+                    FileKind::Directory => InodeKind::Dir,
+                    FileKind::Symlink => InodeKind::Symlink,
+                    FileKind::Fifo => InodeKind::Fifo,
+                    FileKind::Socket => InodeKind::Socket,
+                    FileKind::CharDevice => InodeKind::CharDevice,
+                    FileKind::BlockDevice => InodeKind::BlockDevice,
+                };
+                let mut data = FileData::default();
+                data.write(0, &entry.data);
+                data.truncate(entry.data.len() as u64);
+                let converted = Entry {
+                    kind,
+                    mode: entry.mode & 0o7777,
+                    uid: u64::from(entry.uid),
+                    gid: u64::from(entry.gid),
+                    size: entry.size,
+                    data,
+                    target: entry.target.clone(),
+                    xattrs: entry.xattrs.clone(),
+                    nlink: entry.nlink,
+                    rdev: entry.rdev,
+                    first_link: first_links[&entry.ino].clone(),
+                };
+                (path.clone(), converted)
+            })
+            .collect();
         Content { entries }
     }
 

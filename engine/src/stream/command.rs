@@ -305,7 +305,7 @@ pub fn layout(command_type: CommandType) -> &'static [(Attribute, ValueKind)] {
 /// Paths are relative to the subvolume being received, as raw bytes without a leading
 /// slash; the empty path names the subvolume's root directory (the kernel sends it for
 /// the root's CHOWN, CHMOD, UTIMES and xattrs).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum Command {
     /// Start of a full stream: create subvolume `path`.

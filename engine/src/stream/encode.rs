@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Appends commands to a v1 stream held in memory.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StreamWriter {
     bytes: Vec<u8>,
     commands_count: usize,

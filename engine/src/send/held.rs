@@ -1,0 +1,175 @@
+//! What a send walk holds between steps: the buffers on its path through a commit root,
+//! each either the shared cache object (a reference is taken on it, as `btrfs_path`
+//! holds extent buffers) or a private clone (`btrfs_clone_extent_buffer()`), as the send
+//! policy dictates — and the log of every read send makes through them.
+//!
+//! A shared buffer can be re-initialised under the walk when its bytenr is allocated
+//! again; that is the mechanism of both seed races. Every read is logged with what send
+//! believed it was reading (the bytenr it got from its parent or root) and the content it
+//! actually saw, so an oracle outside the engine can compare with the commit root.
+//!
+//! Invariant: a `HeldPath` holds exactly one cache reference per shared buffer it has,
+//! taken on acquire and dropped on release.
+
+use crate::cache::EbHandle;
+use crate::error::Result;
+use crate::extent_buffer::{BlockPtr, SharedContent};
+use crate::fs_info::FsInfo;
+use crate::geometry::MAX_LEVEL;
+use crate::key::Key;
+
+/// A buffer a walk holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HeldBuffer {
+    /// The cache's object: reads see whatever it holds now.
+    Shared {
+        /// The object.
+        handle: EbHandle,
+        /// The bytenr send got it for.
+        bytenr: u64,
+    },
+    /// A private copy taken when the walk reached the block.
+    Clone {
+        /// The copy.
+        content: SharedContent,
+        /// The bytenr it was copied from.
+        bytenr: u64,
+    },
+}
+
+impl HeldBuffer {
+    /// The bytenr send believes this buffer is.
+    pub fn bytenr(&self) -> u64 {
+        match self {
+            HeldBuffer::Shared { bytenr, .. } | HeldBuffer::Clone { bytenr, .. } => *bytenr,
+        }
+    }
+}
+
+/// One read of a held buffer by send.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BufferAccess {
+    /// The tree walked.
+    pub root_id: u64,
+    /// The bytenr send believes it read.
+    pub bytenr: u64,
+    /// The content it saw.
+    pub content: SharedContent,
+    /// Whether it read the shared cache object (not a clone).
+    pub shared: bool,
+    /// The walk epoch (bumped when a `concurrent` send restarts on new commit roots).
+    pub epoch: u32,
+}
+
+/// A path through one commit root, held across steps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HeldPath {
+    /// The buffer at each level (0 = leaf).
+    pub nodes: [Option<HeldBuffer>; MAX_LEVEL],
+    /// The slot at each level.
+    pub slots: [usize; MAX_LEVEL],
+}
+
+/// How a walk takes buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HoldRules {
+    /// Clone root nodes (clone-root, exclusive, concurrent).
+    pub clone_root: bool,
+    /// Clone leaves (concurrent).
+    pub clone_leaves: bool,
+}
+
+/// Reads logged so far, with the epoch they belong to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AccessLog {
+    /// Current epoch.
+    pub epoch: u32,
+    /// Reads not yet drained by an observer.
+    pub accesses: Vec<BufferAccess>,
+    /// Whether reads are recorded (an oracle turns this on).
+    pub recording: bool,
+}
+
+impl AccessLog {
+    fn record(&mut self, root_id: u64, buffer: &HeldBuffer, content: &SharedContent) {
+        if !self.recording {
+            return;
+        }
+        self.accesses.push(BufferAccess {
+            root_id,
+            bytenr: buffer.bytenr(),
+            content: content.clone(),
+            shared: matches!(buffer, HeldBuffer::Shared { .. }),
+            epoch: self.epoch,
+        });
+    }
+}
+
+/// The content of a held buffer as a read sees it now, logged.
+pub fn read_held(
+    fs: &FsInfo,
+    log: &mut AccessLog,
+    root_id: u64,
+    buffer: &HeldBuffer,
+) -> SharedContent {
+    let content = match buffer {
+        HeldBuffer::Shared { handle, .. } => fs.cache().clone_content(*handle),
+        HeldBuffer::Clone { content, .. } => content.clone(),
+    };
+    log.record(root_id, buffer, &content);
+    content
+}
+
+/// Reads and holds a block for a walk: the checks of `read_tree_block()`, then a clone
+/// or a reference on the shared object.
+pub fn acquire(
+    fs: &mut FsInfo,
+    log: &mut AccessLog,
+    root_id: u64,
+    pointer: BlockPtr,
+    first_key: Option<Key>,
+    clone: bool,
+) -> Result<HeldBuffer> {
+    let handle = fs.read_tree_block(root_id, pointer, first_key)?;
+    let buffer = if clone {
+        HeldBuffer::Clone {
+            content: fs.cache().clone_content(handle),
+            bytenr: pointer.bytenr,
+        }
+    } else {
+        fs.cache_mut().hold(handle);
+        HeldBuffer::Shared {
+            handle,
+            bytenr: pointer.bytenr,
+        }
+    };
+    read_held(fs, log, root_id, &buffer);
+    Ok(buffer)
+}
+
+/// Drops a held buffer's cache reference, if it has one.
+pub fn release(fs: &mut FsInfo, buffer: HeldBuffer) {
+    if let HeldBuffer::Shared { handle, .. } = buffer {
+        fs.cache_mut().release(handle);
+    }
+}
+
+impl HeldPath {
+    /// Releases every buffer.
+    pub fn release_all(&mut self, fs: &mut FsInfo) {
+        for node in &mut self.nodes {
+            if let Some(buffer) = node.take() {
+                release(fs, buffer);
+            }
+        }
+    }
+
+    /// Releases the buffers below `level` (they are re-read as the walk goes on).
+    pub fn release_below(&mut self, fs: &mut FsInfo, level: usize) {
+        for node in &mut self.nodes[..level] {
+            if let Some(buffer) = node.take() {
+                release(fs, buffer);
+            }
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Send as a resumable job (`btrfs_ioctl_send()`): it never holds a transaction; it
+//! walks the *commit roots* of a read-only snapshot and, for an incremental send, of its
+//! parent, and produces a btrfs send stream v1.
+//!
+//! Stages, each advanced by [`SendJob::step`] in bounded pieces so other operations can
+//! run between steps:
+//! 1. **walk** — `btrfs_compare_trees()` (or the full-send walk): each step advances the
+//!    cursors until one item change is found or a few moves are made. The cursors hold
+//!    their path across steps: shared cache objects or clones, as the policy says. Under
+//!    the `concurrent` policy each step first compares `last_reloc_trans` and restarts
+//!    the cursors on the new commit roots if a relocation committed.
+//! 2. **plan** — reads the old and new state of every changed inode with fresh
+//!    commit-root searches and plans the commands ([`plan`]).
+//! 3. **emit** — encodes the planned commands, a batch a step, then END.
+//!
+//! Starting a send checks what the kernel checks: the snapshot (and parent) must be
+//! read-only (EPERM); under the `exclusive*` policies a running relocation refuses the
+//! send (EAGAIN). While a job runs, its subvolumes cannot be deleted (EPERM) and the
+//! filesystem counts it in `sends_in_progress`. Whatever ends the job — success, error,
+//! abort — releases every buffer it holds and undoes those counts.
+
+pub mod changes;
+pub mod compare;
+pub mod held;
+pub mod plan;
+
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::fs_info::FsInfo;
+use crate::marks::Mark;
+use crate::policy::SendPolicy;
+use crate::stream::{Command, StreamWriter};
+use changes::ChangeSet;
+use compare::{compare_advance, CompareOutcome, TreeCursor};
+use held::{AccessLog, BufferAccess, HoldRules};
+use plan::{Planner, SendRoots};
+use std::collections::VecDeque;
+
+/// Cursor moves a walk step makes at most before yielding.
+pub const WALK_MOVES_PER_STEP: usize = 4;
+
+/// Commands a step encodes at most in the emit stage.
+pub const COMMANDS_PER_STEP: usize = 16;
+
+/// Where a job is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SendStage {
+    /// Walking the trees.
+    Walk,
+    /// Walk done; planning commands next.
+    Plan,
+    /// Encoding planned commands.
+    Emit,
+    /// The stream is complete.
+    Done,
+    /// The job failed with this error (and released everything).
+    Failed(Error),
+}
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepOutcome {
+    /// More to do.
+    Progress,
+    /// The stream is complete.
+    Finished,
+}
+
+/// One send.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SendJob {
+    send_root: u64,
+    parent_root: Option<u64>,
+    name: String,
+    rules: HoldRules,
+    restarts: bool,
+    last_reloc_trans: u64,
+    relocated_since_start: bool,
+    left: TreeCursor,
+    right: Option<TreeCursor>,
+    log: AccessLog,
+    changes: ChangeSet,
+    pending: VecDeque<Command>,
+    writer: StreamWriter,
+    stage: SendStage,
+    steps: u64,
+}
+
+fn hold_rules(policy: SendPolicy) -> HoldRules {
+    HoldRules {
+        clone_root: policy.clones_root_nodes(),
+        clone_leaves: policy.clones_leaves(),
+    }
+}
+
+impl SendJob {
+    /// Starts sending the read-only snapshot `name`, incrementally against `parent` if
+    /// given. `record_accesses` turns on the log of buffer reads an oracle checks.
+    pub fn start(
+        fs: &mut FsInfo,
+        name: &str,
+        parent: Option<&str>,
+        record_accesses: bool,
+    ) -> Result<SendJob> {
+        let send_root = fs.subvolume_id(name)?;
+        let parent_root = parent.map(|parent| fs.subvolume_id(parent)).transpose()?;
+        for root_id in std::iter::once(send_root).chain(parent_root) {
+            if !fs.is_read_only(root_id)? {
+                return Err(Error::errno(
+                    Errno::EPERM,
+                    format!("send: subvolume {root_id} is not read-only"),
+                ));
+            }
+            fs.commit_root_of(root_id)?;
+        }
+        let policy = fs.policy();
+        if policy.excludes_relocation() && fs.relocation_running() {
+            fs.marks.hit(Mark::ExclusionRefused);
+            return Err(Error::errno(
+                Errno::EAGAIN,
+                "cannot run send because a balance operation is in progress",
+            ));
+        }
+        let rules = hold_rules(policy);
+        let mut log = AccessLog {
+            recording: record_accesses,
+            ..AccessLog::default()
+        };
+        let left = TreeCursor::start(fs, &mut log, rules, send_root)?;
+        let right = match parent_root {
+            Some(parent_root) => match TreeCursor::start(fs, &mut log, rules, parent_root) {
+                Ok(cursor) => Some(cursor),
+                Err(error) => {
+                    let mut left = left;
+                    left.release(fs);
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
+        for root_id in std::iter::once(send_root).chain(parent_root) {
+            fs.root_mut(root_id)?.send_users += 1;
+        }
+        fs.set_sends_in_progress(fs.sends_in_progress() + 1);
+        Ok(SendJob {
+            send_root,
+            parent_root,
+            name: name.to_string(),
+            rules,
+            restarts: policy.restarts_after_relocation(),
+            last_reloc_trans: fs.last_reloc_trans(),
+            relocated_since_start: false,
+            left,
+            right,
+            log,
+            changes: ChangeSet::default(),
+            pending: VecDeque::new(),
+            writer: StreamWriter::new(),
+            stage: SendStage::Walk,
+            steps: 0,
+        })
+    }
+
+    /// The stage the job is in.
+    pub fn stage(&self) -> &SendStage {
+        &self.stage
+    }
+
+    /// Whether the job has finished (successfully or not).
+    pub fn is_over(&self) -> bool {
+        matches!(self.stage, SendStage::Done | SendStage::Failed(_))
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The send snapshot's root id.
+    pub fn send_root(&self) -> u64 {
+        self.send_root
+    }
+
+    /// The parent snapshot's root id.
+    pub fn parent_root(&self) -> Option<u64> {
+        self.parent_root
+    }
+
+    /// The stream bytes so far (complete once the job is done).
+    pub fn stream(&self) -> &[u8] {
+        self.writer.as_bytes()
+    }
+
+    /// The walk epoch: bumped at every restart after a relocation commit.
+    pub fn epoch(&self) -> u32 {
+        self.log.epoch
+    }
+
+    /// Takes the buffer reads logged since the last call.
+    pub fn drain_accesses(&mut self) -> Vec<BufferAccess> {
+        std::mem::take(&mut self.log.accesses)
+    }
+
+    /// Does one bounded piece of work. An error ends the job (it releases everything
+    /// first); stepping a finished job is EINVAL.
+    pub fn step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        if self.is_over() {
+            return Err(Error::errno(Errno::EINVAL, "send job already finished"));
+        }
+        self.steps += 1;
+        match self.step_stage(fs) {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => {
+                self.end(fs, SendStage::Failed(error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Steps until the job is over.
+    pub fn finish(&mut self, fs: &mut FsInfo) -> Result<()> {
+        while !self.is_over() {
+            self.step(fs)?;
+        }
+        Ok(())
+    }
+
+    /// Gives up: releases everything.
+    pub fn abort(&mut self, fs: &mut FsInfo) {
+        if !self.is_over() {
+            self.end(
+                fs,
+                SendStage::Failed(Error::errno(Errno::EINVAL, "send aborted")),
+            );
+        }
+    }
+
+    fn step_stage(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        match self.stage {
+            SendStage::Walk => self.walk_step(fs),
+            SendStage::Plan => self.plan_step(fs),
+            SendStage::Emit => self.emit_step(fs),
+            SendStage::Done | SendStage::Failed(_) => unreachable!("checked by step"),
+        }
+    }
+
+    fn restart_if_relocated(&mut self, fs: &mut FsInfo) -> Result<()> {
+        if fs.last_reloc_trans() == self.last_reloc_trans {
+            return Ok(());
+        }
+        self.relocated_since_start = true;
+        if !self.restarts {
+            return Ok(());
+        }
+        self.last_reloc_trans = fs.last_reloc_trans();
+        self.log.epoch += 1;
+        self.left.restart(fs, &mut self.log, self.rules)?;
+        if let Some(right) = &mut self.right {
+            right.restart(fs, &mut self.log, self.rules)?;
+        }
+        fs.marks.hit(Mark::SendRestartedAfterRelocation);
+        Ok(())
+    }
+
+    fn walk_step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        for _ in 0..WALK_MOVES_PER_STEP {
+            self.restart_if_relocated(fs)?;
+            let outcome = compare_advance(
+                fs,
+                &mut self.log,
+                self.rules,
+                &mut self.left,
+                self.right.as_mut(),
+            )?;
+            match outcome {
+                CompareOutcome::Change(change) => {
+                    self.changes.record(&change)?;
+                    return Ok(StepOutcome::Progress);
+                }
+                CompareOutcome::Moved => {}
+                CompareOutcome::Done => {
+                    self.release_cursors(fs);
+                    self.stage = SendStage::Plan;
+                    return Ok(StepOutcome::Progress);
+                }
+            }
+        }
+        Ok(StepOutcome::Progress)
+    }
+
+    fn release_cursors(&mut self, fs: &mut FsInfo) {
+        self.left.release(fs);
+        if let Some(right) = &mut self.right {
+            right.release(fs);
+        }
+    }
+
+    /// The backref check of `find_extent_clone()`: every data extent the walk saw must
+    /// still be allocated. A relocation that moved it makes the kernel before 5.17 fail
+    /// with "did not find backref in send_root"; the `concurrent` policy sends the data
+    /// as a write instead (the plan reads data through fresh searches).
+    fn check_walked_extents(&mut self, fs: &mut FsInfo) -> Result<()> {
+        for (&ino, inode) in &self.changes.inodes {
+            for &(disk_bytenr, offset) in &inode.walked_extents {
+                let allocated = fs
+                    .extent_record(disk_bytenr)
+                    .is_some_and(|record| !record.is_tree_block());
+                if allocated {
+                    continue;
+                }
+                if self.restarts {
+                    fs.marks.hit(Mark::SendCloneFellBackToWrite);
+                    continue;
+                }
+                return Err(Error::errno(
+                    Errno::EIO,
+                    format!("did not find backref in send_root. inode={ino}, offset={offset}, disk_byte={disk_bytenr}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        self.check_walked_extents(fs)?;
+        let send_item = fs.root(self.send_root)?.item.clone();
+        let header = match self.parent_root {
+            None => Command::Subvol {
+                path: self.name.clone().into_bytes(),
+                uuid: send_item.uuid,
+                ctransid: send_item.ctransid,
+            },
+            Some(parent_root) => {
+                let parent_item = fs.root(parent_root)?.item.clone();
+                Command::Snapshot {
+                    path: self.name.clone().into_bytes(),
+                    uuid: send_item.uuid,
+                    ctransid: send_item.ctransid,
+                    clone_uuid: parent_item.uuid,
+                    clone_ctransid: parent_item.ctransid,
+                }
+            }
+        };
+        let parent_identity = match self.parent_root {
+            Some(parent_root) => {
+                let item = &fs.root(parent_root)?.item;
+                Some((item.uuid, item.ctransid))
+            }
+            None => None,
+        };
+        let roots = SendRoots {
+            send: self.send_root,
+            parent: self.parent_root,
+            parent_identity,
+            relocated_since_start: self.relocated_since_start && self.restarts,
+            falls_back_to_write: self.restarts,
+        };
+        let mut changes = self.changes.clone();
+        changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
+        let commands = Planner::new(fs, roots, &changes)?.plan()?;
+        self.pending.push_back(header);
+        self.pending.extend(commands);
+        self.pending.push_back(Command::End);
+        self.stage = SendStage::Emit;
+        Ok(StepOutcome::Progress)
+    }
+
+    fn emit_step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        for _ in 0..COMMANDS_PER_STEP {
+            let Some(command) = self.pending.pop_front() else {
+                self.end(fs, SendStage::Done);
+                return Ok(StepOutcome::Finished);
+            };
+            self.writer.push(&command).map_err(|error| {
+                Error::errno(
+                    Errno::EOVERFLOW,
+                    format!("send: cannot encode {command:?}: {error}"),
+                )
+            })?;
+        }
+        if self.pending.is_empty() {
+            self.end(fs, SendStage::Done);
+            return Ok(StepOutcome::Finished);
+        }
+        Ok(StepOutcome::Progress)
+    }
+
+    fn end(&mut self, fs: &mut FsInfo, stage: SendStage) {
+        self.release_cursors(fs);
+        for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
+            if let Some(root) = fs.roots.get_mut(&root_id) {
+                root.send_users = root.send_users.saturating_sub(1);
+            }
+        }
+        fs.set_sends_in_progress(fs.sends_in_progress().saturating_sub(1));
+        self.stage = stage;
+    }
+}
+
+#[cfg(test)]
+mod tests;
