@@ -47,13 +47,15 @@ pub enum Errno {
     EFBIG,
     /// Bad message: a malformed stream or script.
     EBADMSG,
+    /// Operation not supported (for example changing a symlink's own mode).
+    EOPNOTSUPP,
     /// Cross-device link: rename or link between two subvolumes.
     EXDEV,
 }
 
 impl Errno {
     /// Every value, in declaration order.
-    pub const ALL: [Errno; 19] = [
+    pub const ALL: [Errno; 20] = [
         Errno::ENOENT,
         Errno::EEXIST,
         Errno::ENOTEMPTY,
@@ -73,6 +75,7 @@ impl Errno {
         Errno::EFBIG,
         Errno::EBADMSG,
         Errno::EXDEV,
+        Errno::EOPNOTSUPP,
     ];
 
     /// The symbolic name, as in `<errno.h>`.
@@ -96,6 +99,7 @@ impl Errno {
             Errno::EOVERFLOW => "EOVERFLOW",
             Errno::EFBIG => "EFBIG",
             Errno::EBADMSG => "EBADMSG",
+            Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EXDEV => "EXDEV",
         }
     }
@@ -120,6 +124,7 @@ impl Errno {
             Errno::ENAMETOOLONG => 36,
             Errno::ENOTEMPTY => 39,
             Errno::EBADMSG => 74,
+            Errno::EOPNOTSUPP => 95,
             Errno::EOVERFLOW => 75,
             Errno::EUCLEAN => 117,
         }

@@ -224,11 +224,17 @@ impl FsInfo {
         })
     }
 
-    /// `chmod(2)`: replaces the permission bits (07777) of the inode `path` names.
+    /// `chmod(2)`: replaces the permission bits (07777) of the inode `path` names;
+    /// EOPNOTSUPP on a symlink (paths never follow symlinks here).
     pub fn chmod<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], mode: u32) -> Result<()> {
         self.ensure_writable(root_id)?;
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        if super::FileKind::from_mode(item.mode) == Some(super::FileKind::Symlink) {
+            // Linux cannot change a symlink's own mode: chmod(2) follows the link and
+            // fchmodat(AT_SYMLINK_NOFOLLOW) fails; paths here never follow symlinks.
+            return Err(Error::errno(Errno::EOPNOTSUPP, "chmod of a symlink itself"));
+        }
         item.mode = (item.mode & super::mode_bits::S_IFMT) | (mode & 0o7777);
         self.touch_inode(root_id, ino, &mut item, false)
     }

@@ -737,8 +737,11 @@ impl<'a> Planner<'a> {
                 if existed {
                     self.write_range(state, path, piece_start, piece_end)?;
                 }
-            } else if !self.try_clone(extent, path, piece_start, piece_end)? {
-                self.write_range(state, path, piece_start, piece_end)?;
+            } else {
+                let cloned = self.try_clone(extent, path, piece_start, piece_end)?;
+                if piece_start + cloned < piece_end {
+                    self.write_range(state, path, piece_start + cloned, piece_end)?;
+                }
             }
             position = piece_end;
         }
@@ -771,28 +774,30 @@ impl<'a> Planner<'a> {
     }
 
     /// CLONE from the parent snapshot when the extent's first writer's item there still
-    /// names the same extent range (`find_extent_clone()`); false to WRITE instead.
+    /// names the same extent range (`find_extent_clone()`). Returns how many bytes from
+    /// `start` were cloned (0 to WRITE them all): a clone stops at the source's EOF and
+    /// covers whole sectors, as the clone ioctl demands, and the rest is written.
     fn try_clone(
         &mut self,
         extent: &crate::fs::FileExtent,
         path: &[u8],
         start: u64,
         end: u64,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let (Some(parent), Some((clone_uuid, clone_ctransid))) =
             (self.roots.parent, self.roots.parent_identity)
         else {
-            return Ok(false);
+            return Ok(0);
         };
         if extent.item.extent_type == FILE_EXTENT_INLINE {
-            return Ok(false);
+            return Ok(0);
         }
         if self.roots.relocated_since_start {
             self.fs.marks.hit(Mark::SendCloneFellBackToWrite);
-            return Ok(false);
+            return Ok(0);
         }
         let Some(record) = self.fs.extent_record(extent.item.disk_bytenr) else {
-            return Ok(false);
+            return Ok(0);
         };
         let crate::alloc::ExtentKind::Data {
             objectid,
@@ -800,29 +805,37 @@ impl<'a> Planner<'a> {
             ..
         } = record.kind
         else {
-            return Ok(false);
+            return Ok(0);
         };
         let key = Key::new(objectid, item_type::EXTENT_DATA, first_offset);
-        let Some(data) = self.fs.lookup_item_in(TreeView::Commit, parent, &key)? else {
-            return Ok(false);
+        let Some(source) = self
+            .fs
+            .lookup_item_in(TreeView::Commit, parent, &key)?
+            .and_then(|data| crate::items::FileExtentItem::decode(&data))
+        else {
+            return Ok(0);
         };
-        let Some(source) = crate::items::FileExtentItem::decode(&data) else {
-            return Ok(false);
+        let Some(source_inode) = self.fs.inode_item_in(TreeView::Commit, parent, objectid)? else {
+            return Ok(0);
         };
         let extent_offset = extent.item.offset + (start - extent.file_offset);
-        let length = end - start;
         let covered = source.disk_bytenr == extent.item.disk_bytenr
             && source.offset <= extent_offset
-            && extent_offset + length <= source.offset + source.num_bytes;
-        let source_is_file = self
-            .fs
-            .inode_item_in(TreeView::Commit, parent, objectid)?
-            .is_some_and(|item| FileKind::from_mode(item.mode) == Some(FileKind::RegularFile));
-        if !covered || !source_is_file {
-            return Ok(false);
+            && extent_offset + (end - start) <= source.offset + source.num_bytes;
+        if !covered || FileKind::from_mode(source_inode.mode) != Some(FileKind::RegularFile) {
+            return Ok(0);
+        }
+        let clone_offset = first_offset + (extent_offset - source.offset);
+        let sector = self.fs.geometry().sectorsize_bytes;
+        let within_source = source_inode
+            .size
+            .saturating_sub(clone_offset)
+            .min(end - start);
+        let length = within_source / sector * sector;
+        if length == 0 || start % sector != 0 || clone_offset % sector != 0 {
+            return Ok(0);
         }
         let clone_path = self.path_in_parent(objectid)?;
-        let clone_offset = first_offset + (extent_offset - source.offset);
         self.commands.push(Command::Clone {
             file_offset: start,
             clone_len: length,
@@ -832,7 +845,7 @@ impl<'a> Planner<'a> {
             clone_path,
             clone_offset,
         });
-        Ok(true)
+        Ok(length)
     }
 
     /// The path of an inode in the parent snapshot as it is (not the receiver's
