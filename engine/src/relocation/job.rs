@@ -164,6 +164,11 @@ impl RelocationJob {
         self.group_start
     }
 
+    /// One past the group's last byte.
+    pub fn group_end(&self) -> u64 {
+        self.group_end
+    }
+
     /// The group's kind.
     pub fn kind(&self) -> BlockGroupKind {
         self.kind

@@ -223,7 +223,7 @@ fn relocating_every_metadata_group_keeps_every_tree_and_frees_the_groups() {
 fn relocated_tree_blocks_carry_the_reloc_flag_and_leave_the_group() {
     let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
     let mut job = RelocationJob::start(&mut fs, RelocationTarget::Metadata).expect("start");
-    let (start, end) = (job.group_start(), job.group_start() + 16 * 4096);
+    let (start, end) = (job.group_start(), job.group_end());
     let StepOutcome::TreeBlockMoved { bytenr, .. } = job.step(&mut fs).expect("step") else {
         panic!("the first step moves a tree block");
     };
@@ -270,7 +270,7 @@ fn relocating_a_data_group_moves_extents_without_touching_inodes() {
     let snapshot = fs.subvolume_id("a-snap").expect("snapshot");
     let ctransid_before = fs.root(snapshot).expect("root").item.ctransid;
     let mut job = RelocationJob::start(&mut fs, RelocationTarget::Data).expect("start");
-    let (start, end) = (job.group_start(), job.group_start() + 16 * 4096);
+    let (start, end) = (job.group_start(), job.group_end());
     assert_eq!(job.kind(), BlockGroupKind::Data);
     let extents = extents_in(&fs, start, end);
     let stats = run_checked(&mut fs, &mut job);
@@ -367,7 +367,7 @@ fn blocks_relocation_frees_outside_the_group_are_reused_but_the_group_never_is()
     let mut fs = filesystem_with_snapshots(SendPolicy::Unprotected);
     let blocks_before = commit_root_blocks(&fs);
     let mut job = RelocationJob::start(&mut fs, RelocationTarget::Metadata).expect("start");
-    let (start, end) = (job.group_start(), job.group_start() + 16 * 4096);
+    let (start, end) = (job.group_start(), job.group_end());
     let outside: BTreeSet<u64> = blocks_before
         .iter()
         .copied()
@@ -473,7 +473,7 @@ fn a_crash_in_the_middle_resumes_and_finishes() {
     assert!(fs.space().group(job.group_start()).read_only, "restored");
     let start = job.group_start();
     run_checked(&mut fs, &mut job);
-    assert_released(&mut fs, start, start + 16 * 4096);
+    assert_released(&mut fs, start, job.group_end());
     assert_eq!(content(&mut fs), before);
 }
 
@@ -691,4 +691,47 @@ fn a_snapshot_of_a_root_relocation_cowed_in_the_same_transaction_commits() {
     world.apply(&Operation::Snapshot { volume: 0 });
     world.assert_consistent(&[]);
     assert_ne!(world.fs.root(volume).expect("root").node, relocated_root);
+}
+
+/// The interleaving generator is not vacuous: a long seeded run completes metadata and
+/// data relocations while the other work goes on, moving blocks of trees that change,
+/// appear and vanish between the job's steps.
+#[test]
+fn interleaving_completes_metadata_and_data_relocations() {
+    let mut rng = crate::testing::SplitMix64::new(0x5EED_0001);
+    let mut world = World::new();
+    let mut history = Vec::new();
+    for _ in 0..400 {
+        let operation = match rng.below(17) {
+            0..=3 => Operation::Insert {
+                volume: rng.below(2) as usize,
+                ino: 256 + rng.below(64),
+            },
+            4 | 5 => Operation::Delete {
+                volume: rng.below(2) as usize,
+                pick: rng.below(1000) as usize,
+            },
+            6 | 7 => Operation::Write {
+                volume: rng.below(2) as usize,
+                ino: 256 + rng.below(64),
+                sectors: 1 + rng.below(2),
+            },
+            8 => Operation::Commit,
+            9 => Operation::Snapshot {
+                volume: rng.below(2) as usize,
+            },
+            10 => Operation::DeleteSnapshot {
+                pick: rng.below(100) as usize,
+            },
+            _ => Operation::RelocationStep,
+        };
+        world.apply(&operation);
+        history.push(operation);
+        world.assert_consistent(&history[history.len().saturating_sub(20)..]);
+    }
+    assert!(
+        world.relocations_done >= 4,
+        "relocations done: {}",
+        world.relocations_done
+    );
 }
