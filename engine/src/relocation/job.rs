@@ -6,7 +6,8 @@
 //!
 //! A job is plain data (`Clone`, `Eq`, `Hash`): the bounded explorer clones it with the
 //! filesystem. Stages run in order TreeBlocks -> DataExtents -> Release -> Done; a step
-//! never goes back. Invariants between steps: the group is read-only while the job runs
+//! never goes back, except that resuming after a crash starts over from TreeBlocks
+//! (finished stages then find nothing). Invariants between steps: the group is read-only while the job runs
 //! (a crash forgets that, so a step first restores it and commits, as btrfs resumes a
 //! balance after mount); `relocation_cow` is off; `relocation_running` is set until the
 //! release commit is done or the job is aborted.
