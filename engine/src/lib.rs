@@ -28,6 +28,7 @@ pub mod marks;
 pub mod model_fs;
 pub mod policy;
 pub mod receive;
+pub mod relocation;
 pub mod root_tree;
 pub mod send;
 pub mod snapshot;

@@ -207,6 +207,13 @@ impl FsInfo {
             self.space.free_now(bytenr, record.num_bytes);
             let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
             assert!(was_dirty, "a block created in this transaction is dirty");
+        } else if unreferenced {
+            // Created in this transaction but its delayed refs already ran (a COW inside
+            // the commit, e.g. of a RELOC-flagged root by snapshot creation): the next
+            // run pins it, so it must not be written.
+            if let Some(transaction) = self.running.as_mut() {
+                transaction.dirty_blocks.remove(&bytenr);
+            }
         }
     }
 

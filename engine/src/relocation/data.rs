@@ -1,0 +1,139 @@
+//! Stage 2 of relocation: moving data extents out of the group (the model's
+//! `relocate_data_extent()` with `replace_file_extents()`).
+//!
+//! One unit is one data extent, the lowest-addressed one still referenced in the group:
+//! its bytes are copied into a new extent at the lowest free data address (outside the
+//! group, which is read-only), then every tree's leaves are scanned and each EXTENT_DATA
+//! item naming the old extent is rewritten with `update_item` to name the new one — same
+//! `offset`, `num_bytes` and `generation`, new `disk_bytenr`. The reference counts follow
+//! the item (the old extent loses, the new one gains). Allocation and rewriting happen in
+//! one step, so no commit can drop the new extent while nothing names it yet.
+//!
+//! What is deliberately left alone: inode items (their generation and transid do not
+//! move — the reason Linux d5e84fd8d063 taught incremental send to accept data pointers
+//! that changed without an inode change), and the subvolume's `ctransid` (btrfs moves it
+//! for inode changes, never for relocation; a received snapshot is found by it).
+//!
+//! Work per step: one extent, and a read of every leaf of every tree (the model scans
+//! instead of walking backrefs). Invariant: afterwards the old extent has no references;
+//! otherwise some item escaped the scan — EUCLEAN rather than a loop.
+
+use super::lowest_allocated;
+use crate::alloc::ExtentKind;
+use crate::errno::Errno;
+use crate::error::{Error, Result};
+use crate::fs_info::FsInfo;
+use crate::items::FileExtentItem;
+use crate::key::{item_type, Key};
+
+/// A data extent moved: where from, where to, how many items now name the copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct DataExtentMoved {
+    pub(super) from: u64,
+    pub(super) to: u64,
+    pub(super) items: u32,
+}
+
+/// Moves the lowest referenced data extent in `[start, end)`; `None` if there is none.
+pub(super) fn relocate_next_data_extent(
+    fs: &mut FsInfo,
+    start: u64,
+    end: u64,
+) -> Result<Option<DataExtentMoved>> {
+    let is_data = |record: &crate::alloc::ExtentRecord| !record.is_tree_block();
+    let Some((from, record)) = lowest_allocated(fs, start, end, is_data) else {
+        return Ok(None);
+    };
+    let ExtentKind::Data {
+        root,
+        objectid,
+        offset,
+    } = record.kind
+    else {
+        return Ok(None);
+    };
+    let bytes = fs.read_data_extent(from)?;
+    let (to, num_bytes) = fs.alloc_data_extent(root, objectid, offset, &bytes)?;
+    if num_bytes != record.num_bytes {
+        return Err(Error::errno(
+            Errno::EUCLEAN,
+            format!(
+                "data extent {from}: {} bytes recorded, {} bytes of data",
+                record.num_bytes,
+                bytes.len()
+            ),
+        ));
+    }
+    let items = replace_file_extents(fs, from, to)?;
+    let left = fs.extent_refs(from);
+    if left > 0 {
+        return Err(Error::errno(
+            Errno::EUCLEAN,
+            format!("data extent {from} keeps {left} references after every tree was rewritten"),
+        ));
+    }
+    Ok(Some(DataExtentMoved { from, to, items }))
+}
+
+/// Rewrites every EXTENT_DATA item of every tree that names `from` to name `to`.
+fn replace_file_extents(fs: &mut FsInfo, from: u64, to: u64) -> Result<u32> {
+    let root_ids: Vec<u64> = fs.roots().map(|root| root.root_id).collect();
+    let mut rewritten = 0;
+    for root_id in root_ids {
+        if fs.extent_refs(from) == 0 {
+            break;
+        }
+        if fs.root(root_id).is_err() {
+            continue;
+        }
+        for (key, item) in items_naming(fs, root_id, from)? {
+            let moved = FileExtentItem {
+                disk_bytenr: to,
+                ..item
+            };
+            update_item_keeping_ctransid(fs, root_id, key, &moved.encode())?;
+            rewritten += 1;
+        }
+    }
+    Ok(rewritten)
+}
+
+/// The file extent items of `root_id` that name the data extent at `disk_bytenr`.
+fn items_naming(
+    fs: &mut FsInfo,
+    root_id: u64,
+    disk_bytenr: u64,
+) -> Result<Vec<(Key, FileExtentItem)>> {
+    let items = fs.items_in_range(root_id, Key::MIN, Key::MAX)?;
+    Ok(items
+        .into_iter()
+        .filter(|(key, _)| key.item_type == item_type::EXTENT_DATA)
+        .filter_map(|(key, data)| Some((key, FileExtentItem::decode(&data)?)))
+        .filter(|(_, item)| {
+            item.referenced_extent()
+                .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
+        })
+        .collect())
+}
+
+/// `update_item` without counting the change as the subvolume's (its root item's
+/// ctransid stays), unless something else changed the subvolume in this transaction.
+fn update_item_keeping_ctransid(
+    fs: &mut FsInfo,
+    root_id: u64,
+    key: Key,
+    data: &[u8],
+) -> Result<()> {
+    let changed_before = fs
+        .running
+        .as_ref()
+        .is_some_and(|transaction| transaction.changed_roots.contains(&root_id));
+    fs.set_relocation_cow(true);
+    let result = fs.update_item(root_id, key, data);
+    fs.set_relocation_cow(false);
+    result?;
+    if !changed_before {
+        fs.transaction_mut().changed_roots.remove(&root_id);
+    }
+    Ok(())
+}

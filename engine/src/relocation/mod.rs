@@ -1,0 +1,143 @@
+//! Block-group relocation (balance), as `btrfs_relocate_block_group()` in
+//! `fs/btrfs/relocation.c` does it, as a resumable job of several transactions.
+//!
+//! [`RelocationJob::start`] marks the group read-only, sets `relocation_running` (so
+//! every commit records `last_reloc_trans`, as `reloc_chunk_start()` and
+//! `switch_commit_roots()` do) and commits, as `prepare_to_relocate()` does, so every
+//! block in the group is WRITTEN and any later change must COW it out. Then each
+//! [`RelocationJob::step`] does one unit of work:
+//!
+//! 1. tree blocks ([`tree_blocks`]): the lowest allocated tree block of the group is
+//!    COWed, with the RELOC header flag, in every tree that reaches it — read-only
+//!    snapshots included — by a COW search down to its level. The copies land outside
+//!    the group because allocation skips read-only groups;
+//! 2. data extents ([`data`]): the lowest allocated data extent is copied to a new
+//!    extent and every EXTENT_DATA item naming it, in every tree, is rewritten to name
+//!    the copy (`replace_file_extents()`); inode items are never touched;
+//! 3. a commit after every [`COMMIT_INTERVAL_UNITS`] units and at the end of each stage,
+//!    so other work interleaves between the job's transactions;
+//! 4. release: once a commit has unpinned everything freed, the group is removed
+//!    (`btrfs_remove_block_group()`), the removal is committed, `relocation_running` is
+//!    cleared (`reloc_chunk_end()`).
+//!
+//! Model simplification, said plainly: btrfs relocates a shared tree block once, through
+//! reloc trees and a merge; here each tree that reaches a shared block COWs its own path
+//! and gets its own copy, so relocation unshares snapshots' blocks. The trees' items, the
+//! reference counts and every fsck invariant are the same either way; what send sees —
+//! nodes and leaves of read-only trees COWed, freed, and after the commit reusable — is
+//! the mechanism of seed 1.
+//!
+//! Invariants: between steps fsck holds; no allocation lands in the group while the job
+//! runs; a relocated bytenr is never handed out again (the group goes away and groups get
+//! ever higher logical addresses) — what later allocations reuse are the blocks *outside*
+//! the group that the COWs freed (upper nodes and roots on the paths).
+
+mod data;
+mod job;
+#[cfg(test)]
+mod tests;
+mod tree_blocks;
+
+pub use job::{RelocationJob, RelocationStage};
+
+use crate::alloc::{BlockGroupKind, ExtentRecord};
+use crate::fs_info::FsInfo;
+use std::collections::BTreeSet;
+
+/// Units of work (tree blocks or data extents moved) between two commits of a stage.
+pub const COMMIT_INTERVAL_UNITS: u32 = 4;
+
+/// Which block group to relocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelocationTarget {
+    /// The lowest-address metadata group with anything allocated.
+    Metadata,
+    /// The lowest-address data group with anything allocated.
+    Data,
+    /// The group starting at this logical address.
+    BlockGroup(u64),
+}
+
+/// What one [`RelocationJob::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepOutcome {
+    /// One tree block was COWed out of the group in `trees` trees.
+    TreeBlockMoved {
+        /// The block's address in the group.
+        bytenr: u64,
+        /// Its level.
+        level: u8,
+        /// Trees that reached it and got their own copy.
+        trees: u32,
+    },
+    /// One data extent was copied and the file extent items naming it rewritten.
+    DataExtentMoved {
+        /// The old extent, in the group.
+        from: u64,
+        /// The new extent, outside it.
+        to: u64,
+        /// EXTENT_DATA items rewritten.
+        items: u32,
+    },
+    /// The job committed the running transaction.
+    Committed {
+        /// The committed transid.
+        transid: u64,
+    },
+    /// The group was removed and the removal committed: the job is done.
+    Released {
+        /// The group's start.
+        group_start: u64,
+        /// The commit that dropped it from the super block.
+        transid: u64,
+    },
+    /// The job was already done; nothing happened.
+    Finished,
+}
+
+/// Counters of a job's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RelocationStats {
+    /// Steps taken.
+    pub steps: u64,
+    /// Commits the job made (the one at start included).
+    pub commits: u64,
+    /// Tree blocks moved out of the group.
+    pub tree_blocks_moved: u64,
+    /// Tree-block copies made (a block reached by n trees gets n copies).
+    pub tree_block_copies: u64,
+    /// Data extents moved out of the group.
+    pub data_extents_moved: u64,
+    /// EXTENT_DATA items rewritten.
+    pub file_extent_items_rewritten: u64,
+}
+
+/// The lowest-address extent in `[start, end)` that is still referenced (pending delayed
+/// refs included) and whose record satisfies `wanted`.
+pub(crate) fn lowest_allocated(
+    fs: &FsInfo,
+    start: u64,
+    end: u64,
+    wanted: impl Fn(&ExtentRecord) -> bool,
+) -> Option<(u64, ExtentRecord)> {
+    let committed = fs.extent_tree().range(start, end).map(|(bytenr, _)| bytenr);
+    let pending = fs
+        .delayed_refs
+        .bytenrs()
+        .filter(|&bytenr| (start..end).contains(&bytenr));
+    let candidates: BTreeSet<u64> = committed.chain(pending).collect();
+    candidates.into_iter().find_map(|bytenr| {
+        fs.extent_record(bytenr)
+            .filter(|record| record.refs > 0 && wanted(record))
+            .map(|record| (bytenr, record))
+    })
+}
+
+/// The lowest-address group of `kind` with anything allocated.
+pub(crate) fn lowest_used_group(fs: &FsInfo, kind: BlockGroupKind) -> Option<u64> {
+    fs.space()
+        .groups()
+        .filter(|group| group.kind == kind)
+        .find(|group| lowest_allocated(fs, group.start, group.end(), |_| true).is_some())
+        .map(|group| group.start)
+}
