@@ -93,7 +93,7 @@ impl InodeKind {
 }
 
 /// One inode of a subvolume.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Inode {
     /// File type.
     pub kind: InodeKind,
@@ -141,7 +141,7 @@ impl Inode {
 }
 
 /// Where a received subvolume came from (`received_uuid`, `stransid` of its root item).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReceivedInfo {
     /// The uuid of the subvolume on the sending side.
     pub uuid: Uuid,
@@ -150,7 +150,7 @@ pub struct ReceivedInfo {
 }
 
 /// One subvolume (or snapshot): an inode tree rooted at [`FIRST_INO`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Subvolume {
     /// Inodes by number.
     pub inodes: BTreeMap<u64, Inode>,
@@ -289,7 +289,7 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
 }
 
 /// The model filesystem: subvolumes by top-level name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelFs {
     subvolumes: BTreeMap<Vec<u8>, Subvolume>,
     transid: u64,
@@ -680,7 +680,13 @@ impl ModelFs {
     /// chmod(2): keeps the permission bits of `mode`.
     pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
-        subvol.inode_mut(ino).mode = (mode & 0o7777) as u32;
+        let inode = subvol.inode_mut(ino);
+        if inode.kind == InodeKind::Symlink {
+            // A symlink's own mode cannot change on Linux (paths here do not follow
+            // symlinks, so this is fchmodat(AT_SYMLINK_NOFOLLOW)).
+            return Err(Errno::EOPNOTSUPP);
+        }
+        inode.mode = (mode & 0o7777) as u32;
         Ok(())
     }
 

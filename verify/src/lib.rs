@@ -1,4 +1,8 @@
-//! cowproof-verify: scripts, the runner, oracles and verification drivers.
+//! cowproof-verify: the script language, the world scripts run in, the oracles that
+//! judge every step, and the runner that ties them together.
 #![forbid(unsafe_code)]
 
+pub mod oracle;
+pub mod runner;
 pub mod script;
+pub mod world;

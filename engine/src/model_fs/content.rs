@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// What one path of a subvolume holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// File type.
     pub kind: InodeKind,
@@ -39,7 +39,7 @@ pub struct Entry {
 }
 
 /// Every path of one subvolume with its entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Content {
     /// Entries by path relative to the subvolume root (root = empty path).
     pub entries: BTreeMap<Vec<u8>, Entry>,

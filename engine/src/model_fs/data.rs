@@ -17,7 +17,7 @@ pub const PAGE_BYTES: u64 = 4096;
 pub const FILE_SIZE_MAX_BYTES: u64 = i64::MAX as u64;
 
 /// The data of one regular file; holes read as zeros.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileData {
     pages: BTreeMap<u64, Vec<u8>>,
 }

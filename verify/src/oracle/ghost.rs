@@ -1,0 +1,154 @@
+//! The read-consistency oracle: a ghost record, kept outside the engine's own state, of
+//! the content of every block reachable from the commit roots a send started from, taken
+//! from the device (the durable copy, not the cache a race can rewrite). Every buffer
+//! read the send logs is compared with it.
+//!
+//! When a `concurrent`-policy send restarts on new commit roots (a new walk epoch), the
+//! record is taken again from the commit roots of that moment: those are the roots the
+//! walk now legitimately reads.
+
+use super::{Violation, ViolationKind};
+use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent};
+use cowproof_engine::send::held::BufferAccess;
+use cowproof_engine::FsInfo;
+use std::collections::BTreeMap;
+
+/// The record for one send job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ghost {
+    /// The walk epoch the record belongs to.
+    pub epoch: u32,
+    /// The trees the send reads.
+    pub roots: Vec<u64>,
+    /// Content of every block of their commit roots, by bytenr.
+    pub images: BTreeMap<u64, SharedContent>,
+    /// Accesses checked so far.
+    pub checked: u64,
+    /// Set once a violation was reported: later reads of a walk that already went wrong
+    /// are not reported again.
+    pub violated: bool,
+}
+
+/// Where a held buffer's content came from, for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    /// Words naming the operation (statement) that re-initialised the buffer.
+    pub operation: String,
+}
+
+fn describe(content: &BlockContent) -> String {
+    let header = &content.header;
+    format!(
+        "generation {} owner {} level {} nritems {} first key {}",
+        header.generation,
+        header.owner,
+        header.level,
+        content.nritems(),
+        content
+            .first_key()
+            .map_or("-".to_string(), |key| key.to_string())
+    )
+}
+
+impl Ghost {
+    /// Records the commit roots of `roots` as they are now.
+    pub fn take(fs: &FsInfo, roots: &[u64], epoch: u32) -> Ghost {
+        let mut images = BTreeMap::new();
+        for &root_id in roots {
+            let Ok(top) = fs.commit_root_of(root_id) else {
+                continue;
+            };
+            let mut pending: Vec<BlockPtr> = vec![top];
+            while let Some(pointer) = pending.pop() {
+                if images.contains_key(&pointer.bytenr) {
+                    continue;
+                }
+                let Some(content) = fs.device().read_block(pointer.bytenr) else {
+                    continue;
+                };
+                if let Some(slots) = content.node_slots() {
+                    pending.extend(slots.iter().map(|slot| BlockPtr {
+                        bytenr: slot.blockptr,
+                        generation: slot.generation,
+                        level: pointer.level.saturating_sub(1),
+                    }));
+                }
+                images.insert(pointer.bytenr, content);
+            }
+        }
+        Ghost {
+            epoch,
+            roots: roots.to_vec(),
+            images,
+            checked: 0,
+            violated: false,
+        }
+    }
+
+    /// Checks logged reads; the first inconsistent one is reported. `attribute` names the
+    /// operation that last re-initialised a bytenr, if known.
+    pub fn check(
+        &mut self,
+        fs: &FsInfo,
+        job: &str,
+        accesses: &[BufferAccess],
+        attribute: &dyn Fn(u64) -> Option<String>,
+    ) -> Option<Violation> {
+        if self.violated {
+            return None;
+        }
+        for access in accesses {
+            if access.epoch > self.epoch {
+                *self = Ghost {
+                    checked: self.checked,
+                    ..Ghost::take(fs, &self.roots.clone(), access.epoch)
+                };
+            }
+            self.checked += 1;
+            let expected = self.images.get(&access.bytenr);
+            let consistent = expected.is_some_and(|expected| {
+                SharedContent::ptr_eq(expected, &access.content) || **expected == *access.content
+            });
+            if consistent {
+                continue;
+            }
+            self.violated = true;
+            return Some(self.report(job, access, expected, attribute));
+        }
+        None
+    }
+
+    fn report(
+        &self,
+        job: &str,
+        access: &BufferAccess,
+        expected: Option<&SharedContent>,
+        attribute: &dyn Fn(u64) -> Option<String>,
+    ) -> Violation {
+        let how = if access.shared {
+            "the shared cache object"
+        } else {
+            "its private clone"
+        };
+        let expected_text = expected.map_or(
+            "no such block in the commit roots send started from".to_string(),
+            |content| describe(content),
+        );
+        let mut message = format!(
+            "send read block {} of tree {} through {how}\n  expected (commit root, epoch {}): {expected_text}\n  found:                            {}",
+            access.bytenr,
+            access.root_id,
+            self.epoch,
+            describe(&access.content)
+        );
+        if let Some(operation) = attribute(access.bytenr) {
+            message.push_str(&format!("\n  re-initialised by: {operation}"));
+        }
+        Violation {
+            kind: ViolationKind::ReadConsistency,
+            symptom: None,
+            job: Some(job.to_string()),
+            message,
+        }
+    }
+}

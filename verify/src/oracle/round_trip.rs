@@ -1,0 +1,90 @@
+//! The round-trip oracle: applying a finished send's stream to the receive-side copy of
+//! its parent gives exactly the snapshot's content (names, types, link counts, data,
+//! xattrs, mode, uid/gid, size). The receive side is a model filesystem standing for
+//! the receiving machine; a parent it has not received yet is sent to it first by a
+//! full send run alone on a copy of the engine.
+
+use super::{Symptom, Violation, ViolationKind};
+use cowproof_engine::ctree::TreeView;
+use cowproof_engine::model_fs::{Content, ModelFs};
+use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::send::SendJob;
+use cowproof_engine::FsInfo;
+
+/// The content of a snapshot as its commit root holds it.
+pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> {
+    let root_id = fs.subvolume_id(name).map_err(|error| error.to_string())?;
+    let listing = fs
+        .list_subvolume(TreeView::Commit, root_id)
+        .map_err(|error| error.to_string())?;
+    Ok(Content::from_listing(&listing))
+}
+
+fn receive_fresh(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<(), String> {
+    if receiver.subvolume(name.as_bytes()).is_some() {
+        receiver
+            .subvolume_delete(name.as_bytes())
+            .map_err(|errno| format!("cannot replace received {name}: {errno}"))?;
+    }
+    receive_bytes(receiver, stream)
+        .map(drop)
+        .map_err(|error| format!("receive failed: {error:?}"))
+}
+
+/// Makes sure the receive side has `parent`, sending it in full from a copy of `fs`.
+pub fn ensure_parent_received(
+    fs: &FsInfo,
+    receiver: &mut ModelFs,
+    parent: &str,
+) -> Result<(), String> {
+    if receiver.subvolume(parent.as_bytes()).is_some() {
+        return Ok(());
+    }
+    let mut copy = fs.clone();
+    let mut job = SendJob::start(&mut copy, parent, None, false)
+        .map_err(|error| format!("full send of parent {parent}: {error}"))?;
+    job.finish(&mut copy)
+        .map_err(|error| format!("full send of parent {parent}: {error}"))?;
+    receive_fresh(receiver, parent, job.stream())
+}
+
+/// Receives a finished job's stream and compares the result with the snapshot.
+pub fn check(
+    fs: &mut FsInfo,
+    receiver: &mut ModelFs,
+    job_name: &str,
+    snapshot: &str,
+    stream: &[u8],
+) -> Option<Violation> {
+    let failure = |message: String| Violation {
+        kind: ViolationKind::RoundTrip,
+        symptom: Some(Symptom::WrongStream),
+        job: Some(job_name.to_string()),
+        message,
+    };
+    if let Err(message) = receive_fresh(receiver, snapshot, stream) {
+        return Some(failure(message));
+    }
+    let received = match receiver.content(snapshot.as_bytes()) {
+        Ok(content) => content,
+        Err(errno) => {
+            return Some(failure(format!(
+                "received subvolume {snapshot} missing: {errno}"
+            )))
+        }
+    };
+    let expected = match snapshot_content(fs, snapshot) {
+        Ok(content) => content,
+        Err(message) => {
+            return Some(failure(format!(
+                "cannot list snapshot {snapshot}: {message}"
+            )))
+        }
+    };
+    (received != expected).then(|| {
+        failure(format!(
+            "received {snapshot} differs from the snapshot:\n{}",
+            expected.diff_report(&received)
+        ))
+    })
+}

@@ -1,0 +1,340 @@
+//! The runner: executes a script in a [`World`] under a policy and judges it.
+//!
+//! Semantics of `expect` (DESIGN.md section 6): an `expect` line asserts the outcome of
+//! the operation just before it — `ok` (it succeeded and no oracle fired), `error ERRNO`
+//! (it failed with that errno), `violation [KIND]` (an oracle fired on it, of that kind
+//! or symptom). The *last* statement, when it is an `expect`, also speaks for the whole
+//! script: `expect violation [KIND]` is met if such a violation happened anywhere, and
+//! `expect ok` requires that none did. A violation an `expect violation` accepts is
+//! expected, and so is every other violation of the same job (a walk that went wrong
+//! reports one race through several oracles); any other is a failure.
+//!
+//! Verdicts: `violation` if any oracle fired (expected or not), `error` if the script
+//! could not run (an unknown job, an impossible geometry), `ok` otherwise. The exit code
+//! is 0 when every expectation is met and no unexpected violation happened, 1 otherwise,
+//! 2 for unusable input. Same script, same result: nothing here reads a clock or draws
+//! randomness.
+
+use crate::oracle::Violation;
+use crate::script::{Expect, GeometrySpec, Op, Script, Statement};
+use crate::world::{Checks, Outcome, ScriptError, World};
+use cowproof_engine::{Errno, Geometry, SendPolicy};
+use std::fmt;
+
+/// How to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Overrides the script's `policy` line.
+    pub policy: Option<SendPolicy>,
+    /// Which costly checks run after every operation.
+    pub checks: Checks,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            policy: None,
+            checks: Checks::THOROUGH,
+        }
+    }
+}
+
+/// The verdict of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// No oracle fired.
+    Ok,
+    /// An oracle fired.
+    Violation,
+    /// The script could not run.
+    Error,
+}
+
+impl Verdict {
+    /// `ok`, `violation` or `error`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Violation => "violation",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// What happened to one statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementReport {
+    /// Index in the script's statements.
+    pub index: usize,
+    /// The operation, if the statement is one.
+    pub op: Option<Op>,
+    /// Its outcome, if it ran.
+    pub outcome: Option<Outcome>,
+    /// For an `expect`: whether it was met, and why not.
+    pub expectation: Option<Result<(), String>>,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunReport {
+    /// The policy used.
+    pub policy: SendPolicy,
+    /// Every statement, in order.
+    pub statements: Vec<StatementReport>,
+    /// Every violation, with the index of the statement it happened at (`None`: at the
+    /// end-of-run checks).
+    pub violations: Vec<(Option<usize>, Violation)>,
+    /// Violations no `expect` accepted.
+    pub unexpected: Vec<(Option<usize>, Violation)>,
+    /// Expectations not met, in words.
+    pub unmet: Vec<String>,
+    /// The script error that stopped the run, if any.
+    pub error: Option<String>,
+    /// Finished send streams by job.
+    pub streams: Vec<(String, Vec<u8>)>,
+    /// The world at the end (for exports and inspection).
+    pub world: Option<World>,
+}
+
+impl RunReport {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        if self.error.is_some() {
+            Verdict::Error
+        } else if self.violations.is_empty() {
+            Verdict::Ok
+        } else {
+            Verdict::Violation
+        }
+    }
+
+    /// Whether every expectation was met and no unexpected violation happened.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.unmet.is_empty() && self.unexpected.is_empty()
+    }
+
+    /// The process exit code of `cowproof run`: 0 passed, 1 failed, 2 unusable.
+    pub fn exit_code(&self) -> i32 {
+        match (self.error.is_some(), self.passed()) {
+            (true, _) => 2,
+            (false, true) => 0,
+            (false, false) => 1,
+        }
+    }
+}
+
+/// The geometry a script asks for (tiny when it says nothing).
+pub fn geometry_of(script: &Script) -> Result<Geometry, String> {
+    match &script.geometry {
+        None => Ok(Geometry::tiny()),
+        Some(GeometrySpec::Named(name)) => {
+            Geometry::named(name.name()).ok_or_else(|| format!("unknown geometry {}", name.name()))
+        }
+        Some(GeometrySpec::Pairs(pairs)) => {
+            let mut geometry = Geometry::tiny();
+            for (key, value) in pairs {
+                geometry
+                    .set(key.as_str(), *value)
+                    .map_err(|error| error.to_string())?;
+            }
+            Ok(geometry)
+        }
+    }
+}
+
+/// Runs a script.
+pub fn run(script: &Script, options: RunOptions) -> RunReport {
+    let policy = options.policy.or(script.policy).unwrap_or_default();
+    let mut report = RunReport {
+        policy,
+        statements: Vec::new(),
+        violations: Vec::new(),
+        unexpected: Vec::new(),
+        unmet: Vec::new(),
+        error: None,
+        streams: Vec::new(),
+        world: None,
+    };
+    let world = geometry_of(script).and_then(|geometry| {
+        World::new(geometry, policy, options.checks).map_err(|error| error.to_string())
+    });
+    let mut world = match world {
+        Ok(world) => world,
+        Err(message) => {
+            report.error = Some(message);
+            return report;
+        }
+    };
+    if let Err(ScriptError(message)) = execute(&mut world, script, &mut report) {
+        report.error = Some(message);
+    }
+    report.violations.extend(
+        world
+            .final_checks()
+            .into_iter()
+            .map(|violation| (None, violation)),
+    );
+    judge(script, &mut report);
+    report.streams = world
+        .streams
+        .iter()
+        .map(|(job, stream)| (job.clone(), stream.clone()))
+        .collect();
+    report.world = Some(world);
+    report
+}
+
+fn execute(world: &mut World, script: &Script, report: &mut RunReport) -> Result<(), ScriptError> {
+    for (index, statement) in script.statements.iter().enumerate() {
+        let (op, outcome) = match statement {
+            Statement::Op(op) => {
+                let outcome =
+                    world.apply_labelled(op, &format!("statement {} `{op}`", index + 1))?;
+                report.violations.extend(
+                    outcome
+                        .violations
+                        .iter()
+                        .cloned()
+                        .map(|violation| (Some(index), violation)),
+                );
+                (Some(op.clone()), Some(outcome))
+            }
+            Statement::Expect(_) => (None, None),
+        };
+        report.statements.push(StatementReport {
+            index,
+            op,
+            outcome,
+            expectation: None,
+        });
+    }
+    Ok(())
+}
+
+/// Checks every `expect` and sorts violations into expected and unexpected.
+fn judge(script: &Script, report: &mut RunReport) {
+    let mut accepted = vec![false; report.violations.len()];
+    let last_index = script.statements.len().checked_sub(1);
+    for (index, statement) in script.statements.iter().enumerate() {
+        let Statement::Expect(expect) = statement else {
+            continue;
+        };
+        let previous_op = index
+            .checked_sub(1)
+            .filter(|&previous| matches!(script.statements[previous], Statement::Op(_)));
+        let is_final = Some(index) == last_index;
+        let result = check_expect(expect, previous_op, is_final, report, &mut accepted);
+        if let Err(reason) = &result {
+            report
+                .unmet
+                .push(format!("statement {} (`{expect}`): {reason}", index + 1));
+        }
+        if let Some(statement_report) = report.statements.get_mut(index) {
+            statement_report.expectation = Some(result);
+        }
+    }
+    report.unexpected = report
+        .violations
+        .iter()
+        .zip(&accepted)
+        .filter(|(_, &accepted)| !accepted)
+        .map(|(violation, _)| violation.clone())
+        .collect();
+}
+
+fn check_expect(
+    expect: &Expect,
+    previous_op: Option<usize>,
+    is_final: bool,
+    report: &RunReport,
+    accepted: &mut [bool],
+) -> Result<(), String> {
+    let outcome = previous_op
+        .and_then(|index| report.statements.get(index))
+        .and_then(|statement| statement.outcome.as_ref());
+    if outcome.is_none() && !is_final {
+        return Err("no operation before it".to_string());
+    }
+    match expect {
+        Expect::Ok => expect_ok(outcome, is_final, report),
+        Expect::Error(errno) => expect_error(*errno, outcome),
+        Expect::Violation(kind) => {
+            let kind = kind.as_ref().map(|kind| kind.as_str());
+            let mut found = false;
+            for (position, (at, violation)) in report.violations.iter().enumerate() {
+                let here = previous_op.is_some() && *at == previous_op;
+                if (here || is_final) && violation.matches(kind) {
+                    accept_with_consequences(report, accepted, position);
+                    found = true;
+                }
+            }
+            found
+                .then_some(())
+                .ok_or_else(|| format!("no {} violation happened", kind.unwrap_or("")))
+        }
+    }
+}
+
+/// Accepts a violation and every other violation of the same job: a job's walk that
+/// went wrong reports the same race through several oracles (the inconsistent read,
+/// then the kernel symptom it leads to).
+fn accept_with_consequences(report: &RunReport, accepted: &mut [bool], position: usize) {
+    let job = &report.violations[position].1.job;
+    for (other, (_, violation)) in report.violations.iter().enumerate() {
+        if other == position || (job.is_some() && violation.job == *job) {
+            accepted[other] = true;
+        }
+    }
+}
+
+fn expect_ok(outcome: Option<&Outcome>, is_final: bool, report: &RunReport) -> Result<(), String> {
+    if let Some(outcome) = outcome {
+        if let Some((errno, message)) = &outcome.error {
+            return Err(format!("it failed with {errno}: {message}"));
+        }
+        if let Some(violation) = outcome.violations.first() {
+            return Err(format!("{violation}"));
+        }
+    }
+    if is_final {
+        if let Some((_, violation)) = report.violations.first() {
+            return Err(format!("the script had a violation: {violation}"));
+        }
+    }
+    Ok(())
+}
+
+fn expect_error(errno: Errno, outcome: Option<&Outcome>) -> Result<(), String> {
+    match outcome.and_then(|outcome| outcome.error.as_ref()) {
+        Some((found, _)) if *found == errno => Ok(()),
+        Some((found, message)) => Err(format!("it failed with {found} ({message}), not {errno}")),
+        None => Err(format!("it succeeded instead of failing with {errno}")),
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "policy {}: verdict {}",
+            self.policy,
+            self.verdict().name()
+        )?;
+        for (at, violation) in &self.violations {
+            let place = at.map_or("end of run".to_string(), |index| {
+                format!("statement {}", index + 1)
+            });
+            writeln!(f, "  {place}: {violation}")?;
+        }
+        for unmet in &self.unmet {
+            writeln!(f, "  unmet expectation: {unmet}")?;
+        }
+        if let Some(error) = &self.error {
+            writeln!(f, "  error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! Runner tests: the seed scenarios of `corpus/scripts/` under every policy, the
+//! semantics of `expect`, and determinism.
+
+use super::{run, RunOptions, Verdict};
+use crate::script::parse;
+use cowproof_engine::SendPolicy;
+
+fn corpus_script(name: &str) -> crate::script::Script {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus/scripts")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"))
+}
+
+/// The expected verdicts of DESIGN.md section 4 for each seed scenario, by policy:
+/// `Some(kind)` a violation of that kind or symptom, `None` clean.
+const SEED_MATRIX: &[(&str, [Option<&str>; 5])] = &[
+    // unprotected, clone-root, exclusive-only, exclusive, concurrent
+    (
+        "seed2-send-vs-snapshot.cows",
+        [Some("read"), None, Some("read"), None, None],
+    ),
+    (
+        "seed1-send-vs-relocation.cows",
+        [Some("transid"), Some("transid"), None, None, None],
+    ),
+    (
+        "seed1-node-reused-as-leaf.cows",
+        [
+            Some("read-node-slot"),
+            Some("read-node-slot"),
+            None,
+            None,
+            None,
+        ],
+    ),
+    (
+        "seed1-relocation-first-refuses-send.cows",
+        [None, None, None, None, None],
+    ),
+];
+
+#[test]
+fn seed_scenarios_give_the_expected_verdict_under_every_policy() {
+    for (name, expected) in SEED_MATRIX {
+        let script = corpus_script(name);
+        for (policy, expected) in SendPolicy::ALL.into_iter().zip(expected) {
+            let report = run(
+                &script,
+                RunOptions {
+                    policy: Some(policy),
+                    ..RunOptions::default()
+                },
+            );
+            assert!(report.error.is_none(), "{name} under {policy}: {report}");
+            match expected {
+                None => assert_eq!(
+                    report.verdict(),
+                    Verdict::Ok,
+                    "{name} under {policy}:\n{report}"
+                ),
+                Some(kind) => assert!(
+                    report
+                        .violations
+                        .iter()
+                        .any(|(_, violation)| violation.matches(Some(kind))),
+                    "{name} under {policy}: expected a {kind} violation\n{report}"
+                ),
+            }
+        }
+        let own = run(&script, RunOptions::default());
+        assert!(
+            own.passed(),
+            "{name} under its own policy line fails its expectations:\n{own}"
+        );
+    }
+}
+
+#[test]
+fn exclusive_policies_refuse_whichever_starts_second() {
+    for name in [
+        "seed1-send-vs-relocation.cows",
+        "seed1-node-reused-as-leaf.cows",
+    ] {
+        for policy in [SendPolicy::ExclusiveOnly, SendPolicy::Exclusive] {
+            let report = run(
+                &corpus_script(name),
+                RunOptions {
+                    policy: Some(policy),
+                    ..RunOptions::default()
+                },
+            );
+            let refused = report.statements.iter().any(|statement| {
+                matches!(statement.op, Some(crate::script::Op::RelocateStart { .. }))
+                    && statement
+                        .outcome
+                        .as_ref()
+                        .and_then(|outcome| outcome.error.as_ref())
+                        .is_some_and(|(errno, _)| *errno == cowproof_engine::Errno::EAGAIN)
+            });
+            assert!(refused, "{name} under {policy}: relocation was not refused");
+        }
+    }
+    let report = run(
+        &corpus_script("seed1-relocation-first-refuses-send.cows"),
+        RunOptions::default(),
+    );
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn runs_are_deterministic() {
+    for (name, _) in SEED_MATRIX {
+        let script = corpus_script(name);
+        let first = run(&script, RunOptions::default());
+        let second = run(&script, RunOptions::default());
+        assert_eq!(first.violations, second.violations, "{name}");
+        assert_eq!(first.streams, second.streams, "{name}");
+    }
+}
+
+#[test]
+fn explore_seeds() {
+    let name = std::env::var("SCRIPT").unwrap_or("seed2-send-vs-snapshot.cows".into());
+    let script = match std::env::var("SCRIPT_PATH") {
+        Ok(path) => parse(&std::fs::read_to_string(path).expect("script file")).expect("parse"),
+        Err(_) => corpus_script(&name),
+    };
+    for policy in SendPolicy::ALL {
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(policy),
+                ..RunOptions::default()
+            },
+        );
+        println!("{report}");
+        let _ = Verdict::Ok;
+    }
+}
