@@ -288,6 +288,15 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Linux permits `user.*` xattrs only on regular files and directories.
+fn check_user_xattr(inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+    let allowed = matches!(inode.kind, InodeKind::File | InodeKind::Dir);
+    if name.starts_with(b"user.") && !allowed {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
+}
+
 /// The model filesystem: subvolumes by top-level name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelFs {
@@ -659,22 +668,18 @@ impl ModelFs {
         }
         self.charge(value.len() as u64)?;
         let (subvol, ino) = self.writable_inode(path)?;
-        subvol
-            .inode_mut(ino)
-            .xattrs
-            .insert(name.to_vec(), value.to_vec());
+        let inode = subvol.inode_mut(ino);
+        check_user_xattr(inode, name)?;
+        inode.xattrs.insert(name.to_vec(), value.to_vec());
         Ok(())
     }
 
     /// removexattr(2); a missing attribute is ENOENT.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
-        subvol
-            .inode_mut(ino)
-            .xattrs
-            .remove(name)
-            .map(drop)
-            .ok_or(Errno::ENOENT)
+        let inode = subvol.inode_mut(ino);
+        check_user_xattr(inode, name)?;
+        inode.xattrs.remove(name).map(drop).ok_or(Errno::ENOENT)
     }
 
     /// chmod(2): keeps the permission bits of `mode`.
@@ -696,6 +701,14 @@ impl ModelFs {
         let inode = subvol.inode_mut(ino);
         inode.uid = uid;
         inode.gid = gid;
+        if inode.kind != InodeKind::Dir {
+            // chown(2) of a non-directory clears S_ISUID, and S_ISGID when
+            // group-execute is set.
+            inode.mode &= !0o4000;
+            if inode.mode & 0o010 != 0 {
+                inode.mode &= !0o2000;
+            }
+        }
         Ok(())
     }
 

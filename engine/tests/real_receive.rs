@@ -320,7 +320,7 @@ fn real_btrfs_receive_of_random_operation_sequences_matches_the_engine() {
 /// part and sends the rest as a WRITE. The model receive accepts such a clone, which is
 /// why the engine's own round-trip tests pass.
 #[test]
-#[ignore = "engine bug: incremental send clones past the clone source's i_size in the parent; real btrfs receive fails with EINVAL"]
+
 fn incremental_clone_from_the_parent_stays_inside_the_source_eof() {
     const TEST: &str = "incremental_clone_from_the_parent_stays_inside_the_source_eof";
     const SOURCE_BYTES: u64 = 5000;
@@ -369,7 +369,7 @@ fn incremental_clone_from_the_parent_stays_inside_the_source_eof() {
 /// received file is 0755. On a real btrfs the chown itself would have cleared the bit,
 /// so the mode changes and send emits CHOWN then CHMOD.
 #[test]
-#[ignore = "engine bug: chown keeps setuid/setgid, unlike chown(2); the received file loses the bit"]
+
 fn chown_of_a_setuid_file_clears_the_bit_as_linux_does() {
     const TEST: &str = "chown_of_a_setuid_file_clears_the_bit_as_linux_does";
     let mut fs = FsInfo::mkfs(Geometry::small(), SendPolicy::Concurrent).expect("mkfs");

@@ -252,6 +252,7 @@ impl FsInfo {
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         item.uid = uid;
         item.gid = gid;
+        item.mode = super::mode_after_chown(item.mode);
         self.touch_inode(root_id, ino, &mut item, false)
     }
 }

@@ -153,3 +153,20 @@ impl FsInfo {
         }
     }
 }
+
+/// The mode `chown(2)` leaves: on a non-directory it clears S_ISUID, and S_ISGID when
+/// group-execute is set — for root too (`chown_common()` kills the bits through
+/// `notify_change()`).
+pub fn mode_after_chown(mode: u32) -> u32 {
+    const S_ISUID: u32 = 0o4000;
+    const S_ISGID: u32 = 0o2000;
+    const S_IXGRP: u32 = 0o0010;
+    if FileKind::from_mode(mode) == Some(FileKind::Directory) {
+        return mode;
+    }
+    let mut cleared = mode & !S_ISUID;
+    if mode & S_IXGRP != 0 {
+        cleared &= !S_ISGID;
+    }
+    cleared
+}

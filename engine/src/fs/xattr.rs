@@ -74,6 +74,7 @@ impl FsInfo {
         self.ensure_writable(root_id)?;
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         self.check_xattr(name, value)?;
+        self.check_xattr_namespace(root_id, ino, name)?;
         match self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name) {
             Err(error) if error.to_errno() == Errno::ENOENT => {}
             other => drop(other?),
@@ -98,8 +99,25 @@ impl FsInfo {
     ) -> Result<()> {
         self.ensure_writable(root_id)?;
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        self.check_xattr_namespace(root_id, ino, name)?;
         self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name)?;
         self.touch_xattr_owner(root_id, ino)
+    }
+
+    /// Linux permits `user.*` xattrs only on regular files and directories
+    /// (`xattr_permission()`): EPERM on symlinks and special files.
+    fn check_xattr_namespace(&mut self, root_id: u64, ino: u64, name: &[u8]) -> Result<()> {
+        if !name.starts_with(b"user.") {
+            return Ok(());
+        }
+        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        match super::FileKind::from_mode(item.mode) {
+            Some(super::FileKind::RegularFile | super::FileKind::Directory) => Ok(()),
+            _ => Err(Error::errno(
+                Errno::EPERM,
+                "user xattrs only on regular files and directories",
+            )),
+        }
     }
 
     fn touch_xattr_owner(&mut self, root_id: u64, ino: u64) -> Result<()> {

@@ -345,7 +345,10 @@ pub(crate) mod round_trip_property {
             FsOp::Unlink(p) => fs.unlink(vol, p),
             FsOp::Rmdir(p) => fs.rmdir(vol, p),
             FsOp::Symlink(p) => fs.symlink(vol, b"../target", p).map(drop),
-            FsOp::SetXattr(p, value) => fs.setxattr(vol, p, b"user.k", &[*value]),
+            FsOp::SetXattr(p, value) => {
+                let _ = fs.touch(vol, p);
+                fs.setxattr(vol, p, b"user.k", &[*value])
+            }
             FsOp::RemoveXattr(p) => fs.removexattr(vol, p, b"user.k"),
             FsOp::Chmod(p, mode) => fs.chmod(vol, p, *mode),
             FsOp::Chown(p, id) => fs.chown(vol, p, 1000 + id, 100 + id),
