@@ -61,10 +61,27 @@ pub struct ItemSlot {
 }
 
 /// The items of a leaf with their packed data.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
 pub struct Leaf {
     items: Vec<ItemSlot>,
     data: Vec<u8>,
+}
+
+/// Item slots a copied leaf can take without reallocating.
+const LEAF_COPY_SPARE_ITEMS: usize = 4;
+/// Data bytes a copied leaf can take without reallocating.
+const LEAF_COPY_SPARE_BYTES: usize = 256;
+
+impl Clone for Leaf {
+    /// A copy with a little spare capacity: a leaf is copied to be changed (COW), and
+    /// the first insert into an exactly-sized copy would reallocate both vectors.
+    fn clone(&self) -> Leaf {
+        let mut items = Vec::with_capacity(self.items.len() + LEAF_COPY_SPARE_ITEMS);
+        items.extend_from_slice(&self.items);
+        let mut data = Vec::with_capacity(self.data.len() + LEAF_COPY_SPARE_BYTES);
+        data.extend_from_slice(&self.data);
+        Leaf { items, data }
+    }
 }
 
 impl Leaf {

@@ -98,9 +98,13 @@ impl ExtentTree {
     }
 }
 
+/// Pending changes of one extent. `base_refs` is the committed count when the head was
+/// created (0 for a new extent); the extent tree changes only when heads run, so it stays
+/// right for the head's whole life and spares a tree lookup on every change.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct DelayedRefHead {
     delta: i64,
+    base_refs: u64,
     new_extent: Option<ExtentRecord>,
 }
 
@@ -129,6 +133,7 @@ impl DelayedRefs {
         assert_eq!(record.refs, 0);
         let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
             delta: 0,
+            base_refs: 0,
             new_extent: None,
         });
         assert!(
@@ -140,15 +145,13 @@ impl DelayedRefs {
 
     /// Adds `delta` references to the extent at `bytenr`.
     pub fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
-        let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
+        let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
             delta: 0,
+            base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
             new_extent: None,
         });
         head.delta += delta;
-        let base = head.new_extent.map_or_else(
-            || tree.get(bytenr).map_or(0, |record| record.refs),
-            |record| record.refs,
-        );
+        let base = head.base_refs;
         assert!(
             base as i64 + head.delta >= 0,
             "extent {bytenr}: references would go below zero ({base} {:+})",
@@ -161,12 +164,10 @@ impl DelayedRefs {
 
     /// References of `bytenr` with pending changes applied, or `None` if no such extent.
     pub fn effective_refs(&self, tree: &ExtentTree, bytenr: u64) -> Option<u64> {
-        let head = self.heads.get(&bytenr);
-        let base = match head.and_then(|head| head.new_extent) {
-            Some(record) => record,
-            None => *tree.get(bytenr)?,
+        let Some(head) = self.heads.get(&bytenr) else {
+            return tree.get(bytenr).map(|record| record.refs);
         };
-        let refs = base.refs as i64 + head.map_or(0, |head| head.delta);
+        let refs = head.base_refs as i64 + head.delta;
         Some(u64::try_from(refs).expect("effective refs are never negative"))
     }
 
@@ -232,6 +233,10 @@ impl DelayedRefs {
                     .get(&bytenr)
                     .expect("delayed ref for an extent with no record"),
             };
+            assert_eq!(
+                record.refs, head.base_refs,
+                "extent {bytenr}: the tree changed under a delayed ref head"
+            );
             let refs = record.refs as i64 + head.delta;
             assert!(refs >= 0, "extent {bytenr}: negative references");
             record.refs = refs as u64;
