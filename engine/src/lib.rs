@@ -32,6 +32,7 @@ pub mod relocation;
 pub mod root_tree;
 pub mod send;
 pub mod snapshot;
+pub mod splitmix;
 pub mod storage;
 pub mod stream;
 #[doc(hidden)]

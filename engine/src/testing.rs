@@ -8,53 +8,7 @@
 use crate::stream::{Command, Timespec, COMMAND_HEADER_BYTES, COMMAND_SIZE_MAX_BYTES};
 use std::path::PathBuf;
 
-/// SplitMix64: one seed reproduces a run.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64-bit output.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "below(0)");
-        self.next_u64() % bound
-    }
-
-    /// True with probability `numerator / denominator`.
-    pub fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
-        self.below(denominator) < numerator
-    }
-
-    /// `len` bytes of the output stream, each output written little-endian.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(len + 8);
-        while bytes.len() < len {
-            bytes.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        bytes.truncate(len);
-        bytes
-    }
-}
-
-/// `bytes(LEN,SEED)` of the script language: the first `len` bytes of SplitMix64(`seed`).
-pub fn seeded_bytes(len: usize, seed: u64) -> Vec<u8> {
-    SplitMix64::new(seed).bytes(len)
-}
+pub use crate::splitmix::{seeded_bytes, SplitMix64};
 
 const NAME_BYTES: &[u8] = b"abcxyz019._- \n\xff\x01";
 

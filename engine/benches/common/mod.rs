@@ -18,41 +18,7 @@ pub const SEED: u64 = 0x00C0_FFEE_5EED_2024;
 /// Items between two commits while a tree is loaded (one COW transaction).
 pub const ITEMS_PER_COMMIT: usize = 1_000;
 
-/// SplitMix64 (Steele, Lea and Flood): small, fast, and good enough to shuffle keys.
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator starting at `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound > 0`; the modulo bias is irrelevant here).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "empty range");
-        self.next_u64() % bound
-    }
-
-    /// Fisher-Yates shuffle.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for index in (1..items.len()).rev() {
-            let other = self.below(index as u64 + 1) as usize;
-            items.swap(index, other);
-        }
-    }
-}
+pub use cowproof_engine::splitmix::SplitMix64;
 
 /// One item: its key and its value.
 pub type Item = (Key, Vec<u8>);

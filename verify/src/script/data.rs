@@ -109,37 +109,11 @@ impl Data {
     }
 }
 
-/// The SplitMix64 generator (Steele, Lea and Flood), as `bytes(LEN,SEED)` defines it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A generator whose state starts at `seed`.
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    /// The next 64-bit output.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+pub use cowproof_engine::splitmix::SplitMix64;
 
 /// The first `length` bytes of the SplitMix64 sequence for `seed`, little-endian.
 pub fn splitmix64_bytes(seed: u64, length: usize) -> Vec<u8> {
-    let mut generator = SplitMix64::new(seed);
-    let mut bytes = Vec::with_capacity(length.next_multiple_of(8));
-    while bytes.len() < length {
-        bytes.extend_from_slice(&generator.next_u64().to_le_bytes());
-    }
-    bytes.truncate(length);
-    bytes
+    cowproof_engine::splitmix::seeded_bytes(length, seed)
 }
 
 #[cfg(test)]
