@@ -182,7 +182,7 @@ fn export_writes_trees_that_match_the_snapshot() {
             FileKind::RegularFile => {
                 assert_eq!(std::fs::read(&host).expect("readable"), entry.data);
                 assert_eq!(metadata.len(), entry.size);
-                assert_eq!(u64::from(metadata.nlink()), u64::from(entry.nlink));
+                assert_eq!(metadata.nlink(), u64::from(entry.nlink));
             }
             FileKind::Symlink => {
                 let target = std::fs::read_link(&host).expect("a symlink");
