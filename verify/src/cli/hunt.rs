@@ -237,7 +237,9 @@ pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let budget = Duration::from_secs_f64(args.seconds);
     let progress = progress_bar(budget, args.json);
     let found = search(seed, policy, args.race, budget, args.iterations, &progress);
-    progress.set_message("shrinking");
+    if found.finding.is_some() {
+        progress.set_message("violation found; shrinking");
+    }
     let minimized = found
         .finding
         .as_ref()

@@ -1,6 +1,7 @@
 //! Shrinking a failing script to a minimal one: delta debugging (Zeller and
-//! Hildebrandt's ddmin) over its statements, then smaller step counts, repeated until
-//! nothing changes.
+//! Hildebrandt's ddmin) over its statements, then merging adjacent steps of one job
+//! (`send step s; send step s 3` -> `send step s 4`) and smaller step counts, repeated
+//! until nothing changes.
 //!
 //! A candidate is kept only if it is a valid script (every operation validates and it
 //! prints and parses back to itself), runs without a script error, and still produces a
@@ -194,6 +195,7 @@ pub fn shrink_script(script: &Script, policy: SendPolicy, checks: Checks) -> Opt
     for _ in 0..ROUNDS_MAX {
         let before = statements.clone();
         statements = ddmin(&statements, |candidate| oracle.still_fails(candidate));
+        statements = merge_adjacent_steps(statements, &mut oracle);
         statements = reduce_steps(statements, &mut oracle);
         if statements == before {
             break;
@@ -226,6 +228,55 @@ fn reduce_steps(mut statements: Vec<Statement>, oracle: &mut Oracle) -> Vec<Stat
         }
     }
     statements
+}
+
+/// Merges two adjacent step statements of the same job (`send step s; send step s 3` ->
+/// `send step s 4`): the same steps in one statement.
+fn merge_adjacent_steps(mut statements: Vec<Statement>, oracle: &mut Oracle) -> Vec<Statement> {
+    let mut index = 0;
+    while index + 1 < statements.len() {
+        let merged = match (&statements[index], &statements[index + 1]) {
+            (Statement::Op(first), Statement::Op(second)) => merged_steps(first, second),
+            _ => None,
+        };
+        if let Some(op) = merged {
+            let mut candidate = statements.clone();
+            candidate.splice(index..index + 2, [Statement::Op(op)]);
+            if oracle.still_fails(&candidate) {
+                statements = candidate;
+                continue;
+            }
+        }
+        index += 1;
+    }
+    statements
+}
+
+/// One step statement doing what `first` then `second` do, when both step the same job.
+fn merged_steps(first: &Op, second: &Op) -> Option<Op> {
+    match (first, second) {
+        (
+            Op::SendStep { job, steps },
+            Op::SendStep {
+                job: second_job,
+                steps: second_steps,
+            },
+        ) if job == second_job => Some(Op::SendStep {
+            job: job.clone(),
+            steps: steps.checked_add(*second_steps)?,
+        }),
+        (
+            Op::RelocateStep { job, steps },
+            Op::RelocateStep {
+                job: second_job,
+                steps: second_steps,
+            },
+        ) if job == second_job => Some(Op::RelocateStep {
+            job: job.clone(),
+            steps: steps.checked_add(*second_steps)?,
+        }),
+        _ => None,
+    }
 }
 
 fn with_steps(op: &Op, steps: u64) -> Op {
@@ -302,6 +353,41 @@ mod tests {
         assert_eq!(ddmin(&items, |candidate| candidate.len() == 3), items);
         assert_eq!(ddmin(&[7], |_| true), vec![7]);
         assert_eq!(ddmin::<u8>(&[], |_| true), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn adjacent_steps_of_one_job_merge() {
+        let job = |text: &str| Identifier::new(text).expect("valid");
+        let step = |name: &str, steps| Op::SendStep {
+            job: job(name),
+            steps,
+        };
+        assert_eq!(
+            merged_steps(&step("s", 1), &step("s", 3)),
+            Some(step("s", 4))
+        );
+        assert_eq!(merged_steps(&step("s", 1), &step("t", 3)), None);
+        assert_eq!(merged_steps(&step("s", 1), &Op::Commit), None);
+    }
+
+    #[test]
+    fn a_seed_script_shrinks_and_keeps_its_violation() {
+        let source = include_str!("../../../corpus/scripts/seed2-send-vs-snapshot.cows");
+        let script = parse(source).expect("parses");
+        let shrunk = shrink_script(&script, SendPolicy::Unprotected, Checks::FAST)
+            .expect("the seed script violates");
+        assert!(shrunk.script.statements.len() < script.statements.len());
+        let report = run(
+            &shrunk.script,
+            RunOptions {
+                policy: Some(SendPolicy::Unprotected),
+                checks: Checks::THOROUGH,
+            },
+        );
+        assert!(shrunk.signature.found_in(&report), "{report}");
+        let again = shrink_script(&script, SendPolicy::Unprotected, Checks::FAST).expect("same");
+        assert_eq!(again.script, shrunk.script, "deterministic");
+        assert!(shrink_script(&script, SendPolicy::Concurrent, Checks::FAST).is_none());
     }
 
     #[test]
