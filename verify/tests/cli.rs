@@ -291,3 +291,44 @@ fn replay_decodes_fuzz_inputs_and_refuses_unknown_targets() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("unknown fuzz target"));
 }
+
+/// The seed 2 race giving a silently wrong stream: found by the interleave generator
+/// (input seed 59 under `unprotected`) and shrunk keeping the wrong-stream violation. The
+/// snapshot of `snap` frees its root, the write to `vol` reuses the block send holds, and
+/// send finishes without an error but misses f04, f10, f11 and f12.
+const WRONG_STREAM_SCRIPT: &str = "\
+policy unprotected\n\
+subvol create vol\n\
+subvol create other\n\
+write vol/f02 0 \"x\"\n\
+write vol/f03 0 \"x\"\n\
+write vol/f04 0 \"x\"\n\
+write vol/f10 0 \"x\"\n\
+write vol/f11 0 \"x\"\n\
+write vol/f12 0 \"x\"\n\
+snapshot vol snap ro\n\
+send start s snap\n\
+write vol/g7 0 \"y\"\n\
+write vol/g9 0 \"y\"\n\
+setxattr other user.k10 \"v\"\n\
+snapshot snap s11 ro\n\
+write vol/g15 0 \"y\"\n\
+send finish s\n\
+expect violation wrong-stream\n\
+";
+
+#[test]
+fn replay_shows_a_unified_diff_for_a_wrong_stream() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let script = write_script(directory.path(), "wrong-stream.cows", WRONG_STREAM_SCRIPT);
+    let output = cowproof(&["replay", &script]);
+    assert_eq!(output.status.code(), Some(0), "its expect line is met");
+    let printed = stdout(&output);
+    assert!(printed.contains("!! wrong-stream"), "{printed}");
+    assert!(
+        printed.contains("--- expected snap (the snapshot)"),
+        "{printed}"
+    );
+    assert!(printed.contains("+++ received snap (job s)"), "{printed}");
+    assert!(printed.contains("\n-f04 File"), "{printed}");
+}

@@ -164,8 +164,8 @@ pub fn is_valid(script: &Script) -> bool {
     script.ops().all(|op| op.validate().is_ok()) && parse(&print(script)).as_ref() == Ok(script)
 }
 
-/// Shrinks `script`, which must show a violation under `policy` with `checks`; `None`
-/// when it shows none (or cannot run).
+/// Shrinks `script`, which must show a violation under `policy` with `checks`, keeping
+/// the signature of its first violation; `None` when it shows none (or cannot run).
 pub fn shrink_script(script: &Script, policy: SendPolicy, checks: Checks) -> Option<Shrunk> {
     let options = RunOptions {
         policy: Some(policy),
@@ -173,10 +173,16 @@ pub fn shrink_script(script: &Script, policy: SendPolicy, checks: Checks) -> Opt
     };
     let report = run(script, options);
     let (_, first) = report.violations.first()?;
-    let signature = Signature::of(first);
-    if !signature.found_in(&report) {
-        return None;
-    }
+    shrink_script_keeping(script, options, Signature::of(first))
+}
+
+/// Shrinks `script` keeping a violation with `signature` (say, the wrong stream rather
+/// than the read that caused it); `None` when the script does not show it.
+pub fn shrink_script_keeping(
+    script: &Script,
+    options: RunOptions,
+    signature: Signature,
+) -> Option<Shrunk> {
     let mut oracle = Oracle {
         options,
         signature,
@@ -191,6 +197,9 @@ pub fn shrink_script(script: &Script, policy: SendPolicy, checks: Checks) -> Opt
         .collect();
     if !oracle.still_fails(&statements) {
         statements = script.statements.clone();
+        if !oracle.still_fails(&statements) {
+            return None;
+        }
     }
     for _ in 0..ROUNDS_MAX {
         let before = statements.clone();
