@@ -32,7 +32,10 @@ fn corpus_scripts() -> Vec<PathBuf> {
     let mut scripts: Vec<PathBuf> = std::fs::read_dir(directory)
         .expect("corpus/scripts exists")
         .map(|entry| entry.expect("readable").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "cows"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "cows")
+        })
         .collect();
     scripts.sort();
     assert!(scripts.len() >= 4, "{scripts:?}");

@@ -71,7 +71,9 @@ pub fn execute(args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
 }
 
 fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let is_script = path.extension().is_some_and(|ext| ext == SCRIPT_EXTENSION);
+    let is_script = path
+        .extension()
+        .is_some_and(|extension| extension == SCRIPT_EXTENSION);
     let (loaded, origin) = if is_script {
         (load_script(path)?, "script".to_string())
     } else {
