@@ -44,7 +44,7 @@ pub const EXIT_UNUSABLE: u8 = 2;
 /// `cowproof`: run, hunt and replay interleavings of send, snapshots, commits and
 /// relocation against the reference copy-on-write engine.
 #[derive(Debug, Parser)]
-#[command(name = "cowproof", version, about)]
+#[command(name = "cowproof", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
