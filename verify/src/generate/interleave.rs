@@ -44,6 +44,52 @@ const KINDS: [Kind; 11] = [
     Kind::RelocateStep,
 ];
 
+/// Which race an input may exercise: every operation kind, or only the kinds of one of
+/// the two seed races. `All` is what [`interleaving`] uses; the others let `cowproof hunt`
+/// time each race alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Race {
+    /// Every operation kind (the default).
+    #[default]
+    All,
+    /// No relocation: send against snapshots of its root or parent (seed 2).
+    Snapshot,
+    /// No snapshots after the send starts: send against relocation (seed 1).
+    Relocation,
+}
+
+impl Race {
+    /// Every race, `All` first.
+    pub const ALL: [Race; 3] = [Race::All, Race::Snapshot, Race::Relocation];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Race::All => "all",
+            Race::Snapshot => "snapshot",
+            Race::Relocation => "relocation",
+        }
+    }
+
+    /// The race with this name, if any.
+    pub fn from_name(text: &str) -> Option<Race> {
+        Race::ALL.into_iter().find(|race| race.name() == text)
+    }
+
+    fn allows(self, kind: Kind) -> bool {
+        let relocation = matches!(
+            kind,
+            Kind::RelocateMetadata | Kind::RelocateData | Kind::RelocateStep
+        );
+        let snapshot = matches!(kind, Kind::SnapshotOfSendRoot | Kind::SnapshotOfParent);
+        match self {
+            Race::All => true,
+            Race::Snapshot => !relocation,
+            Race::Relocation => !snapshot,
+        }
+    }
+}
+
 /// Most files the setup writes.
 pub const SETUP_FILES_MAX: u32 = 20;
 
@@ -197,6 +243,16 @@ impl Builder {
 /// A script interleaving one send with snapshots, commits, writes and relocation, decoded
 /// from `u`. Always valid; the same bytes give the same script.
 pub fn interleaving(u: &mut Unstructured, policy: Option<SendPolicy>) -> Result<Script> {
+    interleaving_for(u, policy, Race::All)
+}
+
+/// Like [`interleaving`], with only the operation kinds `race` allows. With
+/// [`Race::All`] it reads the same bytes and gives the same script as [`interleaving`].
+pub fn interleaving_for(
+    u: &mut Unstructured,
+    policy: Option<SendPolicy>,
+    race: Race,
+) -> Result<Script> {
     let files = u.int_in_range(4..=SETUP_FILES_MAX)?;
     let incremental = u.arbitrary::<bool>()?;
     let mut builder = Builder {
@@ -212,6 +268,7 @@ pub fn interleaving(u: &mut Unstructured, policy: Option<SendPolicy>) -> Result<
         .iter()
         .enumerate()
         .filter(|(bit, kind)| enabled_mask & (1 << bit) != 0 || **kind == Kind::SendStep)
+        .filter(|(_, kind)| race.allows(**kind))
         .map(|(_, kind)| *kind)
         .collect();
     let operations = u.int_in_range(1..=OPERATIONS_MAX)?;
@@ -249,6 +306,26 @@ mod tests {
             let script = script_from_seed(seed);
             assert_eq!(script, script_from_seed(seed));
             assert_eq!(parse(&print(&script)).expect("parses"), script);
+        }
+    }
+
+    #[test]
+    fn a_race_keeps_the_bytes_and_drops_the_other_race() {
+        for seed in 0..64 {
+            let bytes = cowproof_engine::testing::seeded_bytes(256, seed);
+            let decode = |race| interleaving_for(&mut Unstructured::new(&bytes), None, race);
+            assert_eq!(decode(Race::All).expect("valid"), script_from_seed(seed));
+            let snapshot = decode(Race::Snapshot).expect("valid");
+            assert!(!snapshot
+                .ops()
+                .any(|op| matches!(op, Op::RelocateStart { .. })));
+            let relocation = decode(Race::Relocation).expect("valid");
+            let after_send_start = relocation
+                .ops()
+                .skip_while(|op| !matches!(op, Op::SendStart { .. }));
+            assert!(!after_send_start
+                .into_iter()
+                .any(|op| matches!(op, Op::Snapshot { .. })));
         }
     }
 

@@ -1,0 +1,413 @@
+//! `cowproof hunt [--policy P] [--seconds N] [--seed S] [--json]`: random swarm
+//! interleavings on stable Rust until the first violation or the end of the time budget,
+//! then the failing script shrunk to a minimal one ([`shrink`](super::shrink)).
+//!
+//! Reproducibility (one seed reproduces a run, printed first, as TigerBeetle's VOPR
+//! does): iteration `i` decodes `generate::interleaving` from the first
+//! [`INPUT_BYTES`] bytes of SplitMix64 seeded with the `i`-th output of SplitMix64(S).
+//! Without `--seed`, S is taken from the clock — the only use of the clock besides the
+//! time budget — and printed before anything runs; `--seed S` replays the same
+//! iterations, finds the same first violation at the same iteration and shrinks it to
+//! the same script. Only wall-clock figures (labelled so) and, when nothing is found, the
+//! number of iterations that fit in the budget differ between runs.
+//!
+//! Runs use [`Checks::FAST`] (fsck and model content at the end of each run, not after
+//! every operation), which is what fuzzing uses; the minimized script is printed with a
+//! final `expect violation KIND`, so `cowproof run` on it passes under the buggy policy
+//! and fails under a fixed one.
+//!
+//! A hidden `--race snapshot|relocation` restricts the generator to one seed race
+//! ([`Race`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
+
+use super::shrink::{shrink_script, with_expectation, Shrunk};
+use super::{json, CliError, EXIT_FAILED, EXIT_PASSED};
+use crate::generate::{interleaving_for, Race};
+use crate::oracle::Violation;
+use crate::runner::{run, RunOptions};
+use crate::script::{parse_with_lines, print, Script};
+use crate::world::Checks;
+use arbitrary::Unstructured;
+use clap::Args;
+use cowproof_engine::testing::{seeded_bytes, SplitMix64};
+use cowproof_engine::SendPolicy;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The bytes each iteration decodes a script from (more than the generator ever reads).
+pub const INPUT_BYTES: usize = 512;
+
+/// How many iterations between progress updates.
+const PROGRESS_EVERY: u64 = 32;
+
+/// Arguments of `cowproof hunt`.
+#[derive(Debug, Args)]
+pub struct HuntArgs {
+    /// The send policy to hunt under (default: concurrent, the current kernel's).
+    #[arg(long, value_parser = super::parse_policy)]
+    pub policy: Option<SendPolicy>,
+    /// The time budget in seconds (wall clock).
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// The seed; without it one is taken from the clock and printed first.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Restrict the generator to one race: all, snapshot or relocation.
+    #[arg(long, hide = true, default_value = "all", value_parser = parse_race)]
+    pub race: Race,
+    /// Stop after this many iterations even if time is left.
+    #[arg(long, hide = true)]
+    pub iterations: Option<u64>,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (0.0..1e9).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("`{text}` is not a number of seconds")),
+    }
+}
+
+fn parse_race(text: &str) -> Result<Race, String> {
+    Race::from_name(text)
+        .ok_or_else(|| format!("unknown race `{text}` (all, snapshot, relocation)"))
+}
+
+/// What the search found.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    /// The iteration (from 0) whose script violated.
+    pub iteration: u64,
+    /// The seed of that iteration's input bytes.
+    pub input_seed: u64,
+    /// Its script.
+    pub script: Script,
+    /// Its first violation.
+    pub violation: Violation,
+    /// Wall-clock seconds from the start of the search.
+    pub seconds: f64,
+}
+
+/// The outcome of a search.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// Iterations run (the violating one included).
+    pub iterations: u64,
+    /// Scripts that could not run (a generator defect if ever non-zero).
+    pub script_errors: u64,
+    /// The first violation, if any.
+    pub finding: Option<Finding>,
+    /// Wall-clock seconds spent searching.
+    pub seconds: f64,
+}
+
+/// The script iteration `iteration_seed` decodes to.
+pub fn iteration_script(iteration_seed: u64, policy: SendPolicy, race: Race) -> Script {
+    let bytes = seeded_bytes(INPUT_BYTES, iteration_seed);
+    interleaving_for(&mut Unstructured::new(&bytes), Some(policy), race)
+        .expect("the generator accepts any input of INPUT_BYTES bytes")
+}
+
+/// Searches from `seed` until a violation, the budget, or the iteration bound.
+pub fn search(
+    seed: u64,
+    policy: SendPolicy,
+    race: Race,
+    budget: Duration,
+    iterations_max: Option<u64>,
+    progress: &ProgressBar,
+) -> Search {
+    let started = Instant::now();
+    let mut seeds = SplitMix64::new(seed);
+    let mut outcome = Search {
+        iterations: 0,
+        script_errors: 0,
+        finding: None,
+        seconds: 0.0,
+    };
+    while started.elapsed() < budget && iterations_max.is_none_or(|max| outcome.iterations < max) {
+        let iteration = outcome.iterations;
+        let input_seed = seeds.next_u64();
+        let script = iteration_script(input_seed, policy, race);
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(policy),
+                checks: Checks::FAST,
+            },
+        );
+        outcome.iterations += 1;
+        outcome.script_errors += u64::from(report.error.is_some());
+        if let Some((_, violation)) = report.violations.into_iter().next() {
+            outcome.finding = Some(Finding {
+                iteration,
+                input_seed,
+                script,
+                violation,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            break;
+        }
+        if outcome.iterations % PROGRESS_EVERY == 0 {
+            show_progress(progress, started, budget, outcome.iterations);
+        }
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome
+}
+
+fn show_progress(progress: &ProgressBar, started: Instant, budget: Duration, iterations: u64) {
+    let elapsed = started.elapsed();
+    progress.set_position(elapsed.as_millis().min(budget.as_millis()) as u64);
+    let rate = iterations as f64 / elapsed.as_secs_f64().max(1e-9);
+    progress.set_message(format!("{iterations} runs, {rate:.0}/s, no violation yet"));
+}
+
+/// A progress bar over the time budget on standard error, hidden when standard error is
+/// not a terminal or when `--json` was asked for.
+fn progress_bar(budget: Duration, json: bool) -> ProgressBar {
+    let visible = !json && std::io::stderr().is_terminal();
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(budget.as_millis() as u64), target);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} hunting [{bar:30}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A default seed from the clock (the only way the clock chooses anything).
+fn seed_from_clock() -> u64 {
+    let nanoseconds = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    SplitMix64::new(nanoseconds).next_u64() >> 16
+}
+
+/// The minimized script and the violation it shows.
+struct Minimized {
+    shrunk: Shrunk,
+    expected: Script,
+    violation: Option<(Option<usize>, Violation)>,
+}
+
+fn minimize(finding: &Finding, policy: SendPolicy) -> Option<Minimized> {
+    let shrunk = shrink_script(&finding.script, policy, Checks::FAST)?;
+    let report = run(
+        &shrunk.script,
+        RunOptions {
+            policy: Some(policy),
+            checks: Checks::FAST,
+        },
+    );
+    let violation = report
+        .violations
+        .into_iter()
+        .find(|(_, violation)| super::shrink::Signature::of(violation) == shrunk.signature);
+    let expected = with_expectation(&shrunk.script, shrunk.signature);
+    Some(Minimized {
+        shrunk,
+        expected,
+        violation,
+    })
+}
+
+/// Runs `cowproof hunt`.
+pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    let policy = args.policy.unwrap_or_default();
+    let (seed, seed_source) = match args.seed {
+        Some(seed) => (seed, "given"),
+        None => (seed_from_clock(), "clock"),
+    };
+    if !args.json {
+        writeln!(
+            out,
+            "seed {seed} ({seed_source}; `cowproof hunt --seed {seed} --policy {policy}` reproduces)"
+        )?;
+        out.flush()?;
+    }
+    let budget = Duration::from_secs_f64(args.seconds);
+    let progress = progress_bar(budget, args.json);
+    let found = search(seed, policy, args.race, budget, args.iterations, &progress);
+    if found.finding.is_some() {
+        progress.set_message("violation found; shrinking");
+    }
+    let minimized = found
+        .finding
+        .as_ref()
+        .and_then(|finding| minimize(finding, policy));
+    progress.finish_and_clear();
+    let header = Header {
+        seed,
+        seed_source,
+        policy,
+        race: args.race,
+    };
+    if args.json {
+        let value = hunt_json(&header, &found, minimized.as_ref());
+        writeln!(out, "{value}")?;
+    } else {
+        write_human(out, &header, &found, minimized.as_ref())?;
+    }
+    Ok(if found.finding.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_PASSED
+    })
+}
+
+struct Header {
+    seed: u64,
+    seed_source: &'static str,
+    policy: SendPolicy,
+    race: Race,
+}
+
+fn write_human(
+    out: &mut dyn Write,
+    header: &Header,
+    found: &Search,
+    minimized: Option<&Minimized>,
+) -> Result<(), CliError> {
+    let rate = found.iterations as f64 / found.seconds.max(1e-9);
+    writeln!(
+        out,
+        "policy {}, race {}: {} iterations in {:.3} s wall clock ({rate:.0} runs/s)",
+        header.policy,
+        header.race.name(),
+        found.iterations,
+        found.seconds
+    )?;
+    if found.script_errors > 0 {
+        writeln!(
+            out,
+            "warning: {} generated scripts could not run",
+            found.script_errors
+        )?;
+    }
+    let Some(finding) = &found.finding else {
+        writeln!(out, "no violation found; verdict ok")?;
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "first violation at iteration {} (input seed {}), {:.3} s wall clock to first violation",
+        finding.iteration, finding.input_seed, finding.seconds
+    )?;
+    writeln!(out, "  {}", first_line(&finding.violation.to_string()))?;
+    let Some(minimized) = minimized else {
+        writeln!(
+            out,
+            "the violation did not reproduce for shrinking; script:"
+        )?;
+        out.write_all(print(&finding.script).as_bytes())?;
+        writeln!(out, "verdict violation")?;
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "minimized from {} to {} statements ({} candidate runs):",
+        finding.script.statements.len(),
+        minimized.shrunk.script.statements.len(),
+        minimized.shrunk.runs_count
+    )?;
+    out.write_all(print(&minimized.expected).as_bytes())?;
+    if let Some((at, violation)) = &minimized.violation {
+        let place = super::run::place(*at, &printed_lines(&minimized.expected));
+        writeln!(
+            out,
+            "violation of the minimized script, {place}: {violation}"
+        )?;
+    }
+    writeln!(out, "verdict violation")?;
+    Ok(())
+}
+
+/// The line of each statement in the printed form of `script`.
+fn printed_lines(script: &Script) -> Vec<usize> {
+    parse_with_lines(&print(script))
+        .map(|(_, lines)| lines)
+        .unwrap_or_default()
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+fn hunt_json(header: &Header, found: &Search, minimized: Option<&Minimized>) -> serde_json::Value {
+    let finding = found.finding.as_ref();
+    let verdict = if finding.is_some() { "violation" } else { "ok" };
+    let violation = minimized
+        .and_then(|minimized| minimized.violation.as_ref())
+        .map(|(at, violation)| {
+            let line = at.and_then(|index| {
+                minimized
+                    .and_then(|minimized| printed_lines(&minimized.expected).get(index).copied())
+            });
+            json::violation(*at, line, violation)
+        })
+        .or_else(|| finding.map(|finding| json::violation(None, None, &finding.violation)));
+    json!({
+        "verdict": verdict,
+        "passed": finding.is_none(),
+        "exit_code": if finding.is_some() { EXIT_FAILED } else { EXIT_PASSED },
+        "seed": header.seed,
+        "seed_source": header.seed_source,
+        "policy": header.policy.name(),
+        "race": header.race.name(),
+        "iterations": found.iterations,
+        "script_errors": found.script_errors,
+        "seconds_elapsed": found.seconds,
+        "seconds_to_first_violation": finding.map(|finding| finding.seconds),
+        "iteration": finding.map(|finding| finding.iteration),
+        "input_seed": finding.map(|finding| finding.input_seed),
+        "original_script": finding.map(|finding| print(&finding.script)),
+        "original_statements": finding.map(|finding| finding.script.statements.len()),
+        "script": minimized.map(|minimized| print(&minimized.expected)),
+        "minimized_statements": minimized.map(|minimized| minimized.shrunk.script.statements.len()),
+        "violation": violation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_finds_the_same_violation_at_the_same_iteration() {
+        let hidden = ProgressBar::hidden();
+        let search_once = || {
+            search(
+                1,
+                SendPolicy::Unprotected,
+                Race::All,
+                Duration::from_secs(600),
+                Some(50),
+                &hidden,
+            )
+        };
+        let first = search_once();
+        let second = search_once();
+        let first_finding = first.finding.expect("unprotected violates within 50 runs");
+        let second_finding = second.finding.expect("the same seed finds it again");
+        assert_eq!(first_finding.iteration, second_finding.iteration);
+        assert_eq!(first_finding.script, second_finding.script);
+        assert_eq!(first_finding.violation, second_finding.violation);
+    }
+
+    #[test]
+    fn seconds_must_be_a_finite_non_negative_number() {
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}
