@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod fuzz_input;
 pub mod generate;
 pub mod oracle;
 pub mod runner;

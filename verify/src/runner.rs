@@ -144,8 +144,31 @@ pub fn geometry_of(script: &Script) -> Result<Geometry, String> {
 
 /// Runs a script.
 pub fn run(script: &Script, options: RunOptions) -> RunReport {
+    resume(run_prefix(script, options, script.statements.len()), script)
+}
+
+/// A run stopped after its first statements: the world and the report so far, before
+/// the end-of-run checks and the judgement. Clone it to continue one prefix with many
+/// different rests (the interleaving fuzz target caches the setup of its scripts so).
+#[derive(Clone, Debug)]
+pub struct PausedRun {
+    world: Option<World>,
+    report: RunReport,
+    executed: usize,
+}
+
+impl PausedRun {
+    /// How many statements ran.
+    pub fn executed(&self) -> usize {
+        self.executed
+    }
+}
+
+/// Starts a run of `script` and executes its first `count` statements (all of them when
+/// `count` is larger).
+pub fn run_prefix(script: &Script, options: RunOptions, count: usize) -> PausedRun {
     let policy = options.policy.or(script.policy).unwrap_or_default();
-    let mut report = RunReport {
+    let report = RunReport {
         policy,
         statements: Vec::new(),
         violations: Vec::new(),
@@ -158,16 +181,34 @@ pub fn run(script: &Script, options: RunOptions) -> RunReport {
     let world = geometry_of(script).and_then(|geometry| {
         World::new(geometry, policy, options.checks).map_err(|error| error.to_string())
     });
-    let mut world = match world {
-        Ok(world) => world,
-        Err(message) => {
-            report.error = Some(message);
-            return report;
-        }
+    let mut paused = PausedRun {
+        world: None,
+        report,
+        executed: 0,
     };
-    if let Err(ScriptError(message)) = execute(&mut world, script, &mut report) {
-        report.error = Some(message);
+    match world {
+        Ok(world) => paused.world = Some(world),
+        Err(message) => paused.report.error = Some(message),
     }
+    execute_until(&mut paused, script, count);
+    paused
+}
+
+/// Finishes a paused run: executes the statements of `script` after the ones `paused`
+/// executed, then the end-of-run checks, then judges. The first statements of `script`
+/// must be the ones the paused run executed.
+pub fn resume(mut paused: PausedRun, script: &Script) -> RunReport {
+    assert!(
+        paused.executed <= script.statements.len(),
+        "resuming a run of a longer script"
+    );
+    execute_until(&mut paused, script, script.statements.len());
+    let PausedRun {
+        world, mut report, ..
+    } = paused;
+    let Some(mut world) = world else {
+        return report;
+    };
     report.violations.extend(
         world
             .final_checks()
@@ -184,8 +225,30 @@ pub fn run(script: &Script, options: RunOptions) -> RunReport {
     report
 }
 
-fn execute(world: &mut World, script: &Script, report: &mut RunReport) -> Result<(), ScriptError> {
-    for (index, statement) in script.statements.iter().enumerate() {
+/// Executes statements up to index `end` (exclusive); a script error stops the run.
+fn execute_until(paused: &mut PausedRun, script: &Script, end: usize) {
+    let end = end.min(script.statements.len());
+    let Some(world) = paused.world.as_mut() else {
+        return;
+    };
+    if paused.report.error.is_some() {
+        return;
+    }
+    let start = paused.executed;
+    paused.executed = end.max(start);
+    if let Err(ScriptError(message)) = execute(world, script, start, end, &mut paused.report) {
+        paused.report.error = Some(message);
+    }
+}
+
+fn execute(
+    world: &mut World,
+    script: &Script,
+    start: usize,
+    end: usize,
+    report: &mut RunReport,
+) -> Result<(), ScriptError> {
+    for (index, statement) in script.statements.iter().enumerate().take(end).skip(start) {
         let (op, outcome) = match statement {
             Statement::Op(op) => {
                 let outcome =

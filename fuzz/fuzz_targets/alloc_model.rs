@@ -1,0 +1,16 @@
+//! Fuzz target `alloc_model`: the block-group allocator (`SpaceInfo`) against a model
+//! of used and pinned ranges: lowest-address first fit, pinned space never handed out
+//! before `unpin_all`, read-only groups hand out nothing, free bytes per group agree.
+//!
+//! Does NOT cover: the extent tree and delayed references above it, mount-time
+//! rebuilding (`mark_allocated`, `restore_group`), or misuse the allocator treats as an
+//! invariant violation (double free, pinning free space).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(failure) = cowproof_verify::fuzz_input::check_alloc_model(data) {
+        panic!("{failure}")
+    }
+});

@@ -1,0 +1,15 @@
+//! Fuzz target `script_parse`: arbitrary bytes, as lossy UTF-8, into the script parser.
+//! No panics; a parsed script prints to canonical text that parses back to the same
+//! script.
+//!
+//! Does NOT cover: running the scripts, or invalid UTF-8 reaching the parser (it takes
+//! `&str`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(failure) = cowproof_verify::fuzz_input::check_script_parse(data) {
+        panic!("{failure}")
+    }
+});
