@@ -2,6 +2,7 @@
 //! judge every step, and the runner that ties them together.
 #![forbid(unsafe_code)]
 
+pub mod explore;
 pub mod generate;
 pub mod oracle;
 pub mod runner;
