@@ -2,8 +2,10 @@
 //! judge every step, and the runner that ties them together.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod explore;
 pub mod generate;
+pub mod harness;
 pub mod oracle;
 pub mod runner;
 pub mod script;
