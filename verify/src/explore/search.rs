@@ -320,7 +320,7 @@ impl Search<'_> {
                 match self.transition(&node, letter)? {
                     Step::Stop => return Ok(None),
                     Step::Known => {}
-                    Step::New(child) => next.push(child),
+                    Step::New(child) => next.push(*child),
                 }
             }
             if self.result.states % 1024 == 0 {
@@ -362,7 +362,7 @@ impl Search<'_> {
         if self.check_end(&child)? {
             return Ok(Step::Stop);
         }
-        Ok(Step::New(child))
+        Ok(Step::New(Box::new(child)))
     }
 
     /// Runs the end-of-path check on a new state; true when it found a violation.
@@ -398,7 +398,7 @@ impl Search<'_> {
 enum Step {
     Stop,
     Known,
-    New(Node),
+    New(Box<Node>),
 }
 
 /// Setup, path, finish and a final `expect violation KIND` naming the violation's
