@@ -64,8 +64,8 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     let mut progress = |policy: SendPolicy, race: Race, step: Progress| {
         if let Some(bar) = &bar {
             bar.set_message(format!(
-                "{policy} x {race}: depth {}, {} states",
-                step.depth, step.states
+                "{policy} x {race}: depth {}, {} states, {}/{} of the level expanded",
+                step.depth, step.states, step.expanded, step.frontier
             ));
             bar.tick();
         }

@@ -5,11 +5,17 @@
 //! seen, which breadth-first order makes the shallowest); every state is checked when
 //! it is first reached — the oracles that run inside `World::apply` on the transition,
 //! then the end-of-path check ([`end_of_path`]) on a copy — so the first violation
-//! found has a shortest path. The search is deterministic: letters in alphabet order,
-//! states in discovery order, no clocks except for reporting (a time limit stops the
-//! search between two whole depth levels' worth of states, never changes the order).
+//! found has a shortest path.
+//!
+//! Levels: the frontier is a list of paths; each level is split into contiguous chunks
+//! expanded by worker threads (replay the path, apply every letter, fingerprint, and
+//! run the end-of-path check for states not visited before). The chunks are then
+//! merged *in order* on one thread, which alone decides which states are new and which
+//! violation is first, so the result (states, counterexample, marks) does not depend
+//! on the number of threads or on timing. Clocks serve reporting and the optional time
+//! limit only; a level cut short by the limit does not count as completed.
 
-use super::alphabet::{relocation_running, send_running, Letter, RELOCATION_JOB, SEND_JOB};
+use super::alphabet::{relocation_running, send_running, RELOCATION_JOB, SEND_JOB};
 use super::fingerprint::{fingerprint, Fingerprint};
 use super::setup::{Race, SetupError};
 use crate::generate::job;
@@ -22,6 +28,7 @@ use cowproof_engine::SendPolicy;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 /// How to explore one cell.
@@ -37,6 +44,8 @@ pub struct Config {
     pub time_limit: Option<Duration>,
     /// Run fsck and the model comparison at the end of every path (costly).
     pub final_checks: bool,
+    /// Worker threads expanding a level (the result does not depend on it).
+    pub threads: usize,
 }
 
 impl Config {
@@ -48,6 +57,7 @@ impl Config {
             depth,
             time_limit: None,
             final_checks: false,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -118,8 +128,12 @@ impl Exploration {
 pub struct Progress {
     /// The depth level being expanded.
     pub depth: usize,
-    /// Distinct states so far.
+    /// Distinct states before this level.
     pub states: u64,
+    /// States of this level's frontier expanded so far.
+    pub expanded: u64,
+    /// States in this level's frontier.
+    pub frontier: u64,
 }
 
 /// Why a search could not run at all.
@@ -172,10 +186,36 @@ impl std::hash::Hasher for FingerprintHasher {
 
 type Visited = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
 
-/// One state waiting to be expanded.
+/// A state waiting to be expanded, kept as the path that reaches it: a level of the
+/// search then costs paths, not worlds (a world is hundreds of kilobytes), and the
+/// world is rebuilt by replaying the path from the initial world when it is expanded.
 struct Node {
-    world: World,
     path: Vec<Op>,
+}
+
+/// The end-of-path check of a candidate state, as a worker computed it.
+struct EndSummary {
+    finish: Vec<Op>,
+    violation: Option<Violation>,
+    send_completed: bool,
+    marks: Marks,
+}
+
+/// One transition, as a worker computed it; the merge decides whether it is new.
+struct Candidate {
+    path: Vec<Op>,
+    fingerprint: Fingerprint,
+    violation: Option<Violation>,
+    marks: Marks,
+    /// Computed for the first occurrence of a fingerprint in the worker's chunk that
+    /// was not visited before the level (so for every state the merge finds new).
+    end: Option<EndSummary>,
+}
+
+/// What one worker produced for its chunk of a level.
+struct Chunk {
+    candidates: Vec<Candidate>,
+    timed_out: bool,
 }
 
 /// What the end-of-path check saw.
@@ -237,6 +277,7 @@ fn mark_delta(before: &Marks, after: &Marks) -> Marks {
 struct Search<'a> {
     config: Config,
     started: Instant,
+    initial: World,
     visited: Visited,
     result: Exploration,
     progress: &'a mut dyn FnMut(Progress),
@@ -254,6 +295,7 @@ pub fn explore(
     let mut search = Search {
         config,
         started: Instant::now(),
+        initial,
         visited: Visited::default(),
         result: Exploration {
             config,
@@ -269,31 +311,106 @@ pub fn explore(
         },
         progress,
     };
-    search.run(initial)?;
+    search.run()?;
     search.result.elapsed = search.started.elapsed();
     Ok(search.result)
 }
 
+/// The world at the end of `path`, replayed from `initial`.
+fn replay(initial: &World, path: &[Op]) -> Result<World, ScriptError> {
+    let mut world = initial.clone();
+    for op in path {
+        world.apply(op)?;
+    }
+    Ok(world)
+}
+
+/// Expands a worker's chunk of a level. Stops at the first violation (the merge never
+/// looks past it) or when `deadline` passes.
+fn expand_chunk(
+    config: Config,
+    initial: &World,
+    nodes: &[Node],
+    visited: &Visited,
+    deadline: Option<Instant>,
+    done: &AtomicU64,
+) -> Result<Chunk, ScriptError> {
+    let mut seen_here = Visited::default();
+    let mut candidates = Vec::new();
+    for node in nodes {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(Chunk {
+                candidates,
+                timed_out: true,
+            });
+        }
+        let world = replay(initial, &node.path)?;
+        for &letter in config.race.alphabet() {
+            let mut child = world.clone();
+            let Some((op, outcome)) = letter.apply(&mut child)? else {
+                continue;
+            };
+            let mut path = node.path.clone();
+            path.push(op);
+            let fingerprint = fingerprint(&child);
+            let violation = outcome.violations.into_iter().next();
+            let fresh = !visited.contains(&fingerprint) && seen_here.insert(fingerprint);
+            let end = if violation.is_none() && fresh {
+                Some(summarise(end_of_path(&child, config.final_checks)?))
+            } else {
+                None
+            };
+            let stop =
+                violation.is_some() || end.as_ref().is_some_and(|end| end.violation.is_some());
+            candidates.push(Candidate {
+                path,
+                fingerprint,
+                violation,
+                marks: mark_delta(&world.fs.marks, &child.fs.marks),
+                end,
+            });
+            if stop {
+                return Ok(Chunk {
+                    candidates,
+                    timed_out: false,
+                });
+            }
+        }
+        done.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+    Ok(Chunk {
+        candidates,
+        timed_out: false,
+    })
+}
+
+fn summarise(end: EndOfPath) -> EndSummary {
+    EndSummary {
+        finish: end.finish,
+        violation: end.violations.into_iter().next(),
+        send_completed: end.send_completed,
+        marks: end.marks,
+    }
+}
+
 impl Search<'_> {
-    fn run(&mut self, initial: World) -> Result<(), ExploreError> {
-        let root = Node {
-            world: initial,
-            path: Vec::new(),
-        };
-        self.visited.insert(fingerprint(&root.world));
+    fn run(&mut self) -> Result<(), ExploreError> {
+        self.visited.insert(fingerprint(&self.initial));
         self.result.states = 1;
-        if self.check_end(&root)? {
+        let end = summarise(end_of_path(&self.initial, self.config.final_checks)?);
+        if self.absorb_end(Vec::new(), end) {
             return Ok(());
         }
-        let mut frontier = vec![root];
+        let mut frontier = vec![Node { path: Vec::new() }];
         for depth in 1..=self.config.depth {
-            (self.progress)(Progress {
-                depth,
-                states: self.result.states,
-            });
-            let Some(next) = self.expand_level(frontier, depth)? else {
+            let chunks = self.expand_level(&frontier, depth)?;
+            let timed_out = chunks.iter().any(|chunk| chunk.timed_out);
+            let Some(next) = self.merge(chunks) else {
                 return Ok(());
             };
+            if timed_out {
+                return Ok(());
+            }
             self.result.depth_completed = depth;
             if next.is_empty() {
                 self.result.exhausted = true;
@@ -304,82 +421,92 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Expands every node of a level. `None` when the search must stop (a violation or
-    /// the time limit).
+    /// Expands a level on `config.threads` workers, each taking a contiguous chunk;
+    /// this thread reports progress meanwhile.
     fn expand_level(
         &mut self,
-        frontier: Vec<Node>,
+        frontier: &[Node],
         depth: usize,
-    ) -> Result<Option<Vec<Node>>, ExploreError> {
-        let mut next = Vec::new();
-        for node in frontier {
-            for &letter in self.config.race.alphabet() {
-                if self.time_is_up() {
-                    return Ok(None);
-                }
-                match self.transition(&node, letter)? {
-                    Step::Stop => return Ok(None),
-                    Step::Known => {}
-                    Step::New(child) => next.push(*child),
-                }
-            }
-            if self.result.states % 1024 == 0 {
-                (self.progress)(Progress {
+    ) -> Result<Vec<Chunk>, ExploreError> {
+        let threads = self.config.threads.max(1);
+        let chunk_size = frontier.len().div_ceil(threads).max(1);
+        let deadline = self.config.time_limit.map(|limit| self.started + limit);
+        let done = AtomicU64::new(0);
+        let (config, initial, visited) = (self.config, &self.initial, &self.visited);
+        let states = self.result.states;
+        let progress = &mut self.progress;
+        let results: Vec<Result<Chunk, ScriptError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = frontier
+                .chunks(chunk_size)
+                .map(|nodes| {
+                    let done = &done;
+                    scope.spawn(move || {
+                        expand_chunk(config, initial, nodes, visited, deadline, done)
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|handle| handle.is_finished()) {
+                progress(Progress {
                     depth,
-                    states: self.result.states,
+                    states,
+                    expanded: done.load(AtomicOrdering::Relaxed),
+                    frontier: frontier.len() as u64,
                 });
+                std::thread::sleep(Duration::from_millis(5));
             }
-        }
-        Ok(Some(next))
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("an explorer worker panicked"))
+                .collect()
+        });
+        results
+            .into_iter()
+            .map(|result| result.map_err(ExploreError::Script))
+            .collect()
     }
 
-    fn time_is_up(&self) -> bool {
-        self.config
-            .time_limit
-            .is_some_and(|limit| self.started.elapsed() >= limit)
+    /// Merges a level's candidates in order: the first violation stops the search
+    /// (`None`); otherwise the new states form the next frontier.
+    fn merge(&mut self, chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+        let mut next = Vec::new();
+        for candidate in chunks.into_iter().flat_map(|chunk| chunk.candidates) {
+            self.result.transitions += 1;
+            self.result.marks.absorb(&candidate.marks);
+            if let Some(violation) = candidate.violation {
+                self.report(candidate.path, Vec::new(), violation);
+                return None;
+            }
+            if !self.visited.insert(candidate.fingerprint) {
+                continue;
+            }
+            self.result.states += 1;
+            let end = candidate
+                .end
+                .expect("the first occurrence of a new state was checked");
+            if self.absorb_end(candidate.path.clone(), end) {
+                return None;
+            }
+            next.push(Node {
+                path: candidate.path,
+            });
+        }
+        Some(next)
     }
 
-    fn transition(&mut self, node: &Node, letter: Letter) -> Result<Step, ExploreError> {
-        let mut world = node.world.clone();
-        let Some((op, outcome)) = letter.apply(&mut world)? else {
-            return Ok(Step::Known);
-        };
-        self.result.transitions += 1;
-        self.result
-            .marks
-            .absorb(&mark_delta(&node.world.fs.marks, &world.fs.marks));
-        let mut path = node.path.clone();
-        path.push(op);
-        if let Some(violation) = outcome.violations.into_iter().next() {
-            self.report(path, Vec::new(), violation);
-            return Ok(Step::Stop);
-        }
-        if !self.visited.insert(fingerprint(&world)) {
-            return Ok(Step::Known);
-        }
-        self.result.states += 1;
-        let child = Node { world, path };
-        if self.check_end(&child)? {
-            return Ok(Step::Stop);
-        }
-        Ok(Step::New(Box::new(child)))
-    }
-
-    /// Runs the end-of-path check on a new state; true when it found a violation.
-    fn check_end(&mut self, node: &Node) -> Result<bool, ExploreError> {
-        let end = end_of_path(&node.world, self.config.final_checks)?;
+    /// Counts an end-of-path check; true when it found a violation (reported).
+    fn absorb_end(&mut self, path: Vec<Op>, end: EndSummary) -> bool {
         self.result.marks.absorb(&end.marks);
         if end.send_completed {
             self.result.sends_completed += 1;
         } else {
             self.result.sends_incomplete += 1;
         }
-        match end.violations.into_iter().next() {
+        match end.violation {
             Some(violation) => {
-                self.report(node.path.clone(), end.finish, violation);
-                Ok(true)
+                self.report(path, end.finish, violation);
+                true
             }
-            None => Ok(false),
+            None => false,
         }
     }
 
@@ -393,12 +520,6 @@ impl Search<'_> {
             found_after: self.started.elapsed(),
         }));
     }
-}
-
-enum Step {
-    Stop,
-    Known,
-    New(Box<Node>),
 }
 
 /// Setup, path, finish and a final `expect violation KIND` naming the violation's

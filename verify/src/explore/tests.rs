@@ -193,3 +193,36 @@ fn the_relocation_race_reaches_reuse_node_as_leaf_and_restart() {
     }
     assert_eq!(exploration.sends_incomplete, 0);
 }
+
+#[test]
+fn the_result_does_not_depend_on_the_number_of_threads() {
+    for (policy, race, depth) in [
+        (SendPolicy::Concurrent, Race::Relocation, 2),
+        (SendPolicy::Exclusive, Race::Snapshot, 3),
+        (SendPolicy::ExclusiveOnly, Race::Snapshot, 3),
+    ] {
+        let runs: Vec<Exploration> = [1, 2, 3]
+            .into_iter()
+            .map(|threads| {
+                let config = Config {
+                    threads,
+                    ..Config::new(policy, race, depth)
+                };
+                explore(config, &mut |_| {}).expect("the search runs")
+            })
+            .collect();
+        for run in &runs[1..] {
+            assert_eq!(run.states, runs[0].states, "{policy} x {race}");
+            assert_eq!(run.transitions, runs[0].transitions, "{policy} x {race}");
+            assert_eq!(run.sends_completed, runs[0].sends_completed);
+            let marks = |exploration: &Exploration| exploration.marks.iter().collect::<Vec<_>>();
+            assert_eq!(marks(run), marks(&runs[0]), "{policy} x {race}");
+            if let (Finding::Violation(a), Finding::Violation(b)) = (&run.finding, &runs[0].finding)
+            {
+                assert_eq!(a.script, b.script);
+            } else {
+                assert_eq!(run.finding, runs[0].finding);
+            }
+        }
+    }
+}
