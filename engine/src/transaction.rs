@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
 use crate::fs_info::FsInfo;
 use crate::key::{item_type, objectid, Key};
-use crate::marks::Event;
+use crate::marks::{Event, Mark};
 use crate::storage::BlockGroupItem;
 use std::collections::BTreeSet;
 
@@ -137,6 +137,9 @@ impl FsInfo {
     fn switch_commit_roots(&mut self, transid: u64) {
         if self.relocation_running {
             self.last_reloc_trans = transid;
+            if self.sends_in_progress > 0 {
+                self.marks.hit(Mark::RelocationCommitDuringSend);
+            }
         }
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_roots);
         for root_id in dirty {

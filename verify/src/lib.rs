@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod explore;
 pub mod fuzz_input;
 pub mod generate;
+pub mod harness;
 pub mod oracle;
 pub mod runner;
 pub mod script;

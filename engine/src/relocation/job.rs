@@ -196,9 +196,6 @@ impl RelocationJob {
     }
 
     fn commit_transid(&mut self, fs: &mut FsInfo) -> Result<u64> {
-        if fs.sends_in_progress() > 0 {
-            fs.marks.hit(Mark::RelocationCommitDuringSend);
-        }
         let transid = fs.commit_transaction()?;
         self.units_since_commit = 0;
         self.stats.commits += 1;

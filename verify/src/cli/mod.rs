@@ -7,6 +7,7 @@
 //!   then a minimized script ([`shrink`]).
 //! - [`replay`]: `cowproof replay FILE...` — scripts or fuzz inputs, printed with a
 //!   four-column [`timeline`] and the verdict.
+//! - [`check`]: `cowproof check` — the bounded explorer over the policy x race matrix.
 //!
 //! Exit codes: 0 when every oracle holds and every `expect` is met, 1 on a violation or
 //! an unmet expectation, 2 on unusable input (an unreadable file, a parse error, a script
@@ -18,6 +19,7 @@
 //! Adding a subcommand: a variant in [`Command`] holding its own `Args` struct, and an
 //! arm in [`execute`].
 
+pub mod check;
 pub mod export;
 pub mod hunt;
 pub mod json;
@@ -61,6 +63,9 @@ pub enum Command {
     Hunt(hunt::HuntArgs),
     /// Print scripts or fuzz inputs with a timeline in four columns, and their verdict.
     Replay(replay::ReplayArgs),
+    /// Explore every interleaving up to a depth for each policy and race; print the
+    /// policy x race matrix; exit 0 when it matches the expected one.
+    Check(check::CheckArgs),
 }
 
 impl Command {
@@ -70,6 +75,7 @@ impl Command {
             Command::Run(args) => args.json,
             Command::Hunt(args) => args.json,
             Command::Replay(_) => false,
+            Command::Check(args) => args.json,
         }
     }
 }
@@ -148,6 +154,13 @@ pub fn execute(command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Run(args) => run::execute(args, out),
         Command::Hunt(args) => hunt::execute(args, out),
         Command::Replay(args) => replay::execute(args, out),
+        Command::Check(args) => {
+            out.flush().map_err(|error| CliError::Write {
+                path: PathBuf::from("<stdout>"),
+                error,
+            })?;
+            Ok(u8::try_from(check::run_check(args)).unwrap_or(2))
+        }
     }
 }
 

@@ -1,0 +1,545 @@
+//! The breadth-first search: every interleaving of a race's letters from its initial
+//! world, up to a depth bound, states deduplicated by fingerprint.
+//!
+//! Invariants: a state is expanded at most once (the first time its fingerprint is
+//! seen, which breadth-first order makes the shallowest); every state is checked when
+//! it is first reached — the oracles that run inside `World::apply` on the transition,
+//! then the end-of-path check ([`end_of_path`]) on a copy — so the first violation
+//! found has a shortest path.
+//!
+//! Levels: the frontier is a list of paths; each level is split into contiguous chunks
+//! expanded by worker threads (replay the path, apply every letter, fingerprint, and
+//! run the end-of-path check for states not visited before). The chunks are then
+//! merged *in order* on one thread, which alone decides which states are new and which
+//! violation is first, so the result (states, counterexample, marks) does not depend
+//! on the number of threads or on timing. Clocks serve reporting and the optional time
+//! limit only; a level cut short by the limit does not count as completed.
+
+use super::alphabet::{relocation_running, send_running, RELOCATION_JOB, SEND_JOB};
+use super::fingerprint::{fingerprint, Fingerprint};
+use super::setup::{Race, SetupError};
+use crate::generate::job;
+use crate::oracle::Violation;
+use crate::script::{Expect, Identifier, Op, Script, Statement};
+use crate::world::{ScriptError, World};
+use cowproof_engine::marks::{Mark, Marks};
+use cowproof_engine::send::SendStage;
+use cowproof_engine::SendPolicy;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
+
+/// How to explore one cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The send policy.
+    pub policy: SendPolicy,
+    /// The race.
+    pub race: Race,
+    /// The most letters on a path (the end-of-path finish does not count).
+    pub depth: usize,
+    /// Stop after this long (between states), reporting the depth completed.
+    pub time_limit: Option<Duration>,
+    /// Run fsck and the model comparison at the end of every path (costly).
+    pub final_checks: bool,
+    /// Worker threads expanding a level (the result does not depend on it).
+    pub threads: usize,
+}
+
+impl Config {
+    /// A cell explored to `depth` with the cheap end-of-path checks.
+    pub fn new(policy: SendPolicy, race: Race, depth: usize) -> Config {
+        Config {
+            policy,
+            race,
+            depth,
+            time_limit: None,
+            final_checks: false,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// A shortest path to a violation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counterexample {
+    /// The letters' operations, in order (without the setup and the finish).
+    pub path: Vec<Op>,
+    /// The operations of the end-of-path check, when the violation happened there.
+    pub finish: Vec<Op>,
+    /// The first violation.
+    pub violation: Violation,
+    /// The whole script: setup, path, finish, `expect violation KIND`.
+    pub script: Script,
+    /// Time from the start of the search to the violation.
+    pub found_after: Duration,
+}
+
+/// What the search concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// A violation, with a shortest counterexample.
+    Violation(Box<Counterexample>),
+    /// No violation within the bound.
+    Safe,
+}
+
+/// The result of exploring one cell.
+#[derive(Clone, Debug)]
+pub struct Exploration {
+    /// The configuration explored.
+    pub config: Config,
+    /// What the search found.
+    pub finding: Finding,
+    /// Depth levels explored completely.
+    pub depth_completed: usize,
+    /// Whether the search ran out of new states before the bound.
+    pub exhausted: bool,
+    /// Distinct states reached (the initial one included).
+    pub states: u64,
+    /// Transitions applied (duplicates included).
+    pub transitions: u64,
+    /// End-of-path checks in which the send finished cleanly.
+    pub sends_completed: u64,
+    /// End-of-path checks in which the send did not finish.
+    pub sends_incomplete: u64,
+    /// Marks hit over every transition and end-of-path check, summed.
+    pub marks: Marks,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Exploration {
+    /// Distinct states per second.
+    pub fn states_per_second(&self) -> f64 {
+        self.states as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Hits of `mark` over the search.
+    pub fn mark(&self, mark: Mark) -> u64 {
+        self.marks.count(mark)
+    }
+}
+
+/// Progress, reported between states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The depth level being expanded.
+    pub depth: usize,
+    /// Distinct states before this level.
+    pub states: u64,
+    /// States of this level's frontier expanded so far.
+    pub expanded: u64,
+    /// States in this level's frontier.
+    pub frontier: u64,
+}
+
+/// Why a search could not run at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExploreError {
+    /// The setup failed.
+    Setup(SetupError),
+    /// A letter produced an operation the world cannot perform (an explorer defect).
+    Script(ScriptError),
+}
+
+impl fmt::Display for ExploreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExploreError::Setup(error) => write!(f, "{error}"),
+            ExploreError::Script(error) => {
+                write!(f, "explorer produced a bad operation: {}", error.0)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ExploreError {}
+
+impl From<ScriptError> for ExploreError {
+    fn from(error: ScriptError) -> ExploreError {
+        ExploreError::Script(error)
+    }
+}
+
+/// Identity hashing for fingerprints, which are already uniformly distributed.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+type Visited = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
+
+/// A state waiting to be expanded, kept as the path that reaches it: a level of the
+/// search then costs paths, not worlds (a world is hundreds of kilobytes), and the
+/// world is rebuilt by replaying the path from the initial world when it is expanded.
+struct Node {
+    path: Vec<Op>,
+}
+
+/// The end-of-path check of a candidate state, as a worker computed it.
+struct EndSummary {
+    finish: Vec<Op>,
+    violation: Option<Violation>,
+    send_completed: bool,
+    marks: Marks,
+}
+
+/// One transition, as a worker computed it; the merge decides whether it is new.
+struct Candidate {
+    path: Vec<Op>,
+    fingerprint: Fingerprint,
+    violation: Option<Violation>,
+    marks: Marks,
+    /// Computed for the first occurrence of a fingerprint in the worker's chunk that
+    /// was not visited before the level (so for every state the merge finds new).
+    end: Option<EndSummary>,
+}
+
+/// What one worker produced for its chunk of a level.
+struct Chunk {
+    candidates: Vec<Candidate>,
+    timed_out: bool,
+}
+
+/// What the end-of-path check saw.
+pub struct EndOfPath {
+    /// The finishing operations applied.
+    pub finish: Vec<Op>,
+    /// Violations they raised (and, optionally, fsck and the model comparison).
+    pub violations: Vec<Violation>,
+    /// Whether the send job ended finished (stage Done).
+    pub send_completed: bool,
+    /// Marks hit by the finish.
+    pub marks: Marks,
+}
+
+/// The end of a path: on a copy of `world`, finish the send (and then the relocation),
+/// which runs the read-consistency and symptom oracles on the rest of the walk and the
+/// round trip when the stream is complete; optionally fsck and the model comparison.
+pub fn end_of_path(world: &World, final_checks: bool) -> Result<EndOfPath, ScriptError> {
+    let mut copy = world.clone();
+    let mut finish = Vec::new();
+    let mut violations = Vec::new();
+    if send_running(&copy) {
+        finish.push(Op::SendFinish { job: job(SEND_JOB) });
+    }
+    if relocation_running(&copy) {
+        finish.push(Op::RelocateFinish {
+            job: job(RELOCATION_JOB),
+        });
+    }
+    for op in &finish {
+        violations.extend(copy.apply(op)?.violations);
+    }
+    if final_checks {
+        violations.extend(copy.final_checks());
+    }
+    let send_completed = copy
+        .sends
+        .get(SEND_JOB)
+        .is_some_and(|run| *run.job.stage() == SendStage::Done);
+    Ok(EndOfPath {
+        finish,
+        violations,
+        send_completed,
+        marks: mark_delta(&world.fs.marks, &copy.fs.marks),
+    })
+}
+
+fn mark_delta(before: &Marks, after: &Marks) -> Marks {
+    let mut delta = Marks::default();
+    for (mark, count) in after.iter() {
+        for _ in before.count(mark)..count {
+            delta.hit(mark);
+        }
+    }
+    delta
+}
+
+/// The search of one cell, with its running totals.
+struct Search<'a> {
+    config: Config,
+    started: Instant,
+    initial: World,
+    visited: Visited,
+    result: Exploration,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+/// Explores one cell breadth-first. `progress` is called now and then.
+pub fn explore(
+    config: Config,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Exploration, ExploreError> {
+    let initial = config
+        .race
+        .initial_world(config.policy)
+        .map_err(ExploreError::Setup)?;
+    let mut search = Search {
+        config,
+        started: Instant::now(),
+        initial,
+        visited: Visited::default(),
+        result: Exploration {
+            config,
+            finding: Finding::Safe,
+            depth_completed: 0,
+            exhausted: false,
+            states: 0,
+            transitions: 0,
+            sends_completed: 0,
+            sends_incomplete: 0,
+            marks: Marks::default(),
+            elapsed: Duration::ZERO,
+        },
+        progress,
+    };
+    search.run()?;
+    search.result.elapsed = search.started.elapsed();
+    Ok(search.result)
+}
+
+/// The world at the end of `path`, replayed from `initial`.
+fn replay(initial: &World, path: &[Op]) -> Result<World, ScriptError> {
+    let mut world = initial.clone();
+    for op in path {
+        world.apply(op)?;
+    }
+    Ok(world)
+}
+
+/// Expands a worker's chunk of a level. Stops at the first violation (the merge never
+/// looks past it) or when `deadline` passes.
+fn expand_chunk(
+    config: Config,
+    initial: &World,
+    nodes: &[Node],
+    visited: &Visited,
+    deadline: Option<Instant>,
+    done: &AtomicU64,
+) -> Result<Chunk, ScriptError> {
+    let mut seen_here = Visited::default();
+    let mut candidates = Vec::new();
+    for node in nodes {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(Chunk {
+                candidates,
+                timed_out: true,
+            });
+        }
+        let world = replay(initial, &node.path)?;
+        for &letter in config.race.alphabet() {
+            let mut child = world.clone();
+            let Some((op, outcome)) = letter.apply(&mut child)? else {
+                continue;
+            };
+            let mut path = node.path.clone();
+            path.push(op);
+            let fingerprint = fingerprint(&child);
+            let violation = outcome.violations.into_iter().next();
+            let fresh = !visited.contains(&fingerprint) && seen_here.insert(fingerprint);
+            let end = if violation.is_none() && fresh {
+                Some(summarise(end_of_path(&child, config.final_checks)?))
+            } else {
+                None
+            };
+            let stop =
+                violation.is_some() || end.as_ref().is_some_and(|end| end.violation.is_some());
+            candidates.push(Candidate {
+                path,
+                fingerprint,
+                violation,
+                marks: mark_delta(&world.fs.marks, &child.fs.marks),
+                end,
+            });
+            if stop {
+                return Ok(Chunk {
+                    candidates,
+                    timed_out: false,
+                });
+            }
+        }
+        done.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+    Ok(Chunk {
+        candidates,
+        timed_out: false,
+    })
+}
+
+fn summarise(end: EndOfPath) -> EndSummary {
+    EndSummary {
+        finish: end.finish,
+        violation: end.violations.into_iter().next(),
+        send_completed: end.send_completed,
+        marks: end.marks,
+    }
+}
+
+impl Search<'_> {
+    fn run(&mut self) -> Result<(), ExploreError> {
+        self.visited.insert(fingerprint(&self.initial));
+        self.result.states = 1;
+        let end = summarise(end_of_path(&self.initial, self.config.final_checks)?);
+        if self.absorb_end(Vec::new(), end) {
+            return Ok(());
+        }
+        let mut frontier = vec![Node { path: Vec::new() }];
+        for depth in 1..=self.config.depth {
+            let chunks = self.expand_level(&frontier, depth)?;
+            let timed_out = chunks.iter().any(|chunk| chunk.timed_out);
+            let Some(next) = self.merge(chunks) else {
+                return Ok(());
+            };
+            if timed_out {
+                return Ok(());
+            }
+            self.result.depth_completed = depth;
+            if next.is_empty() {
+                self.result.exhausted = true;
+                return Ok(());
+            }
+            frontier = next;
+        }
+        Ok(())
+    }
+
+    /// Expands a level on `config.threads` workers, each taking a contiguous chunk;
+    /// this thread reports progress meanwhile.
+    fn expand_level(
+        &mut self,
+        frontier: &[Node],
+        depth: usize,
+    ) -> Result<Vec<Chunk>, ExploreError> {
+        let threads = self.config.threads.max(1);
+        let chunk_size = frontier.len().div_ceil(threads).max(1);
+        let deadline = self.config.time_limit.map(|limit| self.started + limit);
+        let done = AtomicU64::new(0);
+        let (config, initial, visited) = (self.config, &self.initial, &self.visited);
+        let states = self.result.states;
+        let progress = &mut self.progress;
+        let results: Vec<Result<Chunk, ScriptError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = frontier
+                .chunks(chunk_size)
+                .map(|nodes| {
+                    let done = &done;
+                    scope.spawn(move || {
+                        expand_chunk(config, initial, nodes, visited, deadline, done)
+                    })
+                })
+                .collect();
+            while !handles.iter().all(|handle| handle.is_finished()) {
+                progress(Progress {
+                    depth,
+                    states,
+                    expanded: done.load(AtomicOrdering::Relaxed),
+                    frontier: frontier.len() as u64,
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("an explorer worker panicked"))
+                .collect()
+        });
+        results
+            .into_iter()
+            .map(|result| result.map_err(ExploreError::Script))
+            .collect()
+    }
+
+    /// Merges a level's candidates in order: the first violation stops the search
+    /// (`None`); otherwise the new states form the next frontier.
+    fn merge(&mut self, chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+        let mut next = Vec::new();
+        for candidate in chunks.into_iter().flat_map(|chunk| chunk.candidates) {
+            self.result.transitions += 1;
+            self.result.marks.absorb(&candidate.marks);
+            if let Some(violation) = candidate.violation {
+                self.report(candidate.path, Vec::new(), violation);
+                return None;
+            }
+            if !self.visited.insert(candidate.fingerprint) {
+                continue;
+            }
+            self.result.states += 1;
+            let end = candidate
+                .end
+                .expect("the first occurrence of a new state was checked");
+            if self.absorb_end(candidate.path.clone(), end) {
+                return None;
+            }
+            next.push(Node {
+                path: candidate.path,
+            });
+        }
+        Some(next)
+    }
+
+    /// Counts an end-of-path check; true when it found a violation (reported).
+    fn absorb_end(&mut self, path: Vec<Op>, end: EndSummary) -> bool {
+        self.result.marks.absorb(&end.marks);
+        if end.send_completed {
+            self.result.sends_completed += 1;
+        } else {
+            self.result.sends_incomplete += 1;
+        }
+        match end.violation {
+            Some(violation) => {
+                self.report(path, end.finish, violation);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn report(&mut self, path: Vec<Op>, finish: Vec<Op>, violation: Violation) {
+        let script = counterexample_script(self.config, &path, &finish, &violation);
+        self.result.finding = Finding::Violation(Box::new(Counterexample {
+            path,
+            finish,
+            violation,
+            script,
+            found_after: self.started.elapsed(),
+        }));
+    }
+}
+
+/// Setup, path, finish and a final `expect violation KIND` naming the violation's
+/// symptom when it has one, its oracle otherwise.
+pub fn counterexample_script(
+    config: Config,
+    path: &[Op],
+    finish: &[Op],
+    violation: &Violation,
+) -> Script {
+    let mut script = config.race.setup_script(config.policy);
+    script
+        .statements
+        .extend(path.iter().chain(finish).cloned().map(Statement::Op));
+    let kind = violation
+        .symptom
+        .map_or(violation.kind.name(), |symptom| symptom.name());
+    let expect = Identifier::new(kind).ok();
+    script
+        .statements
+        .push(Statement::Expect(Expect::Violation(expect)));
+    script
+}

@@ -1,0 +1,228 @@
+//! Explorer tests: the matrix at a small depth, shortest counterexamples that replay to
+//! the same violation, determinism, and non-vacuity (the marks of the rare situations
+//! are reached by the search).
+
+use super::fingerprint::fingerprint;
+use super::*;
+use crate::runner::{run, RunOptions};
+use cowproof_engine::marks::Mark;
+use cowproof_engine::SendPolicy;
+
+/// The depth `cargo test` explores the matrix to: every expected violation is within
+/// it, and the safe cells finish in seconds in a debug build.
+const TEST_DEPTH: usize = 2;
+
+fn explored(policy: SendPolicy, race: Race, depth: usize) -> Exploration {
+    explore(Config::new(policy, race, depth), &mut |_| {}).expect("the search runs")
+}
+
+fn counterexample(exploration: &Exploration) -> &Counterexample {
+    match &exploration.finding {
+        Finding::Violation(counterexample) => counterexample,
+        Finding::Safe => panic!(
+            "{} x {}: no violation",
+            exploration.config.policy, exploration.config.race
+        ),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+#[test]
+fn the_matrix_at_a_small_depth_is_as_design_expects() {
+    let cells = explore_matrix(
+        &SendPolicy::ALL,
+        &Race::ALL,
+        |policy, race| Config::new(policy, race, TEST_DEPTH),
+        &mut |_, _, _| {},
+    )
+    .expect("the search runs");
+    assert_eq!(cells.len(), 10);
+    for cell in &cells {
+        let exploration = &cell.exploration;
+        assert!(
+            cell.matches(),
+            "{} x {}: expected {}, found {:?}",
+            exploration.config.policy,
+            exploration.config.race,
+            cell.expected,
+            exploration.finding
+        );
+    }
+}
+
+#[test]
+fn counterexamples_replay_to_the_same_violation() {
+    for policy in SendPolicy::ALL {
+        for race in Race::ALL {
+            if Expected::of(policy, race) != Expected::Violation {
+                continue;
+            }
+            let exploration = explored(policy, race, TEST_DEPTH);
+            let found = counterexample(&exploration);
+            let report = run(&found.script, RunOptions::default());
+            let same = report.violations.iter().any(|(_, violation)| {
+                violation.kind == found.violation.kind
+                    && violation.symptom == found.violation.symptom
+                    && violation.job == found.violation.job
+                    && first_line(&violation.message) == first_line(&found.violation.message)
+            });
+            assert!(
+                same,
+                "{policy} x {race}: the replay does not show {}\n{}\n{report}",
+                found.violation,
+                crate::script::print(&found.script)
+            );
+            assert!(report.passed(), "{policy} x {race}: {report}");
+        }
+    }
+}
+
+#[test]
+fn the_seed_races_are_found_in_two_operations_each() {
+    // Seed 2: a snapshot of the root being sent, twice (the second allocation takes the
+    // freed root), then the finish reads the rewritten buffer.
+    let seed2 = explored(SendPolicy::Unprotected, Race::Snapshot, TEST_DEPTH);
+    let found = counterexample(&seed2);
+    assert_eq!(found.path.len(), 2, "{:?}", found.path);
+    assert!(found.violation.matches(Some("read")), "{}", found.violation);
+    // Seed 1: a relocation moving the data send is about to read.
+    let seed1 = explored(SendPolicy::Unprotected, Race::Relocation, TEST_DEPTH);
+    let found = counterexample(&seed1);
+    assert_eq!(found.path.len(), 2, "{:?}", found.path);
+    assert!(
+        found
+            .path
+            .iter()
+            .any(|op| matches!(op, crate::script::Op::RelocateStart { .. })),
+        "{:?}",
+        found.path
+    );
+}
+
+#[test]
+fn counterexamples_are_shortest() {
+    for (policy, race) in [
+        (SendPolicy::Unprotected, Race::Snapshot),
+        (SendPolicy::CloneRoot, Race::Relocation),
+    ] {
+        let length = counterexample(&explored(policy, race, TEST_DEPTH))
+            .path
+            .len();
+        let shorter = explored(policy, race, length - 1);
+        assert_eq!(shorter.finding, Finding::Safe, "{policy} x {race}");
+        assert_eq!(shorter.depth_completed, length - 1);
+    }
+}
+
+#[test]
+fn the_search_is_deterministic() {
+    for race in Race::ALL {
+        let first = explored(SendPolicy::Exclusive, race, 2);
+        let second = explored(SendPolicy::Exclusive, race, 2);
+        assert_eq!(first.states, second.states);
+        assert_eq!(first.transitions, second.transitions);
+        assert_eq!(first.finding, second.finding);
+    }
+    let first = explored(SendPolicy::Unprotected, Race::Snapshot, 2);
+    let second = explored(SendPolicy::Unprotected, Race::Snapshot, 2);
+    let (first, second) = (counterexample(&first), counterexample(&second));
+    assert_eq!(first.script, second.script);
+    assert_eq!(first.violation, second.violation);
+}
+
+#[test]
+fn equal_worlds_have_equal_fingerprints_and_a_step_changes_it() {
+    let world = Race::Snapshot
+        .initial_world(SendPolicy::Concurrent)
+        .expect("setup");
+    let copy = world.clone();
+    assert_eq!(fingerprint(&world), fingerprint(&copy));
+    let mut stepped = world.clone();
+    Letter::SendStep.apply(&mut stepped).expect("applies");
+    assert_ne!(fingerprint(&world), fingerprint(&stepped));
+}
+
+#[test]
+fn refused_and_impossible_letters_do_not_make_new_states() {
+    let exploration = explored(SendPolicy::Exclusive, Race::Relocation, 1);
+    assert!(exploration.mark(Mark::ExclusionRefused) > 0);
+    // Send step, commit, write other, xattr other: the two refused relocation starts
+    // leave the world as it was, and relocate-step does not apply.
+    assert_eq!(exploration.states, 1 + 4);
+}
+
+/// Non-vacuity of the snapshot race: under the policies that are safe, snapshots of the
+/// root being sent really happen during the send; under the buggy ones the root COW
+/// happens while send holds the buffer and the freed block is reused.
+#[test]
+fn the_snapshot_race_reaches_root_cow_under_send_and_reuse() {
+    for policy in [
+        SendPolicy::CloneRoot,
+        SendPolicy::Exclusive,
+        SendPolicy::Concurrent,
+    ] {
+        let exploration = explored(policy, Race::Snapshot, TEST_DEPTH);
+        assert!(
+            exploration.mark(Mark::SnapshotOfRootUnderSend) > 0,
+            "{policy}"
+        );
+    }
+    let buggy = explored(SendPolicy::Unprotected, Race::Snapshot, TEST_DEPTH);
+    assert!(buggy.mark(Mark::RootCowedWhileHeld) > 0);
+    assert!(buggy.mark(Mark::BufferReusedWhileHeld) > 0);
+}
+
+/// Non-vacuity of the relocation race under `concurrent`, the policy that lets them run
+/// together: relocation commits during the walk, held buffers are reused (a node as a
+/// leaf among them), roots are COWed under the send, and the send restarts.
+#[test]
+fn the_relocation_race_reaches_reuse_node_as_leaf_and_restart() {
+    let exploration = explored(SendPolicy::Concurrent, Race::Relocation, 4);
+    assert_eq!(exploration.finding, Finding::Safe);
+    for mark in [
+        Mark::RelocationCommitDuringSend,
+        Mark::SendRestartedAfterRelocation,
+        Mark::BufferReusedWhileHeld,
+        Mark::NodeReusedAsLeaf,
+        Mark::RootCowedWhileHeld,
+    ] {
+        assert!(exploration.mark(mark) > 0, "{mark:?} never reached");
+    }
+    assert_eq!(exploration.sends_incomplete, 0);
+}
+
+#[test]
+fn the_result_does_not_depend_on_the_number_of_threads() {
+    for (policy, race, depth) in [
+        (SendPolicy::Concurrent, Race::Relocation, 2),
+        (SendPolicy::Exclusive, Race::Snapshot, 3),
+        (SendPolicy::ExclusiveOnly, Race::Snapshot, 3),
+    ] {
+        let runs: Vec<Exploration> = [1, 2, 3]
+            .into_iter()
+            .map(|threads| {
+                let config = Config {
+                    threads,
+                    ..Config::new(policy, race, depth)
+                };
+                explore(config, &mut |_| {}).expect("the search runs")
+            })
+            .collect();
+        for run in &runs[1..] {
+            assert_eq!(run.states, runs[0].states, "{policy} x {race}");
+            assert_eq!(run.transitions, runs[0].transitions, "{policy} x {race}");
+            assert_eq!(run.sends_completed, runs[0].sends_completed);
+            let marks = |exploration: &Exploration| exploration.marks.iter().collect::<Vec<_>>();
+            assert_eq!(marks(run), marks(&runs[0]), "{policy} x {race}");
+            if let (Finding::Violation(a), Finding::Violation(b)) = (&run.finding, &runs[0].finding)
+            {
+                assert_eq!(a.script, b.script);
+            } else {
+                assert_eq!(run.finding, runs[0].finding);
+            }
+        }
+    }
+}
