@@ -304,6 +304,7 @@ pub struct ModelFs {
     transid: u64,
     uuids_count: u64,
     space_left_bytes: u64,
+    xattr_bytes_max: Option<u64>,
 }
 
 impl Default for ModelFs {
@@ -326,7 +327,14 @@ impl ModelFs {
             transid: 1,
             uuids_count: 0,
             space_left_bytes: bytes,
+            xattr_bytes_max: None,
         }
+    }
+
+    /// Limits an xattr's name plus value to `bytes`, as a filesystem whose xattrs must
+    /// fit one leaf item does (btrfs: ENOSPC beyond `BTRFS_MAX_XATTR_SIZE`).
+    pub fn set_xattr_bytes_max(&mut self, bytes: u64) {
+        self.xattr_bytes_max = Some(bytes);
     }
 
     /// Names of all subvolumes, sorted.
@@ -603,12 +611,14 @@ impl ModelFs {
         }
         let subvol = self.subvol_writable(new.subvol)?;
         let ino = subvol.lookup(&old.components)?;
-        if subvol.inode(ino).kind == InodeKind::Dir {
-            return Err(Errno::EPERM);
-        }
         let (dir, name) = subvol.lookup_parent(&new.components)?;
         if subvol.inode(dir).entries.contains_key(name) {
             return Err(Errno::EEXIST);
+        }
+        // link(2) creates the new name's dentry (ENOENT, ENOTDIR, EEXIST) before
+        // vfs_link() refuses a directory.
+        if subvol.inode(ino).kind == InodeKind::Dir {
+            return Err(Errno::EPERM);
         }
         let inode = subvol.inode_mut(ino);
         inode.nlink = inode
@@ -660,11 +670,18 @@ impl ModelFs {
 
     /// setxattr(2).
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
+        self.writable_inode(path)?;
         if name.is_empty() || name.contains(&0) {
             return Err(Errno::EINVAL);
         }
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
+        }
+        if self
+            .xattr_bytes_max
+            .is_some_and(|max| (name.len() + value.len()) as u64 > max)
+        {
+            return Err(Errno::ENOSPC);
         }
         self.charge(value.len() as u64)?;
         let (subvol, ino) = self.writable_inode(path)?;
@@ -725,6 +742,7 @@ impl ModelFs {
         len: u64,
     ) -> Result<(), Errno> {
         let (src_subvol, src_ino) = self.resolve(src_path)?;
+        self.resolve(dst_path)?;
         let source = self.subvol_ref(src_subvol)?.inode(src_ino);
         check_clone_source(source, src_offset, len)?;
         let dst_end = dst_offset.checked_add(len).ok_or(Errno::EFBIG)?;

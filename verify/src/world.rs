@@ -147,10 +147,12 @@ impl World {
     pub fn new(geometry: Geometry, policy: SendPolicy, checks: Checks) -> Result<World, Error> {
         let mut fs = FsInfo::mkfs(geometry, policy)?;
         fs.events.set_recording(true);
+        let mut model = ModelFs::new();
+        model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
         Ok(World {
             fs,
-            model: ModelFs::new(),
-            model_committed: ModelFs::new(),
+            model: model.clone(),
+            model_committed: model,
             receiver: ModelFs::new(),
             sends: BTreeMap::new(),
             relocations: BTreeMap::new(),

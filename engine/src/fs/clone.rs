@@ -40,8 +40,11 @@ impl FsInfo {
         len: u64,
     ) -> Result<()> {
         self.ensure_writable(dst.root_id)?;
-        let (src_ino, src_item) = self.regular_file_for_clone(src.root_id, src.path)?;
-        let (dst_ino, dst_item) = self.regular_file_for_clone(dst.root_id, dst.path)?;
+        // Both files are opened before the ioctl looks at either (ENOENT first).
+        let src_ino = self.lookup_path_in(TreeView::Current, src.root_id, src.path)?;
+        let dst_ino = self.lookup_path_in(TreeView::Current, dst.root_id, dst.path)?;
+        let src_item = self.regular_file_for_clone(src.root_id, src_ino)?;
+        let dst_item = self.regular_file_for_clone(dst.root_id, dst_ino)?;
         let sector = self.geometry.sectorsize_bytes;
         let len = if len == 0 {
             src_item
@@ -93,15 +96,10 @@ impl FsInfo {
         self.finish_data_change(dst.root_id, dst_ino, dst_item.size.max(dst_end))
     }
 
-    fn regular_file_for_clone<P: AsRef<[u8]>>(
-        &mut self,
-        root_id: u64,
-        path: &[P],
-    ) -> Result<(u64, super::InodeItem)> {
-        let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+    fn regular_file_for_clone(&mut self, root_id: u64, ino: u64) -> Result<super::InodeItem> {
         let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         match FsInfo::inode_kind(ino, &item)? {
-            super::FileKind::RegularFile => Ok((ino, item)),
+            super::FileKind::RegularFile => Ok(item),
             super::FileKind::Directory => Err(Error::errno(Errno::EISDIR, "clone of a directory")),
             _ => Err(invalid("clone of a non-regular file")),
         }

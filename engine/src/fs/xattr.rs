@@ -21,6 +21,15 @@ use std::collections::BTreeMap;
 /// node size less both).
 const LEAF_OVERHEAD_BYTES: u64 = 101 + 25;
 
+/// The most bytes an xattr's name and value may take together: one leaf item
+/// (btrfs's `BTRFS_MAX_XATTR_SIZE`), and never more than a u16 length field holds.
+pub fn xattr_bytes_max(geometry: &crate::geometry::Geometry) -> u64 {
+    let item_max = geometry
+        .nodesize_bytes
+        .saturating_sub(LEAF_OVERHEAD_BYTES + DirItem::HEADER_BYTES as u64);
+    item_max.min(u64::from(u16::MAX))
+}
+
 impl FsInfo {
     /// Every xattr of `ino`, by name.
     pub fn xattrs_in(
@@ -53,11 +62,7 @@ impl FsInfo {
                 format!("xattr name of {} bytes", name.len()),
             ));
         }
-        let item_max = self
-            .geometry
-            .nodesize_bytes
-            .saturating_sub(LEAF_OVERHEAD_BYTES + DirItem::HEADER_BYTES as u64);
-        if (name.len() + value.len()) as u64 > item_max.min(u64::from(u16::MAX)) {
+        if (name.len() + value.len()) as u64 > xattr_bytes_max(&self.geometry) {
             return Err(Error::errno(Errno::ENOSPC, "xattr too large for a leaf"));
         }
         Ok(())

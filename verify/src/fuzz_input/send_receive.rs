@@ -13,23 +13,15 @@
 //! (files, symlinks, hard links); `mv` keeps the class. So most operations reach real
 //! files instead of failing with ENOTDIR.
 //!
-//! Known model bugs it steers around (each has a regression script in
-//! `corpus/send_receive/crash-*.cows` that `corpus_replay` expects to fail until the
-//! model is fixed; then remove the steering):
-//! - `ln` never has a directory as its source (class rule above): the model answers EPERM
-//!   before looking at the destination, Linux and the engine answer ENOENT/ENOTDIR/EEXIST
-//!   for a bad destination first (`crash-link-directory-errno-order`);
-//! - `clone` is preceded by a write that gives its source four whole sectors: the model
-//!   checks the source range (EINVAL) before resolving the destination, Linux opens both
-//!   files first (`crash-clone-checks-source-range-before-destination`);
-//! - xattr values are at most [`XATTR_VALUE_BYTES_MAX`] bytes: the model has no leaf-size
-//!   limit, the engine (like btrfs's `BTRFS_MAX_XATTR_SIZE`) answers ENOSPC
-//!   (`crash-xattr-larger-than-a-leaf`).
+//! Three model bugs it once found are pinned by `corpus/send_receive/crash-*.cows`
+//! (errno order of `ln` with a directory source and of `clone` with a missing
+//! destination, and the leaf-size limit of xattrs); the generator reaches all three
+//! cases: `ln` sometimes takes a directory, a clone's source is sometimes left as it is,
+//! and xattr values go up to a whole tiny-geometry leaf.
 //!
 //! What it does not cover: races with relocation or snapshots of the snapshot being
 //! sent (the `interleave` target), the buggy policies, several subvolumes, names
-//! outside the four-name alphabet, paths deeper than three components, and the three
-//! steered-around cases above.
+//! outside the four-name alphabet, and paths deeper than three components.
 
 use crate::runner::{run, RunOptions, RunReport};
 use crate::script::{
@@ -48,8 +40,9 @@ const DIRECTORY_NAMES: [&str; 2] = ["a", "b"];
 /// Names of everything else.
 const FILE_NAMES: [&str; 2] = ["c", "d"];
 
-/// Largest xattr value (well below what one tiny-geometry leaf holds).
-pub const XATTR_VALUE_BYTES_MAX: u64 = 512;
+/// Largest xattr value: a whole tiny-geometry leaf, so values that do not fit one item
+/// (ENOSPC, btrfs's `BTRFS_MAX_XATTR_SIZE`) are reached.
+pub const XATTR_VALUE_BYTES_MAX: u64 = 4096;
 
 /// Bytes the write before a `clone` gives its source: every clone range fits.
 const CLONE_SOURCE_BYTES: u64 = 4 * SECTOR_BYTES;
@@ -147,7 +140,7 @@ impl Decoder {
                 }
             }
             5 => Op::Link {
-                source: Self::file_path(u)?,
+                source: Self::any_path(u)?,
                 destination: Self::file_path(u)?,
             },
             6 => Op::Unlink {
@@ -184,14 +177,17 @@ impl Decoder {
         Ok(op)
     }
 
-    /// Writes a clone's source whole, then returns the clone.
+    /// Usually writes a clone's source whole first (so most clones succeed), then
+    /// returns the clone.
     fn clone_with_source(&mut self, u: &mut Unstructured) -> Result<Op> {
         let source = Self::file_path(u)?;
-        self.push(Op::Write {
-            path: source.clone(),
-            offset: 0,
-            data: Data::bytes(CLONE_SOURCE_BYTES, u.arbitrary()?).expect("short data"),
-        });
+        if u.ratio(3, 4)? {
+            self.push(Op::Write {
+                path: source.clone(),
+                offset: 0,
+                data: Data::bytes(CLONE_SOURCE_BYTES, u.arbitrary()?).expect("short data"),
+            });
+        }
         Ok(Op::Clone {
             source,
             source_offset: u.int_in_range(0..=2)? * SECTOR_BYTES,
