@@ -35,6 +35,7 @@ pub use data::{FileData, FILE_SIZE_MAX_BYTES, PAGE_BYTES};
 use crate::errno::Errno;
 use crate::stream::Uuid;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Inode number of every subvolume's root directory.
 pub const FIRST_INO: u64 = 256;
@@ -300,7 +301,9 @@ fn check_user_xattr(inode: &Inode, name: &[u8]) -> Result<(), Errno> {
 /// The model filesystem: subvolumes by top-level name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelFs {
-    subvolumes: BTreeMap<Vec<u8>, Subvolume>,
+    /// Subvolumes shared copy-on-write, so cloning the model (its copy at every commit,
+    /// an explorer's branch) copies pointers.
+    subvolumes: BTreeMap<Vec<u8>, Arc<Subvolume>>,
     transid: u64,
     uuids_count: u64,
     space_left_bytes: u64,
@@ -344,7 +347,7 @@ impl ModelFs {
 
     /// The subvolume `name`.
     pub fn subvolume(&self, name: &[u8]) -> Option<&Subvolume> {
-        self.subvolumes.get(name)
+        self.subvolumes.get(name).map(|subvol| &**subvol)
     }
 
     /// Finds a subvolume by predicate (first by name order).
@@ -377,7 +380,10 @@ impl ModelFs {
     }
 
     fn subvol_ref(&self, name: &[u8]) -> Result<&Subvolume, Errno> {
-        self.subvolumes.get(name).ok_or(Errno::ENOENT)
+        self.subvolumes
+            .get(name)
+            .map(|subvol| &**subvol)
+            .ok_or(Errno::ENOENT)
     }
 
     fn subvol_writable(&mut self, name: &[u8]) -> Result<&mut Subvolume, Errno> {
@@ -385,7 +391,7 @@ impl ModelFs {
         if subvol.read_only {
             return Err(Errno::EROFS);
         }
-        Ok(subvol)
+        Ok(Arc::make_mut(subvol))
     }
 
     /// Creates an empty writable subvolume `name`.
@@ -397,7 +403,7 @@ impl ModelFs {
         let uuid = self.next_uuid();
         let transid = self.next_transid();
         self.subvolumes
-            .insert(name.to_vec(), Subvolume::new(uuid, transid));
+            .insert(name.to_vec(), Arc::new(Subvolume::new(uuid, transid)));
         Ok(())
     }
 
@@ -422,22 +428,20 @@ impl ModelFs {
         copy.ctransid = self.next_transid();
         copy.read_only = read_only;
         copy.received = None;
-        self.subvolumes.insert(name.to_vec(), copy);
+        self.subvolumes.insert(name.to_vec(), Arc::new(copy));
         Ok(())
     }
 
     /// Marks subvolume `name` read-only or writable.
     pub fn set_read_only(&mut self, name: &[u8], read_only: bool) -> Result<(), Errno> {
-        self.subvolumes
-            .get_mut(name)
-            .ok_or(Errno::ENOENT)?
-            .read_only = read_only;
+        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?).read_only = read_only;
         Ok(())
     }
 
     /// Records where subvolume `name` was received from.
     pub fn set_received(&mut self, name: &[u8], received: ReceivedInfo) -> Result<(), Errno> {
-        self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?.received = Some(received);
+        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?).received =
+            Some(received);
         Ok(())
     }
 

@@ -26,6 +26,8 @@ pub struct Checks {
     /// Compare the engine's subvolumes with the model after every operation (otherwise
     /// only errnos are compared, and content at the end of a run).
     pub model_content_every_operation: bool,
+    /// fsck and model content at the end of a run.
+    pub end_of_run: bool,
 }
 
 impl Checks {
@@ -33,11 +35,23 @@ impl Checks {
     pub const THOROUGH: Checks = Checks {
         fsck_every_operation: true,
         model_content_every_operation: true,
+        end_of_run: true,
     };
     /// Cheap checks per operation, full checks at the end: fuzzing and exploration.
     pub const FAST: Checks = Checks {
         fsck_every_operation: false,
         model_content_every_operation: false,
+        end_of_run: true,
+    };
+
+    /// Only what concerns the races: read consistency and kernel symptoms on every send
+    /// step, errnos against the model, and the round trip of every finished send — no
+    /// fsck or model walk at the end (those have their own targets and properties). The
+    /// `interleave` fuzz target's setting: it is there to find races, fast.
+    pub const RACES: Checks = Checks {
+        fsck_every_operation: false,
+        model_content_every_operation: false,
+        end_of_run: false,
     };
 }
 
@@ -227,8 +241,12 @@ impl World {
         }
     }
 
-    /// The checks that run at the end of every run: fsck and model content.
+    /// The checks that run at the end of a run: fsck and model content (none when the
+    /// checks leave out the end of the run).
     pub fn final_checks(&mut self) -> Vec<Violation> {
+        if !self.checks.end_of_run {
+            return Vec::new();
+        }
         let mut violations = self.fsck();
         violations.extend(self.model_content_differences());
         violations
@@ -503,8 +521,22 @@ impl World {
             snapshot: snapshot.to_string(),
             parent: parent.map(str::to_string),
         };
-        let violations = check_reads(&self.fs, &self.reinitialisations, name, &mut run);
+        let mut violations = check_reads(&self.fs, &self.reinitialisations, name, &mut run);
         self.sends.insert(name.to_string(), run);
+        if let Some(parent) = parent {
+            // The receiving side needs the parent before the stream; it is read-only, so
+            // receiving it now or when the send finishes gives the same subvolume.
+            if let Err(message) =
+                round_trip::ensure_parent_received(&self.fs, &mut self.receiver, parent)
+            {
+                violations.push(Violation {
+                    kind: ViolationKind::RoundTrip,
+                    symptom: None,
+                    job: Some(name.to_string()),
+                    message,
+                });
+            }
+        }
         Ok(Outcome {
             error: None,
             violations,

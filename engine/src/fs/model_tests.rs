@@ -263,6 +263,9 @@ impl Model {
         dst_off: u64,
         len: u64,
     ) -> Outcome {
+        // Both files are opened before the clone looks at either (ENOENT first).
+        self.lookup(src)?;
+        self.lookup(dst)?;
         let src_id = self.regular(src)?;
         let dst_id = self.regular(dst)?;
         let src_size = self.inodes[&src_id].data.len() as u64;

@@ -10,6 +10,7 @@
 //! offset or length taken from a stream, so a WRITE at offset 2^62 costs two pages.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Page size of the model's data, the btrfs sectorsize on x86-64.
 pub const PAGE_BYTES: u64 = 4096;
@@ -19,7 +20,9 @@ pub const FILE_SIZE_MAX_BYTES: u64 = i64::MAX as u64;
 /// The data of one regular file; holes read as zeros.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FileData {
-    pages: BTreeMap<u64, Vec<u8>>,
+    /// Pages shared copy-on-write: cloning a file (a snapshot, the model's copy at each
+    /// commit) copies page pointers, not bytes.
+    pages: BTreeMap<u64, Arc<Vec<u8>>>,
 }
 
 impl FileData {
@@ -50,8 +53,8 @@ impl FileData {
         let page = self
             .pages
             .entry(index)
-            .or_insert_with(|| vec![0; PAGE_BYTES as usize]);
-        page[in_page..in_page + chunk.len()].copy_from_slice(chunk);
+            .or_insert_with(|| Arc::new(vec![0; PAGE_BYTES as usize]));
+        Arc::make_mut(page)[in_page..in_page + chunk.len()].copy_from_slice(chunk);
         if page.iter().all(|&byte| byte == 0) {
             self.pages.remove(&index);
         }
@@ -135,11 +138,11 @@ impl FileData {
             .chain(other.pages.keys())
             .copied()
             .collect();
-        let zeros = vec![0; PAGE_BYTES as usize];
+        let zeros = Arc::new(vec![0; PAGE_BYTES as usize]);
         indexes.into_iter().find_map(|index| {
             let left = self.pages.get(&index).unwrap_or(&zeros);
             let right = other.pages.get(&index).unwrap_or(&zeros);
-            let position = left.iter().zip(right).position(|(a, b)| a != b)?;
+            let position = left.iter().zip(right.iter()).position(|(a, b)| a != b)?;
             Some(index * PAGE_BYTES + position as u64)
         })
     }

@@ -22,9 +22,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// The checks an interleaving runs with: the read-consistency and symptom oracles on
-/// every send step, the model's errnos on every operation, fsck and model content at the
-/// end (the runner's setting for fuzzing).
-pub const CHECKS: Checks = Checks::FAST;
+/// every send step, the model's errnos on every operation and the round trip of every
+/// finished send ([`Checks::RACES`]). fsck and the model's content are left to the
+/// `tree_model` and `send_receive` targets and to the runner's property tests, which run
+/// them after every operation; this target is there to find races, fast.
+pub const CHECKS: Checks = Checks::RACES;
 
 /// Most setup prefixes a thread keeps (the generator makes a few hundred per policy).
 const CACHED_PREFIXES_MAX: usize = 4096;
