@@ -63,10 +63,12 @@ pub struct Reinitialised {
     pub previous: SharedContent,
 }
 
+/// What the cache knows of an object besides its content (which lives in a dense array
+/// of its own: a lookup follows the content pointer on every level of every search, the
+/// rest is cold).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CachedBuffer {
     bytenr: u64,
-    content: SharedContent,
     holders: u32,
     inits: u32,
     last_init: InitRecord,
@@ -77,6 +79,7 @@ const UNMAPPED: u32 = u32::MAX;
 /// The cache of extent buffers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ExtentBufferCache {
+    contents: Vec<SharedContent>,
     buffers: Vec<CachedBuffer>,
     by_block: Vec<u32>,
     nodesize_bytes: u64,
@@ -89,6 +92,7 @@ impl ExtentBufferCache {
     pub fn new(nodesize_bytes: u64) -> ExtentBufferCache {
         assert!(nodesize_bytes.is_power_of_two());
         ExtentBufferCache {
+            contents: Vec::new(),
             buffers: Vec::new(),
             by_block: Vec::new(),
             nodesize_bytes,
@@ -116,7 +120,7 @@ impl ExtentBufferCache {
 
     /// The content of an object as it is now.
     pub fn content(&self, handle: EbHandle) -> &SharedContent {
-        &self.buffers[handle.0 as usize].content
+        &self.contents[handle.0 as usize]
     }
 
     /// The bytenr an object is mapped at.
@@ -127,7 +131,7 @@ impl ExtentBufferCache {
     /// Mutable content. The engine calls this only for blocks COWed in the running
     /// transaction; holders of older `SharedContent` clones are unaffected.
     pub fn content_mut(&mut self, handle: EbHandle) -> &mut BlockContent {
-        Arc::make_mut(&mut self.buffers[handle.0 as usize].content)
+        Arc::make_mut(&mut self.contents[handle.0 as usize])
     }
 
     /// A private copy of the object's current content (`btrfs_clone_extent_buffer()`).
@@ -181,7 +185,7 @@ impl ExtentBufferCache {
             Some(handle) => {
                 let buffer = &mut self.buffers[handle.0 as usize];
                 assert_eq!(buffer.bytenr, bytenr);
-                let previous = std::mem::replace(&mut buffer.content, content);
+                let previous = std::mem::replace(&mut self.contents[handle.0 as usize], content);
                 buffer.inits += 1;
                 buffer.last_init = record;
                 let report = Reinitialised {
@@ -202,9 +206,9 @@ impl ExtentBufferCache {
         }
         let slot = u32::try_from(self.buffers.len()).expect("fewer than 2^32 buffers");
         assert_ne!(slot, UNMAPPED);
+        self.contents.push(content);
         self.buffers.push(CachedBuffer {
             bytenr,
-            content,
             holders: 0,
             inits: 1,
             last_init: record,
@@ -263,11 +267,12 @@ impl ExtentBufferCache {
                 .buffers
                 .get(slot as usize)
                 .ok_or("cache maps a missing object")?;
+            let header_bytenr = self.contents[slot as usize].header.bytenr;
             let bytenr = index as u64 * self.nodesize_bytes;
-            if buffer.bytenr != bytenr || buffer.content.header.bytenr != bytenr {
+            if buffer.bytenr != bytenr || header_bytenr != bytenr {
                 return Err(format!(
-                    "cache object {slot} mapped at {bytenr} holds block {} (header {})",
-                    buffer.bytenr, buffer.content.header.bytenr
+                    "cache object {slot} mapped at {bytenr} holds block {} (header {header_bytenr})",
+                    buffer.bytenr
                 ));
             }
         }

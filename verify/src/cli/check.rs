@@ -19,8 +19,9 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 /// The depth `check` explores when none is given: enough for every expected violation
-/// and a matrix that runs in about two minutes on two cores.
-pub const DEFAULT_DEPTH: usize = 7;
+/// and a matrix that runs in about two minutes on two cores (118 s measured; depth 7 takes
+/// 28 s).
+pub const DEFAULT_DEPTH: usize = 8;
 
 /// Arguments of `cowproof check`.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
