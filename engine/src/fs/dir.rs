@@ -222,6 +222,31 @@ impl FsInfo {
         self.touch_inode(root_id, dir, &mut item, true)
     }
 
+    /// The parent directory and name of a path that must not exist yet: EEXIST for an
+    /// existing entry or for the subvolume root itself, ENOENT or ENOTDIR for the parent.
+    fn new_name_in<'a>(
+        &mut self,
+        root_id: u64,
+        components: &[&'a [u8]],
+    ) -> Result<ParentAndName<'a>> {
+        let parent = self.resolve_parent(root_id, components).map_err(|error| {
+            if error.to_errno() == Errno::EBUSY {
+                Error::errno(Errno::EEXIST, "the subvolume root exists")
+            } else {
+                error
+            }
+        })?;
+        let existing =
+            self.lookup_dir_entry_in(TreeView::Current, root_id, parent.dir, parent.name)?;
+        if existing.is_some() {
+            return Err(Error::errno(
+                Errno::EEXIST,
+                format!("{} exists", name_text(parent.name)),
+            ));
+        }
+        Ok(parent)
+    }
+
     /// Creates a new inode of `mode` at `path` (which must not exist): EEXIST, ENOENT or
     /// ENOTDIR for the parent, EROFS. Returns the inode number.
     pub(crate) fn create_inode_at<P: AsRef<[u8]>>(
@@ -233,23 +258,7 @@ impl FsInfo {
     ) -> Result<u64> {
         self.ensure_writable(root_id)?;
         let components = components(path)?;
-        let ParentAndName { dir, name } =
-            self.resolve_parent(root_id, &components).map_err(|error| {
-                if error.to_errno() == Errno::EBUSY {
-                    Error::errno(Errno::EEXIST, "the subvolume root exists")
-                } else {
-                    error
-                }
-            })?;
-        if self
-            .lookup_dir_entry_in(TreeView::Current, root_id, dir, name)?
-            .is_some()
-        {
-            return Err(Error::errno(
-                Errno::EEXIST,
-                format!("{} exists", name_text(name)),
-            ));
-        }
+        let ParentAndName { dir, name } = self.new_name_in(root_id, &components)?;
         let kind = FileKind::from_mode(mode)
             .ok_or_else(|| Error::errno(Errno::EINVAL, format!("mode {mode:o}")))?;
         let ino = self.next_inode_number(root_id)?;
@@ -309,24 +318,7 @@ impl FsInfo {
         self.ensure_writable(root_id)?;
         let ino = self.lookup_path_in(TreeView::Current, root_id, old_path)?;
         let new_components = components(new_path)?;
-        let ParentAndName { dir, name } =
-            self.resolve_parent(root_id, &new_components)
-                .map_err(|error| {
-                    if error.to_errno() == Errno::EBUSY {
-                        Error::errno(Errno::EEXIST, "the subvolume root exists")
-                    } else {
-                        error
-                    }
-                })?;
-        if self
-            .lookup_dir_entry_in(TreeView::Current, root_id, dir, name)?
-            .is_some()
-        {
-            return Err(Error::errno(
-                Errno::EEXIST,
-                format!("{} exists", name_text(name)),
-            ));
-        }
+        let ParentAndName { dir, name } = self.new_name_in(root_id, &new_components)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         let kind = FsInfo::inode_kind(ino, &item)?;
         if kind == FileKind::Directory {

@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The fuzz targets whose inputs this build decodes.
-pub const TARGETS: [&str; 1] = ["interleave"];
+pub const TARGETS: [&str; 2] = ["interleave", "send_receive"];
 
 /// The extension of script files.
 pub const SCRIPT_EXTENSION: &str = "cows";
@@ -107,6 +107,11 @@ pub fn decode(target: &str, bytes: &[u8], policy: Option<SendPolicy>) -> Result<
     match target {
         "interleave" => interleaving(&mut Unstructured::new(bytes), policy)
             .map_err(|error| format!("does not decode as an interleave input: {error}")),
+        "send_receive" => {
+            let mut script = crate::fuzz_input::send_receive::decode_send_receive(bytes);
+            script.policy = policy.or(script.policy);
+            Ok(script)
+        }
         other => Err(format!("no decoder for fuzz target `{other}`")),
     }
 }
