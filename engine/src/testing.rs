@@ -234,3 +234,26 @@ pub fn btrfs_progs_or_skip(test_name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Runs `btrfs receive --dump` on `stream` (written to a temporary file): `Err` with its
+/// standard error if btrfs-progs rejects the stream.
+pub fn receive_dump(btrfs: &std::path::Path, stream: &[u8]) -> Result<(), String> {
+    static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let number = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "cowproof-dump-{}-{number}.stream",
+        std::process::id()
+    ));
+    std::fs::write(&path, stream)
+        .map_err(|error| format!("writing {}: {error}", path.display()))?;
+    let output = std::process::Command::new(btrfs)
+        .args(["receive", "--dump", "-f"])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let output = output.map_err(|error| format!("running {}: {error}", btrfs.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&output.stderr).into_owned())
+}

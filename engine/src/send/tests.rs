@@ -227,20 +227,11 @@ fn our_streams_pass_btrfs_receive_dump() {
     fs.rename(vol, &["d"], &["e"]).expect("rename");
     fs.write(vol, &["e", "g"], 0, b"new").expect("write");
     fs.snapshot("vol", "s2", true).expect("snapshot");
-    let directory = tempfile::tempdir().expect("tempdir");
     for (name, parent) in [("s1", None), ("s2", Some("s1"))] {
-        let path = directory.path().join(format!("{name}.stream"));
-        std::fs::write(&path, send(&mut fs, name, parent)).expect("write stream");
-        let output = std::process::Command::new(&btrfs)
-            .args(["receive", "--dump", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run btrfs");
-        assert!(
-            output.status.success(),
-            "btrfs receive --dump rejected {name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stream = send(&mut fs, name, parent);
+        if let Err(stderr) = crate::testing::receive_dump(&btrfs, &stream) {
+            panic!("btrfs receive --dump rejected {name}: {stderr}");
+        }
     }
 }
 
@@ -430,19 +421,9 @@ pub(crate) mod round_trip_property {
 
     fn assert_dump_accepts(stream: &[u8]) {
         let Some(btrfs) = dump_checker() else { return };
-        let directory = tempfile::tempdir().expect("tempdir");
-        let path = directory.path().join("s.stream");
-        std::fs::write(&path, stream).expect("write stream");
-        let output = std::process::Command::new(btrfs)
-            .args(["receive", "--dump", "-f"])
-            .arg(&path)
-            .output()
-            .expect("run btrfs");
-        assert!(
-            output.status.success(),
-            "btrfs receive --dump rejected a stream: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if let Err(stderr) = crate::testing::receive_dump(btrfs, stream) {
+            panic!("btrfs receive --dump rejected a stream: {stderr}");
+        }
     }
 
     proptest! {
