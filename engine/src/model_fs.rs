@@ -604,8 +604,13 @@ impl ModelFs {
         Ok(())
     }
 
-    /// link(2): `new_path` becomes another name of the inode at `old_path`.
-    pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
+    /// Splits the two paths of a link or rename: ENOENT if either subvolume is missing,
+    /// EXDEV if they name different subvolumes.
+    fn split_within_one_subvolume<'p>(
+        &self,
+        old_path: &'p [u8],
+        new_path: &'p [u8],
+    ) -> Result<(Resolved<'p>, Resolved<'p>), Errno> {
         let old = split_path(old_path)?;
         let new = split_path(new_path)?;
         if old.subvol != new.subvol {
@@ -613,6 +618,12 @@ impl ModelFs {
             self.subvol_ref(new.subvol)?;
             return Err(Errno::EXDEV);
         }
+        Ok((old, new))
+    }
+
+    /// link(2): `new_path` becomes another name of the inode at `old_path`.
+    pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
+        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
         let subvol = self.subvol_writable(new.subvol)?;
         let ino = subvol.lookup(&old.components)?;
         let (dir, name) = subvol.lookup_parent(&new.components)?;
@@ -636,13 +647,7 @@ impl ModelFs {
 
     /// rename(2) within one subvolume, replacing the target where rename(2) allows.
     pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
-        let old = split_path(old_path)?;
-        let new = split_path(new_path)?;
-        if old.subvol != new.subvol {
-            self.subvol_ref(old.subvol)?;
-            self.subvol_ref(new.subvol)?;
-            return Err(Errno::EXDEV);
-        }
+        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
         let subvol = self.subvol_writable(new.subvol)?;
         let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
         let ino = *subvol
