@@ -415,6 +415,18 @@ impl ModelFs {
             .ok_or(Errno::ENOENT)
     }
 
+    /// Renames subvolume `old` to `new` (`mv` of a subvolume in the top level): ENOENT
+    /// without `old`, EEXIST when `new` is taken.
+    pub fn subvolume_rename(&mut self, old: &[u8], new: &[u8]) -> Result<(), Errno> {
+        check_name(new)?;
+        if self.subvolumes.contains_key(new) {
+            return Err(Errno::EEXIST);
+        }
+        let subvol = self.subvolumes.remove(old).ok_or(Errno::ENOENT)?;
+        self.subvolumes.insert(new.to_vec(), subvol);
+        Ok(())
+    }
+
     /// Snapshots `source` as `name` (a deep copy with a new uuid).
     pub fn snapshot(&mut self, source: &[u8], name: &[u8], read_only: bool) -> Result<(), Errno> {
         check_name(name)?;

@@ -266,3 +266,131 @@ fn scenario_streams_pass_btrfs_receive_dump() {
     }
     assert!(dumped >= 4, "only {dumped} streams dumped");
 }
+
+/// An `expect` accepts the chain of its violation (same job, same first block), and no
+/// other violation of the job: an unrelated wrong stream or a second race stays
+/// unexpected.
+mod expectation_chains {
+    use super::super::judge;
+    use super::*;
+    use crate::oracle::{Symptom, Violation, ViolationKind};
+
+    fn violation(kind: ViolationKind, symptom: Option<Symptom>, block: Option<u64>) -> Violation {
+        Violation {
+            kind,
+            symptom,
+            job: Some("s".to_string()),
+            block,
+            message: format!("{kind:?} at {block:?}"),
+        }
+    }
+
+    /// Judges `script` as if its first operation had reported `violations`.
+    fn judge_with(script: &str, violations: Vec<Violation>) -> super::super::RunReport {
+        let script = parse(script).expect("script");
+        let mut report = run(&script, RunOptions::default());
+        assert!(
+            report.error.is_none() && report.violations.is_empty(),
+            "{report}"
+        );
+        report.violations = violations
+            .into_iter()
+            .map(|violation| (Some(0), violation))
+            .collect();
+        report.unexpected.clear();
+        report.unmet.clear();
+        judge(&script, &mut report);
+        report
+    }
+
+    #[test]
+    fn an_expected_read_accepts_its_symptom_but_not_an_unrelated_wrong_stream() {
+        let read = violation(ViolationKind::ReadConsistency, None, Some(4096));
+        let symptom = violation(
+            ViolationKind::KernelSymptom,
+            Some(Symptom::ReadNodeSlotBug),
+            Some(4096),
+        );
+        let stream = violation(ViolationKind::RoundTrip, Some(Symptom::WrongStream), None);
+        let report = judge_with(
+            "subvol create vol\nexpect violation read\n",
+            vec![read, symptom, stream.clone()],
+        );
+        assert!(report.unmet.is_empty(), "{report}");
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&stream], "{report}");
+        assert!(!report.passed());
+    }
+
+    #[test]
+    fn a_wrong_stream_after_an_inconsistent_read_is_its_consequence() {
+        let read = violation(ViolationKind::ReadConsistency, None, Some(4096));
+        let stream = violation(
+            ViolationKind::RoundTrip,
+            Some(Symptom::WrongStream),
+            Some(4096),
+        );
+        let report = judge_with(
+            "subvol create vol\nexpect violation read\n",
+            vec![read, stream],
+        );
+        assert!(report.passed(), "{report}");
+    }
+
+    #[test]
+    fn an_expected_symptom_does_not_accept_a_read_of_another_block() {
+        let transid = violation(
+            ViolationKind::KernelSymptom,
+            Some(Symptom::TransidEio),
+            Some(8192),
+        );
+        let read = violation(ViolationKind::ReadConsistency, None, Some(12288));
+        let report = judge_with(
+            "subvol create vol\nexpect violation transid\n",
+            vec![transid, read.clone()],
+        );
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&read], "{report}");
+    }
+
+    #[test]
+    fn violations_without_a_block_are_chains_of_their_own() {
+        let model = Violation {
+            job: None,
+            ..violation(ViolationKind::Model, None, None)
+        };
+        let stream = violation(ViolationKind::RoundTrip, Some(Symptom::WrongStream), None);
+        let report = judge_with(
+            "subvol create vol\nexpect violation model\n",
+            vec![model, stream.clone()],
+        );
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&stream], "{report}");
+    }
+}
+
+/// The refusals a running send causes are modelled: the valid scripts pass under every
+/// policy (`corpus/scripts/oracle-*.cows`).
+#[test]
+fn refusals_of_a_running_send_pass_under_every_policy() {
+    let mut checked = 0;
+    for name in [
+        "oracle-remount-during-send-is-ebusy.cows",
+        "oracle-delete-subvolume-in-use-by-send-is-eperm.cows",
+        "oracle-incremental-send-from-itself.cows",
+    ] {
+        let script = corpus_script(name);
+        for policy in SendPolicy::ALL {
+            let report = run(
+                &script,
+                RunOptions {
+                    policy: Some(policy),
+                    ..RunOptions::default()
+                },
+            );
+            assert!(report.passed(), "{name} under {policy}:\n{report}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15);
+}
