@@ -98,7 +98,48 @@ pub struct RunReport {
     pub world: Option<World>,
 }
 
+/// An operation that failed with an errno (an outcome, not by itself a violation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedOperation<'report> {
+    /// Index of its statement.
+    pub index: usize,
+    /// The operation.
+    pub op: &'report Op,
+    /// The errno it returned.
+    pub errno: Errno,
+    /// Why, in the engine's words.
+    pub reason: &'report str,
+    /// Whether the `expect` right after it was met (`expect error ERRNO`, say).
+    pub expected: bool,
+}
+
 impl RunReport {
+    /// Every operation that failed, in statement order.
+    pub fn failed_operations(&self) -> Vec<FailedOperation<'_>> {
+        self.statements
+            .iter()
+            .filter_map(|statement| {
+                let op = statement.op.as_ref()?;
+                let (errno, reason) = statement.outcome.as_ref()?.error.as_ref()?;
+                let expected = self
+                    .statements
+                    .get(statement.index + 1)
+                    .is_some_and(|next| next.op.is_none() && next.expectation == Some(Ok(())));
+                let reason = reason
+                    .strip_prefix(errno.name())
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .unwrap_or(reason);
+                Some(FailedOperation {
+                    index: statement.index,
+                    op,
+                    errno: *errno,
+                    reason,
+                    expected,
+                })
+            })
+            .collect()
+    }
+
     /// The verdict.
     pub fn verdict(&self) -> Verdict {
         if self.error.is_some() {
