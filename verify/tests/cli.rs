@@ -371,3 +371,43 @@ fn run_names_each_failed_operation_with_its_errno_and_line() {
     assert_eq!(failed[1]["errno"], "ENOENT");
     assert_eq!(failed[1]["expected"], true);
 }
+
+#[test]
+fn replay_decodes_and_judges_every_fuzz_target_through_the_table() {
+    let mut replayed = 0;
+    for target in cowproof_verify::fuzz_input::TARGETS {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../corpus")
+            .join(target.name);
+        let mut seeds: Vec<PathBuf> = std::fs::read_dir(&directory)
+            .expect("the target has a corpus")
+            .map(|entry| entry.expect("readable").path())
+            .filter(|path| {
+                path.extension()
+                    .is_none_or(|extension| extension != "cows" && extension != "md")
+            })
+            .collect();
+        seeds.sort();
+        let seed = seeds.first().expect("a binary or text seed");
+        let output = cowproof(&[
+            "replay",
+            "--target",
+            target.name,
+            "--policy",
+            "concurrent",
+            &text(seed),
+        ]);
+        let printed = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{}: {printed}", target.name);
+        assert!(
+            printed.contains(&format!("decoded by target {}", target.name)),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("target {}: ok", target.name)),
+            "{printed}"
+        );
+        replayed += 1;
+    }
+    assert_eq!(replayed, 6);
+}
