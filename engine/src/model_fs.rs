@@ -41,6 +41,8 @@ use std::sync::Arc;
 pub const FIRST_INO: u64 = 256;
 /// Longest name of one directory entry (BTRFS_NAME_LEN).
 pub const NAME_LEN_MAX: usize = 255;
+/// The block size clone ranges are aligned to unless set otherwise (btrfs's sectorsize).
+pub const BLOCK_BYTES_DEFAULT: u64 = 4096;
 /// Default space budget: bytes written, cloned and copied by snapshots.
 pub const SPACE_BUDGET_DEFAULT_BYTES: u64 = 256 << 20;
 
@@ -308,6 +310,7 @@ pub struct ModelFs {
     uuids_count: u64,
     space_left_bytes: u64,
     xattr_bytes_max: Option<u64>,
+    block_bytes: u64,
 }
 
 impl Default for ModelFs {
@@ -331,6 +334,7 @@ impl ModelFs {
             uuids_count: 0,
             space_left_bytes: bytes,
             xattr_bytes_max: None,
+            block_bytes: BLOCK_BYTES_DEFAULT,
         }
     }
 
@@ -338,6 +342,12 @@ impl ModelFs {
     /// fit one leaf item does (btrfs: ENOSPC beyond `BTRFS_MAX_XATTR_SIZE`).
     pub fn set_xattr_bytes_max(&mut self, bytes: u64) {
         self.xattr_bytes_max = Some(bytes);
+    }
+
+    /// Sets the block size clone ranges must be aligned to (btrfs: the sectorsize).
+    pub fn set_block_bytes(&mut self, bytes: u64) {
+        assert!(bytes.is_power_of_two(), "a block size of {bytes} bytes");
+        self.block_bytes = bytes;
     }
 
     /// Names of all subvolumes, sorted.
@@ -669,15 +679,23 @@ impl ModelFs {
             .ok_or(Errno::ENOENT)?;
         let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
         let target = subvol.inode(new_dir).entries.get(new_name).copied();
-        if target == Some(ino) {
-            return Ok(());
-        }
+        // do_renameat2()'s two ancestry checks come before any look at kinds: a source
+        // directory that is an ancestor of the new parent is EINVAL, and a target that
+        // is an ancestor of the old parent is ENOTEMPTY, whatever the source is.
         let is_dir = subvol.inode(ino).kind == InodeKind::Dir;
         if is_dir && subvol.is_ancestor(ino, new_dir) {
             return Err(Errno::EINVAL);
         }
+        if target.is_some_and(|target| {
+            subvol.inode(target).kind == InodeKind::Dir && subvol.is_ancestor(target, old_dir)
+        }) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if target == Some(ino) {
+            return Ok(());
+        }
         if let Some(target) = target {
-            check_rename_target(subvol, ino, target, old_dir)?;
+            check_rename_target(subvol, ino, target)?;
         }
         rename_entries(
             subvol,
@@ -752,8 +770,12 @@ impl ModelFs {
 
     /// FICLONERANGE as far as content goes: `dst_path`'s `[dst_offset, +len)` becomes a
     /// copy of `src_path`'s `[src_offset, +len)`, holes included; the source may be in
-    /// another subvolume. The source range must lie inside the source file, and ranges
-    /// of one file must not overlap (EINVAL).
+    /// another subvolume. `len == 0` means "to the source's EOF" (nothing at all when the
+    /// source offset is the EOF). The range checks of `generic_remap_checks()`, all
+    /// EINVAL: both offsets block-aligned; the range inside the source; the length
+    /// block-aligned unless the range ends at the source's EOF, and such an unaligned
+    /// EOF block not cloned into the middle of the destination (before its EOF); ranges
+    /// of one file, rounded up to whole blocks, must not overlap.
     pub fn clone_range(
         &mut self,
         src_path: &[u8],
@@ -763,19 +785,32 @@ impl ModelFs {
         len: u64,
     ) -> Result<(), Errno> {
         let (src_subvol, src_ino) = self.resolve(src_path)?;
-        self.resolve(dst_path)?;
-        let source = self.subvol_ref(src_subvol)?.inode(src_ino);
-        check_clone_source(source, src_offset, len)?;
-        let dst_end = dst_offset.checked_add(len).ok_or(Errno::EFBIG)?;
-        if dst_end > FILE_SIZE_MAX_BYTES {
-            return Err(Errno::EFBIG);
-        }
-        let pieces = source.data.extract(src_offset, len);
         let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
+        let source = self.subvol_ref(src_subvol)?.inode(src_ino);
+        let destination = self.subvol_ref(dst_subvol)?.inode(dst_ino);
+        check_clone_kind(source)?;
+        check_clone_kind(destination)?;
+        let destination_size = destination.size;
+        let len = if len == 0 {
+            match source.size.checked_sub(src_offset).ok_or(Errno::EINVAL)? {
+                0 => return Ok(()),
+                to_eof => to_eof,
+            }
+        } else {
+            len
+        };
+        let range = CloneRange {
+            src_offset,
+            dst_offset,
+            len,
+            source_size: source.size,
+            destination_size,
+            block_bytes: self.block_bytes,
+        };
         let same_file = src_subvol == dst_subvol && src_ino == dst_ino;
-        if same_file && src_offset < dst_end && dst_offset < src_offset + len {
-            return Err(Errno::EINVAL);
-        }
+        range.check(same_file)?;
+        let dst_end = dst_offset + len;
+        let pieces = source.data.extract(src_offset, len);
         self.writable_file(dst_path)?;
         self.charge(pieces.iter().map(|(_, bytes)| bytes.len() as u64).sum())?;
         let inode = self.writable_file(dst_path)?;
@@ -808,32 +843,60 @@ impl ModelFs {
     }
 }
 
-fn check_clone_source(source: &Inode, src_offset: u64, len: u64) -> Result<(), Errno> {
+/// Both ends of a clone must be regular files: EISDIR for a directory, EINVAL otherwise.
+fn check_clone_kind(source: &Inode) -> Result<(), Errno> {
     match source.kind {
-        InodeKind::File => {}
-        InodeKind::Dir => return Err(Errno::EISDIR),
-        _ => return Err(Errno::EINVAL),
+        InodeKind::File => Ok(()),
+        InodeKind::Dir => Err(Errno::EISDIR),
+        _ => Err(Errno::EINVAL),
     }
-    let src_end = src_offset.checked_add(len).ok_or(Errno::EINVAL)?;
-    if src_end > source.size {
-        return Err(Errno::EINVAL);
+}
+
+/// The numbers `generic_remap_checks()` looks at.
+struct CloneRange {
+    src_offset: u64,
+    dst_offset: u64,
+    len: u64,
+    source_size: u64,
+    destination_size: u64,
+    block_bytes: u64,
+}
+
+impl CloneRange {
+    fn check(&self, same_file: bool) -> Result<(), Errno> {
+        let src_end = self
+            .src_offset
+            .checked_add(self.len)
+            .filter(|&end| end <= self.source_size)
+            .ok_or(Errno::EINVAL)?;
+        let dst_end = self.dst_offset.checked_add(self.len).ok_or(Errno::EFBIG)?;
+        if dst_end > FILE_SIZE_MAX_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        let block = self.block_bytes;
+        if self.src_offset % block != 0 || self.dst_offset % block != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let ends_at_source_eof = src_end == self.source_size;
+        if self.len % block != 0 && (!ends_at_source_eof || dst_end < self.destination_size) {
+            return Err(Errno::EINVAL);
+        }
+        let blocks_len = self.len.div_ceil(block) * block;
+        let overlap = self.src_offset < self.dst_offset + blocks_len
+            && self.dst_offset < self.src_offset + blocks_len;
+        if same_file && overlap {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// rename(2)'s checks on an existing target `target` for source `ino`.
-fn check_rename_target(
-    subvol: &Subvolume,
-    ino: u64,
-    target: u64,
-    old_dir: u64,
-) -> Result<(), Errno> {
+fn check_rename_target(subvol: &Subvolume, ino: u64, target: u64) -> Result<(), Errno> {
     let source_is_dir = subvol.inode(ino).kind == InodeKind::Dir;
     let target_inode = subvol.inode(target);
     match (source_is_dir, target_inode.kind == InodeKind::Dir) {
-        (true, true) if subvol.is_ancestor(target, old_dir) || !target_inode.entries.is_empty() => {
-            Err(Errno::ENOTEMPTY)
-        }
+        (true, true) if !target_inode.entries.is_empty() => Err(Errno::ENOTEMPTY),
         (true, true) | (false, false) => Ok(()),
         (true, false) => Err(Errno::ENOTDIR),
         (false, true) => Err(Errno::EISDIR),

@@ -163,6 +163,7 @@ impl World {
         fs.events.set_recording(true);
         let mut model = ModelFs::new();
         model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
+        model.set_block_bytes(geometry.sectorsize_bytes);
         Ok(World {
             fs,
             model: model.clone(),

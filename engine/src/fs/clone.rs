@@ -6,7 +6,8 @@
 //! offsets sector-aligned, the length aligned unless the range ends at the source's EOF
 //! (then the partial EOF sector is cloned whole, and the destination must not have data
 //! past the clone's end — EINVAL otherwise), the range inside the source (EINVAL), no
-//! overlap within one file (EINVAL). `len == 0` means "to the source's EOF".
+//! overlap within one file (EINVAL). `len == 0` means "to the source's EOF", and does
+//! nothing, before any check of the range, when the source offset is the EOF.
 
 use super::file::FileExtent;
 use crate::ctree::TreeView;
@@ -47,10 +48,13 @@ impl FsInfo {
         let dst_item = self.regular_file_for_clone(dst.root_id, dst_ino)?;
         let sector = self.geometry.sectorsize_bytes;
         let len = if len == 0 {
-            src_item
-                .size
-                .checked_sub(src.offset)
-                .ok_or_else(|| invalid("source offset past EOF"))?
+            // __generic_remap_file_range_prep(): a zero-length clone from the source's
+            // EOF is done before any range check, even at an unaligned offset.
+            match src_item.size.checked_sub(src.offset) {
+                None => return Err(invalid("source offset past EOF")),
+                Some(0) => return Ok(()),
+                Some(to_eof) => to_eof,
+            }
         } else {
             len
         };
