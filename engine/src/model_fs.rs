@@ -13,9 +13,17 @@
 //!   with no entries does not exist;
 //! - file data never holds a non-zero byte at or beyond the file size.
 //!
+//! New inodes belong to root (uid 0, gid 0), except in a directory with the set-group-ID
+//! bit, where they take its group and new directories keep the bit (`inode_init_owner()`).
+//!
 //! Paths are byte strings `SUBVOL/relative/path`; `SUBVOL` alone names the subvolume's
-//! root directory. Path resolution never follows symlinks (send and receive never need
-//! it). Everything is deterministic: BTreeMaps only, uuids from a counter.
+//! root directory. Resolution follows symlinks as the system calls do: always before the
+//! last component; in the last one for `stat`, `create`, `write`, `read`, `truncate`,
+//! `chmod`, `chown`, `set_xattr`, `remove_xattr` and `clone_range`, not for `lstat`,
+//! `lchown`, `lset_xattr`, `lremove_xattr` (receive's calls), `mkdir`, `symlink`,
+//! `mknod`, `unlink`, `rmdir`, `link` or `rename`. It never leaves the subvolume: an
+//! absolute target, or `..` above the root, is EXDEV (`openat2()` with
+//! `RESOLVE_BENEATH`); more than 40 links is ELOOP. Everything is deterministic: BTreeMaps only, uuids from a counter.
 //!
 //! Choices where Linux gives several answers: a missing xattr is ENOENT (Linux: ENODATA);
 //! renaming or linking across subvolumes is EXDEV; removing, renaming or replacing a
@@ -34,13 +42,27 @@ pub use data::{FileData, FILE_SIZE_MAX_BYTES, PAGE_BYTES};
 
 use crate::errno::Errno;
 use crate::stream::Uuid;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Inode number of every subvolume's root directory.
 pub const FIRST_INO: u64 = 256;
 /// Longest name of one directory entry (BTRFS_NAME_LEN).
 pub const NAME_LEN_MAX: usize = 255;
+/// The most symlinks one resolution follows (Linux `MAXSYMLINKS`); ELOOP beyond.
+pub const SYMLINKS_FOLLOWED_MAX: usize = 40;
+
+/// Whether a path's resolution follows a symlink named by its last component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowLast {
+    /// Follow it, as `open`, `stat`, `truncate`, `chmod`, `chown`, `setxattr` do.
+    Yes,
+    /// Name the symlink itself, as `lstat`, `lchown`, `rename`, `unlink`, `link` do.
+    No,
+}
+
+/// `S_ISGID`.
+const SET_GROUP_ID_BIT: u32 = 0o2000;
 /// The block size clone ranges are aligned to unless set otherwise (btrfs's sectorsize).
 pub const BLOCK_BYTES_DEFAULT: u64 = 4096;
 /// Default space budget: bytes written, cloned and copied by snapshots.
@@ -199,27 +221,87 @@ impl Subvolume {
             .unwrap_or_else(|| panic!("inode {ino} vanished"))
     }
 
-    /// Resolves relative `components` to an inode, without following symlinks.
+    /// Resolves relative `components` to an inode, following symlinks before the last
+    /// component (not in it).
     fn lookup(&self, components: &[&[u8]]) -> Result<u64, Errno> {
-        let mut ino = FIRST_INO;
-        for component in components {
-            let dir = self.inode(ino);
-            if dir.kind != InodeKind::Dir {
-                return Err(Errno::ENOTDIR);
-            }
-            ino = *dir.entries.get(*component).ok_or(Errno::ENOENT)?;
-        }
-        Ok(ino)
+        self.resolve_beneath(components, FollowLast::No)?
+            .1
+            .ok_or(Errno::ENOENT)
     }
 
-    /// Resolves the parent directory of a non-root path; returns (dir ino, last name).
+    /// Resolves the parent directory of a non-root path, following every symlink on the
+    /// way; returns (dir ino, last name).
     fn lookup_parent<'p>(&self, components: &[&'p [u8]]) -> Result<(u64, &'p [u8]), Errno> {
         let (name, parents) = components.split_last().ok_or(Errno::EBUSY)?;
-        let dir = self.lookup(parents)?;
+        let dir = self
+            .resolve_beneath(parents, FollowLast::Yes)?
+            .1
+            .ok_or(Errno::ENOENT)?;
         if self.inode(dir).kind != InodeKind::Dir {
             return Err(Errno::ENOTDIR);
         }
         Ok((dir, name))
+    }
+
+    /// Resolves `components` as a system call does: symlinks before the last component
+    /// are followed, the last one when `follow_last` says so; resolution stays beneath
+    /// the root (EXDEV for an absolute target or a `..` above it) and follows at most
+    /// [`SYMLINKS_FOLLOWED_MAX`] links (ELOOP). Returns the symlink-free components and
+    /// the inode of the last one (`None` when the last name does not exist).
+    fn resolve_beneath(
+        &self,
+        components: &[&[u8]],
+        follow_last: FollowLast,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>), Errno> {
+        let mut pending: VecDeque<Vec<u8>> = components.iter().map(|name| name.to_vec()).collect();
+        let mut resolved: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut followed = 0;
+        while let Some(name) = pending.pop_front() {
+            let is_last = pending.is_empty();
+            let dir = self.inode(resolved.last().map_or(FIRST_INO, |(_, ino)| *ino));
+            if dir.kind != InodeKind::Dir {
+                return Err(Errno::ENOTDIR);
+            }
+            match name.as_slice() {
+                b"." => continue,
+                b".." => {
+                    resolved.pop().ok_or(Errno::EXDEV)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(&ino) = dir.entries.get(&name) else {
+                if !is_last {
+                    return Err(Errno::ENOENT);
+                }
+                let mut names: Vec<Vec<u8>> = resolved.into_iter().map(|(name, _)| name).collect();
+                names.push(name);
+                return Ok((names, None));
+            };
+            let inode = self.inode(ino);
+            let follow = !is_last || follow_last == FollowLast::Yes;
+            if inode.kind != InodeKind::Symlink || !follow {
+                resolved.push((name, ino));
+                continue;
+            }
+            followed += 1;
+            if followed > SYMLINKS_FOLLOWED_MAX {
+                return Err(Errno::ELOOP);
+            }
+            if inode.target.starts_with(b"/") {
+                return Err(Errno::EXDEV);
+            }
+            for part in inode.target.split(|&byte| byte == b'/').rev() {
+                if !part.is_empty() {
+                    pending.push_front(part.to_vec());
+                }
+            }
+        }
+        let ino = resolved.last().map_or(FIRST_INO, |(_, ino)| *ino);
+        Ok((
+            resolved.into_iter().map(|(name, _)| name).collect(),
+            Some(ino),
+        ))
     }
 
     fn allocate(&mut self, inode: Inode) -> u64 {
@@ -467,8 +549,42 @@ impl ModelFs {
         Ok(())
     }
 
-    /// The inode at `path`.
+    /// `path` with every symlink resolution follows replaced by where it leads (the last
+    /// component's too when `follow_last` says so): a path with no symlink before its
+    /// last component. `writable`: a read-only subvolume is EROFS first, as the
+    /// operations that change something answer.
+    pub fn followed(
+        &self,
+        path: &[u8],
+        follow_last: FollowLast,
+        writable: bool,
+    ) -> Result<Vec<u8>, Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
+        if writable && subvol.read_only {
+            return Err(Errno::EROFS);
+        }
+        let (components, _) = subvol.resolve_beneath(&resolved.components, follow_last)?;
+        let mut followed = resolved.subvol.to_vec();
+        for component in components {
+            followed.push(b'/');
+            followed.extend_from_slice(&component);
+        }
+        Ok(followed)
+    }
+
+    /// `stat(2)`: the inode at `path`, following a symlink in the last component.
     pub fn stat(&self, path: &[u8]) -> Result<&Inode, Errno> {
+        let path = &self.followed(path, FollowLast::Yes, false)?;
+        self.lstat_at(path)
+    }
+
+    /// `lstat(2)`: the inode at `path` itself.
+    pub fn lstat(&self, path: &[u8]) -> Result<&Inode, Errno> {
+        self.lstat_at(path)
+    }
+
+    fn lstat_at(&self, path: &[u8]) -> Result<&Inode, Errno> {
         let resolved = split_path(path)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
         let ino = subvol.lookup(&resolved.components)?;
@@ -480,9 +596,12 @@ impl ModelFs {
         let resolved = split_path(path)?;
         let subvol = self.subvol_writable(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
-        if subvol.inode(dir).entries.contains_key(name) {
+        let parent = subvol.inode(dir);
+        if parent.entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
+        let mut inode = inode;
+        inherit_set_group_id(parent, &mut inode);
         let ino = subvol.allocate(Inode {
             parent: dir,
             ..inode
@@ -493,7 +612,8 @@ impl ModelFs {
 
     /// open(O_CREAT) of a regular file: creates it (0644) or leaves an existing file alone.
     pub fn create(&mut self, path: &[u8]) -> Result<(), Errno> {
-        match self.stat(path) {
+        let path = &self.followed(path, FollowLast::Yes, false)?;
+        match self.lstat_at(path) {
             Ok(inode) if inode.kind == InodeKind::Dir => Err(Errno::EISDIR),
             Ok(_) => Ok(()),
             Err(Errno::ENOENT) => self
@@ -557,6 +677,7 @@ impl ModelFs {
 
     /// pwrite(2) of `data` at `offset` into an existing regular file.
     pub fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
@@ -583,6 +704,7 @@ impl ModelFs {
 
     /// truncate(2): shrinks (dropping data) or grows (a hole) a regular file.
     pub fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         if size > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
         }
@@ -707,8 +829,14 @@ impl ModelFs {
         Ok(())
     }
 
-    /// setxattr(2).
+    /// setxattr(2), following a symlink in the last component.
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lset_xattr(path, name, value)
+    }
+
+    /// lsetxattr(2): the inode `path` names itself (what receive does).
+    pub fn lset_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
         self.writable_inode(path)?;
         if name.is_empty() || name.contains(&0) {
             return Err(Errno::EINVAL);
@@ -730,29 +858,43 @@ impl ModelFs {
         Ok(())
     }
 
-    /// removexattr(2); a missing attribute is ENOENT.
+    /// removexattr(2), following a symlink in the last component; a missing attribute
+    /// is ENOENT.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lremove_xattr(path, name)
+    }
+
+    /// lremovexattr(2): the inode `path` names itself (what receive does).
+    pub fn lremove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         check_user_xattr(inode, name)?;
         inode.xattrs.remove(name).map(drop).ok_or(Errno::ENOENT)
     }
 
-    /// chmod(2): keeps the permission bits of `mode`.
+    /// chmod(2): keeps the permission bits of `mode`, following a symlink in the last
+    /// component (a symlink's own mode never changes).
     pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         if inode.kind == InodeKind::Symlink {
-            // A symlink's own mode cannot change on Linux (paths here do not follow
-            // symlinks, so this is fchmodat(AT_SYMLINK_NOFOLLOW)).
+            // Only a followed path reaches here, and it never ends at a symlink.
             return Err(Errno::EOPNOTSUPP);
         }
         inode.mode = (mode & 0o7777) as u32;
         Ok(())
     }
 
-    /// chown(2).
+    /// chown(2), following a symlink in the last component.
     pub fn chown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lchown(path, uid, gid)
+    }
+
+    /// lchown(2): the inode `path` names itself (what receive does).
+    pub fn lchown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         inode.uid = uid;
@@ -784,7 +926,10 @@ impl ModelFs {
         dst_offset: u64,
         len: u64,
     ) -> Result<(), Errno> {
+        // Both files are opened, source first, before the ioctl looks at either.
+        let src_path = &self.followed(src_path, FollowLast::Yes, false)?;
         let (src_subvol, src_ino) = self.resolve(src_path)?;
+        let dst_path = &self.followed(dst_path, FollowLast::Yes, false)?;
         let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
         let source = self.subvol_ref(src_subvol)?.inode(src_ino);
         let destination = self.subvol_ref(dst_subvol)?.inode(dst_ino);
@@ -840,6 +985,19 @@ impl ModelFs {
                 panic!("subvolume {:?}: {message}", String::from_utf8_lossy(name))
             });
         }
+    }
+}
+
+/// `inode_init_owner()`: in a directory with the set-group-ID bit, a new inode takes
+/// the directory's group, and a new directory keeps the bit too (the creator is root, so
+/// nothing is ever dropped for want of group membership).
+fn inherit_set_group_id(parent: &Inode, inode: &mut Inode) {
+    if parent.mode & SET_GROUP_ID_BIT == 0 {
+        return;
+    }
+    inode.gid = parent.gid;
+    if inode.kind == InodeKind::Dir {
+        inode.mode |= SET_GROUP_ID_BIT;
     }
 }
 

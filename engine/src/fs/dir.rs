@@ -3,7 +3,9 @@
 //! built on them — creating the subvolume root directory, create/mkdir/mknod/symlink
 //! (`btrfs_create()`, `btrfs_mkdir()`, `btrfs_mknod()`, `btrfs_symlink()`), link,
 //! unlink, rmdir and rename (`btrfs_link()`, `btrfs_unlink()`, `btrfs_rmdir()`,
-//! `btrfs_rename()`), with the VFS's errno order.
+//! `btrfs_rename()`), with the VFS's errno order. New inodes follow `inode_init_owner()`:
+//! owned by root, or by the directory's group in a set-group-ID directory, where new
+//! directories keep the bit.
 //!
 //! Invariants: every entry exists twice (DIR_ITEM and DIR_INDEX) with the INODE_REF of
 //! the same name and index on the target inode; a directory's size is twice the sum of
@@ -12,6 +14,7 @@
 
 use super::format::{file_type, DirItem, InodeItem, InodeRef};
 use super::inode::InodeName;
+use super::path::FollowLast;
 use super::path::{components, ParentAndName};
 use super::{corrupt, mode_bits, name_hash, FileKind, ROOT_DIR_INO};
 use crate::ctree::TreeView;
@@ -40,6 +43,19 @@ pub struct DirEntry {
     pub file_type: u8,
     /// The name.
     pub name: Vec<u8>,
+}
+
+/// `inode_init_owner()`: in a directory with the set-group-ID bit, a new inode takes
+/// the directory's group, and a new directory keeps the bit (the creator is root, so
+/// the bit is never dropped for want of group membership).
+fn inherit_set_group_id(parent: &InodeItem, item: &mut InodeItem) {
+    if parent.mode & mode_bits::S_ISGID == 0 {
+        return;
+    }
+    item.gid = parent.gid;
+    if FileKind::from_mode(item.mode) == Some(FileKind::Directory) {
+        item.mode |= mode_bits::S_ISGID;
+    }
 }
 
 fn name_text(name: &[u8]) -> String {
@@ -261,9 +277,11 @@ impl FsInfo {
         let ParentAndName { dir, name } = self.new_name_in(root_id, &components)?;
         let kind = FileKind::from_mode(mode)
             .ok_or_else(|| Error::errno(Errno::EINVAL, format!("mode {mode:o}")))?;
+        let parent = self.inode_item_required_in(TreeView::Current, root_id, dir)?;
         let ino = self.next_inode_number(root_id)?;
         let mut item = self.new_inode_item(mode, rdev);
         item.nlink = 1;
+        inherit_set_group_id(&parent, &mut item);
         self.insert_inode_item(root_id, ino, &item)?;
         self.add_dir_entry(root_id, dir, name, ino, kind.file_type())?;
         Ok(ino)
@@ -279,12 +297,14 @@ impl FsInfo {
         self.create_inode_at(root_id, path, mode_bits::S_IFREG | 0o644, 0)
     }
 
-    /// `touch`: creates an empty file, or does nothing if the name exists (any kind).
+    /// `touch` (`open(O_CREAT)`): creates an empty file, or does nothing if the name
+    /// exists (any kind); a symlink in the last component is followed, so a dangling one
+    /// creates its target.
     pub fn touch<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
-        match self.lookup_path_in(TreeView::Current, root_id, path) {
-            Ok(ino) => self.ensure_writable(root_id).map(|()| ino),
-            Err(error) if error.to_errno() == Errno::ENOENT => self.create_file(root_id, path),
-            Err(error) => Err(error),
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        match resolved.ino {
+            Some(ino) => self.ensure_writable(root_id).map(|()| ino),
+            None => self.create_file(root_id, &resolved.components),
         }
     }
 

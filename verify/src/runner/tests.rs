@@ -394,3 +394,58 @@ fn refusals_of_a_running_send_pass_under_every_policy() {
     }
     assert_eq!(checked, 15);
 }
+
+/// The `linux-*.cows` regressions record, as `# linux-stat PATH MODE UID GID` lines,
+/// what `stat -c '%n %a %u %g'` printed after the same operations on a loop-mounted
+/// btrfs; the engine must end in that state (the model is compared with the engine after
+/// every operation, so both must).
+#[test]
+fn linux_regressions_end_in_the_state_linux_reached() {
+    use cowproof_engine::ctree::TreeView;
+    use cowproof_engine::model_fs::Content;
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/scripts");
+    let mut names: Vec<String> = std::fs::read_dir(&directory)
+        .expect("corpus/scripts")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("linux-") && name.ends_with(".cows"))
+        .collect();
+    names.sort();
+    let mut checked = 0;
+    for name in &names {
+        let text = std::fs::read_to_string(directory.join(name)).expect("readable");
+        let stats: Vec<Vec<&str>> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# linux-stat "))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        let mut report = run(&corpus_script(name), RunOptions::default());
+        assert!(report.passed(), "{name}:\n{report}");
+        let world = report.world.as_mut().expect("world");
+        for stat in stats {
+            let [path, mode, uid, gid] = stat[..] else {
+                panic!("{name}: malformed linux-stat line {stat:?}");
+            };
+            let (subvolume, relative) = path.split_once('/').expect("SUBVOL/PATH");
+            let root_id = world.fs.subvolume_id(subvolume).expect("subvolume");
+            let listing = world
+                .fs
+                .list_subvolume(TreeView::Current, root_id)
+                .expect("listing");
+            let content = Content::from_listing(&listing);
+            let entry = content
+                .entries
+                .get(relative.as_bytes())
+                .unwrap_or_else(|| panic!("{name}: no {path}\n{}", content.render()));
+            let found = format!("{:o} {} {}", entry.mode, entry.uid, entry.gid);
+            assert_eq!(found, format!("{mode} {uid} {gid}"), "{name}: {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "only {checked} linux-stat lines checked");
+}
