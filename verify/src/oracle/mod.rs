@@ -1,4 +1,4 @@
-//! Oracles: what "consistent" means (DESIGN.md section 5), each deciding pass or fail
+//! Oracles: what "consistent" means (docs/oracles.md), each deciding pass or fail
 //! and knowing nothing of fuzzers or scripts.
 //!
 //! 1. [`ghost`] — read consistency: every extent buffer content send uses has exactly the

@@ -14,7 +14,7 @@ fn corpus_script(name: &str) -> crate::script::Script {
     parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"))
 }
 
-/// The expected verdicts of DESIGN.md section 4 for each seed scenario, by policy:
+/// The expected verdicts of the policy matrix (README.md) for each seed scenario, by policy:
 /// `Some(kind)` a violation of that kind or symptom, `None` clean.
 const SEED_MATRIX: &[(&str, [Option<&str>; 5])] = &[
     // unprotected, clone-root, exclusive-only, exclusive, concurrent
