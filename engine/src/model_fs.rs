@@ -594,7 +594,7 @@ impl ModelFs {
     /// Creates a new inode of `inode`'s kind at `path` (EEXIST if the name is taken).
     fn make_node(&mut self, path: &[u8], inode: Inode) -> Result<u64, Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
         let parent = subvol.inode(dir);
         if parent.entries.contains_key(name) {
@@ -602,6 +602,9 @@ impl ModelFs {
         }
         let mut inode = inode;
         inherit_set_group_id(parent, &mut inode);
+        // The name is looked up (ENOENT, ENOTDIR, EEXIST) before a read-only subvolume
+        // refuses the change (EROFS), as the VFS does.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         let ino = subvol.allocate(Inode {
             parent: dir,
             ..inode
@@ -719,9 +722,13 @@ impl ModelFs {
     /// unlink(2).
     pub fn unlink(&mut self, path: &[u8]) -> Result<(), Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
-        let (dir, name) = subvol.lookup_parent(&resolved.components)?;
+        let (dir, name) = self
+            .subvol_ref(resolved.subvol)?
+            .lookup_parent(&resolved.components)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        // may_delete(): EROFS before the kind.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         if subvol.inode(ino).kind == InodeKind::Dir {
             return Err(Errno::EISDIR);
         }
@@ -733,9 +740,11 @@ impl ModelFs {
     /// rmdir(2).
     pub fn rmdir(&mut self, path: &[u8]) -> Result<(), Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
         let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        // may_delete(): EROFS before the kind.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         let inode = subvol.inode(ino);
         if inode.kind != InodeKind::Dir {
             return Err(Errno::ENOTDIR);
@@ -768,14 +777,15 @@ impl ModelFs {
     /// link(2): `new_path` becomes another name of the inode at `old_path`.
     pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
         let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
-        let subvol = self.subvol_writable(new.subvol)?;
+        let subvol = self.subvol_ref(new.subvol)?;
         let ino = subvol.lookup(&old.components)?;
         let (dir, name) = subvol.lookup_parent(&new.components)?;
         if subvol.inode(dir).entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         // link(2) creates the new name's dentry (ENOENT, ENOTDIR, EEXIST) before
-        // vfs_link() refuses a directory.
+        // vfs_link() checks permission (EROFS) and refuses a directory (EPERM).
+        let subvol = self.subvol_writable(new.subvol)?;
         if subvol.inode(ino).kind == InodeKind::Dir {
             return Err(Errno::EPERM);
         }
@@ -792,14 +802,15 @@ impl ModelFs {
     /// rename(2) within one subvolume, replacing the target where rename(2) allows.
     pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
         let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
-        let subvol = self.subvol_writable(new.subvol)?;
+        let subvol = self.subvol_ref(new.subvol)?;
+        // do_renameat2() resolves both parents before it looks the source up.
         let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
+        let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
         let ino = *subvol
             .inode(old_dir)
             .entries
             .get(old_name)
             .ok_or(Errno::ENOENT)?;
-        let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
         let target = subvol.inode(new_dir).entries.get(new_name).copied();
         // do_renameat2()'s two ancestry checks come before any look at kinds: a source
         // directory that is an ancestor of the new parent is EINVAL, and a target that
@@ -816,6 +827,8 @@ impl ModelFs {
         if target == Some(ino) {
             return Ok(());
         }
+        // vfs_rename(): permission (EROFS) before the kinds.
+        let subvol = self.subvol_writable(new.subvol)?;
         if let Some(target) = target {
             check_rename_target(subvol, ino, target)?;
         }

@@ -378,7 +378,8 @@ impl FsInfo {
         target: &[u8],
         path: &[P],
     ) -> Result<u64> {
-        self.ensure_writable(root_id)?;
+        // The target is checked first (it is copied from user space), then the name is
+        // looked up, then a read-only subvolume refuses (in create_inode_at).
         components(path)?;
         if target.is_empty() {
             return Err(Error::errno(Errno::ENOENT, "empty symlink target"));

@@ -453,8 +453,7 @@ impl Harness {
             Op::Rename(a, b) => (
                 engine(fs.rename(root, a, b)),
                 model.resolve(a, false).and_then(|a| {
-                    // rename(2) looks the source up before the target's parent.
-                    model.entry_of(&a)?;
+                    // rename(2) resolves both parents before it looks the source up.
                     let b = model.resolve(b, false)?;
                     model.rename(&a, &b)
                 }),
