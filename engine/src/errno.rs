@@ -49,13 +49,16 @@ pub enum Errno {
     EBADMSG,
     /// Operation not supported (for example changing a symlink's own mode).
     EOPNOTSUPP,
-    /// Cross-device link: rename or link between two subvolumes.
+    /// Cross-device link: rename or link between two subvolumes, or a symlink that
+    /// leads out of its subvolume (`RESOLVE_BENEATH`).
     EXDEV,
+    /// Too many levels of symbolic links.
+    ELOOP,
 }
 
 impl Errno {
     /// Every value, in declaration order.
-    pub const ALL: [Errno; 20] = [
+    pub const ALL: [Errno; 21] = [
         Errno::ENOENT,
         Errno::EEXIST,
         Errno::ENOTEMPTY,
@@ -76,6 +79,7 @@ impl Errno {
         Errno::EBADMSG,
         Errno::EXDEV,
         Errno::EOPNOTSUPP,
+        Errno::ELOOP,
     ];
 
     /// The symbolic name, as in `<errno.h>`.
@@ -101,6 +105,7 @@ impl Errno {
             Errno::EBADMSG => "EBADMSG",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EXDEV => "EXDEV",
+            Errno::ELOOP => "ELOOP",
         }
     }
 
@@ -123,6 +128,7 @@ impl Errno {
             Errno::EMLINK => 31,
             Errno::ENAMETOOLONG => 36,
             Errno::ENOTEMPTY => 39,
+            Errno::ELOOP => 40,
             Errno::EBADMSG => 74,
             Errno::EOPNOTSUPP => 95,
             Errno::EOVERFLOW => 75,

@@ -13,9 +13,17 @@
 //!   with no entries does not exist;
 //! - file data never holds a non-zero byte at or beyond the file size.
 //!
+//! New inodes belong to root (uid 0, gid 0), except in a directory with the set-group-ID
+//! bit, where they take its group and new directories keep the bit (`inode_init_owner()`).
+//!
 //! Paths are byte strings `SUBVOL/relative/path`; `SUBVOL` alone names the subvolume's
-//! root directory. Path resolution never follows symlinks (send and receive never need
-//! it). Everything is deterministic: BTreeMaps only, uuids from a counter.
+//! root directory. Resolution follows symlinks as the system calls do: always before the
+//! last component; in the last one for `stat`, `create`, `write`, `read`, `truncate`,
+//! `chmod`, `chown`, `set_xattr`, `remove_xattr` and `clone_range`, not for `lstat`,
+//! `lchown`, `lset_xattr`, `lremove_xattr` (receive's calls), `mkdir`, `symlink`,
+//! `mknod`, `unlink`, `rmdir`, `link` or `rename`. It never leaves the subvolume: an
+//! absolute target, or `..` above the root, is EXDEV (`openat2()` with
+//! `RESOLVE_BENEATH`); more than 40 links is ELOOP. Everything is deterministic: BTreeMaps only, uuids from a counter.
 //!
 //! Choices where Linux gives several answers: a missing xattr is ENOENT (Linux: ENODATA);
 //! renaming or linking across subvolumes is EXDEV; removing, renaming or replacing a
@@ -34,13 +42,29 @@ pub use data::{FileData, FILE_SIZE_MAX_BYTES, PAGE_BYTES};
 
 use crate::errno::Errno;
 use crate::stream::Uuid;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Inode number of every subvolume's root directory.
 pub const FIRST_INO: u64 = 256;
 /// Longest name of one directory entry (BTRFS_NAME_LEN).
 pub const NAME_LEN_MAX: usize = 255;
+/// The most symlinks one resolution follows (Linux `MAXSYMLINKS`); ELOOP beyond.
+pub const SYMLINKS_FOLLOWED_MAX: usize = 40;
+
+/// Whether a path's resolution follows a symlink named by its last component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowLast {
+    /// Follow it, as `open`, `stat`, `truncate`, `chmod`, `chown`, `setxattr` do.
+    Yes,
+    /// Name the symlink itself, as `lstat`, `lchown`, `rename`, `unlink`, `link` do.
+    No,
+}
+
+/// `S_ISGID`.
+const SET_GROUP_ID_BIT: u32 = 0o2000;
+/// The block size clone ranges are aligned to unless set otherwise (btrfs's sectorsize).
+pub const BLOCK_BYTES_DEFAULT: u64 = 4096;
 /// Default space budget: bytes written, cloned and copied by snapshots.
 pub const SPACE_BUDGET_DEFAULT_BYTES: u64 = 256 << 20;
 
@@ -197,27 +221,87 @@ impl Subvolume {
             .unwrap_or_else(|| panic!("inode {ino} vanished"))
     }
 
-    /// Resolves relative `components` to an inode, without following symlinks.
+    /// Resolves relative `components` to an inode, following symlinks before the last
+    /// component (not in it).
     fn lookup(&self, components: &[&[u8]]) -> Result<u64, Errno> {
-        let mut ino = FIRST_INO;
-        for component in components {
-            let dir = self.inode(ino);
-            if dir.kind != InodeKind::Dir {
-                return Err(Errno::ENOTDIR);
-            }
-            ino = *dir.entries.get(*component).ok_or(Errno::ENOENT)?;
-        }
-        Ok(ino)
+        self.resolve_beneath(components, FollowLast::No)?
+            .1
+            .ok_or(Errno::ENOENT)
     }
 
-    /// Resolves the parent directory of a non-root path; returns (dir ino, last name).
+    /// Resolves the parent directory of a non-root path, following every symlink on the
+    /// way; returns (dir ino, last name).
     fn lookup_parent<'p>(&self, components: &[&'p [u8]]) -> Result<(u64, &'p [u8]), Errno> {
         let (name, parents) = components.split_last().ok_or(Errno::EBUSY)?;
-        let dir = self.lookup(parents)?;
+        let dir = self
+            .resolve_beneath(parents, FollowLast::Yes)?
+            .1
+            .ok_or(Errno::ENOENT)?;
         if self.inode(dir).kind != InodeKind::Dir {
             return Err(Errno::ENOTDIR);
         }
         Ok((dir, name))
+    }
+
+    /// Resolves `components` as a system call does: symlinks before the last component
+    /// are followed, the last one when `follow_last` says so; resolution stays beneath
+    /// the root (EXDEV for an absolute target or a `..` above it) and follows at most
+    /// [`SYMLINKS_FOLLOWED_MAX`] links (ELOOP). Returns the symlink-free components and
+    /// the inode of the last one (`None` when the last name does not exist).
+    fn resolve_beneath(
+        &self,
+        components: &[&[u8]],
+        follow_last: FollowLast,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>), Errno> {
+        let mut pending: VecDeque<Vec<u8>> = components.iter().map(|name| name.to_vec()).collect();
+        let mut resolved: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut followed = 0;
+        while let Some(name) = pending.pop_front() {
+            let is_last = pending.is_empty();
+            let dir = self.inode(resolved.last().map_or(FIRST_INO, |(_, ino)| *ino));
+            if dir.kind != InodeKind::Dir {
+                return Err(Errno::ENOTDIR);
+            }
+            match name.as_slice() {
+                b"." => continue,
+                b".." => {
+                    resolved.pop().ok_or(Errno::EXDEV)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(&ino) = dir.entries.get(&name) else {
+                if !is_last {
+                    return Err(Errno::ENOENT);
+                }
+                let mut names: Vec<Vec<u8>> = resolved.into_iter().map(|(name, _)| name).collect();
+                names.push(name);
+                return Ok((names, None));
+            };
+            let inode = self.inode(ino);
+            let follow = !is_last || follow_last == FollowLast::Yes;
+            if inode.kind != InodeKind::Symlink || !follow {
+                resolved.push((name, ino));
+                continue;
+            }
+            followed += 1;
+            if followed > SYMLINKS_FOLLOWED_MAX {
+                return Err(Errno::ELOOP);
+            }
+            if inode.target.starts_with(b"/") {
+                return Err(Errno::EXDEV);
+            }
+            for part in inode.target.split(|&byte| byte == b'/').rev() {
+                if !part.is_empty() {
+                    pending.push_front(part.to_vec());
+                }
+            }
+        }
+        let ino = resolved.last().map_or(FIRST_INO, |(_, ino)| *ino);
+        Ok((
+            resolved.into_iter().map(|(name, _)| name).collect(),
+            Some(ino),
+        ))
     }
 
     fn allocate(&mut self, inode: Inode) -> u64 {
@@ -308,6 +392,7 @@ pub struct ModelFs {
     uuids_count: u64,
     space_left_bytes: u64,
     xattr_bytes_max: Option<u64>,
+    block_bytes: u64,
 }
 
 impl Default for ModelFs {
@@ -331,6 +416,7 @@ impl ModelFs {
             uuids_count: 0,
             space_left_bytes: bytes,
             xattr_bytes_max: None,
+            block_bytes: BLOCK_BYTES_DEFAULT,
         }
     }
 
@@ -338,6 +424,12 @@ impl ModelFs {
     /// fit one leaf item does (btrfs: ENOSPC beyond `BTRFS_MAX_XATTR_SIZE`).
     pub fn set_xattr_bytes_max(&mut self, bytes: u64) {
         self.xattr_bytes_max = Some(bytes);
+    }
+
+    /// Sets the block size clone ranges must be aligned to (btrfs: the sectorsize).
+    pub fn set_block_bytes(&mut self, bytes: u64) {
+        assert!(bytes.is_power_of_two(), "a block size of {bytes} bytes");
+        self.block_bytes = bytes;
     }
 
     /// Names of all subvolumes, sorted.
@@ -415,6 +507,18 @@ impl ModelFs {
             .ok_or(Errno::ENOENT)
     }
 
+    /// Renames subvolume `old` to `new` (`mv` of a subvolume in the top level): ENOENT
+    /// without `old`, EEXIST when `new` is taken.
+    pub fn subvolume_rename(&mut self, old: &[u8], new: &[u8]) -> Result<(), Errno> {
+        check_name(new)?;
+        if self.subvolumes.contains_key(new) {
+            return Err(Errno::EEXIST);
+        }
+        let subvol = self.subvolumes.remove(old).ok_or(Errno::ENOENT)?;
+        self.subvolumes.insert(new.to_vec(), subvol);
+        Ok(())
+    }
+
     /// Snapshots `source` as `name` (a deep copy with a new uuid).
     pub fn snapshot(&mut self, source: &[u8], name: &[u8], read_only: bool) -> Result<(), Errno> {
         check_name(name)?;
@@ -445,8 +549,42 @@ impl ModelFs {
         Ok(())
     }
 
-    /// The inode at `path`.
+    /// `path` with every symlink resolution follows replaced by where it leads (the last
+    /// component's too when `follow_last` says so): a path with no symlink before its
+    /// last component. `writable`: a read-only subvolume is EROFS first, as the
+    /// operations that change something answer.
+    pub fn followed(
+        &self,
+        path: &[u8],
+        follow_last: FollowLast,
+        writable: bool,
+    ) -> Result<Vec<u8>, Errno> {
+        let resolved = split_path(path)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
+        if writable && subvol.read_only {
+            return Err(Errno::EROFS);
+        }
+        let (components, _) = subvol.resolve_beneath(&resolved.components, follow_last)?;
+        let mut followed = resolved.subvol.to_vec();
+        for component in components {
+            followed.push(b'/');
+            followed.extend_from_slice(&component);
+        }
+        Ok(followed)
+    }
+
+    /// `stat(2)`: the inode at `path`, following a symlink in the last component.
     pub fn stat(&self, path: &[u8]) -> Result<&Inode, Errno> {
+        let path = &self.followed(path, FollowLast::Yes, false)?;
+        self.lstat_at(path)
+    }
+
+    /// `lstat(2)`: the inode at `path` itself.
+    pub fn lstat(&self, path: &[u8]) -> Result<&Inode, Errno> {
+        self.lstat_at(path)
+    }
+
+    fn lstat_at(&self, path: &[u8]) -> Result<&Inode, Errno> {
         let resolved = split_path(path)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
         let ino = subvol.lookup(&resolved.components)?;
@@ -456,11 +594,17 @@ impl ModelFs {
     /// Creates a new inode of `inode`'s kind at `path` (EEXIST if the name is taken).
     fn make_node(&mut self, path: &[u8], inode: Inode) -> Result<u64, Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
-        if subvol.inode(dir).entries.contains_key(name) {
+        let parent = subvol.inode(dir);
+        if parent.entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
+        let mut inode = inode;
+        inherit_set_group_id(parent, &mut inode);
+        // The name is looked up (ENOENT, ENOTDIR, EEXIST) before a read-only subvolume
+        // refuses the change (EROFS), as the VFS does.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         let ino = subvol.allocate(Inode {
             parent: dir,
             ..inode
@@ -471,7 +615,8 @@ impl ModelFs {
 
     /// open(O_CREAT) of a regular file: creates it (0644) or leaves an existing file alone.
     pub fn create(&mut self, path: &[u8]) -> Result<(), Errno> {
-        match self.stat(path) {
+        let path = &self.followed(path, FollowLast::Yes, false)?;
+        match self.lstat_at(path) {
             Ok(inode) if inode.kind == InodeKind::Dir => Err(Errno::EISDIR),
             Ok(_) => Ok(()),
             Err(Errno::ENOENT) => self
@@ -535,6 +680,7 @@ impl ModelFs {
 
     /// pwrite(2) of `data` at `offset` into an existing regular file.
     pub fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
@@ -561,6 +707,7 @@ impl ModelFs {
 
     /// truncate(2): shrinks (dropping data) or grows (a hole) a regular file.
     pub fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         if size > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
         }
@@ -575,9 +722,13 @@ impl ModelFs {
     /// unlink(2).
     pub fn unlink(&mut self, path: &[u8]) -> Result<(), Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
-        let (dir, name) = subvol.lookup_parent(&resolved.components)?;
+        let (dir, name) = self
+            .subvol_ref(resolved.subvol)?
+            .lookup_parent(&resolved.components)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        // may_delete(): EROFS before the kind.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         if subvol.inode(ino).kind == InodeKind::Dir {
             return Err(Errno::EISDIR);
         }
@@ -589,9 +740,11 @@ impl ModelFs {
     /// rmdir(2).
     pub fn rmdir(&mut self, path: &[u8]) -> Result<(), Errno> {
         let resolved = split_path(path)?;
-        let subvol = self.subvol_writable(resolved.subvol)?;
+        let subvol = self.subvol_ref(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
         let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        // may_delete(): EROFS before the kind.
+        let subvol = self.subvol_writable(resolved.subvol)?;
         let inode = subvol.inode(ino);
         if inode.kind != InodeKind::Dir {
             return Err(Errno::ENOTDIR);
@@ -624,14 +777,15 @@ impl ModelFs {
     /// link(2): `new_path` becomes another name of the inode at `old_path`.
     pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
         let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
-        let subvol = self.subvol_writable(new.subvol)?;
+        let subvol = self.subvol_ref(new.subvol)?;
         let ino = subvol.lookup(&old.components)?;
         let (dir, name) = subvol.lookup_parent(&new.components)?;
         if subvol.inode(dir).entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         // link(2) creates the new name's dentry (ENOENT, ENOTDIR, EEXIST) before
-        // vfs_link() refuses a directory.
+        // vfs_link() checks permission (EROFS) and refuses a directory (EPERM).
+        let subvol = self.subvol_writable(new.subvol)?;
         if subvol.inode(ino).kind == InodeKind::Dir {
             return Err(Errno::EPERM);
         }
@@ -648,24 +802,35 @@ impl ModelFs {
     /// rename(2) within one subvolume, replacing the target where rename(2) allows.
     pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
         let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
-        let subvol = self.subvol_writable(new.subvol)?;
+        let subvol = self.subvol_ref(new.subvol)?;
+        // do_renameat2() resolves both parents before it looks the source up.
         let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
+        let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
         let ino = *subvol
             .inode(old_dir)
             .entries
             .get(old_name)
             .ok_or(Errno::ENOENT)?;
-        let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
         let target = subvol.inode(new_dir).entries.get(new_name).copied();
-        if target == Some(ino) {
-            return Ok(());
-        }
+        // do_renameat2()'s two ancestry checks come before any look at kinds: a source
+        // directory that is an ancestor of the new parent is EINVAL, and a target that
+        // is an ancestor of the old parent is ENOTEMPTY, whatever the source is.
         let is_dir = subvol.inode(ino).kind == InodeKind::Dir;
         if is_dir && subvol.is_ancestor(ino, new_dir) {
             return Err(Errno::EINVAL);
         }
+        if target.is_some_and(|target| {
+            subvol.inode(target).kind == InodeKind::Dir && subvol.is_ancestor(target, old_dir)
+        }) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if target == Some(ino) {
+            return Ok(());
+        }
+        // vfs_rename(): permission (EROFS) before the kinds.
+        let subvol = self.subvol_writable(new.subvol)?;
         if let Some(target) = target {
-            check_rename_target(subvol, ino, target, old_dir)?;
+            check_rename_target(subvol, ino, target)?;
         }
         rename_entries(
             subvol,
@@ -677,8 +842,14 @@ impl ModelFs {
         Ok(())
     }
 
-    /// setxattr(2).
+    /// setxattr(2), following a symlink in the last component.
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lset_xattr(path, name, value)
+    }
+
+    /// lsetxattr(2): the inode `path` names itself (what receive does).
+    pub fn lset_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
         self.writable_inode(path)?;
         if name.is_empty() || name.contains(&0) {
             return Err(Errno::EINVAL);
@@ -700,29 +871,43 @@ impl ModelFs {
         Ok(())
     }
 
-    /// removexattr(2); a missing attribute is ENOENT.
+    /// removexattr(2), following a symlink in the last component; a missing attribute
+    /// is ENOENT.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lremove_xattr(path, name)
+    }
+
+    /// lremovexattr(2): the inode `path` names itself (what receive does).
+    pub fn lremove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         check_user_xattr(inode, name)?;
         inode.xattrs.remove(name).map(drop).ok_or(Errno::ENOENT)
     }
 
-    /// chmod(2): keeps the permission bits of `mode`.
+    /// chmod(2): keeps the permission bits of `mode`, following a symlink in the last
+    /// component (a symlink's own mode never changes).
     pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         if inode.kind == InodeKind::Symlink {
-            // A symlink's own mode cannot change on Linux (paths here do not follow
-            // symlinks, so this is fchmodat(AT_SYMLINK_NOFOLLOW)).
+            // Only a followed path reaches here, and it never ends at a symlink.
             return Err(Errno::EOPNOTSUPP);
         }
         inode.mode = (mode & 0o7777) as u32;
         Ok(())
     }
 
-    /// chown(2).
+    /// chown(2), following a symlink in the last component.
     pub fn chown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes, true)?;
+        self.lchown(path, uid, gid)
+    }
+
+    /// lchown(2): the inode `path` names itself (what receive does).
+    pub fn lchown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         inode.uid = uid;
@@ -740,8 +925,12 @@ impl ModelFs {
 
     /// FICLONERANGE as far as content goes: `dst_path`'s `[dst_offset, +len)` becomes a
     /// copy of `src_path`'s `[src_offset, +len)`, holes included; the source may be in
-    /// another subvolume. The source range must lie inside the source file, and ranges
-    /// of one file must not overlap (EINVAL).
+    /// another subvolume. `len == 0` means "to the source's EOF" (nothing at all when the
+    /// source offset is the EOF). The range checks of `generic_remap_checks()`, all
+    /// EINVAL: both offsets block-aligned; the range inside the source; the length
+    /// block-aligned unless the range ends at the source's EOF, and such an unaligned
+    /// EOF block not cloned into the middle of the destination (before its EOF); ranges
+    /// of one file, rounded up to whole blocks, must not overlap.
     pub fn clone_range(
         &mut self,
         src_path: &[u8],
@@ -750,20 +939,36 @@ impl ModelFs {
         dst_offset: u64,
         len: u64,
     ) -> Result<(), Errno> {
+        // Both files are opened, source first, before the ioctl looks at either.
+        let src_path = &self.followed(src_path, FollowLast::Yes, false)?;
         let (src_subvol, src_ino) = self.resolve(src_path)?;
-        self.resolve(dst_path)?;
-        let source = self.subvol_ref(src_subvol)?.inode(src_ino);
-        check_clone_source(source, src_offset, len)?;
-        let dst_end = dst_offset.checked_add(len).ok_or(Errno::EFBIG)?;
-        if dst_end > FILE_SIZE_MAX_BYTES {
-            return Err(Errno::EFBIG);
-        }
-        let pieces = source.data.extract(src_offset, len);
+        let dst_path = &self.followed(dst_path, FollowLast::Yes, false)?;
         let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
+        let source = self.subvol_ref(src_subvol)?.inode(src_ino);
+        let destination = self.subvol_ref(dst_subvol)?.inode(dst_ino);
+        check_clone_kind(source)?;
+        check_clone_kind(destination)?;
+        let destination_size = destination.size;
+        let len = if len == 0 {
+            match source.size.checked_sub(src_offset).ok_or(Errno::EINVAL)? {
+                0 => return Ok(()),
+                to_eof => to_eof,
+            }
+        } else {
+            len
+        };
+        let range = CloneRange {
+            src_offset,
+            dst_offset,
+            len,
+            source_size: source.size,
+            destination_size,
+            block_bytes: self.block_bytes,
+        };
         let same_file = src_subvol == dst_subvol && src_ino == dst_ino;
-        if same_file && src_offset < dst_end && dst_offset < src_offset + len {
-            return Err(Errno::EINVAL);
-        }
+        range.check(same_file)?;
+        let dst_end = dst_offset + len;
+        let pieces = source.data.extract(src_offset, len);
         self.writable_file(dst_path)?;
         self.charge(pieces.iter().map(|(_, bytes)| bytes.len() as u64).sum())?;
         let inode = self.writable_file(dst_path)?;
@@ -796,32 +1001,73 @@ impl ModelFs {
     }
 }
 
-fn check_clone_source(source: &Inode, src_offset: u64, len: u64) -> Result<(), Errno> {
+/// `inode_init_owner()`: in a directory with the set-group-ID bit, a new inode takes
+/// the directory's group, and a new directory keeps the bit too (the creator is root, so
+/// nothing is ever dropped for want of group membership).
+fn inherit_set_group_id(parent: &Inode, inode: &mut Inode) {
+    if parent.mode & SET_GROUP_ID_BIT == 0 {
+        return;
+    }
+    inode.gid = parent.gid;
+    if inode.kind == InodeKind::Dir {
+        inode.mode |= SET_GROUP_ID_BIT;
+    }
+}
+
+/// Both ends of a clone must be regular files: EISDIR for a directory, EINVAL otherwise.
+fn check_clone_kind(source: &Inode) -> Result<(), Errno> {
     match source.kind {
-        InodeKind::File => {}
-        InodeKind::Dir => return Err(Errno::EISDIR),
-        _ => return Err(Errno::EINVAL),
+        InodeKind::File => Ok(()),
+        InodeKind::Dir => Err(Errno::EISDIR),
+        _ => Err(Errno::EINVAL),
     }
-    let src_end = src_offset.checked_add(len).ok_or(Errno::EINVAL)?;
-    if src_end > source.size {
-        return Err(Errno::EINVAL);
+}
+
+/// The numbers `generic_remap_checks()` looks at.
+struct CloneRange {
+    src_offset: u64,
+    dst_offset: u64,
+    len: u64,
+    source_size: u64,
+    destination_size: u64,
+    block_bytes: u64,
+}
+
+impl CloneRange {
+    fn check(&self, same_file: bool) -> Result<(), Errno> {
+        let src_end = self
+            .src_offset
+            .checked_add(self.len)
+            .filter(|&end| end <= self.source_size)
+            .ok_or(Errno::EINVAL)?;
+        let dst_end = self.dst_offset.checked_add(self.len).ok_or(Errno::EFBIG)?;
+        if dst_end > FILE_SIZE_MAX_BYTES {
+            return Err(Errno::EFBIG);
+        }
+        let block = self.block_bytes;
+        if self.src_offset % block != 0 || self.dst_offset % block != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let ends_at_source_eof = src_end == self.source_size;
+        if self.len % block != 0 && (!ends_at_source_eof || dst_end < self.destination_size) {
+            return Err(Errno::EINVAL);
+        }
+        let blocks_len = self.len.div_ceil(block) * block;
+        let overlap = self.src_offset < self.dst_offset + blocks_len
+            && self.dst_offset < self.src_offset + blocks_len;
+        if same_file && overlap {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// rename(2)'s checks on an existing target `target` for source `ino`.
-fn check_rename_target(
-    subvol: &Subvolume,
-    ino: u64,
-    target: u64,
-    old_dir: u64,
-) -> Result<(), Errno> {
+fn check_rename_target(subvol: &Subvolume, ino: u64, target: u64) -> Result<(), Errno> {
     let source_is_dir = subvol.inode(ino).kind == InodeKind::Dir;
     let target_inode = subvol.inode(target);
     match (source_is_dir, target_inode.kind == InodeKind::Dir) {
-        (true, true) if subvol.is_ancestor(target, old_dir) || !target_inode.entries.is_empty() => {
-            Err(Errno::ENOTEMPTY)
-        }
+        (true, true) if !target_inode.entries.is_empty() => Err(Errno::ENOTEMPTY),
         (true, true) | (false, false) => Ok(()),
         (true, false) => Err(Errno::ENOTDIR),
         (false, true) => Err(Errno::EISDIR),

@@ -9,19 +9,79 @@
 //! across chown, reflinks), and a property test of random operation sequences (fixed
 //! seed, printed) reusing one mounted image.
 //!
-//! They need root, btrfs-progs, a loop device and btrfs in the kernel: otherwise a
-//! visible `SKIP:` line, and a failure under `CI=true` (`support::host`). Not covered:
-//! timestamps, sends racing with relocation (the streams here come from quiet sends).
+//! A `harness = false` binary (libtest-mimic, `support::trials`): the trials that
+//! receive need root, btrfs-progs, a loop device and btrfs in the kernel, and are
+//! reported as ignored without them (failed under `CI=true`); the engine-side halves of
+//! the two regressions run everywhere. Not covered: timestamps, sends racing with
+//! relocation (the streams here come from quiet sends).
 
+// Each test binary uses a part of the shared support.
+#[allow(dead_code)]
 mod support;
 
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::fs::CloneSide;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{FsInfo, Geometry, SendPolicy};
+use support::host::{Host, Needs, Tools};
 use support::random_ops::OpGenerator;
 use support::scratch::ScratchBtrfs;
 use support::tree;
+use support::trials::Trials;
+
+fn main() {
+    Trials::new()
+        .add(
+            "real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine",
+            Needs::RealBtrfs,
+            real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine,
+        )
+        .add(
+            "real_btrfs_receive_of_random_operation_sequences_matches_the_engine",
+            Needs::RealBtrfs,
+            real_btrfs_receive_of_random_operation_sequences_matches_the_engine,
+        )
+        .add(
+            "incremental_clone_from_the_parent_stays_inside_the_source_eof",
+            Needs::Nothing,
+            |_| incremental_clone_from_the_parent_stays_inside_the_source_eof().map(drop),
+        )
+        .add(
+            "incremental_clone_from_the_parent_stays_inside_the_source_eof_real_receive",
+            Needs::RealBtrfs,
+            |host| {
+                let mut fs = incremental_clone_from_the_parent_stays_inside_the_source_eof()?;
+                receive_s1_and_s2(host, &mut fs)
+            },
+        )
+        .add(
+            "chown_of_a_setuid_file_clears_the_bit_as_linux_does",
+            Needs::Nothing,
+            |_| chown_of_a_setuid_file_clears_the_bit_as_linux_does().map(drop),
+        )
+        .add(
+            "chown_of_a_setuid_file_clears_the_bit_as_linux_does_real_receive",
+            Needs::RealBtrfs,
+            |host| {
+                let mut fs = chown_of_a_setuid_file_clears_the_bit_as_linux_does()?;
+                receive_s1_and_s2(host, &mut fs)
+            },
+        )
+        .run()
+}
+
+/// The scratch btrfs of a trial that passed `Needs::RealBtrfs`.
+fn scratch(host: &Host) -> Result<ScratchBtrfs, String> {
+    let tools: &Tools = host.tools.as_ref().ok_or("the host has no real btrfs")?;
+    ScratchBtrfs::mount(tools)
+}
+
+/// Sends `s1` in full and `s2` against it, receives both on a real btrfs and compares.
+fn receive_s1_and_s2(host: &Host, fs: &mut FsInfo) -> Result<(), String> {
+    let scratch = scratch(host)?;
+    let sends = [("s1", None), ("s2", Some("s1"))];
+    send_receive_compare(&scratch, fs, &sends).map(drop)
+}
 
 /// `S_IFIFO`, `S_IFCHR` and `S_IFREG` as `mknod(2)` takes them.
 const S_IFIFO: u32 = 0o010_000;
@@ -212,15 +272,11 @@ fn reuse_inode_number(fs: &mut FsInfo, vol: u64) -> u64 {
     new
 }
 
-#[test]
-fn real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine() {
+fn real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine(
+    host: &Host,
+) -> Result<(), String> {
     const TEST: &str = "real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine";
-    let Some(tools) = support::host::real_btrfs_or_skip(TEST) else {
-        return;
-    };
-    let Some(scratch) = ScratchBtrfs::mount_or_skip(TEST, &tools) else {
-        return;
-    };
+    let scratch = scratch(host)?;
     let mut fs = FsInfo::mkfs(Geometry::small(), SendPolicy::Concurrent).expect("mkfs");
     let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
     build_directories(&mut fs, vol);
@@ -232,10 +288,10 @@ fn real_btrfs_receive_of_full_and_incremental_streams_matches_the_engine() {
     change_data_and_attributes(&mut fs, vol);
     fs.snapshot("vol", "s2", true).expect("snapshot s2");
     let sends = [("s1", None), ("s2", Some("s1"))];
-    let compared =
-        send_receive_compare(&scratch, &mut fs, &sends).unwrap_or_else(|reason| panic!("{reason}"));
+    let compared = send_receive_compare(&scratch, &mut fs, &sends)?;
     println!("{TEST}: {compared} paths compared (inode {reused} reused)");
     assert!(compared > 40, "the scenario compares its whole tree");
+    Ok(())
 }
 
 /// The property test's seed: case `k` uses `PROPERTY_SEED + k`.
@@ -288,22 +344,19 @@ fn run_property_case(scratch: &ScratchBtrfs, case: u64) -> usize {
     compared
 }
 
-#[test]
-fn real_btrfs_receive_of_random_operation_sequences_matches_the_engine() {
+fn real_btrfs_receive_of_random_operation_sequences_matches_the_engine(
+    host: &Host,
+) -> Result<(), String> {
     const TEST: &str = "real_btrfs_receive_of_random_operation_sequences_matches_the_engine";
     println!("{TEST}: seed {PROPERTY_SEED:#x} (case k uses seed + k), {PROPERTY_CASES} cases");
-    let Some(tools) = support::host::real_btrfs_or_skip(TEST) else {
-        return;
-    };
-    let Some(scratch) = ScratchBtrfs::mount_or_skip(TEST, &tools) else {
-        return;
-    };
+    let scratch = scratch(host)?;
     let mut compared = 0;
     for case in 0..PROPERTY_CASES {
         compared += run_property_case(&scratch, case);
     }
     println!("{TEST}: {compared} paths compared over {PROPERTY_CASES} cases");
     assert!(compared > 0, "the cases compared something");
+    Ok(())
 }
 
 /// Engine bug, found by the property test (case 12, seed `PROPERTY_SEED + 12`) and
@@ -319,10 +372,10 @@ fn real_btrfs_receive_of_random_operation_sequences_matches_the_engine() {
 /// clone would end at an unaligned EOF inside the destination, clones only the aligned
 /// part and sends the rest as a WRITE. The model receive accepts such a clone, which is
 /// why the engine's own round-trip tests pass.
-#[test]
-
-fn incremental_clone_from_the_parent_stays_inside_the_source_eof() {
-    const TEST: &str = "incremental_clone_from_the_parent_stays_inside_the_source_eof";
+///
+/// The engine half: the stream's CLONE commands stay inside the source's EOF. Returns
+/// the filesystem with `s1` and `s2` for the real-receive half.
+fn incremental_clone_from_the_parent_stays_inside_the_source_eof() -> Result<FsInfo, String> {
     const SOURCE_BYTES: u64 = 5000;
     let mut fs = FsInfo::mkfs(Geometry::small(), SendPolicy::Concurrent).expect("mkfs");
     let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
@@ -349,14 +402,7 @@ fn incremental_clone_from_the_parent_stays_inside_the_source_eof() {
             );
         }
     }
-    let Some(tools) = support::host::real_btrfs_or_skip(TEST) else {
-        return;
-    };
-    let Some(scratch) = ScratchBtrfs::mount_or_skip(TEST, &tools) else {
-        return;
-    };
-    let sends = [("s1", None), ("s2", Some("s1"))];
-    send_receive_compare(&scratch, &mut fs, &sends).unwrap_or_else(|reason| panic!("{reason}"));
+    Ok(fs)
 }
 
 /// Engine bug, found by the property test (case 16, seed `PROPERTY_SEED + 16`, once the
@@ -368,10 +414,10 @@ fn incremental_clone_from_the_parent_stays_inside_the_source_eof() {
 /// CHOWN (the mode did not change), and the real receive's `lchown` clears the bit: the
 /// received file is 0755. On a real btrfs the chown itself would have cleared the bit,
 /// so the mode changes and send emits CHOWN then CHMOD.
-#[test]
-
-fn chown_of_a_setuid_file_clears_the_bit_as_linux_does() {
-    const TEST: &str = "chown_of_a_setuid_file_clears_the_bit_as_linux_does";
+///
+/// The engine half: the chown cleared the bit. Returns the filesystem with `s1` and `s2`
+/// for the real-receive half.
+fn chown_of_a_setuid_file_clears_the_bit_as_linux_does() -> Result<FsInfo, String> {
     let mut fs = FsInfo::mkfs(Geometry::small(), SendPolicy::Concurrent).expect("mkfs");
     let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
     fs.write(vol, &["tool"], 0, b"#!/bin/true\n")
@@ -386,12 +432,5 @@ fn chown_of_a_setuid_file_clears_the_bit_as_linux_does() {
         permissions == 0o755,
         "chown(2) of a non-directory clears S_ISUID: engine mode {permissions:04o}, Linux 0755"
     );
-    let Some(tools) = support::host::real_btrfs_or_skip(TEST) else {
-        return;
-    };
-    let Some(scratch) = ScratchBtrfs::mount_or_skip(TEST, &tools) else {
-        return;
-    };
-    let sends = [("s1", None), ("s2", Some("s1"))];
-    send_receive_compare(&scratch, &mut fs, &sends).unwrap_or_else(|reason| panic!("{reason}"));
+    Ok(fs)
 }

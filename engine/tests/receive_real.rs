@@ -1,9 +1,31 @@
 //! Receiving the real kernel streams of `corpus/stream_decode/` into the model gives the
-//! tree that `tests/fixtures/make-real-streams.sh` built on a real btrfs.
+//! tree that `tests/fixtures/make-real-streams.sh` built on a real btrfs. A
+//! `harness = false` binary (libtest-mimic, `support::trials`) like the other real-kernel
+//! tests; these trials need nothing of the host.
 
 use cowproof_engine::model_fs::{Content, InodeKind, ModelFs};
 use cowproof_engine::receive::receive_bytes;
 use std::path::PathBuf;
+// Each test binary uses a part of the shared support.
+#[allow(dead_code)]
+mod support;
+use support::host::{Host, Needs};
+use support::trials::Trials;
+
+fn main() {
+    Trials::new()
+        .add(
+            "real_full_stream_received_into_the_model_matches_what_was_created",
+            Needs::Nothing,
+            real_full_stream_received_into_the_model_matches_what_was_created,
+        )
+        .add(
+            "real_incremental_stream_received_into_the_model_matches_the_changes",
+            Needs::Nothing,
+            real_incremental_stream_received_into_the_model_matches_the_changes,
+        )
+        .run()
+}
 
 fn corpus_file(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -46,8 +68,9 @@ fn received_pair() -> ModelFs {
     fs
 }
 
-#[test]
-fn real_full_stream_received_into_the_model_matches_what_was_created() {
+fn real_full_stream_received_into_the_model_matches_what_was_created(
+    _host: &Host,
+) -> Result<(), String> {
     let fs = received_pair();
     let snap1 = fs.content(b"snap1").unwrap();
     let a = entry(&snap1, "a.txt");
@@ -83,10 +106,12 @@ fn real_full_stream_received_into_the_model_matches_what_was_created() {
     );
     assert_eq!(entry(&snap1, "").mode, 0o755);
     assert!(fs.subvolume(b"snap1").unwrap().read_only);
+    Ok(())
 }
 
-#[test]
-fn real_incremental_stream_received_into_the_model_matches_the_changes() {
+fn real_incremental_stream_received_into_the_model_matches_the_changes(
+    _host: &Host,
+) -> Result<(), String> {
     let fs = received_pair();
     let snap2 = fs.content(b"snap2").unwrap();
     assert!(!snap2.entries.contains_key(&b"a.txt"[..]));
@@ -119,4 +144,5 @@ fn real_incremental_stream_received_into_the_model_matches_the_changes() {
     for path in ["link", "sparse", "sock", "null-dev"] {
         assert_eq!(entry(&snap1, path), entry(&snap2, path), "{path}");
     }
+    Ok(())
 }

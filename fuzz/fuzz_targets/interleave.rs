@@ -15,7 +15,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(failure) = cowproof_verify::fuzz_input::check_interleave(data) {
-        panic!("{failure}")
-    }
+    cowproof_verify::fuzz_input::target("interleave")
+        .expect("a target of the table")
+        .fuzz(data)
 });

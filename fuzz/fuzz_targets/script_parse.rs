@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(failure) = cowproof_verify::fuzz_input::check_script_parse(data) {
-        panic!("{failure}")
-    }
+    cowproof_verify::fuzz_input::target("script_parse")
+        .expect("a target of the table")
+        .fuzz(data)
 });

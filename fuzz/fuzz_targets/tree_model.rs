@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(failure) = cowproof_verify::fuzz_input::check_tree_model(data) {
-        panic!("{failure}")
-    }
+    cowproof_verify::fuzz_input::target("tree_model")
+        .expect("a target of the table")
+        .fuzz(data)
 });

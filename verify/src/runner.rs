@@ -1,13 +1,15 @@
 //! The runner: executes a script in a [`World`] under a policy and judges it.
 //!
-//! Semantics of `expect` (DESIGN.md section 6): an `expect` line asserts the outcome of
+//! Semantics of `expect` (docs/script-language.md): an `expect` line asserts the outcome of
 //! the operation just before it — `ok` (it succeeded and no oracle fired), `error ERRNO`
 //! (it failed with that errno), `violation [KIND]` (an oracle fired on it, of that kind
 //! or symptom). The *last* statement, when it is an `expect`, also speaks for the whole
 //! script: `expect violation [KIND]` is met if such a violation happened anywhere, and
 //! `expect ok` requires that none did. A violation an `expect violation` accepts is
-//! expected, and so is every other violation of the same job (a walk that went wrong
-//! reports one race through several oracles); any other is a failure.
+//! expected, and so are its consequences: the violations of the same job whose chain
+//! began at the same block ([`Violation::same_chain`]; a walk that read a block
+//! inconsistently reports it, then the symptom or wrong stream it led to). Any other
+//! violation, of the same job or not, is a failure (docs/oracles.md).
 //!
 //! Verdicts: `violation` if any oracle fired (expected or not), `error` if the script
 //! could not run (an unknown job, an impossible geometry), `ok` otherwise. The exit code
@@ -96,7 +98,48 @@ pub struct RunReport {
     pub world: Option<World>,
 }
 
+/// An operation that failed with an errno (an outcome, not by itself a violation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedOperation<'report> {
+    /// Index of its statement.
+    pub index: usize,
+    /// The operation.
+    pub op: &'report Op,
+    /// The errno it returned.
+    pub errno: Errno,
+    /// Why, in the engine's words.
+    pub reason: &'report str,
+    /// Whether the `expect` right after it was met (`expect error ERRNO`, say).
+    pub expected: bool,
+}
+
 impl RunReport {
+    /// Every operation that failed, in statement order.
+    pub fn failed_operations(&self) -> Vec<FailedOperation<'_>> {
+        self.statements
+            .iter()
+            .filter_map(|statement| {
+                let op = statement.op.as_ref()?;
+                let (errno, reason) = statement.outcome.as_ref()?.error.as_ref()?;
+                let expected = self
+                    .statements
+                    .get(statement.index + 1)
+                    .is_some_and(|next| next.op.is_none() && next.expectation == Some(Ok(())));
+                let reason = reason
+                    .strip_prefix(errno.name())
+                    .and_then(|rest| rest.strip_prefix(": "))
+                    .unwrap_or(reason);
+                Some(FailedOperation {
+                    index: statement.index,
+                    op,
+                    errno: *errno,
+                    reason,
+                    expected,
+                })
+            })
+            .collect()
+    }
+
     /// The verdict.
     pub fn verdict(&self) -> Verdict {
         if self.error.is_some() {
@@ -338,13 +381,14 @@ fn check_expect(
     }
 }
 
-/// Accepts a violation and every other violation of the same job: a job's walk that
-/// went wrong reports the same race through several oracles (the inconsistent read,
-/// then the kernel symptom it leads to).
+/// Accepts a violation and its chain of consequences: the violations of the same job
+/// that began at the same block (a walk that read one block inconsistently reports it,
+/// then the kernel symptom or the wrong stream that read leads to). Every other violation,
+/// of the same job or not, stays unexpected.
 fn accept_with_consequences(report: &RunReport, accepted: &mut [bool], position: usize) {
-    let job = &report.violations[position].1.job;
+    let expected = &report.violations[position].1;
     for (other, (_, violation)) in report.violations.iter().enumerate() {
-        if other == position || (job.is_some() && violation.job == *job) {
+        if other == position || expected.same_chain(violation) {
             accepted[other] = true;
         }
     }

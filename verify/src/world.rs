@@ -163,6 +163,7 @@ impl World {
         fs.events.set_recording(true);
         let mut model = ModelFs::new();
         model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
+        model.set_block_bytes(geometry.sectorsize_bytes);
         Ok(World {
             fs,
             model: model.clone(),
@@ -201,10 +202,18 @@ impl World {
             Op::RelocateStep { job, steps } => self.relocate_steps(job.as_str(), Some(*steps))?,
             Op::RelocateFinish { job } => self.relocate_steps(job.as_str(), None)?,
             Op::Crash => self.crash(),
-            other => {
-                let (engine, model) = self.apply_to_both(other);
-                self.compare_with_model(op, engine, model)
-            }
+            other => match self.refusal(other) {
+                // A refusal a running job causes: the engine must give the same errno,
+                // and the model is left as it is (see docs/oracles.md).
+                Some(errno) => {
+                    let engine = self.apply_to_engine_only(other);
+                    self.compare_with_model(op, engine, Err(errno))
+                }
+                None => {
+                    let (engine, model) = self.apply_to_both(other);
+                    self.compare_with_model(op, engine, model)
+                }
+            },
         };
         self.note_reinitialisations();
         if self.fs.generation() != generation {
@@ -259,8 +268,36 @@ impl World {
                 kind: ViolationKind::Fsck,
                 symptom: None,
                 job: None,
+                block: None,
                 message: error.to_string(),
             }],
+        }
+    }
+
+    /// The errno a running send or relocation job makes the kernel refuse `op` with, as
+    /// the jobs the world knows of decide it (not the engine's counters): a remount while
+    /// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
+    /// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
+    /// refuses a root whose `send_in_progress` is set).
+    fn refusal(&self, op: &Op) -> Option<Errno> {
+        let running = || self.sends.values().filter(|run| !run.job.is_over());
+        match op {
+            Op::Remount => running().next().map(|_| Errno::EBUSY),
+            Op::SubvolumeDelete { name } => running()
+                .any(|run| {
+                    run.snapshot == name.as_str() || run.parent.as_deref() == Some(name.as_str())
+                })
+                .then_some(Errno::EPERM),
+            _ => None,
+        }
+    }
+
+    /// Applies an operation [`Self::refusal`] refuses to the engine alone.
+    fn apply_to_engine_only(&mut self, op: &Op) -> Result<(), Error> {
+        match op {
+            Op::Remount => self.fs.remount(),
+            Op::SubvolumeDelete { name } => self.fs.delete_subvolume(name.as_str()),
+            other => unreachable!("`{other}` is never refused by a running job"),
         }
     }
 
@@ -414,6 +451,7 @@ impl World {
                 kind: ViolationKind::Model,
                 symptom: None,
                 job: None,
+                block: None,
                 message: format!(
                     "`{op}`: engine {} but the model {}",
                     describe_result(engine_errno),
@@ -442,6 +480,7 @@ impl World {
                         kind: ViolationKind::Model,
                         symptom: None,
                         job: None,
+                        block: None,
                         message: format!("cannot list {name}: {error}"),
                     });
                     continue;
@@ -453,6 +492,7 @@ impl World {
                     kind: ViolationKind::Model,
                     symptom: None,
                     job: None,
+                    block: None,
                     message: format!(
                         "subvolume {name} differs from the model:\n{}",
                         model.diff_report(&engine)
@@ -462,6 +502,7 @@ impl World {
                     kind: ViolationKind::Model,
                     symptom: None,
                     job: None,
+                    block: None,
                     message: format!("the model has no subvolume {name}: {errno}"),
                 }),
             }
@@ -485,7 +526,9 @@ impl World {
             }
         }
         let result = self.fs.crash();
-        self.model = self.model_committed.clone();
+        if result.is_ok() {
+            self.model = self.model_committed.clone();
+        }
         Outcome {
             error: result.err().as_ref().map(errno_of),
             violations: Vec::new(),
@@ -533,6 +576,7 @@ impl World {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
                     job: Some(name.to_string()),
+                    block: None,
                     message,
                 });
             }
@@ -571,9 +615,12 @@ impl World {
                 .violations
                 .extend(check_reads(&self.fs, &self.reinitialisations, name, run));
             if let Err(error) = result {
-                outcome
-                    .violations
-                    .extend(symptom::violation(name, "send", &error));
+                outcome.violations.extend(symptom::violation(
+                    name,
+                    "send",
+                    &error,
+                    run.ghost.inconsistent_block,
+                ));
                 outcome.error = Some(errno_of(&error));
                 return outcome;
             }
@@ -595,6 +642,7 @@ impl World {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
                     job: Some(name.to_string()),
+                    block: None,
                     message,
                 });
             }
@@ -605,6 +653,7 @@ impl World {
             name,
             &run.snapshot,
             &stream,
+            run.ghost.inconsistent_block,
         )
     }
 
@@ -657,7 +706,7 @@ impl World {
             if let Err(error) = job.step(&mut self.fs) {
                 outcome
                     .violations
-                    .extend(symptom::violation(name, "relocation", &error));
+                    .extend(symptom::violation(name, "relocation", &error, None));
                 outcome.error = Some(errno_of(&error));
                 break;
             }

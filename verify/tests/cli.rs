@@ -339,3 +339,75 @@ fn replay_shows_a_unified_diff_for_a_wrong_stream() {
     assert!(printed.contains("+++ received snap (job s)"), "{printed}");
     assert!(printed.contains("\n-f04 File"), "{printed}");
 }
+
+#[test]
+fn run_names_each_failed_operation_with_its_errno_and_line() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let script = write_script(
+        directory.path(),
+        "rmdir-of-a-file.cows",
+        "subvol create vol\nwrite vol/a 0 \"x\"\n\nrmdir vol/a\nrm vol/missing\nexpect error ENOENT\n",
+    );
+    let output = cowproof(&["run", &script]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("line 4 (statement 3): `rmdir vol/a` failed with ENOTDIR"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 5 (statement 4) (expected): `rm vol/missing` failed with ENOENT"),
+        "{text}"
+    );
+    let output = cowproof(&["run", "--json", &script]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let failed = value["failed_operations"].as_array().expect("an array");
+    assert_eq!(failed.len(), 2, "{value}");
+    assert_eq!(failed[0]["errno"], "ENOTDIR");
+    assert_eq!(failed[0]["line"], 4);
+    assert_eq!(failed[0]["statement"], 3);
+    assert_eq!(failed[0]["operation"], "rmdir vol/a");
+    assert_eq!(failed[0]["expected"], false);
+    assert_eq!(failed[1]["errno"], "ENOENT");
+    assert_eq!(failed[1]["expected"], true);
+}
+
+#[test]
+fn replay_decodes_and_judges_every_fuzz_target_through_the_table() {
+    let mut replayed = 0;
+    for target in cowproof_verify::fuzz_input::TARGETS {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../corpus")
+            .join(target.name);
+        let mut seeds: Vec<PathBuf> = std::fs::read_dir(&directory)
+            .expect("the target has a corpus")
+            .map(|entry| entry.expect("readable").path())
+            .filter(|path| {
+                path.extension()
+                    .is_none_or(|extension| extension != "cows" && extension != "md")
+            })
+            .collect();
+        seeds.sort();
+        let seed = seeds.first().expect("a binary or text seed");
+        let output = cowproof(&[
+            "replay",
+            "--target",
+            target.name,
+            "--policy",
+            "concurrent",
+            &text(seed),
+        ]);
+        let printed = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{}: {printed}", target.name);
+        assert!(
+            printed.contains(&format!("decoded by target {}", target.name)),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("target {}: ok", target.name)),
+            "{printed}"
+        );
+        replayed += 1;
+    }
+    assert_eq!(replayed, 6);
+}

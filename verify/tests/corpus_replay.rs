@@ -1,5 +1,5 @@
 //! Corpus replay: every file of every `corpus/<target>/` directory goes through the same
-//! `check_*` function its cargo-fuzz target calls (`cowproof_verify::fuzz_input`), on
+//! oracle its cargo-fuzz target runs (the table `cowproof_verify::fuzz_input::TARGETS`), on
 //! stable Rust, so seeds and minimized crashes are regression tests (rust-lang/regex's
 //! `tests/fuzz/mod.rs` style).
 //!
@@ -15,8 +15,8 @@
 //!   this test says so, and the entry moves out of the table.
 
 use cowproof_engine::SendPolicy;
-use cowproof_verify::fuzz_input::interleave::{decode_interleave, run_interleaving};
-use cowproof_verify::fuzz_input::{check_target, send_receive, TARGETS};
+use cowproof_verify::fuzz_input::interleave::run_interleaving;
+use cowproof_verify::fuzz_input::{check_target, target as fuzz_target, TestCase, TARGETS};
 use cowproof_verify::runner::Verdict;
 use std::path::{Path, PathBuf};
 
@@ -60,10 +60,11 @@ fn check_file(target: &str, path: &Path) -> Result<(), String> {
     {
         let text = String::from_utf8(bytes).expect("scripts are UTF-8");
         let script = cowproof_verify::script::parse(&text).map_err(|error| error.to_string())?;
-        return match target {
-            "send_receive" => send_receive::check_send_receive_script(&script),
-            other => panic!("no script oracle for target {other}"),
-        };
+        let check_script = fuzz_target(target)
+            .expect("a target of the table")
+            .check_script
+            .unwrap_or_else(|| panic!("no script oracle for target {target}"));
+        return check_script(&script);
     }
     if target == "interleave" {
         return check_interleave_file(path, &bytes);
@@ -87,8 +88,11 @@ fn expected_violation(file: &str, policy: SendPolicy) -> Option<bool> {
 
 fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let file = file_name(path);
+    let interleave = fuzz_target("interleave").expect("a target of the table");
     for policy in SendPolicy::ALL {
-        let script = decode_interleave(bytes, policy);
+        let TestCase::Script(script) = (interleave.decode)(bytes, policy) else {
+            panic!("the interleave decoder makes scripts");
+        };
         let report = run_interleaving(&script, policy);
         if report.error.is_some() {
             return Err(format!("{policy}: script error\n{report}"));
@@ -162,12 +166,39 @@ fn script_parse_corpus() {
 #[test]
 fn every_target_has_a_corpus_and_a_test() {
     for target in TARGETS {
-        assert!(!corpus_files(target).is_empty(), "{target}");
+        assert!(!corpus_files(target.name).is_empty(), "{}", target.name);
     }
     for (target, file, _) in KNOWN_FAILURES {
         assert!(
             corpus_directory(target).join(file).is_file(),
             "known failure {target}/{file} has no file"
+        );
+    }
+}
+
+/// The table of targets and the cargo-fuzz package agree: each entry has its target
+/// file, which runs that entry, and each target file has its entry.
+#[test]
+fn every_target_of_the_table_is_a_cargo_fuzz_target_and_back() {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+    let mut files: Vec<String> = std::fs::read_dir(&directory)
+        .expect("fuzz/fuzz_targets exists")
+        .map(|entry| file_name(&entry.expect("directory entry").path()).to_string())
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = TARGETS
+        .iter()
+        .map(|target| format!("{}.rs", target.name))
+        .collect();
+    names.sort();
+    assert_eq!(files, names);
+    for target in TARGETS {
+        let source = std::fs::read_to_string(directory.join(format!("{}.rs", target.name)))
+            .expect("readable target");
+        assert!(
+            source.contains(&format!("fuzz_input::target(\"{}\")", target.name)),
+            "fuzz/fuzz_targets/{}.rs does not run its entry of the table",
+            target.name
         );
     }
 }

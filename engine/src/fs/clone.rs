@@ -6,9 +6,11 @@
 //! offsets sector-aligned, the length aligned unless the range ends at the source's EOF
 //! (then the partial EOF sector is cloned whole, and the destination must not have data
 //! past the clone's end — EINVAL otherwise), the range inside the source (EINVAL), no
-//! overlap within one file (EINVAL). `len == 0` means "to the source's EOF".
+//! overlap within one file (EINVAL). `len == 0` means "to the source's EOF", and does
+//! nothing, before any check of the range, when the source offset is the EOF.
 
 use super::file::FileExtent;
+use super::path::FollowLast;
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -40,17 +42,21 @@ impl FsInfo {
         len: u64,
     ) -> Result<()> {
         self.ensure_writable(dst.root_id)?;
-        // Both files are opened before the ioctl looks at either (ENOENT first).
-        let src_ino = self.lookup_path_in(TreeView::Current, src.root_id, src.path)?;
-        let dst_ino = self.lookup_path_in(TreeView::Current, dst.root_id, dst.path)?;
+        // Both files are opened (following symlinks) before the ioctl looks at either
+        // (ENOENT first).
+        let src_ino = self.opened_for_clone(src.root_id, src.path)?;
+        let dst_ino = self.opened_for_clone(dst.root_id, dst.path)?;
         let src_item = self.regular_file_for_clone(src.root_id, src_ino)?;
         let dst_item = self.regular_file_for_clone(dst.root_id, dst_ino)?;
         let sector = self.geometry.sectorsize_bytes;
         let len = if len == 0 {
-            src_item
-                .size
-                .checked_sub(src.offset)
-                .ok_or_else(|| invalid("source offset past EOF"))?
+            // __generic_remap_file_range_prep(): a zero-length clone from the source's
+            // EOF is done before any range check, even at an unaligned offset.
+            match src_item.size.checked_sub(src.offset) {
+                None => return Err(invalid("source offset past EOF")),
+                Some(0) => return Ok(()),
+                Some(to_eof) => to_eof,
+            }
         } else {
             len
         };
@@ -94,6 +100,12 @@ impl FsInfo {
         }
         let dst_item = self.inode_item_required_in(TreeView::Current, dst.root_id, dst_ino)?;
         self.finish_data_change(dst.root_id, dst_ino, dst_item.size.max(dst_end))
+    }
+
+    fn opened_for_clone<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+        self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?
+            .ino
+            .ok_or_else(|| Error::not_found("clone of a missing file"))
     }
 
     fn regular_file_for_clone(&mut self, root_id: u64, ino: u64) -> Result<super::InodeItem> {

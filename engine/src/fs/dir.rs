@@ -3,7 +3,9 @@
 //! built on them — creating the subvolume root directory, create/mkdir/mknod/symlink
 //! (`btrfs_create()`, `btrfs_mkdir()`, `btrfs_mknod()`, `btrfs_symlink()`), link,
 //! unlink, rmdir and rename (`btrfs_link()`, `btrfs_unlink()`, `btrfs_rmdir()`,
-//! `btrfs_rename()`), with the VFS's errno order.
+//! `btrfs_rename()`), with the VFS's errno order. New inodes follow `inode_init_owner()`:
+//! owned by root, or by the directory's group in a set-group-ID directory, where new
+//! directories keep the bit.
 //!
 //! Invariants: every entry exists twice (DIR_ITEM and DIR_INDEX) with the INODE_REF of
 //! the same name and index on the target inode; a directory's size is twice the sum of
@@ -12,6 +14,7 @@
 
 use super::format::{file_type, DirItem, InodeItem, InodeRef};
 use super::inode::InodeName;
+use super::path::FollowLast;
 use super::path::{components, ParentAndName};
 use super::{corrupt, mode_bits, name_hash, FileKind, ROOT_DIR_INO};
 use crate::ctree::TreeView;
@@ -40,6 +43,19 @@ pub struct DirEntry {
     pub file_type: u8,
     /// The name.
     pub name: Vec<u8>,
+}
+
+/// `inode_init_owner()`: in a directory with the set-group-ID bit, a new inode takes
+/// the directory's group, and a new directory keeps the bit (the creator is root, so
+/// the bit is never dropped for want of group membership).
+fn inherit_set_group_id(parent: &InodeItem, item: &mut InodeItem) {
+    if parent.mode & mode_bits::S_ISGID == 0 {
+        return;
+    }
+    item.gid = parent.gid;
+    if FileKind::from_mode(item.mode) == Some(FileKind::Directory) {
+        item.mode |= mode_bits::S_ISGID;
+    }
 }
 
 fn name_text(name: &[u8]) -> String {
@@ -256,14 +272,18 @@ impl FsInfo {
         mode: u32,
         rdev: u64,
     ) -> Result<u64> {
-        self.ensure_writable(root_id)?;
         let components = components(path)?;
         let ParentAndName { dir, name } = self.new_name_in(root_id, &components)?;
+        // The VFS looks the name up (ENOENT, ENOTDIR, EEXIST) before btrfs_permission()
+        // refuses to change a read-only subvolume.
+        self.ensure_writable(root_id)?;
         let kind = FileKind::from_mode(mode)
             .ok_or_else(|| Error::errno(Errno::EINVAL, format!("mode {mode:o}")))?;
+        let parent = self.inode_item_required_in(TreeView::Current, root_id, dir)?;
         let ino = self.next_inode_number(root_id)?;
         let mut item = self.new_inode_item(mode, rdev);
         item.nlink = 1;
+        inherit_set_group_id(&parent, &mut item);
         self.insert_inode_item(root_id, ino, &item)?;
         self.add_dir_entry(root_id, dir, name, ino, kind.file_type())?;
         Ok(ino)
@@ -279,12 +299,14 @@ impl FsInfo {
         self.create_inode_at(root_id, path, mode_bits::S_IFREG | 0o644, 0)
     }
 
-    /// `touch`: creates an empty file, or does nothing if the name exists (any kind).
+    /// `touch` (`open(O_CREAT)`): creates an empty file, or does nothing if the name
+    /// exists (any kind); a symlink in the last component is followed, so a dangling one
+    /// creates its target.
     pub fn touch<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
-        match self.lookup_path_in(TreeView::Current, root_id, path) {
-            Ok(ino) => self.ensure_writable(root_id).map(|()| ino),
-            Err(error) if error.to_errno() == Errno::ENOENT => self.create_file(root_id, path),
-            Err(error) => Err(error),
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        match resolved.ino {
+            Some(ino) => self.ensure_writable(root_id).map(|()| ino),
+            None => self.create_file(root_id, &resolved.components),
         }
     }
 
@@ -315,10 +337,11 @@ impl FsInfo {
         old_path: &[P],
         new_path: &[Q],
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let ino = self.lookup_path_in(TreeView::Current, root_id, old_path)?;
         let new_components = components(new_path)?;
         let ParentAndName { dir, name } = self.new_name_in(root_id, &new_components)?;
+        // vfs_link(): may_create() (EROFS) before the directory check (EPERM).
+        self.ensure_writable(root_id)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         let kind = FsInfo::inode_kind(ino, &item)?;
         if kind == FileKind::Directory {
@@ -354,9 +377,10 @@ impl FsInfo {
     /// `unlink(2)`: removes a non-directory's name; the inode and its data go with the
     /// last name. EISDIR for a directory.
     pub fn unlink<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let components = components(path)?;
         let (parent, ino, item) = self.lookup_entry(root_id, &components)?;
+        // may_delete(): the permission check (EROFS) before the kind (EISDIR).
+        self.ensure_writable(root_id)?;
         if FsInfo::inode_kind(ino, &item)? == FileKind::Directory {
             return Err(Error::errno(
                 Errno::EISDIR,
@@ -381,9 +405,10 @@ impl FsInfo {
     /// `rmdir(2)`: ENOTDIR for a non-directory, ENOTEMPTY unless empty, EBUSY for the
     /// subvolume root.
     pub fn rmdir<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let components = components(path)?;
         let (parent, ino, item) = self.lookup_entry(root_id, &components)?;
+        // may_delete(): the permission check (EROFS) before the kind (ENOTDIR).
+        self.ensure_writable(root_id)?;
         if FsInfo::inode_kind(ino, &item)? != FileKind::Directory {
             return Err(Error::errno(
                 Errno::ENOTDIR,
@@ -429,21 +454,23 @@ impl FsInfo {
     }
 
     /// `rename(2)` within one subvolume, replacing an existing `new_path` where
-    /// rename(2) allows. Errno order as the VFS: ENOENT/ENOTDIR for either side, EBUSY
-    /// for the subvolume root, EINVAL for a directory moved under itself, ENOTEMPTY when
-    /// the target is an ancestor of the source, success when both name one inode,
-    /// ENOTDIR / EISDIR for a kind mismatch, ENOTEMPTY for a non-empty target directory.
+    /// rename(2) allows. Errno order as the VFS: ENOENT/ENOTDIR for either parent, EBUSY
+    /// for the subvolume root, ENOENT for the source, EINVAL for a directory moved under
+    /// itself, ENOTEMPTY when the target is an ancestor of the source, success when both
+    /// name one inode, EROFS, ENOTDIR / EISDIR for a kind mismatch, ENOTEMPTY for a
+    /// non-empty target directory.
     pub fn rename<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
         old_path: &[P],
         new_path: &[Q],
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let old_components = components(old_path)?;
         let new_components = components(new_path)?;
-        let (old, ino, item) = self.lookup_entry(root_id, &old_components)?;
+        // do_renameat2() resolves both parents before it looks the source up.
+        self.resolve_parent(root_id, &old_components)?;
         let new = self.resolve_parent(root_id, &new_components)?;
+        let (old, ino, item) = self.lookup_entry(root_id, &old_components)?;
         let kind = FsInfo::inode_kind(ino, &item)?;
         if kind == FileKind::Directory && self.is_ancestor(root_id, ino, new.dir)? {
             return Err(Error::errno(
@@ -453,10 +480,26 @@ impl FsInfo {
         }
         let target = self.lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?;
         if let Some(target) = &target {
-            self.check_rename_target(root_id, old.dir, ino, kind, target.location.objectid)?;
-            if target.location.objectid == ino {
+            let target_ino = target.location.objectid;
+            let target_item =
+                self.inode_item_required_in(TreeView::Current, root_id, target_ino)?;
+            let target_is_dir =
+                FsInfo::inode_kind(target_ino, &target_item)? == FileKind::Directory;
+            if target_is_dir && self.is_ancestor(root_id, target_ino, old.dir)? {
+                return Err(Error::errno(
+                    Errno::ENOTEMPTY,
+                    "target is an ancestor of the source",
+                ));
+            }
+            if target_ino == ino {
                 return Ok(());
             }
+        }
+        // vfs_rename(): may_delete() and may_create() check permission (EROFS) before
+        // the kinds.
+        self.ensure_writable(root_id)?;
+        if let Some(target) = &target {
+            self.check_rename_target(root_id, kind, target.location.objectid)?;
             self.remove_dir_entry(root_id, new.dir, new.name, target.location.objectid)?;
             self.drop_link(root_id, target.location.objectid)?;
         }
@@ -466,25 +509,10 @@ impl FsInfo {
         self.touch_inode(root_id, ino, &mut item, false)
     }
 
-    fn check_rename_target(
-        &mut self,
-        root_id: u64,
-        old_dir: u64,
-        ino: u64,
-        kind: FileKind,
-        target_ino: u64,
-    ) -> Result<()> {
+    /// The kinds rename(2) allows to replace: ENOTDIR, EISDIR, ENOTEMPTY.
+    fn check_rename_target(&mut self, root_id: u64, kind: FileKind, target_ino: u64) -> Result<()> {
         let target = self.inode_item_required_in(TreeView::Current, root_id, target_ino)?;
         let target_is_dir = FsInfo::inode_kind(target_ino, &target)? == FileKind::Directory;
-        if target_is_dir && self.is_ancestor(root_id, target_ino, old_dir)? {
-            return Err(Error::errno(
-                Errno::ENOTEMPTY,
-                "target is an ancestor of the source",
-            ));
-        }
-        if target_ino == ino {
-            return Ok(());
-        }
         match (kind == FileKind::Directory, target_is_dir) {
             (true, false) => Err(Error::errno(
                 Errno::ENOTDIR,

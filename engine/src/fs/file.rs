@@ -13,6 +13,7 @@
 
 use super::format::InodeItem;
 use super::path::components;
+use super::path::FollowLast;
 use super::{corrupt, mode_bits, FileKind};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
@@ -291,6 +292,8 @@ impl FsInfo {
         data: &[u8],
     ) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let (ino, item) = match self.regular_file_at(TreeView::Current, root_id, path) {
             Err(error) if error.to_errno() == Errno::ENOENT => {
                 self.create_file(root_id, path)?;
@@ -327,6 +330,8 @@ impl FsInfo {
     /// the largest file size.
     pub fn truncate<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], size: u64) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let (ino, item) = self.regular_file_at(TreeView::Current, root_id, path)?;
         if size > FILE_BYTES_MAX {
             return Err(Error::errno(
@@ -373,7 +378,8 @@ impl FsInfo {
         target: &[u8],
         path: &[P],
     ) -> Result<u64> {
-        self.ensure_writable(root_id)?;
+        // The target is checked first (it is copied from user space), then the name is
+        // looked up, then a read-only subvolume refuses (in create_inode_at).
         components(path)?;
         if target.is_empty() {
             return Err(Error::errno(Errno::ENOENT, "empty symlink target"));

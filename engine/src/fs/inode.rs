@@ -9,6 +9,7 @@
 //! parent share one INODE_REF item.
 
 use super::format::{InodeItem, InodeRef};
+use super::path::FollowLast;
 use super::{corrupt, FileKind, Timespec};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
@@ -224,22 +225,26 @@ impl FsInfo {
         })
     }
 
-    /// `chmod(2)`: replaces the permission bits (07777) of the inode `path` names;
-    /// EOPNOTSUPP on a symlink (paths never follow symlinks here).
+    /// `chmod(2)`: replaces the permission bits (07777) of the inode `path` names,
+    /// following a symlink in the last component (a symlink's own mode never changes).
     pub fn chmod<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], mode: u32) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         if super::FileKind::from_mode(item.mode) == Some(super::FileKind::Symlink) {
             // Linux cannot change a symlink's own mode: chmod(2) follows the link and
-            // fchmodat(AT_SYMLINK_NOFOLLOW) fails; paths here never follow symlinks.
+            // fchmodat(AT_SYMLINK_NOFOLLOW) fails. Resolution above followed every
+            // link, so only a corrupt tree gets here.
             return Err(Error::errno(Errno::EOPNOTSUPP, "chmod of a symlink itself"));
         }
         item.mode = (item.mode & super::mode_bits::S_IFMT) | (mode & 0o7777);
         self.touch_inode(root_id, ino, &mut item, false)
     }
 
-    /// `lchown(2)`: sets the owner and group of the inode `path` names.
+    /// `chown(2)`: sets the owner and group of the inode `path` names, following a
+    /// symlink in the last component.
     pub fn chown<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
@@ -248,6 +253,8 @@ impl FsInfo {
         gid: u32,
     ) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         item.uid = uid;

@@ -77,6 +77,9 @@ pub mod mode_bits {
     pub const S_IFCHR: u32 = 0o020000;
     /// FIFO.
     pub const S_IFIFO: u32 = 0o010000;
+    /// Set-group-ID: on a directory, new entries take its group and new directories
+    /// keep the bit.
+    pub const S_ISGID: u32 = 0o002000;
 }
 
 /// What kind of inode a mode describes.

@@ -107,6 +107,41 @@ impl Model {
         Ok(self.entries[path])
     }
 
+    /// The path with every symlink the engine follows replaced by its target (before the
+    /// last component always, in it when `follow_last`); the targets here are plain
+    /// names in the same directory, so `..` and absolute targets never occur.
+    fn resolve(&self, path: &[Vec<u8>], follow_last: bool) -> Result<Path, Errno> {
+        let mut pending: std::collections::VecDeque<Vec<u8>> = path.iter().cloned().collect();
+        let mut resolved: Path = Vec::new();
+        let mut followed = 0;
+        while let Some(name) = pending.pop_front() {
+            let is_last = pending.is_empty();
+            if self.kind_at(&resolved) != Some(&Kind::Dir) {
+                return err(Errno::ENOTDIR);
+            }
+            resolved.push(name);
+            let Some(id) = self.entries.get(&resolved) else {
+                return if is_last {
+                    Ok(resolved)
+                } else {
+                    err(Errno::ENOENT)
+                };
+            };
+            let inode = &self.inodes[id];
+            if inode.kind == Kind::Symlink && (!is_last || follow_last) {
+                followed += 1;
+                if followed > path::SYMLINKS_FOLLOWED_MAX {
+                    return err(Errno::ELOOP);
+                }
+                resolved.pop();
+                for part in inode.data.split(|&byte| byte == b'/').rev() {
+                    pending.push_front(part.to_vec());
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
     fn parent(&self, path: &[Vec<u8>]) -> Outcome {
         if path.is_empty() {
             return err(Errno::EBUSY);
@@ -371,70 +406,108 @@ impl Harness {
         match op {
             Op::Mkdir(p) => (
                 engine(fs.mkdir(root, p).map(drop)),
-                model.create(p, Kind::Dir, Vec::new()),
+                model
+                    .resolve(p, false)
+                    .and_then(|p| model.create(&p, Kind::Dir, Vec::new())),
             ),
             Op::Touch(p) => {
-                let expected = match model.lookup(p) {
-                    Err(Errno::ENOENT) => model.create(p, Kind::File, Vec::new()),
+                let expected = model.resolve(p, true).and_then(|p| match model.lookup(&p) {
+                    Err(Errno::ENOENT) => model.create(&p, Kind::File, Vec::new()),
                     other => other.map(drop),
-                };
+                });
                 (engine(fs.touch(root, p).map(drop)), expected)
             }
             Op::Write(p, offset, len, seed) => {
                 let data = bytes(*len, *seed);
                 (
                     engine(fs.write(root, p, *offset, &data)),
-                    model.write(p, *offset, &data),
+                    model
+                        .resolve(p, true)
+                        .and_then(|p| model.write(&p, *offset, &data)),
                 )
             }
             Op::Truncate(p, size) => {
-                let expected = model.regular(p).map(|id| {
-                    model
-                        .inodes
-                        .get_mut(&id)
-                        .expect("inode")
-                        .data
-                        .resize(*size as usize, 0)
-                });
+                let expected = model
+                    .resolve(p, true)
+                    .and_then(|p| model.regular(&p))
+                    .map(|id| {
+                        model
+                            .inodes
+                            .get_mut(&id)
+                            .expect("inode")
+                            .data
+                            .resize(*size as usize, 0)
+                    });
                 (engine(fs.truncate(root, p, *size)), expected)
             }
-            Op::Unlink(p) => (engine(fs.unlink(root, p)), model.unlink(p, false)),
-            Op::Rmdir(p) => (engine(fs.rmdir(root, p)), model.unlink(p, true)),
-            Op::Rename(a, b) => (engine(fs.rename(root, a, b)), model.rename(a, b)),
-            Op::Link(a, b) => (engine(fs.link(root, a, b)), model.link(a, b)),
+            Op::Unlink(p) => (
+                engine(fs.unlink(root, p)),
+                model
+                    .resolve(p, false)
+                    .and_then(|p| model.unlink(&p, false)),
+            ),
+            Op::Rmdir(p) => (
+                engine(fs.rmdir(root, p)),
+                model.resolve(p, false).and_then(|p| model.unlink(&p, true)),
+            ),
+            Op::Rename(a, b) => (
+                engine(fs.rename(root, a, b)),
+                model.resolve(a, false).and_then(|a| {
+                    // rename(2) resolves both parents before it looks the source up.
+                    let b = model.resolve(b, false)?;
+                    model.rename(&a, &b)
+                }),
+            ),
+            Op::Link(a, b) => (
+                engine(fs.link(root, a, b)),
+                model.resolve(a, false).and_then(|a| {
+                    // link(2) looks the existing name up before the new one's parent.
+                    model.lookup(&a)?;
+                    let b = model.resolve(b, false)?;
+                    model.link(&a, &b)
+                }),
+            ),
             Op::Symlink(p, seed) => {
                 let target = symlink_target(*seed);
                 (
                     engine(fs.symlink(root, &target, p).map(drop)),
-                    model.create(p, Kind::Symlink, target),
+                    model
+                        .resolve(p, false)
+                        .and_then(|p| model.create(&p, Kind::Symlink, target)),
                 )
             }
             Op::SetXattr(p, name, value) => {
                 let (name, value) = (vec![b'n', *name], vec![*value; usize::from(*value % 5)]);
-                let expected = model.lookup(p).map(|id| {
-                    drop(
+                let expected = model
+                    .resolve(p, true)
+                    .and_then(|p| model.lookup(&p))
+                    .map(|id| {
+                        drop(
+                            model
+                                .inodes
+                                .get_mut(&id)
+                                .expect("inode")
+                                .xattrs
+                                .insert(name.clone(), value.clone()),
+                        )
+                    });
+                (engine(fs.setxattr(root, p, &name, &value)), expected)
+            }
+            Op::RemoveXattr(p, name) => {
+                let name = vec![b'n', *name];
+                let expected = model
+                    .resolve(p, true)
+                    .and_then(|p| model.lookup(&p))
+                    .and_then(|id| {
                         model
                             .inodes
                             .get_mut(&id)
                             .expect("inode")
                             .xattrs
-                            .insert(name.clone(), value.clone()),
-                    )
-                });
-                (engine(fs.setxattr(root, p, &name, &value)), expected)
-            }
-            Op::RemoveXattr(p, name) => {
-                let name = vec![b'n', *name];
-                let expected = model.lookup(p).and_then(|id| {
-                    model
-                        .inodes
-                        .get_mut(&id)
-                        .expect("inode")
-                        .xattrs
-                        .remove(&name)
-                        .map(drop)
-                        .ok_or(Errno::ENOENT)
-                });
+                            .remove(&name)
+                            .map(drop)
+                            .ok_or(Errno::ENOENT)
+                    });
                 (engine(fs.removexattr(root, p, &name)), expected)
             }
             Op::Clone(src, src_off, dst, dst_off, len) => {
@@ -450,7 +523,12 @@ impl Harness {
                 };
                 (
                     engine(fs.clone_range(src_side, dst_side, *len)),
-                    model.clone_range(src, *src_off, dst, *dst_off, *len),
+                    model.resolve(src, true).and_then(|src| {
+                        // The source is opened before the destination.
+                        model.lookup(&src)?;
+                        let dst = model.resolve(dst, true)?;
+                        model.clone_range(&src, *src_off, &dst, *dst_off, *len)
+                    }),
                 )
             }
             Op::Commit => {
@@ -468,8 +546,11 @@ impl Harness {
             }
             Op::TouchInSnapshot(p) => match self.snapshots.last() {
                 Some((id, frozen)) => {
-                    let expected = match frozen.lookup(p) {
-                        Ok(_) | Err(Errno::ENOENT) => err(Errno::EROFS),
+                    // open(O_CREAT) resolves the path first (ENOENT, ENOTDIR for a
+                    // missing or non-directory parent), then refuses to create or
+                    // write in a read-only subvolume.
+                    let expected = match frozen.resolve(p, true) {
+                        Ok(_) => err(Errno::EROFS),
                         Err(other) => err(other),
                     };
                     (engine(fs.touch(*id, p).map(drop)), expected)

@@ -548,3 +548,40 @@ fn core_delete_leaves_a_one_child_root() {
     fs.delete_item(root, inode_key).unwrap();
     checked(&fs);
 }
+
+/// Symlink resolution: 40 links are followed, the 41st is ELOOP (Linux `MAXSYMLINKS`);
+/// an absolute target or a `..` above the subvolume root is EXDEV (`RESOLVE_BENEATH`);
+/// a symlink in the middle of a path is always followed, one in the last component
+/// only by the calls that follow it.
+#[test]
+fn symlinks_resolve_as_the_system_calls_resolve_them() {
+    let (mut fs, root) = setup();
+    fs.write(root, &["f"], 0, b"data").unwrap();
+    fs.symlink(root, b"f", &["l40"]).unwrap();
+    for index in (0..40).rev() {
+        let target = format!("l{}", index + 1);
+        fs.symlink(root, target.as_bytes(), &[format!("l{index}")])
+            .unwrap();
+    }
+    fs.chmod(root, &["l1"], 0o600).expect("40 links");
+    assert_eq!(entry(&mut fs, root, "f").mode & 0o7777, 0o600);
+    assert_eq!(errno(fs.chmod(root, &["l0"], 0o644)), Errno::ELOOP);
+    fs.mkdir(root, &["d"]).unwrap();
+    fs.symlink(root, b"/etc", &["d", "absolute"]).unwrap();
+    fs.symlink(root, b"../..", &["d", "above"]).unwrap();
+    fs.symlink(root, b"../d", &["d", "back"]).unwrap();
+    assert_eq!(
+        errno(fs.write(root, &["d", "absolute"], 0, b"x")),
+        Errno::EXDEV
+    );
+    assert_eq!(errno(fs.touch(root, &["d", "above", "x"])), Errno::EXDEV);
+    fs.write(root, &["d", "back", "back", "g"], 0, b"through")
+        .expect("a symlink in the middle of a path is followed");
+    assert_eq!(entry(&mut fs, root, "d/g").size, 7);
+    // rm and mv name the link itself.
+    fs.unlink(root, &["d", "back"]).unwrap();
+    assert_eq!(entry(&mut fs, root, "d").kind, FileKind::Directory);
+    fs.rename(root, &["l40"], &["renamed"]).unwrap();
+    assert_eq!(entry(&mut fs, root, "renamed").kind, FileKind::Symlink);
+    checked(&fs);
+}

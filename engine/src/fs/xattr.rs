@@ -10,6 +10,7 @@
 
 use super::corrupt;
 use super::format::{file_type, DirItem, NAME_LEN_MAX};
+use super::path::FollowLast;
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -68,7 +69,8 @@ impl FsInfo {
         Ok(())
     }
 
-    /// `lsetxattr(2)`: creates or replaces the xattr `name` of the inode `path` names.
+    /// `setxattr(2)`: creates or replaces the xattr `name` of the inode `path` names,
+    /// following a symlink in the last component.
     pub fn setxattr<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
@@ -77,6 +79,8 @@ impl FsInfo {
         value: &[u8],
     ) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         self.check_xattr(name, value)?;
         self.check_xattr_namespace(root_id, ino, name)?;
@@ -95,7 +99,8 @@ impl FsInfo {
         self.touch_xattr_owner(root_id, ino)
     }
 
-    /// `lremovexattr(2)`: ENOENT (Linux: ENODATA) if the xattr does not exist.
+    /// `removexattr(2)`, following a symlink in the last component: ENOENT (Linux:
+    /// ENODATA) if the xattr does not exist.
     pub fn removexattr<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
@@ -103,6 +108,8 @@ impl FsInfo {
         name: &[u8],
     ) -> Result<()> {
         self.ensure_writable(root_id)?;
+        let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
+        let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         self.check_xattr_namespace(root_id, ino, name)?;
         self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name)?;

@@ -4,7 +4,7 @@
 //! the root itself being the empty path) maps to an [`Entry`] whose hard-link identity is
 //! the smallest path naming the same inode. Two subvolumes with the same names, types,
 //! link structure, data, xattrs, modes and owners therefore compare equal however their
-//! inodes are numbered, which is oracle 3 (round trip) of DESIGN.md section 5.
+//! inodes are numbered, which is the round-trip oracle (docs/oracles.md).
 //! Comparisons are exact: file data is kept in its canonical sparse form.
 
 use super::{FileData, InodeKind, Subvolume, FIRST_INO};

@@ -22,10 +22,12 @@ fn new_inodes_get_root_umask_022_defaults() {
     fs.symlink(b"../anywhere", b"vol/l").unwrap();
     let modes: Vec<u32> = [&b"vol"[..], b"vol/f", b"vol/d", b"vol/l"]
         .iter()
-        .map(|path| fs.stat(path).unwrap().mode)
+        .map(|path| fs.lstat(path).unwrap().mode)
         .collect();
     assert_eq!(modes, [0o755, 0o644, 0o755, 0o777]);
-    assert_eq!(fs.stat(b"vol/l").unwrap().target, b"../anywhere");
+    assert_eq!(fs.lstat(b"vol/l").unwrap().target, b"../anywhere");
+    // stat(2) follows the link, which leads above the subvolume's root.
+    assert_eq!(fs.stat(b"vol/l").map(drop), Err(Errno::EXDEV));
     assert_eq!(fs.create(b"vol/d"), Err(Errno::EISDIR));
     assert_eq!(fs.mkdir(b"vol/f"), Err(Errno::EEXIST));
     assert_eq!(fs.create(b"vol/missing/f"), Err(Errno::ENOENT));
@@ -170,26 +172,51 @@ fn clone_range_copies_content_including_holes() {
     write_file(&mut fs, b"vol/src", &[7u8; 10_000]);
     fs.truncate(b"vol/src", 20_000).unwrap();
     write_file(&mut fs, b"vol/dst", &[1u8; 30_000]);
-    fs.clone_range(b"vol/src", 5_000, b"vol/dst", 100, 15_000)
+    fs.clone_range(b"vol/src", 4096, b"vol/dst", 8192, 12_288)
         .unwrap();
     let dst = fs.read(b"vol/dst", 0, 30_000).unwrap();
-    assert!(dst[..100].iter().all(|&b| b == 1));
-    assert!(dst[100..5_100].iter().all(|&b| b == 7));
+    assert!(dst[..8192].iter().all(|&b| b == 1));
+    assert!(dst[8192..14_096].iter().all(|&b| b == 7));
     assert!(
-        dst[5_100..15_100].iter().all(|&b| b == 0),
+        dst[14_096..20_480].iter().all(|&b| b == 0),
         "the source hole replaces data"
     );
-    assert!(dst[15_100..].iter().all(|&b| b == 1));
+    assert!(dst[20_480..].iter().all(|&b| b == 1));
     assert_eq!(
         fs.clone_range(b"vol/src", 0, b"vol/dst", 0, 20_001),
-        Err(Errno::EINVAL)
+        Err(Errno::EINVAL),
+        "past the source's EOF"
     );
     assert_eq!(
-        fs.clone_range(b"vol/src", 0, b"vol/src", 100, 200),
-        Err(Errno::EINVAL)
+        fs.clone_range(b"vol/src", 100, b"vol/dst", 0, 4096),
+        Err(Errno::EINVAL),
+        "an unaligned offset"
     );
-    fs.clone_range(b"vol/src", 0, b"vol/src", 10_000, 100)
+    assert_eq!(
+        fs.clone_range(b"vol/src", 0, b"vol/dst", 0, 100),
+        Err(Errno::EINVAL),
+        "an unaligned length inside the source"
+    );
+    assert_eq!(
+        fs.clone_range(b"vol/src", 0, b"vol/src", 4096, 8192),
+        Err(Errno::EINVAL),
+        "overlapping ranges of one file"
+    );
+    fs.clone_range(b"vol/src", 0, b"vol/src", 12_288, 4096)
         .unwrap();
+    assert_eq!(
+        fs.clone_range(b"vol/src", 16_384, b"vol/dst", 0, 0),
+        Err(Errno::EINVAL),
+        "the unaligned EOF block into the middle of the destination"
+    );
+    fs.create(b"vol/copy").unwrap();
+    fs.clone_range(b"vol/src", 0, b"vol/copy", 0, 0).unwrap();
+    assert_eq!(
+        fs.stat(b"vol/copy").unwrap().size,
+        20_000,
+        "len 0 clones to EOF"
+    );
+    assert_eq!(fs.read(b"vol/copy", 0, 10_000).unwrap(), vec![7u8; 10_000]);
     fs.check();
 }
 

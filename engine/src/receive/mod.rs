@@ -295,10 +295,10 @@ impl Receiver<'_> {
             Command::Unlink { path } => self.fs.unlink(&fs_path(self, path)?),
             Command::Rmdir { path } => self.fs.rmdir(&fs_path(self, path)?),
             Command::SetXattr { path, name, data } => {
-                self.fs.set_xattr(&fs_path(self, path)?, name, data)
+                self.fs.lset_xattr(&fs_path(self, path)?, name, data)
             }
             Command::RemoveXattr { path, name } => {
-                self.fs.remove_xattr(&fs_path(self, path)?, name)
+                self.fs.lremove_xattr(&fs_path(self, path)?, name)
             }
             Command::Write {
                 path,
@@ -307,9 +307,9 @@ impl Receiver<'_> {
             } => self.fs.write(&fs_path(self, path)?, *file_offset, data),
             Command::Truncate { path, size } => self.fs.truncate(&fs_path(self, path)?, *size),
             Command::Chmod { path, mode } => self.fs.chmod(&fs_path(self, path)?, *mode),
-            Command::Chown { path, uid, gid } => self.fs.chown(&fs_path(self, path)?, *uid, *gid),
-            Command::Utimes { path, .. } => self.fs.stat(&fs_path(self, path)?).map(drop),
-            Command::UpdateExtent { path, .. } => self.fs.stat(&fs_path(self, path)?).map(drop),
+            Command::Chown { path, uid, gid } => self.fs.lchown(&fs_path(self, path)?, *uid, *gid),
+            Command::Utimes { path, .. } => self.fs.lstat(&fs_path(self, path)?).map(drop),
+            Command::UpdateExtent { path, .. } => self.fs.lstat(&fs_path(self, path)?).map(drop),
             Command::Clone { .. } => return self.clone_command(command),
             _ => unreachable!("apply_one and path_command handle {command:?}"),
         };
@@ -354,7 +354,7 @@ impl Receiver<'_> {
     }
 
     fn create_exclusive(&mut self, path: &[u8]) -> Step {
-        match self.fs.stat(path) {
+        match self.fs.lstat(path) {
             Ok(_) => Err(fs_error(Errno::EEXIST)),
             Err(Errno::ENOENT) => self.fs.create(path).map_err(fs_error),
             Err(errno) => Err(fs_error(errno)),

@@ -210,9 +210,11 @@ fn incremental_stream() -> Vec<Command> {
             clone_path: p("dir/file"),
             clone_offset: 0,
         },
+        // To the source's EOF (5 bytes): a shorter unaligned length is EINVAL, as in
+        // generic_remap_checks().
         Command::Clone {
             file_offset: 8192,
-            clone_len: 4,
+            clone_len: 5,
             path: p("new/clone"),
             clone_uuid: INCREMENTAL_UUID,
             clone_ctransid: 9,
@@ -242,7 +244,7 @@ fn expected_snap2() -> Content {
     fs.mkdir(b"e/new").unwrap();
     fs.create(b"e/new/clone").unwrap();
     fs.write(b"e/new/clone", 0, &[b'a'; 8192]).unwrap();
-    fs.write(b"e/new/clone", 8192, b"otXY").unwrap();
+    fs.write(b"e/new/clone", 8192, b"otXYr").unwrap();
     fs.content(b"e").unwrap()
 }
 

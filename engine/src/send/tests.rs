@@ -548,16 +548,21 @@ fn round_trip_generator_reaches_every_operation_and_command() {
 /// Regression (found by `every_snapshot_round_trips`, shrunk to two operations):
 /// `chmod` on a symlink changed the symlink's own mode in the engine, which Linux cannot
 /// do, so the mode could never reach the receiver (btrfs send sends no CHMOD for
-/// symlinks). Root cause: the filesystem layer's chmod did not refuse symlinks; it now
-/// fails with EOPNOTSUPP as `fchmodat(AT_SYMLINK_NOFOLLOW)` does.
+/// symlinks). Root cause: the filesystem layer's chmod did not refuse symlinks. Now chmod
+/// follows the link as chmod(2) does: a link leading out of the subvolume is EXDEV, one
+/// to a file changes the file, and the link's own mode stays 0777.
 #[test]
-fn chmod_of_a_symlink_is_refused_and_round_trips() {
+fn chmod_of_a_symlink_never_changes_the_symlink_and_round_trips() {
     let (mut fs, vol) = filesystem();
     fs.symlink(vol, b"../target", &["a"]).expect("symlink");
     assert_eq!(
         fs.chmod(vol, &["a"], 0).map_err(|error| error.to_errno()),
-        Err(Errno::EOPNOTSUPP)
+        Err(Errno::EXDEV)
     );
+    fs.touch(vol, &["f"]).expect("touch");
+    fs.symlink(vol, b"f", &["b"]).expect("symlink");
+    fs.chmod(vol, &["b"], 0o600)
+        .expect("chmod through the link");
     fs.snapshot("vol", "s0", true).expect("snapshot");
     assert_round_trip(&mut fs, &["s0"]);
 }

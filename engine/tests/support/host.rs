@@ -1,8 +1,7 @@
-//! The host rule for tests that need the real kernel: btrfs-progs installed, running as
-//! root, a loop device and btrfs in the kernel. On a developer machine a missing piece is
-//! a visible `SKIP:` line and the test returns; under `CI=true` it is a failure, because
-//! CI must run the conformance tests (the rule of
-//! `cowproof_engine::testing::btrfs_progs_or_skip`, extended to the other pieces).
+//! The host's prerequisites for tests that need the real kernel: btrfs-progs installed,
+//! running as root, a loop device, btrfs in the kernel, and a scratch btrfs that really
+//! mounts. [`prerequisites`] is the one check; [`super::trials`] turns a missing piece
+//! into an *ignored* trial on a developer machine and a failed one under `CI=true`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,18 +14,6 @@ pub struct Tools {
     pub btrfs: PathBuf,
     /// `mkfs.btrfs`.
     pub mkfs: PathBuf,
-}
-
-/// Whether this run is CI's (`CI=true`).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true")
-}
-
-/// Prints `SKIP: reason (test)` and returns `None`; panics under `CI=true`.
-pub fn skip<T>(test_name: &str, reason: &str) -> Option<T> {
-    assert!(!in_ci(), "{test_name}: {reason} and CI=true");
-    println!("SKIP: {reason} ({test_name})");
-    None
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -55,22 +42,59 @@ fn kernel_has_btrfs() -> bool {
             .is_ok_and(|status| status.success())
 }
 
-/// The tools, or `None` after a `SKIP:` line (a panic under `CI=true`).
-pub fn real_btrfs_or_skip(test_name: &str) -> Option<Tools> {
-    let btrfs = cowproof_engine::testing::btrfs_progs_or_skip(test_name)?;
-    let Some(mkfs) = find_program("mkfs.btrfs") else {
-        return skip(test_name, "mkfs.btrfs not installed");
-    };
+/// What a test needs of the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing: the test runs anywhere.
+    Nothing,
+    /// The `btrfs` program of btrfs-progs (`btrfs receive --dump`).
+    BtrfsProgs,
+    /// A real btrfs: btrfs-progs, root, a loop device and btrfs in the kernel, and a
+    /// scratch image that formats and mounts.
+    RealBtrfs,
+}
+
+/// The programs a test may run (`None` where its [`Needs`] does not ask for them).
+#[derive(Clone, Debug, Default)]
+pub struct Host {
+    /// `btrfs` of btrfs-progs.
+    pub btrfs: Option<PathBuf>,
+    /// Everything a scratch btrfs needs.
+    pub tools: Option<Tools>,
+}
+
+/// The one prerequisite check: what the host offers for `needs`, or why it cannot.
+pub fn prerequisites(needs: Needs) -> Result<Host, String> {
+    if needs == Needs::Nothing {
+        return Ok(Host::default());
+    }
+    let btrfs = find_program("btrfs").ok_or("btrfs-progs not installed (no `btrfs`)")?;
+    if needs == Needs::BtrfsProgs {
+        return Ok(Host {
+            btrfs: Some(btrfs),
+            tools: None,
+        });
+    }
+    let mkfs = find_program("mkfs.btrfs").ok_or("mkfs.btrfs not installed")?;
     if effective_uid() != Some(0) {
-        return skip(test_name, "not running as root (mount needs it)");
+        return Err("not running as root (mount needs it)".to_string());
     }
     if !Path::new("/dev/loop-control").exists() {
-        return skip(test_name, "no loop device support (/dev/loop-control)");
+        return Err("no loop device support (/dev/loop-control)".to_string());
     }
     if !kernel_has_btrfs() {
-        return skip(test_name, "the kernel has no btrfs support");
+        return Err("the kernel has no btrfs support".to_string());
     }
-    Some(Tools { btrfs, mkfs })
+    let tools = Tools {
+        btrfs: btrfs.clone(),
+        mkfs,
+    };
+    super::scratch::ScratchBtrfs::mount(&tools)
+        .map_err(|reason| format!("cannot loop-mount a scratch btrfs: {reason}"))?;
+    Ok(Host {
+        btrfs: Some(btrfs),
+        tools: Some(tools),
+    })
 }
 
 /// Runs `command`; `Err` names the command and carries its stderr.

@@ -4,7 +4,7 @@
 //! assertion or an early return — and never panics; if unmounting fails it leaves the
 //! temporary directory in place rather than recursively delete through a live mount.
 
-use super::host::{run, skip, Tools};
+use super::host::{run, Tools};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,13 +21,11 @@ pub struct ScratchBtrfs {
 }
 
 impl ScratchBtrfs {
-    /// Makes and mounts a scratch btrfs, or `None` after a `SKIP:` line when the host
-    /// cannot (a panic under `CI=true`).
-    pub fn mount_or_skip(test_name: &str, tools: &Tools) -> Option<ScratchBtrfs> {
-        let directory = match tempfile::tempdir() {
-            Ok(directory) => directory,
-            Err(error) => return skip(test_name, &format!("no temporary directory: {error}")),
-        };
+    /// Makes and mounts a scratch btrfs (the host passed [`super::host::prerequisites`]
+    /// for a real btrfs; a failure here is a failure of the test).
+    pub fn mount(tools: &Tools) -> Result<ScratchBtrfs, String> {
+        let directory =
+            tempfile::tempdir().map_err(|error| format!("no temporary directory: {error}"))?;
         let mountpoint = directory.path().join("mnt");
         let mut scratch = ScratchBtrfs {
             directory: Some(directory),
@@ -35,13 +33,8 @@ impl ScratchBtrfs {
             mounted: false,
             btrfs: tools.btrfs.clone(),
         };
-        match scratch.format_and_mount(tools) {
-            Ok(()) => Some(scratch),
-            Err(reason) => skip(
-                test_name,
-                &format!("cannot loop-mount a btrfs image: {reason}"),
-            ),
-        }
+        scratch.format_and_mount(tools)?;
+        Ok(scratch)
     }
 
     fn format_and_mount(&mut self, tools: &Tools) -> Result<(), String> {

@@ -69,6 +69,7 @@ mod tests {
             kind: ViolationKind::KernelSymptom,
             symptom: Some(Symptom::TransidEio),
             job: Some("s".to_string()),
+            block: None,
             message: "send failed".to_string(),
         };
         let value = violation(Some(4), Some(9), &found);

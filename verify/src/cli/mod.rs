@@ -112,7 +112,7 @@ impl fmt::Display for CliError {
             CliError::UnknownTarget(target) => write!(
                 f,
                 "unknown fuzz target `{target}` (this build decodes: {})",
-                replay::TARGETS.join(", ")
+                crate::fuzz_input::target_names().join(", ")
             ),
             CliError::Decode { path, message } => write!(f, "{}: {message}", path.display()),
             CliError::ExportExists(path) => write!(

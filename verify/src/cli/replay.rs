@@ -1,12 +1,18 @@
 //! `cowproof replay FILE... [--target T] [--policy P]`: replays scripts and fuzz inputs.
 //!
 //! A FILE named `*.cows` is a script (text); any other FILE is a corpus or crash input
-//! of fuzz target T (binary bytes), decoded exactly as the target decodes it — for
-//! `interleave`, `generate::interleaving(&mut Unstructured::new(&bytes), policy)`. For
-//! each FILE it prints the script in its canonical text form, the timeline in four
-//! columns ([`timeline`]), each violation with its line, the verdict, and for a
-//! round-trip failure a unified diff (`similar`) of the snapshot's content against what
-//! the receive side holds, both rendered one line per path.
+//! of fuzz target T (binary bytes), decoded and judged through T's entry of the one table
+//! of targets ([`crate::fuzz_input::TARGETS`]), exactly as the fuzz target does (the
+//! `interleave` policy is `--policy`, else `COWPROOF_POLICY`, else `concurrent`).
+//!
+//! For a script (written or decoded) it prints the script in its canonical text form,
+//! the timeline in four columns ([`timeline`]), each failed operation and each violation
+//! with its line, the verdict, and for a round-trip failure a unified diff (`similar`)
+//! of the snapshot's content against what the receive side holds, both rendered one line
+//! per path. For a decoded input it then prints the verdict of the target's own oracle
+//! (the fuzz target's checks, which may differ from `run`'s thorough ones). A target
+//! whose cases are not scripts (`tree_model`, `alloc_model`, `stream_decode`,
+//! `script_parse`) prints the decoded case in words and its oracle's verdict.
 //!
 //! The exit code is the worst over the files: 2 if any file was unusable, else 1 if any
 //! failed, else 0. An unusable file is reported on standard error and the others still
@@ -14,20 +20,16 @@
 
 use super::run::{load_script, write_human, LoadedScript};
 use super::{read_file, timeline, CliError, EXIT_UNUSABLE};
-use crate::generate::interleaving;
+use crate::fuzz_input::{policy_from_env, target, Target, TestCase};
 use crate::oracle::{round_trip, ViolationKind};
 use crate::runner::{run, RunOptions, RunReport};
 use crate::script::{parse_with_lines, print, Script};
 use crate::world::{Checks, World};
-use arbitrary::Unstructured;
 use clap::Args;
 use cowproof_engine::SendPolicy;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// The fuzz targets whose inputs this build decodes.
-pub const TARGETS: [&str; 2] = ["interleave", "send_receive"];
 
 /// The extension of script files.
 pub const SCRIPT_EXTENSION: &str = "cows";
@@ -48,15 +50,14 @@ pub struct ReplayArgs {
 
 /// Runs `cowproof replay`.
 pub fn execute(args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    if !TARGETS.contains(&args.target.as_str()) {
-        return Err(CliError::UnknownTarget(args.target.clone()));
-    }
+    let fuzz_target =
+        target(&args.target).map_err(|_| CliError::UnknownTarget(args.target.clone()))?;
     let mut worst = 0;
     for (position, path) in args.files.iter().enumerate() {
         if position > 0 {
             writeln!(out)?;
         }
-        let code = match replay_file(path, args, out) {
+        let code = match replay_file(path, args, fuzz_target, out) {
             Ok(code) => code,
             Err(CliError::Output(error)) => return Err(CliError::Output(error)),
             Err(error) => {
@@ -70,28 +71,73 @@ pub fn execute(args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     Ok(worst)
 }
 
-fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+fn replay_file(
+    path: &Path,
+    args: &ReplayArgs,
+    fuzz_target: &Target,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
     let is_script = path
         .extension()
         .is_some_and(|extension| extension == SCRIPT_EXTENSION);
-    let (loaded, origin) = if is_script {
-        (load_script(path)?, "script".to_string())
-    } else {
-        let bytes = read_file(path)?;
-        let script =
-            decode(&args.target, &bytes, args.policy).map_err(|message| CliError::Decode {
-                path: path.to_path_buf(),
-                message,
-            })?;
-        let origin = format!("{} bytes decoded by target {}", bytes.len(), args.target);
-        (with_printed_lines(script), origin)
+    if is_script {
+        writeln!(out, "== {} (script)", path.display())?;
+        return replay_script(&load_script(path)?, args.policy, out);
+    }
+    let bytes = read_file(path)?;
+    let decode_failure = |message: String| CliError::Decode {
+        path: path.to_path_buf(),
+        message,
     };
-    writeln!(out, "== {} ({origin})", path.display())?;
+    let policy = args
+        .policy
+        .map_or_else(policy_from_env, Ok)
+        .map_err(decode_failure)?;
+    writeln!(
+        out,
+        "== {} ({} bytes decoded by target {})",
+        path.display(),
+        bytes.len(),
+        fuzz_target.name
+    )?;
+    let code = match (fuzz_target.decode)(&bytes, policy) {
+        TestCase::Script(script) => replay_script(&with_printed_lines(script), Some(policy), out)?,
+        TestCase::Text(text) => {
+            writeln!(out, "test case:")?;
+            for line in text.lines() {
+                writeln!(out, "    {line}")?;
+            }
+            0
+        }
+    };
+    let oracle = match (fuzz_target.check)(&bytes, Some(policy)) {
+        Ok(()) => {
+            writeln!(out, "target {}: ok", fuzz_target.name)?;
+            0
+        }
+        Err(failure) => {
+            writeln!(out, "target {}: failed", fuzz_target.name)?;
+            for line in failure.lines() {
+                writeln!(out, "    {line}")?;
+            }
+            1
+        }
+    };
+    Ok(code.max(oracle))
+}
+
+/// Runs a script with every check, printing it, its timeline, its report and the
+/// round-trip diffs; returns the run's exit code.
+fn replay_script(
+    loaded: &LoadedScript,
+    policy: Option<SendPolicy>,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
     write_script(out, &loaded.script)?;
     let mut report = run(
         &loaded.script,
         RunOptions {
-            policy: args.policy,
+            policy,
             checks: Checks::THOROUGH,
         },
     );
@@ -100,20 +146,6 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8
     write_human(out, &report, &loaded.lines)?;
     out.write_all(round_trip_diffs(&mut report).as_bytes())?;
     Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_UNUSABLE))
-}
-
-/// Decodes a fuzz input of `target` into a script, as the target does.
-pub fn decode(target: &str, bytes: &[u8], policy: Option<SendPolicy>) -> Result<Script, String> {
-    match target {
-        "interleave" => interleaving(&mut Unstructured::new(bytes), policy)
-            .map_err(|error| format!("does not decode as an interleave input: {error}")),
-        "send_receive" => {
-            let mut script = crate::fuzz_input::send_receive::decode_send_receive(bytes);
-            script.policy = policy.or(script.policy);
-            Ok(script)
-        }
-        other => Err(format!("no decoder for fuzz target `{other}`")),
-    }
 }
 
 /// A decoded script with the line numbers of its printed form.
@@ -181,15 +213,18 @@ mod tests {
 
     #[test]
     fn the_interleave_decoder_is_the_generator() {
+        use crate::generate::interleaving;
+        use arbitrary::Unstructured;
         let bytes = cowproof_engine::testing::seeded_bytes(128, 7);
-        let decoded = decode("interleave", &bytes, Some(SendPolicy::Unprotected)).unwrap();
+        let interleave = target("interleave").unwrap();
+        let decoded = (interleave.decode)(&bytes, SendPolicy::Unprotected);
         let generated = interleaving(
             &mut Unstructured::new(&bytes),
             Some(SendPolicy::Unprotected),
         )
         .unwrap();
-        assert_eq!(decoded, generated);
-        assert!(decode("nonsense", &bytes, None).is_err());
+        assert_eq!(decoded, TestCase::Script(generated));
+        assert!(target("nonsense").is_err());
     }
 
     #[test]

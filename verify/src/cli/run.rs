@@ -1,6 +1,8 @@
 //! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]`: executes a
 //! script with every check after every operation ([`Checks::THOROUGH`]) and reports each
-//! violation with its line, each unmet expectation and the verdict.
+//! operation that failed with its errno (as the timeline shows it), each violation with
+//! its line, each unmet expectation and the verdict. `--json` carries the same, the failed
+//! operations under `failed_operations`.
 //!
 //! Exit codes follow [`RunReport::exit_code`]: 0 passed, 1 violation or unmet
 //! expectation, 2 when the script cannot run; an unreadable or unparsable file is also 2,
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// Arguments of `cowproof run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The script file (text, DESIGN.md section 6).
+    /// The script file (text, docs/script-language.md).
     pub script: PathBuf,
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
@@ -85,6 +87,7 @@ pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     }
     if args.json {
         let mut value = json::run_report(&report, &loaded.lines);
+        value["failed_operations"] = failed_operations_json(&report, &loaded.lines);
         value["script"] = args.script.display().to_string().into();
         value["notes"] = notes.into();
         writeln!(out, "{value}")?;
@@ -131,13 +134,44 @@ pub fn place(statement_index: Option<usize>, lines: &[usize]) -> String {
     }
 }
 
-/// The human report: one block per violation, unmet expectations, the script error, the
-/// verdict and whether the run passed.
+/// The failed operations as JSON: `statement` (from 1), `line`, `operation` (its script
+/// text), `errno`, `reason`, `expected`.
+pub fn failed_operations_json(report: &RunReport, lines: &[usize]) -> serde_json::Value {
+    report
+        .failed_operations()
+        .iter()
+        .map(|failed| {
+            serde_json::json!({
+                "statement": failed.index + 1,
+                "line": lines.get(failed.index),
+                "operation": failed.op.to_string(),
+                "errno": failed.errno.to_string(),
+                "reason": failed.reason,
+                "expected": failed.expected,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// The human report: each failed operation with its errno, one block per violation,
+/// unmet expectations, the script error, the verdict and whether the run passed.
 pub fn write_human(
     out: &mut dyn Write,
     report: &RunReport,
     lines: &[usize],
 ) -> Result<(), CliError> {
+    for failed in report.failed_operations() {
+        let expected = if failed.expected { " (expected)" } else { "" };
+        writeln!(
+            out,
+            "{}{expected}: `{}` failed with {}: {}",
+            place(Some(failed.index), lines),
+            failed.op,
+            failed.errno,
+            failed.reason
+        )?;
+    }
     for entry in &report.violations {
         let (at, violation) = entry;
         let expected = if report.unexpected.contains(entry) {

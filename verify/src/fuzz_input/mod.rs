@@ -18,6 +18,11 @@
 //! Every decoder is total: any byte string gives a test case (short inputs give short
 //! cases), and the same bytes always give the same case. Nothing here reads a clock or
 //! draws randomness; the only outside input is `COWPROOF_POLICY` ([`policy_from_env`]).
+//!
+//! [`TARGETS`] is the one table of targets (name -> decoder -> oracle): the cargo-fuzz
+//! targets call [`Target::fuzz`] of their entry, `verify/tests/corpus_replay.rs` replays
+//! each corpus through the entry's oracle, and `cowproof replay --target NAME` decodes
+//! and judges an input through the same entry.
 
 pub mod alloc_model;
 pub mod interleave;
@@ -33,6 +38,7 @@ pub use send_receive::check_send_receive;
 pub use stream_decode::check_stream_decode;
 pub use tree_model::check_tree_model;
 
+use crate::script::Script;
 use cowproof_engine::SendPolicy;
 
 /// The environment variable naming the policy the `interleave` target runs under.
@@ -61,28 +67,129 @@ pub fn policy_named(name: &str) -> Result<SendPolicy, String> {
     })
 }
 
-/// The names of the targets, which are also the directories of `corpus/`.
-pub const TARGETS: [&str; 6] = [
-    "interleave",
-    "send_receive",
-    "tree_model",
-    "alloc_model",
-    "stream_decode",
-    "script_parse",
+/// What a target's decoder makes of one input, as `cowproof replay` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TestCase {
+    /// A script: replay prints it and its timeline.
+    Script(Script),
+    /// Another kind of case (tree operations, allocator calls, stream commands, text),
+    /// in words.
+    Text(String),
+}
+
+/// An oracle on a script: the failure in words.
+pub type ScriptOracle = fn(&Script) -> Result<(), String>;
+
+/// One fuzz target: its name (also its `corpus/` directory and its file in
+/// `fuzz/fuzz_targets/`), its decoder and its oracle. The fuzz targets, the corpus replay
+/// and `cowproof replay` all go through [`TARGETS`], so they decode and judge alike.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    /// The target's name.
+    pub name: &'static str,
+    /// Decodes an input into its test case; `policy` is the `interleave` target's policy
+    /// (the others ignore it).
+    pub decode: fn(&[u8], SendPolicy) -> TestCase,
+    /// The oracle on an input: the failure in words. `None` for the policy: the one of
+    /// `COWPROOF_POLICY` ([`policy_from_env`]), as the fuzz target runs.
+    pub check: fn(&[u8], Option<SendPolicy>) -> Result<(), String>,
+    /// The oracle on a script, for targets whose cases are scripts that a regression
+    /// file (`corpus/<target>/*.cows`) may spell out as text.
+    pub check_script: Option<ScriptOracle>,
+}
+
+impl Target {
+    /// The fuzz target's body: the oracle under `COWPROOF_POLICY`, a panic on failure
+    /// (libFuzzer records the input as a crash artifact).
+    pub fn fuzz(&self, data: &[u8]) {
+        if let Err(failure) = (self.check)(data, None) {
+            panic!("{failure}")
+        }
+    }
+}
+
+/// Every target.
+pub const TARGETS: [Target; 6] = [
+    Target {
+        name: "interleave",
+        decode: |data, policy| TestCase::Script(interleave::decode_interleave(data, policy)),
+        check: |data, policy| match policy {
+            Some(policy) => check_interleave_under(data, policy),
+            None => check_interleave(data),
+        },
+        check_script: None,
+    },
+    Target {
+        name: "send_receive",
+        decode: |data, _| TestCase::Script(send_receive::decode_send_receive(data)),
+        check: |data, _| check_send_receive(data),
+        check_script: Some(send_receive::check_send_receive_script),
+    },
+    Target {
+        name: "tree_model",
+        decode: |data, _| TestCase::Text(format!("{:#?}", tree_model::decode_tree_model(data))),
+        check: |data, _| check_tree_model(data),
+        check_script: None,
+    },
+    Target {
+        name: "alloc_model",
+        decode: |data, _| TestCase::Text(format!("{:#?}", alloc_model::decode_alloc_model(data))),
+        check: |data, _| check_alloc_model(data),
+        check_script: None,
+    },
+    Target {
+        name: "stream_decode",
+        decode: |data, _| {
+            TestCase::Text(match cowproof_engine::stream::decode(data) {
+                Ok(commands) => format!("{commands:#?}"),
+                Err(error) => format!("not a stream the decoder accepts: {error}"),
+            })
+        },
+        check: |data, _| check_stream_decode(data),
+        check_script: None,
+    },
+    Target {
+        name: "script_parse",
+        decode: |data, _| {
+            let text = String::from_utf8_lossy(data);
+            TestCase::Text(match crate::script::parse(&text) {
+                Ok(script) => format!(
+                    "{text}
+--- parses as
+{}",
+                    crate::script::print(&script)
+                ),
+                Err(error) => format!(
+                    "{text}
+--- does not parse: {error}"
+                ),
+            })
+        },
+        check: |data, _| check_script_parse(data),
+        check_script: None,
+    },
 ];
 
-/// Runs the `check_*` function of the target called `target` on `data`.
-pub fn check_target(target: &str, data: &[u8]) -> Result<(), String> {
-    match target {
-        "interleave" => check_interleave(data),
-        "send_receive" => check_send_receive(data),
-        "tree_model" => check_tree_model(data),
-        "alloc_model" => check_alloc_model(data),
-        "stream_decode" => check_stream_decode(data),
-        "script_parse" => check_script_parse(data),
-        other => Err(format!(
-            "no fuzz target named {other:?}; the targets are {}",
-            TARGETS.join(", ")
-        )),
-    }
+/// The target called `name`, or an error listing the targets.
+pub fn target(name: &str) -> Result<&'static Target, String> {
+    TARGETS
+        .iter()
+        .find(|target| target.name == name)
+        .ok_or_else(|| {
+            format!(
+                "no fuzz target named {name:?}; the targets are {}",
+                target_names().join(", ")
+            )
+        })
+}
+
+/// The names of the targets, which are also the directories of `corpus/`.
+pub fn target_names() -> Vec<&'static str> {
+    TARGETS.iter().map(|target| target.name).collect()
+}
+
+/// Runs the oracle of the target called `target` on `data` (`interleave` under
+/// `COWPROOF_POLICY`).
+pub fn check_target(target_name: &str, data: &[u8]) -> Result<(), String> {
+    (target(target_name)?.check)(data, None)
 }

@@ -24,9 +24,10 @@ pub struct Ghost {
     pub images: BTreeMap<u64, SharedContent>,
     /// Accesses checked so far.
     pub checked: u64,
-    /// Set once a violation was reported: later reads of a walk that already went wrong
-    /// are not reported again.
-    pub violated: bool,
+    /// The first block of this epoch's walk read inconsistently, once one was: later
+    /// reads of a walk that already went wrong are not reported again, and what the walk
+    /// does next (a symptom, a wrong stream) is a consequence of this block.
+    pub inconsistent_block: Option<u64>,
 }
 
 /// Where a held buffer's content came from, for the report.
@@ -81,7 +82,7 @@ impl Ghost {
             roots: roots.to_vec(),
             images,
             checked: 0,
-            violated: false,
+            inconsistent_block: None,
         }
     }
 
@@ -94,7 +95,7 @@ impl Ghost {
         accesses: &[BufferAccess],
         attribute: &dyn Fn(u64) -> Option<String>,
     ) -> Option<Violation> {
-        if self.violated {
+        if self.inconsistent_block.is_some() {
             return None;
         }
         for access in accesses {
@@ -112,7 +113,7 @@ impl Ghost {
             if consistent {
                 continue;
             }
-            self.violated = true;
+            self.inconsistent_block = Some(access.bytenr);
             return Some(self.report(job, access, expected, attribute));
         }
         None
@@ -148,7 +149,75 @@ impl Ghost {
             kind: ViolationKind::ReadConsistency,
             symptom: None,
             job: Some(job.to_string()),
+            block: Some(access.bytenr),
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cowproof_engine::{Geometry, SendPolicy};
+    use std::sync::Arc;
+
+    fn committed_subvolume() -> (FsInfo, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let root_id = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.commit_transaction().expect("commit");
+        (fs, root_id)
+    }
+
+    fn access(root_id: u64, bytenr: u64, content: SharedContent) -> BufferAccess {
+        BufferAccess {
+            root_id,
+            bytenr,
+            content,
+            shared: true,
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn a_read_of_the_commit_root_content_is_consistent() {
+        let (fs, root_id) = committed_subvolume();
+        let mut ghost = Ghost::take(&fs, &[root_id], 0);
+        let (&bytenr, content) = ghost.images.iter().next().expect("a recorded block");
+        let reads = [access(root_id, bytenr, Arc::clone(content))];
+        assert_eq!(ghost.check(&fs, "s", &reads, &|_| None), None);
+        assert_eq!(ghost.checked, 1);
+    }
+
+    #[test]
+    fn a_mismatching_read_fires_once_and_names_its_block() {
+        let (fs, root_id) = committed_subvolume();
+        let mut ghost = Ghost::take(&fs, &[root_id], 0);
+        let (&bytenr, content) = ghost.images.iter().next().expect("a recorded block");
+        let mut rewritten = (**content).clone();
+        rewritten.header.generation += 1;
+        rewritten.header.owner += 1;
+        let reads = [access(root_id, bytenr, Arc::new(rewritten))];
+        let violation = ghost
+            .check(&fs, "s", &reads, &|_| Some("statement 3".to_string()))
+            .expect("the oracle fires on a mismatch");
+        assert_eq!(violation.kind, ViolationKind::ReadConsistency);
+        assert_eq!(violation.job.as_deref(), Some("s"));
+        assert_eq!(violation.block, Some(bytenr));
+        assert!(violation.message.contains("re-initialised by: statement 3"));
+        assert_eq!(ghost.inconsistent_block, Some(bytenr));
+        // The walk already went wrong: the same read is not reported twice.
+        assert_eq!(ghost.check(&fs, "s", &reads, &|_| None), None);
+    }
+
+    #[test]
+    fn a_read_of_a_block_outside_the_commit_roots_fires() {
+        let (fs, root_id) = committed_subvolume();
+        let mut ghost = Ghost::take(&fs, &[root_id], 0);
+        let content = Arc::clone(ghost.images.values().next().expect("a recorded block"));
+        let unknown = ghost.images.keys().max().expect("a block") + (1 << 20);
+        let violation = ghost
+            .check(&fs, "s", &[access(root_id, unknown, content)], &|_| None)
+            .expect("the oracle fires on an unknown block");
+        assert!(violation.message.contains("no such block"), "{violation}");
     }
 }

@@ -1,4 +1,4 @@
-//! Oracles: what "consistent" means (DESIGN.md section 5), each deciding pass or fail
+//! Oracles: what "consistent" means (docs/oracles.md), each deciding pass or fail
 //! and knowing nothing of fuzzers or scripts.
 //!
 //! 1. [`ghost`] — read consistency: every extent buffer content send uses has exactly the
@@ -101,6 +101,11 @@ pub struct Violation {
     pub symptom: Option<Symptom>,
     /// The send or relocation job involved.
     pub job: Option<String>,
+    /// The block where this violation's chain of consequences began: the block a send
+    /// read inconsistently, and every symptom or wrong stream of the same walk after that
+    /// read; otherwise the block a failed read was of. `None`: not tied to a block. An
+    /// `expect` accepts the violations of one (job, block) chain only (docs/oracles.md).
+    pub block: Option<u64>,
     /// What happened, in words (multi-line for diffs).
     pub message: String,
 }
@@ -114,6 +119,17 @@ impl Violation {
             || self.symptom.is_some_and(|symptom| symptom.name() == kind)
             || (kind == "read-consistency" && self.kind == ViolationKind::ReadConsistency)
             || (kind == "round-trip" && self.kind == ViolationKind::RoundTrip)
+    }
+}
+
+impl Violation {
+    /// Whether `other` belongs to the same chain of consequences: the same job and the
+    /// same first block. Violations with no job or no block form chains of their own.
+    pub fn same_chain(&self, other: &Violation) -> bool {
+        self.job.is_some()
+            && self.block.is_some()
+            && self.job == other.job
+            && self.block == other.block
     }
 }
 

@@ -20,15 +20,31 @@ pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> 
     Ok(Content::from_listing(&listing))
 }
 
+/// Receives `stream` as subvolume `name`. A subvolume of that name the receive side
+/// already holds is moved aside first and deleted only once the stream is in: it may be
+/// the stream's own parent (`send start j s parent=s`), which receive finds by uuid. On
+/// failure the old subvolume is put back.
 fn receive_fresh(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<(), String> {
-    if receiver.subvolume(name.as_bytes()).is_some() {
+    let aside = format!("{name} (being replaced)");
+    let replaced = receiver.subvolume(name.as_bytes()).is_some();
+    if replaced {
         receiver
-            .subvolume_delete(name.as_bytes())
-            .map_err(|errno| format!("cannot replace received {name}: {errno}"))?;
+            .subvolume_rename(name.as_bytes(), aside.as_bytes())
+            .map_err(|errno| format!("cannot move received {name} aside: {errno}"))?;
     }
-    receive_bytes(receiver, stream)
+    let received = receive_bytes(receiver, stream)
         .map(drop)
-        .map_err(|error| format!("receive failed: {error:?}"))
+        .map_err(|error| format!("receive failed: {error:?}"));
+    if replaced {
+        let restored = if received.is_ok() {
+            receiver.subvolume_delete(aside.as_bytes())
+        } else {
+            let _ = receiver.subvolume_delete(name.as_bytes());
+            receiver.subvolume_rename(aside.as_bytes(), name.as_bytes())
+        };
+        restored.map_err(|errno| format!("cannot replace received {name}: {errno}"))?;
+    }
+    received
 }
 
 /// Makes sure the receive side has `parent`, sending it in full from a copy of `fs`.
@@ -49,17 +65,21 @@ pub fn ensure_parent_received(
 }
 
 /// Receives a finished job's stream and compares the result with the snapshot.
+/// `inconsistent_block` is the block the job's walk read inconsistently, if it did: a
+/// wrong stream is then a consequence of that read and joins its chain.
 pub fn check(
     fs: &mut FsInfo,
     receiver: &mut ModelFs,
     job_name: &str,
     snapshot: &str,
     stream: &[u8],
+    inconsistent_block: Option<u64>,
 ) -> Option<Violation> {
     let failure = |message: String| Violation {
         kind: ViolationKind::RoundTrip,
         symptom: Some(Symptom::WrongStream),
         job: Some(job_name.to_string()),
+        block: inconsistent_block,
         message,
     };
     if let Err(message) = receive_fresh(receiver, snapshot, stream) {

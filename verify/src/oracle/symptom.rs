@@ -26,13 +26,35 @@ pub fn classify(error: &Error) -> Option<Symptom> {
     }
 }
 
+/// The block a failed read was of, when the error names one.
+pub fn block_of(error: &Error) -> Option<u64> {
+    match error {
+        Error::TransidMismatch { bytenr, .. }
+        | Error::LevelMismatch { bytenr, .. }
+        | Error::BytenrMismatch { bytenr, .. }
+        | Error::FirstKeyMismatch { bytenr, .. }
+        | Error::OwnerMismatch { bytenr, .. }
+        | Error::MissingBlock { bytenr }
+        | Error::ReadNodeSlotBug { bytenr, .. } => Some(*bytenr),
+        _ => None,
+    }
+}
+
 /// A violation for a failed step of a running job, if the failure is a symptom.
-pub fn violation(job: &str, what: &str, error: &Error) -> Option<Violation> {
+/// `inconsistent_block` is the block the job's walk read inconsistently before it
+/// failed, if it did: the symptom is then a consequence of that read and joins its chain.
+pub fn violation(
+    job: &str,
+    what: &str,
+    error: &Error,
+    inconsistent_block: Option<u64>,
+) -> Option<Violation> {
     let symptom = classify(error)?;
     Some(Violation {
         kind: ViolationKind::KernelSymptom,
         symptom: Some(symptom),
         job: Some(job.to_string()),
+        block: inconsistent_block.or_else(|| block_of(error)),
         message: format!("{what} failed: {error}"),
     })
 }

@@ -14,7 +14,7 @@ fn corpus_script(name: &str) -> crate::script::Script {
     parse(&text).unwrap_or_else(|error| panic!("{name}: {error}"))
 }
 
-/// The expected verdicts of DESIGN.md section 4 for each seed scenario, by policy:
+/// The expected verdicts of the policy matrix (README.md) for each seed scenario, by policy:
 /// `Some(kind)` a violation of that kind or symptom, `None` clean.
 const SEED_MATRIX: &[(&str, [Option<&str>; 5])] = &[
     // unprotected, clone-root, exclusive-only, exclusive, concurrent
@@ -265,4 +265,187 @@ fn scenario_streams_pass_btrfs_receive_dump() {
         }
     }
     assert!(dumped >= 4, "only {dumped} streams dumped");
+}
+
+/// An `expect` accepts the chain of its violation (same job, same first block), and no
+/// other violation of the job: an unrelated wrong stream or a second race stays
+/// unexpected.
+mod expectation_chains {
+    use super::super::judge;
+    use super::*;
+    use crate::oracle::{Symptom, Violation, ViolationKind};
+
+    fn violation(kind: ViolationKind, symptom: Option<Symptom>, block: Option<u64>) -> Violation {
+        Violation {
+            kind,
+            symptom,
+            job: Some("s".to_string()),
+            block,
+            message: format!("{kind:?} at {block:?}"),
+        }
+    }
+
+    /// Judges `script` as if its first operation had reported `violations`.
+    fn judge_with(script: &str, violations: Vec<Violation>) -> super::super::RunReport {
+        let script = parse(script).expect("script");
+        let mut report = run(&script, RunOptions::default());
+        assert!(
+            report.error.is_none() && report.violations.is_empty(),
+            "{report}"
+        );
+        report.violations = violations
+            .into_iter()
+            .map(|violation| (Some(0), violation))
+            .collect();
+        report.unexpected.clear();
+        report.unmet.clear();
+        judge(&script, &mut report);
+        report
+    }
+
+    #[test]
+    fn an_expected_read_accepts_its_symptom_but_not_an_unrelated_wrong_stream() {
+        let read = violation(ViolationKind::ReadConsistency, None, Some(4096));
+        let symptom = violation(
+            ViolationKind::KernelSymptom,
+            Some(Symptom::ReadNodeSlotBug),
+            Some(4096),
+        );
+        let stream = violation(ViolationKind::RoundTrip, Some(Symptom::WrongStream), None);
+        let report = judge_with(
+            "subvol create vol\nexpect violation read\n",
+            vec![read, symptom, stream.clone()],
+        );
+        assert!(report.unmet.is_empty(), "{report}");
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&stream], "{report}");
+        assert!(!report.passed());
+    }
+
+    #[test]
+    fn a_wrong_stream_after_an_inconsistent_read_is_its_consequence() {
+        let read = violation(ViolationKind::ReadConsistency, None, Some(4096));
+        let stream = violation(
+            ViolationKind::RoundTrip,
+            Some(Symptom::WrongStream),
+            Some(4096),
+        );
+        let report = judge_with(
+            "subvol create vol\nexpect violation read\n",
+            vec![read, stream],
+        );
+        assert!(report.passed(), "{report}");
+    }
+
+    #[test]
+    fn an_expected_symptom_does_not_accept_a_read_of_another_block() {
+        let transid = violation(
+            ViolationKind::KernelSymptom,
+            Some(Symptom::TransidEio),
+            Some(8192),
+        );
+        let read = violation(ViolationKind::ReadConsistency, None, Some(12288));
+        let report = judge_with(
+            "subvol create vol\nexpect violation transid\n",
+            vec![transid, read.clone()],
+        );
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&read], "{report}");
+    }
+
+    #[test]
+    fn violations_without_a_block_are_chains_of_their_own() {
+        let model = Violation {
+            job: None,
+            ..violation(ViolationKind::Model, None, None)
+        };
+        let stream = violation(ViolationKind::RoundTrip, Some(Symptom::WrongStream), None);
+        let report = judge_with(
+            "subvol create vol\nexpect violation model\n",
+            vec![model, stream.clone()],
+        );
+        let unexpected: Vec<&Violation> = report.unexpected.iter().map(|(_, v)| v).collect();
+        assert_eq!(unexpected, vec![&stream], "{report}");
+    }
+}
+
+/// The refusals a running send causes are modelled: the valid scripts pass under every
+/// policy (`corpus/scripts/oracle-*.cows`).
+#[test]
+fn refusals_of_a_running_send_pass_under_every_policy() {
+    let mut checked = 0;
+    for name in [
+        "oracle-remount-during-send-is-ebusy.cows",
+        "oracle-delete-subvolume-in-use-by-send-is-eperm.cows",
+        "oracle-incremental-send-from-itself.cows",
+    ] {
+        let script = corpus_script(name);
+        for policy in SendPolicy::ALL {
+            let report = run(
+                &script,
+                RunOptions {
+                    policy: Some(policy),
+                    ..RunOptions::default()
+                },
+            );
+            assert!(report.passed(), "{name} under {policy}:\n{report}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15);
+}
+
+/// The `linux-*.cows` regressions record, as `# linux-stat PATH MODE UID GID` lines,
+/// what `stat -c '%n %a %u %g'` printed after the same operations on a loop-mounted
+/// btrfs; the engine must end in that state (the model is compared with the engine after
+/// every operation, so both must).
+#[test]
+fn linux_regressions_end_in_the_state_linux_reached() {
+    use cowproof_engine::ctree::TreeView;
+    use cowproof_engine::model_fs::Content;
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/scripts");
+    let mut names: Vec<String> = std::fs::read_dir(&directory)
+        .expect("corpus/scripts")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("linux-") && name.ends_with(".cows"))
+        .collect();
+    names.sort();
+    let mut checked = 0;
+    for name in &names {
+        let text = std::fs::read_to_string(directory.join(name)).expect("readable");
+        let stats: Vec<Vec<&str>> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# linux-stat "))
+            .map(|line| line.split_whitespace().collect())
+            .collect();
+        let mut report = run(&corpus_script(name), RunOptions::default());
+        assert!(report.passed(), "{name}:\n{report}");
+        let world = report.world.as_mut().expect("world");
+        for stat in stats {
+            let [path, mode, uid, gid] = stat[..] else {
+                panic!("{name}: malformed linux-stat line {stat:?}");
+            };
+            let (subvolume, relative) = path.split_once('/').expect("SUBVOL/PATH");
+            let root_id = world.fs.subvolume_id(subvolume).expect("subvolume");
+            let listing = world
+                .fs
+                .list_subvolume(TreeView::Current, root_id)
+                .expect("listing");
+            let content = Content::from_listing(&listing);
+            let entry = content
+                .entries
+                .get(relative.as_bytes())
+                .unwrap_or_else(|| panic!("{name}: no {path}\n{}", content.render()));
+            let found = format!("{:o} {} {}", entry.mode, entry.uid, entry.gid);
+            assert_eq!(found, format!("{mode} {uid} {gid}"), "{name}: {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "only {checked} linux-stat lines checked");
 }
