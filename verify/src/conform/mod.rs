@@ -1,0 +1,523 @@
+//! `cowproof conform`: runs a script on a real, loop-mounted btrfs and on the engine,
+//! and reports every difference (`docs/conformance.md`).
+//!
+//! - [`session`]: the scratch filesystem, always unmounted (error, panic, Ctrl-C).
+//! - [`real`]: one operation as real system calls, every path beneath its subvolume.
+//! - `ioctl`: the only `unsafe` code, the btrfs and FICLONERANGE ioctls.
+//! - [`tree`]: a real directory tree read into the engine's canonical `Content`.
+//! - [`streams`]: the two streams of a send job, normalised and diffed.
+//! - [`generate`]: random filesystem scripts over a shadow namespace.
+//!
+//! What is compared, for a comparable script: the outcome (ok or errno) of every
+//! operation that has a kernel counterpart; after the last operation, every subvolume
+//! and snapshot of the kernel against the engine's `--export` of it (read back from the
+//! same mount with the same reader); for each send job, the kernel's stream received by
+//! the engine's receive against the kernel's snapshot, the engine's stream received by
+//! the real `btrfs receive` against the engine's snapshot, and the two streams command
+//! by command (shown, not judged: the round trips decide whether they do the same).
+//!
+//! Modelling choices (not differences): the engine runs under the `concurrent` policy,
+//! the kernel's since Linux 5.17; a send job runs whole at `send start` on the kernel
+//! (its steps and `send finish` have no counterpart); `relocate start JOB data|metadata`
+//! is `btrfs balance start -d|-m`, run whole, and its steps have no counterpart; scripts
+//! with `crash`, `relocate ... bg=N` (engine block-group numbers are not the kernel's)
+//! or other operations inside a running send job are reported as not comparable.
+
+#[allow(unsafe_code)]
+mod ioctl;
+
+pub mod generate;
+pub mod real;
+pub mod session;
+pub mod streams;
+pub mod tree;
+
+use crate::cli::export::export_world;
+use crate::runner::{self, RunOptions, RunReport};
+use crate::script::{Op, RelocateTarget, Script};
+use crate::world::Checks;
+use cowproof_engine::model_fs::{Content, ModelFs};
+use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::SendPolicy;
+use real::{KernelOutcome, WorldDirectory};
+use session::Session;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// The policy the engine runs under: the kernel's since Linux 5.17.
+pub const KERNEL_POLICY: SendPolicy = SendPolicy::Concurrent;
+
+/// The class of a difference (also what the minimiser keeps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DifferenceKind {
+    /// An operation succeeded on one side and failed on the other, or failed with
+    /// another errno.
+    Errno,
+    /// A subvolume's content differs after the script.
+    Content,
+    /// The kernel's stream, received by the engine's receive, is not the kernel's
+    /// snapshot (or does not apply).
+    KernelStreamOnEngine,
+    /// The engine's stream, received by the real `btrfs receive`, is not the engine's
+    /// snapshot (or does not apply).
+    EngineStreamOnKernel,
+    /// conform refused an operation (a device node, FIFO or socket).
+    Refused,
+}
+
+impl DifferenceKind {
+    /// The short name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DifferenceKind::Errno => "errno",
+            DifferenceKind::Content => "content",
+            DifferenceKind::KernelStreamOnEngine => "kernel-stream-on-engine",
+            DifferenceKind::EngineStreamOnKernel => "engine-stream-on-kernel",
+            DifferenceKind::Refused => "refused",
+        }
+    }
+}
+
+/// One difference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// Its class.
+    pub kind: DifferenceKind,
+    /// The statement it happened at, when it belongs to one.
+    pub statement: Option<usize>,
+    /// What a human reads.
+    pub text: String,
+}
+
+/// One send job's streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamComparison {
+    /// The job.
+    pub job: String,
+    /// The kernel's stream length in bytes.
+    pub kernel_bytes: usize,
+    /// The engine's stream length in bytes.
+    pub engine_bytes: usize,
+    /// The normalised command diff, when the streams differ.
+    pub command_diff: Option<String>,
+}
+
+/// What conform found for one script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptReport {
+    /// Why the script was not compared, when it was not.
+    pub not_comparable: Option<String>,
+    /// Operations compared by outcome.
+    pub operations_compared: usize,
+    /// Subvolumes compared by content.
+    pub subvolumes_compared: usize,
+    /// Every difference, in order.
+    pub differences: Vec<Difference>,
+    /// Every send job that ran on both sides.
+    pub streams: Vec<StreamComparison>,
+    /// Oracles of the engine run that fired (the engine against its own model).
+    pub engine_violations: Vec<String>,
+}
+
+impl ScriptReport {
+    fn not_comparable(reason: String) -> ScriptReport {
+        ScriptReport {
+            not_comparable: Some(reason),
+            operations_compared: 0,
+            subvolumes_compared: 0,
+            differences: Vec::new(),
+            streams: Vec::new(),
+            engine_violations: Vec::new(),
+        }
+    }
+
+    /// Whether the script was compared and nothing differed.
+    pub fn conforms(&self) -> bool {
+        self.not_comparable.is_none() && self.differences.is_empty()
+    }
+}
+
+/// Why conform could not compare at all (exit status 2 or 3, not a difference).
+#[derive(Debug)]
+pub enum ConformError {
+    /// The scratch filesystem failed (mkfs, mount, export, a tool).
+    Session(String),
+    /// Ctrl-C.
+    Interrupted,
+    /// The engine could not run the script (an unknown job, a bad geometry).
+    Script(String),
+}
+
+impl fmt::Display for ConformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConformError::Session(message) => write!(f, "real btrfs: {message}"),
+            ConformError::Interrupted => write!(f, "interrupted"),
+            ConformError::Script(message) => write!(f, "the script cannot run: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConformError {}
+
+impl From<String> for ConformError {
+    fn from(message: String) -> ConformError {
+        ConformError::Session(message)
+    }
+}
+
+/// Why `script` cannot be compared with the kernel, if it cannot.
+pub fn comparability(script: &Script) -> Option<String> {
+    let mut running_sends: Vec<&str> = Vec::new();
+    for op in script.ops() {
+        match op {
+            Op::Crash => {
+                return Some("`crash` has no counterpart on a mounted btrfs".into())
+            }
+            Op::RelocateStart {
+                target: RelocateTarget::BlockGroup(index),
+                ..
+            } => {
+                return Some(format!(
+                    "`relocate ... bg={index}`: the engine's block-group numbers are not the kernel's"
+                ))
+            }
+            Op::SendStart { job, .. } => running_sends.push(job.as_str()),
+            Op::SendFinish { job } => running_sends.retain(|running| *running != job.as_str()),
+            Op::SendStep { .. } => {}
+            other if !running_sends.is_empty() => {
+                return Some(format!(
+                    "`{other}` runs inside send job {}; the kernel's send runs whole at its start",
+                    running_sends[0]
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Runs `script` on the engine and on a fresh real btrfs and compares them.
+pub fn conform_script(
+    script: &Script,
+    tools: &session::Tools,
+) -> Result<ScriptReport, ConformError> {
+    if let Some(reason) = comparability(script) {
+        return Ok(ScriptReport::not_comparable(reason));
+    }
+    let engine = runner::run(
+        script,
+        RunOptions {
+            policy: Some(KERNEL_POLICY),
+            checks: Checks::FAST,
+        },
+    );
+    if let Some(error) = &engine.error {
+        return Err(ConformError::Script(error.clone()));
+    }
+    let mut session = Session::create(tools)?;
+    let mut report = ScriptReport::not_comparable(String::new());
+    report.not_comparable = None;
+    report.engine_violations = engine
+        .violations
+        .iter()
+        .map(|(_, violation)| violation.to_string())
+        .collect();
+    let kernel_streams = run_on_kernel(script, &engine, &mut session, &mut report)?;
+    rustix::fs::syncfs(session.open_world()?)
+        .map_err(|error| format!("syncfs: {error}"))?;
+    let mut world = engine
+        .world
+        .clone()
+        .ok_or_else(|| ConformError::Script("the engine run kept no world".into()))?;
+    export_world(&mut world.fs, &session.engine()).map_err(|error| error.to_string())?;
+    compare_subvolumes(&session, &mut report)?;
+    compare_streams(&session, script, &engine, &kernel_streams, &mut report)?;
+    Ok(report)
+}
+
+/// The engine's errno of statement `index`, by number.
+fn engine_errno(engine: &RunReport, index: usize) -> Option<(i32, String)> {
+    let statement = engine.statements.iter().find(|s| s.index == index)?;
+    let (errno, _) = statement.outcome.as_ref()?.error.as_ref()?;
+    Some((errno.number(), errno.name().to_string()))
+}
+
+/// Executes every operation on the kernel, comparing outcomes; returns the kernel's
+/// stream of each send job that succeeded there.
+fn run_on_kernel(
+    script: &Script,
+    engine: &RunReport,
+    session: &mut Session,
+    report: &mut ScriptReport,
+) -> Result<BTreeMap<String, Vec<u8>>, ConformError> {
+    let mut streams = BTreeMap::new();
+    for (index, statement) in script.statements.iter().enumerate() {
+        let Some(op) = statement.op() else { continue };
+        if session::interrupted() {
+            return Err(ConformError::Interrupted);
+        }
+        let kernel = kernel_outcome(op, session, &mut streams)?;
+        record_outcome(index, op, &kernel, engine_errno(engine, index), report);
+    }
+    Ok(streams)
+}
+
+fn kernel_outcome(
+    op: &Op,
+    session: &mut Session,
+    streams: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<KernelOutcome, ConformError> {
+    Ok(match op {
+        Op::Commit => {
+            rustix::fs::syncfs(session.open_world()?).into()
+        }
+        Op::Remount => {
+            session.remount()?;
+            KernelOutcome::Ok
+        }
+        Op::SendStart {
+            job,
+            snapshot,
+            parent,
+        } => {
+            let path = session
+                .streams_directory()
+                .join(format!("kernel-{}.stream", job.as_str()));
+            let file = std::fs::File::create(&path)
+                .map_err(|error| format!("create {}: {error}", path.display()))?;
+            let output: rustix::fd::OwnedFd = file.into();
+            let world = session.open_world()?;
+            match WorldDirectory::new(&world).send(snapshot, parent.as_ref(), &output) {
+                Ok(()) => {
+                    let bytes = std::fs::read(&path)
+                        .map_err(|error| format!("read {}: {error}", path.display()))?;
+                    streams.insert(job.as_str().to_string(), bytes);
+                    KernelOutcome::Ok
+                }
+                Err(errno) => KernelOutcome::Failed(errno),
+            }
+        }
+        Op::RelocateStart { target, .. } => {
+            let data = matches!(target, RelocateTarget::Data);
+            session.balance(data)?;
+            KernelOutcome::Ok
+        }
+        Op::SendStep { .. }
+        | Op::SendFinish { .. }
+        | Op::RelocateStep { .. }
+        | Op::RelocateFinish { .. }
+        | Op::Crash => KernelOutcome::NotIssued,
+        other => {
+            let world = session.open_world()?;
+            WorldDirectory::new(&world).apply(other)
+        }
+    })
+}
+
+fn record_outcome(
+    index: usize,
+    op: &Op,
+    kernel: &KernelOutcome,
+    engine: Option<(i32, String)>,
+    report: &mut ScriptReport,
+) {
+    let engine_words = engine
+        .as_ref()
+        .map_or_else(|| "ok".to_string(), |(_, name)| name.clone());
+    let line = index + 1;
+    match kernel {
+        KernelOutcome::NotIssued => {}
+        KernelOutcome::Refused(reason) => report.differences.push(Difference {
+            kind: DifferenceKind::Refused,
+            statement: Some(index),
+            text: format!("statement {line} `{op}`: refused: {reason}"),
+        }),
+        KernelOutcome::Ok | KernelOutcome::Failed(_) => {
+            report.operations_compared += 1;
+            let kernel_number = match kernel {
+                KernelOutcome::Failed(errno) => Some(errno.0),
+                _ => None,
+            };
+            if kernel_number != engine.as_ref().map(|(number, _)| *number) {
+                let kernel_words = match kernel {
+                    KernelOutcome::Failed(errno) => errno.name(),
+                    _ => "ok".to_string(),
+                };
+                report.differences.push(Difference {
+                    kind: DifferenceKind::Errno,
+                    statement: Some(index),
+                    text: format!(
+                        "statement {line} `{op}`: engine {engine_words}, Linux {kernel_words}"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// A unified diff of two contents' renderings (kernel first).
+fn content_diff(kernel: &Content, engine: &Content, kernel_label: &str, engine_label: &str) -> String {
+    let (left, right) = (kernel.render(), engine.render());
+    similar::TextDiff::from_lines(&left, &right)
+        .unified_diff()
+        .context_radius(1)
+        .header(kernel_label, engine_label)
+        .to_string()
+}
+
+fn compare_subvolumes(session: &Session, report: &mut ScriptReport) -> Result<(), ConformError> {
+    let kernel_names = tree::names_in(&session.world())?;
+    let engine_names = tree::names_in(&session.engine())?;
+    if kernel_names != engine_names {
+        report.differences.push(Difference {
+            kind: DifferenceKind::Content,
+            statement: None,
+            text: format!(
+                "subvolumes: Linux has {kernel_names:?}, the engine {engine_names:?}"
+            ),
+        });
+    }
+    for name in kernel_names.iter().filter(|name| engine_names.contains(name)) {
+        let kernel = tree::read_tree(&session.world().join(name))?;
+        let engine = tree::read_tree(&session.engine().join(name))?;
+        report.subvolumes_compared += 1;
+        if kernel != engine {
+            report.differences.push(Difference {
+                kind: DifferenceKind::Content,
+                statement: None,
+                text: format!(
+                    "subvolume {name} differs:\n{}",
+                    content_diff(&kernel, &engine, &format!("Linux {name}"), &format!("engine {name}"))
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each send job with the snapshot it sent, in the order the jobs first started (a job
+/// name started again keeps its last snapshot, as its last stream is the one kept).
+fn send_jobs(script: &Script) -> Vec<(String, String)> {
+    let mut jobs: Vec<(String, String)> = Vec::new();
+    for op in script.ops() {
+        if let Op::SendStart { job, snapshot, .. } = op {
+            let snapshot = snapshot.as_str().to_string();
+            match jobs.iter_mut().find(|(name, _)| name == job.as_str()) {
+                Some(entry) => entry.1 = snapshot,
+                None => jobs.push((job.as_str().to_string(), snapshot)),
+            }
+        }
+    }
+    jobs
+}
+
+fn compare_streams(
+    session: &Session,
+    script: &Script,
+    engine: &RunReport,
+    kernel_streams: &BTreeMap<String, Vec<u8>>,
+    report: &mut ScriptReport,
+) -> Result<(), ConformError> {
+    let engine_streams: BTreeMap<&str, &Vec<u8>> = engine
+        .streams
+        .iter()
+        .map(|(job, bytes)| (job.as_str(), bytes))
+        .collect();
+    let mut receiver = ModelFs::new();
+    for (job, snapshot) in send_jobs(script) {
+        let (Some(kernel), Some(engine_stream)) = (kernel_streams.get(&job), engine_streams.get(job.as_str())) else {
+            continue;
+        };
+        kernel_stream_on_engine(session, &job, &snapshot, kernel, &mut receiver, report)?;
+        engine_stream_on_kernel(session, &job, &snapshot, engine_stream, report)?;
+        report.streams.push(StreamComparison {
+            job: job.clone(),
+            kernel_bytes: kernel.len(),
+            engine_bytes: engine_stream.len(),
+            command_diff: streams::diff(kernel, engine_stream),
+        });
+    }
+    Ok(())
+}
+
+fn kernel_stream_on_engine(
+    session: &Session,
+    job: &str,
+    snapshot: &str,
+    stream: &[u8],
+    receiver: &mut ModelFs,
+    report: &mut ScriptReport,
+) -> Result<(), ConformError> {
+    let kernel = tree::read_tree(&session.world().join(snapshot))?;
+    let text = match receive_bytes(receiver, stream) {
+        Err(error) => Some(format!("the engine's receive refused it: {error}")),
+        Ok(received) => match receiver.content(&received.name) {
+            Err(errno) => Some(format!("no received subvolume: {errno}")),
+            Ok(content) if content == kernel => None,
+            Ok(content) => Some(content_diff(
+                &kernel,
+                &content,
+                &format!("Linux {snapshot}"),
+                &format!("engine receive of the kernel's stream {job}"),
+            )),
+        },
+    };
+    if let Some(text) = text {
+        report.differences.push(Difference {
+            kind: DifferenceKind::KernelStreamOnEngine,
+            statement: None,
+            text: format!("send job {job}: the kernel's stream received by the engine: {text}"),
+        });
+    }
+    Ok(())
+}
+
+fn engine_stream_on_kernel(
+    session: &Session,
+    job: &str,
+    snapshot: &str,
+    stream: &[u8],
+    report: &mut ScriptReport,
+) -> Result<(), ConformError> {
+    let path = session.streams_directory().join(format!("engine-{job}.stream"));
+    std::fs::write(&path, stream).map_err(|error| format!("write {}: {error}", path.display()))?;
+    let directory = session.received().join(job);
+    std::fs::create_dir(&directory).map_err(|error| format!("mkdir {}: {error}", directory.display()))?;
+    let text = match session.receive(&path, &directory) {
+        Err(error) => Some(format!("btrfs receive refused it: {error}")),
+        Ok(_) => {
+            let engine = tree::read_tree(&session.engine().join(snapshot))?;
+            let received = read_received(&directory)?;
+            (received != engine).then(|| {
+                content_diff(
+                    &received,
+                    &engine,
+                    &format!("btrfs receive of the engine's stream {job}"),
+                    &format!("engine {snapshot}"),
+                )
+            })
+        }
+    };
+    if let Some(text) = text {
+        report.differences.push(Difference {
+            kind: DifferenceKind::EngineStreamOnKernel,
+            statement: None,
+            text: format!("send job {job}: the engine's stream received by Linux: {text}"),
+        });
+    }
+    Ok(())
+}
+
+/// The one subvolume `btrfs receive` made in `directory`.
+fn read_received(directory: &Path) -> Result<Content, ConformError> {
+    let names = tree::names_in(directory)?;
+    let [name] = names.as_slice() else {
+        return Err(ConformError::Session(format!(
+            "btrfs receive made {names:?} in {}",
+            directory.display()
+        )));
+    };
+    Ok(tree::read_tree(&directory.join(name))?)
+}
