@@ -59,6 +59,7 @@ struct Totals {
     scripts: usize,
     not_comparable: usize,
     differing: usize,
+    diverged_at_known: usize,
     operations: usize,
     subvolumes: usize,
     streams: usize,
@@ -99,11 +100,12 @@ pub fn execute(args: &ConformArgs, out: &mut dyn Write) -> Result<u8, CliError> 
     };
     writeln!(
         out,
-        "conform: {} scripts, {} compared, {} not comparable, {} with differences; {} operations, {} subvolumes, {} send jobs compared ({:.1} s wall clock)",
+        "conform: {} scripts, {} compared, {} not comparable, {} with unexplained differences, {} diverged at a known difference; {} operations, {} subvolumes, {} send jobs compared ({:.1} s wall clock)",
         totals.scripts,
         totals.scripts - totals.not_comparable,
         totals.not_comparable,
         totals.differing,
+        totals.diverged_at_known,
         totals.operations,
         totals.subvolumes,
         totals.streams,
@@ -173,7 +175,10 @@ fn run_random(
     out: &mut dyn Write,
 ) -> Result<(), Stop> {
     let seed = args.seed.unwrap_or_else(clock_seed);
-    writeln!(out, "seed {seed} (cowproof conform --random {count} --seed {seed})")?;
+    writeln!(
+        out,
+        "seed {seed} (cowproof conform --random {count} --seed {seed})"
+    )?;
     let mut seeds = SplitMix64::new(seed);
     for index in 0..count {
         let script_seed = seeds.next_u64();
@@ -181,7 +186,10 @@ fn run_random(
         let label = format!("random script {index} (script seed {script_seed})");
         let report = conform_or_stop(&script, tools, &label)?;
         print_report(&label, &report, args.show_streams, totals, out)?;
-        if let (false, Some(first)) = (args.no_minimise, report.differences.first()) {
+        let unexplained = report.unexplained();
+        if let (false, true, Some(first)) =
+            (args.no_minimise, unexplained, report.differences.first())
+        {
             let minimal = minimise(&script, first.kind, tools)?;
             writeln!(
                 out,
@@ -214,10 +222,11 @@ fn minimise(script: &Script, kind: DifferenceKind, tools: &Tools) -> Result<Scri
             return false;
         }
         conform_script(&candidate, tools).is_ok_and(|report| {
-            report
-                .differences
-                .iter()
-                .any(|difference| difference.kind == kind)
+            report.unexplained()
+                && report
+                    .differences
+                    .iter()
+                    .any(|difference| difference.kind == kind)
         })
     });
     if interrupted {
@@ -248,6 +257,13 @@ fn print_report(
     totals.streams += report.streams.len();
     let verdict = if report.conforms() {
         "conforms".to_string()
+    } else if let Some(known) = report.diverged_at_known() {
+        totals.diverged_at_known += 1;
+        format!(
+            "diverged at known difference `{}` ({} differences from there on)",
+            known,
+            report.differences.len()
+        )
     } else {
         totals.differing += 1;
         format!("{} differences", report.differences.len())
@@ -261,9 +277,12 @@ fn print_report(
     )?;
     for difference in &report.differences {
         let mut lines = difference.text.lines();
+        let known = difference
+            .known
+            .map_or_else(String::new, |known| format!(", known: {known}"));
         writeln!(
             out,
-            "  [{}] {}",
+            "  [{}{known}] {}",
             difference.kind.name(),
             lines.next().unwrap_or_default()
         )?;
@@ -272,7 +291,11 @@ fn print_report(
         }
     }
     for violation in &report.engine_violations {
-        writeln!(out, "  (engine oracle) {}", violation.lines().next().unwrap_or_default())?;
+        writeln!(
+            out,
+            "  (engine oracle) {}",
+            violation.lines().next().unwrap_or_default()
+        )?;
     }
     for stream in &report.streams {
         let commands = match &stream.command_diff {
@@ -298,4 +321,3 @@ fn print_report(
     }
     Ok(())
 }
-

@@ -13,7 +13,7 @@
 //! The same seed gives the same script: [`SplitMix64`] only, no clock.
 
 use crate::generate::{job, name, path};
-use crate::script::{Data, Op, ScriptPath, Statement, Script, SymlinkTarget, XattrName};
+use crate::script::{Data, Op, Script, ScriptPath, Statement, SymlinkTarget, XattrName};
 use cowproof_engine::splitmix::SplitMix64;
 use std::collections::BTreeMap;
 
@@ -173,7 +173,9 @@ impl Generator {
     }
 
     fn shadow(&mut self, subvolume: &str) -> &mut Shadow {
-        self.subvolumes.get_mut(subvolume).expect("a known subvolume")
+        self.subvolumes
+            .get_mut(subvolume)
+            .expect("a known subvolume")
     }
 
     fn step(&mut self) {
@@ -202,7 +204,9 @@ impl Generator {
         let components = self.new_path(subvolume);
         let fresh = !self.subvolumes[subvolume].paths.contains_key(&components);
         if fresh && self.writable(subvolume) {
-            self.shadow(subvolume).paths.insert(components.clone(), Kind::Directory);
+            self.shadow(subvolume)
+                .paths
+                .insert(components.clone(), Kind::Directory);
         }
         self.push(Op::Mkdir {
             path: script_path(subvolume, &components),
@@ -212,7 +216,9 @@ impl Generator {
     fn touch(&mut self, subvolume: &str) {
         let components = self.new_path(subvolume);
         if !self.subvolumes[subvolume].paths.contains_key(&components) && self.writable(subvolume) {
-            self.shadow(subvolume).paths.insert(components.clone(), Kind::File);
+            self.shadow(subvolume)
+                .paths
+                .insert(components.clone(), Kind::File);
         }
         self.push(Op::Touch {
             path: script_path(subvolume, &components),
@@ -238,7 +244,9 @@ impl Generator {
         let (components, existed) = self.existing(subvolume, Kind::File);
         let fresh = !self.subvolumes[subvolume].paths.contains_key(&components);
         if !existed && fresh && self.writable(subvolume) {
-            self.shadow(subvolume).paths.insert(components.clone(), Kind::File);
+            self.shadow(subvolume)
+                .paths
+                .insert(components.clone(), Kind::File);
         }
         let offset = self.offset();
         let data = self.data();
@@ -270,7 +278,9 @@ impl Generator {
             _ => NAMES[self.rng.below(NAMES.len() as u64) as usize].to_string(),
         };
         if !self.subvolumes[subvolume].paths.contains_key(&components) && self.writable(subvolume) {
-            self.shadow(subvolume).paths.insert(components.clone(), Kind::Symlink);
+            self.shadow(subvolume)
+                .paths
+                .insert(components.clone(), Kind::Symlink);
         }
         self.push(Op::Symlink {
             target: SymlinkTarget::new(target.as_bytes()).expect("a valid target"),
@@ -322,7 +332,9 @@ impl Generator {
             && self.writable(subvolume)
             && !self.subvolumes[subvolume].paths.contains_key(&destination)
         {
-            self.shadow(subvolume).paths.insert(destination.clone(), Kind::File);
+            self.shadow(subvolume)
+                .paths
+                .insert(destination.clone(), Kind::File);
         }
         self.push(Op::Link {
             source: script_path(subvolume, &source),
@@ -366,8 +378,8 @@ impl Generator {
         if self.rng.chance(1, 3) {
             self.push(Op::RemoveXattr { path, name });
         } else {
-            let value = Data::text(format!("v{}", self.rng.below(100)).into_bytes())
-                .expect("short data");
+            let value =
+                Data::text(format!("v{}", self.rng.below(100)).into_bytes()).expect("short data");
             self.push(Op::SetXattr { path, name, value });
         }
     }
@@ -392,7 +404,11 @@ impl Generator {
         let (source, _) = self.existing(subvolume, Kind::File);
         let (destination, _) = self.existing(subvolume, Kind::File);
         let aligned = !self.invalid_on_purpose();
-        let unit = if aligned { 4096 } else { 1 + self.rng.below(4095) };
+        let unit = if aligned {
+            4096
+        } else {
+            1 + self.rng.below(4095)
+        };
         let source_offset = self.rng.below(3) * unit;
         let destination_offset = self.rng.below(3) * unit;
         let length = match self.rng.below(3) {
@@ -468,9 +484,15 @@ mod tests {
 
     #[test]
     fn scripts_reach_sends_invalid_operations_and_escaping_symlinks() {
-        let scripts: Vec<String> = (0..200).map(|seed| random_script(seed).to_string()).collect();
+        let scripts: Vec<String> = (0..200)
+            .map(|seed| random_script(seed).to_string())
+            .collect();
         let count = |needle: &str| scripts.iter().filter(|text| text.contains(needle)).count();
-        assert!(count("parent=") > 20, "incremental sends: {}", count("parent="));
+        assert!(
+            count("parent=") > 20,
+            "incremental sends: {}",
+            count("parent=")
+        );
         assert!(count("send start full") > 100);
         assert!(count("symlink ../../outside") > 10);
         assert!(count("clone ") > 20);

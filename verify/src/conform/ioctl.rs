@@ -88,8 +88,7 @@ const BTRFS_IOC_SUBVOL_CREATE: Opcode = opcode::write::<VolumeArguments>(BTRFS_I
 const BTRFS_IOC_SNAP_DESTROY: Opcode = opcode::write::<VolumeArguments>(BTRFS_IOCTL_MAGIC, 15);
 const BTRFS_IOC_INO_LOOKUP: Opcode =
     opcode::read_write::<InoLookupArguments>(BTRFS_IOCTL_MAGIC, 18);
-const BTRFS_IOC_SNAP_CREATE_V2: Opcode =
-    opcode::write::<VolumeArgumentsV2>(BTRFS_IOCTL_MAGIC, 23);
+const BTRFS_IOC_SNAP_CREATE_V2: Opcode = opcode::write::<VolumeArgumentsV2>(BTRFS_IOCTL_MAGIC, 23);
 const BTRFS_IOC_SEND: Opcode = opcode::write::<SendArguments>(BTRFS_IOCTL_MAGIC, 38);
 const FICLONERANGE: Opcode = opcode::write::<FileCloneRange>(BTRFS_IOCTL_MAGIC, 13);
 
@@ -119,7 +118,12 @@ pub fn subvolume_create(directory: BorrowedFd<'_>, name: &[u8]) -> Result<(), Ra
     };
     // SAFETY: the opcode is _IOW(0x94, 14, struct btrfs_ioctl_vol_args) and `arguments`
     // has that struct's layout and size (asserted above); the kernel only reads it.
-    unsafe { ioctl(directory, Setter::<BTRFS_IOC_SUBVOL_CREATE, _>::new(arguments)) }
+    unsafe {
+        ioctl(
+            directory,
+            Setter::<BTRFS_IOC_SUBVOL_CREATE, _>::new(arguments),
+        )
+    }
 }
 
 /// `BTRFS_IOC_SNAP_DESTROY`: deletes subvolume `name` of `directory`.
@@ -129,7 +133,12 @@ pub fn subvolume_delete(directory: BorrowedFd<'_>, name: &[u8]) -> Result<(), Ra
         name: copy_name(name)?,
     };
     // SAFETY: _IOW(0x94, 15, struct btrfs_ioctl_vol_args); layout as above; read only.
-    unsafe { ioctl(directory, Setter::<BTRFS_IOC_SNAP_DESTROY, _>::new(arguments)) }
+    unsafe {
+        ioctl(
+            directory,
+            Setter::<BTRFS_IOC_SNAP_DESTROY, _>::new(arguments),
+        )
+    }
 }
 
 /// `BTRFS_IOC_SNAP_CREATE_V2`: snapshot of the subvolume open as `source`, named `name`
@@ -150,7 +159,12 @@ pub fn snapshot_create(
     // SAFETY: _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2); `arguments` has its layout
     // and size (asserted above) with the unions zeroed (no qgroup inherit pointer); the
     // kernel only reads it, and `source` stays open for the call.
-    unsafe { ioctl(directory, Setter::<BTRFS_IOC_SNAP_CREATE_V2, _>::new(arguments)) }
+    unsafe {
+        ioctl(
+            directory,
+            Setter::<BTRFS_IOC_SNAP_CREATE_V2, _>::new(arguments),
+        )
+    }
 }
 
 /// The root id (tree id) of the subvolume whose root directory is open as `directory`

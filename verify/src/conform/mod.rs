@@ -27,6 +27,7 @@
 mod ioctl;
 
 pub mod generate;
+pub mod known;
 pub mod real;
 pub mod session;
 pub mod streams;
@@ -88,6 +89,8 @@ pub struct Difference {
     pub statement: Option<usize>,
     /// What a human reads.
     pub text: String,
+    /// The name of the known difference it is (`known.rs`), if it is one.
+    pub known: Option<&'static str>,
 }
 
 /// One send job's streams.
@@ -136,6 +139,19 @@ impl ScriptReport {
     pub fn conforms(&self) -> bool {
         self.not_comparable.is_none() && self.differences.is_empty()
     }
+
+    /// The known difference the two sides first diverged at, if the first difference
+    /// is a known one: what follows it is a consequence of the divergence, not evidence.
+    pub fn diverged_at_known(&self) -> Option<&'static str> {
+        self.differences
+            .first()
+            .and_then(|difference| difference.known)
+    }
+
+    /// Whether the script shows a difference that is not explained by a known one.
+    pub fn unexplained(&self) -> bool {
+        !self.differences.is_empty() && self.diverged_at_known().is_none()
+    }
 }
 
 /// Why conform could not compare at all (exit status 2 or 3, not a difference).
@@ -172,17 +188,13 @@ pub fn comparability(script: &Script) -> Option<String> {
     let mut running_sends: Vec<&str> = Vec::new();
     for op in script.ops() {
         match op {
-            Op::Crash => {
-                return Some("`crash` has no counterpart on a mounted btrfs".into())
-            }
+            Op::Crash => return Some("`crash` has no counterpart on a mounted btrfs".into()),
             Op::RelocateStart {
                 target: RelocateTarget::BlockGroup(index),
                 ..
-            } => {
-                return Some(format!(
-                    "`relocate ... bg={index}`: the engine's block-group numbers are not the kernel's"
-                ))
-            }
+            } => return Some(format!(
+                "`relocate ... bg={index}`: the engine's block-group numbers are not the kernel's"
+            )),
             Op::SendStart { job, .. } => running_sends.push(job.as_str()),
             Op::SendFinish { job } => running_sends.retain(|running| *running != job.as_str()),
             Op::SendStep { .. } => {}
@@ -225,8 +237,7 @@ pub fn conform_script(
         .map(|(_, violation)| violation.to_string())
         .collect();
     let kernel_streams = run_on_kernel(script, &engine, &mut session, &mut report)?;
-    rustix::fs::syncfs(session.open_world()?)
-        .map_err(|error| format!("syncfs: {error}"))?;
+    rustix::fs::syncfs(session.open_world()?).map_err(|error| format!("syncfs: {error}"))?;
     let mut world = engine
         .world
         .clone()
@@ -258,8 +269,17 @@ fn run_on_kernel(
         if session::interrupted() {
             return Err(ConformError::Interrupted);
         }
+        let meets_symlink = {
+            let world = session.open_world()?;
+            WorldDirectory::new(&world).meets_symlink(op)
+        };
         let kernel = kernel_outcome(op, session, &mut streams)?;
-        record_outcome(index, op, &kernel, engine_errno(engine, index), report);
+        let answers = Answers {
+            kernel,
+            engine: engine_errno(engine, index),
+            meets_symlink,
+        };
+        record_outcome(index, op, &answers, report);
     }
     Ok(streams)
 }
@@ -270,9 +290,7 @@ fn kernel_outcome(
     streams: &mut BTreeMap<String, Vec<u8>>,
 ) -> Result<KernelOutcome, ConformError> {
     Ok(match op {
-        Op::Commit => {
-            rustix::fs::syncfs(session.open_world()?).into()
-        }
+        Op::Commit => rustix::fs::syncfs(session.open_world()?).into(),
         Op::Remount => {
             session.remount()?;
             KernelOutcome::Ok
@@ -316,13 +334,16 @@ fn kernel_outcome(
     })
 }
 
-fn record_outcome(
-    index: usize,
-    op: &Op,
-    kernel: &KernelOutcome,
+/// Both sides' answers to one operation.
+struct Answers {
+    kernel: KernelOutcome,
     engine: Option<(i32, String)>,
-    report: &mut ScriptReport,
-) {
+    /// The kernel's resolution of a path of the operation met a symlink.
+    meets_symlink: bool,
+}
+
+fn record_outcome(index: usize, op: &Op, answers: &Answers, report: &mut ScriptReport) {
+    let (kernel, engine) = (&answers.kernel, &answers.engine);
     let engine_words = engine
         .as_ref()
         .map_or_else(|| "ok".to_string(), |(_, name)| name.clone());
@@ -333,6 +354,7 @@ fn record_outcome(
             kind: DifferenceKind::Refused,
             statement: Some(index),
             text: format!("statement {line} `{op}`: refused: {reason}"),
+            known: None,
         }),
         KernelOutcome::Ok | KernelOutcome::Failed(_) => {
             report.operations_compared += 1;
@@ -345,12 +367,20 @@ fn record_outcome(
                     KernelOutcome::Failed(errno) => errno.name(),
                     _ => "ok".to_string(),
                 };
+                let known = known::known_errno_difference(
+                    op,
+                    &engine_words,
+                    &kernel_words,
+                    answers.meets_symlink,
+                )
+                .map(|known| known.name);
                 report.differences.push(Difference {
                     kind: DifferenceKind::Errno,
                     statement: Some(index),
                     text: format!(
                         "statement {line} `{op}`: engine {engine_words}, Linux {kernel_words}"
                     ),
+                    known,
                 });
             }
         }
@@ -358,7 +388,12 @@ fn record_outcome(
 }
 
 /// A unified diff of two contents' renderings (kernel first).
-fn content_diff(kernel: &Content, engine: &Content, kernel_label: &str, engine_label: &str) -> String {
+fn content_diff(
+    kernel: &Content,
+    engine: &Content,
+    kernel_label: &str,
+    engine_label: &str,
+) -> String {
     let (left, right) = (kernel.render(), engine.render());
     similar::TextDiff::from_lines(&left, &right)
         .unified_diff()
@@ -374,12 +409,14 @@ fn compare_subvolumes(session: &Session, report: &mut ScriptReport) -> Result<()
         report.differences.push(Difference {
             kind: DifferenceKind::Content,
             statement: None,
-            text: format!(
-                "subvolumes: Linux has {kernel_names:?}, the engine {engine_names:?}"
-            ),
+            text: format!("subvolumes: Linux has {kernel_names:?}, the engine {engine_names:?}"),
+            known: None,
         });
     }
-    for name in kernel_names.iter().filter(|name| engine_names.contains(name)) {
+    for name in kernel_names
+        .iter()
+        .filter(|name| engine_names.contains(name))
+    {
         let kernel = tree::read_tree(&session.world().join(name))?;
         let engine = tree::read_tree(&session.engine().join(name))?;
         report.subvolumes_compared += 1;
@@ -389,8 +426,14 @@ fn compare_subvolumes(session: &Session, report: &mut ScriptReport) -> Result<()
                 statement: None,
                 text: format!(
                     "subvolume {name} differs:\n{}",
-                    content_diff(&kernel, &engine, &format!("Linux {name}"), &format!("engine {name}"))
+                    content_diff(
+                        &kernel,
+                        &engine,
+                        &format!("Linux {name}"),
+                        &format!("engine {name}")
+                    )
                 ),
+                known: None,
             });
         }
     }
@@ -427,7 +470,9 @@ fn compare_streams(
         .collect();
     let mut receiver = ModelFs::new();
     for (job, snapshot) in send_jobs(script) {
-        let (Some(kernel), Some(engine_stream)) = (kernel_streams.get(&job), engine_streams.get(job.as_str())) else {
+        let (Some(kernel), Some(engine_stream)) =
+            (kernel_streams.get(&job), engine_streams.get(job.as_str()))
+        else {
             continue;
         };
         kernel_stream_on_engine(session, &job, &snapshot, kernel, &mut receiver, report)?;
@@ -469,6 +514,7 @@ fn kernel_stream_on_engine(
             kind: DifferenceKind::KernelStreamOnEngine,
             statement: None,
             text: format!("send job {job}: the kernel's stream received by the engine: {text}"),
+            known: None,
         });
     }
     Ok(())
@@ -481,10 +527,13 @@ fn engine_stream_on_kernel(
     stream: &[u8],
     report: &mut ScriptReport,
 ) -> Result<(), ConformError> {
-    let path = session.streams_directory().join(format!("engine-{job}.stream"));
+    let path = session
+        .streams_directory()
+        .join(format!("engine-{job}.stream"));
     std::fs::write(&path, stream).map_err(|error| format!("write {}: {error}", path.display()))?;
     let directory = session.received().join(job);
-    std::fs::create_dir(&directory).map_err(|error| format!("mkdir {}: {error}", directory.display()))?;
+    std::fs::create_dir(&directory)
+        .map_err(|error| format!("mkdir {}: {error}", directory.display()))?;
     let text = match session.receive(&path, &directory) {
         Err(error) => Some(format!("btrfs receive refused it: {error}")),
         Ok(_) => {
@@ -505,6 +554,7 @@ fn engine_stream_on_kernel(
             kind: DifferenceKind::EngineStreamOnKernel,
             statement: None,
             text: format!("send job {job}: the engine's stream received by Linux: {text}"),
+            known: None,
         });
     }
     Ok(())

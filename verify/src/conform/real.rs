@@ -24,9 +24,7 @@
 use super::ioctl;
 use crate::script::{Name, Op, ScriptPath};
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, ResolveFlags, XattrFlags,
-};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, XattrFlags};
 use rustix::io::Errno as RawErrno;
 use std::fmt;
 
@@ -231,9 +229,9 @@ impl<'a> WorldDirectory<'a> {
                     XattrFlags::empty(),
                 )
             })),
-            Op::RemoveXattr { path, name } => outcome(
-                self.attribute(path, |fd| rustix::fs::fremovexattr(fd, name.as_bytes())),
-            ),
+            Op::RemoveXattr { path, name } => {
+                outcome(self.attribute(path, |fd| rustix::fs::fremovexattr(fd, name.as_bytes())))
+            }
             Op::Chmod { path, mode } => outcome(self.attribute(path, |fd| {
                 rustix::fs::fchmod(fd, Mode::from_raw_mode(*mode))
             })),
@@ -380,6 +378,45 @@ impl<'a> WorldDirectory<'a> {
             length,
         )?;
         Ok(())
+    }
+
+    /// Whether resolving one of `op`'s paths (the whole path for the operations that
+    /// follow the last component, the parent for the others) meets a symlink now:
+    /// `RESOLVE_NO_SYMLINKS` then fails with ELOOP.
+    pub fn meets_symlink(&self, op: &Op) -> bool {
+        let follows = matches!(
+            op,
+            Op::Write { .. }
+                | Op::Truncate { .. }
+                | Op::Chmod { .. }
+                | Op::Chown { .. }
+                | Op::SetXattr { .. }
+                | Op::RemoveXattr { .. }
+                | Op::Clone { .. }
+                | Op::Touch { .. }
+        );
+        op.paths().into_iter().any(|path| {
+            let Ok(root) = self.subvolume(path.subvolume(), OFlags::PATH) else {
+                return false;
+            };
+            let components = path.components();
+            let resolved: Vec<&str> = match (follows, components.split_last()) {
+                (true, _) => components.iter().map(Name::as_str).collect(),
+                (false, Some((_, leading))) => leading.iter().map(Name::as_str).collect(),
+                (false, None) => Vec::new(),
+            };
+            if resolved.is_empty() {
+                return false;
+            }
+            let found = rustix::fs::openat2(
+                &root,
+                resolved.join("/"),
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                beneath() | ResolveFlags::NO_SYMLINKS,
+            );
+            matches!(found, Err(RawErrno::LOOP))
+        })
     }
 
     /// `BTRFS_IOC_SEND` of `snapshot` (incremental from `parent`) into `output`.

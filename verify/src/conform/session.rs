@@ -73,7 +73,8 @@ pub fn host_tools() -> Result<Tools, String> {
         return Err("conform needs root (it makes and mounts a btrfs image)".into());
     }
     let btrfs = find_program("btrfs").ok_or("btrfs-progs is not installed (no `btrfs`)")?;
-    let mkfs = find_program("mkfs.btrfs").ok_or("btrfs-progs is not installed (no `mkfs.btrfs`)")?;
+    let mkfs =
+        find_program("mkfs.btrfs").ok_or("btrfs-progs is not installed (no `mkfs.btrfs`)")?;
     for program in ["mount", "umount"] {
         find_program(program).ok_or_else(|| format!("`{program}` is not installed"))?;
     }
@@ -148,9 +149,13 @@ impl Session {
     fn format(&mut self) -> Result<(), String> {
         let image = self.image();
         let file = std::fs::File::create(&image).map_err(|error| error.to_string())?;
-        file.set_len(IMAGE_BYTES).map_err(|error| error.to_string())?;
+        file.set_len(IMAGE_BYTES)
+            .map_err(|error| error.to_string())?;
         drop(file);
-        run(Command::new(&self.tools.mkfs).arg("-q").arg("-f").arg(&image))?;
+        run(Command::new(&self.tools.mkfs)
+            .arg("-q")
+            .arg("-f")
+            .arg(&image))?;
         std::fs::create_dir(&self.mountpoint).map_err(|error| error.to_string())?;
         Ok(())
     }

@@ -58,7 +58,9 @@ fn line(command: &Command) -> String {
         Command::Snapshot { path, .. } => format!("snapshot {}", shown(path)),
         Command::Mkfile { path, ino } => format!("mkfile {} ino={ino}", shown(path)),
         Command::Mkdir { path, ino } => format!("mkdir {} ino={ino}", shown(path)),
-        Command::Mknod { path, mode, rdev, .. } => {
+        Command::Mknod {
+            path, mode, rdev, ..
+        } => {
             format!("mknod {} mode={mode:o} rdev={rdev:#x}", shown(path))
         }
         Command::Mkfifo { path, .. } => format!("mkfifo {}", shown(path)),
@@ -98,7 +100,10 @@ fn line(command: &Command) -> String {
             path,
             file_offset,
             size,
-        } => format!("update_extent {} offset={file_offset} size={size}", shown(path)),
+        } => format!(
+            "update_extent {} offset={file_offset} size={size}",
+            shown(path)
+        ),
     }
 }
 

@@ -55,7 +55,8 @@ pub fn read_tree(root: &Path) -> Result<Content, String> {
         inos: BTreeMap::new(),
     };
     let mut entries = BTreeMap::new();
-    let mut stack: Vec<(Vec<u8>, std::path::PathBuf, usize)> = vec![(Vec::new(), root.to_path_buf(), 0)];
+    let mut stack: Vec<(Vec<u8>, std::path::PathBuf, usize)> =
+        vec![(Vec::new(), root.to_path_buf(), 0)];
     while let Some((relative, host, depth)) = stack.pop() {
         walk.entries += 1;
         if walk.entries > WALK_ENTRIES_MAX || depth > WALK_DEPTH_MAX {

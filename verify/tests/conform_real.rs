@@ -1,0 +1,231 @@
+//! `cowproof conform` against the real kernel: hostile scripts cannot reach a sentinel
+//! outside the mount, the `corpus/scripts/conform-*.cows` regressions diverge exactly at
+//! their named known difference (or conform, once the fix has landed), and random
+//! scripts from a fixed seed show no unexplained difference.
+//!
+//! libtest-mimic harness: without root, btrfs or btrfs-progs every trial is reported as
+//! ignored (visible in the summary); under `CI=true` they fail instead.
+
+use cowproof_verify::conform::generate::random_script;
+use cowproof_verify::conform::session::{host_tools, Tools};
+use cowproof_verify::conform::{conform_script, known::KNOWN};
+use cowproof_verify::script::parse;
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// What the sentinel directory looks like: every entry with its mode, owner, size, data
+/// and xattrs.
+fn snapshot_of(directory: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let metadata = std::fs::symlink_metadata(&path).unwrap();
+        let data = if metadata.is_file() {
+            std::fs::read(&path).unwrap()
+        } else {
+            Vec::new()
+        };
+        let xattrs: Vec<String> = xattr::list(&path)
+            .unwrap()
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        lines.push(format!(
+            "{} mode={:o} owner={}:{} size={} data={:?} xattrs={xattrs:?}",
+            path.display(),
+            metadata.mode(),
+            metadata.uid(),
+            metadata.gid(),
+            metadata.size(),
+            data
+        ));
+    }
+    lines
+}
+
+/// Hostile script lines aimed at `sentinel` (a file) in `directory`.
+fn hostile_script(directory: &Path, sentinel: &Path) -> String {
+    let absolute_file = sentinel.display().to_string();
+    let absolute_directory = directory.display().to_string();
+    let climb = "../".repeat(24);
+    let relative_file = format!("{climb}{}", absolute_file.trim_start_matches('/'));
+    let relative_directory = format!("{climb}{}", absolute_directory.trim_start_matches('/'));
+    format!(
+        "subvol create vol\n\
+         write vol/source 0 bytes(8192,1)\n\
+         symlink \"{absolute_file}\" vol/file\n\
+         symlink \"{relative_file}\" vol/climb\n\
+         symlink \"{absolute_directory}\" vol/dir\n\
+         symlink \"{relative_directory}\" vol/up\n\
+         write vol/file 0 \"pwned\"\n\
+         write vol/climb 0 \"pwned\"\n\
+         truncate vol/file 0\n\
+         truncate vol/climb 1\n\
+         chmod vol/file 0777\n\
+         chmod vol/climb 04777\n\
+         chown vol/file 65534 65534\n\
+         chown vol/climb 1 1\n\
+         setxattr vol/file user.pwned \"x\"\n\
+         setxattr vol/climb user.pwned \"x\"\n\
+         rmxattr vol/file user.keep\n\
+         clone vol/source 0 vol/file 0 4096\n\
+         clone vol/source 0 vol/climb 0 4096\n\
+         write vol/dir/new 0 \"x\"\n\
+         write vol/up/new 0 \"x\"\n\
+         mkdir vol/dir/newdir\n\
+         mkdir vol/up/newdir\n\
+         symlink x vol/up/newlink\n\
+         touch vol/dir/touched\n\
+         mv vol/source vol/up/moved\n\
+         ln vol/source vol/dir/linked\n\
+         rm vol/up/sentinel\n\
+         rm vol/dir/sentinel\n\
+         commit\n"
+    )
+}
+
+fn hostile_scripts_do_not_escape(tools: &Tools) -> Result<(), Failed> {
+    let outside = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let sentinel = outside.path().join("sentinel");
+    std::fs::write(&sentinel, b"untouched\n").map_err(|error| error.to_string())?;
+    xattr::set(&sentinel, "user.keep", b"kept").map_err(|error| error.to_string())?;
+    let before = snapshot_of(outside.path());
+    let text = hostile_script(outside.path(), &sentinel);
+    let script = parse(&text).map_err(|error| format!("{error}\n{text}"))?;
+    let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+    let after = snapshot_of(outside.path());
+    if before != after {
+        return Err(format!("the sentinel changed:\nbefore {before:#?}\nafter {after:#?}").into());
+    }
+    // Every hostile operation reached the kernel and was answered EXDEV, not refused
+    // or skipped: the count of compared operations covers the whole script.
+    let operations = script.ops().count();
+    if report.operations_compared != operations {
+        return Err(format!(
+            "{} of {operations} operations compared:\n{report:#?}",
+            report.operations_compared
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn corpus_scripts() -> Vec<PathBuf> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/scripts");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("conform-") && name.ends_with(".cows"))
+        })
+        .collect();
+    scripts.sort();
+    scripts
+}
+
+fn regression_diverges_at_its_known_difference(tools: &Tools, path: &Path) -> Result<(), Failed> {
+    let name = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.strip_prefix("conform-"))
+        .ok_or("not a conform regression")?;
+    if !KNOWN.iter().any(|known| known.name == name) {
+        return Err(format!("no known difference named `{name}` in conform/known.rs").into());
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
+    let script = parse(&text).map_err(|error| error.to_string())?;
+    let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+    if report.conforms() {
+        println!(
+            "{}: conforms now; the known difference `{name}` may be fixed",
+            path.display()
+        );
+        return Ok(());
+    }
+    match report.diverged_at_known() {
+        Some(found) if found == name => Ok(()),
+        other => {
+            Err(format!("expected to diverge at `{name}`, got {other:?}:\n{report:#?}").into())
+        }
+    }
+}
+
+fn random_scripts_show_no_unexplained_difference(tools: &Tools) -> Result<(), Failed> {
+    let mut compared = 0;
+    for seed in 0..6 {
+        let report =
+            conform_script(&random_script(seed), tools).map_err(|error| error.to_string())?;
+        if report.unexplained() {
+            return Err(format!(
+                "random script {seed}:\n{}\n{report:#?}",
+                random_script(seed)
+            )
+            .into());
+        }
+        compared += report.operations_compared;
+    }
+    // Not vacuous: the scripts reached the kernel.
+    if compared < 30 {
+        return Err(format!("only {compared} operations compared").into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let arguments = Arguments::from_args();
+    let host = host_tools();
+    if let (Err(reason), true) = (&host, in_ci()) {
+        panic!("conform_real: this host cannot run conform ({reason}) and CI=true");
+    }
+    let mut trials = Vec::new();
+    let add = |trials: &mut Vec<Trial>,
+               name: String,
+               run: Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>| {
+        let tools = host.as_ref().ok().cloned();
+        let ignored = tools.is_none();
+        trials.push(
+            Trial::test(name, move || match tools {
+                Some(tools) => run(&tools),
+                None => Ok(()),
+            })
+            .with_ignored_flag(ignored),
+        );
+    };
+    add(
+        &mut trials,
+        "hostile_scripts_do_not_escape_the_mount".into(),
+        Box::new(hostile_scripts_do_not_escape),
+    );
+    for path in corpus_scripts() {
+        let name = format!(
+            "corpus_{}",
+            path.file_stem()
+                .and_then(|stem| stem.to_str())
+                .unwrap_or("?")
+        );
+        add(
+            &mut trials,
+            name,
+            Box::new(move |tools| regression_diverges_at_its_known_difference(tools, &path)),
+        );
+    }
+    add(
+        &mut trials,
+        "random_scripts_show_no_unexplained_difference".into(),
+        Box::new(random_scripts_show_no_unexplained_difference),
+    );
+    if let Err(reason) = &host {
+        println!("conform_real: trials ignored: {reason}");
+    }
+    libtest_mimic::run(&arguments, trials).exit();
+}
