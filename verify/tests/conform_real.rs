@@ -181,6 +181,9 @@ fn random_scripts_show_no_unexplained_difference(tools: &Tools) -> Result<(), Fa
     Ok(())
 }
 
+/// The body of one trial, run with the host's tools.
+type TrialBody = Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>;
+
 fn main() {
     let arguments = Arguments::from_args();
     let host = host_tools();
@@ -188,9 +191,7 @@ fn main() {
         panic!("conform_real: this host cannot run conform ({reason}) and CI=true");
     }
     let mut trials = Vec::new();
-    let add = |trials: &mut Vec<Trial>,
-               name: String,
-               run: Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>| {
+    let add = |trials: &mut Vec<Trial>, name: String, run: TrialBody| {
         let tools = host.as_ref().ok().cloned();
         let ignored = tools.is_none();
         trials.push(

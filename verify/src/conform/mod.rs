@@ -192,9 +192,11 @@ pub fn comparability(script: &Script) -> Option<String> {
             Op::RelocateStart {
                 target: RelocateTarget::BlockGroup(index),
                 ..
-            } => return Some(format!(
+            } => {
+                return Some(format!(
                 "`relocate ... bg={index}`: the engine's block-group numbers are not the kernel's"
-            )),
+            ))
+            }
             Op::SendStart { job, .. } => running_sends.push(job.as_str()),
             Op::SendFinish { job } => running_sends.retain(|running| *running != job.as_str()),
             Op::SendStep { .. } => {}
