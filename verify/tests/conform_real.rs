@@ -8,7 +8,7 @@
 
 use cowproof_verify::conform::generate::random_script;
 use cowproof_verify::conform::session::{host_tools, Tools};
-use cowproof_verify::conform::{conform_script, known::KNOWN};
+use cowproof_verify::conform::{conform_script, known::KNOWN, minimise};
 use cowproof_verify::script::parse;
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::os::unix::fs::MetadataExt;
@@ -181,6 +181,67 @@ fn random_scripts_show_no_unexplained_difference(tools: &Tools) -> Result<(), Fa
     Ok(())
 }
 
+/// The first random script that diverges at a known difference is minimised to a
+/// short script with the same first difference.
+fn a_known_divergence_minimises_to_a_short_script(tools: &Tools) -> Result<(), Failed> {
+    for seed in 0..40 {
+        let script = random_script(seed);
+        let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+        let Some(signature) = report.signature().filter(|found| found.known.is_some()) else {
+            continue;
+        };
+        let minimal = minimise(&script, signature, tools).map_err(|error| error.to_string())?;
+        let again = conform_script(&minimal, tools).map_err(|error| error.to_string())?;
+        if again.signature() != Some(signature) {
+            return Err(format!("the minimised script lost {signature:?}:\n{minimal}").into());
+        }
+        if minimal.statements.len() > 6 || minimal.statements.len() >= script.statements.len() {
+            return Err(format!(
+                "minimised to {} of {} statements:\n{minimal}",
+                minimal.statements.len(),
+                script.statements.len()
+            )
+            .into());
+        }
+        return Ok(());
+    }
+    Err("no random script of seeds 0..40 diverged at a known difference".into())
+}
+
+/// Without root, `cowproof conform` says why and exits 3 (as an unprivileged user made
+/// with `setpriv` when this test runs as root).
+fn without_root_conform_exits_3() -> Result<(), Failed> {
+    let binary = env!("CARGO_BIN_EXE_cowproof");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus/scripts/conform-clone-length-zero.cows");
+    let as_root = rustix::process::geteuid().is_root();
+    let mut command = if as_root {
+        let mut command = std::process::Command::new("setpriv");
+        command.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            binary,
+        ]);
+        command
+    } else {
+        std::process::Command::new(binary)
+    };
+    let output = command
+        .arg("conform")
+        .arg(&script)
+        .env_remove("CI")
+        .output()
+        .map_err(|error| format!("cannot run {binary} (setpriv: {as_root}): {error}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() != Some(3) || !stderr.contains("needs root") {
+        return Err(format!("exit {:?}, stderr: {stderr}", output.status.code()).into());
+    }
+    Ok(())
+}
+
 /// The body of one trial, run with the host's tools.
 type TrialBody = Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>;
 
@@ -225,6 +286,16 @@ fn main() {
         "random_scripts_show_no_unexplained_difference".into(),
         Box::new(random_scripts_show_no_unexplained_difference),
     );
+    add(
+        &mut trials,
+        "a_known_divergence_minimises_to_a_short_script".into(),
+        Box::new(a_known_divergence_minimises_to_a_short_script),
+    );
+    // Runs on any host: as root it drops to an unprivileged user first.
+    trials.push(Trial::test(
+        "without_root_conform_exits_3",
+        without_root_conform_exits_3,
+    ));
     if let Err(reason) = &host {
         println!("conform_real: trials ignored: {reason}");
     }

@@ -4,8 +4,9 @@
 //!
 //! Output: the seed first (random mode), then one block per script — its name, what was
 //! compared, each difference, each send job's streams — and a summary line. A random
-//! script with differences is minimised (ddmin of [`super::shrink`], keeping a
-//! difference of the same kind) and printed as a script to save under
+//! script with an unexplained difference (with `--minimise-known`, any difference) is
+//! minimised (ddmin of [`super::shrink`], keeping the kind of its first difference and
+//! the known difference it is) and printed as a script to save under
 //! `corpus/scripts/conform-*.cows`.
 //!
 //! Exit codes: 0 when every comparable script conforms; 1 when any differs; 2 for
@@ -14,14 +15,12 @@
 //! btrfs, no btrfs-progs) — under `CI=true` the message says this is a failure; 130 on
 //! Ctrl-C, after the scratch filesystem was unmounted.
 
-use super::shrink::{ddmin, is_valid};
 use super::{read_file, CliError, EXIT_FAILED, EXIT_PASSED};
 use crate::conform::session::{self, Tools};
 use crate::conform::{
-    comparability, conform_script, generate::random_script, ConformError, DifferenceKind,
-    ScriptReport,
+    conform_script, generate::random_script, minimise, ConformError, ScriptReport,
 };
-use crate::script::{parse, Script, Statement};
+use crate::script::{parse, Script};
 use clap::Args;
 use cowproof_engine::splitmix::SplitMix64;
 use std::io::Write;
@@ -51,6 +50,10 @@ pub struct ConformArgs {
     /// Do not minimise the differences of random scripts.
     #[arg(long)]
     pub no_minimise: bool,
+    /// Minimise random scripts that diverge at a known difference too (to write its
+    /// regression script), not only those with an unexplained one.
+    #[arg(long, conflicts_with = "no_minimise")]
+    pub minimise_known: bool,
 }
 
 /// Totals over a run.
@@ -186,11 +189,15 @@ fn run_random(
         let label = format!("random script {index} (script seed {script_seed})");
         let report = conform_or_stop(&script, tools, &label)?;
         print_report(&label, &report, args.show_streams, totals, out)?;
-        let unexplained = report.unexplained();
-        if let (false, true, Some(first)) =
-            (args.no_minimise, unexplained, report.differences.first())
-        {
-            let minimal = minimise(&script, first.kind, tools)?;
+        let wanted = report.unexplained() || (args.minimise_known && !report.conforms());
+        if let (false, true, Some(signature)) = (args.no_minimise, wanted, report.signature()) {
+            let minimal = minimise(&script, signature, tools).map_err(|error| match error {
+                ConformError::Interrupted => Stop::Interrupted,
+                other => Stop::Cli(CliError::Decode {
+                    path: PathBuf::from(&label),
+                    message: other.to_string(),
+                }),
+            })?;
             writeln!(
                 out,
                 "  minimised ({} of {} statements), a regression for corpus/scripts/conform-*.cows:",
@@ -203,40 +210,6 @@ fn run_random(
         }
     }
     Ok(())
-}
-
-/// The smallest script (ddmin over statements) that still shows a difference of `kind`.
-fn minimise(script: &Script, kind: DifferenceKind, tools: &Tools) -> Result<Script, Stop> {
-    let mut interrupted = false;
-    let statements = ddmin(&script.statements, |candidate: &[Statement]| {
-        if interrupted || session::interrupted() {
-            interrupted = true;
-            return false;
-        }
-        let candidate = Script {
-            policy: script.policy,
-            geometry: script.geometry.clone(),
-            statements: candidate.to_vec(),
-        };
-        if !is_valid(&candidate) || comparability(&candidate).is_some() {
-            return false;
-        }
-        conform_script(&candidate, tools).is_ok_and(|report| {
-            report.unexplained()
-                && report
-                    .differences
-                    .iter()
-                    .any(|difference| difference.kind == kind)
-        })
-    });
-    if interrupted {
-        return Err(Stop::Interrupted);
-    }
-    Ok(Script {
-        policy: script.policy,
-        geometry: script.geometry.clone(),
-        statements,
-    })
 }
 
 fn print_report(

@@ -93,6 +93,58 @@ pub struct Difference {
     pub known: Option<&'static str>,
 }
 
+/// What "the same difference" means while minimising: the kind of the first difference
+/// and the known difference it is (`None`: an unexplained one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Signature {
+    /// The kind of the first difference.
+    pub kind: DifferenceKind,
+    /// The known difference it is, if any.
+    pub known: Option<&'static str>,
+}
+
+/// The smallest script (the shrinker's ddmin over statements) whose first difference
+/// has `signature`; every candidate is a valid, comparable script run on its own fresh
+/// filesystem. `script` must show `signature`.
+pub fn minimise(
+    script: &Script,
+    signature: Signature,
+    tools: &session::Tools,
+) -> Result<Script, ConformError> {
+    let with = |statements: Vec<crate::script::Statement>| Script {
+        policy: script.policy,
+        geometry: script.geometry.clone(),
+        statements,
+    };
+    let mut failure: Option<ConformError> = None;
+    let statements = crate::cli::shrink::ddmin(&script.statements, |candidate| {
+        if failure.is_some() {
+            return false;
+        }
+        if session::interrupted() {
+            failure = Some(ConformError::Interrupted);
+            return false;
+        }
+        let candidate = with(candidate.to_vec());
+        if !crate::cli::shrink::is_valid(&candidate) || comparability(&candidate).is_some() {
+            return false;
+        }
+        match conform_script(&candidate, tools) {
+            Ok(report) => report.signature() == Some(signature),
+            // A candidate the engine cannot run (a step of a job it dropped) is not one.
+            Err(ConformError::Script(_)) => false,
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        }
+    });
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(with(statements)),
+    }
+}
+
 /// One send job's streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamComparison {
@@ -124,15 +176,31 @@ pub struct ScriptReport {
 }
 
 impl ScriptReport {
-    fn not_comparable(reason: String) -> ScriptReport {
+    fn compared() -> ScriptReport {
         ScriptReport {
-            not_comparable: Some(reason),
+            not_comparable: None,
             operations_compared: 0,
             subvolumes_compared: 0,
             differences: Vec::new(),
             streams: Vec::new(),
             engine_violations: Vec::new(),
         }
+    }
+
+    fn not_comparable(reason: String) -> ScriptReport {
+        ScriptReport {
+            not_comparable: Some(reason),
+            ..ScriptReport::compared()
+        }
+    }
+
+    /// What the minimiser keeps of this report: its first difference's kind and the
+    /// known difference it is, if any.
+    pub fn signature(&self) -> Option<Signature> {
+        self.differences.first().map(|difference| Signature {
+            kind: difference.kind,
+            known: difference.known,
+        })
     }
 
     /// Whether the script was compared and nothing differed.
@@ -231,8 +299,7 @@ pub fn conform_script(
         return Err(ConformError::Script(error.clone()));
     }
     let mut session = Session::create(tools)?;
-    let mut report = ScriptReport::not_comparable(String::new());
-    report.not_comparable = None;
+    let mut report = ScriptReport::compared();
     report.engine_violations = engine
         .violations
         .iter()
