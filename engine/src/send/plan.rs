@@ -712,7 +712,8 @@ impl<'a> Planner<'a> {
     fn next_write_offset(&self, first: usize, path: &[u8]) -> u64 {
         self.commands[first..]
             .iter()
-            .filter_map(|command| match command {
+            .rev()
+            .find_map(|command| match command {
                 Command::Write {
                     path: written,
                     file_offset,
@@ -726,7 +727,6 @@ impl<'a> Planner<'a> {
                 } if written == path => Some(file_offset + clone_len),
                 _ => None,
             })
-            .last()
             .unwrap_or(0)
     }
 
