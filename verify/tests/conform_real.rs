@@ -105,8 +105,8 @@ fn hostile_scripts_do_not_escape(tools: &Tools) -> Result<(), Failed> {
     if before != after {
         return Err(format!("the sentinel changed:\nbefore {before:#?}\nafter {after:#?}").into());
     }
-    // Every hostile operation reached the kernel and was answered EXDEV, not refused
-    // or skipped: the count of compared operations covers the whole script.
+    // Every operation reached the kernel (none refused or skipped), and every hostile
+    // one — all but the first six setup lines and the final commit — was answered EXDEV.
     let operations = script.ops().count();
     if report.operations_compared != operations {
         return Err(format!(
@@ -114,6 +114,19 @@ fn hostile_scripts_do_not_escape(tools: &Tools) -> Result<(), Failed> {
             report.operations_compared
         )
         .into());
+    }
+    let hostile: Vec<&(usize, String)> = report
+        .kernel_answers
+        .iter()
+        .filter(|(index, _)| *index >= 6 && *index + 1 < operations)
+        .collect();
+    let escaped: Vec<String> = hostile
+        .iter()
+        .filter(|(_, answer)| answer != "EXDEV")
+        .map(|(index, answer)| format!("statement {}: {answer}", index + 1))
+        .collect();
+    if hostile.len() != operations - 7 || !escaped.is_empty() {
+        return Err(format!("hostile operations not answered EXDEV: {escaped:?}\n{text}").into());
     }
     Ok(())
 }

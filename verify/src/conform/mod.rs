@@ -173,6 +173,9 @@ pub struct ScriptReport {
     pub streams: Vec<StreamComparison>,
     /// Oracles of the engine run that fired (the engine against its own model).
     pub engine_violations: Vec<String>,
+    /// The kernel's answer (`ok` or an errno name) to each statement that reached it,
+    /// by statement index.
+    pub kernel_answers: Vec<(usize, String)>,
 }
 
 impl ScriptReport {
@@ -184,6 +187,7 @@ impl ScriptReport {
             differences: Vec::new(),
             streams: Vec::new(),
             engine_violations: Vec::new(),
+            kernel_answers: Vec::new(),
         }
     }
 
@@ -427,6 +431,11 @@ fn record_outcome(index: usize, op: &Op, answers: &Answers, report: &mut ScriptR
         }),
         KernelOutcome::Ok | KernelOutcome::Failed(_) => {
             report.operations_compared += 1;
+            let answer = match kernel {
+                KernelOutcome::Failed(errno) => errno.name(),
+                _ => "ok".to_string(),
+            };
+            report.kernel_answers.push((index, answer));
             let kernel_number = match kernel {
                 KernelOutcome::Failed(errno) => Some(errno.0),
                 _ => None,
