@@ -255,6 +255,35 @@ fn without_root_conform_exits_3() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Relocation (balance), remount, commit and stepped send jobs map onto the kernel and
+/// conform; the steps are not issued, so they are not counted.
+fn relocation_remount_and_stepped_sends_conform(tools: &Tools) -> Result<(), Failed> {
+    let text = "subvol create vol\n\
+                write vol/f 0 bytes(100000,3)\n\
+                mkdir vol/d\n\
+                snapshot vol s1 ro\n\
+                relocate start r data\n\
+                relocate step r 3\n\
+                relocate finish r\n\
+                relocate start m metadata\n\
+                relocate finish m\n\
+                write vol/d/g 0 \"after\"\n\
+                snapshot vol s2 ro\n\
+                send start a s1\n\
+                send finish a\n\
+                send start b s2 parent=s1\n\
+                send step b\n\
+                send finish b\n\
+                remount\n\
+                commit\n";
+    let script = parse(text).map_err(|error| error.to_string())?;
+    let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+    if !report.conforms() || report.operations_compared != 12 || report.streams.len() != 2 {
+        return Err(format!("{report:#?}").into());
+    }
+    Ok(())
+}
+
 /// The body of one trial, run with the host's tools.
 type TrialBody = Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>;
 
@@ -298,6 +327,11 @@ fn main() {
         &mut trials,
         "random_scripts_show_no_unexplained_difference".into(),
         Box::new(random_scripts_show_no_unexplained_difference),
+    );
+    add(
+        &mut trials,
+        "relocation_remount_and_stepped_sends_conform".into(),
+        Box::new(relocation_remount_and_stepped_sends_conform),
     );
     add(
         &mut trials,

@@ -649,3 +649,26 @@ fn read_received(directory: &Path) -> Result<Content, ConformError> {
     };
     Ok(tree::read_tree(&directory.join(name))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::parse;
+
+    fn reason(text: &str) -> Option<String> {
+        comparability(&parse(text).unwrap())
+    }
+
+    #[test]
+    fn scripts_without_a_kernel_counterpart_are_not_comparable() {
+        assert!(reason("subvol create v\ncrash\n")
+            .unwrap()
+            .contains("crash"));
+        assert!(reason("relocate start r bg=2\n").unwrap().contains("bg=2"));
+        let interleaved =
+            "subvol create v\nsnapshot v s ro\nsend start j s\nmkdir v/d\nsend finish j\n";
+        assert!(reason(interleaved).unwrap().contains("inside send job j"));
+        let stepped = "subvol create v\nsnapshot v s ro\nsend start j s\nsend step j 2\nsend finish j\nmkdir v/d\nrelocate start r data\nrelocate finish r\nremount\n";
+        assert_eq!(reason(stepped), None);
+    }
+}
