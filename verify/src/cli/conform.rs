@@ -64,6 +64,7 @@ struct Totals {
     differing: usize,
     diverged_at_known: usize,
     operations: usize,
+    kernel_errors: usize,
     subvolumes: usize,
     streams: usize,
 }
@@ -103,13 +104,14 @@ pub fn execute(args: &ConformArgs, out: &mut dyn Write) -> Result<u8, CliError> 
     };
     writeln!(
         out,
-        "conform: {} scripts, {} compared, {} not comparable, {} with unexplained differences, {} diverged at a known difference; {} operations, {} subvolumes, {} send jobs compared ({:.1} s wall clock)",
+        "conform: {} scripts, {} compared, {} not comparable, {} with unexplained differences, {} diverged at a known difference; {} operations ({} answered by Linux with an errno), {} subvolumes, {} send jobs compared ({:.1} s wall clock)",
         totals.scripts,
         totals.scripts - totals.not_comparable,
         totals.not_comparable,
         totals.differing,
         totals.diverged_at_known,
         totals.operations,
+        totals.kernel_errors,
         totals.subvolumes,
         totals.streams,
         started.elapsed().as_secs_f64()
@@ -226,6 +228,11 @@ fn print_report(
         return Ok(());
     }
     totals.operations += report.operations_compared;
+    totals.kernel_errors += report
+        .kernel_answers
+        .iter()
+        .filter(|(_, answer)| answer != "ok")
+        .count();
     totals.subvolumes += report.subvolumes_compared;
     totals.streams += report.streams.len();
     let verdict = if report.conforms() {

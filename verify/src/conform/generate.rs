@@ -10,6 +10,9 @@
 //! changes only for operations drawn as valid; when it is wrong (a write through a
 //! symlink creates its target) the script stays a script and the kernel decides.
 //!
+//! Swarm testing: each script first disables about a quarter of the draws (a disabled
+//! one becomes a write), so scripts differ in their mix, not only in their order.
+//!
 //! The same seed gives the same script: [`SplitMix64`] only, no clock.
 
 use crate::generate::{job, name, path};
@@ -91,6 +94,8 @@ struct Generator {
     subvolumes: BTreeMap<String, Shadow>,
     statements: Vec<Statement>,
     snapshots_read_only: Vec<String>,
+    /// Which of the 20 draws of [`Generator::step`] this script may use.
+    enabled: [bool; 20],
 }
 
 /// The script for `seed`.
@@ -100,7 +105,11 @@ pub fn random_script(seed: u64) -> Script {
         subvolumes: BTreeMap::new(),
         statements: Vec::new(),
         snapshots_read_only: Vec::new(),
+        enabled: [true; 20],
     };
+    for draw in 0..20 {
+        generator.enabled[draw] = generator.rng.chance(3, 4);
+    }
     generator.push(Op::SubvolumeCreate { name: name("vol") });
     generator.subvolumes.insert("vol".into(), Shadow::default());
     let count = OPERATIONS_MIN + generator.rng.below(OPERATIONS_SPREAD);
@@ -178,9 +187,17 @@ impl Generator {
             .expect("a known subvolume")
     }
 
+    /// One operation of a kind the script's swarm enables (weights out of 20: mkdir 3,
+    /// write 4, rename 2, every other kind 1, commit 2).
     fn step(&mut self) {
         let subvolume = self.subvolume();
-        match self.rng.below(20) {
+        let mut draw = self.rng.below(20);
+        // Swarm: a disabled kind falls back to a write, so some scripts are dense in
+        // renames and links, others in clones and xattrs.
+        if !self.enabled[usize::try_from(draw).unwrap_or(0)] {
+            draw = 3;
+        }
+        match draw {
             0..=2 => self.mkdir(&subvolume),
             3..=6 => self.write(&subvolume),
             7 => self.touch(&subvolume),

@@ -37,6 +37,7 @@ use crate::cli::export::export_world;
 use crate::runner::{self, RunOptions, RunReport};
 use crate::script::{Op, RelocateTarget, Script};
 use crate::world::Checks;
+use cowproof_engine::ctree::TreeView;
 use cowproof_engine::model_fs::{Content, ModelFs};
 use cowproof_engine::receive::receive_bytes;
 use cowproof_engine::SendPolicy;
@@ -328,8 +329,9 @@ fn engine_errno(engine: &RunReport, index: usize) -> Option<(i32, String)> {
     Some((errno.number(), errno.name().to_string()))
 }
 
-/// Executes every operation on the kernel, comparing outcomes; returns the kernel's
-/// stream of each send job that succeeded there.
+/// Executes every operation on the kernel, comparing outcomes, and steps a second
+/// engine world beside it to find the first operation after which the two filesystems'
+/// contents differ; returns the kernel's stream of each send job that succeeded there.
 fn run_on_kernel(
     script: &Script,
     engine: &RunReport,
@@ -337,6 +339,8 @@ fn run_on_kernel(
     report: &mut ScriptReport,
 ) -> Result<BTreeMap<String, Vec<u8>>, ConformError> {
     let mut streams = BTreeMap::new();
+    let mut stepped = stepped_world(script)?;
+    let mut diverged = false;
     for (index, statement) in script.statements.iter().enumerate() {
         let Some(op) = statement.op() else { continue };
         if session::interrupted() {
@@ -347,14 +351,97 @@ fn run_on_kernel(
             WorldDirectory::new(&world).meets_symlink(op)
         };
         let kernel = kernel_outcome(op, session, &mut streams)?;
+        let issued = kernel != KernelOutcome::NotIssued;
         let answers = Answers {
             kernel,
             engine: engine_errno(engine, index),
             meets_symlink,
         };
         record_outcome(index, op, &answers, report);
+        if stepped.apply(op).is_err() {
+            return Err(ConformError::Script(format!(
+                "statement {} `{op}`",
+                index + 1
+            )));
+        }
+        if issued && !diverged {
+            diverged =
+                record_first_divergence(index, op, meets_symlink, session, &mut stepped, report)?;
+        }
     }
     Ok(streams)
+}
+
+/// A world of the engine that conform steps one operation at a time (the runner's run
+/// of the whole script gives the answers and the streams).
+fn stepped_world(script: &Script) -> Result<crate::world::World, ConformError> {
+    let geometry = runner::geometry_of(script).map_err(ConformError::Script)?;
+    crate::world::World::new(geometry, KERNEL_POLICY, Checks::RACES)
+        .map_err(|error| ConformError::Script(error.to_string()))
+}
+
+/// Compares every subvolume of the kernel with the engine's (its listing, in memory)
+/// after statement `index`; records the first divergence and returns whether there was
+/// one. A divergence right after an operation whose resolution met a symlink is the
+/// known `symlink-resolution` difference.
+fn record_first_divergence(
+    index: usize,
+    op: &Op,
+    meets_symlink: bool,
+    session: &Session,
+    stepped: &mut crate::world::World,
+    report: &mut ScriptReport,
+) -> Result<bool, ConformError> {
+    let kernel_names = tree::names_in(&session.world())?;
+    let engine_names: Vec<(String, u64)> = stepped
+        .fs
+        .subvolumes()
+        .map(|(name, root_id)| (name.to_string(), root_id))
+        .collect();
+    let mut lines = Vec::new();
+    let mut sorted_engine: Vec<&String> = engine_names.iter().map(|(name, _)| name).collect();
+    sorted_engine.sort();
+    if kernel_names.iter().collect::<Vec<_>>() != sorted_engine {
+        lines.push(format!(
+            "subvolumes: Linux has {kernel_names:?}, the engine {sorted_engine:?}"
+        ));
+    }
+    for (name, root_id) in &engine_names {
+        if !kernel_names.contains(name) {
+            continue;
+        }
+        let kernel = tree::read_tree(&session.world().join(name))?;
+        let engine = match stepped.fs.list_subvolume(TreeView::Current, *root_id) {
+            Ok(listing) => Content::from_listing(&listing),
+            Err(error) => return Err(ConformError::Script(format!("cannot list {name}: {error}"))),
+        };
+        if kernel != engine {
+            lines.push(format!(
+                "subvolume {name}:\n{}",
+                content_diff(
+                    &kernel,
+                    &engine,
+                    &format!("Linux {name}"),
+                    &format!("engine {name}")
+                )
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return Ok(false);
+    }
+    let known = meets_symlink.then_some("symlink-resolution");
+    report.differences.push(Difference {
+        kind: DifferenceKind::Content,
+        statement: Some(index),
+        text: format!(
+            "after statement {} `{op}` the contents differ:\n{}",
+            index + 1,
+            lines.join("\n")
+        ),
+        known,
+    });
+    Ok(true)
 }
 
 fn kernel_outcome(
@@ -574,6 +661,13 @@ fn kernel_stream_on_engine(
     report: &mut ScriptReport,
 ) -> Result<(), ConformError> {
     let kernel = tree::read_tree(&session.world().join(snapshot))?;
+    // A name sent twice (two jobs of one snapshot) is received afresh, as the real
+    // receive does into its own directory per job.
+    if let Some(name) = stream_subvolume_name(stream) {
+        if receiver.subvolume(&name).is_some() {
+            let _ = receiver.subvolume_delete(&name);
+        }
+    }
     let text = match receive_bytes(receiver, stream) {
         Err(error) => Some(format!("the engine's receive refused it: {error}")),
         Ok(received) => match receiver.content(&received.name) {
@@ -596,6 +690,15 @@ fn kernel_stream_on_engine(
         });
     }
     Ok(())
+}
+
+/// The subvolume a stream creates (the path of its SUBVOL or SNAPSHOT command).
+fn stream_subvolume_name(stream: &[u8]) -> Option<Vec<u8>> {
+    match cowproof_engine::stream::decode(stream).ok()?.first()? {
+        cowproof_engine::stream::Command::Subvol { path, .. }
+        | cowproof_engine::stream::Command::Snapshot { path, .. } => Some(path.clone()),
+        _ => None,
+    }
 }
 
 fn engine_stream_on_kernel(
