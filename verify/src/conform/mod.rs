@@ -7,9 +7,12 @@
 //! - [`tree`]: a real directory tree read into the engine's canonical `Content`.
 //! - [`streams`]: the two streams of a send job, normalised and diffed.
 //! - [`generate`]: random filesystem scripts over a shadow namespace.
+//! - [`known`]: the known differences, with their reasons and who fixes them.
 //!
 //! What is compared, for a comparable script: the outcome (ok or errno) of every
-//! operation that has a kernel counterpart; after the last operation, every subvolume
+//! operation that has a kernel counterpart; after each of them, every subvolume of the
+//! kernel against a stepped engine world's listing (in memory, to pin the first
+//! difference of effect to its statement); after the last operation, every subvolume
 //! and snapshot of the kernel against the engine's `--export` of it (read back from the
 //! same mount with the same reader); for each send job, the kernel's stream received by
 //! the engine's receive against the kernel's snapshot, the engine's stream received by
@@ -22,6 +25,10 @@
 //! is `btrfs balance start -d|-m`, run whole, and its steps have no counterpart; scripts
 //! with `crash`, `relocate ... bg=N` (engine block-group numbers are not the kernel's)
 //! or other operations inside a running send job are reported as not comparable.
+//!
+//! Invariant: the first difference decides. A report whose first difference is a known
+//! one ([`ScriptReport::diverged_at_known`]) does not fail; everything after it ran on
+//! filesystems that already differed.
 
 #[allow(unsafe_code)]
 mod ioctl;
@@ -56,7 +63,7 @@ pub enum DifferenceKind {
     /// An operation succeeded on one side and failed on the other, or failed with
     /// another errno.
     Errno,
-    /// A subvolume's content differs after the script.
+    /// A subvolume's content differs (after a statement, or after the script).
     Content,
     /// The kernel's stream, received by the engine's receive, is not the kernel's
     /// snapshot (or does not apply).
