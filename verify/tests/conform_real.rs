@@ -284,6 +284,59 @@ fn relocation_remount_and_stepped_sends_conform(tools: &Tools) -> Result<(), Fai
     Ok(())
 }
 
+/// Ctrl-C in the middle of a run: exit 130, and nothing left mounted or on disk in the
+/// temporary directory the run was given.
+fn ctrl_c_unmounts_and_removes_everything(_tools: &Tools) -> Result<(), Failed> {
+    let temporary = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cowproof"))
+        .args([
+            "conform",
+            "--random",
+            "1000",
+            "--seed",
+            "5",
+            "--no-minimise",
+        ])
+        .env("TMPDIR", temporary.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| error.to_string())?;
+    // Wait until a scratch filesystem is mounted under the run's TMPDIR, then interrupt.
+    let prefix = temporary.path().display().to_string();
+    let mounted_here = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.contains(&prefix))
+    };
+    let mut waited = 0;
+    while !mounted_here() && waited < 600 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0))
+        .ok_or("no child pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::INT)
+        .map_err(|error| error.to_string())?;
+    let output = child
+        .wait_with_output()
+        .map_err(|error| error.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.code() != Some(130) || !stdout.contains("interrupted") {
+        return Err(format!("exit {:?}: {stdout}", output.status.code()).into());
+    }
+    if mounted_here() {
+        return Err("a scratch filesystem is still mounted after Ctrl-C".into());
+    }
+    let left: Vec<_> = std::fs::read_dir(temporary.path())
+        .map_err(|error| error.to_string())?
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("left behind after Ctrl-C: {left:?}").into());
+    }
+    Ok(())
+}
+
 /// The body of one trial, run with the host's tools.
 type TrialBody = Box<dyn FnOnce(&Tools) -> Result<(), Failed> + Send>;
 
@@ -327,6 +380,11 @@ fn main() {
         &mut trials,
         "random_scripts_show_no_unexplained_difference".into(),
         Box::new(random_scripts_show_no_unexplained_difference),
+    );
+    add(
+        &mut trials,
+        "ctrl_c_unmounts_and_removes_everything".into(),
+        Box::new(ctrl_c_unmounts_and_removes_everything),
     );
     add(
         &mut trials,
