@@ -288,7 +288,7 @@ fn relocation_remount_and_stepped_sends_conform(tools: &Tools) -> Result<(), Fai
 /// temporary directory the run was given.
 fn ctrl_c_unmounts_and_removes_everything(_tools: &Tools) -> Result<(), Failed> {
     let temporary = tempfile::tempdir().map_err(|error| error.to_string())?;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cowproof"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cowproof"))
         .args([
             "conform",
             "--random",
