@@ -1,8 +1,9 @@
 //! cowproof-verify: the script language, the world scripts run in, the oracles that
 //! judge every step, and the runner that ties them together.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod cli;
+pub mod conform;
 pub mod explore;
 pub mod fuzz_input;
 pub mod generate;

@@ -10,7 +10,8 @@
 //!    (renaming a stale link of the same inode where there is one, else LINK);
 //! 4. unlink stale links, then rmdir the deleted directories (empty by now);
 //! 5. data (CLONE from the parent where the extent is shared with it, else WRITE),
-//!    TRUNCATE, xattrs, CHOWN, CHMOD, UTIMES for every changed inode.
+//!    TRUNCATE when the data did not end at the size (`finish_inode_if_needed()`),
+//!    xattrs, CHOWN, CHMOD, UTIMES for every changed inode.
 //!
 //! Paths come from a simulated receiver namespace that every emitted command updates, so
 //! each command is valid when the receiver applies it. Inodes are identified by
@@ -677,30 +678,56 @@ impl<'a> Planner<'a> {
             None => vec![(0, size)],
             Some(_) => self.changed_ranges(state.id.ino),
         };
-        if let Some(old) = old {
-            if old.item.size != size {
-                self.commands.push(Command::Truncate {
-                    path: path.to_vec(),
-                    size,
-                });
-            }
-        }
         let extents = self
             .fs
             .file_extents_in(TreeView::Commit, self.roots.send, state.id.ino)?;
+        let first_data_command = self.commands.len();
         for (start, end) in ranges {
             let end = end.min(size);
             if start < end {
                 self.send_range(state, &extents, path, start, end, old.is_some())?;
             }
         }
-        if old.is_none() && size > 0 {
+        // finish_inode_if_needed(): TRUNCATE after the data, and only when the last
+        // WRITE or CLONE did not already end at the size (a new inode), or the size
+        // changed and the data did not reach it (an existing one).
+        let next_write_offset = self.next_write_offset(first_data_command, path);
+        let need_truncate = match old {
+            None => next_write_offset != size,
+            Some(old) => {
+                old.item.size != size && !(size > old.item.size && next_write_offset == size)
+            }
+        };
+        if need_truncate {
             self.commands.push(Command::Truncate {
                 path: path.to_vec(),
                 size,
             });
         }
         Ok(())
+    }
+
+    /// Where the last WRITE or CLONE to `path` since command `first` ended (send's
+    /// `cur_inode_next_write_offset`; 0 when there was none).
+    fn next_write_offset(&self, first: usize, path: &[u8]) -> u64 {
+        self.commands[first..]
+            .iter()
+            .rev()
+            .find_map(|command| match command {
+                Command::Write {
+                    path: written,
+                    file_offset,
+                    data,
+                } if written == path => Some(file_offset + data.len() as u64),
+                Command::Clone {
+                    path: written,
+                    file_offset,
+                    clone_len,
+                    ..
+                } if written == path => Some(file_offset + clone_len),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 
     fn changed_ranges(&self, ino: u64) -> Vec<(u64, u64)> {

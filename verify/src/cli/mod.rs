@@ -8,6 +8,8 @@
 //! - [`replay`]: `cowproof replay FILE...` — scripts or fuzz inputs, printed with a
 //!   four-column [`timeline`] and the verdict.
 //! - [`check`]: `cowproof check` — the bounded explorer over the policy x race matrix.
+//! - [`conform`]: `cowproof conform` — scripts on a real, loop-mounted btrfs against the
+//!   engine (exit 3 when the host cannot run it, 130 on Ctrl-C).
 //!
 //! Exit codes: 0 when every oracle holds and every `expect` is met, 1 on a violation or
 //! an unmet expectation, 2 on unusable input (an unreadable file, a parse error, a script
@@ -20,6 +22,7 @@
 //! arm in [`execute`].
 
 pub mod check;
+pub mod conform;
 pub mod export;
 pub mod hunt;
 pub mod json;
@@ -66,6 +69,9 @@ pub enum Command {
     /// Explore every interleaving up to a depth for each policy and race; print the
     /// policy x race matrix; exit 0 when it matches the expected one.
     Check(check::CheckArgs),
+    /// Run scripts (or random ones) on a real, loop-mounted btrfs and on the engine and
+    /// report every difference; needs root and btrfs (exit 3 without them).
+    Conform(conform::ConformArgs),
 }
 
 impl Command {
@@ -76,6 +82,7 @@ impl Command {
             Command::Hunt(args) => args.json,
             Command::Replay(_) => false,
             Command::Check(args) => args.json,
+            Command::Conform(_) => false,
         }
     }
 }
@@ -154,6 +161,7 @@ pub fn execute(command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Run(args) => run::execute(args, out),
         Command::Hunt(args) => hunt::execute(args, out),
         Command::Replay(args) => replay::execute(args, out),
+        Command::Conform(args) => conform::execute(args, out),
         Command::Check(args) => {
             out.flush().map_err(|error| CliError::Write {
                 path: PathBuf::from("<stdout>"),

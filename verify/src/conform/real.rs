@@ -1,0 +1,481 @@
+//! The kernel side of `conform`: one script operation as real system calls and ioctls
+//! on the loop-mounted btrfs, every path resolved beneath its subvolume.
+//!
+//! Resolution: a script path `NAME/a/b` starts at the root directory of subvolume
+//! `NAME` (opened beneath the session's world directory with `RESOLVE_NO_SYMLINKS`, so
+//! the name itself is never a link) and goes on with `openat2()` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: an absolute symlink target or a `..` that
+//! climbs above the subvolume root fails with EXDEV, as the engine's resolution does
+//! (`docs/conformance.md`). Operations that follow a symlink in the last component
+//! (`write`, `truncate`, `chmod`, `chown`, `setxattr`, `rmxattr`, `clone`, `touch`) open
+//! the whole path; the others (`mkdir`, `symlink`, `mv`, `ln`, `rm`, `rmdir`) open the
+//! parent directory beneath the subvolume and call the `*at` system call on the last
+//! name. No operation ever names a host path.
+//!
+//! Refusals: a resolved file that is a device node, FIFO or socket is refused before any
+//! data or attribute reaches it (the mount is also `nodev`); files are opened with
+//! `O_NONBLOCK | O_NOCTTY` so that nothing can block.
+//!
+//! Mirrors the system calls a root process with umask 022 makes: open(2) with O_CREAT
+//! and mode 0666, mkdir(2) with 0777, pwrite(2), ftruncate(2), renameat(2), linkat(2),
+//! unlinkat(2), symlinkat(2), fchmod(2), fchown(2), fsetxattr(2), fremovexattr(2), and
+//! the ioctls of `ioctl.rs`.
+
+use super::ioctl;
+use crate::script::{Name, Op, ScriptPath};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, XattrFlags};
+use rustix::io::Errno as RawErrno;
+use std::fmt;
+
+/// An errno the kernel returned, by number (the kernel may answer with errnos the
+/// engine's vocabulary does not have, such as ELOOP or ENODATA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelErrno(pub i32);
+
+impl KernelErrno {
+    fn of(errno: RawErrno) -> KernelErrno {
+        KernelErrno(errno.raw_os_error())
+    }
+
+    /// The errno's name (`E...`), or its number when it has no name here.
+    pub fn name(self) -> String {
+        if let Some(errno) = cowproof_engine::Errno::ALL
+            .into_iter()
+            .find(|errno| errno.number() == self.0)
+        {
+            return errno.name().to_string();
+        }
+        let extra = [
+            (1, "EPERM"),
+            (7, "E2BIG"),
+            (9, "EBADF"),
+            (13, "EACCES"),
+            (16, "EBUSY"),
+            (22, "EINVAL"),
+            (26, "ETXTBSY"),
+            (27, "EFBIG"),
+            (34, "ERANGE"),
+            (40, "ELOOP"),
+            (61, "ENODATA"),
+            (95, "EOPNOTSUPP"),
+        ];
+        extra
+            .iter()
+            .find(|(number, _)| *number == self.0)
+            .map_or_else(|| format!("errno {}", self.0), |(_, name)| name.to_string())
+    }
+}
+
+impl fmt::Display for KernelErrno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// What one operation did on the real filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOutcome {
+    /// It succeeded.
+    Ok,
+    /// It failed with this errno.
+    Failed(KernelErrno),
+    /// It was refused before reaching the kernel: the resolved file is a device node,
+    /// FIFO or socket.
+    Refused(String),
+    /// The operation has no kernel counterpart at this point (a send or relocation
+    /// step; the whole job ran at its start).
+    NotIssued,
+}
+
+impl From<Result<(), RawErrno>> for KernelOutcome {
+    fn from(result: Result<(), RawErrno>) -> KernelOutcome {
+        match result {
+            Ok(()) => KernelOutcome::Ok,
+            Err(errno) => KernelOutcome::Failed(KernelErrno::of(errno)),
+        }
+    }
+}
+
+/// Why a file could not be used.
+enum Stop {
+    Errno(RawErrno),
+    Refused(String),
+}
+
+impl From<RawErrno> for Stop {
+    fn from(errno: RawErrno) -> Stop {
+        Stop::Errno(errno)
+    }
+}
+
+fn outcome(result: Result<(), Stop>) -> KernelOutcome {
+    match result {
+        Ok(()) => KernelOutcome::Ok,
+        Err(Stop::Errno(errno)) => KernelOutcome::Failed(KernelErrno::of(errno)),
+        Err(Stop::Refused(reason)) => KernelOutcome::Refused(reason),
+    }
+}
+
+/// The flags of every resolution below a subvolume root.
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+}
+
+/// The directory holding the script's subvolumes, open for the ioctls and `*at` calls.
+pub struct WorldDirectory<'a> {
+    fd: &'a OwnedFd,
+}
+
+impl<'a> WorldDirectory<'a> {
+    /// Wraps the open world directory.
+    pub fn new(fd: &'a OwnedFd) -> WorldDirectory<'a> {
+        WorldDirectory { fd }
+    }
+
+    /// The root directory of subvolume `name`, never through a symlink.
+    fn subvolume(&self, name: &Name, flags: OFlags) -> Result<OwnedFd, RawErrno> {
+        rustix::fs::openat2(
+            self.fd,
+            name.as_str(),
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            beneath() | ResolveFlags::NO_SYMLINKS,
+        )
+    }
+
+    /// The relative part of `path` below its subvolume (`.` for the root itself).
+    fn relative(path: &ScriptPath) -> String {
+        if path.is_subvolume_root() {
+            return ".".to_string();
+        }
+        let parts: Vec<&str> = path.components().iter().map(Name::as_str).collect();
+        parts.join("/")
+    }
+
+    /// Opens the whole path (following a symlink in the last component) and refuses
+    /// anything but a regular file or directory.
+    fn open(&self, path: &ScriptPath, flags: OFlags, mode: u32) -> Result<OwnedFd, Stop> {
+        let root = self.subvolume(path.subvolume(), OFlags::PATH)?;
+        let fd = rustix::fs::openat2(
+            &root,
+            Self::relative(path),
+            flags | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::from_raw_mode(mode),
+            beneath(),
+        )?;
+        refuse_special(&fd, path)?;
+        Ok(fd)
+    }
+
+    /// The parent directory of `path` (beneath its subvolume) and the last name.
+    fn parent<'p>(&self, path: &'p ScriptPath) -> Result<(OwnedFd, &'p str), RawErrno> {
+        let root = self.subvolume(path.subvolume(), OFlags::PATH)?;
+        let components = path.components();
+        let Some((last, leading)) = components.split_last() else {
+            return Err(RawErrno::INVAL);
+        };
+        if leading.is_empty() {
+            return Ok((root, last.as_str()));
+        }
+        let parts: Vec<&str> = leading.iter().map(Name::as_str).collect();
+        let parent = rustix::fs::openat2(
+            &root,
+            parts.join("/"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )?;
+        Ok((parent, last.as_str()))
+    }
+
+    /// Performs one operation that names only paths and subvolumes (no job, no crash,
+    /// no commit or remount: the session does those).
+    pub fn apply(&self, op: &Op) -> KernelOutcome {
+        match op {
+            Op::SubvolumeCreate { name } => {
+                ioctl::subvolume_create(self.fd.as_fd(), name.as_str().as_bytes()).into()
+            }
+            Op::SubvolumeDelete { name } => {
+                ioctl::subvolume_delete(self.fd.as_fd(), name.as_str().as_bytes()).into()
+            }
+            Op::Snapshot {
+                source,
+                destination,
+                read_only,
+            } => self.snapshot(source, destination, *read_only).into(),
+            Op::Mkdir { path } => self.mkdir(path).into(),
+            Op::Touch { path } => outcome(self.touch(path)),
+            Op::Symlink { target, path } => self.symlink(target.as_bytes(), path).into(),
+            Op::Write { path, offset, data } => {
+                outcome(self.write(path, *offset, &data.materialize()))
+            }
+            Op::Truncate { path, size } => outcome(self.truncate(path, *size)),
+            Op::Rename {
+                source,
+                destination,
+            } => self.rename(source, destination).into(),
+            Op::Link {
+                source,
+                destination,
+            } => self.link(source, destination).into(),
+            Op::Unlink { path } => self.unlink(path, AtFlags::empty()).into(),
+            Op::Rmdir { path } => self.unlink(path, AtFlags::REMOVEDIR).into(),
+            Op::SetXattr { path, name, value } => outcome(self.attribute(path, |fd| {
+                rustix::fs::fsetxattr(
+                    fd,
+                    name.as_bytes(),
+                    &value.materialize(),
+                    XattrFlags::empty(),
+                )
+            })),
+            Op::RemoveXattr { path, name } => {
+                outcome(self.attribute(path, |fd| rustix::fs::fremovexattr(fd, name.as_bytes())))
+            }
+            Op::Chmod { path, mode } => outcome(self.attribute(path, |fd| {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(*mode))
+            })),
+            Op::Chown { path, uid, gid } => outcome(self.attribute(path, |fd| {
+                rustix::fs::fchown(
+                    fd,
+                    Some(rustix::fs::Uid::from_raw(*uid)),
+                    Some(rustix::fs::Gid::from_raw(*gid)),
+                )
+            })),
+            Op::Clone {
+                source,
+                source_offset,
+                destination,
+                destination_offset,
+                length,
+            } => outcome(self.clone_range(
+                source,
+                *source_offset,
+                destination,
+                *destination_offset,
+                *length,
+            )),
+            _ => KernelOutcome::NotIssued,
+        }
+    }
+
+    fn snapshot(&self, source: &Name, destination: &Name, read_only: bool) -> Result<(), RawErrno> {
+        let source = self.subvolume(source, OFlags::RDONLY)?;
+        ioctl::snapshot_create(
+            self.fd.as_fd(),
+            source.as_fd(),
+            destination.as_str().as_bytes(),
+            read_only,
+        )
+    }
+
+    fn mkdir(&self, path: &ScriptPath) -> Result<(), RawErrno> {
+        let (parent, name) = self.parent(path)?;
+        rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o777))
+    }
+
+    /// `touch`: nothing to an existing path (file or directory, through a symlink),
+    /// otherwise open(2) with O_CREAT, which creates the target of a dangling symlink.
+    fn touch(&self, path: &ScriptPath) -> Result<(), Stop> {
+        let root = self.subvolume(path.subvolume(), OFlags::PATH)?;
+        let relative = Self::relative(path);
+        let existing = rustix::fs::openat2(
+            &root,
+            &relative,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        );
+        match existing {
+            Ok(_) => Ok(()),
+            Err(RawErrno::NOENT) => {
+                self.open(path, OFlags::RDONLY | OFlags::CREATE, 0o666)?;
+                Ok(())
+            }
+            Err(errno) => Err(Stop::Errno(errno)),
+        }
+    }
+
+    fn symlink(&self, target: &[u8], path: &ScriptPath) -> Result<(), RawErrno> {
+        let (parent, name) = self.parent(path)?;
+        rustix::fs::symlinkat(target, &parent, name)
+    }
+
+    fn write(&self, path: &ScriptPath, offset: u64, data: &[u8]) -> Result<(), Stop> {
+        let fd = self.open(path, OFlags::WRONLY | OFlags::CREATE, 0o666)?;
+        let mut written = 0usize;
+        while written < data.len() {
+            let count = rustix::io::pwrite(&fd, &data[written..], offset + written as u64)?;
+            if count == 0 {
+                return Err(Stop::Errno(RawErrno::IO));
+            }
+            written += count;
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, path: &ScriptPath, size: u64) -> Result<(), Stop> {
+        let fd = self.open(path, OFlags::WRONLY, 0)?;
+        rustix::fs::ftruncate(&fd, size)?;
+        Ok(())
+    }
+
+    fn rename(&self, source: &ScriptPath, destination: &ScriptPath) -> Result<(), RawErrno> {
+        let (source_parent, source_name) = self.parent(source)?;
+        let (destination_parent, destination_name) = self.parent(destination)?;
+        rustix::fs::renameat(
+            &source_parent,
+            source_name,
+            &destination_parent,
+            destination_name,
+        )
+    }
+
+    fn link(&self, source: &ScriptPath, destination: &ScriptPath) -> Result<(), RawErrno> {
+        let (source_parent, source_name) = self.parent(source)?;
+        let (destination_parent, destination_name) = self.parent(destination)?;
+        rustix::fs::linkat(
+            &source_parent,
+            source_name,
+            &destination_parent,
+            destination_name,
+            AtFlags::empty(),
+        )
+    }
+
+    fn unlink(&self, path: &ScriptPath, flags: AtFlags) -> Result<(), RawErrno> {
+        let (parent, name) = self.parent(path)?;
+        rustix::fs::unlinkat(&parent, name, flags)
+    }
+
+    /// Opens the path read-only (a file or a directory, the subvolume root included)
+    /// and changes one attribute through the descriptor.
+    fn attribute(
+        &self,
+        path: &ScriptPath,
+        change: impl FnOnce(&OwnedFd) -> Result<(), RawErrno>,
+    ) -> Result<(), Stop> {
+        let fd = self.open(path, OFlags::RDONLY, 0)?;
+        change(&fd)?;
+        Ok(())
+    }
+
+    fn clone_range(
+        &self,
+        source: &ScriptPath,
+        source_offset: u64,
+        destination: &ScriptPath,
+        destination_offset: u64,
+        length: u64,
+    ) -> Result<(), Stop> {
+        let source_fd = self.open(source, OFlags::RDONLY, 0)?;
+        let destination_fd = self.open(destination, OFlags::WRONLY, 0)?;
+        ioctl::clone_range(
+            source_fd.as_fd(),
+            source_offset,
+            destination_fd.as_fd(),
+            destination_offset,
+            length,
+        )?;
+        Ok(())
+    }
+
+    /// Whether resolving one of `op`'s paths (the whole path for the operations that
+    /// follow the last component, the parent for the others) meets a symlink now:
+    /// `RESOLVE_NO_SYMLINKS` then fails with ELOOP.
+    pub fn meets_symlink(&self, op: &Op) -> bool {
+        let follows = matches!(
+            op,
+            Op::Write { .. }
+                | Op::Truncate { .. }
+                | Op::Chmod { .. }
+                | Op::Chown { .. }
+                | Op::SetXattr { .. }
+                | Op::RemoveXattr { .. }
+                | Op::Clone { .. }
+                | Op::Touch { .. }
+        );
+        op.paths().into_iter().any(|path| {
+            let Ok(root) = self.subvolume(path.subvolume(), OFlags::PATH) else {
+                return false;
+            };
+            let components = path.components();
+            let resolved: Vec<&str> = match (follows, components.split_last()) {
+                (true, _) => components.iter().map(Name::as_str).collect(),
+                (false, Some((_, leading))) => leading.iter().map(Name::as_str).collect(),
+                (false, None) => Vec::new(),
+            };
+            if resolved.is_empty() {
+                return false;
+            }
+            let found = rustix::fs::openat2(
+                &root,
+                resolved.join("/"),
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                beneath() | ResolveFlags::NO_SYMLINKS,
+            );
+            matches!(found, Err(RawErrno::LOOP))
+        })
+    }
+
+    /// `BTRFS_IOC_SEND` of `snapshot` (incremental from `parent`) into `output`.
+    pub fn send(
+        &self,
+        snapshot: &Name,
+        parent: Option<&Name>,
+        output: &OwnedFd,
+    ) -> Result<(), KernelErrno> {
+        let run = || -> Result<(), RawErrno> {
+            let snapshot_fd = self.subvolume(snapshot, OFlags::RDONLY)?;
+            let parent_root = match parent {
+                Some(parent) => {
+                    let parent_fd = self.subvolume(parent, OFlags::RDONLY)?;
+                    Some(ioctl::root_id(parent_fd.as_fd())?)
+                }
+                None => None,
+            };
+            ioctl::send(snapshot_fd.as_fd(), output.as_fd(), parent_root)
+        };
+        run().map_err(KernelErrno::of)
+    }
+}
+
+/// Refuses device nodes, FIFOs and sockets: conform never writes to or changes them.
+fn refuse_special(fd: &OwnedFd, path: &ScriptPath) -> Result<(), Stop> {
+    let stat = rustix::fs::fstat(fd)?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile | FileType::Directory => Ok(()),
+        other => Err(Stop::Refused(format!(
+            "{path} resolves to a {other:?}; conform refuses device nodes, FIFOs and sockets"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_nodes_are_refused_and_files_are_not() {
+        let path = ScriptPath::parse("vol/node").unwrap();
+        let null = rustix::fs::open("/dev/null", OFlags::RDONLY, Mode::empty()).unwrap();
+        match refuse_special(&null, &path) {
+            Err(Stop::Refused(reason)) => assert!(reason.contains("refuses device nodes")),
+            _ => panic!("/dev/null was not refused"),
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let file_path = directory.path().join("file");
+        std::fs::write(&file_path, b"x").unwrap();
+        let file = rustix::fs::open(&file_path, OFlags::RDONLY, Mode::empty()).unwrap();
+        assert!(refuse_special(&file, &path).is_ok());
+    }
+
+    #[test]
+    fn errno_names_cover_the_kernel_answers_conform_meets() {
+        assert_eq!(KernelErrno(18).name(), "EXDEV");
+        assert_eq!(KernelErrno(40).name(), "ELOOP");
+        assert_eq!(KernelErrno(61).name(), "ENODATA");
+        assert_eq!(KernelErrno(999).name(), "errno 999");
+    }
+}
