@@ -22,6 +22,7 @@
 pub mod check;
 pub mod export;
 pub mod hunt;
+pub mod image;
 pub mod json;
 pub mod replay;
 pub mod run;
