@@ -14,10 +14,14 @@
 //! sparse file that `mkfs.btrfs`-made tools and Linux accept.
 
 pub mod build;
+pub mod checker;
 pub mod format;
+pub mod reader;
 pub mod walk;
 pub mod writer;
 
+pub use checker::{check_image, ImageReport};
+pub use reader::{import_image, ImageReader, ImageSource};
 pub use writer::write_image;
 
 use std::collections::BTreeMap;
@@ -25,11 +29,24 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// A sparse btrfs image: written byte ranges by offset, and the device size.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Image {
     nodesize: u32,
     total_bytes: u64,
     pieces: BTreeMap<u64, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let written: usize = self.pieces.values().map(Vec::len).sum();
+        write!(
+            f,
+            "Image {{ nodesize: {}, total_bytes: {}, pieces: {}, written_bytes: {written} }}",
+            self.nodesize,
+            self.total_bytes,
+            self.pieces.len()
+        )
+    }
 }
 
 impl Image {
@@ -108,3 +125,6 @@ impl Image {
         file.sync_all()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,6 +67,9 @@ pub enum Command {
     /// Explore every interleaving up to a depth for each policy and race; print the
     /// policy x race matrix; exit 0 when it matches the expected one.
     Check(check::CheckArgs),
+    /// Read a real btrfs image (mkfs.btrfs and Linux) into the engine; optionally write
+    /// it back as an image or export its subvolumes.
+    Import(image::ImportArgs),
 }
 
 impl Command {
@@ -77,6 +80,7 @@ impl Command {
             Command::Hunt(args) => args.json,
             Command::Replay(_) => false,
             Command::Check(args) => args.json,
+            Command::Import(_) => false,
         }
     }
 }
@@ -162,6 +166,7 @@ pub fn execute(command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
             })?;
             Ok(u8::try_from(check::run_check(args)).unwrap_or(2))
         }
+        Command::Import(args) => image::execute_import(args, out),
     }
 }
 
