@@ -13,7 +13,8 @@
 //!    a diff of their `btrfs receive --dump` lines, sorted (the order of commands is
 //!    send's free choice), so every difference is visible in the test output.
 //!
-//! One trial per script (libtest-mimic). Without root, btrfs-progs, a loop device or
+//! The same for a sample of states: the `image` fuzz target's seeds (`corpus/image/`),
+//! decoded as that target decodes them. One trial per script or seed (libtest-mimic). Without root, btrfs-progs, a loop device or
 //! btrfs in the kernel every trial is reported ignored; under `CI=true` they fail.
 //! Images and mounts live in a temporary directory; the mount guard unmounts in `Drop`.
 
@@ -85,9 +86,28 @@ fn scripts() -> Vec<PathBuf> {
     paths
 }
 
+/// The fuzz seeds of the `image` target, sampled through the real tools.
+fn fuzz_samples() -> Vec<PathBuf> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/image");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(directory)
+        .expect("corpus directory")
+        .map(|entry| entry.expect("corpus entry").path())
+        .collect();
+    paths.sort();
+    paths
+}
+
 fn final_state(script_path: &Path) -> Result<FsInfo, String> {
-    let text = std::fs::read_to_string(script_path).map_err(|error| error.to_string())?;
-    let script = parse(&text).map_err(|error| error.to_string())?;
+    let script = if script_path
+        .extension()
+        .is_some_and(|extension| extension == "cows")
+    {
+        let text = std::fs::read_to_string(script_path).map_err(|error| error.to_string())?;
+        parse(&text).map_err(|error| error.to_string())?
+    } else {
+        let bytes = std::fs::read(script_path).map_err(|error| error.to_string())?;
+        cowproof_verify::fuzz_input::send_receive::decode_send_receive(&bytes)
+    };
     let report = run(
         &script,
         RunOptions {
@@ -385,9 +405,14 @@ fn main() {
     )
     .with_ignored_flag(tools.is_none());
     let trials = std::iter::once(import)
-        .chain(scripts().into_iter().map(|path| {
+        .chain(scripts().into_iter().chain(fuzz_samples()).map(|path| {
+            let kind = if path.extension().is_some() {
+                "image"
+            } else {
+                "fuzz-sample"
+            };
             let name = format!(
-                "image::{}",
+                "{kind}::{}",
                 path.file_stem().expect("file name").to_string_lossy()
             );
             let tools = tools.clone();

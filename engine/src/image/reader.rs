@@ -597,8 +597,12 @@ fn import_geometry(reader: &ImageReader<'_>) -> Result<Geometry> {
             .filter(|group| group.kind == kind)
             .map(|group| group.length)
             .max()
-            .unwrap_or(8 << 20)
+            .unwrap_or(1 << 20)
     };
+    let (metadata, data) = (
+        largest(BlockGroupKind::Metadata),
+        largest(BlockGroupKind::Data),
+    );
     let end = groups
         .iter()
         .map(|group| group.start + group.length)
@@ -609,9 +613,10 @@ fn import_geometry(reader: &ImageReader<'_>) -> Result<Geometry> {
         sectorsize_bytes: 4096,
         leaf_items_max: (nodesize as usize - HEADER_BYTES) / ITEM_BYTES,
         node_pointers_max: (nodesize as usize - HEADER_BYTES) / KEY_POINTER_BYTES,
-        metadata_block_group_bytes: largest(BlockGroupKind::Metadata),
-        data_block_group_bytes: largest(BlockGroupKind::Data),
-        device_bytes: reader.super_block.total_bytes.max(end),
+        metadata_block_group_bytes: metadata,
+        data_block_group_bytes: data,
+        // At least one new group of each kind fits, whatever the image's size.
+        device_bytes: reader.super_block.total_bytes.max(end).max(metadata + data),
     };
     geometry
         .validate()

@@ -183,3 +183,23 @@ fn geometries_whose_leaves_overflow_the_nodesize_are_refused() {
     assert_eq!(error.to_errno(), Errno::EINVAL, "{error}");
     assert!(error.to_string().contains("nodesize"), "{error}");
 }
+
+/// Regression (found by the `image` fuzz target's non-vacuity test): a state that never
+/// wrote data has no data block group, and the importer's geometry took 8 MiB for the
+/// missing kind, more than the 4 MiB image, which `Geometry::validate` refuses ("the
+/// device must hold one metadata and one data block group"). Fix: a missing kind
+/// defaults to 1 MiB and the device is at least one group of each kind.
+#[test]
+fn a_state_without_data_imports() {
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::default()).expect("mkfs");
+    let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+    fs.mkdir(vol, &["empty"]).expect("mkdir");
+    fs.commit_transaction().expect("commit");
+    assert!(fs
+        .extent_tree()
+        .iter()
+        .all(|(_, record)| record.is_tree_block()));
+    let image = write_image(&fs).expect("image");
+    let mut imported = import_image(&image, SendPolicy::default()).expect("import");
+    assert_eq!(contents(&mut imported), contents(&mut fs));
+}

@@ -14,12 +14,14 @@
 //! | `alloc_model`   | allocator calls                                       | a set of used and pinned ranges |
 //! | `stream_decode` | the bytes themselves                                  | no panic; `encode(decode(x)) == x` |
 //! | `script_parse`  | the bytes as lossy UTF-8 text                         | no panic; `parse(print(s)) == s` |
+//! | `image`         | the `send_receive` script's final state as a btrfs image | image checker, import gives the same content |
 //!
 //! Every decoder is total: any byte string gives a test case (short inputs give short
 //! cases), and the same bytes always give the same case. Nothing here reads a clock or
 //! draws randomness; the only outside input is `COWPROOF_POLICY` ([`policy_from_env`]).
 
 pub mod alloc_model;
+pub mod image;
 pub mod interleave;
 pub mod script_parse;
 pub mod send_receive;
@@ -27,6 +29,7 @@ pub mod stream_decode;
 pub mod tree_model;
 
 pub use alloc_model::check_alloc_model;
+pub use image::check_image;
 pub use interleave::{check_interleave, check_interleave_under};
 pub use script_parse::check_script_parse;
 pub use send_receive::check_send_receive;
@@ -62,13 +65,14 @@ pub fn policy_named(name: &str) -> Result<SendPolicy, String> {
 }
 
 /// The names of the targets, which are also the directories of `corpus/`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "interleave",
     "send_receive",
     "tree_model",
     "alloc_model",
     "stream_decode",
     "script_parse",
+    "image",
 ];
 
 /// Runs the `check_*` function of the target called `target` on `data`.
@@ -80,6 +84,7 @@ pub fn check_target(target: &str, data: &[u8]) -> Result<(), String> {
         "alloc_model" => check_alloc_model(data),
         "stream_decode" => check_stream_decode(data),
         "script_parse" => check_script_parse(data),
+        "image" => check_image(data),
         other => Err(format!(
             "no fuzz target named {other:?}; the targets are {}",
             TARGETS.join(", ")
