@@ -123,6 +123,15 @@ impl<'a> ImageReader<'a> {
     /// Opens an image: verifies the super block and features, reads the chunk tree.
     pub fn open(source: &'a dyn ImageSource) -> Result<ImageReader<'a>> {
         let bytes = source.read_at(SUPER_INFO_OFFSET, format::SUPER_INFO_BYTES)?;
+        if bytes[64..72] != format::MAGIC.to_le_bytes() {
+            return Err(Error::errno(
+                Errno::EINVAL,
+                "not a btrfs image: no magic at 64 KiB",
+            ));
+        }
+        if !format::block_checksum_matches(&bytes) {
+            return Err(Error::errno(Errno::EIO, "super block checksum mismatch"));
+        }
         let super_block = SuperBlock::decode(&bytes).map_err(unsupported)?;
         let unknown_incompat = super_block.incompat_flags & !INCOMPAT_SUPPORTED;
         if unknown_incompat != 0 {

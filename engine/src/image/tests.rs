@@ -164,7 +164,10 @@ fn the_importer_refuses_what_it_does_not_handle() {
     assert_eq!(refuse(&two_devices).to_errno(), Errno::EOPNOTSUPP);
     let mut corrupt = clean.clone();
     corrupt[SUPER_INFO_OFFSET as usize + 100] ^= 1;
-    assert_eq!(refuse(&corrupt).to_errno(), Errno::EOPNOTSUPP);
+    assert_eq!(refuse(&corrupt).to_errno(), Errno::EIO);
+    let mut not_btrfs = clean.clone();
+    not_btrfs[SUPER_INFO_OFFSET as usize + 64] = 0;
+    assert_eq!(refuse(&not_btrfs).to_errno(), Errno::EINVAL);
     assert_eq!(refuse(&clean[..4096]).to_errno(), Errno::EIO);
 }
 
