@@ -75,6 +75,11 @@ impl Image {
         self.pieces.insert(offset, bytes);
     }
 
+    /// The piece written at `offset`, to change in place (corruption tests and fuzzing).
+    pub fn piece_mut(&mut self, offset: u64) -> Option<&mut [u8]> {
+        self.pieces.get_mut(&offset).map(Vec::as_mut_slice)
+    }
+
     /// The tree block size.
     pub fn nodesize(&self) -> u32 {
         self.nodesize

@@ -199,6 +199,22 @@ impl<'a> ImageReader<'a> {
                 key.offset
             )));
         }
+        let end = key.offset.checked_add(chunk.length);
+        // The system chunks appear twice: in the super block and in the chunk tree.
+        if let Some(known) = self.chunks.get(&key.offset) {
+            if known.length == chunk.length && known.physical == chunk.physical {
+                return Ok(());
+            }
+        }
+        let overlaps = self.chunks.values().any(|other| {
+            end.is_none_or(|end| other.logical < end && key.offset < other.logical + other.length)
+        });
+        if chunk.length == 0 || overlaps {
+            return Err(corrupt(format!(
+                "chunk {} overlaps another or is empty",
+                key.offset
+            )));
+        }
         self.chunks.insert(
             key.offset,
             Chunk {
@@ -209,6 +225,17 @@ impl<'a> ImageReader<'a> {
             },
         );
         Ok(())
+    }
+
+    /// The type flags of the chunk holding `length` bytes at `logical`.
+    fn chunk_flags(&self, logical: u64, length: u64) -> Result<u64> {
+        self.physical(logical, length)?;
+        let (_, chunk) = self
+            .chunks
+            .range(..=logical)
+            .next_back()
+            .expect("physical found it");
+        Ok(chunk.flags)
     }
 
     /// Physical offset of `length` bytes at `logical`, all inside one chunk.
@@ -278,6 +305,13 @@ impl<'a> ImageReader<'a> {
         }
         let body = decode_block(&bytes, &header)
             .map_err(|reason| corrupt(format!("block {bytenr}: {reason}")))?;
+        let keys: Vec<Key> = match &body {
+            DiskBlock::Leaf(items) => items.iter().map(|(key, _)| *key).collect(),
+            DiskBlock::Node(pointers) => pointers.iter().map(|pointer| pointer.key).collect(),
+        };
+        if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return Err(corrupt(format!("keys out of order in block {bytenr}")));
+        }
         Ok((header, body))
     }
 
@@ -310,7 +344,9 @@ impl<'a> ImageReader<'a> {
         Ok(items)
     }
 
-    /// Visits every block below `bytenr`, parents before children.
+    /// Visits every block below `bytenr`, parents before children. A block reached twice
+    /// in one walk is corruption (a tree reaches each block once): this also bounds the
+    /// work on a hostile image to one visit per block.
     pub fn walk(
         &self,
         bytenr: u64,
@@ -319,8 +355,26 @@ impl<'a> ImageReader<'a> {
         first_key: Option<Key>,
         visit: &mut dyn FnMut(&DiskHeader, &DiskBlock) -> Result<()>,
     ) -> Result<()> {
+        let mut visited = BTreeSet::new();
+        self.walk_from(bytenr, generation, level, first_key, visit, &mut visited)
+    }
+
+    fn walk_from(
+        &self,
+        bytenr: u64,
+        generation: u64,
+        level: u8,
+        first_key: Option<Key>,
+        visit: &mut dyn FnMut(&DiskHeader, &DiskBlock) -> Result<()>,
+        visited: &mut BTreeSet<u64>,
+    ) -> Result<()> {
         if level > LEVEL_MAX {
             return Err(corrupt(format!("block {bytenr} claims level {level}")));
+        }
+        if !visited.insert(bytenr) {
+            return Err(corrupt(format!(
+                "block {bytenr} is reached twice in one tree"
+            )));
         }
         let (header, body) = self.read_block(bytenr, generation, level)?;
         let found_first = match &body {
@@ -340,12 +394,13 @@ impl<'a> ImageReader<'a> {
                 return Err(corrupt(format!("node {bytenr} is empty")));
             }
             for pointer in pointers {
-                self.walk(
+                self.walk_from(
                     pointer.blockptr,
                     pointer.generation,
                     level - 1,
                     Some(pointer.key),
                     visit,
+                    visited,
                 )?;
             }
         }
@@ -409,6 +464,7 @@ pub fn import_image(source: &dyn ImageSource, policy: SendPolicy) -> Result<FsIn
     for found in &subvolumes {
         import_tree(&reader, found, &mut imported)?;
     }
+    check_placement(&reader, &imported)?;
     let geometry = import_geometry(&reader)?;
     build_device(&reader, &subvolumes, imported, geometry, policy)
 }
@@ -597,6 +653,36 @@ fn record_data(
     Ok(())
 }
 
+/// Tree blocks in metadata chunks, data extents in data chunks, sector-aligned and
+/// non-empty, nothing overlapping: what the engine's allocator takes for granted.
+fn check_placement(reader: &ImageReader<'_>, imported: &Imported) -> Result<()> {
+    let nodesize = u64::from(reader.super_block.nodesize);
+    let sector = u64::from(reader.super_block.sectorsize);
+    let mut previous_end = 0;
+    for &bytenr in imported.blocks.keys() {
+        let flags = reader.chunk_flags(bytenr, nodesize)?;
+        if flags & block_group_flags::METADATA == 0 || bytenr % sector != 0 || bytenr < previous_end
+        {
+            return Err(corrupt(format!(
+                "tree block {bytenr} is misplaced or overlaps another"
+            )));
+        }
+        previous_end = bytenr + nodesize;
+    }
+    let mut previous_end = 0;
+    for (&bytenr, &(num_bytes, ..)) in &imported.data {
+        let flags = reader.chunk_flags(bytenr, num_bytes)?;
+        let aligned = bytenr % sector == 0 && num_bytes % sector == 0 && num_bytes > 0;
+        if flags & block_group_flags::DATA == 0 || !aligned || bytenr < previous_end {
+            return Err(corrupt(format!(
+                "data extent {bytenr} (+{num_bytes}) is misplaced or overlaps another"
+            )));
+        }
+        previous_end = bytenr + num_bytes;
+    }
+    Ok(())
+}
+
 fn import_geometry(reader: &ImageReader<'_>) -> Result<Geometry> {
     let nodesize = u64::from(reader.super_block.nodesize);
     let groups = reader.block_groups();
@@ -642,8 +728,15 @@ fn free_metadata_block(
     groups
         .iter()
         .filter(|group| group.kind == BlockGroupKind::Metadata)
-        .flat_map(|group| (group.start..group.start + group.length).step_by(nodesize as usize))
-        .find(|bytenr| !used.contains(bytenr))
+        .flat_map(|group| {
+            let last = (group.start + group.length).saturating_sub(nodesize);
+            (group.start..=last).step_by(nodesize as usize)
+        })
+        .find(|&bytenr| {
+            used.range(bytenr.saturating_sub(nodesize - 1)..bytenr + nodesize)
+                .next()
+                .is_none()
+        })
         .ok_or_else(|| {
             Error::errno(
                 Errno::ENOSPC,

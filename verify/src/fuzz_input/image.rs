@@ -6,6 +6,11 @@
 //! engine with the same content in every subvolume; the imported state, written again,
 //! must pass the checker too.
 //!
+//! Then the image is corrupted: a few bytes of a few tree blocks flipped (chosen by a
+//! seed derived from the input) and the block checksums recomputed, so the damage gets
+//! past the checksum into the parsers; the image checker and the importer must return
+//! errors or succeed, never panic (untrusted bytes).
+//!
 //! A state whose leaves do not fit the nodesize as btrfs lays them out (an xattr value
 //! near a whole leaf next to other items) is refused by the writer with EINVAL: that is
 //! the documented refusal, not a failure; [`ImageOutcome::Refused`] counts it.
@@ -19,10 +24,12 @@ use crate::runner::{run, RunOptions};
 use crate::script::print;
 use crate::world::Checks;
 use cowproof_engine::ctree::TreeView;
+use cowproof_engine::image::format::{seal_block, SUPER_INFO_OFFSET};
 use cowproof_engine::image::{
-    check_image as check_image_bytes, import_image, write_image, ImageReport,
+    check_image as check_image_bytes, import_image, write_image, Image, ImageReport,
 };
 use cowproof_engine::model_fs::Content;
+use cowproof_engine::splitmix::SplitMix64;
 use cowproof_engine::{Errno, FsInfo, SendPolicy};
 
 /// What one input came to.
@@ -76,6 +83,31 @@ pub fn image_round_trip(fs: &mut FsInfo) -> Result<ImageOutcome, String> {
     Ok(ImageOutcome::Checked(report))
 }
 
+/// Flips a few bytes in a few tree blocks of `image` (the checksums recomputed) and runs
+/// the checker and the importer over the result: any outcome but a panic is fine.
+pub fn read_corrupted(image: &Image, seed: u64) {
+    let nodesize = image.nodesize() as usize;
+    let blocks: Vec<u64> = image
+        .pieces()
+        .filter(|(offset, bytes)| *offset != SUPER_INFO_OFFSET && bytes.len() == nodesize)
+        .map(|(offset, _)| offset)
+        .collect();
+    if blocks.is_empty() {
+        return;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut corrupted = image.clone();
+    for _ in 0..1 + rng.next_u64() % 4 {
+        let offset = blocks[(rng.next_u64() % blocks.len() as u64) as usize];
+        let block = corrupted.piece_mut(offset).expect("a listed piece");
+        let position = 32 + (rng.next_u64() % (nodesize as u64 - 32)) as usize;
+        block[position] ^= 1 << (rng.next_u64() % 8);
+        seal_block(block);
+    }
+    let _ = check_image_bytes(&corrupted);
+    let _ = import_image(&corrupted, SendPolicy::Concurrent);
+}
+
 /// Decodes and runs an input; the outcome for tests that count what was reached.
 pub fn image_outcome(data: &[u8]) -> Result<ImageOutcome, String> {
     let script = decode_send_receive(data);
@@ -89,8 +121,16 @@ pub fn image_outcome(data: &[u8]) -> Result<ImageOutcome, String> {
     let mut world = report
         .world
         .ok_or_else(|| format!("the script did not run: {:?}", report.error))?;
-    image_round_trip(&mut world.fs)
-        .map_err(|failure| format!("{failure}\n--- script\n{}", print(&script)))
+    let outcome = image_round_trip(&mut world.fs)
+        .map_err(|failure| format!("{failure}\n--- script\n{}", print(&script)))?;
+    if let (ImageOutcome::Checked(_), Ok(image)) = (&outcome, write_image(&world.fs)) {
+        read_corrupted(&image, u64::from(crc32c_of(data)));
+    }
+    Ok(outcome)
+}
+
+fn crc32c_of(data: &[u8]) -> u32 {
+    cowproof_engine::stream::btrfs_crc32c(data)
 }
 
 /// The `image` target: any writer, checker or import failure is a failure.
@@ -101,7 +141,6 @@ pub fn check_image(data: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cowproof_engine::splitmix::SplitMix64;
 
     /// Not vacuous: random inputs reach images with shared blocks, FULL_BACKREF blocks
     /// and data extents, and most are written rather than refused.
