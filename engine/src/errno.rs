@@ -54,11 +54,13 @@ pub enum Errno {
     EXDEV,
     /// Too many levels of symbolic links.
     ELOOP,
+    /// No data available: removing an xattr that does not exist (ENOATTR).
+    ENODATA,
 }
 
 impl Errno {
     /// Every value, in declaration order.
-    pub const ALL: [Errno; 21] = [
+    pub const ALL: [Errno; 22] = [
         Errno::ENOENT,
         Errno::EEXIST,
         Errno::ENOTEMPTY,
@@ -80,6 +82,7 @@ impl Errno {
         Errno::EXDEV,
         Errno::EOPNOTSUPP,
         Errno::ELOOP,
+        Errno::ENODATA,
     ];
 
     /// The symbolic name, as in `<errno.h>`.
@@ -106,6 +109,7 @@ impl Errno {
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
             Errno::EXDEV => "EXDEV",
             Errno::ELOOP => "ELOOP",
+            Errno::ENODATA => "ENODATA",
         }
     }
 
@@ -129,6 +133,7 @@ impl Errno {
             Errno::ENAMETOOLONG => 36,
             Errno::ENOTEMPTY => 39,
             Errno::ELOOP => 40,
+            Errno::ENODATA => 61,
             Errno::EBADMSG => 74,
             Errno::EOPNOTSUPP => 95,
             Errno::EOVERFLOW => 75,

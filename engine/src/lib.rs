@@ -22,6 +22,7 @@ pub mod extent_buffer;
 pub mod fs;
 pub mod fs_info;
 pub mod geometry;
+pub mod image;
 pub mod items;
 pub mod key;
 pub mod marks;

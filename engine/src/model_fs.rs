@@ -373,8 +373,12 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Linux permits `user.*` xattrs only on regular files and directories.
+/// A name outside Linux's xattr namespaces is EOPNOTSUPP; Linux permits `user.*`
+/// xattrs only on regular files and directories.
 fn check_user_xattr(inode: &Inode, name: &[u8]) -> Result<(), Errno> {
+    if !crate::fs::xattr::has_xattr_namespace(name) {
+        return Err(Errno::EOPNOTSUPP);
+    }
     let allowed = matches!(inode.kind, InodeKind::File | InodeKind::Dir);
     if name.starts_with(b"user.") && !allowed {
         return Err(Errno::EPERM);
@@ -872,7 +876,7 @@ impl ModelFs {
     }
 
     /// removexattr(2), following a symlink in the last component; a missing attribute
-    /// is ENOENT.
+    /// is ENODATA, as Linux answers.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
         let path = &self.followed(path, FollowLast::Yes, true)?;
         self.lremove_xattr(path, name)
@@ -883,7 +887,7 @@ impl ModelFs {
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         check_user_xattr(inode, name)?;
-        inode.xattrs.remove(name).map(drop).ok_or(Errno::ENOENT)
+        inode.xattrs.remove(name).map(drop).ok_or(Errno::ENODATA)
     }
 
     /// chmod(2): keeps the permission bits of `mode`, following a symlink in the last

@@ -152,22 +152,27 @@ fn regression_diverges_at_its_known_difference(tools: &Tools, path: &Path) -> Re
         .and_then(|stem| stem.to_str())
         .and_then(|stem| stem.strip_prefix("conform-"))
         .ok_or("not a conform regression")?;
-    if !KNOWN.iter().any(|known| known.name == name) {
-        return Err(format!("no known difference named `{name}` in conform/known.rs").into());
-    }
     let text = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
     let script = parse(&text).map_err(|error| error.to_string())?;
     let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
-    if report.conforms() {
-        println!(
-            "{}: conforms now; the known difference `{name}` may be fixed",
+    let still_known = KNOWN.iter().any(|known| known.name == name);
+    match (still_known, report.conforms(), report.diverged_at_known()) {
+        // A fixed difference keeps its script as a regression: it must conform.
+        (false, true, _) => Ok(()),
+        (false, false, _) => Err(format!(
+            "{}: `{name}` was fixed (no entry in conform/known.rs), but the script no \
+             longer conforms:\n{report:#?}",
             path.display()
-        );
-        return Ok(());
-    }
-    match report.diverged_at_known() {
-        Some(found) if found == name => Ok(()),
-        other => {
+        )
+        .into()),
+        (true, true, _) => Err(format!(
+            "{}: conforms now; the known difference `{name}` is fixed: remove its entry \
+             from conform/known.rs",
+            path.display()
+        )
+        .into()),
+        (true, false, Some(found)) if found == name => Ok(()),
+        (true, false, other) => {
             Err(format!("expected to diverge at `{name}`, got {other:?}:\n{report:#?}").into())
         }
     }
@@ -197,28 +202,45 @@ fn random_scripts_show_no_unexplained_difference(tools: &Tools) -> Result<(), Fa
 /// The first random script that diverges at a known difference is minimised to a
 /// short script with the same first difference.
 fn a_known_divergence_minimises_to_a_short_script(tools: &Tools) -> Result<(), Failed> {
-    for seed in 0..40 {
-        let script = random_script(seed);
-        let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
-        let Some(signature) = report.signature().filter(|found| found.known.is_some()) else {
-            continue;
-        };
-        let minimal = minimise(&script, signature, tools).map_err(|error| error.to_string())?;
-        let again = conform_script(&minimal, tools).map_err(|error| error.to_string())?;
-        if again.signature() != Some(signature) {
-            return Err(format!("the minimised script lost {signature:?}:\n{minimal}").into());
-        }
-        if minimal.statements.len() > 6 || minimal.statements.len() >= script.statements.len() {
-            return Err(format!(
-                "minimised to {} of {} statements:\n{minimal}",
-                minimal.statements.len(),
-                script.statements.len()
-            )
-            .into());
-        }
-        return Ok(());
+    // The known `readonly-check-order` difference (a write to a directory of a
+    // read-only snapshot: Linux EISDIR, the engine EROFS) buried in operations that do
+    // not matter. Random scripts rarely meet a known difference now that most are fixed,
+    // so the script is fixed text.
+    let script = parse(
+        "subvol create vol\n\
+         write vol/f 0 \"data\"\n\
+         mkdir vol/d\n\
+         mkdir vol/e\n\
+         write vol/e/g 0 \"more\"\n\
+         setxattr vol/f user.k \"v\"\n\
+         ln vol/f vol/h\n\
+         snapshot vol snap ro\n\
+         write vol/f 4 \"tail\"\n\
+         chmod vol/e 0700\n\
+         rm vol/h\n\
+         write snap/d 0 \"x\"\n\
+         mkdir vol/late\n",
+    )
+    .map_err(|error| error.to_string())?;
+    let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+    let signature = report
+        .signature()
+        .filter(|found| found.known == Some("readonly-check-order"))
+        .ok_or_else(|| format!("expected the readonly-check-order difference:\n{report:#?}"))?;
+    let minimal = minimise(&script, signature, tools).map_err(|error| error.to_string())?;
+    let again = conform_script(&minimal, tools).map_err(|error| error.to_string())?;
+    if again.signature() != Some(signature) {
+        return Err(format!("the minimised script lost {signature:?}:\n{minimal}").into());
     }
-    Err("no random script of seeds 0..40 diverged at a known difference".into())
+    if minimal.statements.len() > 4 {
+        return Err(format!(
+            "minimised to {} of {} statements:\n{minimal}",
+            minimal.statements.len(),
+            script.statements.len()
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Without root, `cowproof conform` says why and exits 3 (as an unprivileged user made

@@ -164,6 +164,11 @@ fn script_parse_corpus() {
 }
 
 #[test]
+fn image_corpus() {
+    replay("image");
+}
+
+#[test]
 fn every_target_has_a_corpus_and_a_test() {
     for target in TARGETS {
         assert!(!corpus_files(target.name).is_empty(), "{}", target.name);

@@ -477,7 +477,7 @@ impl Harness {
                 )
             }
             Op::SetXattr(p, name, value) => {
-                let (name, value) = (vec![b'n', *name], vec![*value; usize::from(*value % 5)]);
+                let (name, value) = (xattr_name(*name), vec![*value; usize::from(*value % 5)]);
                 let expected = model
                     .resolve(p, true)
                     .and_then(|p| model.lookup(&p))
@@ -494,7 +494,7 @@ impl Harness {
                 (engine(fs.setxattr(root, p, &name, &value)), expected)
             }
             Op::RemoveXattr(p, name) => {
-                let name = vec![b'n', *name];
+                let name = xattr_name(*name);
                 let expected = model
                     .resolve(p, true)
                     .and_then(|p| model.lookup(&p))
@@ -506,7 +506,7 @@ impl Harness {
                             .xattrs
                             .remove(&name)
                             .map(drop)
-                            .ok_or(Errno::ENOENT)
+                            .ok_or(Errno::ENODATA)
                     });
                 (engine(fs.removexattr(root, p, &name)), expected)
             }
@@ -723,4 +723,11 @@ fn generator_reaches_successful_operations() {
             "{kind} never succeeded: {successes:?}"
         );
     }
+}
+
+/// A `trusted.` xattr name (any inode kind may carry one, unlike `user.`).
+fn xattr_name(byte: u8) -> Vec<u8> {
+    let mut name = b"trusted.n".to_vec();
+    name.push(byte);
+    name
 }

@@ -117,11 +117,14 @@ fn hash_collisions_share_one_dir_item() {
     let (first, second) = (&b"f1371838"[..], &b"f2000402"[..]);
     assert_eq!(name_hash(first), name_hash(second));
     assert_eq!(name_hash(first), 2_652_215_441);
+    // The same suffixes collide behind an xattr namespace too (CRC32C is linear).
+    let (first_xattr, second_xattr) = (&b"user.x1371838"[..], &b"user.x2000402"[..]);
+    assert_eq!(name_hash(first_xattr), name_hash(second_xattr));
     let (mut fs, root) = setup();
     fs.create_file(root, &[first]).unwrap();
     fs.write(root, &[second], 0, b"two").unwrap();
-    fs.setxattr(root, &[second], first, b"x1").unwrap();
-    fs.setxattr(root, &[second], second, b"x2").unwrap();
+    fs.setxattr(root, &[second], first_xattr, b"x1").unwrap();
+    fs.setxattr(root, &[second], second_xattr, b"x2").unwrap();
     checked(&fs);
     let key = crate::key::Key::new(256, crate::key::item_type::DIR_ITEM, name_hash(first));
     let data = fs.lookup_item(root, &key).unwrap().unwrap();
@@ -130,7 +133,7 @@ fn hash_collisions_share_one_dir_item() {
     assert_eq!(entry(&mut fs, root, "f2000402").xattrs.len(), 2);
     assert_eq!(errno(fs.create_file(root, &[second])), Errno::EEXIST);
     fs.unlink(root, &[first]).unwrap();
-    fs.removexattr(root, &[second], first).unwrap();
+    fs.removexattr(root, &[second], first_xattr).unwrap();
     checked(&fs);
     let data = fs.lookup_item(root, &key).unwrap().unwrap();
     assert_eq!(DirItem::decode_all(&data).unwrap()[0].name, second);
@@ -431,7 +434,11 @@ fn xattrs_set_replace_remove() {
     fs.removexattr(root, &["f"], b"user.a").unwrap();
     assert_eq!(
         errno(fs.removexattr(root, &["f"], b"user.a")),
-        Errno::ENOENT
+        Errno::ENODATA
+    );
+    assert_eq!(
+        errno(fs.setxattr(root, &["f"], b"plain", b"v")),
+        Errno::EOPNOTSUPP
     );
     assert_eq!(errno(fs.setxattr(root, &["f"], b"", b"x")), Errno::EINVAL);
     assert_eq!(

@@ -99,8 +99,8 @@ impl FsInfo {
         self.touch_xattr_owner(root_id, ino)
     }
 
-    /// `removexattr(2)`, following a symlink in the last component: ENOENT (Linux:
-    /// ENODATA) if the xattr does not exist.
+    /// `removexattr(2)`, following a symlink in the last component: ENODATA if the
+    /// xattr does not exist, as Linux answers.
     pub fn removexattr<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
@@ -112,13 +112,26 @@ impl FsInfo {
         let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
         self.check_xattr_namespace(root_id, ino, name)?;
-        self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name)?;
+        match self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name) {
+            Err(error) if error.to_errno() == Errno::ENOENT => {
+                return Err(Error::errno(Errno::ENODATA, "no such xattr"));
+            }
+            other => drop(other?),
+        }
         self.touch_xattr_owner(root_id, ino)
     }
 
-    /// Linux permits `user.*` xattrs only on regular files and directories
-    /// (`xattr_permission()`): EPERM on symlinks and special files.
+    /// A name outside the namespaces Linux has handlers for is EOPNOTSUPP
+    /// (`xattr_resolve_name()` finds no handler). Linux permits `user.*` xattrs only on
+    /// regular files and directories (`xattr_permission()`): EPERM on symlinks and
+    /// special files.
     fn check_xattr_namespace(&mut self, root_id: u64, ino: u64, name: &[u8]) -> Result<()> {
+        if !has_xattr_namespace(name) {
+            return Err(Error::errno(
+                Errno::EOPNOTSUPP,
+                "xattr name without a namespace (user., trusted., security., system., btrfs.)",
+            ));
+        }
         if !name.starts_with(b"user.") {
             return Ok(());
         }
@@ -136,4 +149,17 @@ impl FsInfo {
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         self.touch_inode(root_id, ino, &mut item, false)
     }
+}
+
+/// Whether `name` starts with a namespace Linux has an xattr handler for on btrfs.
+pub fn has_xattr_namespace(name: &[u8]) -> bool {
+    [
+        &b"user."[..],
+        b"trusted.",
+        b"security.",
+        b"system.",
+        b"btrfs.",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
 }

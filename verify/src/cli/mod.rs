@@ -25,6 +25,7 @@ pub mod check;
 pub mod conform;
 pub mod export;
 pub mod hunt;
+pub mod image;
 pub mod json;
 pub mod replay;
 pub mod run;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Run scripts (or random ones) on a real, loop-mounted btrfs and on the engine and
     /// report every difference; needs root and btrfs (exit 3 without them).
     Conform(conform::ConformArgs),
+    /// Read a real btrfs image (mkfs.btrfs and Linux) into the engine; optionally write
+    /// it back as an image or export its subvolumes.
+    Import(image::ImportArgs),
 }
 
 impl Command {
@@ -83,6 +87,7 @@ impl Command {
             Command::Replay(_) => false,
             Command::Check(args) => args.json,
             Command::Conform(_) => false,
+            Command::Import(_) => false,
         }
     }
 }
@@ -169,6 +174,7 @@ pub fn execute(command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
             })?;
             Ok(u8::try_from(check::run_check(args)).unwrap_or(2))
         }
+        Command::Import(args) => image::execute_import(args, out),
     }
 }
 

@@ -34,6 +34,9 @@ pub struct RunArgs {
     /// Write each subvolume and snapshot of the final world as a directory tree DIR/NAME.
     #[arg(long, value_name = "DIR")]
     pub export: Option<PathBuf>,
+    /// Write the last committed state as a btrfs image FILE (see docs/images.md).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
 }
 
 /// A script read from a file, with the line of each statement.
@@ -84,6 +87,9 @@ pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     if let (Some(directory), Some(world)) = (&args.export, report.world.as_mut()) {
         let summary = export::export_world(&mut world.fs, directory)?;
         notes.extend(summary.lines());
+    }
+    if let (Some(path), Some(world)) = (&args.image, report.world.as_ref()) {
+        notes.push(super::image::write_image_file(&world.fs, path)?);
     }
     if args.json {
         let mut value = json::run_report(&report, &loaded.lines);

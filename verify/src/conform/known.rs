@@ -20,70 +20,8 @@ pub struct Known {
     matches: fn(&Op, &str, &str, bool) -> bool,
 }
 
-fn follows_last_symlink(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Write { .. }
-            | Op::Truncate { .. }
-            | Op::Chmod { .. }
-            | Op::Chown { .. }
-            | Op::SetXattr { .. }
-            | Op::RemoveXattr { .. }
-            | Op::Clone { .. }
-            | Op::Touch { .. }
-    )
-}
-
-fn has_xattr_namespace(name: &[u8]) -> bool {
-    [&b"user."[..], b"trusted.", b"security.", b"system."]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-}
-
 /// Every known difference.
-pub const KNOWN: [Known; 6] = [
-    Known {
-        name: "symlink-resolution",
-        reason: "the engine does not yet follow symlinks beneath the subvolume as openat2(RESOLVE_BENEATH) does \
-                 (Linux: EXDEV for an absolute target or a climb above the root, ELOOP for a loop); \
-                 fixed on the engine Linux-semantics branch (symlink following with EXDEV)",
-        matches: |op, _engine, linux, through_symlink| {
-            !op.paths().is_empty()
-                && (through_symlink
-                    || (follows_last_symlink(op) && (linux == "EXDEV" || linux == "ELOOP")))
-        },
-    },
-    Known {
-        name: "rmxattr-missing-enodata",
-        reason: "removing an xattr that does not exist: Linux answers ENODATA, the engine ENOENT \
-                 (ENODATA is not in the engine's errno vocabulary; engine/src/fs/xattr.rs and \
-                 model_fs, owned by the engine Linux-semantics work)",
-        matches: |op, engine, linux, _| {
-            matches!(op, Op::RemoveXattr { .. }) && engine == "ENOENT" && linux == "ENODATA"
-        },
-    },
-    Known {
-        name: "xattr-without-namespace",
-        reason: "an xattr name without a namespace prefix (user., trusted., security., system.): \
-                 Linux answers EOPNOTSUPP before looking at the file, the engine accepts the name \
-                 (engine/src/fs/xattr.rs and model_fs, owned by the engine Linux-semantics work)",
-        matches: |op, _engine, linux, _| match op {
-            Op::SetXattr { name, .. } | Op::RemoveXattr { name, .. } => {
-                !has_xattr_namespace(name.as_bytes()) && linux == "EOPNOTSUPP"
-            }
-            _ => false,
-        },
-    },
-    Known {
-        name: "clone-length-zero",
-        reason: "FICLONERANGE with length 0 (to the end of the source) and an unaligned \
-                 destination offset: Linux accepts it when the range to the end of the source \
-                 is empty or ends at its end, the engine refuses the unaligned offset with EINVAL; \
-                 fixed on the engine Linux-semantics branch (clone alignment)",
-        matches: |op, engine, linux, _| {
-            matches!(op, Op::Clone { .. }) && engine == "EINVAL" && linux == "ok"
-        },
-    },
+pub const KNOWN: [Known; 2] = [
     Known {
         name: "readonly-check-order",
         reason: "an operation inside a read-only snapshot that fails anyway: Linux looks the \
@@ -127,28 +65,28 @@ mod tests {
 
     #[test]
     fn entries_match_their_difference_and_nothing_nearby() {
+        // A missing xattr was a known difference (ENOENT against ENODATA) until the
+        // engine answered ENODATA (`conform-rmxattr-missing-enodata.cows`).
         let rmxattr = op("rmxattr vol/f user.a");
+        assert!(known_errno_difference(&rmxattr, "ENOENT", "ENODATA", false).is_none());
+        let readonly = op("write snap/d 0 \"x\"");
         assert_eq!(
-            known_errno_difference(&rmxattr, "ENOENT", "ENODATA", false).map(|known| known.name),
-            Some("rmxattr-missing-enodata")
+            known_errno_difference(&readonly, "EROFS", "EISDIR", false).map(|known| known.name),
+            Some("readonly-check-order")
         );
-        assert!(known_errno_difference(&rmxattr, "ok", "ENODATA", false).is_none());
         let write = op("write vol/link 0 \"x\"");
-        assert_eq!(
-            known_errno_difference(&write, "EINVAL", "EXDEV", false).map(|known| known.name),
-            Some("symlink-resolution")
-        );
+        // Symlink resolution beneath the subvolume (EXDEV, ELOOP) and zero-length clones
+        // were known differences until the engine followed Linux: now they are
+        // unexplained, and their scripts (`conform-symlink-resolution.cows`,
+        // `conform-clone-length-zero.cows`) must conform.
+        assert!(known_errno_difference(&write, "EINVAL", "EXDEV", false).is_none());
         assert!(known_errno_difference(&write, "ENOENT", "EISDIR", false).is_none());
-        assert_eq!(
-            known_errno_difference(&write, "EINVAL", "ok", true).map(|known| known.name),
-            Some("symlink-resolution")
-        );
+        assert!(known_errno_difference(&write, "EINVAL", "ok", true).is_none());
+        let clone = op("clone vol/f 0 vol/f 2688 0");
+        assert!(known_errno_difference(&clone, "EINVAL", "ok", false).is_none());
+        // Names without a namespace were a known difference until the engine refused
+        // them with EOPNOTSUPP as Linux does (`conform-xattr-without-namespace.cows`).
         let unprefixed = op("setxattr vol/f plain \"v\"");
-        assert_eq!(
-            known_errno_difference(&unprefixed, "ok", "EOPNOTSUPP", false).map(|known| known.name),
-            Some("xattr-without-namespace")
-        );
-        let prefixed = op("setxattr vol/f user.plain \"v\"");
-        assert!(known_errno_difference(&prefixed, "ok", "EOPNOTSUPP", false).is_none());
+        assert!(known_errno_difference(&unprefixed, "ok", "EOPNOTSUPP", false).is_none());
     }
 }

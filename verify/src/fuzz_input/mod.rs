@@ -14,6 +14,7 @@
 //! | `alloc_model`   | allocator calls                                       | a set of used and pinned ranges |
 //! | `stream_decode` | the bytes themselves                                  | no panic; `encode(decode(x)) == x` |
 //! | `script_parse`  | the bytes as lossy UTF-8 text                         | no panic; `parse(print(s)) == s` |
+//! | `image`         | the `send_receive` script's final state as a btrfs image | image checker, import gives the same content |
 //!
 //! Every decoder is total: any byte string gives a test case (short inputs give short
 //! cases), and the same bytes always give the same case. Nothing here reads a clock or
@@ -25,6 +26,7 @@
 //! and judges an input through the same entry.
 
 pub mod alloc_model;
+pub mod image;
 pub mod interleave;
 pub mod script_parse;
 pub mod send_receive;
@@ -32,6 +34,7 @@ pub mod stream_decode;
 pub mod tree_model;
 
 pub use alloc_model::check_alloc_model;
+pub use image::check_image;
 pub use interleave::{check_interleave, check_interleave_under};
 pub use script_parse::check_script_parse;
 pub use send_receive::check_send_receive;
@@ -109,7 +112,7 @@ impl Target {
 }
 
 /// Every target.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     Target {
         name: "interleave",
         decode: |data, policy| TestCase::Script(interleave::decode_interleave(data, policy)),
@@ -166,6 +169,12 @@ pub const TARGETS: [Target; 6] = [
             })
         },
         check: |data, _| check_script_parse(data),
+        check_script: None,
+    },
+    Target {
+        name: "image",
+        decode: |data, _| TestCase::Script(send_receive::decode_send_receive(data)),
+        check: |data, _| check_image(data),
         check_script: None,
     },
 ];
