@@ -274,8 +274,9 @@ impl World {
         }
     }
 
-    /// The errno a running send or relocation job makes the kernel refuse `op` with, as
-    /// the jobs the world knows of decide it (not the engine's counters): a remount while
+    /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
+    /// world knows of decide it (not the engine's counters; a relocation between steps
+    /// refuses nothing the model sees): a remount while
     /// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
     /// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
     /// refuses a root whose `send_in_progress` is set).
