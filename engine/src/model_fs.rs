@@ -757,37 +757,32 @@ impl ModelFs {
         Ok(())
     }
 
-    /// Splits the two paths of a link or rename: ENOENT if either subvolume is missing,
-    /// EXDEV if they name different subvolumes.
-    fn split_within_one_subvolume<'p>(
-        &self,
-        old_path: &'p [u8],
-        new_path: &'p [u8],
-    ) -> Result<(Resolved<'p>, Resolved<'p>), Errno> {
-        let old = split_path(old_path)?;
-        let new = split_path(new_path)?;
-        if old.subvol != new.subvol {
-            self.subvol_ref(old.subvol)?;
-            self.subvol_ref(new.subvol)?;
-            return Err(Errno::EXDEV);
-        }
-        Ok((old, new))
-    }
-
     /// link(2): `new_path` becomes another name of the inode at `old_path`.
     pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
-        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
+        let (old, new) = (split_path(old_path)?, split_path(new_path)?);
+        let source = self.subvol_ref(old.subvol)?;
+        let ino = source.lookup(&old.components)?;
+        let (is_dir, nlink) = (
+            source.inode(ino).kind == InodeKind::Dir,
+            source.inode(ino).nlink,
+        );
         let subvol = self.subvol_ref(new.subvol)?;
-        let ino = subvol.lookup(&old.components)?;
         let (dir, name) = subvol.lookup_parent(&new.components)?;
         if subvol.inode(dir).entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         // link(2) creates the new name's dentry (ENOENT, ENOTDIR, EEXIST) before
-        // vfs_link() checks permission (EROFS) and refuses a directory (EPERM).
+        // vfs_link() checks permission (EROFS), refuses a directory (EPERM) and too many
+        // links (EMLINK); btrfs_link() refuses two subvolumes last (EXDEV).
         let subvol = self.subvol_writable(new.subvol)?;
-        if subvol.inode(ino).kind == InodeKind::Dir {
+        if is_dir {
             return Err(Errno::EPERM);
+        }
+        if nlink >= 65535 {
+            return Err(Errno::EMLINK);
+        }
+        if old.subvol != new.subvol {
+            return Err(Errno::EXDEV);
         }
         let inode = subvol.inode_mut(ino);
         inode.nlink = inode
@@ -801,16 +796,33 @@ impl ModelFs {
 
     /// rename(2) within one subvolume, replacing the target where rename(2) allows.
     pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
-        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
+        let (old, new) = (split_path(old_path)?, split_path(new_path)?);
+        let source = self.subvol_ref(old.subvol)?;
         let subvol = self.subvol_ref(new.subvol)?;
         // do_renameat2() resolves both parents before it looks the source up.
-        let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
+        let (old_dir, old_name) = source.lookup_parent(&old.components)?;
         let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
-        let ino = *subvol
+        let ino = *source
             .inode(old_dir)
             .entries
             .get(old_name)
             .ok_or(Errno::ENOENT)?;
+        if old.subvol != new.subvol {
+            // vfs_rename() checks permission and kinds before btrfs_rename() refuses
+            // two subvolumes (they are top-level names: no ancestry, no shared inode).
+            if source.read_only || subvol.read_only {
+                return Err(Errno::EROFS);
+            }
+            let source_is_dir = source.inode(ino).kind == InodeKind::Dir;
+            if let Some(&target) = subvol.inode(new_dir).entries.get(new_name) {
+                match (source_is_dir, subvol.inode(target).kind == InodeKind::Dir) {
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (false, true) => return Err(Errno::EISDIR),
+                    _ => {}
+                }
+            }
+            return Err(Errno::EXDEV);
+        }
         let target = subvol.inode(new_dir).entries.get(new_name).copied();
         // do_renameat2()'s two ancestry checks come before any look at kinds: a source
         // directory that is an ancestor of the new parent is EINVAL, and a target that

@@ -788,14 +788,15 @@ fn rename_or_link(
     let engine = (|| {
         let source_root = fs.subvolume_id(source.subvolume().as_str())?;
         let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
-        if source_root != destination_root {
-            return Err(Error::errno(Errno::EXDEV, "across subvolumes"));
-        }
+        // Across subvolumes the engine looks both names up before its EXDEV, as Linux.
+        let (from, to) = (
+            (source_root, &components(source)[..]),
+            (destination_root, &components(destination)[..]),
+        );
         if rename {
-            fs.rename(source_root, &components(source), &components(destination))
+            fs.rename_between(from, to)
         } else {
-            fs.link(source_root, &components(source), &components(destination))
-                .map(drop)
+            fs.link_between(from, to)
         }
     })();
     (engine, model_result)
