@@ -551,19 +551,10 @@ impl ModelFs {
 
     /// `path` with every symlink resolution follows replaced by where it leads (the last
     /// component's too when `follow_last` says so): a path with no symlink before its
-    /// last component. `writable`: a read-only subvolume is EROFS first, as the
-    /// operations that change something answer.
-    pub fn followed(
-        &self,
-        path: &[u8],
-        follow_last: FollowLast,
-        writable: bool,
-    ) -> Result<Vec<u8>, Errno> {
+    /// last component.
+    pub fn followed(&self, path: &[u8], follow_last: FollowLast) -> Result<Vec<u8>, Errno> {
         let resolved = split_path(path)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
-        if writable && subvol.read_only {
-            return Err(Errno::EROFS);
-        }
         let (components, _) = subvol.resolve_beneath(&resolved.components, follow_last)?;
         let mut followed = resolved.subvol.to_vec();
         for component in components {
@@ -573,9 +564,30 @@ impl ModelFs {
         Ok(followed)
     }
 
+    /// The checks a change of an existing inode makes before it looks at the
+    /// subvolume's read-only flag: the path exists (ENOENT, ENOTDIR), and is a regular
+    /// file when `regular` (EISDIR, EINVAL: open for writing, truncate); then EROFS. As
+    /// Linux, where the path walk comes first and btrfs_permission() or btrfs_setattr()
+    /// refuse a read-only subvolume after.
+    fn found_before_read_only(&self, path: &[u8], regular: bool) -> Result<(), Errno> {
+        let inode = self.lstat_at(path)?;
+        if regular {
+            match inode.kind {
+                InodeKind::File => {}
+                InodeKind::Dir => return Err(Errno::EISDIR),
+                _ => return Err(Errno::EINVAL),
+            }
+        }
+        let resolved = split_path(path)?;
+        if self.subvol_ref(resolved.subvol)?.read_only {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
     /// `stat(2)`: the inode at `path`, following a symlink in the last component.
     pub fn stat(&self, path: &[u8]) -> Result<&Inode, Errno> {
-        let path = &self.followed(path, FollowLast::Yes, false)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
         self.lstat_at(path)
     }
 
@@ -615,13 +627,25 @@ impl ModelFs {
 
     /// open(O_CREAT) of a regular file: creates it (0644) or leaves an existing file alone.
     pub fn create(&mut self, path: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, false)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
         match self.lstat_at(path) {
             Ok(inode) if inode.kind == InodeKind::Dir => Err(Errno::EISDIR),
             Ok(_) => Ok(()),
             Err(Errno::ENOENT) => self
                 .make_node(path, Inode::new(InodeKind::File, 0o644))
                 .map(drop),
+            Err(errno) => Err(errno),
+        }
+    }
+
+    /// touch(1): creates a missing file (following a symlink in the last component, so a
+    /// dangling one creates its target); an existing entry of any kind is left alone,
+    /// except that a read-only subvolume refuses its times (EROFS).
+    pub fn touch(&mut self, path: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes)?;
+        match self.lstat_at(path) {
+            Ok(_) => self.found_before_read_only(path, false),
+            Err(Errno::ENOENT) => self.create(path),
             Err(errno) => Err(errno),
         }
     }
@@ -680,7 +704,8 @@ impl ModelFs {
 
     /// pwrite(2) of `data` at `offset` into an existing regular file.
     pub fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, true)?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
@@ -707,7 +732,8 @@ impl ModelFs {
 
     /// truncate(2): shrinks (dropping data) or grows (a hole) a regular file.
     pub fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, true)?;
         if size > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
         }
@@ -856,7 +882,8 @@ impl ModelFs {
 
     /// setxattr(2), following a symlink in the last component.
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lset_xattr(path, name, value)
     }
 
@@ -886,7 +913,8 @@ impl ModelFs {
     /// removexattr(2), following a symlink in the last component; a missing attribute
     /// is ENOENT.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lremove_xattr(path, name)
     }
 
@@ -901,7 +929,8 @@ impl ModelFs {
     /// chmod(2): keeps the permission bits of `mode`, following a symlink in the last
     /// component (a symlink's own mode never changes).
     pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         if inode.kind == InodeKind::Symlink {
@@ -914,7 +943,8 @@ impl ModelFs {
 
     /// chown(2), following a symlink in the last component.
     pub fn chown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lchown(path, uid, gid)
     }
 
@@ -952,10 +982,18 @@ impl ModelFs {
         len: u64,
     ) -> Result<(), Errno> {
         // Both files are opened, source first, before the ioctl looks at either.
-        let src_path = &self.followed(src_path, FollowLast::Yes, false)?;
+        let src_path = &self.followed(src_path, FollowLast::Yes)?;
         let (src_subvol, src_ino) = self.resolve(src_path)?;
-        let dst_path = &self.followed(dst_path, FollowLast::Yes, false)?;
+        let dst_path = &self.followed(dst_path, FollowLast::Yes)?;
         let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
+        // The destination is opened for writing: EISDIR, then EROFS.
+        let opened = self.subvol_ref(dst_subvol)?;
+        if opened.inode(dst_ino).kind == InodeKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        if opened.read_only {
+            return Err(Errno::EROFS);
+        }
         let source = self.subvol_ref(src_subvol)?.inode(src_ino);
         let destination = self.subvol_ref(dst_subvol)?.inode(dst_ino);
         check_clone_kind(source)?;

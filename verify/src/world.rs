@@ -337,7 +337,7 @@ impl World {
             ),
             Op::Touch { path } => (
                 engine_root(fs, path).and_then(|root| fs.touch(root, &components(path)).map(drop)),
-                touch_model(model, &model_path(path)),
+                model.touch(&model_path(path)),
             ),
             Op::Symlink { target, path } => (
                 engine_root(fs, path).and_then(|root| {
@@ -747,11 +747,12 @@ fn describe_result(errno: Option<Errno>) -> String {
     })
 }
 
-fn touch_model(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
+/// `open(O_CREAT)` before a write: a missing file is created; anything else is left to
+/// the write (EISDIR, EROFS in its order).
+fn create_if_missing(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
     match model.stat(path) {
-        Ok(_) => Ok(()),
         Err(Errno::ENOENT) => model.create(path),
-        Err(errno) => Err(errno),
+        _ => Ok(()),
     }
 }
 
@@ -767,8 +768,8 @@ fn write_both(
         .subvolume_id(path.subvolume().as_str())
         .and_then(|root| fs.write(root, &components(path), offset, &bytes));
     let model_path = model_path(path);
-    let model_result =
-        touch_model(model, &model_path).and_then(|()| model.write(&model_path, offset, &bytes));
+    let model_result = create_if_missing(model, &model_path)
+        .and_then(|()| model.write(&model_path, offset, &bytes));
     (engine, model_result)
 }
 
