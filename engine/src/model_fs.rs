@@ -555,19 +555,10 @@ impl ModelFs {
 
     /// `path` with every symlink resolution follows replaced by where it leads (the last
     /// component's too when `follow_last` says so): a path with no symlink before its
-    /// last component. `writable`: a read-only subvolume is EROFS first, as the
-    /// operations that change something answer.
-    pub fn followed(
-        &self,
-        path: &[u8],
-        follow_last: FollowLast,
-        writable: bool,
-    ) -> Result<Vec<u8>, Errno> {
+    /// last component.
+    pub fn followed(&self, path: &[u8], follow_last: FollowLast) -> Result<Vec<u8>, Errno> {
         let resolved = split_path(path)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
-        if writable && subvol.read_only {
-            return Err(Errno::EROFS);
-        }
         let (components, _) = subvol.resolve_beneath(&resolved.components, follow_last)?;
         let mut followed = resolved.subvol.to_vec();
         for component in components {
@@ -577,9 +568,30 @@ impl ModelFs {
         Ok(followed)
     }
 
+    /// The checks a change of an existing inode makes before it looks at the
+    /// subvolume's read-only flag: the path exists (ENOENT, ENOTDIR), and is a regular
+    /// file when `regular` (EISDIR, EINVAL: open for writing, truncate); then EROFS. As
+    /// Linux, where the path walk comes first and btrfs_permission() or btrfs_setattr()
+    /// refuse a read-only subvolume after.
+    fn found_before_read_only(&self, path: &[u8], regular: bool) -> Result<(), Errno> {
+        let inode = self.lstat_at(path)?;
+        if regular {
+            match inode.kind {
+                InodeKind::File => {}
+                InodeKind::Dir => return Err(Errno::EISDIR),
+                _ => return Err(Errno::EINVAL),
+            }
+        }
+        let resolved = split_path(path)?;
+        if self.subvol_ref(resolved.subvol)?.read_only {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
     /// `stat(2)`: the inode at `path`, following a symlink in the last component.
     pub fn stat(&self, path: &[u8]) -> Result<&Inode, Errno> {
-        let path = &self.followed(path, FollowLast::Yes, false)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
         self.lstat_at(path)
     }
 
@@ -619,13 +631,25 @@ impl ModelFs {
 
     /// open(O_CREAT) of a regular file: creates it (0644) or leaves an existing file alone.
     pub fn create(&mut self, path: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, false)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
         match self.lstat_at(path) {
             Ok(inode) if inode.kind == InodeKind::Dir => Err(Errno::EISDIR),
             Ok(_) => Ok(()),
             Err(Errno::ENOENT) => self
                 .make_node(path, Inode::new(InodeKind::File, 0o644))
                 .map(drop),
+            Err(errno) => Err(errno),
+        }
+    }
+
+    /// touch(1): creates a missing file (following a symlink in the last component, so a
+    /// dangling one creates its target); an existing entry of any kind is left alone,
+    /// except that a read-only subvolume refuses its times (EROFS).
+    pub fn touch(&mut self, path: &[u8]) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes)?;
+        match self.lstat_at(path) {
+            Ok(_) => self.found_before_read_only(path, false),
+            Err(Errno::ENOENT) => self.create(path),
             Err(errno) => Err(errno),
         }
     }
@@ -684,7 +708,8 @@ impl ModelFs {
 
     /// pwrite(2) of `data` at `offset` into an existing regular file.
     pub fn write(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, true)?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         if end > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
@@ -711,7 +736,8 @@ impl ModelFs {
 
     /// truncate(2): shrinks (dropping data) or grows (a hole) a regular file.
     pub fn truncate(&mut self, path: &[u8], size: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, true)?;
         if size > FILE_SIZE_MAX_BYTES {
             return Err(Errno::EFBIG);
         }
@@ -761,37 +787,32 @@ impl ModelFs {
         Ok(())
     }
 
-    /// Splits the two paths of a link or rename: ENOENT if either subvolume is missing,
-    /// EXDEV if they name different subvolumes.
-    fn split_within_one_subvolume<'p>(
-        &self,
-        old_path: &'p [u8],
-        new_path: &'p [u8],
-    ) -> Result<(Resolved<'p>, Resolved<'p>), Errno> {
-        let old = split_path(old_path)?;
-        let new = split_path(new_path)?;
-        if old.subvol != new.subvol {
-            self.subvol_ref(old.subvol)?;
-            self.subvol_ref(new.subvol)?;
-            return Err(Errno::EXDEV);
-        }
-        Ok((old, new))
-    }
-
     /// link(2): `new_path` becomes another name of the inode at `old_path`.
     pub fn link(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
-        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
+        let (old, new) = (split_path(old_path)?, split_path(new_path)?);
+        let source = self.subvol_ref(old.subvol)?;
+        let ino = source.lookup(&old.components)?;
+        let (is_dir, nlink) = (
+            source.inode(ino).kind == InodeKind::Dir,
+            source.inode(ino).nlink,
+        );
         let subvol = self.subvol_ref(new.subvol)?;
-        let ino = subvol.lookup(&old.components)?;
         let (dir, name) = subvol.lookup_parent(&new.components)?;
         if subvol.inode(dir).entries.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         // link(2) creates the new name's dentry (ENOENT, ENOTDIR, EEXIST) before
-        // vfs_link() checks permission (EROFS) and refuses a directory (EPERM).
+        // vfs_link() checks permission (EROFS), refuses a directory (EPERM) and too many
+        // links (EMLINK); btrfs_link() refuses two subvolumes last (EXDEV).
         let subvol = self.subvol_writable(new.subvol)?;
-        if subvol.inode(ino).kind == InodeKind::Dir {
+        if is_dir {
             return Err(Errno::EPERM);
+        }
+        if nlink >= 65535 {
+            return Err(Errno::EMLINK);
+        }
+        if old.subvol != new.subvol {
+            return Err(Errno::EXDEV);
         }
         let inode = subvol.inode_mut(ino);
         inode.nlink = inode
@@ -805,16 +826,33 @@ impl ModelFs {
 
     /// rename(2) within one subvolume, replacing the target where rename(2) allows.
     pub fn rename(&mut self, old_path: &[u8], new_path: &[u8]) -> Result<(), Errno> {
-        let (old, new) = self.split_within_one_subvolume(old_path, new_path)?;
+        let (old, new) = (split_path(old_path)?, split_path(new_path)?);
+        let source = self.subvol_ref(old.subvol)?;
         let subvol = self.subvol_ref(new.subvol)?;
         // do_renameat2() resolves both parents before it looks the source up.
-        let (old_dir, old_name) = subvol.lookup_parent(&old.components)?;
+        let (old_dir, old_name) = source.lookup_parent(&old.components)?;
         let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
-        let ino = *subvol
+        let ino = *source
             .inode(old_dir)
             .entries
             .get(old_name)
             .ok_or(Errno::ENOENT)?;
+        if old.subvol != new.subvol {
+            // vfs_rename() checks permission and kinds before btrfs_rename() refuses
+            // two subvolumes (they are top-level names: no ancestry, no shared inode).
+            if source.read_only || subvol.read_only {
+                return Err(Errno::EROFS);
+            }
+            let source_is_dir = source.inode(ino).kind == InodeKind::Dir;
+            if let Some(&target) = subvol.inode(new_dir).entries.get(new_name) {
+                match (source_is_dir, subvol.inode(target).kind == InodeKind::Dir) {
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (false, true) => return Err(Errno::EISDIR),
+                    _ => {}
+                }
+            }
+            return Err(Errno::EXDEV);
+        }
         let target = subvol.inode(new_dir).entries.get(new_name).copied();
         // do_renameat2()'s two ancestry checks come before any look at kinds: a source
         // directory that is an ancestor of the new parent is EINVAL, and a target that
@@ -848,7 +886,8 @@ impl ModelFs {
 
     /// setxattr(2), following a symlink in the last component.
     pub fn set_xattr(&mut self, path: &[u8], name: &[u8], value: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lset_xattr(path, name, value)
     }
 
@@ -878,7 +917,8 @@ impl ModelFs {
     /// removexattr(2), following a symlink in the last component; a missing attribute
     /// is ENODATA, as Linux answers.
     pub fn remove_xattr(&mut self, path: &[u8], name: &[u8]) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lremove_xattr(path, name)
     }
 
@@ -893,7 +933,8 @@ impl ModelFs {
     /// chmod(2): keeps the permission bits of `mode`, following a symlink in the last
     /// component (a symlink's own mode never changes).
     pub fn chmod(&mut self, path: &[u8], mode: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         let (subvol, ino) = self.writable_inode(path)?;
         let inode = subvol.inode_mut(ino);
         if inode.kind == InodeKind::Symlink {
@@ -906,7 +947,8 @@ impl ModelFs {
 
     /// chown(2), following a symlink in the last component.
     pub fn chown(&mut self, path: &[u8], uid: u64, gid: u64) -> Result<(), Errno> {
-        let path = &self.followed(path, FollowLast::Yes, true)?;
+        let path = &self.followed(path, FollowLast::Yes)?;
+        self.found_before_read_only(path, false)?;
         self.lchown(path, uid, gid)
     }
 
@@ -944,10 +986,18 @@ impl ModelFs {
         len: u64,
     ) -> Result<(), Errno> {
         // Both files are opened, source first, before the ioctl looks at either.
-        let src_path = &self.followed(src_path, FollowLast::Yes, false)?;
+        let src_path = &self.followed(src_path, FollowLast::Yes)?;
         let (src_subvol, src_ino) = self.resolve(src_path)?;
-        let dst_path = &self.followed(dst_path, FollowLast::Yes, false)?;
+        let dst_path = &self.followed(dst_path, FollowLast::Yes)?;
         let (dst_subvol, dst_ino) = self.resolve(dst_path)?;
+        // The destination is opened for writing: EISDIR, then EROFS.
+        let opened = self.subvol_ref(dst_subvol)?;
+        if opened.inode(dst_ino).kind == InodeKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        if opened.read_only {
+            return Err(Errno::EROFS);
+        }
         let source = self.subvol_ref(src_subvol)?.inode(src_ino);
         let destination = self.subvol_ref(dst_subvol)?.inode(dst_ino);
         check_clone_kind(source)?;

@@ -274,8 +274,9 @@ impl World {
         }
     }
 
-    /// The errno a running send or relocation job makes the kernel refuse `op` with, as
-    /// the jobs the world knows of decide it (not the engine's counters): a remount while
+    /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
+    /// world knows of decide it (not the engine's counters; a relocation between steps
+    /// refuses nothing the model sees): a remount while
     /// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
     /// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
     /// refuses a root whose `send_in_progress` is set).
@@ -336,7 +337,7 @@ impl World {
             ),
             Op::Touch { path } => (
                 engine_root(fs, path).and_then(|root| fs.touch(root, &components(path)).map(drop)),
-                touch_model(model, &model_path(path)),
+                model.touch(&model_path(path)),
             ),
             Op::Symlink { target, path } => (
                 engine_root(fs, path).and_then(|root| {
@@ -746,11 +747,12 @@ fn describe_result(errno: Option<Errno>) -> String {
     })
 }
 
-fn touch_model(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
+/// `open(O_CREAT)` before a write: a missing file is created; anything else is left to
+/// the write (EISDIR, EROFS in its order).
+fn create_if_missing(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
     match model.stat(path) {
-        Ok(_) => Ok(()),
         Err(Errno::ENOENT) => model.create(path),
-        Err(errno) => Err(errno),
+        _ => Ok(()),
     }
 }
 
@@ -766,8 +768,8 @@ fn write_both(
         .subvolume_id(path.subvolume().as_str())
         .and_then(|root| fs.write(root, &components(path), offset, &bytes));
     let model_path = model_path(path);
-    let model_result =
-        touch_model(model, &model_path).and_then(|()| model.write(&model_path, offset, &bytes));
+    let model_result = create_if_missing(model, &model_path)
+        .and_then(|()| model.write(&model_path, offset, &bytes));
     (engine, model_result)
 }
 
@@ -787,14 +789,15 @@ fn rename_or_link(
     let engine = (|| {
         let source_root = fs.subvolume_id(source.subvolume().as_str())?;
         let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
-        if source_root != destination_root {
-            return Err(Error::errno(Errno::EXDEV, "across subvolumes"));
-        }
+        // Across subvolumes the engine looks both names up before its EXDEV, as Linux.
+        let (from, to) = (
+            (source_root, &components(source)[..]),
+            (destination_root, &components(destination)[..]),
+        );
         if rename {
-            fs.rename(source_root, &components(source), &components(destination))
+            fs.rename_between(from, to)
         } else {
-            fs.link(source_root, &components(source), &components(destination))
-                .map(drop)
+            fs.link_between(from, to)
         }
     })();
     (engine, model_result)

@@ -34,18 +34,26 @@ fn invalid(reason: &str) -> Error {
 
 impl FsInfo {
     /// `ioctl(FICLONERANGE)`: makes `len` bytes of `dst` at `dst.offset` share the data
-    /// of `src` at `src.offset`. EROFS if the destination subvolume is read-only.
+    /// of `src` at `src.offset`. EROFS if the destination subvolume is read-only (after
+    /// both files are found, as opening them finds them).
     pub fn clone_range<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
         &mut self,
         src: CloneSide<'_, P>,
         dst: CloneSide<'_, Q>,
         len: u64,
     ) -> Result<()> {
-        self.ensure_writable(dst.root_id)?;
-        // Both files are opened (following symlinks) before the ioctl looks at either
-        // (ENOENT first).
+        // Both files are opened (following symlinks), the source for reading and the
+        // destination for writing (EISDIR, then EROFS), before the ioctl looks at either.
         let src_ino = self.opened_for_clone(src.root_id, src.path)?;
         let dst_ino = self.opened_for_clone(dst.root_id, dst.path)?;
+        let dst_opened = self.inode_item_required_in(TreeView::Current, dst.root_id, dst_ino)?;
+        if FsInfo::inode_kind(dst_ino, &dst_opened)? == super::FileKind::Directory {
+            return Err(Error::errno(
+                Errno::EISDIR,
+                "a directory opened for writing",
+            ));
+        }
+        self.ensure_writable(dst.root_id)?;
         let src_item = self.regular_file_for_clone(src.root_id, src_ino)?;
         let dst_item = self.regular_file_for_clone(dst.root_id, dst_ino)?;
         let sector = self.geometry.sectorsize_bytes;

@@ -337,12 +337,23 @@ impl FsInfo {
         old_path: &[P],
         new_path: &[Q],
     ) -> Result<()> {
-        let ino = self.lookup_path_in(TreeView::Current, root_id, old_path)?;
+        self.link_between((root_id, old_path), (root_id, new_path))
+    }
+
+    /// `link(2)` from a name in subvolume `old.0` to one in subvolume `new.0`: both names
+    /// are looked up, EROFS, EPERM and EMLINK are checked as within one subvolume, and
+    /// only then are two different subvolumes EXDEV (`btrfs_link()` is the last to look).
+    pub fn link_between<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
+        &mut self,
+        (old_root, old_path): (u64, &[P]),
+        (root_id, new_path): (u64, &[Q]),
+    ) -> Result<()> {
+        let ino = self.lookup_path_in(TreeView::Current, old_root, old_path)?;
         let new_components = components(new_path)?;
         let ParentAndName { dir, name } = self.new_name_in(root_id, &new_components)?;
         // vfs_link(): may_create() (EROFS) before the directory check (EPERM).
         self.ensure_writable(root_id)?;
-        let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        let mut item = self.inode_item_required_in(TreeView::Current, old_root, ino)?;
         let kind = FsInfo::inode_kind(ino, &item)?;
         if kind == FileKind::Directory {
             return Err(Error::errno(Errno::EPERM, "hard link to a directory"));
@@ -352,6 +363,9 @@ impl FsInfo {
                 Errno::EMLINK,
                 format!("inode {ino} has {} links", item.nlink),
             ));
+        }
+        if old_root != root_id {
+            return Err(Error::errno(Errno::EXDEV, "a hard link across subvolumes"));
         }
         self.add_dir_entry(root_id, dir, name, ino, kind.file_type())?;
         item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
@@ -465,13 +479,35 @@ impl FsInfo {
         old_path: &[P],
         new_path: &[Q],
     ) -> Result<()> {
+        self.rename_between((root_id, old_path), (root_id, new_path))
+    }
+
+    /// `rename(2)` from subvolume `old.0` to subvolume `new.0`: as within one subvolume
+    /// up to the kinds of source and target, then EXDEV for two different subvolumes
+    /// (`btrfs_rename()` looks after the VFS), then ENOTEMPTY for a non-empty target.
+    pub fn rename_between<P: AsRef<[u8]>, Q: AsRef<[u8]>>(
+        &mut self,
+        (old_root, old_path): (u64, &[P]),
+        (root_id, new_path): (u64, &[Q]),
+    ) -> Result<()> {
         let old_components = components(old_path)?;
         let new_components = components(new_path)?;
         // do_renameat2() resolves both parents before it looks the source up.
-        self.resolve_parent(root_id, &old_components)?;
+        self.resolve_parent(old_root, &old_components)?;
         let new = self.resolve_parent(root_id, &new_components)?;
-        let (old, ino, item) = self.lookup_entry(root_id, &old_components)?;
+        let (old, ino, item) = self.lookup_entry(old_root, &old_components)?;
         let kind = FsInfo::inode_kind(ino, &item)?;
+        if old_root != root_id {
+            // Subvolumes are top-level names: no ancestry between them, no shared inode.
+            self.ensure_writable(old_root)?;
+            self.ensure_writable(root_id)?;
+            if let Some(target) =
+                self.lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?
+            {
+                self.check_rename_kinds(root_id, kind, target.location.objectid)?;
+            }
+            return Err(Error::errno(Errno::EXDEV, "a rename across subvolumes"));
+        }
         if kind == FileKind::Directory && self.is_ancestor(root_id, ino, new.dir)? {
             return Err(Error::errno(
                 Errno::EINVAL,
@@ -509,8 +545,23 @@ impl FsInfo {
         self.touch_inode(root_id, ino, &mut item, false)
     }
 
-    /// The kinds rename(2) allows to replace: ENOTDIR, EISDIR, ENOTEMPTY.
+    /// The kinds rename(2) allows to replace (ENOTDIR, EISDIR), then a non-empty target
+    /// directory (ENOTEMPTY).
     fn check_rename_target(&mut self, root_id: u64, kind: FileKind, target_ino: u64) -> Result<()> {
+        self.check_rename_kinds(root_id, kind, target_ino)?;
+        let target = self.inode_item_required_in(TreeView::Current, root_id, target_ino)?;
+        if kind == FileKind::Directory && target.size != 0 {
+            return Err(Error::errno(
+                Errno::ENOTEMPTY,
+                "target directory is not empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// may_delete() on a rename's target: ENOTDIR for a directory over a non-directory,
+    /// EISDIR for a non-directory over a directory.
+    fn check_rename_kinds(&mut self, root_id: u64, kind: FileKind, target_ino: u64) -> Result<()> {
         let target = self.inode_item_required_in(TreeView::Current, root_id, target_ino)?;
         let target_is_dir = FsInfo::inode_kind(target_ino, &target)? == FileKind::Directory;
         match (kind == FileKind::Directory, target_is_dir) {
@@ -521,10 +572,6 @@ impl FsInfo {
             (false, true) => Err(Error::errno(
                 Errno::EISDIR,
                 "non-directory over a directory",
-            )),
-            (true, true) if target.size != 0 => Err(Error::errno(
-                Errno::ENOTEMPTY,
-                "target directory is not empty",
             )),
             _ => Ok(()),
         }

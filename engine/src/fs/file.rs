@@ -291,16 +291,18 @@ impl FsInfo {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
+        // open(O_WRONLY | O_CREAT): a missing file is created (EROFS there), a directory
+        // is EISDIR, an existing file in a read-only subvolume EROFS.
         let (ino, item) = match self.regular_file_at(TreeView::Current, root_id, path) {
-            Err(error) if error.to_errno() == Errno::ENOENT => {
+            Err(error) if error.to_errno() == Errno::ENOENT && resolved.ino.is_none() => {
                 self.create_file(root_id, path)?;
                 self.regular_file_at(TreeView::Current, root_id, path)?
             }
             other => other?,
         };
+        self.ensure_writable(root_id)?;
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&end| end <= FILE_BYTES_MAX)
@@ -329,10 +331,11 @@ impl FsInfo {
     /// missing, EISDIR for a directory, EINVAL for other non-regular inodes, EFBIG past
     /// the largest file size.
     pub fn truncate<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], size: u64) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
+        // vfs_truncate(): the path (ENOENT), the kind (EISDIR), then permission (EROFS).
         let (ino, item) = self.regular_file_at(TreeView::Current, root_id, path)?;
+        self.ensure_writable(root_id)?;
         if size > FILE_BYTES_MAX {
             return Err(Error::errno(
                 Errno::EFBIG,

@@ -228,10 +228,11 @@ impl FsInfo {
     /// `chmod(2)`: replaces the permission bits (07777) of the inode `path` names,
     /// following a symlink in the last component (a symlink's own mode never changes).
     pub fn chmod<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P], mode: u32) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        // btrfs_setattr() refuses a read-only subvolume once the path is found.
+        self.ensure_writable(root_id)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         if super::FileKind::from_mode(item.mode) == Some(super::FileKind::Symlink) {
             // Linux cannot change a symlink's own mode: chmod(2) follows the link and
@@ -252,10 +253,11 @@ impl FsInfo {
         uid: u32,
         gid: u32,
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        // btrfs_setattr() refuses a read-only subvolume once the path is found.
+        self.ensure_writable(root_id)?;
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         item.uid = uid;
         item.gid = gid;

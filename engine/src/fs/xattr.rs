@@ -78,10 +78,11 @@ impl FsInfo {
         name: &[u8],
         value: &[u8],
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        // A read-only subvolume refuses once the path is found.
+        self.ensure_writable(root_id)?;
         self.check_xattr(name, value)?;
         self.check_xattr_namespace(root_id, ino, name)?;
         match self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name) {
@@ -107,10 +108,11 @@ impl FsInfo {
         path: &[P],
         name: &[u8],
     ) -> Result<()> {
-        self.ensure_writable(root_id)?;
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         let ino = self.lookup_path_in(TreeView::Current, root_id, path)?;
+        // A read-only subvolume refuses once the path is found.
+        self.ensure_writable(root_id)?;
         self.check_xattr_namespace(root_id, ino, name)?;
         match self.remove_dir_item(root_id, ino, item_type::XATTR_ITEM, name) {
             Err(error) if error.to_errno() == Errno::ENOENT => {
