@@ -141,12 +141,12 @@ fn btrfs_check(tools: &host::Tools, image: &Path) -> Result<(), String> {
 /// Read-only snapshots with their send parent: the previous read-only snapshot of the
 /// same source, by creation.
 fn sends(fs: &FsInfo) -> Vec<(String, Option<String>)> {
-    let mut snapshots: Vec<(u64, String, [u8; 16])> = Vec::new();
+    let mut snapshots: Vec<((u64, u64), String, [u8; 16])> = Vec::new();
     for (name, root_id) in fs.subvolumes() {
         let root = fs.root(root_id).expect("listed root");
         if fs.is_read_only(root_id).unwrap_or(false) {
             snapshots.push((
-                root.item.otransid * 1_000_000 + root_id,
+                (root.item.otransid, root_id),
                 name.to_string(),
                 root.item.parent_uuid,
             ));

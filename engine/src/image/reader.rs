@@ -430,7 +430,6 @@ impl<'a> ImageReader<'a> {
 struct Found {
     root_id: u64,
     name: String,
-    key: Key,
     item: DiskRootItem,
 }
 
@@ -505,7 +504,6 @@ fn find_subvolumes(root_items: &[(Key, Vec<u8>)]) -> Result<Vec<Found>> {
         found.push(Found {
             root_id: key.objectid,
             name,
-            key: *key,
             item,
         });
     }
@@ -793,7 +791,6 @@ fn build_device(
     )];
     for found in subvolumes {
         let name = found.name.as_bytes().to_vec();
-        let _ = found.key;
         root_items.push((
             Key::new(found.root_id, item_type::ROOT_ITEM, 0),
             engine_root_item(found).encode(),
