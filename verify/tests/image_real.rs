@@ -39,6 +39,18 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Equal committed states give equal images, fsid included (the fsid is a digest of the
+/// state), and Linux refuses to mount two devices of one fsid at once: trials whose final
+/// states coincide must not hold mounts together, so the mounting part of every trial
+/// runs under this lock.
+static MOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mount_lock() -> std::sync::MutexGuard<'static, ()> {
+    MOUNTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A read-only loop mount of an image; unmounted when dropped (util-linux attaches the
 /// loop device with autoclear, so unmounting also detaches it).
 struct Mounted {
@@ -285,6 +297,7 @@ fn image_trial(tools: &host::Tools, script_path: &Path) -> Result<(), Failed> {
         .write_file(&image_path)
         .map_err(|error| error.to_string())?;
     btrfs_check(tools, &image_path)?;
+    let _mounts = mount_lock();
     let mounted = Mounted::mount(&image_path, &scratch.path().join("mnt"))?;
     let compared = compare_mounted(&mut fs, &mounted.mountpoint)?;
     println!(
@@ -399,6 +412,7 @@ fn script_on_image(tools: &host::Tools, kernel_image: &Path, scratch: &Path) -> 
 fn import_trial(tools: &host::Tools) -> Result<(), Failed> {
     let scratch = tempfile::tempdir().map_err(|error| error.to_string())?;
     let kernel_image = scratch.path().join("kernel.img");
+    let _mounts = mount_lock();
     make_kernel_image(tools, &kernel_image, &scratch.path().join("make"))?;
     let file = std::fs::File::open(&kernel_image).map_err(|error| error.to_string())?;
     // The engine's image checker must accept what Linux wrote.

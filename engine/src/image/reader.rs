@@ -2,6 +2,8 @@
 //! the chunk tree (logical to physical), the root tree, every subvolume tree block for
 //! block, and the data extents they reference become an engine device, which
 //! [`FsInfo::mount`] opens like any other; the engine's fsck then checks the result.
+//! It mirrors the kernel's mount path: `btrfs_read_sys_array()`, `read_one_chunk()`,
+//! `read_tree_block()` with `btrfs_verify_level_key()`.
 //!
 //! What is supported, and refused with EOPNOTSUPP otherwise: one device; SINGLE or DUP
 //! chunks (DUP is read from its first stripe); crc32c; the incompat features MIXED_BACKREF,
