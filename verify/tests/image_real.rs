@@ -412,8 +412,8 @@ fn image_trial(tools: &host::Tools, script_path: &Path) -> Result<(), Failed> {
 
 /// A kernel-made filesystem: `mkfs.btrfs` defaults (DUP metadata, 16 KiB nodes, free
 /// space tree) and, through Linux, a subvolume with a small inline file, a large file and
-/// its reflink, a hard link across directories, a symlink, an xattr, a read-only
-/// snapshot, and changes after it.
+/// its reflink, a hard link across directories, a symlink, an xattr, 400 more files (a
+/// two-level tree), a read-only snapshot, and changes after it.
 fn make_kernel_image(tools: &host::Tools, image: &Path, mountpoint: &Path) -> Result<(), String> {
     let file = std::fs::File::create(image).map_err(|error| error.to_string())?;
     file.set_len(512 << 20).map_err(|error| error.to_string())?;
@@ -441,6 +441,12 @@ fn make_kernel_image(tools: &host::Tools, image: &Path, mountpoint: &Path) -> Re
     std::fs::hard_link(vol.join("small"), vol.join("dir/small-link")).map_err(io)?;
     std::os::unix::fs::symlink("big", vol.join("dir/to-big")).map_err(io)?;
     xattr::set(vol.join("big"), "user.colour", b"green").map_err(io)?;
+    // Enough entries for a two-level subvolume tree at 16 KiB nodes.
+    std::fs::create_dir(vol.join("many")).map_err(io)?;
+    for index in 0..400u32 {
+        let data = vec![(index % 251) as u8; 4096 * (1 + index as usize % 3)];
+        std::fs::write(vol.join(format!("many/file-{index:03}")), data).map_err(io)?;
+    }
     host::run(
         Command::new(&tools.btrfs)
             .args(["subvolume", "snapshot", "-r"])
@@ -516,7 +522,12 @@ fn import_trial(tools: &host::Tools) -> Result<(), Failed> {
     drop(written);
     script_on_image(tools, &kernel_image, scratch.path())?;
     let subvolumes = fs.subvolumes().count();
-    if subvolumes != 2 || imported < 8 {
+    let levels = fs
+        .subvolumes()
+        .map(|(_, root_id)| fs.root(root_id).map_or(0, |root| root.node.level))
+        .max()
+        .unwrap_or(0);
+    if subvolumes != 2 || imported < 400 || levels == 0 {
         return Err(format!(
             "imported {subvolumes} subvolumes and {imported} paths; expected 2 and at least 8"
         )
