@@ -211,16 +211,7 @@ impl PausedRun {
 /// `count` is larger).
 pub fn run_prefix(script: &Script, options: RunOptions, count: usize) -> PausedRun {
     let policy = options.policy.or(script.policy).unwrap_or_default();
-    let report = RunReport {
-        policy,
-        statements: Vec::new(),
-        violations: Vec::new(),
-        unexpected: Vec::new(),
-        unmet: Vec::new(),
-        error: None,
-        streams: Vec::new(),
-        world: None,
-    };
+    let report = empty_report(policy);
     let world = geometry_of(script).and_then(|geometry| {
         World::new(geometry, policy, options.checks).map_err(|error| error.to_string())
     });
@@ -235,6 +226,32 @@ pub fn run_prefix(script: &Script, options: RunOptions, count: usize) -> PausedR
     }
     execute_until(&mut paused, script, count);
     paused
+}
+
+fn empty_report(policy: SendPolicy) -> RunReport {
+    RunReport {
+        policy,
+        statements: Vec::new(),
+        violations: Vec::new(),
+        unexpected: Vec::new(),
+        unmet: Vec::new(),
+        error: None,
+        streams: Vec::new(),
+        world: None,
+    }
+}
+
+/// Runs `script` on `world` instead of a fresh filesystem (`cowproof run --from IMG`: a
+/// filesystem imported from a real btrfs image). The script's `geometry` line does not
+/// apply: the world has its own.
+pub fn run_on(script: &Script, options: RunOptions, world: World) -> RunReport {
+    let policy = options.policy.or(script.policy).unwrap_or_default();
+    let paused = PausedRun {
+        world: Some(world),
+        report: empty_report(policy),
+        executed: 0,
+    };
+    resume(paused, script)
 }
 
 /// Finishes a paused run: executes the statements of `script` after the ones `paused`

@@ -2,6 +2,8 @@
 //! the chunk tree (logical to physical), the root tree, every subvolume tree block for
 //! block, and the data extents they reference become an engine device, which
 //! [`FsInfo::mount`] opens like any other; the engine's fsck then checks the result.
+//! It mirrors the kernel's mount path: `btrfs_read_sys_array()`, `read_one_chunk()`,
+//! `read_tree_block()` with `btrfs_verify_level_key()`.
 //!
 //! What is supported, and refused with EOPNOTSUPP otherwise: one device; SINGLE or DUP
 //! chunks (DUP is read from its first stripe); crc32c; the incompat features MIXED_BACKREF,
@@ -42,6 +44,8 @@ const INCOMPAT_SUPPORTED: u64 = incompat::MIXED_BACKREF
     | incompat::NO_HOLES;
 /// Compat-ro features the importer can ignore.
 const COMPAT_RO_SUPPORTED: u64 = compat_ro::FREE_SPACE_TREE | compat_ro::FREE_SPACE_TREE_VALID;
+/// Bytes of an INODE_ITEM, the typical large item of a subvolume tree.
+const INODE_ITEM_BYTES: usize = 160;
 /// The DUP profile bit.
 const PROFILE_DUP: u64 = 1 << 5;
 /// The deepest tree btrfs builds.
@@ -430,7 +434,6 @@ impl<'a> ImageReader<'a> {
 struct Found {
     root_id: u64,
     name: String,
-    key: Key,
     item: DiskRootItem,
 }
 
@@ -465,7 +468,14 @@ pub fn import_image(source: &dyn ImageSource, policy: SendPolicy) -> Result<FsIn
         import_tree(&reader, found, &mut imported)?;
     }
     check_placement(&reader, &imported)?;
-    let geometry = import_geometry(&reader)?;
+    let fullest_leaf = imported
+        .blocks
+        .values()
+        .filter_map(|content| content.leaf().map(|leaf| leaf.nritems()))
+        .max()
+        .unwrap_or(0)
+        .max(3 * subvolumes.len() + 1);
+    let geometry = import_geometry(&reader, fullest_leaf)?;
     build_device(&reader, &subvolumes, imported, geometry, policy)
 }
 
@@ -505,7 +515,6 @@ fn find_subvolumes(root_items: &[(Key, Vec<u8>)]) -> Result<Vec<Found>> {
         found.push(Found {
             root_id: key.objectid,
             name,
-            key: *key,
             item,
         });
     }
@@ -683,7 +692,12 @@ fn check_placement(reader: &ImageReader<'_>, imported: &Imported) -> Result<()> 
     Ok(())
 }
 
-fn import_geometry(reader: &ImageReader<'_>) -> Result<Geometry> {
+/// The geometry of an import: the image's nodesize and groups. The engine splits leaves
+/// by item count, Linux by bytes, so the item capacity is the fullest imported leaf's
+/// count (at least what holds inode-sized items): a leaf Linux packed full then splits
+/// on the next insert instead of growing past the nodesize. Leaves of small items that
+/// later take large ones can still outgrow a node; `write_image` refuses those (EINVAL).
+fn import_geometry(reader: &ImageReader<'_>, fullest_leaf: usize) -> Result<Geometry> {
     let nodesize = u64::from(reader.super_block.nodesize);
     let groups = reader.block_groups();
     let largest = |kind| {
@@ -706,7 +720,9 @@ fn import_geometry(reader: &ImageReader<'_>) -> Result<Geometry> {
     let geometry = Geometry {
         nodesize_bytes: nodesize,
         sectorsize_bytes: 4096,
-        leaf_items_max: (nodesize as usize - HEADER_BYTES) / ITEM_BYTES,
+        leaf_items_max: fullest_leaf
+            .max((nodesize as usize - HEADER_BYTES) / (ITEM_BYTES + INODE_ITEM_BYTES))
+            .min((nodesize as usize - HEADER_BYTES) / ITEM_BYTES),
         node_pointers_max: (nodesize as usize - HEADER_BYTES) / KEY_POINTER_BYTES,
         metadata_block_group_bytes: metadata,
         data_block_group_bytes: data,
@@ -793,7 +809,6 @@ fn build_device(
     )];
     for found in subvolumes {
         let name = found.name.as_bytes().to_vec();
-        let _ = found.key;
         root_items.push((
             Key::new(found.root_id, item_type::ROOT_ITEM, 0),
             engine_root_item(found).encode(),

@@ -139,7 +139,8 @@ struct DataExtent {
     references: Vec<BackRef>,
 }
 
-fn unsupported(reason: String) -> Error {
+/// A state or geometry the format cannot hold as it is (EINVAL).
+fn invalid(reason: String) -> Error {
     Error::errno(Errno::EINVAL, reason)
 }
 
@@ -166,7 +167,7 @@ impl<'a> ImageWriter<'a> {
         let (nodesize, sectorsize) = (geometry.nodesize_bytes, geometry.sectorsize_bytes);
         if sectorsize != 4096 || !(4096..=65536).contains(&nodesize) || !nodesize.is_power_of_two()
         {
-            return Err(unsupported(format!(
+            return Err(invalid(format!(
                 "btrfs needs a 4096-byte sector and a power-of-two nodesize of 4 KiB to 64 KiB, \
                  not sectorsize {sectorsize} nodesize {nodesize}"
             )));
@@ -237,7 +238,7 @@ impl<'a> ImageWriter<'a> {
                 Body::Node(slots) => HEADER_BYTES + slots.len() * KEY_POINTER_BYTES,
             };
             if bytes > nodesize {
-                return Err(unsupported(format!(
+                return Err(invalid(format!(
                     "block {bytenr} (tree {}, level {}) needs {bytes} bytes, more than the \
                      {nodesize}-byte nodesize: this geometry's item capacity does not fit",
                     block.content.header.owner, block.content.header.level
@@ -269,7 +270,7 @@ impl<'a> ImageWriter<'a> {
                     )
                 })?;
             if bytenr % self.sectorsize != 0 || walked.num_bytes % self.sectorsize != 0 {
-                return Err(unsupported(format!(
+                return Err(invalid(format!(
                     "data extent {bytenr} is not sector-aligned"
                 )));
             }

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Write the last committed state as a btrfs image FILE (see docs/images.md).
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
+    /// Start from a real btrfs image IMG (imported) instead of an empty filesystem.
+    #[arg(long, value_name = "IMG")]
+    pub from: Option<PathBuf>,
 }
 
 /// A script read from a file, with the line of each statement.
@@ -67,13 +70,18 @@ pub fn load_script(path: &Path) -> Result<LoadedScript, CliError> {
 /// Runs `cowproof run`.
 pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let loaded = load_script(&args.script)?;
-    let mut report = run(
-        &loaded.script,
-        RunOptions {
-            policy: args.policy,
-            checks: Checks::THOROUGH,
-        },
-    );
+    let options = RunOptions {
+        policy: args.policy,
+        checks: Checks::THOROUGH,
+    };
+    let mut report = match &args.from {
+        Some(image) => {
+            let policy = args.policy.or(loaded.script.policy).unwrap_or_default();
+            let world = super::image::world_from_image(image, policy, options.checks)?;
+            crate::runner::run_on(&loaded.script, options, world)
+        }
+        None => run(&loaded.script, options),
+    };
     if let Some(error) = &report.error {
         eprintln!(
             "cowproof: {}: the script cannot run: {error}",
