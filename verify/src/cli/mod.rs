@@ -8,6 +8,8 @@
 //! - [`replay`]: `cowproof replay FILE...` — scripts or fuzz inputs, printed with a
 //!   four-column [`timeline`] and the verdict.
 //! - [`check`]: `cowproof check` — the bounded explorer over the policy x race matrix.
+//! - [`dump_tree`]: `run --dump-tree NAME`, a tree in `btrfs inspect-internal dump-tree`
+//!   layout; [`svg`]: `replay --svg OUT`, the moment of a violation drawn with Graphviz.
 //!
 //! Exit codes: 0 when every oracle holds and every `expect` is met, 1 on a violation or
 //! an unmet expectation, 2 on unusable input (an unreadable file, a parse error, a script
@@ -20,12 +22,14 @@
 //! arm in [`execute`].
 
 pub mod check;
+pub mod dump_tree;
 pub mod export;
 pub mod hunt;
 pub mod json;
 pub mod replay;
 pub mod run;
 pub mod shrink;
+pub mod svg;
 pub mod timeline;
 
 use crate::script::ParseError;
@@ -98,6 +102,9 @@ pub enum CliError {
     Decode { path: PathBuf, message: String },
     /// The export directory already holds a tree of that name.
     ExportExists(PathBuf),
+    /// An option asked for something the run cannot give (`--dump-tree` of a tree that
+    /// does not exist, `--svg` without Graphviz): the reason.
+    Unavailable(String),
 }
 
 impl fmt::Display for CliError {
@@ -120,6 +127,7 @@ impl fmt::Display for CliError {
                 "{} already exists; export into an empty or new directory",
                 path.display()
             ),
+            CliError::Unavailable(reason) => write!(f, "{reason}"),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `cowproof replay FILE... [--target T] [--policy P]`: replays scripts and fuzz inputs.
+//! `cowproof replay FILE... [--target T] [--policy P] [--svg OUT]`: replays scripts and
+//! fuzz inputs; `--svg` draws the moment of the first inconsistent read ([`super::svg`]).
 //!
 //! A FILE named `*.cows` is a script (text); any other FILE is a corpus or crash input
 //! of fuzz target T (binary bytes), decoded exactly as the target decodes it — for
@@ -44,12 +45,21 @@ pub struct ReplayArgs {
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
     pub policy: Option<SendPolicy>,
+    /// Draw the moment of the first inconsistent read to OUT with Graphviz (SVG; the dot
+    /// source if OUT ends in `.dot`). Needs exactly one FILE.
+    #[arg(long, value_name = "OUT")]
+    pub svg: Option<PathBuf>,
 }
 
 /// Runs `cowproof replay`.
 pub fn execute(args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     if !TARGETS.contains(&args.target.as_str()) {
         return Err(CliError::UnknownTarget(args.target.clone()));
+    }
+    if args.svg.is_some() && args.files.len() != 1 {
+        return Err(CliError::Unavailable(
+            "--svg draws one file; give exactly one FILE".to_string(),
+        ));
     }
     let mut worst = 0;
     for (position, path) in args.files.iter().enumerate() {
@@ -99,7 +109,30 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8
     out.write_all(timeline::render(&loaded.script, Some(&report)).as_bytes())?;
     write_human(out, &report, &loaded.lines)?;
     out.write_all(round_trip_diffs(&mut report).as_bytes())?;
+    if let Some(picture) = &args.svg {
+        writeln!(out, "{}", draw(&loaded.script, args.policy, picture)?)?;
+    }
     Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_UNUSABLE))
+}
+
+/// `--svg OUT`: draws the first inconsistent read; returns a line saying what was drawn.
+fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<String, CliError> {
+    let moment = super::svg::find_moment(script, policy)
+        .map_err(|reason| CliError::Unavailable(format!("--svg: {reason}")))?;
+    let Some(moment) = moment else {
+        return Ok(format!(
+            "svg: no inconsistent read to draw; {} not written",
+            picture.display()
+        ));
+    };
+    super::svg::write_picture(&moment, picture)?;
+    Ok(format!(
+        "svg: block {} read by send job {} at statement {} drawn to {}",
+        moment.access.bytenr,
+        moment.job,
+        moment.statement_index + 1,
+        picture.display()
+    ))
 }
 
 /// Decodes a fuzz input of `target` into a script, as the target does.

@@ -1,6 +1,8 @@
-//! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]`: executes a
-//! script with every check after every operation ([`Checks::THOROUGH`]) and reports each
-//! violation with its line, each unmet expectation and the verdict.
+//! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]
+//! [--dump-tree NAME]`: executes a script with every check after every operation
+//! ([`Checks::THOROUGH`]) and reports each violation with its line, each unmet
+//! expectation and the verdict; `--dump-tree` then prints one tree of the final world
+//! ([`super::dump_tree`]).
 //!
 //! Exit codes follow [`RunReport::exit_code`]: 0 passed, 1 violation or unmet
 //! expectation, 2 when the script cannot run; an unreadable or unparsable file is also 2,
@@ -32,6 +34,10 @@ pub struct RunArgs {
     /// Write each subvolume and snapshot of the final world as a directory tree DIR/NAME.
     #[arg(long, value_name = "DIR")]
     pub export: Option<PathBuf>,
+    /// Print tree NAME of the final world as `btrfs inspect-internal dump-tree` does: a
+    /// subvolume or snapshot name, `root`, `fs`, or a tree id.
+    #[arg(long, value_name = "NAME")]
+    pub dump_tree: Option<String>,
 }
 
 /// A script read from a file, with the line of each statement.
@@ -83,15 +89,25 @@ pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
         let summary = export::export_world(&mut world.fs, directory)?;
         notes.extend(summary.lines());
     }
+    let dump = match (&args.dump_tree, report.world.as_ref()) {
+        (Some(name), Some(world)) => Some(super::dump_tree::resolve_and_dump(&world.fs, name)?),
+        _ => None,
+    };
     if args.json {
         let mut value = json::run_report(&report, &loaded.lines);
         value["script"] = args.script.display().to_string().into();
         value["notes"] = notes.into();
+        if let Some(dump) = &dump {
+            value["dump_tree"] = dump.as_str().into();
+        }
         writeln!(out, "{value}")?;
     } else {
         write_human(out, &report, &loaded.lines)?;
         for note in notes {
             writeln!(out, "{note}")?;
+        }
+        if let Some(dump) = &dump {
+            out.write_all(dump.as_bytes())?;
         }
     }
     Ok(u8::try_from(report.exit_code()).unwrap_or(super::EXIT_UNUSABLE))
