@@ -128,7 +128,7 @@ fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<S
     super::svg::write_picture(&moment, picture)?;
     Ok(format!(
         "svg: block {} read by send job {} at statement {} drawn to {}",
-        moment.access.bytenr,
+        moment.bytenr,
         moment.job,
         moment.statement_index + 1,
         picture.display()

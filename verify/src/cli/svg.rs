@@ -1,5 +1,7 @@
 //! `cowproof replay FILE --svg OUT`: draws the moment a send read an inconsistent block,
-//! with Graphviz `dot`:
+//! or failed its read checks on a block (seed 1's "parent transid verify failed": the
+//! bytenr was freed and allocated again, and the check caught the new content), with
+//! Graphviz `dot`:
 //! - the commit-root trees send started from (the ghost record: the durable content of
 //!   every block send may legitimately read), each block with its bytenr, level,
 //!   generation, owner and keys;
@@ -7,17 +9,19 @@
 //!   that now owns the block), read through the extent-buffer cache as the engine sees
 //!   them;
 //! - send's held path: per level the block send holds, the shared cache object or a
-//!   private clone (`btrfs_clone_extent_buffer()`), and its slot;
-//! - the re-initialised block in red, in both pictures: its old identity (what the
-//!   commit root says it is) and its new one (what `alloc_extent_buffer()` made of the
-//!   object), with the statement that re-initialised it.
+//!   private clone (`btrfs_clone_extent_buffer()`), and its slot (after the step; for a
+//!   failed step, which released everything, as the step began);
+//! - the block in red, in both pictures: its old identity (what the commit root says it
+//!   is) and its new one (what `alloc_extent_buffer()` made of the object, or what is at
+//!   the bytenr now), with the statement that re-initialised it when the world knows.
 //!
-//! Finding the moment: the script is run once to find its first read-consistency
-//! violation; then it is run again up to the statement before it, and that statement's
-//! send job is stepped one step at a time, each step's reads checked against the ghost
-//! record as the world checks them, until the inconsistent read. The picture is of the
-//! world right after that step. Only send steps read blocks, so only `send step` and
-//! `send finish` statements can be the moment.
+//! Finding the moment: the script is run once to find its first read-consistency or
+//! kernel-symptom violation in a send statement; then it is run again up to the
+//! statement before it, and that statement's send job is stepped one step at a time, each
+//! step's reads checked against the ghost record as the world checks them, until the
+//! inconsistent read or the failed read check. The picture is of the world right after
+//! that step. Only send steps read blocks, so only `send step` and `send finish`
+//! statements can be the moment.
 //!
 //! Output is deterministic: trees, blocks and keys are drawn in bytenr and key order.
 //! Large trees are cut at [`BLOCKS_PER_PICTURE_MAX`] blocks per picture, with a note.
@@ -30,7 +34,7 @@ use crate::script::{Op, Script, Statement};
 use crate::world::{Checks, World};
 use cowproof_engine::extent_buffer::{BlockContent, SharedContent};
 use cowproof_engine::send::held::{BufferAccess, HeldBuffer};
-use cowproof_engine::SendPolicy;
+use cowproof_engine::{Error, SendPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -58,7 +62,22 @@ pub struct HeldLevel {
     pub slot: usize,
 }
 
-/// The moment of an inconsistent read, with everything the picture shows.
+/// What went wrong at the moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Send read content that is not the commit root's, through the shared cache object
+    /// (`shared`) or a clone.
+    InconsistentRead {
+        /// Whether through the shared cache object.
+        shared: bool,
+    },
+    /// A read check (`btrfs_verify_level_key()`, the transid check...) refused the block;
+    /// the engine's error message.
+    ReadCheckFailed(String),
+}
+
+/// The moment of an inconsistent read or a failed read check, with everything the
+/// picture shows.
 #[derive(Debug)]
 pub struct Moment {
     /// The world right after the step that read the block.
@@ -69,56 +88,78 @@ pub struct Moment {
     pub statement_index: usize,
     /// The step of that statement (1-based).
     pub step: u64,
-    /// The read: tree, bytenr, the content send saw.
-    pub access: BufferAccess,
+    /// What went wrong.
+    pub cause: Cause,
+    /// The tree send was walking.
+    pub root_id: u64,
+    /// The block.
+    pub bytenr: u64,
+    /// What send read (inconsistent read), or what is at the bytenr now (failed check).
+    pub found: Option<SharedContent>,
     /// What the commit root says the block is (`None`: not in the commit roots at all).
     pub expected: Option<SharedContent>,
     /// The commit-root trees send started from, by bytenr (the ghost record).
     pub commit_root_blocks: BTreeMap<u64, SharedContent>,
-    /// Send's held path at the moment, every cursor, leaf level first.
+    /// Send's held path, every cursor, leaf level first: after the step, or as the step
+    /// began when it failed (a failed step releases everything).
     pub held: Vec<HeldLevel>,
     /// Who re-initialised the block, when the world recorded it.
     pub reinitialised_by: Option<String>,
 }
 
-/// Finds the moment of the first inconsistent read of `script`; `Ok(None)` when the
-/// script has none (it passes, or fails in another way).
+/// Finds the moment of the first inconsistent read or failed read check of a send in
+/// `script`; `Ok(None)` when the script has none (it passes, or fails in another way).
 pub fn find_moment(script: &Script, policy: Option<SendPolicy>) -> Result<Option<Moment>, String> {
     let options = RunOptions {
         policy,
         checks: Checks::THOROUGH,
     };
     let report = run(script, options);
-    let first_read = report
-        .violations
-        .iter()
-        .find(|(_, violation)| violation.kind == ViolationKind::ReadConsistency);
-    let Some((Some(statement_index), violation)) = first_read else {
+    let first = report.violations.iter().find_map(|(at, violation)| {
+        let kind_drawn = matches!(
+            violation.kind,
+            ViolationKind::ReadConsistency | ViolationKind::KernelSymptom
+        );
+        let statement_index = (*at)?;
+        let job = violation.job.clone()?;
+        let steps_max = send_steps_of(script, statement_index, &job)?;
+        kind_drawn.then_some((statement_index, job, steps_max))
+    });
+    let Some((statement_index, job, steps_max)) = first else {
         return Ok(None);
     };
-    let job = violation
-        .job
-        .clone()
-        .ok_or("a read-consistency violation without its send job")?;
-    let steps_max = match script.statements.get(*statement_index) {
-        Some(Statement::Op(Op::SendStep { steps, .. })) => *steps,
-        Some(Statement::Op(Op::SendFinish { .. })) => u64::MAX,
-        other => {
-            return Err(format!(
-                "statement {} ({other:?}) is not a send step; only send steps read blocks",
-                statement_index + 1
-            ))
-        }
-    };
-    let world = run_prefix(script, options, *statement_index)
+    let world = run_prefix(script, options, statement_index)
         .into_world()
         .ok_or("the run has no world")?;
-    step_until_inconsistent(world, &job, *statement_index, steps_max).map(Some)
+    step_until_the_bad_read(world, &job, statement_index, steps_max).map(Some)
+}
+
+/// How many steps statement `index` takes of send job `job`, if it is a send step.
+fn send_steps_of(script: &Script, index: usize, job: &str) -> Option<u64> {
+    match script.statements.get(index)? {
+        Statement::Op(Op::SendStep { job: name, steps }) if name.as_str() == job => Some(*steps),
+        Statement::Op(Op::SendFinish { job: name }) if name.as_str() == job => Some(u64::MAX),
+        _ => None,
+    }
+}
+
+/// The block a failed read check names.
+fn checked_block(error: &Error) -> Option<u64> {
+    match error {
+        Error::TransidMismatch { bytenr, .. }
+        | Error::LevelMismatch { bytenr, .. }
+        | Error::BytenrMismatch { bytenr, .. }
+        | Error::FirstKeyMismatch { bytenr, .. }
+        | Error::OwnerMismatch { bytenr, .. }
+        | Error::MissingBlock { bytenr }
+        | Error::ReadNodeSlotBug { bytenr, .. } => Some(*bytenr),
+        _ => None,
+    }
 }
 
 /// Steps `job` one step at a time, checking each step's reads as the world does, until
 /// one is inconsistent with the commit roots.
-fn step_until_inconsistent(
+fn step_until_the_bad_read(
     mut world: World,
     job: &str,
     statement_index: usize,
@@ -134,35 +175,53 @@ fn step_until_inconsistent(
         if run.job.is_over() {
             break;
         }
+        let held_before = held_levels(&run.job);
         let result = run.job.step(&mut world.fs);
         let accesses = run.job.drain_accesses();
         let inconsistent = run
             .ghost
             .check(&world.fs, job, &accesses, &|_| None)
             .and_then(|_| first_inconsistent(&run.ghost.images, &accesses));
-        if let Some(access) = inconsistent {
-            let expected = run.ghost.images.get(&access.bytenr).cloned();
-            let commit_root_blocks = run.ghost.images.clone();
-            let held = held_levels(&run.job);
-            let reinitialised_by = world.reinitialisations.by_bytenr.get(&access.bytenr);
-            return Ok(Moment {
-                reinitialised_by: reinitialised_by.cloned(),
-                job: job.to_string(),
-                statement_index,
-                step,
-                access,
-                expected,
-                commit_root_blocks,
-                held,
-                world,
-            });
-        }
-        if result.is_err() {
-            break;
-        }
+        let (cause, root_id, bytenr, found, held) = match (inconsistent, &result) {
+            (Some(access), _) => (
+                Cause::InconsistentRead {
+                    shared: access.shared,
+                },
+                access.root_id,
+                access.bytenr,
+                Some(access.content),
+                held_levels(&run.job),
+            ),
+            (None, Err(error)) => {
+                let Some(bytenr) = checked_block(error) else {
+                    break;
+                };
+                let root_id = held_before
+                    .last()
+                    .map_or(run.job.send_root(), |level| level.root_id);
+                let found = block_now(&world.fs, bytenr);
+                let cause = Cause::ReadCheckFailed(error.to_string());
+                (cause, root_id, bytenr, found, held_before)
+            }
+            (None, Ok(_)) => continue,
+        };
+        return Ok(Moment {
+            expected: run.ghost.images.get(&bytenr).cloned(),
+            commit_root_blocks: run.ghost.images.clone(),
+            reinitialised_by: world.reinitialisations.by_bytenr.get(&bytenr).cloned(),
+            job: job.to_string(),
+            statement_index,
+            step,
+            cause,
+            root_id,
+            bytenr,
+            found,
+            held,
+            world,
+        });
     }
     Err(format!(
-        "replaying statement {} step by step found no inconsistent read of job {job}",
+        "replaying statement {} step by step found no inconsistent read or failed read check of job {job}",
         statement_index + 1
     ))
 }
@@ -219,11 +278,15 @@ pub fn dot_source(moment: &Moment) -> String {
 }
 
 fn title(moment: &Moment) -> String {
+    let what = match &moment.cause {
+        Cause::InconsistentRead { .. } => "its content is not the commit root's".to_string(),
+        Cause::ReadCheckFailed(message) => format!("the read check failed: {message}"),
+    };
     format!(
-        "send job {} read block {} of tree {} at statement {}, step {}: its content is not the commit root's",
+        "send job {} read block {} of tree {} at statement {}, step {}: {what}",
         moment.job,
-        moment.access.bytenr,
-        moment.access.root_id,
+        moment.bytenr,
+        objectid_name(moment.root_id),
         moment.statement_index + 1,
         moment.step
     )
@@ -266,7 +329,7 @@ fn children(content: &BlockContent) -> Vec<u64> {
 }
 
 fn draw_block(out: &mut String, id: &str, content: &BlockContent, bytenr: u64, moment: &Moment) {
-    let style = if bytenr == moment.access.bytenr {
+    let style = if bytenr == moment.bytenr {
         ", color=red, penwidth=2.5, fontcolor=red"
     } else {
         ""
@@ -323,8 +386,8 @@ fn draw_commit_roots(moment: &Moment, out: &mut String) {
 /// The trees drawn as they are now: the ones send reads, and the block's new owner.
 fn trees_now(moment: &Moment) -> Vec<u64> {
     let mut trees: BTreeSet<u64> = moment.held.iter().map(|level| level.root_id).collect();
-    trees.insert(moment.access.root_id);
-    trees.insert(moment.access.content.header.owner);
+    trees.insert(moment.root_id);
+    trees.extend(moment.found.iter().map(|content| content.header.owner));
     trees
         .into_iter()
         .filter(|root_id| moment.world.fs.root(*root_id).is_ok())
@@ -405,6 +468,11 @@ fn draw_held_path(moment: &Moment, out: &mut String) {
             "    held_none [shape=plaintext, label=\"nothing held: the step ended the walk (it released its path)\"];\n",
         );
     }
+    if matches!(moment.cause, Cause::ReadCheckFailed(_)) && !moment.held.is_empty() {
+        out.push_str(
+            "    held_when [shape=plaintext, label=\"as the failed step began (failing released it)\"];\n",
+        );
+    }
     for level in &moment.held {
         let how = if level.shared {
             "shared cache object"
@@ -455,15 +523,23 @@ fn identity(content: &BlockContent) -> String {
 }
 
 fn draw_reinitialised(moment: &Moment, out: &mut String) {
-    let bytenr = moment.access.bytenr;
+    let bytenr = moment.bytenr;
     let old = moment
         .expected
         .as_deref()
         .map_or("not in the commit roots".to_string(), identity);
-    let mut text = format!(
-        "block {bytenr} re-initialised under send\nold identity (commit root): {old}\nnew identity (what send read): {}",
-        identity(&moment.access.content)
+    let new = moment.found.as_deref().map_or(
+        "nothing: neither cached nor on the device".to_string(),
+        identity,
     );
+    let mut text = match &moment.cause {
+        Cause::InconsistentRead { .. } => format!(
+            "block {bytenr} re-initialised under send\nold identity (commit root): {old}\nnew identity (what send read): {new}"
+        ),
+        Cause::ReadCheckFailed(message) => format!(
+            "block {bytenr} reused under send: {message}\nold identity (commit root): {old}\nnew identity (at the bytenr now): {new}"
+        ),
+    };
     if let Some(by) = &moment.reinitialised_by {
         let _ = write!(text, "\nre-initialised by: {by}");
     }
@@ -565,16 +641,14 @@ mod tests {
     fn the_seed2_moment_is_a_reinitialised_root_read_through_the_shared_object() {
         let moment = seed2_moment();
         assert_eq!(moment.job, "s");
-        assert!(moment.access.shared, "read through the shared cache object");
+        assert_eq!(moment.cause, Cause::InconsistentRead { shared: true });
         let expected = moment.expected.as_ref().expect("a commit-root block");
-        assert_ne!(**expected, *moment.access.content);
-        assert_eq!(expected.header.bytenr, moment.access.bytenr);
+        let found = moment.found.as_ref().expect("what send read");
+        assert_ne!(**expected, **found);
+        assert_eq!(expected.header.bytenr, moment.bytenr);
         assert_ne!(
             (expected.header.owner, expected.header.level),
-            (
-                moment.access.content.header.owner,
-                moment.access.content.header.level
-            ),
+            (found.header.owner, found.header.level),
             "the block became another tree's or another level's"
         );
         let by = moment.reinitialised_by.as_deref().expect("attributed");
@@ -590,7 +664,7 @@ mod tests {
     fn the_dot_source_names_the_block_with_both_identities() {
         let moment = seed2_moment();
         let source = dot_source(&moment);
-        let bytenr = moment.access.bytenr;
+        let bytenr = moment.bytenr;
         for expected in [
             format!("block {bytenr} re-initialised under send"),
             "old identity (commit root): tree ".to_string(),
@@ -601,6 +675,31 @@ mod tests {
         ] {
             assert!(source.contains(&expected), "missing {expected:?}\n{source}");
         }
+    }
+
+    #[test]
+    fn seed1_is_drawn_at_its_failed_transid_check() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../corpus/scripts/seed1-send-vs-relocation.cows"
+        );
+        let script = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let moment = find_moment(&script, None)
+            .unwrap()
+            .expect("a failed read check");
+        let Cause::ReadCheckFailed(message) = &moment.cause else {
+            panic!("{:?}", moment.cause);
+        };
+        assert!(
+            message.contains("parent transid verify failed"),
+            "{message}"
+        );
+        let expected = moment.expected.as_ref().expect("in the commit roots");
+        let found = moment.found.as_ref().expect("the bytenr holds a block now");
+        assert!(found.header.generation > expected.header.generation);
+        assert!(!moment.held.is_empty(), "the path as the step began");
+        let source = dot_source(&moment);
+        assert!(source.contains(&format!("block {} reused under send", moment.bytenr)));
     }
 
     #[test]
@@ -625,7 +724,7 @@ mod tests {
         let svg = render_svg(&dot_source(&moment)).expect("dot renders");
         let svg = String::from_utf8(svg).expect("SVG is text");
         assert!(svg.starts_with("<?xml"), "{svg}");
-        let named = format!("block {}", moment.access.bytenr);
+        let named = format!("block {}", moment.bytenr);
         assert!(svg.contains(&named), "the SVG does not name {named}");
         assert!(svg.contains("re&#45;initialised") || svg.contains("re-initialised"));
     }
