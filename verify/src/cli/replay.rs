@@ -121,7 +121,7 @@ fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<S
         .map_err(|reason| CliError::Unavailable(format!("--svg: {reason}")))?;
     let Some(moment) = moment else {
         return Ok(format!(
-            "svg: no inconsistent read to draw; {} not written",
+            "svg: nothing to draw (no send read a wrong block or failed a read check); {} not written",
             picture.display()
         ));
     };
