@@ -1,5 +1,6 @@
 //! `cowproof replay FILE... [--target T] [--policy P] [--svg OUT]`: replays scripts and
-//! fuzz inputs; `--svg` draws the moment of the first inconsistent read ([`super::svg`]).
+//! fuzz inputs; `--svg` draws the moment a send first read a wrong block or failed a
+//! read check ([`super::svg`]).
 //!
 //! A FILE named `*.cows` is a script (text); any other FILE is a corpus or crash input
 //! of fuzz target T (binary bytes), decoded exactly as the target decodes it — for
@@ -45,8 +46,8 @@ pub struct ReplayArgs {
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
     pub policy: Option<SendPolicy>,
-    /// Draw the moment of the first inconsistent read to OUT with Graphviz (SVG; the dot
-    /// source if OUT ends in `.dot`). Needs exactly one FILE.
+    /// Draw the moment a send first read a wrong block or failed a read check to OUT with
+    /// Graphviz (SVG; the dot source if OUT ends in `.dot`). Needs exactly one FILE.
     #[arg(long, value_name = "OUT")]
     pub svg: Option<PathBuf>,
 }
@@ -115,7 +116,7 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8
     Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_UNUSABLE))
 }
 
-/// `--svg OUT`: draws the first inconsistent read; returns a line saying what was drawn.
+/// `--svg OUT`: draws the moment; returns a line saying what was drawn.
 fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<String, CliError> {
     let moment = super::svg::find_moment(script, policy)
         .map_err(|reason| CliError::Unavailable(format!("--svg: {reason}")))?;
