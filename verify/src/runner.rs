@@ -205,6 +205,11 @@ impl PausedRun {
     pub fn executed(&self) -> usize {
         self.executed
     }
+
+    /// The world after the executed statements (`None` when it could not be made).
+    pub fn into_world(self) -> Option<World> {
+        self.world
+    }
 }
 
 /// Starts a run of `script` and executes its first `count` statements (all of them when

@@ -191,6 +191,12 @@ impl SendJob {
         self.writer.as_bytes()
     }
 
+    /// The walk's cursors, each with the path it holds: the sent tree's, then the
+    /// parent's for an incremental send (for pictures of a race; nothing reads them).
+    pub fn cursors(&self) -> impl Iterator<Item = &TreeCursor> {
+        std::iter::once(&self.left).chain(self.right.as_ref())
+    }
+
     /// The walk epoch: bumped at every restart after a relocation commit.
     pub fn epoch(&self) -> u32 {
         self.log.epoch

@@ -10,6 +10,8 @@
 //! - [`check`]: `cowproof check` — the bounded explorer over the policy x race matrix.
 //! - [`conform`]: `cowproof conform` — scripts on a real, loop-mounted btrfs against the
 //!   engine (exit 3 when the host cannot run it, 130 on Ctrl-C).
+//! - [`dump_tree`]: `run --dump-tree NAME`, a tree in `btrfs inspect-internal dump-tree`
+//!   layout; [`svg`]: `replay --svg OUT`, the moment of a violation drawn with Graphviz.
 //!
 //! Exit codes: 0 when every oracle holds and every `expect` is met, 1 on a violation or
 //! an unmet expectation, 2 on unusable input (an unreadable file, a parse error, a script
@@ -23,6 +25,7 @@
 
 pub mod check;
 pub mod conform;
+pub mod dump_tree;
 pub mod export;
 pub mod hunt;
 pub mod image;
@@ -30,6 +33,7 @@ pub mod json;
 pub mod replay;
 pub mod run;
 pub mod shrink;
+pub mod svg;
 pub mod timeline;
 
 use crate::script::ParseError;
@@ -110,6 +114,9 @@ pub enum CliError {
     Decode { path: PathBuf, message: String },
     /// The export directory already holds a tree of that name.
     ExportExists(PathBuf),
+    /// An option asked for something the run cannot give (`--dump-tree` of a tree that
+    /// does not exist, `--svg` without Graphviz): the reason.
+    Unavailable(String),
 }
 
 impl fmt::Display for CliError {
@@ -132,6 +139,7 @@ impl fmt::Display for CliError {
                 "{} already exists; export into an empty or new directory",
                 path.display()
             ),
+            CliError::Unavailable(reason) => write!(f, "{reason}"),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! `cowproof replay FILE... [--target T] [--policy P]`: replays scripts and fuzz inputs.
+//! `cowproof replay FILE... [--target T] [--policy P] [--svg OUT]`: replays scripts and
+//! fuzz inputs; `--svg` draws the moment a send first read a wrong block or failed a
+//! read check ([`super::svg`]).
 //!
 //! A FILE named `*.cows` is a script (text); any other FILE is a corpus or crash input
 //! of fuzz target T (binary bytes), decoded and judged through T's entry of the one table
@@ -46,12 +48,21 @@ pub struct ReplayArgs {
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
     pub policy: Option<SendPolicy>,
+    /// Draw the moment a send first read a wrong block or failed a read check to OUT with
+    /// Graphviz (SVG; the dot source if OUT ends in `.dot`). Needs exactly one FILE.
+    #[arg(long, value_name = "OUT")]
+    pub svg: Option<PathBuf>,
 }
 
 /// Runs `cowproof replay`.
 pub fn execute(args: &ReplayArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let fuzz_target =
         target(&args.target).map_err(|_| CliError::UnknownTarget(args.target.clone()))?;
+    if args.svg.is_some() && args.files.len() != 1 {
+        return Err(CliError::Unavailable(
+            "--svg draws one file; give exactly one FILE".to_string(),
+        ));
+    }
     let mut worst = 0;
     for (position, path) in args.files.iter().enumerate() {
         if position > 0 {
@@ -82,7 +93,7 @@ fn replay_file(
         .is_some_and(|extension| extension == SCRIPT_EXTENSION);
     if is_script {
         writeln!(out, "== {} (script)", path.display())?;
-        return replay_script(&load_script(path)?, args.policy, out);
+        return replay_script(&load_script(path)?, args.policy, args.svg.as_deref(), out);
     }
     let bytes = read_file(path)?;
     let decode_failure = |message: String| CliError::Decode {
@@ -101,7 +112,12 @@ fn replay_file(
         fuzz_target.name
     )?;
     let code = match (fuzz_target.decode)(&bytes, policy) {
-        TestCase::Script(script) => replay_script(&with_printed_lines(script), Some(policy), out)?,
+        TestCase::Script(script) => replay_script(
+            &with_printed_lines(script),
+            Some(policy),
+            args.svg.as_deref(),
+            out,
+        )?,
         TestCase::Text(text) => {
             writeln!(out, "test case:")?;
             for line in text.lines() {
@@ -131,6 +147,7 @@ fn replay_file(
 fn replay_script(
     loaded: &LoadedScript,
     policy: Option<SendPolicy>,
+    svg: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     write_script(out, &loaded.script)?;
@@ -145,7 +162,30 @@ fn replay_script(
     out.write_all(timeline::render(&loaded.script, Some(&report)).as_bytes())?;
     write_human(out, &report, &loaded.lines)?;
     out.write_all(round_trip_diffs(&mut report).as_bytes())?;
+    if let Some(picture) = svg {
+        writeln!(out, "{}", draw(&loaded.script, policy, picture)?)?;
+    }
     Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_UNUSABLE))
+}
+
+/// `--svg OUT`: draws the moment; returns a line saying what was drawn.
+fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<String, CliError> {
+    let moment = super::svg::find_moment(script, policy)
+        .map_err(|reason| CliError::Unavailable(format!("--svg: {reason}")))?;
+    let Some(moment) = moment else {
+        return Ok(format!(
+            "svg: nothing to draw (no send read a wrong block or failed a read check); {} not written",
+            picture.display()
+        ));
+    };
+    super::svg::write_picture(&moment, picture)?;
+    Ok(format!(
+        "svg: block {} read by send job {} at statement {} drawn to {}",
+        moment.bytenr,
+        moment.job,
+        moment.statement_index + 1,
+        picture.display()
+    ))
 }
 
 /// A decoded script with the line numbers of its printed form.

@@ -1,8 +1,10 @@
-//! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]`: executes a
-//! script with every check after every operation ([`Checks::THOROUGH`]) and reports each
-//! operation that failed with its errno (as the timeline shows it), each violation with
-//! its line, each unmet expectation and the verdict. `--json` carries the same, the failed
-//! operations under `failed_operations`.
+//! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]
+//! [--image FILE] [--from IMG] [--dump-tree NAME]`: executes a script with every check
+//! after every operation ([`Checks::THOROUGH`]) and reports each operation that failed
+//! with its errno (as the timeline shows it), each violation with its line, each unmet
+//! expectation and the verdict. `--json` carries the same, the failed operations under
+//! `failed_operations`; `--dump-tree` then prints one tree of the final world
+//! ([`super::dump_tree`]).
 //!
 //! Exit codes follow [`RunReport::exit_code`]: 0 passed, 1 violation or unmet
 //! expectation, 2 when the script cannot run; an unreadable or unparsable file is also 2,
@@ -40,6 +42,10 @@ pub struct RunArgs {
     /// Start from a real btrfs image IMG (imported) instead of an empty filesystem.
     #[arg(long, value_name = "IMG")]
     pub from: Option<PathBuf>,
+    /// Print tree NAME of the final world as `btrfs inspect-internal dump-tree` does: a
+    /// subvolume or snapshot name, `root`, `fs`, or a tree id.
+    #[arg(long, value_name = "NAME")]
+    pub dump_tree: Option<String>,
 }
 
 /// A script read from a file, with the line of each statement.
@@ -99,16 +105,26 @@ pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     if let (Some(path), Some(world)) = (&args.image, report.world.as_ref()) {
         notes.push(super::image::write_image_file(&world.fs, path)?);
     }
+    let dump = match (&args.dump_tree, report.world.as_ref()) {
+        (Some(name), Some(world)) => Some(super::dump_tree::resolve_and_dump(&world.fs, name)?),
+        _ => None,
+    };
     if args.json {
         let mut value = json::run_report(&report, &loaded.lines);
         value["failed_operations"] = failed_operations_json(&report, &loaded.lines);
         value["script"] = args.script.display().to_string().into();
         value["notes"] = notes.into();
+        if let Some(dump) = &dump {
+            value["dump_tree"] = dump.as_str().into();
+        }
         writeln!(out, "{value}")?;
     } else {
         write_human(out, &report, &loaded.lines)?;
         for note in notes {
             writeln!(out, "{note}")?;
+        }
+        if let Some(dump) = &dump {
+            out.write_all(dump.as_bytes())?;
         }
     }
     Ok(u8::try_from(report.exit_code()).unwrap_or(super::EXIT_UNUSABLE))

@@ -45,7 +45,7 @@ use cowproof_engine::{Errno, SendPolicy};
 pub use data::{splitmix64_bytes, Data, DataTooLong, SplitMix64, DATA_LENGTH_MAX};
 pub use names::{Identifier, Name, NameError, ScriptPath, SymlinkTarget, XattrName};
 pub use op::{Lane, Op, OpError, RelocateTarget, MODE_MAX};
-pub use parse::{parse, parse_with_lines};
+pub use parse::{parse, parse_with_lines, KEYWORDS};
 pub use print::print;
 
 /// A whole test case.

@@ -246,7 +246,7 @@ impl<'line, 'text> Arguments<'line, 'text> {
 }
 
 /// Every first word of a line.
-const KEYWORDS: [&str; 24] = [
+pub const KEYWORDS: [&str; 24] = [
     "policy", "geometry", "expect", "subvol", "send", "relocate", "snapshot", "mkdir", "touch",
     "symlink", "write", "truncate", "mv", "ln", "rm", "rmdir", "setxattr", "rmxattr", "chmod",
     "chown", "clone", "commit", "remount", "crash",
