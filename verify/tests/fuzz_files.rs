@@ -91,7 +91,12 @@ fn unescape(quoted: &str) -> Option<Vec<u8>> {
 #[test]
 fn every_target_has_seed_inputs() {
     let targets = fuzz_targets();
-    assert_eq!(targets.len(), 6, "{targets:?}");
+    let table: Vec<&str> = cowproof_verify::fuzz_input::TARGETS
+        .iter()
+        .map(|target| target.name)
+        .collect();
+    assert_eq!(targets.len(), table.len(), "{targets:?} against the table {table:?}");
+    assert!(targets.len() >= 7, "{targets:?}");
     for target in &targets {
         let directory = repository().join("corpus").join(target);
         let inputs = std::fs::read_dir(&directory)

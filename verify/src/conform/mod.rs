@@ -119,6 +119,19 @@ pub fn minimise(
     signature: Signature,
     tools: &session::Tools,
 ) -> Result<Script, ConformError> {
+    minimise_keeping(script, tools, |report| {
+        report.signature() == Some(signature)
+    })
+}
+
+/// The shortest script ddmin finds whose conform report still satisfies `keep`; each
+/// candidate runs on its own fresh filesystem, and candidates that are not valid or not
+/// comparable are never kept. [`minimise`] keeps a difference; tests keep a kernel answer.
+pub fn minimise_keeping(
+    script: &Script,
+    tools: &session::Tools,
+    keep: impl Fn(&ScriptReport) -> bool,
+) -> Result<Script, ConformError> {
     let with = |statements: Vec<crate::script::Statement>| Script {
         policy: script.policy,
         geometry: script.geometry.clone(),
@@ -138,7 +151,7 @@ pub fn minimise(
             return false;
         }
         match conform_script(&candidate, tools) {
-            Ok(report) => report.signature() == Some(signature),
+            Ok(report) => keep(&report),
             // A candidate the engine cannot run (a step of a job it dropped) is not one.
             Err(ConformError::Script(_)) => false,
             Err(error) => {

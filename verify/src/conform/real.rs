@@ -287,7 +287,21 @@ impl<'a> WorldDirectory<'a> {
             beneath(),
         );
         match existing {
-            Ok(_) => Ok(()),
+            // touch(1) sets the times of an existing entry (EROFS in a read-only
+            // subvolume), through the entry resolved beneath the mount.
+            Ok(entry) => {
+                let now = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_NOW,
+                    },
+                    last_modification: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_NOW,
+                    },
+                };
+                rustix::fs::utimensat(&entry, "", &now, AtFlags::EMPTY_PATH).map_err(Stop::Errno)
+            }
             Err(RawErrno::NOENT) => {
                 self.open(path, OFlags::RDONLY | OFlags::CREATE, 0o666)?;
                 Ok(())
