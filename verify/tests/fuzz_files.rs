@@ -95,7 +95,11 @@ fn every_target_has_seed_inputs() {
         .iter()
         .map(|target| target.name)
         .collect();
-    assert_eq!(targets.len(), table.len(), "{targets:?} against the table {table:?}");
+    assert_eq!(
+        targets.len(),
+        table.len(),
+        "{targets:?} against the table {table:?}"
+    );
     assert!(targets.len() >= 7, "{targets:?}");
     for target in &targets {
         let directory = repository().join("corpus").join(target);
