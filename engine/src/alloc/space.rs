@@ -642,6 +642,34 @@ mod tests {
         }
     }
 
+    /// A group whose first buckets hold only one-sector holes: a long allocation skips
+    /// them all and lands in the first bucket with a long enough range, and a short one
+    /// still takes the lowest hole.
+    #[test]
+    fn the_fit_index_skips_buckets_of_short_holes() {
+        const SECTOR: u64 = 4096;
+        let mut space = SpaceInfo::new(1 << 30, 1 << 20);
+        let start = space
+            .add_group(BlockGroupKind::Data, 4 * FIT_BUCKET_BYTES)
+            .expect("group");
+        let sectors = 2 * FIT_BUCKET_BYTES / SECTOR;
+        let blocks: Vec<u64> = (0..sectors)
+            .map(|_| space.alloc(BlockGroupKind::Data, SECTOR).expect("alloc"))
+            .collect();
+        for block in blocks.iter().step_by(2) {
+            space.free_now(*block, SECTOR);
+        }
+        assert_eq!(space.check(), Ok(()));
+        let long = space.alloc(BlockGroupKind::Data, 2 * SECTOR);
+        assert_eq!(
+            long,
+            Some(start + 2 * FIT_BUCKET_BYTES),
+            "past every short hole"
+        );
+        assert_eq!(space.alloc(BlockGroupKind::Data, SECTOR), Some(start));
+        assert_eq!(space.check(), Ok(()));
+    }
+
     #[test]
     #[should_panic(expected = "double free")]
     fn double_free_is_an_invariant_violation() {
