@@ -10,19 +10,21 @@
 //!   4 KiB .. 1 MiB in a 1 GiB data group kept about 60 % full, so first fit walks a
 //!   fragmented free list.
 //!
-//! Baseline: none in the same process — there is no std allocator of disk ranges; the
-//! numbers are absolute (ns per operation) and guard against regressions. The seed is
-//! printed first.
+//! - `data_churn_engine` against `data_churn_btree_map`: the same churn, with pins
+//!   released every 64 operations, in `SpaceInfo` and in a plain `BTreeMap<u64, u64>`
+//!   free-extent index whose lowest-first search walks the list (`common::Churn`): the
+//!   ratio shows what the fit index buys.
+//!
+//! The seed is printed first.
 
 mod common;
 
-use common::{SplitMix64, SEED};
+use common::{Churn, SplitMix64, FIRST_START, SEED};
 use cowproof_engine::alloc::{BlockGroupKind, SpaceInfo};
 use cowproof_engine::Geometry;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 
-const FIRST_START: u64 = 1 << 20;
 const BLOCKS_PER_TRANSACTION: usize = 64;
 
 struct Metadata {
@@ -153,6 +155,12 @@ fn alloc(c: &mut Criterion) {
             data.free_random();
             black_box(data.alloc())
         })
+    });
+    let mut churn = Churn::sixty_percent_full(common::engine_allocator());
+    group.bench_function("data_churn_engine", |b| b.iter(|| black_box(churn.step())));
+    let mut churn = Churn::sixty_percent_full(common::plain_allocator());
+    group.bench_function("data_churn_btree_map", |b| {
+        b.iter(|| black_box(churn.step()))
     });
     group.finish();
 }

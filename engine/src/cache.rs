@@ -9,19 +9,29 @@
 //! [`ExtentBufferCache::clone_content`]) is a private copy outside the map: later
 //! re-initialisation never reaches it.
 //!
-//! Invariants: `by_block` and `buffers` agree (every mapped handle's buffer has that
-//! bytenr); a buffer's content header names its bytenr; hold counts never go negative.
+//! Layout for the descent (`docs/hot-paths.md`): an object is named by its block index
+//! (`bytenr / nodesize`), and the array indexed by it holds what every search touches —
+//! the content pointer and the last read check that passed on this version of the
+//! content — so a read on a cache hit is one array access. What only bookkeeping reads
+//! (holders, init records) lives in a cold arena reached through `cold_slot`.
+//!
+//! Invariants: a block index is mapped in `hot` exactly when `cold_slot` maps it, and
+//! that cold buffer has that bytenr; a buffer's content header names its bytenr; hold
+//! counts never go negative; a remembered read check belongs to the current version of
+//! the content (every change of content — [`ExtentBufferCache::content_mut`], a
+//! re-initialisation — forgets it).
 
 use crate::extent_buffer::{BlockContent, SharedContent};
 use std::sync::Arc;
 
-/// A reference to a buffer object in the cache. Valid until the cache is dropped by a
-/// remount or a crash.
+/// A reference to a buffer object in the cache: its block index, which names one object
+/// for the life of the cache (an object is never unmapped). Valid until the cache is
+/// dropped by a remount or a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EbHandle(u32);
 
 impl EbHandle {
-    /// The arena index, for messages.
+    /// The object's index (its block index), for messages.
     pub fn index(self) -> u32 {
         self.0
     }
@@ -63,9 +73,32 @@ pub struct Reinitialised {
     pub previous: SharedContent,
 }
 
-/// What the cache knows of an object besides its content (which lives in a dense array
-/// of its own: a lookup follows the content pointer on every level of every search, the
-/// rest is cold).
+/// A read check that passed: the expectation a reader brought (a parent slot's
+/// generation and first key, the level one below the parent, the tree searched). The
+/// same expectation against the same version of the content passes again, so a read that
+/// brings it may skip the check; any other expectation runs the check in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VerifiedRead {
+    /// The generation the reader expected.
+    pub generation: u64,
+    /// The first key the reader expected, if it expected one.
+    pub first_key: Option<crate::key::Key>,
+    /// The tree the reader searched (the owner check depends on it).
+    pub root_id: u64,
+    /// The level the reader expected.
+    pub level: u8,
+}
+
+/// What a search touches of an object: its content, and the read check that passed on
+/// this version of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct HotBuffer {
+    content: SharedContent,
+    verified: Option<VerifiedRead>,
+}
+
+/// What the cache knows of an object besides its content and read check: cold, read by
+/// bookkeeping only.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CachedBuffer {
     bytenr: u64,
@@ -79,9 +112,11 @@ const UNMAPPED: u32 = u32::MAX;
 /// The cache of extent buffers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ExtentBufferCache {
-    contents: Vec<SharedContent>,
+    /// By block index: the hot half of each mapped object.
+    hot: Vec<Option<HotBuffer>>,
+    /// By block index: the object's slot in `buffers`, or `UNMAPPED`.
+    cold_slot: Vec<u32>,
     buffers: Vec<CachedBuffer>,
-    by_block: Vec<u32>,
     nodesize_bytes: u64,
     /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
     nodesize_shift: u32,
@@ -92,9 +127,9 @@ impl ExtentBufferCache {
     pub fn new(nodesize_bytes: u64) -> ExtentBufferCache {
         assert!(nodesize_bytes.is_power_of_two());
         ExtentBufferCache {
-            contents: Vec::new(),
+            hot: Vec::new(),
+            cold_slot: Vec::new(),
             buffers: Vec::new(),
-            by_block: Vec::new(),
             nodesize_bytes,
             nodesize_shift: nodesize_bytes.trailing_zeros(),
         }
@@ -109,29 +144,68 @@ impl ExtentBufferCache {
         usize::try_from(bytenr >> self.nodesize_shift).expect("block index fits usize")
     }
 
+    fn hot(&self, handle: EbHandle) -> &HotBuffer {
+        self.hot[handle.0 as usize]
+            .as_ref()
+            .expect("a handle names a mapped object")
+    }
+
+    fn hot_mut(&mut self, handle: EbHandle) -> &mut HotBuffer {
+        self.hot[handle.0 as usize]
+            .as_mut()
+            .expect("a handle names a mapped object")
+    }
+
+    fn cold(&self, handle: EbHandle) -> &CachedBuffer {
+        &self.buffers[self.cold_slot[handle.0 as usize] as usize]
+    }
+
+    fn cold_mut(&mut self, handle: EbHandle) -> &mut CachedBuffer {
+        &mut self.buffers[self.cold_slot[handle.0 as usize] as usize]
+    }
+
     /// The object mapped at `bytenr`, if any (`find_extent_buffer()`).
     pub fn find(&self, bytenr: u64) -> Option<EbHandle> {
         let index = self.block_index(bytenr);
-        match self.by_block.get(index) {
-            Some(&slot) if slot != UNMAPPED => Some(EbHandle(slot)),
+        match self.hot.get(index) {
+            Some(Some(_)) => Some(EbHandle(index as u32)),
             _ => None,
         }
     }
 
+    /// The object mapped at `bytenr` with its content and remembered read check, in one
+    /// array access: the read path of every search (`find_extent_buffer()`).
+    pub fn find_for_read(
+        &self,
+        bytenr: u64,
+    ) -> Option<(EbHandle, &SharedContent, Option<VerifiedRead>)> {
+        let index = self.block_index(bytenr);
+        let hot = self.hot.get(index)?.as_ref()?;
+        Some((EbHandle(index as u32), &hot.content, hot.verified))
+    }
+
+    /// Remembers that `read` passed the read checks on the object's current content.
+    pub fn remember_verified(&mut self, handle: EbHandle, read: VerifiedRead) {
+        self.hot_mut(handle).verified = Some(read);
+    }
+
     /// The content of an object as it is now.
     pub fn content(&self, handle: EbHandle) -> &SharedContent {
-        &self.contents[handle.0 as usize]
+        &self.hot(handle).content
     }
 
     /// The bytenr an object is mapped at.
     pub fn bytenr(&self, handle: EbHandle) -> u64 {
-        self.buffers[handle.0 as usize].bytenr
+        self.cold(handle).bytenr
     }
 
     /// Mutable content. The engine calls this only for blocks COWed in the running
-    /// transaction; holders of older `SharedContent` clones are unaffected.
+    /// transaction; holders of older `SharedContent` clones are unaffected. The content
+    /// may change, so the remembered read check is forgotten.
     pub fn content_mut(&mut self, handle: EbHandle) -> &mut BlockContent {
-        Arc::make_mut(&mut self.contents[handle.0 as usize])
+        let hot = self.hot_mut(handle);
+        hot.verified = None;
+        Arc::make_mut(&mut hot.content)
     }
 
     /// A private copy of the object's current content (`btrfs_clone_extent_buffer()`).
@@ -141,12 +215,12 @@ impl ExtentBufferCache {
 
     /// Who initialised the object last.
     pub fn last_init(&self, handle: EbHandle) -> &InitRecord {
-        &self.buffers[handle.0 as usize].last_init
+        &self.cold(handle).last_init
     }
 
     /// How many times the object has been (re)initialised.
     pub fn init_count(&self, handle: EbHandle) -> u32 {
-        self.buffers[handle.0 as usize].inits
+        self.cold(handle).inits
     }
 
     /// Maps content read from the device; the bytenr must not be mapped yet.
@@ -181,51 +255,57 @@ impl ExtentBufferCache {
             operation,
         };
         let content = Arc::new(content);
-        match self.find(bytenr) {
-            Some(handle) => {
-                let buffer = &mut self.buffers[handle.0 as usize];
-                assert_eq!(buffer.bytenr, bytenr);
-                let previous = std::mem::replace(&mut self.contents[handle.0 as usize], content);
-                buffer.inits += 1;
-                buffer.last_init = record;
-                let report = Reinitialised {
-                    handle,
-                    holders: buffer.holders,
-                    previous,
-                };
-                (handle, Some(report))
-            }
-            None => (self.map_new(bytenr, content, record), None),
-        }
+        let Some(handle) = self.find(bytenr) else {
+            return (self.map_new(bytenr, content, record), None);
+        };
+        let hot = self.hot_mut(handle);
+        hot.verified = None;
+        let previous = std::mem::replace(&mut hot.content, content);
+        let buffer = self.cold_mut(handle);
+        assert_eq!(buffer.bytenr, bytenr);
+        buffer.inits += 1;
+        buffer.last_init = record;
+        let report = Reinitialised {
+            handle,
+            holders: buffer.holders,
+            previous,
+        };
+        (handle, Some(report))
     }
 
     fn map_new(&mut self, bytenr: u64, content: SharedContent, record: InitRecord) -> EbHandle {
         let index = self.block_index(bytenr);
-        if self.by_block.len() <= index {
-            self.by_block.resize(index + 1, UNMAPPED);
+        let handle = EbHandle(u32::try_from(index).expect("fewer than 2^32 tree blocks"));
+        if self.hot.len() <= index {
+            self.hot.resize(index + 1, None);
+            self.cold_slot.resize(index + 1, UNMAPPED);
         }
         let slot = u32::try_from(self.buffers.len()).expect("fewer than 2^32 buffers");
         assert_ne!(slot, UNMAPPED);
-        self.contents.push(content);
+        assert!(self.hot[index].is_none() && self.cold_slot[index] == UNMAPPED);
+        self.hot[index] = Some(HotBuffer {
+            content,
+            verified: None,
+        });
         self.buffers.push(CachedBuffer {
             bytenr,
             holders: 0,
             inits: 1,
             last_init: record,
         });
-        self.by_block[index] = slot;
-        EbHandle(slot)
+        self.cold_slot[index] = slot;
+        handle
     }
 
     /// Takes a reference on an object (`atomic_inc(&eb->refs)`).
     pub fn hold(&mut self, handle: EbHandle) {
-        let buffer = &mut self.buffers[handle.0 as usize];
+        let buffer = self.cold_mut(handle);
         buffer.holders = buffer.holders.checked_add(1).expect("hold count overflow");
     }
 
     /// Drops a reference taken with [`hold`](Self::hold).
     pub fn release(&mut self, handle: EbHandle) {
-        let buffer = &mut self.buffers[handle.0 as usize];
+        let buffer = self.cold_mut(handle);
         assert!(
             buffer.holders > 0,
             "release of block {} nobody holds",
@@ -236,7 +316,7 @@ impl ExtentBufferCache {
 
     /// References held on an object.
     pub fn holders(&self, handle: EbHandle) -> u32 {
-        self.buffers[handle.0 as usize].holders
+        self.cold(handle).holders
     }
 
     /// References held on all objects together.
@@ -259,22 +339,32 @@ impl ExtentBufferCache {
 
     /// Checks the map/arena agreement of the module invariants.
     pub fn check(&self) -> Result<(), String> {
-        for (index, &slot) in self.by_block.iter().enumerate() {
-            if slot == UNMAPPED {
-                continue;
-            }
+        let mut mapped = 0usize;
+        for (index, (hot, &slot)) in self.hot.iter().zip(&self.cold_slot).enumerate() {
+            let bytenr = index as u64 * self.nodesize_bytes;
+            let (hot, slot) = match (hot, slot) {
+                (None, UNMAPPED) => continue,
+                (Some(hot), slot) if slot != UNMAPPED => (hot, slot),
+                _ => return Err(format!("cache maps block {bytenr} in one half only")),
+            };
+            mapped += 1;
             let buffer = self
                 .buffers
                 .get(slot as usize)
                 .ok_or("cache maps a missing object")?;
-            let header_bytenr = self.contents[slot as usize].header.bytenr;
-            let bytenr = index as u64 * self.nodesize_bytes;
+            let header_bytenr = hot.content.header.bytenr;
             if buffer.bytenr != bytenr || header_bytenr != bytenr {
                 return Err(format!(
                     "cache object {slot} mapped at {bytenr} holds block {} (header {header_bytenr})",
                     buffer.bytenr
                 ));
             }
+        }
+        if mapped != self.buffers.len() || self.hot.len() != self.cold_slot.len() {
+            return Err(format!(
+                "cache maps {mapped} blocks for {} objects",
+                self.buffers.len()
+            ));
         }
         Ok(())
     }

@@ -266,12 +266,71 @@ fn dump_lines(tools: &host::Tools, stream: &Path) -> Result<Vec<String>, String>
             .args(["receive", "--dump", "-f"])
             .arg(stream),
     )?;
-    let mut lines: Vec<String> = text
+    let lines: Vec<String> = text
         .lines()
         .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
+    let mut lines = resolve_orphans(lines);
     lines.sort();
     Ok(lines)
+}
+
+/// Whether a path's last component is an orphan name `o<ino>-<gen>-<n>`.
+fn is_orphan(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let Some(numbers) = name.strip_prefix('o') else {
+        return false;
+    };
+    let parts: Vec<&str> = numbers.split('-').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
+/// Names every inode by the path it ends at: each orphan that a `rename` moves into
+/// place is replaced by its destination in every line, and the renames out of orphan
+/// names are dropped. Where a stream sets attributes, before or after the rename that
+/// places an inode, is an order btrfs is free to choose (the kernel sets them under the
+/// orphan name, the engine after placing it).
+fn resolve_orphans(lines: Vec<String>) -> Vec<String> {
+    let mut placed: Vec<(String, String)> = Vec::new();
+    for line in &lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        if parts.len() == 3 && parts[0] == "rename" && is_orphan(parts[1]) {
+            if let Some(destination) = parts[2].strip_prefix("dest=") {
+                placed.push((parts[1].to_string(), destination.to_string()));
+            }
+        }
+    }
+    let placed_path = |path: &str| -> String {
+        let mut path = path.to_string();
+        // An orphan may be placed inside another orphan: resolve until nothing changes.
+        for _ in 0..=placed.len() {
+            let Some((orphan, destination)) = placed
+                .iter()
+                .find(|(orphan, _)| path == *orphan || path.starts_with(&format!("{orphan}/")))
+            else {
+                break;
+            };
+            path = format!("{destination}{}", &path[orphan.len()..]);
+        }
+        path
+    };
+    let rename = |word: &str| -> String {
+        match word.strip_prefix("dest=") {
+            Some(path) => format!("dest={}", placed_path(path)),
+            None => placed_path(word),
+        }
+    };
+    lines
+        .into_iter()
+        .filter(|line| {
+            let parts: Vec<&str> = line.split(' ').collect();
+            !(parts.len() == 3 && parts[0] == "rename" && is_orphan(parts[1]))
+        })
+        .map(|line| line.split(' ').map(rename).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// The differences between the two streams that `docs/images.md` explains, each

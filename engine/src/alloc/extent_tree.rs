@@ -117,6 +117,18 @@ pub struct DroppedExtent {
     pub record: ExtentRecord,
 }
 
+/// What [`DelayedRefs::drop_reference`] left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferenceDropped {
+    /// The extent still has references.
+    Referenced,
+    /// No references are left; the extent is freed when the delayed refs run.
+    Unreferenced,
+    /// No references are left on an extent reserved in the running transaction: its head
+    /// is gone and its space may be returned now.
+    UnreferencedNew(ExtentRecord),
+}
+
 /// Reference changes not yet applied to the extent tree, by bytenr.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DelayedRefs {
@@ -159,6 +171,80 @@ impl DelayedRefs {
         );
         if head.delta == 0 && head.new_extent.is_none() {
             self.heads.remove(&bytenr);
+        }
+    }
+
+    /// Registers a newly reserved extent with its first reference: `add_new_extent`
+    /// then `modify(+1)`, in one visit of the head (a new tree block on every COW).
+    pub fn add_new_referenced_extent(
+        &mut self,
+        tree: &ExtentTree,
+        bytenr: u64,
+        record: ExtentRecord,
+    ) {
+        assert!(
+            tree.get(bytenr).is_none(),
+            "new extent {bytenr} already has a record"
+        );
+        assert_eq!(record.refs, 0);
+        let previous = self.heads.insert(
+            bytenr,
+            DelayedRefHead {
+                delta: 1,
+                base_refs: 0,
+                new_extent: Some(record),
+            },
+        );
+        assert!(previous.is_none(), "extent {bytenr} reserved twice");
+    }
+
+    /// Drops one reference of `bytenr` (`modify(-1)`) and says what is left, in one visit
+    /// of the head: an extent reserved in the running transaction that this leaves
+    /// unreferenced is forgotten at once (as `forget_new_extent`) and its record
+    /// returned, so its space can go straight back.
+    pub fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
+        use std::collections::btree_map::Entry;
+        let mut head = match self.heads.entry(bytenr) {
+            Entry::Occupied(head) => head,
+            Entry::Vacant(vacant) => {
+                let base_refs = tree.get(bytenr).map_or(0, |record| record.refs);
+                assert!(
+                    base_refs > 0,
+                    "extent {bytenr}: references would go below zero"
+                );
+                vacant.insert(DelayedRefHead {
+                    delta: -1,
+                    base_refs,
+                    new_extent: None,
+                });
+                return match base_refs {
+                    1 => ReferenceDropped::Unreferenced,
+                    _ => ReferenceDropped::Referenced,
+                };
+            }
+        };
+        let state = head.get_mut();
+        state.delta -= 1;
+        let refs = state.base_refs as i64 + state.delta;
+        assert!(
+            refs >= 0,
+            "extent {bytenr}: references would go below zero ({} {:+})",
+            state.base_refs,
+            state.delta
+        );
+        match (refs, state.new_extent) {
+            (0, Some(record)) => {
+                assert_eq!(state.delta, 0, "a new extent's references are its delta");
+                head.remove();
+                ReferenceDropped::UnreferencedNew(record)
+            }
+            (0, None) => ReferenceDropped::Unreferenced,
+            _ => {
+                if state.delta == 0 && state.new_extent.is_none() {
+                    head.remove();
+                }
+                ReferenceDropped::Referenced
+            }
         }
     }
 
@@ -267,6 +353,49 @@ mod tests {
             generation: 1,
             kind: ExtentKind::TreeBlock { level: 0, owner: 5 },
         }
+    }
+
+    /// `drop_reference` and `add_new_referenced_extent` leave the same state as the
+    /// calls they batch, on a committed extent with two references, a committed extent
+    /// with one, and a new one.
+    #[test]
+    fn batched_calls_match_the_calls_they_replace() {
+        let mut tree = ExtentTree::default();
+        let mut one_by_one = DelayedRefs::default();
+        one_by_one.add_new_extent(&tree, 4096, tree_block(0));
+        one_by_one.modify(&tree, 4096, 1);
+        one_by_one.run(&mut tree);
+        one_by_one.add_new_extent(&tree, 8192, tree_block(0));
+        one_by_one.modify(&tree, 8192, 2);
+        one_by_one.run(&mut tree);
+        let mut batched = DelayedRefs::default();
+        batched.add_new_referenced_extent(&tree, 12288, tree_block(0));
+        one_by_one.add_new_extent(&tree, 12288, tree_block(0));
+        one_by_one.modify(&tree, 12288, 1);
+        assert_eq!(batched, one_by_one);
+        assert_eq!(
+            batched.drop_reference(&tree, 8192),
+            ReferenceDropped::Referenced
+        );
+        assert_eq!(
+            batched.drop_reference(&tree, 4096),
+            ReferenceDropped::Unreferenced
+        );
+        assert_eq!(
+            batched.drop_reference(&tree, 12288),
+            ReferenceDropped::UnreferencedNew(tree_block(0))
+        );
+        one_by_one.modify(&tree, 8192, -1);
+        one_by_one.modify(&tree, 4096, -1);
+        one_by_one.modify(&tree, 12288, -1);
+        assert_eq!(one_by_one.forget_new_extent(12288), tree_block(0));
+        assert_eq!(batched, one_by_one);
+        batched.modify(&tree, 8192, 1);
+        assert_eq!(
+            batched.bytenrs().collect::<Vec<_>>(),
+            vec![4096],
+            "a head back at zero change is dropped"
+        );
     }
 
     #[test]

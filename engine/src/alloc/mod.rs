@@ -10,5 +10,5 @@
 pub mod extent_tree;
 pub mod space;
 
-pub use extent_tree::{DelayedRefs, ExtentKind, ExtentRecord, ExtentTree};
+pub use extent_tree::{DelayedRefs, ExtentKind, ExtentRecord, ExtentTree, ReferenceDropped};
 pub use space::{BlockGroup, BlockGroupKind, SpaceInfo};

@@ -9,7 +9,7 @@
 //! reference of the original; a COW of an exclusively owned block moves the children to
 //! the copy and frees the original.
 
-use crate::alloc::{BlockGroupKind, ExtentKind, ExtentRecord};
+use crate::alloc::{BlockGroupKind, ExtentKind, ExtentRecord, ReferenceDropped};
 use crate::cache::EbHandle;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -156,8 +156,7 @@ impl FsInfo {
         };
         let extent_tree = &self.device.super_block.extent_tree;
         self.delayed_refs
-            .add_new_extent(extent_tree, header.bytenr, record);
-        self.delayed_refs.modify(extent_tree, header.bytenr, 1);
+            .add_new_referenced_extent(extent_tree, header.bytenr, record);
         let (handle, reinitialised) = self.cache.init_block(content, transid, operation);
         if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
             self.note_held_buffer_reused(&report, &header, transid, operation);
@@ -199,21 +198,22 @@ impl FsInfo {
     /// space; anything else waits for the delayed refs to run and is pinned then.
     pub(crate) fn free_tree_block(&mut self, bytenr: u64) {
         let extent_tree = &self.device.super_block.extent_tree;
-        self.delayed_refs.modify(extent_tree, bytenr, -1);
-        let unreferenced = self.delayed_refs.effective_refs(extent_tree, bytenr) == Some(0);
-        if unreferenced && self.delayed_refs.is_new_extent(bytenr) {
-            let record = self.delayed_refs.forget_new_extent(bytenr);
-            assert!(record.is_tree_block());
-            self.space.free_now(bytenr, record.num_bytes);
-            let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
-            assert!(was_dirty, "a block created in this transaction is dirty");
-        } else if unreferenced {
-            // Created in this transaction but its delayed refs already ran (a COW inside
-            // the commit, e.g. of a RELOC-flagged root by snapshot creation): the next
-            // run pins it, so it must not be written.
-            if let Some(transaction) = self.running.as_mut() {
-                transaction.dirty_blocks.remove(&bytenr);
+        match self.delayed_refs.drop_reference(extent_tree, bytenr) {
+            ReferenceDropped::UnreferencedNew(record) => {
+                assert!(record.is_tree_block());
+                self.space.free_now(bytenr, record.num_bytes);
+                let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
+                assert!(was_dirty, "a block created in this transaction is dirty");
             }
+            ReferenceDropped::Unreferenced => {
+                // Created in this transaction but its delayed refs already ran (a COW
+                // inside the commit, e.g. of a RELOC-flagged root by snapshot creation),
+                // or committed: the next run pins it, so it must not be written.
+                if let Some(transaction) = self.running.as_mut() {
+                    transaction.dirty_blocks.remove(&bytenr);
+                }
+            }
+            ReferenceDropped::Referenced => {}
         }
     }
 

@@ -3,10 +3,15 @@
 //! `read_node_slot()`, whose BUG_ON on a leaf is reported as its own outcome.
 //!
 //! Reads go through the extent-buffer cache; a miss loads the block from the device.
-//! The checks run on cache hits too, as `btrfs_verify_level_key()` and
-//! `verify_parent_transid()` do for up-to-date buffers.
+//! The checks apply to cache hits too, as `btrfs_verify_level_key()` and
+//! `verify_parent_transid()` do for up-to-date buffers. They are a pure function of the
+//! content and of what the reader expects, so the cache remembers the last expectation
+//! that passed on each version of a buffer's content and a read bringing the same one
+//! skips the work: a check that would fail still fails at the same read, because a
+//! failing expectation is never remembered and any change of content (COW in place,
+//! re-initialisation of the object) forgets what was (`docs/hot-paths.md`).
 
-use crate::cache::EbHandle;
+use crate::cache::{EbHandle, VerifiedRead};
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockContent, BlockPtr};
 use crate::fs_info::FsInfo;
@@ -100,19 +105,39 @@ impl FsInfo {
         expected: BlockPtr,
         first_key: Option<Key>,
     ) -> Result<EbHandle> {
-        let handle = match self.cache.find(expected.bytenr) {
-            Some(handle) => handle,
-            None => {
-                let content =
-                    self.device
-                        .read_block(expected.bytenr)
-                        .ok_or(Error::MissingBlock {
-                            bytenr: expected.bytenr,
-                        })?;
-                let transid = self.running_transid().unwrap_or(self.generation);
-                self.cache.insert_loaded(content, transid)
-            }
+        let read = VerifiedRead {
+            generation: expected.generation,
+            first_key,
+            root_id,
+            level: expected.level,
         };
+        let handle = match self.cache.find_for_read(expected.bytenr) {
+            Some((handle, _, Some(verified))) if verified == read => return Ok(handle),
+            Some((handle, content, _)) => {
+                verify_tree_block(content, expected, first_key, root_id)?;
+                handle
+            }
+            None => self.load_tree_block(root_id, expected, first_key)?,
+        };
+        self.cache.remember_verified(handle, read);
+        Ok(handle)
+    }
+
+    /// A cache miss: loads the block from the device, maps it, and checks it.
+    fn load_tree_block(
+        &mut self,
+        root_id: u64,
+        expected: BlockPtr,
+        first_key: Option<Key>,
+    ) -> Result<EbHandle> {
+        let content = self
+            .device
+            .read_block(expected.bytenr)
+            .ok_or(Error::MissingBlock {
+                bytenr: expected.bytenr,
+            })?;
+        let transid = self.running_transid().unwrap_or(self.generation);
+        let handle = self.cache.insert_loaded(content, transid);
         verify_tree_block(self.cache.content(handle), expected, first_key, root_id)?;
         Ok(handle)
     }
