@@ -5,7 +5,7 @@
 //! directory. The tree is built once per size through the ordinary file operations,
 //! committed, snapshotted as `s1`; one file is rewritten; `s2` is snapshotted.
 //!
-//! Target (DESIGN.md section 9): the cost grows with the change and the tree height, not
+//! Target (docs/hot-paths.md): the cost grows with the change and the tree height, not
 //! the tree size — the compare walk skips every subtree whose blockptr and generation
 //! agree. Besides criterion's numbers the benchmark prints, per size, the build time,
 //! the tree height, the blocks the compare walk reads (`record_accesses`) and its own

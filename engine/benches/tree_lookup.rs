@@ -3,7 +3,7 @@
 //! `path_item`), against `BTreeMap<Key, Vec<u8>>::get` on the same keys, probed in the
 //! same order, in the same benchmark group — so the ratio comes from one run.
 //!
-//! Target (DESIGN.md section 9): within 1.5x of `BTreeMap` at 10^6 items. Each size's
+//! Target (docs/hot-paths.md): within 1.5x of `BTreeMap` at 10^6 items. Each size's
 //! tree and map are built once per group, outside the measurement.
 
 mod common;

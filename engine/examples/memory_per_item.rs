@@ -1,5 +1,5 @@
 //! Memory per item at the realistic geometry, against `BTreeMap<Key, Vec<u8>>` on the
-//! same items (DESIGN.md section 9: at most 2x the bytes per item of `BTreeMap`).
+//! same items (docs/hot-paths.md: at most 2x the bytes per item of `BTreeMap`).
 //!
 //! Method: a counting global allocator (`stats_alloc`, which wraps `std::alloc::System`;
 //! the engine package forbids `unsafe`, so the `unsafe impl GlobalAlloc` lives in that

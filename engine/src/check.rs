@@ -1,4 +1,4 @@
-//! fsck: whole-filesystem invariants (DESIGN.md section 5.4), as `btrfs check` would
+//! fsck: whole-filesystem invariants (docs/oracles.md, fsck), as `btrfs check` would
 //! verify them, plus the engine's own bookkeeping.
 //!
 //! - every tree reachable from a current root or a commit root: headers agree with the

@@ -1,5 +1,5 @@
 //! SplitMix64 (Steele, Lea and Flood): the one deterministic generator of the project.
-//! The script language's `bytes(LEN,SEED)` is defined by it (DESIGN.md section 6): the
+//! The script language's `bytes(LEN,SEED)` is defined by it (docs/script-language.md): the
 //! first LEN bytes of the output sequence seeded with SEED, each 64-bit output written
 //! little-endian — so any other tool can reproduce the same data. Tests, benchmarks and
 //! `hunt` draw from it with a printed seed.

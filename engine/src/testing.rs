@@ -1,5 +1,5 @@
 //! Test support shared by the engine's tests, the verify crate and fuzz targets: a
-//! deterministic SplitMix64 generator (the one DESIGN.md section 6 specifies for
+//! deterministic SplitMix64 generator (the one docs/script-language.md specifies for
 //! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the rule for tests
 //! that need btrfs-progs (skip visibly on a developer machine, fail under `CI=true`).
 //!

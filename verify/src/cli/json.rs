@@ -1,5 +1,5 @@
 //! The `--json` forms: one JSON object per command, built with `serde_json`, whose field
-//! `verdict` is `ok`, `violation` or `error` (DESIGN.md section 7).
+//! `verdict` is `ok`, `violation` or `error` (README.md, "The cowproof command").
 //!
 //! Field order is alphabetical (serde_json's default map), so the same report always
 //! prints the same bytes. Statement numbers count statements from 1 (as in human

@@ -1,4 +1,4 @@
-//! Harness bodies shared by several drivers (DESIGN.md section 8, s2n-quic's "one
+//! Harness bodies shared by several drivers (docs/architecture.md, "Drivers"; s2n-quic's "one
 //! harness, many engines"): each body is a plain function of a small input that asserts
 //! a property; the drivers only choose inputs.
 //!
