@@ -14,7 +14,7 @@
 //!   cause. They must still FAIL (a strict expected failure): when a fix makes one pass,
 //!   this test says so, and the entry moves out of the table.
 
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use cowproof_verify::fuzz_input::interleave::{decode_interleave, run_interleaving};
 use cowproof_verify::fuzz_input::{check_target, send_receive, TARGETS};
 use cowproof_verify::runner::Verdict;
@@ -72,12 +72,14 @@ fn check_file(target: &str, path: &Path) -> Result<(), String> {
 }
 
 /// The verdict DESIGN.md section 4 expects of a race file under `policy`.
-fn expected_violation(file: &str, policy: SendPolicy) -> Option<bool> {
-    use SendPolicy::*;
+fn expected_violation(file: &str, policy: Policy) -> Option<bool> {
     if file.starts_with("race-snapshot-") {
-        Some(matches!(policy, Unprotected | ExclusiveOnly))
+        Some(matches!(
+            policy,
+            Policy::UNPROTECTED | Policy::EXCLUSIVE_ONLY
+        ))
     } else if file.starts_with("race-relocation-") {
-        Some(matches!(policy, Unprotected | CloneRoot))
+        Some(matches!(policy, Policy::UNPROTECTED | Policy::CLONE_ROOT))
     } else if file.starts_with("benign-") {
         Some(false)
     } else {
@@ -87,13 +89,13 @@ fn expected_violation(file: &str, policy: SendPolicy) -> Option<bool> {
 
 fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let file = file_name(path);
-    for policy in SendPolicy::ALL {
+    for policy in Policy::NAMED {
         let script = decode_interleave(bytes, policy);
         let report = run_interleaving(&script, policy);
         if report.error.is_some() {
             return Err(format!("{policy}: script error\n{report}"));
         }
-        let fixed = matches!(policy, SendPolicy::Exclusive | SendPolicy::Concurrent);
+        let fixed = matches!(policy, Policy::EXCLUSIVE | Policy::CONCURRENT);
         if fixed && !report.unexpected.is_empty() {
             return Err(format!("{policy} must be safe\n{report}"));
         }

@@ -21,7 +21,7 @@ use crate::script::{parse_with_lines, print, Script};
 use crate::world::{Checks, World};
 use arbitrary::Unstructured;
 use clap::Args;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub struct ReplayArgs {
     pub target: String,
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
 }
 
 /// Runs `cowproof replay`.
@@ -103,7 +103,7 @@ fn replay_file(path: &Path, args: &ReplayArgs, out: &mut dyn Write) -> Result<u8
 }
 
 /// Decodes a fuzz input of `target` into a script, as the target does.
-pub fn decode(target: &str, bytes: &[u8], policy: Option<SendPolicy>) -> Result<Script, String> {
+pub fn decode(target: &str, bytes: &[u8], policy: Option<Policy>) -> Result<Script, String> {
     match target {
         "interleave" => interleaving(&mut Unstructured::new(bytes), policy)
             .map_err(|error| format!("does not decode as an interleave input: {error}")),
@@ -182,12 +182,9 @@ mod tests {
     #[test]
     fn the_interleave_decoder_is_the_generator() {
         let bytes = cowproof_engine::testing::seeded_bytes(128, 7);
-        let decoded = decode("interleave", &bytes, Some(SendPolicy::Unprotected)).unwrap();
-        let generated = interleaving(
-            &mut Unstructured::new(&bytes),
-            Some(SendPolicy::Unprotected),
-        )
-        .unwrap();
+        let decoded = decode("interleave", &bytes, Some(Policy::UNPROTECTED)).unwrap();
+        let generated =
+            interleaving(&mut Unstructured::new(&bytes), Some(Policy::UNPROTECTED)).unwrap();
         assert_eq!(decoded, generated);
         assert!(decode("nonsense", &bytes, None).is_err());
     }

@@ -6,7 +6,8 @@
 //! - [`alphabet`]: the letters and how each becomes a concrete operation in a world;
 //! - [`fingerprint`]: 128-bit world fingerprints, the deduplication key;
 //! - [`search`]: the breadth-first search and the end-of-path check;
-//! - [`matrix`]: the expected policy x race matrix and its exploration.
+//! - [`matrix`]: the expected policy x race matrix and its exploration;
+//! - [`ablation`]: every protection of every safe cell removed in turn.
 //!
 //! Decisions:
 //!
@@ -25,6 +26,7 @@
 //!   transition and each finish added, so non-vacuity tests can assert a situation was
 //!   reached somewhere in the search.
 
+pub mod ablation;
 pub mod alphabet;
 pub mod fingerprint;
 pub mod matrix;

@@ -33,17 +33,17 @@ pub use send_receive::check_send_receive;
 pub use stream_decode::check_stream_decode;
 pub use tree_model::check_tree_model;
 
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 
 /// The environment variable naming the policy the `interleave` target runs under.
 pub const POLICY_VARIABLE: &str = "COWPROOF_POLICY";
 
 /// The policy the `interleave` target runs under: `COWPROOF_POLICY`, or `concurrent`
 /// when it is unset or empty. An unknown name is an error listing the valid ones.
-pub fn policy_from_env() -> Result<SendPolicy, String> {
+pub fn policy_from_env() -> Result<Policy, String> {
     match std::env::var(POLICY_VARIABLE) {
         Ok(name) if !name.is_empty() => policy_named(&name),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(SendPolicy::Concurrent),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Policy::CONCURRENT),
         Err(std::env::VarError::NotUnicode(_)) => {
             Err(format!("{POLICY_VARIABLE} is not valid UTF-8"))
         }
@@ -51,14 +51,11 @@ pub fn policy_from_env() -> Result<SendPolicy, String> {
 }
 
 /// The policy called `name`, or an error listing the valid names.
-pub fn policy_named(name: &str) -> Result<SendPolicy, String> {
-    name.parse().map_err(|_| {
-        let valid: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
-        format!(
-            "{POLICY_VARIABLE}={name:?} is not a policy; use one of {}",
-            valid.join(", ")
-        )
-    })
+pub fn policy_named(name: &str) -> Result<Policy, String> {
+    name.parse()
+        .map_err(|error: cowproof_engine::policy::UnknownPolicy| {
+            format!("{POLICY_VARIABLE}={name:?} is not a policy: {error}")
+        })
 }
 
 /// The names of the targets, which are also the directories of `corpus/`.

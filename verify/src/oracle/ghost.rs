@@ -1,6 +1,8 @@
 //! The read-consistency oracle: a ghost record, kept outside the engine's own state, of
 //! the content of every block reachable from the commit roots a send started from, taken
-//! from the device (the durable copy, not the cache a race can rewrite). Every buffer
+//! from the device (the durable copy, not the cache a race can rewrite; a commit between
+//! its commit-root switch and its write of dirty blocks has its new blocks in the cache
+//! only, and those are taken from there). Every buffer
 //! read the send logs is compared with it.
 //!
 //! When a `concurrent`-policy send restarts on new commit roots (a new walk epoch), the
@@ -50,6 +52,21 @@ fn describe(content: &BlockContent) -> String {
     )
 }
 
+/// The content of a commit-root block: the device's copy, or, between a commit's
+/// commit-root switch and its write of dirty blocks, the cached one (only a block of the
+/// generation its parent expects counts).
+fn committed_content(fs: &FsInfo, pointer: BlockPtr) -> Option<SharedContent> {
+    let written = fs.device().read_block(pointer.bytenr);
+    let cached = || {
+        fs.cache()
+            .find(pointer.bytenr)
+            .map(|handle| fs.cache().clone_content(handle))
+    };
+    written
+        .filter(|content| content.header.generation == pointer.generation)
+        .or_else(|| cached().filter(|content| content.header.generation == pointer.generation))
+}
+
 impl Ghost {
     /// Records the commit roots of `roots` as they are now.
     pub fn take(fs: &FsInfo, roots: &[u64], epoch: u32) -> Ghost {
@@ -63,7 +80,7 @@ impl Ghost {
                 if images.contains_key(&pointer.bytenr) {
                     continue;
                 }
-                let Some(content) = fs.device().read_block(pointer.bytenr) else {
+                let Some(content) = committed_content(fs, pointer) else {
                     continue;
                 };
                 if let Some(slots) = content.node_slots() {
