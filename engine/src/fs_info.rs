@@ -201,6 +201,7 @@ impl FsInfo {
     /// EBUSY while anyone holds an extent buffer (end the send jobs first).
     pub fn crash(&mut self) -> Result<()> {
         self.ensure_no_buffer_holders("crash")?;
+        self.forget_commit_in_progress();
         self.reopen()
     }
 

@@ -20,7 +20,7 @@
 //! refs give freed extents back at once) and `reloc-trans-before-unpin` (without it,
 //! `last_reloc_trans` is recorded after the unpin).
 
-use crate::alloc::BlockGroupKind;
+use crate::alloc::{BlockGroupKind, ExtentTree};
 use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
 use crate::fs_info::FsInfo;
@@ -60,6 +60,10 @@ pub struct Transaction {
     pub committing: bool,
     /// The next step of a commit in progress; `None` until the commit starts.
     pub commit_stage: Option<CommitStage>,
+    /// The extent tree as the last complete commit left it, kept from the commit's first
+    /// step (delayed refs change the super block's copy) until its super block is
+    /// written: a crash in between restores it.
+    pub extent_tree_before_commit: Option<ExtentTree>,
 }
 
 /// The steps of a commit, in order.
@@ -142,6 +146,7 @@ impl FsInfo {
             pending_snapshots: Vec::new(),
             committing: false,
             commit_stage: None,
+            extent_tree_before_commit: None,
         });
         transid
     }
@@ -150,6 +155,19 @@ impl FsInfo {
         self.running.as_ref().is_some_and(|transaction| {
             transaction.commit_stage.is_some() && !transaction.committing
         })
+    }
+
+    /// Before a crash: a commit whose super block is not written yet leaves nothing on
+    /// the device, so the super block's extent tree goes back to the last complete
+    /// commit's.
+    pub(crate) fn forget_commit_in_progress(&mut self) {
+        let saved = self
+            .running
+            .as_mut()
+            .and_then(|transaction| transaction.extent_tree_before_commit.take());
+        if let Some(extent_tree) = saved {
+            self.device.super_block.extent_tree = extent_tree;
+        }
     }
 
     /// The next step of the commit in progress, if one is in progress.
@@ -191,6 +209,10 @@ impl FsInfo {
         }
         let transaction = self.running.as_mut().expect("joined");
         let transid = transaction.transid;
+        if transaction.commit_stage.is_none() {
+            transaction.extent_tree_before_commit =
+                Some(self.device.super_block.extent_tree.clone());
+        }
         let stage = *transaction
             .commit_stage
             .get_or_insert(CommitStage::RunDelayedRefs);
@@ -237,6 +259,10 @@ impl FsInfo {
             CommitStage::WriteSuperBlock => {
                 self.write_super_block(transid);
                 self.generation = transid;
+                self.running
+                    .as_mut()
+                    .expect("committing")
+                    .extent_tree_before_commit = None;
             }
             CommitStage::Unpin => {
                 self.unpin_extents();

@@ -187,3 +187,53 @@ fn the_race_seeds_cover_both_columns_of_the_policy_matrix() {
         );
     }
 }
+
+/// The ablation scripts (`corpus/scripts/ablate-<policy>-<removed>.cows`, kept from
+/// `cowproof check --ablate`): each names the ablated policy in its `policy` line and
+/// expects a violation there (replayed by `tests/cli.rs` with every corpus script); here
+/// the same operations, without their `expect` lines, must be clean under the full
+/// policy: the removed protection is what prevents the violation.
+#[test]
+fn ablation_scripts_are_clean_under_the_full_policy() {
+    use cowproof_verify::runner::{run, RunOptions};
+    use cowproof_verify::script::Statement;
+    let mut checked = 0;
+    for path in corpus_files("scripts") {
+        let Some(stem) = file_name(&path)
+            .strip_prefix("ablate-")
+            .and_then(|rest| rest.strip_suffix(".cows"))
+        else {
+            continue;
+        };
+        let full = Policy::NAMED
+            .into_iter()
+            .filter(|policy| stem.starts_with(&format!("{policy}-")))
+            .max_by_key(|policy| policy.name().len())
+            .unwrap_or_else(|| panic!("{stem}: no named policy in the name"));
+        let removed = &stem[full.name().len() + 1..];
+        let text = std::fs::read_to_string(&path).expect("readable script");
+        let mut script = cowproof_verify::script::parse(&text).expect("a valid script");
+        let ablated: Policy = format!("{full}-{removed}")
+            .parse()
+            .or_else(|_| format!("{full}~{removed}").parse())
+            .unwrap_or_else(|error| panic!("{stem}: {error}"));
+        assert_eq!(script.policy, Some(ablated), "{stem}: its policy line");
+        script
+            .statements
+            .retain(|statement| !matches!(statement, Statement::Expect(_)));
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(full),
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(
+            report.verdict(),
+            Verdict::Ok,
+            "{stem} under {full}: {report}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no ablation scripts");
+}
