@@ -412,14 +412,31 @@ impl SendJob {
         Ok(StepOutcome::Progress)
     }
 
+    /// Ends the job. Paired with `acquire`: the job's paths are empty afterwards, and
+    /// once no send runs, no extent buffer of the cache is held by anyone.
     fn end(&mut self, fs: &mut FsInfo, stage: SendStage) {
         self.release_cursors(fs);
+        assert!(
+            self.left.path.is_empty()
+                && self
+                    .right
+                    .as_ref()
+                    .is_none_or(|right| right.path.is_empty()),
+            "a send job ended holding part of its path"
+        );
         for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
             if let Some(root) = fs.roots.get_mut(&root_id) {
                 root.send_users = root.send_users.saturating_sub(1);
             }
         }
         fs.set_sends_in_progress(fs.sends_in_progress().saturating_sub(1));
+        if fs.sends_in_progress() == 0 {
+            assert_eq!(
+                fs.cache().holders_total(),
+                0,
+                "the last send job ended, but extent buffers are still held"
+            );
+        }
         self.stage = stage;
     }
 }
