@@ -132,7 +132,8 @@ impl From<io::Error> for CliError {
     }
 }
 
-/// A clap value parser for `--policy`.
+/// A clap value parser for `--policy`: every form of `docs/policies.md` (a named policy,
+/// `a+b`, `NAME-INGREDIENT`, `~RULE`).
 pub fn parse_policy(text: &str) -> Result<Policy, String> {
     text.parse()
         .map_err(|error: cowproof_engine::policy::UnknownPolicy| error.to_string())
