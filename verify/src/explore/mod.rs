@@ -20,7 +20,8 @@
 //! - *What is checked*: every transition runs the oracles inside `World::apply` (read
 //!   consistency on every buffer send uses, kernel symptoms, the model differential of
 //!   the operation's errno, round trip if the send finishes); every new state is then
-//!   finished on a copy (`send finish`, then `relocate finish`), which is part of the
+//!   finished on a copy (`send start` if no letter started it, `send finish`, `commit`
+//!   if one is in progress, then `relocate finish`), which is part of the
 //!   check, not of the depth.
 //! - *Marks* are ghost counters that survive clones; the search sums what each
 //!   transition and each finish added, so non-vacuity tests can assert a situation was
