@@ -509,4 +509,143 @@ mod tests {
             generation + 2
         );
     }
+
+    fn cow_the_root(fs: &mut FsInfo, volume: u64) -> u64 {
+        let old_root = fs.root(volume).expect("root").node.bytenr;
+        fs.insert_item(volume, Key::new(257, 1, 0), b"cow the root")
+            .expect("insert");
+        old_root
+    }
+
+    #[test]
+    fn commit_steps_run_in_order_and_the_last_one_ends_the_transaction() {
+        use super::{CommitProgress, CommitStage};
+        let (mut fs, volume) = filesystem_with_volume();
+        cow_the_root(&mut fs, volume);
+        let generation = fs.generation();
+        for stage in CommitStage::ALL {
+            assert_eq!(
+                fs.commit_in_progress()
+                    .unwrap_or(CommitStage::RunDelayedRefs),
+                stage
+            );
+            let progress = fs.commit_step().expect("step");
+            if stage == CommitStage::Unpin {
+                assert_eq!(progress, CommitProgress::Committed(generation + 1));
+            } else {
+                assert_eq!(progress, CommitProgress::Stepped(stage));
+            }
+            let durable = stage >= CommitStage::WriteSuperBlock;
+            assert_eq!(
+                fs.generation(),
+                generation + u64::from(durable),
+                "{stage:?}"
+            );
+        }
+        assert_eq!(fs.commit_in_progress(), None);
+        assert_eq!(CommitStage::Unpin.next(), None);
+        fs.check().expect("fsck");
+    }
+
+    #[test]
+    fn a_writer_finishes_the_commit_in_progress_first() {
+        let (mut fs, volume) = filesystem_with_volume();
+        cow_the_root(&mut fs, volume);
+        let generation = fs.generation();
+        fs.commit_step().expect("delayed refs");
+        fs.insert_item(volume, Key::new(258, 1, 0), b"waits")
+            .expect("insert");
+        assert_eq!(
+            fs.generation(),
+            generation + 1,
+            "the commit completed first"
+        );
+        assert_eq!(fs.commit_in_progress(), None);
+        fs.commit_transaction().expect("commit");
+        fs.check().expect("fsck");
+    }
+
+    #[test]
+    fn without_pin_until_commit_delayed_refs_free_at_once() {
+        use crate::policy::{EngineRule, Policy};
+        for (policy, pinned) in [
+            (Policy::CONCURRENT, true),
+            (
+                Policy::CONCURRENT.ablating(EngineRule::PinUntilCommit),
+                false,
+            ),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            let old_root = cow_the_root(&mut fs, volume);
+            fs.commit_step().expect("delayed refs");
+            assert_eq!(fs.space().is_pinned(old_root), pinned, "{policy}");
+            assert_eq!(
+                fs.space().group(old_root).is_free(old_root, 4096),
+                !pinned,
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_reloc_trans_is_recorded_at_the_switch_unless_ablated() {
+        use super::CommitStage;
+        use crate::policy::{EngineRule, Policy};
+        for (policy, at_switch) in [
+            (Policy::CONCURRENT, true),
+            (
+                Policy::CONCURRENT.ablating(EngineRule::RelocTransBeforeUnpin),
+                false,
+            ),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            fs.set_relocation_running(true);
+            cow_the_root(&mut fs, volume);
+            let transid = fs.generation() + 1;
+            while fs.commit_in_progress() != Some(CommitStage::WriteDirtyBlocks) {
+                fs.commit_step().expect("step");
+            }
+            assert_eq!(fs.last_reloc_trans() == transid, at_switch, "{policy}");
+            fs.commit_transaction().expect("commit");
+            assert_eq!(fs.last_reloc_trans(), transid, "{policy}");
+        }
+    }
+
+    #[test]
+    fn force_cow_is_set_on_the_snapshot_source_unless_ablated() {
+        use crate::policy::{EngineRule, Policy};
+        for (policy, force_cow) in [
+            (Policy::CONCURRENT, true),
+            (Policy::CONCURRENT.ablating(EngineRule::ForceCow), false),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            fs.join_transaction();
+            fs.running
+                .as_mut()
+                .expect("running")
+                .pending_snapshots
+                .push(super::PendingSnapshot {
+                    source: volume,
+                    root_id: fs.next_root_id,
+                    name: "snap".to_string(),
+                    read_only: true,
+                });
+            fs.next_root_id += 1;
+            fs.commit_step().expect("delayed refs");
+            fs.commit_step().expect("pending snapshots");
+            assert_eq!(
+                fs.root(volume).expect("root").force_cow,
+                force_cow,
+                "{policy}"
+            );
+            fs.commit_transaction().expect("commit");
+            assert!(
+                !fs.root(volume).expect("root").force_cow,
+                "cleared by the commit"
+            );
+        }
+    }
 }
