@@ -10,7 +10,7 @@
 //! walk now legitimately reads.
 
 use super::{Violation, ViolationKind};
-use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent};
+use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent, HEADER_FLAG_WRITTEN};
 use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::FsInfo;
 use std::collections::BTreeMap;
@@ -65,6 +65,21 @@ fn committed_content(fs: &FsInfo, pointer: BlockPtr) -> Option<SharedContent> {
     written
         .filter(|content| content.header.generation == pointer.generation)
         .or_else(|| cached().filter(|content| content.header.generation == pointer.generation))
+}
+
+/// Equal contents, or equal but for the WRITTEN flag: a commit-root block taken from
+/// the cache between the commit-root switch and the write of dirty blocks gains the
+/// flag when the commit writes it, and send does not read the flag.
+fn same_but_written(expected: &SharedContent, found: &SharedContent) -> bool {
+    if **expected == **found {
+        return true;
+    }
+    let without_written = |content: &SharedContent| {
+        let mut content = BlockContent::clone(content);
+        content.header.flags &= !HEADER_FLAG_WRITTEN;
+        content
+    };
+    without_written(expected) == without_written(found)
 }
 
 impl Ghost {
@@ -124,7 +139,8 @@ impl Ghost {
             self.checked += 1;
             let expected = self.images.get(&access.bytenr);
             let consistent = expected.is_some_and(|expected| {
-                SharedContent::ptr_eq(expected, &access.content) || **expected == *access.content
+                SharedContent::ptr_eq(expected, &access.content)
+                    || same_but_written(expected, &access.content)
             });
             if consistent {
                 continue;
