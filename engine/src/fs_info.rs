@@ -20,7 +20,7 @@ use crate::geometry::Geometry;
 use crate::items::{RootItem, ROOT_SUBVOL_RDONLY};
 use crate::key::{item_type, objectid, Key};
 use crate::marks::{EventLog, Marks};
-use crate::policy::SendPolicy;
+use crate::policy::Policy;
 use crate::storage::Device;
 use crate::transaction::Transaction;
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ pub struct Root {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FsInfo {
     pub(crate) geometry: Geometry,
-    pub(crate) policy: SendPolicy,
+    pub(crate) policy: Policy,
     pub(crate) device: Device,
     pub(crate) cache: ExtentBufferCache,
     pub(crate) space: SpaceInfo,
@@ -77,11 +77,11 @@ pub struct FsInfo {
 impl FsInfo {
     /// Creates a filesystem on an empty device (mkfs.btrfs) and mounts it: a root tree
     /// and the top-level subvolume (FS_TREE), committed as transaction 1.
-    pub fn mkfs(geometry: Geometry, policy: SendPolicy) -> Result<FsInfo> {
+    pub fn mkfs(geometry: Geometry, policy: impl Into<Policy>) -> Result<FsInfo> {
         geometry
             .validate()
             .map_err(|invalid| Error::errno(Errno::EINVAL, invalid.to_string()))?;
-        let mut fs = FsInfo::unmounted(geometry, policy, Device::default());
+        let mut fs = FsInfo::unmounted(geometry, policy.into(), Device::default());
         fs.space = SpaceInfo::new(geometry.device_bytes, FIRST_BLOCK_GROUP_START);
         fs.join_transaction();
         fs.create_tree(objectid::ROOT_TREE)?;
@@ -91,7 +91,7 @@ impl FsInfo {
         Ok(fs)
     }
 
-    fn unmounted(geometry: Geometry, policy: SendPolicy, device: Device) -> FsInfo {
+    fn unmounted(geometry: Geometry, policy: Policy, device: Device) -> FsInfo {
         FsInfo {
             geometry,
             policy,
@@ -114,8 +114,8 @@ impl FsInfo {
     }
 
     /// Mounts the filesystem on `device` from its super block.
-    pub fn mount(device: Device, geometry: Geometry, policy: SendPolicy) -> Result<FsInfo> {
-        let mut fs = FsInfo::unmounted(geometry, policy, device);
+    pub fn mount(device: Device, geometry: Geometry, policy: impl Into<Policy>) -> Result<FsInfo> {
+        let mut fs = FsInfo::unmounted(geometry, policy.into(), device);
         fs.device.discard_uncommitted_data();
         fs.rebuild_space();
         fs.generation = fs.device.super_block.generation;
@@ -201,6 +201,7 @@ impl FsInfo {
     /// EBUSY while anyone holds an extent buffer (end the send jobs first).
     pub fn crash(&mut self) -> Result<()> {
         self.ensure_no_buffer_holders("crash")?;
+        self.forget_commit_in_progress();
         self.reopen()
     }
 
@@ -243,14 +244,14 @@ impl FsInfo {
         &self.geometry
     }
 
-    /// The send policy.
-    pub fn policy(&self) -> SendPolicy {
+    /// The send policy (its ingredients and any ablated engine rule).
+    pub fn policy(&self) -> Policy {
         self.policy
     }
 
     /// Changes the send policy.
-    pub fn set_policy(&mut self, policy: SendPolicy) {
-        self.policy = policy;
+    pub fn set_policy(&mut self, policy: impl Into<Policy>) {
+        self.policy = policy.into();
     }
 
     /// Transid of the last commit.

@@ -45,4 +45,4 @@ pub use error::{Error, Result};
 pub use fs_info::FsInfo;
 pub use geometry::Geometry;
 pub use key::Key;
-pub use policy::SendPolicy;
+pub use policy::{EngineRule, Ingredient, Policy, SendPolicy};

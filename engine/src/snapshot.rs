@@ -13,6 +13,7 @@ use crate::fs_info::{FsInfo, Root};
 use crate::items::{RootItem, ROOT_SUBVOL_RDONLY};
 use crate::key::{item_type, objectid, Key};
 use crate::marks::Mark;
+use crate::policy::EngineRule;
 use crate::transaction::PendingSnapshot;
 
 impl FsInfo {
@@ -97,8 +98,9 @@ impl FsInfo {
         )?;
         self.subvolume_names
             .insert(snapshot.name.clone(), snapshot.root_id);
+        let force_cow = self.policy.enforces(EngineRule::ForceCow);
         let source_root = self.root_mut(source)?;
-        source_root.force_cow = true;
+        source_root.force_cow = force_cow;
         source_root.item.last_snapshot = transid;
         self.mark_root_dirty(source);
         Ok(())

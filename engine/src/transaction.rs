@@ -1,19 +1,32 @@
-//! Transactions and commit (`transaction.c`): join/start, and the commit sequence.
+//! Transactions and commit (`transaction.c`): join/start, and the commit as a job of
+//! steps (`btrfs_commit_transaction()`), each an interleaving point (`docs/windows.md`):
 //!
-//! Commit order, as btrfs: run delayed refs (extents reaching zero references are
-//! pinned) -> create pending snapshots -> write root items of changed trees into the root
-//! tree (`commit_fs_roots()`) -> run delayed refs again -> under the commit-root lock,
-//! record `last_reloc_trans` if relocation runs and switch every changed tree's commit
-//! root (`switch_commit_roots()`) -> write dirty blocks (setting WRITTEN) and the super
-//! block -> unpin (`btrfs_finish_extent_commit()`). Generations grow by one per commit.
-//! The whole sequence is one engine call, so every commit root switches atomically.
+//! 1. [`CommitStage::RunDelayedRefs`]: extents reaching zero references are pinned;
+//! 2. [`CommitStage::CreatePendingSnapshots`] (`create_pending_snapshots()`);
+//! 3. [`CommitStage::UpdateRootItems`]: root items of changed trees into the root tree
+//!    (`commit_fs_roots()`), then delayed refs again;
+//! 4. [`CommitStage::SwitchCommitRoots`]: under the commit-root lock, record
+//!    `last_reloc_trans` if relocation runs and switch every changed tree's commit root
+//!    (`switch_commit_roots()`);
+//! 5. [`CommitStage::WriteDirtyBlocks`] (setting WRITTEN);
+//! 6. [`CommitStage::WriteSuperBlock`]: from here the transaction is durable;
+//! 7. [`CommitStage::Unpin`] (`btrfs_finish_extent_commit()`).
+//!
+//! Send steps, crash and remount may come between two steps; anything that needs a
+//! transaction while a commit is in progress first waits for it, i.e. finishes it (the
+//! model has no second transaction running beside a committing one). Generations grow
+//! by one per commit. Two engine rules live here and can be switched off only by an
+//! ablated [`Policy`](crate::policy::Policy): `pin-until-commit` (without it, delayed
+//! refs give freed extents back at once) and `reloc-trans-before-unpin` (without it,
+//! `last_reloc_trans` is recorded after the unpin).
 
-use crate::alloc::BlockGroupKind;
+use crate::alloc::{BlockGroupKind, ExtentTree};
 use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
 use crate::fs_info::FsInfo;
 use crate::key::{item_type, objectid, Key};
 use crate::marks::{Event, Mark};
+use crate::policy::EngineRule;
 use crate::storage::BlockGroupItem;
 use std::collections::BTreeSet;
 
@@ -43,13 +56,87 @@ pub struct Transaction {
     pub dirty_blocks: BTreeSet<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
-    /// Set while the commit runs: it spends the global reserve, not a reservation.
+    /// Set while a commit step runs: it spends the global reserve, not a reservation.
     pub committing: bool,
+    /// The next step of a commit in progress; `None` until the commit starts.
+    pub commit_stage: Option<CommitStage>,
+    /// The extent tree as the last complete commit left it, kept from the commit's first
+    /// step (delayed refs change the super block's copy) until its super block is
+    /// written: a crash in between restores it.
+    pub extent_tree_before_commit: Option<ExtentTree>,
+}
+
+/// The steps of a commit, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CommitStage {
+    /// Run delayed refs: extents reaching zero references are pinned.
+    RunDelayedRefs,
+    /// Create the snapshots requested in the transaction.
+    CreatePendingSnapshots,
+    /// Write the root items of changed trees into the root tree.
+    UpdateRootItems,
+    /// Record `last_reloc_trans` and switch commit roots, under the commit-root lock.
+    SwitchCommitRoots,
+    /// Write the transaction's dirty blocks.
+    WriteDirtyBlocks,
+    /// Write the super block naming the new roots: the transaction is durable.
+    WriteSuperBlock,
+    /// Give the pinned extents back to free space.
+    Unpin,
+}
+
+impl CommitStage {
+    /// Every step, in order.
+    pub const ALL: [CommitStage; 7] = [
+        CommitStage::RunDelayedRefs,
+        CommitStage::CreatePendingSnapshots,
+        CommitStage::UpdateRootItems,
+        CommitStage::SwitchCommitRoots,
+        CommitStage::WriteDirtyBlocks,
+        CommitStage::WriteSuperBlock,
+        CommitStage::Unpin,
+    ];
+
+    /// The step after this one, `None` after the last.
+    pub fn next(self) -> Option<CommitStage> {
+        let index = CommitStage::ALL
+            .iter()
+            .position(|&stage| stage == self)
+            .expect("every stage is listed");
+        CommitStage::ALL.get(index + 1).copied()
+    }
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitStage::RunDelayedRefs => "run-delayed-refs",
+            CommitStage::CreatePendingSnapshots => "create-pending-snapshots",
+            CommitStage::UpdateRootItems => "update-root-items",
+            CommitStage::SwitchCommitRoots => "switch-commit-roots",
+            CommitStage::WriteDirtyBlocks => "write-dirty-blocks",
+            CommitStage::WriteSuperBlock => "write-super-block",
+            CommitStage::Unpin => "unpin",
+        }
+    }
+}
+
+/// What one commit step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommitProgress {
+    /// This step ran; more follow.
+    Stepped(CommitStage),
+    /// The last step ran: the commit of this transid is complete.
+    Committed(u64),
 }
 
 impl FsInfo {
     /// Joins the running transaction or starts one. Returns its transid.
+    /// A commit in progress is finished first (a writer waits for it in the kernel).
     pub fn join_transaction(&mut self) -> u64 {
+        if self.commit_waits_to_finish() {
+            self.commit_transaction()
+                .expect("a commit in progress completes: its space was reserved");
+        }
         let transid = self.generation + 1;
         self.running.get_or_insert_with(|| Transaction {
             transid,
@@ -58,8 +145,36 @@ impl FsInfo {
             dirty_blocks: BTreeSet::new(),
             pending_snapshots: Vec::new(),
             committing: false,
+            commit_stage: None,
+            extent_tree_before_commit: None,
         });
         transid
+    }
+
+    fn commit_waits_to_finish(&self) -> bool {
+        self.running.as_ref().is_some_and(|transaction| {
+            transaction.commit_stage.is_some() && !transaction.committing
+        })
+    }
+
+    /// Before a crash: a commit whose super block is not written yet leaves nothing on
+    /// the device, so the super block's extent tree goes back to the last complete
+    /// commit's.
+    pub(crate) fn forget_commit_in_progress(&mut self) {
+        let saved = self
+            .running
+            .as_mut()
+            .and_then(|transaction| transaction.extent_tree_before_commit.take());
+        if let Some(extent_tree) = saved {
+            self.device.super_block.extent_tree = extent_tree;
+        }
+    }
+
+    /// The next step of the commit in progress, if one is in progress.
+    pub fn commit_in_progress(&self) -> Option<CommitStage> {
+        self.running
+            .as_ref()
+            .and_then(|transaction| transaction.commit_stage)
     }
 
     /// The running transaction's transid, if one runs.
@@ -76,33 +191,117 @@ impl FsInfo {
         self.transaction_mut().dirty_roots.insert(root_id);
     }
 
-    /// Commits the running transaction (starting an empty one if none runs). Returns the
-    /// committed transid.
+    /// Commits the running transaction (starting an empty one if none runs), or finishes
+    /// the commit in progress. Returns the committed transid.
     pub fn commit_transaction(&mut self) -> Result<u64> {
-        let transid = self.join_transaction();
-        self.transaction_mut().committing = true;
-        self.run_delayed_refs();
-        self.create_pending_snapshots()?;
-        self.run_delayed_refs();
-        self.commit_fs_roots(transid)?;
-        self.run_delayed_refs();
-        self.switch_commit_roots(transid);
-        self.write_dirty_blocks(transid);
-        self.write_super_block(transid);
-        self.unpin_extents();
-        self.finish_dropped_roots();
-        self.generation = transid;
-        self.running = None;
-        Ok(transid)
+        loop {
+            if let CommitProgress::Committed(transid) = self.commit_step()? {
+                return Ok(transid);
+            }
+        }
     }
 
-    /// Applies delayed refs; extents reaching zero references are pinned.
+    /// Runs one step of the commit in progress, starting a commit of the running
+    /// transaction (or of an empty one) if none is in progress.
+    pub fn commit_step(&mut self) -> Result<CommitProgress> {
+        if self.running.is_none() {
+            self.join_transaction();
+        }
+        let transaction = self.running.as_mut().expect("joined");
+        let transid = transaction.transid;
+        if transaction.commit_stage.is_none() {
+            transaction.extent_tree_before_commit =
+                Some(self.device.super_block.extent_tree.clone());
+        }
+        let stage = *transaction
+            .commit_stage
+            .get_or_insert(CommitStage::RunDelayedRefs);
+        transaction.committing = true;
+        let result = self.run_commit_stage(stage, transid);
+        let Some(transaction) = self.running.as_mut() else {
+            assert_eq!(
+                stage,
+                CommitStage::Unpin,
+                "only the last step ends the transaction"
+            );
+            result?;
+            return Ok(CommitProgress::Committed(transid));
+        };
+        transaction.committing = false;
+        result?;
+        transaction.commit_stage = stage.next();
+        assert!(
+            transaction.commit_stage.is_some(),
+            "the last step ends the transaction"
+        );
+        Ok(CommitProgress::Stepped(stage))
+    }
+
+    fn run_commit_stage(&mut self, stage: CommitStage, transid: u64) -> Result<()> {
+        let reloc_trans_first = self.policy.enforces(EngineRule::RelocTransBeforeUnpin);
+        match stage {
+            CommitStage::RunDelayedRefs => self.run_delayed_refs(),
+            CommitStage::CreatePendingSnapshots => {
+                self.create_pending_snapshots()?;
+                self.run_delayed_refs();
+            }
+            CommitStage::UpdateRootItems => {
+                self.commit_fs_roots(transid)?;
+                self.run_delayed_refs();
+            }
+            CommitStage::SwitchCommitRoots => {
+                if reloc_trans_first {
+                    self.record_last_reloc_trans(transid);
+                }
+                self.switch_commit_roots(transid);
+            }
+            CommitStage::WriteDirtyBlocks => self.write_dirty_blocks(transid),
+            CommitStage::WriteSuperBlock => {
+                self.write_super_block(transid);
+                self.generation = transid;
+                self.running
+                    .as_mut()
+                    .expect("committing")
+                    .extent_tree_before_commit = None;
+            }
+            CommitStage::Unpin => {
+                self.unpin_extents();
+                if !reloc_trans_first {
+                    self.record_last_reloc_trans(transid);
+                }
+                self.finish_dropped_roots();
+                self.running = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies delayed refs; extents reaching zero references are pinned (or, with
+    /// `pin-until-commit` ablated, given back to free space at once).
     fn run_delayed_refs(&mut self) {
         let dropped = self
             .delayed_refs
             .run(&mut self.device.super_block.extent_tree);
+        let pin = self.policy.enforces(EngineRule::PinUntilCommit);
         for extent in dropped {
-            self.space.pin(extent.bytenr, extent.record.num_bytes);
+            let (bytenr, num_bytes) = (extent.bytenr, extent.record.num_bytes);
+            if pin {
+                self.space.pin(bytenr, num_bytes);
+                continue;
+            }
+            self.space.free_now(bytenr, num_bytes);
+            if self.space.group(bytenr).kind == BlockGroupKind::Data {
+                self.device.discard_data(bytenr);
+            }
+        }
+    }
+
+    fn record_last_reloc_trans(&mut self, transid: u64) {
+        if self.relocation_running {
+            self.last_reloc_trans = transid;
+            if self.sends_in_progress > 0 {
+                self.marks.hit(Mark::RelocationCommitDuringSend);
+            }
         }
     }
 
@@ -135,12 +334,6 @@ impl FsInfo {
     }
 
     fn switch_commit_roots(&mut self, transid: u64) {
-        if self.relocation_running {
-            self.last_reloc_trans = transid;
-            if self.sends_in_progress > 0 {
-                self.marks.hit(Mark::RelocationCommitDuringSend);
-            }
-        }
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_roots);
         for root_id in dirty {
             let Some(root) = self.roots.get_mut(&root_id).filter(|root| !root.deleted) else {
@@ -251,7 +444,7 @@ mod tests {
         );
         fs.space.free_now(allocation_before_commit, 4096);
         let mut committing = fs.clone();
-        committing.run_delayed_refs();
+        committing.commit_step().expect("first commit step");
         assert!(
             committing.space().is_pinned(old_root),
             "running delayed refs pins it"
@@ -315,5 +508,144 @@ mod tests {
             fs.commit_transaction().expect("empty commit"),
             generation + 2
         );
+    }
+
+    fn cow_the_root(fs: &mut FsInfo, volume: u64) -> u64 {
+        let old_root = fs.root(volume).expect("root").node.bytenr;
+        fs.insert_item(volume, Key::new(257, 1, 0), b"cow the root")
+            .expect("insert");
+        old_root
+    }
+
+    #[test]
+    fn commit_steps_run_in_order_and_the_last_one_ends_the_transaction() {
+        use super::{CommitProgress, CommitStage};
+        let (mut fs, volume) = filesystem_with_volume();
+        cow_the_root(&mut fs, volume);
+        let generation = fs.generation();
+        for stage in CommitStage::ALL {
+            assert_eq!(
+                fs.commit_in_progress()
+                    .unwrap_or(CommitStage::RunDelayedRefs),
+                stage
+            );
+            let progress = fs.commit_step().expect("step");
+            if stage == CommitStage::Unpin {
+                assert_eq!(progress, CommitProgress::Committed(generation + 1));
+            } else {
+                assert_eq!(progress, CommitProgress::Stepped(stage));
+            }
+            let durable = stage >= CommitStage::WriteSuperBlock;
+            assert_eq!(
+                fs.generation(),
+                generation + u64::from(durable),
+                "{stage:?}"
+            );
+        }
+        assert_eq!(fs.commit_in_progress(), None);
+        assert_eq!(CommitStage::Unpin.next(), None);
+        fs.check().expect("fsck");
+    }
+
+    #[test]
+    fn a_writer_finishes_the_commit_in_progress_first() {
+        let (mut fs, volume) = filesystem_with_volume();
+        cow_the_root(&mut fs, volume);
+        let generation = fs.generation();
+        fs.commit_step().expect("delayed refs");
+        fs.insert_item(volume, Key::new(258, 1, 0), b"waits")
+            .expect("insert");
+        assert_eq!(
+            fs.generation(),
+            generation + 1,
+            "the commit completed first"
+        );
+        assert_eq!(fs.commit_in_progress(), None);
+        fs.commit_transaction().expect("commit");
+        fs.check().expect("fsck");
+    }
+
+    #[test]
+    fn without_pin_until_commit_delayed_refs_free_at_once() {
+        use crate::policy::{EngineRule, Policy};
+        for (policy, pinned) in [
+            (Policy::CONCURRENT, true),
+            (
+                Policy::CONCURRENT.ablating(EngineRule::PinUntilCommit),
+                false,
+            ),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            let old_root = cow_the_root(&mut fs, volume);
+            fs.commit_step().expect("delayed refs");
+            assert_eq!(fs.space().is_pinned(old_root), pinned, "{policy}");
+            assert_eq!(
+                fs.space().group(old_root).is_free(old_root, 4096),
+                !pinned,
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_reloc_trans_is_recorded_at_the_switch_unless_ablated() {
+        use super::CommitStage;
+        use crate::policy::{EngineRule, Policy};
+        for (policy, at_switch) in [
+            (Policy::CONCURRENT, true),
+            (
+                Policy::CONCURRENT.ablating(EngineRule::RelocTransBeforeUnpin),
+                false,
+            ),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            fs.set_relocation_running(true);
+            cow_the_root(&mut fs, volume);
+            let transid = fs.generation() + 1;
+            while fs.commit_in_progress() != Some(CommitStage::WriteDirtyBlocks) {
+                fs.commit_step().expect("step");
+            }
+            assert_eq!(fs.last_reloc_trans() == transid, at_switch, "{policy}");
+            fs.commit_transaction().expect("commit");
+            assert_eq!(fs.last_reloc_trans(), transid, "{policy}");
+        }
+    }
+
+    #[test]
+    fn force_cow_is_set_on_the_snapshot_source_unless_ablated() {
+        use crate::policy::{EngineRule, Policy};
+        for (policy, force_cow) in [
+            (Policy::CONCURRENT, true),
+            (Policy::CONCURRENT.ablating(EngineRule::ForceCow), false),
+        ] {
+            let (mut fs, volume) = filesystem_with_volume();
+            fs.set_policy(policy);
+            fs.join_transaction();
+            fs.running
+                .as_mut()
+                .expect("running")
+                .pending_snapshots
+                .push(super::PendingSnapshot {
+                    source: volume,
+                    root_id: fs.next_root_id,
+                    name: "snap".to_string(),
+                    read_only: true,
+                });
+            fs.next_root_id += 1;
+            fs.commit_step().expect("delayed refs");
+            fs.commit_step().expect("pending snapshots");
+            assert_eq!(
+                fs.root(volume).expect("root").force_cow,
+                force_cow,
+                "{policy}"
+            );
+            fs.commit_transaction().expect("commit");
+            assert!(
+                !fs.root(volume).expect("root").force_cow,
+                "cleared by the commit"
+            );
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! How often random interleavings hit a violation, per policy (a development aid).
 use arbitrary::Unstructured;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use cowproof_verify::generate::interleaving;
 use cowproof_verify::runner::{run, RunOptions};
 use cowproof_verify::world::Checks;
@@ -9,7 +9,7 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(500);
-    for policy in SendPolicy::ALL {
+    for policy in Policy::NAMED {
         let started = std::time::Instant::now();
         let mut violating = 0;
         let mut first = None;

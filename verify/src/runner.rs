@@ -20,14 +20,14 @@
 use crate::oracle::Violation;
 use crate::script::{Expect, GeometrySpec, Op, Script, Statement};
 use crate::world::{Checks, Outcome, ScriptError, World};
-use cowproof_engine::{Errno, Geometry, SendPolicy};
+use cowproof_engine::{Errno, Geometry, Policy};
 use std::fmt;
 
 /// How to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Overrides the script's `policy` line.
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
     /// Which costly checks run after every operation.
     pub checks: Checks,
 }
@@ -80,7 +80,7 @@ pub struct StatementReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunReport {
     /// The policy used.
-    pub policy: SendPolicy,
+    pub policy: Policy,
     /// Every statement, in order.
     pub statements: Vec<StatementReport>,
     /// Every violation, with the index of the statement it happened at (`None`: at the
@@ -233,7 +233,7 @@ pub fn run_prefix(script: &Script, options: RunOptions, count: usize) -> PausedR
     paused
 }
 
-fn empty_report(policy: SendPolicy) -> RunReport {
+fn empty_report(policy: Policy) -> RunReport {
     RunReport {
         policy,
         statements: Vec::new(),

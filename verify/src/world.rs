@@ -15,7 +15,7 @@ use cowproof_engine::fs::CloneSide;
 use cowproof_engine::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
-use cowproof_engine::{Errno, Error, FsInfo, Geometry, SendPolicy};
+use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
 use std::collections::BTreeMap;
 
 /// Which of the costly checks run after every operation.
@@ -136,6 +136,16 @@ impl std::hash::Hash for ReinitialisationLog {
     fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
+/// `commit step N`: N steps of the commit in progress (stopping when it completes).
+fn commit_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
+    for _ in 0..steps {
+        if let cowproof_engine::transaction::CommitProgress::Committed(_) = fs.commit_step()? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn errno_of(error: &Error) -> (Errno, String) {
     (error.to_errno(), error.to_string())
 }
@@ -158,7 +168,7 @@ type Pair = (Result<(), Error>, Result<(), Errno>);
 
 impl World {
     /// A fresh filesystem.
-    pub fn new(geometry: Geometry, policy: SendPolicy, checks: Checks) -> Result<World, Error> {
+    pub fn new(geometry: Geometry, policy: Policy, checks: Checks) -> Result<World, Error> {
         let mut fs = FsInfo::mkfs(geometry, policy)?;
         fs.events.set_recording(true);
         let mut model = ModelFs::new();
@@ -219,7 +229,8 @@ impl World {
         if self.fs.generation() != generation {
             self.model_committed = self.model.clone();
         }
-        if self.checks.fsck_every_operation {
+        let quiescent = self.fs.commit_in_progress().is_none();
+        if self.checks.fsck_every_operation && quiescent {
             outcome.violations.extend(self.fsck());
         }
         if self.checks.model_content_every_operation {
@@ -330,6 +341,7 @@ impl World {
                 ),
             ),
             Op::Commit => (fs.commit_transaction().map(drop), Ok(())),
+            Op::CommitStep { steps } => (commit_steps(fs, *steps), Ok(())),
             Op::Remount => (fs.remount(), Ok(())),
             Op::Mkdir { path } => (
                 engine_root(fs, path).and_then(|root| fs.mkdir(root, &components(path)).map(drop)),

@@ -14,7 +14,7 @@
 //!   cause. They must still FAIL (a strict expected failure): when a fix makes one pass,
 //!   this test says so, and the entry moves out of the table.
 
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use cowproof_verify::fuzz_input::interleave::run_interleaving;
 use cowproof_verify::fuzz_input::{check_target, target as fuzz_target, TestCase, TARGETS};
 use cowproof_verify::runner::Verdict;
@@ -73,12 +73,14 @@ fn check_file(target: &str, path: &Path) -> Result<(), String> {
 }
 
 /// The verdict DESIGN.md section 4 expects of a race file under `policy`.
-fn expected_violation(file: &str, policy: SendPolicy) -> Option<bool> {
-    use SendPolicy::*;
+fn expected_violation(file: &str, policy: Policy) -> Option<bool> {
     if file.starts_with("race-snapshot-") {
-        Some(matches!(policy, Unprotected | ExclusiveOnly))
+        Some(matches!(
+            policy,
+            Policy::UNPROTECTED | Policy::EXCLUSIVE_ONLY
+        ))
     } else if file.starts_with("race-relocation-") {
-        Some(matches!(policy, Unprotected | CloneRoot))
+        Some(matches!(policy, Policy::UNPROTECTED | Policy::CLONE_ROOT))
     } else if file.starts_with("benign-") {
         Some(false)
     } else {
@@ -89,7 +91,7 @@ fn expected_violation(file: &str, policy: SendPolicy) -> Option<bool> {
 fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let file = file_name(path);
     let interleave = fuzz_target("interleave").expect("a target of the table");
-    for policy in SendPolicy::ALL {
+    for policy in Policy::NAMED {
         let TestCase::Script(script) = (interleave.decode)(bytes, policy) else {
             panic!("the interleave decoder makes scripts");
         };
@@ -97,7 +99,7 @@ fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
         if report.error.is_some() {
             return Err(format!("{policy}: script error\n{report}"));
         }
-        let fixed = matches!(policy, SendPolicy::Exclusive | SendPolicy::Concurrent);
+        let fixed = matches!(policy, Policy::EXCLUSIVE | Policy::CONCURRENT);
         if fixed && !report.unexpected.is_empty() {
             return Err(format!("{policy} must be safe\n{report}"));
         }
@@ -220,4 +222,54 @@ fn the_race_seeds_cover_both_columns_of_the_policy_matrix() {
             "no {prefix}* seed"
         );
     }
+}
+
+/// The ablation scripts (`corpus/scripts/ablate-<policy>-<removed>.cows`, kept from
+/// `cowproof check --ablate`): each names the ablated policy in its `policy` line and
+/// expects a violation there (replayed by `tests/cli.rs` with every corpus script); here
+/// the same operations, without their `expect` lines, must be clean under the full
+/// policy: the removed protection is what prevents the violation.
+#[test]
+fn ablation_scripts_are_clean_under_the_full_policy() {
+    use cowproof_verify::runner::{run, RunOptions};
+    use cowproof_verify::script::Statement;
+    let mut checked = 0;
+    for path in corpus_files("scripts") {
+        let Some(stem) = file_name(&path)
+            .strip_prefix("ablate-")
+            .and_then(|rest| rest.strip_suffix(".cows"))
+        else {
+            continue;
+        };
+        let full = Policy::NAMED
+            .into_iter()
+            .filter(|policy| stem.starts_with(&format!("{policy}-")))
+            .max_by_key(|policy| policy.name().len())
+            .unwrap_or_else(|| panic!("{stem}: no named policy in the name"));
+        let removed = &stem[full.name().len() + 1..];
+        let text = std::fs::read_to_string(&path).expect("readable script");
+        let mut script = cowproof_verify::script::parse(&text).expect("a valid script");
+        let ablated: Policy = format!("{full}-{removed}")
+            .parse()
+            .or_else(|_| format!("{full}~{removed}").parse())
+            .unwrap_or_else(|error| panic!("{stem}: {error}"));
+        assert_eq!(script.policy, Some(ablated), "{stem}: its policy line");
+        script
+            .statements
+            .retain(|statement| !matches!(statement, Statement::Expect(_)));
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(full),
+                ..RunOptions::default()
+            },
+        );
+        assert_eq!(
+            report.verdict(),
+            Verdict::Ok,
+            "{stem} under {full}: {report}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no ablation scripts");
 }

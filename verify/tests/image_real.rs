@@ -539,7 +539,7 @@ fn script_on_image(tools: &host::Tools, kernel_image: &Path, scratch: &Path) -> 
     };
     let world = cowproof_verify::cli::image::world_from_image(
         kernel_image,
-        cowproof_engine::SendPolicy::default(),
+        cowproof_engine::Policy::default(),
         options.checks,
     )
     .map_err(|error| error.to_string())?;

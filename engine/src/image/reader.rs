@@ -30,7 +30,7 @@ use crate::fs_info::FsInfo;
 use crate::geometry::Geometry;
 use crate::items::{FileExtentItem, RootItem};
 use crate::key::{item_type, objectid, Key};
-use crate::policy::SendPolicy;
+use crate::policy::Policy;
 use crate::storage::{BlockGroupItem, Device};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -447,7 +447,7 @@ struct Imported {
 
 /// Imports the image into an engine filesystem with `policy`. The geometry is the
 /// image's nodesize with the largest item and pointer capacities btrfs's layout allows.
-pub fn import_image(source: &dyn ImageSource, policy: SendPolicy) -> Result<FsInfo> {
+pub fn import_image(source: &dyn ImageSource, policy: impl Into<Policy>) -> Result<FsInfo> {
     let reader = ImageReader::open(source)?;
     let super_block = reader.super_block.clone();
     let root_items = reader.tree_items(
@@ -476,7 +476,7 @@ pub fn import_image(source: &dyn ImageSource, policy: SendPolicy) -> Result<FsIn
         .unwrap_or(0)
         .max(3 * subvolumes.len() + 1);
     let geometry = import_geometry(&reader, fullest_leaf)?;
-    build_device(&reader, &subvolumes, imported, geometry, policy)
+    build_device(&reader, &subvolumes, imported, geometry, policy.into())
 }
 
 fn find_subvolumes(root_items: &[(Key, Vec<u8>)]) -> Result<Vec<Found>> {
@@ -785,7 +785,7 @@ fn build_device(
     subvolumes: &[Found],
     mut imported: Imported,
     geometry: Geometry,
-    policy: SendPolicy,
+    policy: Policy,
 ) -> Result<FsInfo> {
     let generation = reader.super_block.generation;
     let nodesize = geometry.nodesize_bytes;

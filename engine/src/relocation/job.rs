@@ -23,6 +23,7 @@ use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
 use crate::marks::Mark;
+use crate::policy::Ingredient;
 
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +64,7 @@ impl RelocationJob {
                 "a relocation is already running",
             ));
         }
-        if fs.policy().excludes_relocation() && fs.sends_in_progress() > 0 {
+        if fs.policy().has(Ingredient::ExcludeRelocation) && fs.sends_in_progress() > 0 {
             fs.marks.hit(Mark::ExclusionRefused);
             return Err(Error::errno(
                 Errno::EAGAIN,

@@ -308,7 +308,7 @@ fn exclusion_policies_refuse_relocation_while_a_send_runs() {
         fs.set_sends_in_progress(1);
         let before = fs.clone();
         let result = RelocationJob::start(&mut fs, RelocationTarget::Metadata);
-        if policy.excludes_relocation() {
+        if crate::Policy::from(policy).has(crate::Ingredient::ExcludeRelocation) {
             let error = result.expect_err("refused");
             assert_eq!(error.to_errno(), Errno::EAGAIN, "{policy:?}");
             assert!(error.to_string().contains("send is running"));
@@ -322,7 +322,7 @@ fn exclusion_policies_refuse_relocation_while_a_send_runs() {
     }
     let excluding: Vec<_> = SendPolicy::ALL
         .into_iter()
-        .filter(|policy| policy.excludes_relocation())
+        .filter(|policy| crate::Policy::from(*policy).has(crate::Ingredient::ExcludeRelocation))
         .collect();
     assert_eq!(
         excluding,

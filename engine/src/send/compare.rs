@@ -8,6 +8,12 @@
 //! the buffers it held: it re-searches the same key at the same level in the new commit
 //! root (`restart_after_relocation()`), EUCLEAN if the key is gone.
 //!
+//! Item processing is separate from the tree move that found the item, as the kernel's
+//! `changed_cb()` runs after `btrfs_compare_trees()` hands it a slot of the held leaf,
+//! without the commit-root lock: [`compare_advance`] stops on an item to process
+//! ([`PendingItem`]), [`process_item`] reads it later (a send step of its own), and
+//! [`advance_past`] moves on at the next tree move (`docs/windows.md`).
+//!
 //! Reads of held buffers never index blindly: content that changed under the walk (a
 //! re-initialised shared buffer) gives the kernel's symptoms — the `read_node_slot` BUG,
 //! transid EIO from `read_tree_block`, EUCLEAN for impossible shapes — never a panic.
@@ -263,11 +269,22 @@ impl TreeCursor {
     }
 }
 
+/// An item the walk stopped on, to be processed in a later step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PendingItem {
+    /// The left cursor's item is only in the send snapshot.
+    New,
+    /// The right cursor's item is only in the parent.
+    Deleted,
+    /// Both cursors stand on the same key with different data.
+    Changed,
+}
+
 /// What one compare advance produced.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum CompareOutcome {
-    /// An item differs.
-    Change(ItemChange),
+    /// The cursors stand on an item to process.
+    Item(PendingItem),
     /// The cursors moved; nothing to report.
     Moved,
     /// Both walks are over.
@@ -285,31 +302,76 @@ pub fn compare_advance(
     let right_ended = right.as_ref().is_none_or(|right| right.ended);
     match (left.ended, right_ended) {
         (true, true) => Ok(CompareOutcome::Done),
-        (false, true) => report_one_side(fs, log, rules, left, true),
-        (true, false) => report_one_side(fs, log, rules, right.expect("not ended"), false),
+        (false, true) => one_side(fs, log, rules, left, PendingItem::New),
+        (true, false) => one_side(
+            fs,
+            log,
+            rules,
+            right.expect("not ended"),
+            PendingItem::Deleted,
+        ),
         (false, false) => compare_both(fs, log, rules, left, right.expect("not ended")),
     }
 }
 
-fn report_one_side(
+/// `changed_cb()`: reads the pending item from the held leaf (or leaves) now.
+pub fn process_item(
+    fs: &FsInfo,
+    log: &mut AccessLog,
+    left: &TreeCursor,
+    right: Option<&TreeCursor>,
+    pending: PendingItem,
+) -> Result<ItemChange> {
+    let right_cursor = || right.ok_or_else(|| corrupt(0, "has no parent walk to read"));
+    Ok(match pending {
+        PendingItem::New => {
+            let (key, data) = left.item(fs, log)?;
+            ItemChange::New { key, data }
+        }
+        PendingItem::Deleted => {
+            let (key, data) = right_cursor()?.item(fs, log)?;
+            ItemChange::Deleted { key, data }
+        }
+        PendingItem::Changed => {
+            let (key, new) = left.item(fs, log)?;
+            let (_, old) = right_cursor()?.item(fs, log)?;
+            ItemChange::Changed { key, old, new }
+        }
+    })
+}
+
+/// Moves the cursor(s) past a processed item (the next tree move).
+pub fn advance_past(
+    fs: &mut FsInfo,
+    log: &mut AccessLog,
+    rules: HoldRules,
+    left: &mut TreeCursor,
+    right: Option<&mut TreeCursor>,
+    processed: PendingItem,
+) -> Result<()> {
+    if processed != PendingItem::Deleted {
+        left.advance(fs, log, rules, false)?;
+    }
+    if processed != PendingItem::New {
+        if let Some(right) = right {
+            right.advance(fs, log, rules, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn one_side(
     fs: &mut FsInfo,
     log: &mut AccessLog,
     rules: HoldRules,
     cursor: &mut TreeCursor,
-    is_new: bool,
+    pending: PendingItem,
 ) -> Result<CompareOutcome> {
     if cursor.level > 0 {
         cursor.advance(fs, log, rules, true)?;
         return Ok(CompareOutcome::Moved);
     }
-    let (key, data) = cursor.item(fs, log)?;
-    cursor.advance(fs, log, rules, false)?;
-    let change = if is_new {
-        ItemChange::New { key, data }
-    } else {
-        ItemChange::Deleted { key, data }
-    };
-    Ok(CompareOutcome::Change(change))
+    Ok(CompareOutcome::Item(pending))
 }
 
 fn compare_both(
@@ -347,6 +409,8 @@ fn compare_both(
     Ok(CompareOutcome::Moved)
 }
 
+/// Both cursors on leaves: keys are compared, and equal keys' data too
+/// (`tree_compare_item()`), during the move; a difference is left to [`process_item`].
 fn compare_items(
     fs: &mut FsInfo,
     log: &mut AccessLog,
@@ -356,32 +420,16 @@ fn compare_items(
 ) -> Result<CompareOutcome> {
     let (left_key, left_data) = left.item(fs, log)?;
     let (right_key, right_data) = right.item(fs, log)?;
-    let change = match left_key.cmp(&right_key) {
-        Ordering::Less => {
-            left.advance(fs, log, rules, false)?;
-            Some(ItemChange::New {
-                key: left_key,
-                data: left_data,
-            })
-        }
-        Ordering::Greater => {
-            right.advance(fs, log, rules, false)?;
-            Some(ItemChange::Deleted {
-                key: right_key,
-                data: right_data,
-            })
-        }
+    Ok(match left_key.cmp(&right_key) {
+        Ordering::Less => CompareOutcome::Item(PendingItem::New),
+        Ordering::Greater => CompareOutcome::Item(PendingItem::Deleted),
+        Ordering::Equal if left_data != right_data => CompareOutcome::Item(PendingItem::Changed),
         Ordering::Equal => {
             left.advance(fs, log, rules, false)?;
             right.advance(fs, log, rules, false)?;
-            (left_data != right_data).then_some(ItemChange::Changed {
-                key: left_key,
-                old: right_data,
-                new: left_data,
-            })
+            CompareOutcome::Moved
         }
-    };
-    Ok(change.map_or(CompareOutcome::Moved, CompareOutcome::Change))
+    })
 }
 
 /// The commit roots a walk starts from, for oracles: (root id, commit root).

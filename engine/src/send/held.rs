@@ -164,12 +164,8 @@ impl HeldPath {
         }
     }
 
-    /// Releases the buffers below `level` (they are re-read as the walk goes on).
-    pub fn release_below(&mut self, fs: &mut FsInfo, level: usize) {
-        for node in &mut self.nodes[..level] {
-            if let Some(buffer) = node.take() {
-                release(fs, buffer);
-            }
-        }
+    /// Whether the path holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.iter().all(Option::is_none)
     }
 }

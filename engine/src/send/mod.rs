@@ -28,10 +28,12 @@ use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
 use crate::marks::Mark;
-use crate::policy::SendPolicy;
+use crate::policy::{Ingredient, Policy};
 use crate::stream::{Command, StreamWriter};
 use changes::ChangeSet;
-use compare::{compare_advance, CompareOutcome, TreeCursor};
+use compare::{
+    advance_past, compare_advance, process_item, CompareOutcome, PendingItem, TreeCursor,
+};
 use held::{AccessLog, BufferAccess, HoldRules};
 use plan::{Planner, SendRoots};
 use std::collections::VecDeque;
@@ -74,10 +76,13 @@ pub struct SendJob {
     name: String,
     rules: HoldRules,
     restarts: bool,
+    write_fallback: bool,
     last_reloc_trans: u64,
     relocated_since_start: bool,
     left: TreeCursor,
     right: Option<TreeCursor>,
+    item_to_process: Option<PendingItem>,
+    item_processed: Option<PendingItem>,
     log: AccessLog,
     changes: ChangeSet,
     pending: VecDeque<Command>,
@@ -86,10 +91,10 @@ pub struct SendJob {
     steps: u64,
 }
 
-fn hold_rules(policy: SendPolicy) -> HoldRules {
+fn hold_rules(policy: Policy) -> HoldRules {
     HoldRules {
-        clone_root: policy.clones_root_nodes(),
-        clone_leaves: policy.clones_leaves(),
+        clone_root: policy.has(Ingredient::CloneRoots),
+        clone_leaves: policy.has(Ingredient::CloneLeaves),
     }
 }
 
@@ -114,7 +119,7 @@ impl SendJob {
             fs.commit_root_of(root_id)?;
         }
         let policy = fs.policy();
-        if policy.excludes_relocation() && fs.relocation_running() {
+        if policy.has(Ingredient::ExcludeSend) && fs.relocation_running() {
             fs.marks.hit(Mark::ExclusionRefused);
             return Err(Error::errno(
                 Errno::EAGAIN,
@@ -147,11 +152,14 @@ impl SendJob {
             parent_root,
             name: name.to_string(),
             rules,
-            restarts: policy.restarts_after_relocation(),
+            restarts: policy.has(Ingredient::Restart),
+            write_fallback: policy.has(Ingredient::WriteFallback),
             last_reloc_trans: fs.last_reloc_trans(),
             relocated_since_start: false,
             left,
             right,
+            item_to_process: None,
+            item_processed: None,
             log,
             changes: ChangeSet::default(),
             pending: VecDeque::new(),
@@ -268,9 +276,28 @@ impl SendJob {
         Ok(())
     }
 
+    /// A walk step is either the processing of the item the last move stopped on
+    /// (`changed_cb()`: no `last_reloc_trans` check, the held leaf is read as it is now)
+    /// or up to [`WALK_MOVES_PER_STEP`] tree moves, each after the restart check.
     fn walk_step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        if let Some(pending) = self.item_to_process.take() {
+            let change = process_item(fs, &mut self.log, &self.left, self.right.as_ref(), pending)?;
+            self.changes.record(&change)?;
+            self.item_processed = Some(pending);
+            return Ok(StepOutcome::Progress);
+        }
         for _ in 0..WALK_MOVES_PER_STEP {
             self.restart_if_relocated(fs)?;
+            if let Some(processed) = self.item_processed.take() {
+                advance_past(
+                    fs,
+                    &mut self.log,
+                    self.rules,
+                    &mut self.left,
+                    self.right.as_mut(),
+                    processed,
+                )?;
+            }
             let outcome = compare_advance(
                 fs,
                 &mut self.log,
@@ -279,8 +306,8 @@ impl SendJob {
                 self.right.as_mut(),
             )?;
             match outcome {
-                CompareOutcome::Change(change) => {
-                    self.changes.record(&change)?;
+                CompareOutcome::Item(pending) => {
+                    self.item_to_process = Some(pending);
                     return Ok(StepOutcome::Progress);
                 }
                 CompareOutcome::Moved => {}
@@ -314,7 +341,7 @@ impl SendJob {
                 if allocated {
                     continue;
                 }
-                if self.restarts {
+                if self.write_fallback {
                     fs.marks.hit(Mark::SendCloneFellBackToWrite);
                     continue;
                 }
@@ -358,8 +385,8 @@ impl SendJob {
             send: self.send_root,
             parent: self.parent_root,
             parent_identity,
-            relocated_since_start: self.relocated_since_start && self.restarts,
-            falls_back_to_write: self.restarts,
+            relocated_since_start: self.relocated_since_start && self.write_fallback,
+            falls_back_to_write: self.write_fallback,
         };
         let mut changes = self.changes.clone();
         changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
@@ -391,14 +418,31 @@ impl SendJob {
         Ok(StepOutcome::Progress)
     }
 
+    /// Ends the job. Paired with `acquire`: the job's paths are empty afterwards, and
+    /// once no send runs, no extent buffer of the cache is held by anyone.
     fn end(&mut self, fs: &mut FsInfo, stage: SendStage) {
         self.release_cursors(fs);
+        assert!(
+            self.left.path.is_empty()
+                && self
+                    .right
+                    .as_ref()
+                    .is_none_or(|right| right.path.is_empty()),
+            "a send job ended holding part of its path"
+        );
         for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
             if let Some(root) = fs.roots.get_mut(&root_id) {
                 root.send_users = root.send_users.saturating_sub(1);
             }
         }
         fs.set_sends_in_progress(fs.sends_in_progress().saturating_sub(1));
+        if fs.sends_in_progress() == 0 {
+            assert_eq!(
+                fs.cache().holders_total(),
+                0,
+                "the last send job ended, but extent buffers are still held"
+            );
+        }
         self.stage = stage;
     }
 }

@@ -3,55 +3,100 @@
 //! violation a shortest counterexample script, for each safe cell how far it was
 //! verified (depth, states, time). A library function; the binary wires it in.
 //!
-//! Exit code: 0 when every explored cell matches the expected verdict, 1 otherwise, 2
-//! when the search could not run. With `--json`, one JSON object on stdout whose
+//! With `--ablate`, it then prints the ablation table (`docs/policies.md`): every
+//! protection of every safe cell removed in turn, with the shortest counterexample found
+//! (length, symptom, time, script) or the model defect that hides it.
+//!
+//! Depths: each cell has a default ([`default_depth`]); `--depth N` sets every cell's,
+//! and a depth below a race's minimum is refused (a "safe" verdict there would say
+//! nothing).
+//!
+//! Exit code: 0 when every explored cell matches the expected verdict (and, with
+//! `--ablate`, every row is shown necessary or is a listed model defect), 1 otherwise, 2
+//! when the search could not run or the arguments are unusable, 3 when the engine itself
+//! is inconsistent (fsck or the model differential failed: an engine defect, not a
+//! cell's verdict). With `--json`, one JSON object on stdout whose
 //! `verdict` is `ok` (the matrix is as expected), `violation` (it is not) or `error`
 //! (DESIGN.md section 7). Progress goes to stderr, and only to a terminal without
 //! `--json`.
 
-use crate::explore::{explore_matrix, Cell, Config, Finding, Progress, Race};
+use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
+use crate::explore::matrix::engine_defect;
+use crate::explore::{explore_matrix, Cell, Config, Exploration, Finding, Progress, Race};
 use crate::script::print;
 use clap::Args;
 use cowproof_engine::marks::Mark;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// The depth `check` explores when none is given: enough for every expected violation
-/// and a matrix that runs in about two minutes on two cores (118 s measured; depth 7 takes
-/// 28 s).
-pub const DEFAULT_DEPTH: usize = 8;
+/// The exit status of an engine defect found by the search.
+pub const EXIT_ENGINE_DEFECT: i32 = 3;
+
+/// The depth a cell (and its ablation rows) is explored to when `--depth` is not given:
+/// every expected violation and every ablation counterexample is within it, and the
+/// whole `check --ablate` stays within minutes on two cores (measured in the README).
+/// The snapshot race is verified to its longest ablation counterexample (3) plus 4; the
+/// relocation race, whose alphabet is larger, to 6, one short of that rule's 8.
+pub fn default_depth(policy: Policy, race: Race) -> usize {
+    let _ = policy;
+    match race {
+        Race::Snapshot => 7,
+        Race::Relocation => 6,
+    }
+}
 
 /// Arguments of `cowproof check`.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct CheckArgs {
-    /// The send policy to check, or `all`.
+    /// The send policy to check (a name, `a+b`, `NAME-INGREDIENT`, `~RULE`), or `all`.
     #[arg(long, default_value = "all")]
     pub policy: String,
     /// The race to explore: `snapshot`, `relocation` or `all`.
     #[arg(long, default_value = "all")]
     pub race: String,
-    /// The most interleaved operations on a path (the final `send finish` not counted).
-    #[arg(long, default_value_t = DEFAULT_DEPTH)]
-    pub depth: usize,
+    /// The most interleaved operations on a path (the end-of-path finish not counted);
+    /// each cell's default when not given.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Also remove every protection of every safe cell in turn and print the table.
+    #[arg(long)]
+    pub ablate: bool,
+    /// Write each ablation counterexample to DIR/ablate-<policy>-<removed>.cows.
+    #[arg(long, value_name = "DIR", requires = "ablate")]
+    pub write_counterexamples: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+impl CheckArgs {
+    /// The depth a cell is explored to.
+    pub fn depth_of(&self, policy: Policy, race: Race) -> usize {
+        self.depth.unwrap_or_else(|| default_depth(policy, race))
+    }
+}
+
 /// The cells `args` selects, or a one-line reason.
-pub fn selection(args: &CheckArgs) -> Result<(Vec<SendPolicy>, Vec<Race>), String> {
+pub fn selection(args: &CheckArgs) -> Result<(Vec<Policy>, Vec<Race>), String> {
     let policies = match args.policy.as_str() {
-        "all" => SendPolicy::ALL.to_vec(),
-        name => vec![name
-            .parse::<SendPolicy>()
-            .map_err(|_| format!("unknown policy {name}"))?],
+        "all" => Policy::NAMED.to_vec(),
+        name => vec![name.parse::<Policy>().map_err(|error| error.to_string())?],
     };
     let races = match args.race.as_str() {
         "all" => Race::ALL.to_vec(),
         name => vec![Race::from_name(name).ok_or_else(|| format!("unknown race {name}"))?],
     };
+    if let Some(depth) = args.depth {
+        if let Some(race) = races.iter().find(|race| depth < race.minimum_depth()) {
+            return Err(format!(
+                "--depth {depth} is below the {race} race's minimum depth {} (the length of \
+                 its shortest counterexample): a safe verdict there would prove nothing",
+                race.minimum_depth()
+            ));
+        }
+    }
     Ok((policies, races))
 }
 
@@ -62,7 +107,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         Err(reason) => return fail(args, &reason),
     };
     let bar = progress_bar(args);
-    let mut progress = |policy: SendPolicy, race: Race, step: Progress| {
+    let mut progress = |policy: Policy, race: Race, step: Progress| {
         if let Some(bar) = &bar {
             bar.set_message(format!(
                 "{policy} x {race}: depth {}, {} states, {}/{} of the level expanded",
@@ -71,27 +116,185 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             bar.tick();
         }
     };
-    let depth = args.depth;
     let cells = explore_matrix(
         &policies,
         &races,
-        |policy, race| Config::new(policy, race, depth),
+        |policy, race| Config::new(policy, race, args.depth_of(policy, race)),
         &mut progress,
     );
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let cells = match cells {
         Ok(cells) => cells,
         Err(error) => return fail(args, &error.to_string()),
     };
-    let matches = cells.iter().all(Cell::matches);
+    let ablated = if args.ablate {
+        let rows = ablations(&policies, &races);
+        let mut row_progress = |ablation: &crate::explore::ablation::Ablation, step: Progress| {
+            progress(ablation.ablated(), ablation.race, step)
+        };
+        match explore_ablations(
+            &rows,
+            |row| Config::new(row.ablated(), row.race, args.depth_of(row.policy, row.race)),
+            &mut row_progress,
+        ) {
+            Ok(results) => Some(results),
+            Err(error) => return fail(args, &error.to_string()),
+        }
+    } else {
+        None
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let results = ablated.as_deref().unwrap_or_default();
+    if let Some(directory) = &args.write_counterexamples {
+        if let Err(error) = write_counterexamples(directory, results) {
+            return fail(args, &error);
+        }
+    }
+    let explorations = cells
+        .iter()
+        .map(|cell| &cell.exploration)
+        .chain(results.iter().map(|result| &result.exploration));
+    let defects: Vec<String> = explorations
+        .filter_map(|exploration| {
+            engine_defect(exploration).map(|violation| {
+                format!(
+                    "{} x {}: {violation}",
+                    exploration.config.policy, exploration.config.race
+                )
+            })
+        })
+        .collect();
+    let matches =
+        cells.iter().all(Cell::matches) && results.iter().all(AblationResult::as_expected);
     if args.json {
-        println!("{}", json_report(args, &cells, matches));
+        println!(
+            "{}",
+            json_report(args, &cells, ablated.as_deref(), matches, &defects)
+        );
     } else {
         print!("{}", text_report(args, &cells, matches));
+        if let Some(results) = &ablated {
+            print!("{}", ablation_report(results));
+        }
+        for defect in &defects {
+            println!("ENGINE DEFECT (exit {EXIT_ENGINE_DEFECT}): {defect}");
+        }
+    }
+    if !defects.is_empty() {
+        return EXIT_ENGINE_DEFECT;
     }
     i32::from(!matches)
+}
+
+fn write_counterexamples(
+    directory: &std::path::Path,
+    results: &[AblationResult],
+) -> Result<(), String> {
+    std::fs::create_dir_all(directory)
+        .map_err(|error| format!("{}: {error}", directory.display()))?;
+    for result in results {
+        let Finding::Violation(counterexample) = &result.exploration.finding else {
+            continue;
+        };
+        let row = &result.ablation;
+        let text = format!(
+            "# Ablation: {} without {} ({} race), found by `cowproof check --ablate`:\n\
+             # the shortest interleaving (after the setup) that breaks the policy once\n\
+             # this protection is removed; the full policy is clean on it\n\
+             # (docs/policies.md, docs/windows.md).\n\
+             # {}\n{}",
+            row.policy,
+            row.removed,
+            row.race,
+            counterexample.violation.to_string().replace('\n', "\n# "),
+            print(&counterexample.script)
+        );
+        let path = directory.join(row.script_name());
+        std::fs::write(&path, text).map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The ablation table: one line per row, then each row's counterexample script.
+pub fn ablation_report(results: &[AblationResult]) -> String {
+    let mut out = format!(
+        "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<11} {:<25} {:>6} {:>9} {:>9}  result\n",
+        "policy", "race", "removed", "length", "states", "seconds"
+    );
+    for result in results {
+        out.push_str(&ablation_line(result));
+    }
+    for result in results {
+        if let Finding::Violation(counterexample) = &result.exploration.finding {
+            out.push_str(&format!(
+                "\n# {} without {} ({}): {} operations\n# {}\n{}",
+                result.ablation.policy,
+                result.ablation.removed,
+                result.ablation.race,
+                counterexample.path.len(),
+                counterexample.violation.to_string().replace('\n', "\n# "),
+                print(&counterexample.script)
+            ));
+        }
+    }
+    let all = results.iter().all(AblationResult::as_expected);
+    out.push_str(&format!(
+        "\nablation verdict: {}\n",
+        if all {
+            "ok (every protection is necessary, or a listed model defect)"
+        } else {
+            "NOT AS EXPECTED"
+        }
+    ));
+    out
+}
+
+fn symptom_words(exploration: &Exploration) -> String {
+    match &exploration.finding {
+        Finding::Violation(counterexample) => {
+            let violation = &counterexample.violation;
+            match violation.symptom {
+                Some(symptom) => symptom.name().to_string(),
+                None => violation.kind.name().to_string(),
+            }
+        }
+        Finding::Safe => String::new(),
+    }
+}
+
+fn ablation_line(result: &AblationResult) -> String {
+    let exploration = &result.exploration;
+    let length = match &exploration.finding {
+        Finding::Violation(counterexample) => counterexample.path.len().to_string(),
+        Finding::Safe => "-".to_string(),
+    };
+    let words = match result.verdict() {
+        RowVerdict::Necessary => format!("necessary: {}", symptom_words(exploration)),
+        RowVerdict::KnownDefect => format!(
+            "MODEL DEFECT (not shown up to depth {}): {}",
+            exploration.depth_completed,
+            result.ablation.known_defect().unwrap_or_default()
+        ),
+        RowVerdict::NotShown => format!(
+            "NOT SHOWN up to depth {}: a window or an order is missing  <- NOT AS EXPECTED",
+            exploration.depth_completed
+        ),
+        RowVerdict::DefectFixed => format!(
+            "necessary: {}, but listed as a model defect  <- NOT AS EXPECTED",
+            symptom_words(exploration)
+        ),
+    };
+    format!(
+        "{:<15} {:<11} {:<25} {:>6} {:>9} {:>9.2}  {}\n",
+        result.ablation.policy.name(),
+        result.ablation.race.name(),
+        result.ablation.removed.name(),
+        length,
+        exploration.states,
+        exploration.elapsed.as_secs_f64(),
+        words
+    )
 }
 
 fn fail(args: &CheckArgs, reason: &str) -> i32 {
@@ -129,7 +332,11 @@ pub fn finding_name(cell: &Cell) -> &'static str {
 
 /// The human-readable matrix, then every counterexample.
 pub fn text_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> String {
-    let mut out = format!("cowproof check: depth {}\n\n", args.depth);
+    let depth = match args.depth {
+        Some(depth) => format!("depth {depth}"),
+        None => "each cell to its default depth".to_string(),
+    };
+    let mut out = format!("cowproof check: {depth}\n\n");
     out.push_str(&format!(
         "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
         "policy", "race", "expected", "found", "depth", "states", "seconds"
@@ -193,13 +400,55 @@ fn cell_line(cell: &Cell) -> String {
 }
 
 /// The JSON report: `verdict`, the depth, and one object per cell.
-pub fn json_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> serde_json::Value {
+pub fn json_report(
+    args: &CheckArgs,
+    cells: &[Cell],
+    ablations: Option<&[AblationResult]>,
+    matches: bool,
+    defects: &[String],
+) -> serde_json::Value {
     let cells: Vec<serde_json::Value> = cells.iter().map(cell_json).collect();
-    serde_json::json!({
-        "verdict": if matches { "ok" } else { "violation" },
+    let verdict = match (defects.is_empty(), matches) {
+        (false, _) => "error",
+        (true, true) => "ok",
+        (true, false) => "violation",
+    };
+    let mut report = serde_json::json!({
+        "verdict": verdict,
         "depth": args.depth,
         "cells": cells,
-    })
+        "engine_defects": defects,
+    });
+    if let Some(results) = ablations {
+        let rows: Vec<serde_json::Value> = results.iter().map(ablation_json).collect();
+        report["ablations"] = serde_json::Value::from(rows);
+    }
+    report
+}
+
+fn ablation_json(result: &AblationResult) -> serde_json::Value {
+    let exploration = &result.exploration;
+    let mut value = serde_json::json!({
+        "policy": result.ablation.policy.name(),
+        "race": result.ablation.race.name(),
+        "removed": result.ablation.removed.name(),
+        "ablated_policy": result.ablation.ablated().name(),
+        "verdict": format!("{:?}", result.verdict()),
+        "as_expected": result.as_expected(),
+        "depth_completed": exploration.depth_completed,
+        "states": exploration.states,
+        "seconds": exploration.elapsed.as_secs_f64(),
+        "model_defect": result.ablation.known_defect(),
+    });
+    if let Finding::Violation(counterexample) = &exploration.finding {
+        value["counterexample"] = serde_json::json!({
+            "operations": counterexample.path.len(),
+            "symptom": symptom_words(exploration),
+            "violation": counterexample.violation.to_string(),
+            "script": print(&counterexample.script),
+        });
+    }
+    value
 }
 
 fn cell_json(cell: &Cell) -> serde_json::Value {
@@ -249,4 +498,44 @@ fn marks_json(cell: &Cell) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(policy: &str, depth: Option<usize>) -> CheckArgs {
+        CheckArgs {
+            policy: policy.to_string(),
+            race: "all".to_string(),
+            depth,
+            ablate: false,
+            write_counterexamples: None,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn a_depth_below_the_minimum_is_refused_with_the_reason() {
+        for depth in [0, Race::Snapshot.minimum_depth() - 1] {
+            let reason = selection(&args("all", Some(depth))).expect_err("refused");
+            assert!(reason.contains("minimum depth"), "{reason}");
+        }
+        assert!(selection(&args("all", Some(Race::Relocation.minimum_depth()))).is_ok());
+        assert!(selection(&args("all", None)).is_ok());
+    }
+
+    #[test]
+    fn every_policy_spelling_selects_one_cell_row() {
+        let (policies, races) =
+            selection(&args("concurrent-clone-leaves", None)).expect("a policy");
+        assert_eq!(policies.len(), 1);
+        assert_eq!(policies[0].to_string(), "concurrent-clone-leaves");
+        assert_eq!(races, Race::ALL);
+        let reason = selection(&args("concurrent-exclude-send", None)).expect_err("refused");
+        assert!(reason.contains("no ingredient exclude-send"), "{reason}");
+        for race in Race::ALL {
+            assert!(default_depth(Policy::CONCURRENT, race) >= race.minimum_depth());
+        }
+    }
 }

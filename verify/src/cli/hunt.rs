@@ -29,7 +29,7 @@ use crate::world::Checks;
 use arbitrary::Unstructured;
 use clap::Args;
 use cowproof_engine::testing::{seeded_bytes, SplitMix64};
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -46,7 +46,7 @@ const PROGRESS_EVERY: u64 = 32;
 pub struct HuntArgs {
     /// The send policy to hunt under (default: concurrent, the current kernel's).
     #[arg(long, value_parser = super::parse_policy)]
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
     /// The time budget in seconds (wall clock).
     #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
     pub seconds: f64,
@@ -105,7 +105,7 @@ pub struct Search {
 }
 
 /// The script iteration `iteration_seed` decodes to.
-pub fn iteration_script(iteration_seed: u64, policy: SendPolicy, race: Race) -> Script {
+pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Script {
     let bytes = seeded_bytes(INPUT_BYTES, iteration_seed);
     interleaving_for(&mut Unstructured::new(&bytes), Some(policy), race)
         .expect("the generator accepts any input of INPUT_BYTES bytes")
@@ -114,7 +114,7 @@ pub fn iteration_script(iteration_seed: u64, policy: SendPolicy, race: Race) -> 
 /// Searches from `seed` until a violation, the budget, or the iteration bound.
 pub fn search(
     seed: u64,
-    policy: SendPolicy,
+    policy: Policy,
     race: Race,
     budget: Duration,
     iterations_max: Option<u64>,
@@ -199,7 +199,7 @@ struct Minimized {
     violation: Option<(Option<usize>, Violation)>,
 }
 
-fn minimize(finding: &Finding, policy: SendPolicy) -> Option<Minimized> {
+fn minimize(finding: &Finding, policy: Policy) -> Option<Minimized> {
     let shrunk = shrink_script(&finding.script, policy, Checks::FAST)?;
     let report = run(
         &shrunk.script,
@@ -267,7 +267,7 @@ pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
 struct Header {
     seed: u64,
     seed_source: &'static str,
-    policy: SendPolicy,
+    policy: Policy,
     race: Race,
 }
 
@@ -387,7 +387,7 @@ mod tests {
         let search_once = || {
             search(
                 1,
-                SendPolicy::Unprotected,
+                Policy::UNPROTECTED,
                 Race::All,
                 Duration::from_secs(600),
                 Some(50),

@@ -93,7 +93,7 @@ pub fn execute_import(args: &ImportArgs, out: &mut dyn std::io::Write) -> Result
 /// `chown(2)` would clear them, read-only flags last).
 pub fn world_from_image(
     path: &Path,
-    policy: cowproof_engine::SendPolicy,
+    policy: cowproof_engine::Policy,
     checks: crate::world::Checks,
 ) -> Result<crate::world::World, CliError> {
     let failure = |message: String| CliError::Decode {

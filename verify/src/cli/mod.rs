@@ -38,7 +38,7 @@ pub mod timeline;
 
 use crate::script::ParseError;
 use clap::{Parser, Subcommand};
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -152,12 +152,11 @@ impl From<io::Error> for CliError {
     }
 }
 
-/// A clap value parser for `--policy`.
-pub fn parse_policy(text: &str) -> Result<SendPolicy, String> {
-    text.parse().map_err(|_| {
-        let names: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
-        format!("unknown policy `{text}` (one of: {})", names.join(", "))
-    })
+/// A clap value parser for `--policy`: every form of `docs/policies.md` (a named policy,
+/// `a+b`, `NAME-INGREDIENT`, `~RULE`).
+pub fn parse_policy(text: &str) -> Result<Policy, String> {
+    text.parse()
+        .map_err(|error: cowproof_engine::policy::UnknownPolicy| error.to_string())
 }
 
 /// Reads a whole file.

@@ -28,7 +28,7 @@ use crate::runner::{run, RunOptions, RunReport};
 use crate::script::{parse_with_lines, print, Script};
 use crate::world::{Checks, World};
 use clap::Args;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     pub target: String,
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
     /// Draw the moment a send first read a wrong block or failed a read check to OUT with
     /// Graphviz (SVG; the dot source if OUT ends in `.dot`). Needs exactly one FILE.
     #[arg(long, value_name = "OUT")]
@@ -146,7 +146,7 @@ fn replay_file(
 /// round-trip diffs; returns the run's exit code.
 fn replay_script(
     loaded: &LoadedScript,
-    policy: Option<SendPolicy>,
+    policy: Option<Policy>,
     svg: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
@@ -169,7 +169,7 @@ fn replay_script(
 }
 
 /// `--svg OUT`: draws the moment; returns a line saying what was drawn.
-fn draw(script: &Script, policy: Option<SendPolicy>, picture: &Path) -> Result<String, CliError> {
+fn draw(script: &Script, policy: Option<Policy>, picture: &Path) -> Result<String, CliError> {
     let moment = super::svg::find_moment(script, policy)
         .map_err(|reason| CliError::Unavailable(format!("--svg: {reason}")))?;
     let Some(moment) = moment else {
@@ -257,12 +257,9 @@ mod tests {
         use arbitrary::Unstructured;
         let bytes = cowproof_engine::testing::seeded_bytes(128, 7);
         let interleave = target("interleave").unwrap();
-        let decoded = (interleave.decode)(&bytes, SendPolicy::Unprotected);
-        let generated = interleaving(
-            &mut Unstructured::new(&bytes),
-            Some(SendPolicy::Unprotected),
-        )
-        .unwrap();
+        let decoded = (interleave.decode)(&bytes, Policy::UNPROTECTED);
+        let generated =
+            interleaving(&mut Unstructured::new(&bytes), Some(Policy::UNPROTECTED)).unwrap();
         assert_eq!(decoded, TestCase::Script(generated));
         assert!(target("nonsense").is_err());
     }

@@ -15,7 +15,7 @@ use crate::runner::{run, RunOptions, RunReport};
 use crate::script::{parse_with_lines, Script};
 use crate::world::Checks;
 use clap::Args;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ pub struct RunArgs {
     pub script: PathBuf,
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -17,7 +17,7 @@ use crate::oracle::{Symptom, Violation, ViolationKind};
 use crate::runner::{run, RunOptions, RunReport};
 use crate::script::{parse, print, Expect, Identifier, Op, Script, Statement};
 use crate::world::Checks;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::collections::HashMap;
 
 /// The most predicate evaluations one [`ddmin`] call makes.
@@ -166,7 +166,7 @@ pub fn is_valid(script: &Script) -> bool {
 
 /// Shrinks `script`, which must show a violation under `policy` with `checks`, keeping
 /// the signature of its first violation; `None` when it shows none (or cannot run).
-pub fn shrink_script(script: &Script, policy: SendPolicy, checks: Checks) -> Option<Shrunk> {
+pub fn shrink_script(script: &Script, policy: Policy, checks: Checks) -> Option<Shrunk> {
     let options = RunOptions {
         policy: Some(policy),
         checks,
@@ -383,20 +383,20 @@ mod tests {
     fn a_seed_script_shrinks_and_keeps_its_violation() {
         let source = include_str!("../../../corpus/scripts/seed2-send-vs-snapshot.cows");
         let script = parse(source).expect("parses");
-        let shrunk = shrink_script(&script, SendPolicy::Unprotected, Checks::FAST)
+        let shrunk = shrink_script(&script, Policy::UNPROTECTED, Checks::FAST)
             .expect("the seed script violates");
         assert!(shrunk.script.statements.len() < script.statements.len());
         let report = run(
             &shrunk.script,
             RunOptions {
-                policy: Some(SendPolicy::Unprotected),
+                policy: Some(Policy::UNPROTECTED),
                 checks: Checks::THOROUGH,
             },
         );
         assert!(shrunk.signature.found_in(&report), "{report}");
-        let again = shrink_script(&script, SendPolicy::Unprotected, Checks::FAST).expect("same");
+        let again = shrink_script(&script, Policy::UNPROTECTED, Checks::FAST).expect("same");
         assert_eq!(again.script, shrunk.script, "deterministic");
-        assert!(shrink_script(&script, SendPolicy::Concurrent, Checks::FAST).is_none());
+        assert!(shrink_script(&script, Policy::CONCURRENT, Checks::FAST).is_none());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::script::{Op, Script, Statement};
 use crate::world::{Checks, World};
 use cowproof_engine::extent_buffer::{BlockContent, SharedContent};
 use cowproof_engine::send::held::{BufferAccess, HeldBuffer};
-use cowproof_engine::{Error, SendPolicy};
+use cowproof_engine::{Error, Policy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -109,7 +109,7 @@ pub struct Moment {
 
 /// Finds the moment of the first inconsistent read or failed read check of a send in
 /// `script`; `Ok(None)` when the script has none (it passes, or fails in another way).
-pub fn find_moment(script: &Script, policy: Option<SendPolicy>) -> Result<Option<Moment>, String> {
+pub fn find_moment(script: &Script, policy: Option<Policy>) -> Result<Option<Moment>, String> {
     let options = RunOptions {
         policy,
         checks: Checks::THOROUGH,
@@ -190,7 +190,12 @@ fn step_until_the_bad_read(
                 access.root_id,
                 access.bytenr,
                 Some(access.content),
-                held_levels(&run.job),
+                // A step that also failed released everything: show the path as it began.
+                if result.is_err() {
+                    held_before.clone()
+                } else {
+                    held_levels(&run.job)
+                },
             ),
             (None, Err(error)) => {
                 let Some(bytenr) = checked_block(error) else {
@@ -705,7 +710,7 @@ mod tests {
     #[test]
     fn a_script_without_an_inconsistent_read_has_no_moment() {
         let mut script = seed2();
-        script.policy = Some(SendPolicy::Concurrent);
+        script.policy = Some(Policy::CONCURRENT);
         assert!(find_moment(&script, None).unwrap().is_none());
     }
 

@@ -47,7 +47,7 @@ use crate::world::Checks;
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::model_fs::{Content, ModelFs};
 use cowproof_engine::receive::receive_bytes;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use real::{KernelOutcome, WorldDirectory};
 use session::Session;
 use std::collections::BTreeMap;
@@ -55,7 +55,7 @@ use std::fmt;
 use std::path::Path;
 
 /// The policy the engine runs under: the kernel's since Linux 5.17.
-pub const KERNEL_POLICY: SendPolicy = SendPolicy::Concurrent;
+pub const KERNEL_POLICY: Policy = Policy::CONCURRENT;
 
 /// The class of a difference (also what the minimiser keeps).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -502,10 +502,13 @@ fn kernel_outcome(
             session.balance(data)?;
             KernelOutcome::Ok
         }
+        // A step of a commit changes no file's content and has no system call: the
+        // kernel commits when it likes (`commit` is syncfs).
         Op::SendStep { .. }
         | Op::SendFinish { .. }
         | Op::RelocateStep { .. }
         | Op::RelocateFinish { .. }
+        | Op::CommitStep { .. }
         | Op::Crash => KernelOutcome::NotIssued,
         other => {
             let world = session.open_world()?;

@@ -4,12 +4,13 @@
 //! paths that reach equal worlds have equal futures and deduplicating on the world is
 //! sound.
 //!
-//! Granularity (a decision, see `mod.rs`): a send letter is one `send step`; a relocation
-//! letter runs the job to its next commit (or to the end), because send only reads
-//! commit roots and a freed block only becomes reusable when a commit unpins it, so the
-//! relocation's commits are the points other work must be interleaved with. The recorded
-//! operation is the exact `relocate step r K` that was performed, so counterexamples
-//! replay unchanged.
+//! Granularity follows the kernel's windows (`docs/windows.md`): a send letter is one
+//! `send step` (a tree move, or the processing of the item the last move stopped on);
+//! a relocation letter is one `relocate step` (one tree block or one data extent, or
+//! one of the job's own commits); a commit is either whole (`commit`) or one of its
+//! steps (`commit step`), so a send step may run between the commit's delayed refs,
+//! root items, commit-root switch and unpin. The send starts as a letter too, so a
+//! relocation may start before it.
 
 use crate::generate::{job, name, path, text};
 use crate::script::{Op, RelocateTarget, XattrName};
@@ -27,18 +28,19 @@ pub const SOURCE: &str = "vol";
 /// A one-leaf subvolume whose every change allocates a fresh leaf.
 pub const OTHER: &str = "other";
 
-/// Most steps one relocation letter takes before it gives up waiting for a commit.
-const RELOCATION_STEPS_MAX: u64 = 64;
-
 /// One kind of operation in an interleaving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Letter {
+    /// `send start s snap`: the full send of the snapshot, when it has not started.
+    SendStart,
     /// `send step s`: one bounded piece of the send walk.
     SendStep,
     /// `snapshot snap sN ro`: a snapshot of the root being sent, with its commit.
     SnapshotOfSendRoot,
     /// `commit`.
     Commit,
+    /// `commit step`: the next step of the commit in progress (starting one).
+    CommitStep,
     /// `write vol/gN 0 "y"`: a new file in the snapshot's source (COW in `vol`).
     WriteSource,
     /// `rm vol/F` of the first file of `vol`: frees blocks of the source.
@@ -51,16 +53,18 @@ pub enum Letter {
     RelocateMetadata,
     /// `relocate start r data`.
     RelocateData,
-    /// `relocate step r K`: the running relocation up to its next commit.
+    /// `relocate step r`: one step of the running relocation.
     RelocateStep,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 10] = [
+    pub const ALL: [Letter; 12] = [
+        Letter::SendStart,
         Letter::SendStep,
         Letter::SnapshotOfSendRoot,
         Letter::Commit,
+        Letter::CommitStep,
         Letter::WriteSource,
         Letter::DeleteSource,
         Letter::WriteOther,
@@ -73,9 +77,11 @@ impl Letter {
     /// A short name for reports.
     pub fn name(self) -> &'static str {
         match self {
+            Letter::SendStart => "send-start",
             Letter::SendStep => "send-step",
             Letter::SnapshotOfSendRoot => "snapshot-of-send-root",
             Letter::Commit => "commit",
+            Letter::CommitStep => "commit-step",
             Letter::WriteSource => "write-source",
             Letter::DeleteSource => "delete-source",
             Letter::WriteOther => "write-other",
@@ -87,10 +93,10 @@ impl Letter {
     }
 
     /// The operation this letter is in `world`, or `None` when it does not apply there
-    /// (the send is over, no relocation runs, nothing left to delete). Relocation steps
-    /// are built by [`Letter::apply`], which needs to run them to know how many.
+    /// (the send is over, no relocation runs, nothing left to delete).
     pub fn op(self, world: &World) -> Option<Op> {
         match self {
+            Letter::SendStart => (!world.sends.contains_key(SEND_JOB)).then(send_start),
             Letter::SendStep => send_running(world).then(|| Op::SendStep {
                 job: job(SEND_JOB),
                 steps: 1,
@@ -104,6 +110,7 @@ impl Letter {
                 read_only: true,
             }),
             Letter::Commit => Some(Op::Commit),
+            Letter::CommitStep => Some(Op::CommitStep { steps: 1 }),
             Letter::WriteSource => Some(Op::Write {
                 path: path(SOURCE, &[&fresh_entry(world, SOURCE, "g")]),
                 offset: 0,
@@ -139,57 +146,24 @@ impl Letter {
         }
     }
 
-    /// Applies the letter to `world`: the operation actually performed (for the
-    /// counterexample) and its outcome, or `None` when the letter does not apply.
+    /// Applies the letter to `world`: the operation performed (for the counterexample)
+    /// and its outcome, or `None` when the letter does not apply.
     pub fn apply(self, world: &mut World) -> Result<Option<(Op, Outcome)>, ScriptError> {
         let Some(op) = self.op(world) else {
             return Ok(None);
         };
-        if self == Letter::RelocateStep {
-            return relocate_to_commit(world).map(Some);
-        }
         let outcome = world.apply(&op)?;
         Ok(Some((op, outcome)))
     }
 }
 
-/// Steps the relocation one step at a time until it commits, finishes or fails; the
-/// outcomes are merged and the operation recorded is the `relocate step r K` taken.
-fn relocate_to_commit(world: &mut World) -> Result<(Op, Outcome), ScriptError> {
-    let one = Op::RelocateStep {
-        job: job(RELOCATION_JOB),
-        steps: 1,
-    };
-    let commits_before = relocation_commits(world);
-    let mut merged = Outcome {
-        error: None,
-        violations: Vec::new(),
-    };
-    let mut steps = 0;
-    while steps < RELOCATION_STEPS_MAX && relocation_running(world) {
-        steps += 1;
-        let outcome = world.apply(&one)?;
-        merged.violations.extend(outcome.violations);
-        if outcome.error.is_some() {
-            merged.error = outcome.error;
-            break;
-        }
-        if relocation_commits(world) != commits_before {
-            break;
-        }
+/// `send start s snap`: the send every race explores.
+pub fn send_start() -> Op {
+    Op::SendStart {
+        job: job(SEND_JOB),
+        snapshot: name(SEND_SNAPSHOT),
+        parent: None,
     }
-    let op = Op::RelocateStep {
-        job: job(RELOCATION_JOB),
-        steps: steps.max(1),
-    };
-    Ok((op, merged))
-}
-
-fn relocation_commits(world: &World) -> u64 {
-    world
-        .relocations
-        .get(RELOCATION_JOB)
-        .map_or(0, |job| job.stats().commits)
 }
 
 /// Whether the send job exists and is not over.

@@ -6,7 +6,8 @@
 //! - [`alphabet`]: the letters and how each becomes a concrete operation in a world;
 //! - [`fingerprint`]: 128-bit world fingerprints, the deduplication key;
 //! - [`search`]: the breadth-first search and the end-of-path check;
-//! - [`matrix`]: the expected policy x race matrix and its exploration.
+//! - [`matrix`]: the expected policy x race matrix and its exploration;
+//! - [`ablation`]: every protection of every safe cell removed in turn.
 //!
 //! Decisions:
 //!
@@ -19,12 +20,14 @@
 //! - *What is checked*: every transition runs the oracles inside `World::apply` (read
 //!   consistency on every buffer send uses, kernel symptoms, the model differential of
 //!   the operation's errno, round trip if the send finishes); every new state is then
-//!   finished on a copy (`send finish`, then `relocate finish`), which is part of the
+//!   finished on a copy (`send start` if no letter started it, `send finish`, `commit`
+//!   if one is in progress, then `relocate finish`), which is part of the
 //!   check, not of the depth.
 //! - *Marks* are ghost counters that survive clones; the search sums what each
 //!   transition and each finish added, so non-vacuity tests can assert a situation was
 //!   reached somewhere in the search.
 
+pub mod ablation;
 pub mod alphabet;
 pub mod fingerprint;
 pub mod matrix;

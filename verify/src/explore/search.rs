@@ -15,7 +15,7 @@
 //! on the number of threads or on timing. Clocks serve reporting and the optional time
 //! limit only; a level cut short by the limit does not count as completed.
 
-use super::alphabet::{relocation_running, send_running, RELOCATION_JOB, SEND_JOB};
+use super::alphabet::{relocation_running, send_running, send_start, RELOCATION_JOB, SEND_JOB};
 use super::fingerprint::{fingerprint, Fingerprint};
 use super::setup::{Race, SetupError};
 use crate::generate::job;
@@ -24,7 +24,7 @@ use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::{Mark, Marks};
 use cowproof_engine::send::SendStage;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::BuildHasherDefault;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// The send policy.
-    pub policy: SendPolicy,
+    pub policy: Policy,
     /// The race.
     pub race: Race,
     /// The most letters on a path (the end-of-path finish does not count).
@@ -50,7 +50,7 @@ pub struct Config {
 
 impl Config {
     /// A cell explored to `depth` with the cheap end-of-path checks.
-    pub fn new(policy: SendPolicy, race: Race, depth: usize) -> Config {
+    pub fn new(policy: Policy, race: Race, depth: usize) -> Config {
         Config {
             policy,
             race,
@@ -103,7 +103,7 @@ pub struct Exploration {
     pub transitions: u64,
     /// End-of-path checks in which the send finished cleanly.
     pub sends_completed: u64,
-    /// End-of-path checks in which the send did not finish.
+    /// End-of-path checks in which the send started but did not finish.
     pub sends_incomplete: u64,
     /// Marks hit over every transition and end-of-path check, summed.
     pub marks: Marks,
@@ -197,6 +197,7 @@ struct Node {
 struct EndSummary {
     finish: Vec<Op>,
     violation: Option<Violation>,
+    send_started: bool,
     send_completed: bool,
     marks: Marks,
 }
@@ -224,30 +225,44 @@ pub struct EndOfPath {
     pub finish: Vec<Op>,
     /// Violations they raised (and, optionally, fsck and the model comparison).
     pub violations: Vec<Violation>,
+    /// Whether the send started (on a path or at its end; an exclusion may refuse it).
+    pub send_started: bool,
     /// Whether the send job ended finished (stage Done).
     pub send_completed: bool,
     /// Marks hit by the finish.
     pub marks: Marks,
 }
 
-/// The end of a path: on a copy of `world`, finish the send (and then the relocation),
-/// which runs the read-consistency and symptom oracles on the rest of the walk and the
-/// round trip when the stream is complete; optionally fsck and the model comparison.
+/// The end of a path: on a copy of `world`, start the send if no letter did, finish it
+/// (then the commit in progress, then the relocation), which runs the read-consistency
+/// and symptom oracles on the rest of the walk and the round trip when the stream is
+/// complete; optionally fsck and the model comparison.
 pub fn end_of_path(world: &World, final_checks: bool) -> Result<EndOfPath, ScriptError> {
     let mut copy = world.clone();
     let mut finish = Vec::new();
     let mut violations = Vec::new();
+    if !copy.sends.contains_key(SEND_JOB) {
+        let start = send_start();
+        violations.extend(copy.apply(&start)?.violations);
+        finish.push(start);
+    }
+    let mut rest = Vec::new();
     if send_running(&copy) {
-        finish.push(Op::SendFinish { job: job(SEND_JOB) });
+        rest.push(Op::SendFinish { job: job(SEND_JOB) });
+    }
+    if copy.fs.commit_in_progress().is_some() {
+        rest.push(Op::Commit);
     }
     if relocation_running(&copy) {
-        finish.push(Op::RelocateFinish {
+        rest.push(Op::RelocateFinish {
             job: job(RELOCATION_JOB),
         });
     }
-    for op in &finish {
+    for op in &rest {
         violations.extend(copy.apply(op)?.violations);
     }
+    finish.extend(rest);
+    let send_started = copy.sends.contains_key(SEND_JOB);
     if final_checks {
         violations.extend(copy.final_checks());
     }
@@ -258,6 +273,7 @@ pub fn end_of_path(world: &World, final_checks: bool) -> Result<EndOfPath, Scrip
     Ok(EndOfPath {
         finish,
         violations,
+        send_started,
         send_completed,
         marks: mark_delta(&world.fs.marks, &copy.fs.marks),
     })
@@ -388,6 +404,7 @@ fn summarise(end: EndOfPath) -> EndSummary {
     EndSummary {
         finish: end.finish,
         violation: end.violations.into_iter().next(),
+        send_started: end.send_started,
         send_completed: end.send_completed,
         marks: end.marks,
     }
@@ -498,7 +515,7 @@ impl Search<'_> {
         self.result.marks.absorb(&end.marks);
         if end.send_completed {
             self.result.sends_completed += 1;
-        } else {
+        } else if end.send_started {
             self.result.sends_incomplete += 1;
         }
         match end.violation {

@@ -1,26 +1,29 @@
 //! The initial states of the explorer, built by setup scripts, and which letters each
 //! race explores.
 //!
-//! - [`Race::Snapshot`] (seed 2): `vol` with three small files, a read-only snapshot
-//!   `snap`, a full send of it started. A snapshot of `snap` COWs its root node in the
-//!   commit; the next allocation reuses it. Letters: send step, snapshot of the send
-//!   root, commit, writes in `vol` and `other`. No relocation letters: the cell
-//!   isolates the snapshot race.
+//! - [`Race::Snapshot`] (seed 2): `vol` with three small files and a read-only snapshot
+//!   `snap`. A snapshot of `snap` COWs its root node in the commit; the next allocation
+//!   reuses it. Letters: send start and step, snapshot of the send root, commit, writes
+//!   in `vol` and `other`. No relocation letters: the cell isolates the snapshot race.
 //! - [`Race::Relocation`] (seed 1): `vol` with sixteen files at tiny geometry (a
 //!   three-level tree, so send holds nodes below the root), a second one-leaf subvolume
-//!   `other` whose changes allocate leaves, a read-only snapshot `snap`, a full send of
-//!   it started. Letters: send step, relocation of the metadata or the data group (start
-//!   and run to the next commit), commit, writes and an xattr in `other`. No snapshot
-//!   letter: the cell isolates the relocation race.
+//!   `other` whose changes allocate leaves, and a read-only snapshot `snap`. Letters:
+//!   send start and step, relocation of the metadata or the data group (start, one step),
+//!   commit whole or one step, writes and an xattr in `other`. No snapshot letter: the
+//!   cell isolates the relocation race.
+//!
+//! The send of `snap` is not started by the setup: it is a letter (and the end of every
+//! path starts it if no letter did), so relocation may start before or after it.
 //!
 //! Setups are scripts, so a counterexample is the setup followed by the path, replayable
 //! with `runner::run`.
 
-use super::alphabet::{Letter, OTHER, SEND_JOB, SEND_SNAPSHOT, SOURCE};
-use crate::generate::{job, name, path, text};
+use super::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
+use crate::generate::{name, path, text};
 use crate::script::{GeometryName, GeometrySpec, Op, Script, Statement};
 use crate::world::{Checks, World};
-use cowproof_engine::{Geometry, SendPolicy};
+use cowproof_engine::marks::Mark;
+use cowproof_engine::{Geometry, Policy};
 use std::fmt;
 
 /// Which race a cell of the matrix explores (the columns of DESIGN.md section 4).
@@ -53,6 +56,7 @@ impl Race {
     pub fn alphabet(self) -> &'static [Letter] {
         match self {
             Race::Snapshot => &[
+                Letter::SendStart,
                 Letter::SendStep,
                 Letter::SnapshotOfSendRoot,
                 Letter::Commit,
@@ -60,14 +64,30 @@ impl Race {
                 Letter::WriteOther,
             ],
             Race::Relocation => &[
+                Letter::SendStart,
                 Letter::SendStep,
                 Letter::RelocateMetadata,
                 Letter::RelocateData,
                 Letter::RelocateStep,
                 Letter::Commit,
+                Letter::CommitStep,
                 Letter::WriteOther,
                 Letter::XattrOther,
             ],
+        }
+    }
+
+    /// The least depth a safe verdict may be claimed at: the length of the race's
+    /// shortest counterexample under `unprotected` (send start, the race, the reuse).
+    pub fn minimum_depth(self) -> usize {
+        3
+    }
+
+    /// The mark that shows the race's window was entered (non-vacuity of a safe cell).
+    pub fn window_mark(self) -> Mark {
+        match self {
+            Race::Snapshot => Mark::SnapshotOfRootUnderSend,
+            Race::Relocation => Mark::RelocationCommitDuringSend,
         }
     }
 
@@ -97,16 +117,11 @@ impl Race {
             destination: name(SEND_SNAPSHOT),
             read_only: true,
         });
-        ops.push(Op::SendStart {
-            job: job(SEND_JOB),
-            snapshot: name(SEND_SNAPSHOT),
-            parent: None,
-        });
         ops
     }
 
     /// The setup as a script under `policy` (the start of every counterexample).
-    pub fn setup_script(self, policy: SendPolicy) -> Script {
+    pub fn setup_script(self, policy: Policy) -> Script {
         Script {
             policy: Some(policy),
             geometry: Some(GeometrySpec::Named(GeometryName::Tiny)),
@@ -115,7 +130,7 @@ impl Race {
     }
 
     /// The world after the setup under `policy`.
-    pub fn initial_world(self, policy: SendPolicy) -> Result<World, SetupError> {
+    pub fn initial_world(self, policy: Policy) -> Result<World, SetupError> {
         let mut world = World::new(Geometry::tiny(), policy, Checks::FAST)
             .map_err(|error| SetupError(format!("mkfs: {error}")))?;
         for op in self.setup_ops() {

@@ -30,7 +30,7 @@ use cowproof_engine::image::{
 };
 use cowproof_engine::model_fs::Content;
 use cowproof_engine::splitmix::SplitMix64;
-use cowproof_engine::{Errno, FsInfo, SendPolicy};
+use cowproof_engine::{Errno, FsInfo, Policy};
 
 /// What one input came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn image_round_trip(fs: &mut FsInfo) -> Result<ImageOutcome, String> {
         Err(error) => return Err(format!("the writer failed: {error}")),
     };
     let report = check_image_bytes(&image).map_err(|error| format!("image check: {error}"))?;
-    let mut imported = import_image(&image, SendPolicy::Concurrent)
+    let mut imported = import_image(&image, Policy::CONCURRENT)
         .map_err(|error| format!("import of the written image: {error}"))?;
     let (expected, found) = (contents(fs)?, contents(&mut imported)?);
     if expected != found {
@@ -105,7 +105,7 @@ pub fn read_corrupted(image: &Image, seed: u64) {
         seal_block(block);
     }
     let _ = check_image_bytes(&corrupted);
-    let _ = import_image(&corrupted, SendPolicy::Concurrent);
+    let _ = import_image(&corrupted, Policy::CONCURRENT);
 }
 
 /// Decodes and runs an input; the outcome for tests that count what was reached.
@@ -114,7 +114,7 @@ pub fn image_outcome(data: &[u8]) -> Result<ImageOutcome, String> {
     let report = run(
         &script,
         RunOptions {
-            policy: Some(SendPolicy::Concurrent),
+            policy: Some(Policy::CONCURRENT),
             checks: Checks::FAST,
         },
     );

@@ -17,7 +17,7 @@ use crate::runner::{resume, run_prefix, PausedRun, RunOptions, RunReport};
 use crate::script::{print, GeometrySpec, Op, Script, Statement};
 use crate::world::Checks;
 use arbitrary::Unstructured;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -34,7 +34,7 @@ const CACHED_PREFIXES_MAX: usize = 4096;
 /// What identifies a paused setup: everything the run of a prefix depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PrefixKey {
-    policy: SendPolicy,
+    policy: Policy,
     checks: Checks,
     geometry: Option<GeometrySpec>,
     statements: Vec<Statement>,
@@ -45,7 +45,7 @@ thread_local! {
 }
 
 /// The script `data` decodes to (the policy line is `policy`).
-pub fn decode_interleave(data: &[u8], policy: SendPolicy) -> Script {
+pub fn decode_interleave(data: &[u8], policy: Policy) -> Script {
     interleaving(&mut Unstructured::new(data), Some(policy))
         .expect("the interleaving generator accepts any input")
 }
@@ -58,7 +58,7 @@ pub fn check_interleave(data: &[u8]) -> Result<(), String> {
 
 /// The `interleave` target under `policy`: fails on any unexpected violation or script
 /// error, with the script's text and the report.
-pub fn check_interleave_under(data: &[u8], policy: SendPolicy) -> Result<(), String> {
+pub fn check_interleave_under(data: &[u8], policy: Policy) -> Result<(), String> {
     let script = decode_interleave(data, policy);
     let report = run_interleaving(&script, policy);
     if report.unexpected.is_empty() && report.error.is_none() {
@@ -73,7 +73,7 @@ pub fn check_interleave_under(data: &[u8], policy: SendPolicy) -> Result<(), Str
 /// Runs `script` under `policy` with [`CHECKS`], reusing the paused run of its setup
 /// prefix (everything up to and including the first `send start`) when this thread has
 /// run that prefix before.
-pub fn run_interleaving(script: &Script, policy: SendPolicy) -> RunReport {
+pub fn run_interleaving(script: &Script, policy: Policy) -> RunReport {
     let options = RunOptions {
         policy: Some(policy),
         checks: CHECKS,
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_cached_setup_gives_the_same_report_as_a_fresh_run() {
-        for policy in SendPolicy::ALL {
+        for policy in Policy::NAMED {
             for seed in 0..60 {
                 let script = decode_interleave(&input(seed), policy);
                 let options = RunOptions {
@@ -146,21 +146,21 @@ mod tests {
     #[test]
     fn the_fixed_policies_pass_and_the_unprotected_one_fails_somewhere() {
         for seed in 0..40 {
-            for policy in [SendPolicy::Exclusive, SendPolicy::Concurrent] {
+            for policy in [Policy::EXCLUSIVE, Policy::CONCURRENT] {
                 check_interleave_under(&input(seed), policy).unwrap_or_else(|failure| {
                     panic!("seed {seed}: {failure}");
                 });
             }
         }
         let failing = (0..40)
-            .filter(|&seed| check_interleave_under(&input(seed), SendPolicy::Unprotected).is_err())
+            .filter(|&seed| check_interleave_under(&input(seed), Policy::UNPROTECTED).is_err())
             .count();
         assert!(failing > 0, "no unprotected interleaving failed");
     }
 
     #[test]
     fn the_setup_prefix_ends_with_the_send_start() {
-        let script = decode_interleave(&input(3), SendPolicy::Concurrent);
+        let script = decode_interleave(&input(3), Policy::CONCURRENT);
         let length = setup_prefix_length(&script);
         assert!(matches!(
             script.statements[length - 1],

@@ -42,17 +42,17 @@ pub use stream_decode::check_stream_decode;
 pub use tree_model::check_tree_model;
 
 use crate::script::Script;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 
 /// The environment variable naming the policy the `interleave` target runs under.
 pub const POLICY_VARIABLE: &str = "COWPROOF_POLICY";
 
 /// The policy the `interleave` target runs under: `COWPROOF_POLICY`, or `concurrent`
 /// when it is unset or empty. An unknown name is an error listing the valid ones.
-pub fn policy_from_env() -> Result<SendPolicy, String> {
+pub fn policy_from_env() -> Result<Policy, String> {
     match std::env::var(POLICY_VARIABLE) {
         Ok(name) if !name.is_empty() => policy_named(&name),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(SendPolicy::Concurrent),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Policy::CONCURRENT),
         Err(std::env::VarError::NotUnicode(_)) => {
             Err(format!("{POLICY_VARIABLE} is not valid UTF-8"))
         }
@@ -60,14 +60,11 @@ pub fn policy_from_env() -> Result<SendPolicy, String> {
 }
 
 /// The policy called `name`, or an error listing the valid names.
-pub fn policy_named(name: &str) -> Result<SendPolicy, String> {
-    name.parse().map_err(|_| {
-        let valid: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
-        format!(
-            "{POLICY_VARIABLE}={name:?} is not a policy; use one of {}",
-            valid.join(", ")
-        )
-    })
+pub fn policy_named(name: &str) -> Result<Policy, String> {
+    name.parse()
+        .map_err(|error: cowproof_engine::policy::UnknownPolicy| {
+            format!("{POLICY_VARIABLE}={name:?} is not a policy: {error}")
+        })
 }
 
 /// What a target's decoder makes of one input, as `cowproof replay` shows it.
@@ -92,10 +89,10 @@ pub struct Target {
     pub name: &'static str,
     /// Decodes an input into its test case; `policy` is the `interleave` target's policy
     /// (the others ignore it).
-    pub decode: fn(&[u8], SendPolicy) -> TestCase,
+    pub decode: fn(&[u8], Policy) -> TestCase,
     /// The oracle on an input: the failure in words. `None` for the policy: the one of
     /// `COWPROOF_POLICY` ([`policy_from_env`]), as the fuzz target runs.
-    pub check: fn(&[u8], Option<SendPolicy>) -> Result<(), String>,
+    pub check: fn(&[u8], Option<Policy>) -> Result<(), String>,
     /// The oracle on a script, for targets whose cases are scripts that a regression
     /// file (`corpus/<target>/*.cows`) may spell out as text.
     pub check_script: Option<ScriptOracle>,

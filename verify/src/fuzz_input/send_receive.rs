@@ -29,7 +29,7 @@ use crate::script::{
 };
 use crate::world::Checks;
 use arbitrary::{Result, Unstructured};
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 
 /// Most operations an input decodes to.
 pub const OPERATIONS_MAX: usize = 48;
@@ -260,7 +260,7 @@ pub fn decode_send_receive(data: &[u8]) -> Script {
     // The last send; with the input exhausted every choice takes its first value.
     let _ = decoder.snapshot_and_send(&mut u);
     Script {
-        policy: Some(SendPolicy::Concurrent),
+        policy: Some(Policy::CONCURRENT),
         geometry: None,
         statements: decoder.statements,
     }
@@ -271,7 +271,7 @@ pub fn run_send_receive(script: &Script) -> RunReport {
     run(
         script,
         RunOptions {
-            policy: Some(SendPolicy::Concurrent),
+            policy: Some(Policy::CONCURRENT),
             checks: Checks::FAST,
         },
     )

@@ -13,7 +13,7 @@
 
 use arbitrary::{Result, Unstructured};
 use cowproof_engine::key::item_type;
-use cowproof_engine::{Errno, FsInfo, Geometry, Key, SendPolicy};
+use cowproof_engine::{Errno, FsInfo, Geometry, Key, Policy};
 use std::collections::BTreeMap;
 
 /// Most operations an input decodes to.
@@ -144,7 +144,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> std::result::Result<Harness, String> {
-        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent)
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), Policy::CONCURRENT)
             .map_err(|error| engine_error("mkfs", error))?;
         let mut model = Model::default();
         for name in VOLUMES {

@@ -12,7 +12,7 @@
 use super::{job, name, path, text};
 use crate::script::{Op, RelocateTarget, Script, Statement};
 use arbitrary::{Result, Unstructured};
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 
 /// Operation kinds an input may enable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +242,7 @@ impl Builder {
 
 /// A script interleaving one send with snapshots, commits, writes and relocation, decoded
 /// from `u`. Always valid; the same bytes give the same script.
-pub fn interleaving(u: &mut Unstructured, policy: Option<SendPolicy>) -> Result<Script> {
+pub fn interleaving(u: &mut Unstructured, policy: Option<Policy>) -> Result<Script> {
     interleaving_for(u, policy, Race::All)
 }
 
@@ -250,7 +250,7 @@ pub fn interleaving(u: &mut Unstructured, policy: Option<SendPolicy>) -> Result<
 /// [`Race::All`] it reads the same bytes and gives the same script as [`interleaving`].
 pub fn interleaving_for(
     u: &mut Unstructured,
-    policy: Option<SendPolicy>,
+    policy: Option<Policy>,
     race: Race,
 ) -> Result<Script> {
     let files = u.int_in_range(4..=SETUP_FILES_MAX)?;
@@ -333,11 +333,8 @@ mod tests {
     fn empty_and_short_inputs_still_give_valid_scripts() {
         for length in 0..16 {
             let bytes = vec![0xa5u8; length];
-            let script = interleaving(
-                &mut Unstructured::new(&bytes),
-                Some(SendPolicy::Unprotected),
-            )
-            .expect("valid");
+            let script = interleaving(&mut Unstructured::new(&bytes), Some(Policy::UNPROTECTED))
+                .expect("valid");
             assert!(script.ops().any(|op| matches!(op, Op::SendFinish { .. })));
         }
     }

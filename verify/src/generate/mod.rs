@@ -14,17 +14,17 @@ pub use interleave::{interleaving, interleaving_for, Race};
 use crate::script::{Data, Identifier, Name, ScriptPath};
 
 /// A name known to be valid.
-pub(crate) fn name(text: &str) -> Name {
+pub fn name(text: &str) -> Name {
     Name::new(text).expect("generator names are valid")
 }
 
 /// A job identifier known to be valid.
-pub(crate) fn job(text: &str) -> Identifier {
+pub fn job(text: &str) -> Identifier {
     Identifier::new(text).expect("generator identifiers are valid")
 }
 
 /// A path known to be valid.
-pub(crate) fn path(subvolume: &str, components: &[&str]) -> ScriptPath {
+pub fn path(subvolume: &str, components: &[&str]) -> ScriptPath {
     ScriptPath::new(
         name(subvolume),
         components.iter().map(|component| name(component)).collect(),
@@ -33,6 +33,6 @@ pub(crate) fn path(subvolume: &str, components: &[&str]) -> ScriptPath {
 }
 
 /// Short text data.
-pub(crate) fn text(bytes: &str) -> Data {
+pub fn text(bytes: &str) -> Data {
     Data::text(bytes.as_bytes().to_vec()).expect("short data")
 }

@@ -21,7 +21,7 @@ use cowproof_engine::extent_buffer::{BlockContent, Body, NodeSlot};
 use cowproof_engine::key::objectid;
 use cowproof_engine::stream::command::Command;
 use cowproof_engine::stream::{decode, encode};
-use cowproof_engine::{FsInfo, Geometry, Key, SendPolicy};
+use cowproof_engine::{FsInfo, Geometry, Key, Policy};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -142,7 +142,7 @@ fn tree_items(fs: &mut FsInfo, commit_root: bool) -> Vec<(Key, Vec<u8>)> {
 /// nothing else, and commits again: the items, as the tree and as its commit root, are
 /// exactly the inserted ones throughout, and fsck holds.
 pub fn cow_preserves_logical_content(objectids: &[u8], probe: u8) {
-    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), Policy::CONCURRENT).expect("mkfs");
     let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
     for &id in objectids {
         let key = Key::new(1000 + u64::from(id), 1, 0);

@@ -1,6 +1,8 @@
 //! The read-consistency oracle: a ghost record, kept outside the engine's own state, of
 //! the content of every block reachable from the commit roots a send started from, taken
-//! from the device (the durable copy, not the cache a race can rewrite). Every buffer
+//! from the device (the durable copy, not the cache a race can rewrite; a commit between
+//! its commit-root switch and its write of dirty blocks has its new blocks in the cache
+//! only, and those are taken from there). Every buffer
 //! read the send logs is compared with it.
 //!
 //! When a `concurrent`-policy send restarts on new commit roots (a new walk epoch), the
@@ -8,7 +10,7 @@
 //! walk now legitimately reads.
 
 use super::{Violation, ViolationKind};
-use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent};
+use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent, HEADER_FLAG_WRITTEN};
 use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::FsInfo;
 use std::collections::BTreeMap;
@@ -51,6 +53,36 @@ fn describe(content: &BlockContent) -> String {
     )
 }
 
+/// The content of a commit-root block: the device's copy, or, between a commit's
+/// commit-root switch and its write of dirty blocks, the cached one (only a block of the
+/// generation its parent expects counts).
+fn committed_content(fs: &FsInfo, pointer: BlockPtr) -> Option<SharedContent> {
+    let written = fs.device().read_block(pointer.bytenr);
+    let cached = || {
+        fs.cache()
+            .find(pointer.bytenr)
+            .map(|handle| fs.cache().clone_content(handle))
+    };
+    written
+        .filter(|content| content.header.generation == pointer.generation)
+        .or_else(|| cached().filter(|content| content.header.generation == pointer.generation))
+}
+
+/// Equal contents, or equal but for the WRITTEN flag: a commit-root block taken from
+/// the cache between the commit-root switch and the write of dirty blocks gains the
+/// flag when the commit writes it, and send does not read the flag.
+fn same_but_written(expected: &SharedContent, found: &SharedContent) -> bool {
+    if **expected == **found {
+        return true;
+    }
+    let without_written = |content: &SharedContent| {
+        let mut content = BlockContent::clone(content);
+        content.header.flags &= !HEADER_FLAG_WRITTEN;
+        content
+    };
+    without_written(expected) == without_written(found)
+}
+
 impl Ghost {
     /// Records the commit roots of `roots` as they are now.
     pub fn take(fs: &FsInfo, roots: &[u64], epoch: u32) -> Ghost {
@@ -64,7 +96,7 @@ impl Ghost {
                 if images.contains_key(&pointer.bytenr) {
                     continue;
                 }
-                let Some(content) = fs.device().read_block(pointer.bytenr) else {
+                let Some(content) = committed_content(fs, pointer) else {
                     continue;
                 };
                 if let Some(slots) = content.node_slots() {
@@ -108,7 +140,8 @@ impl Ghost {
             self.checked += 1;
             let expected = self.images.get(&access.bytenr);
             let consistent = expected.is_some_and(|expected| {
-                SharedContent::ptr_eq(expected, &access.content) || **expected == *access.content
+                SharedContent::ptr_eq(expected, &access.content)
+                    || same_but_written(expected, &access.content)
             });
             if consistent {
                 continue;

@@ -3,7 +3,7 @@
 
 use super::{run, RunOptions, Verdict};
 use crate::script::parse;
-use cowproof_engine::SendPolicy;
+use cowproof_engine::Policy;
 
 fn corpus_script(name: &str) -> crate::script::Script {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,7 +46,7 @@ const SEED_MATRIX: &[(&str, [Option<&str>; 5])] = &[
 fn seed_scenarios_give_the_expected_verdict_under_every_policy() {
     for (name, expected) in SEED_MATRIX {
         let script = corpus_script(name);
-        for (policy, expected) in SendPolicy::ALL.into_iter().zip(expected) {
+        for (policy, expected) in Policy::NAMED.into_iter().zip(expected) {
             let report = run(
                 &script,
                 RunOptions {
@@ -84,7 +84,7 @@ fn exclusive_policies_refuse_whichever_starts_second() {
         "seed1-send-vs-relocation.cows",
         "seed1-node-reused-as-leaf.cows",
     ] {
-        for policy in [SendPolicy::ExclusiveOnly, SendPolicy::Exclusive] {
+        for policy in [Policy::EXCLUSIVE_ONLY, Policy::EXCLUSIVE] {
             let report = run(
                 &corpus_script(name),
                 RunOptions {
@@ -128,7 +128,7 @@ fn explore_seeds() {
         Ok(path) => parse(&std::fs::read_to_string(path).expect("script file")).expect("parse"),
         Err(_) => corpus_script(&name),
     };
-    for policy in SendPolicy::ALL {
+    for policy in Policy::NAMED {
         let report = run(
             &script,
             RunOptions {
@@ -172,10 +172,10 @@ mod fixed_policies {
     use crate::runner::{run, RunOptions};
     use crate::world::Checks;
     use arbitrary::Unstructured;
-    use cowproof_engine::SendPolicy;
+    use cowproof_engine::Policy;
     use proptest::prelude::*;
 
-    fn assert_clean(bytes: &[u8], policy: SendPolicy) {
+    fn assert_clean(bytes: &[u8], policy: Policy) {
         let script = interleaving(&mut Unstructured::new(bytes), Some(policy)).expect("valid");
         let report = run(
             &script,
@@ -196,12 +196,12 @@ mod fixed_policies {
 
         #[test]
         fn concurrent_policy_never_violates(bytes in prop::collection::vec(any::<u8>(), 32..400)) {
-            assert_clean(&bytes, SendPolicy::Concurrent);
+            assert_clean(&bytes, Policy::CONCURRENT);
         }
 
         #[test]
         fn exclusive_policy_never_violates(bytes in prop::collection::vec(any::<u8>(), 32..400)) {
-            assert_clean(&bytes, SendPolicy::Exclusive);
+            assert_clean(&bytes, Policy::EXCLUSIVE);
         }
     }
 
@@ -218,7 +218,7 @@ mod fixed_policies {
             let report = run(
                 &script,
                 RunOptions {
-                    policy: Some(SendPolicy::Concurrent),
+                    policy: Some(Policy::CONCURRENT),
                     checks: Checks::FAST,
                 },
             );
@@ -253,7 +253,7 @@ fn scenario_streams_pass_btrfs_receive_dump() {
         let report = run(
             &corpus_script(name),
             RunOptions {
-                policy: Some(SendPolicy::Concurrent),
+                policy: Some(Policy::CONCURRENT),
                 ..RunOptions::default()
             },
         );
@@ -380,7 +380,7 @@ fn refusals_of_a_running_send_pass_under_every_policy() {
         "oracle-incremental-send-from-itself.cows",
     ] {
         let script = corpus_script(name);
-        for policy in SendPolicy::ALL {
+        for policy in Policy::NAMED {
             let report = run(
                 &script,
                 RunOptions {

@@ -40,7 +40,7 @@ mod tests;
 
 use std::fmt;
 
-use cowproof_engine::{Errno, SendPolicy};
+use cowproof_engine::{Errno, Policy};
 
 pub use data::{splitmix64_bytes, Data, DataTooLong, SplitMix64, DATA_LENGTH_MAX};
 pub use names::{Identifier, Name, NameError, ScriptPath, SymlinkTarget, XattrName};
@@ -52,7 +52,7 @@ pub use print::print;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Script {
     /// The `policy` header, if any (the command line's `--policy` overrides it).
-    pub policy: Option<SendPolicy>,
+    pub policy: Option<Policy>,
     /// The `geometry` header, if any.
     pub geometry: Option<GeometrySpec>,
     /// Operations and expectations, in order.

@@ -102,8 +102,11 @@ pub enum Op {
         destination_offset: u64,
         length: u64,
     },
-    /// `commit`
+    /// `commit`: the whole commit (finishing one in progress).
     Commit,
+    /// `commit step [N]`: the next N steps of the commit in progress, starting one if
+    /// none is (`docs/windows.md`).
+    CommitStep { steps: u64 },
     /// `remount`
     Remount,
     /// `crash`
@@ -168,6 +171,7 @@ impl Op {
             | Op::SubvolumeDelete { .. }
             | Op::Snapshot { .. }
             | Op::Commit
+            | Op::CommitStep { .. }
             | Op::Remount
             | Op::Crash => Lane::Transaction,
             _ => Lane::Writer,
@@ -238,9 +242,9 @@ impl Op {
     /// Checks the rules the parser enforces beyond the types themselves.
     pub fn validate(&self) -> Result<(), OpError> {
         match self {
-            Op::SendStep { steps: 0, .. } | Op::RelocateStep { steps: 0, .. } => {
-                return Err(OpError::ZeroSteps)
-            }
+            Op::SendStep { steps: 0, .. }
+            | Op::RelocateStep { steps: 0, .. }
+            | Op::CommitStep { steps: 0 } => return Err(OpError::ZeroSteps),
             Op::Chmod { mode, .. } if *mode > MODE_MAX => return Err(OpError::ModeTooLarge),
             _ => {}
         }

@@ -24,7 +24,7 @@
 //! error names the line and the 1-based character column of the offending token (or,
 //! for a missing argument, the column just after the last token).
 
-use cowproof_engine::{Errno, SendPolicy};
+use cowproof_engine::{Errno, Policy};
 
 use super::data::{Data, DATA_LENGTH_MAX};
 use super::lex::{lex_line, Line, Token, TokenText};
@@ -61,7 +61,7 @@ pub fn parse_with_lines(text: &str) -> Result<(Script, Vec<usize>), ParseError> 
 
 /// What one non-blank line holds.
 enum Item {
-    Policy(SendPolicy),
+    Policy(Policy),
     Geometry(GeometrySpec),
     Statement(Statement),
 }
@@ -294,7 +294,7 @@ impl Arguments<'_, '_> {
             "mv" | "ln" => self.rename_or_link(keyword)?,
             "setxattr" | "rmxattr" | "chmod" | "chown" => self.attribute_op(keyword)?,
             "clone" => self.clone_op()?,
-            "commit" => Op::Commit,
+            "commit" => self.commit()?,
             "remount" => Op::Remount,
             _ => {
                 debug_assert_eq!(keyword, "crash", "keyword checked against KEYWORDS");
@@ -303,6 +303,24 @@ impl Arguments<'_, '_> {
         };
         debug_assert_eq!(op.validate(), Ok(()));
         Ok(op)
+    }
+
+    /// `commit` or `commit step [N]` (any other word is left for `finish` to refuse).
+    fn commit(&mut self) -> Result<Op, ParseError> {
+        let step_follows = matches!(
+            self.tokens.as_slice().first(),
+            Some(Token {
+                text: TokenText::Word("step"),
+                ..
+            })
+        );
+        if !step_follows {
+            return Ok(Op::Commit);
+        }
+        self.next_token();
+        Ok(Op::CommitStep {
+            steps: self.steps()?,
+        })
     }
 
     fn snapshot(&mut self) -> Result<Op, ParseError> {
@@ -455,10 +473,10 @@ impl Arguments<'_, '_> {
 
 // Headers and expectations.
 impl Arguments<'_, '_> {
-    fn policy(&mut self) -> Result<SendPolicy, ParseError> {
+    fn policy(&mut self) -> Result<Policy, ParseError> {
         self.operation = "policy".to_string();
         let (word, start) = self.word("POLICY")?;
-        word.parse::<SendPolicy>()
+        word.parse::<Policy>()
             .map_err(|error| self.error(start, ParseErrorKind::UnknownValue, error.to_string()))
     }
 

@@ -177,6 +177,8 @@ impl fmt::Display for Op {
                 "clone {source} {source_offset} {destination} {destination_offset} {length}"
             ),
             Op::Commit => f.write_str("commit"),
+            Op::CommitStep { steps: 1 } => f.write_str("commit step"),
+            Op::CommitStep { steps } => write!(f, "commit step {steps}"),
             Op::Remount => f.write_str("remount"),
             Op::Crash => f.write_str("crash"),
             _ => write_job_op(f, self),

@@ -6,7 +6,7 @@
 //! backslashes and `#`, xattr names and symlink targets that need quoting, and numbers
 //! at 0 and `u64::MAX`.
 
-use cowproof_engine::{Errno, SendPolicy};
+use cowproof_engine::{Errno, Policy};
 use proptest::prelude::*;
 use proptest::strategy::Union;
 
@@ -246,7 +246,7 @@ fn geometry() -> BoxedStrategy<GeometrySpec> {
 /// Any valid script of up to `statements_max` statements.
 pub(crate) fn script(statements_max: usize) -> BoxedStrategy<Script> {
     (
-        proptest::option::of(proptest::sample::select(&SendPolicy::ALL[..])),
+        proptest::option::of(proptest::sample::select(&Policy::NAMED[..])),
         proptest::option::of(geometry()),
         proptest::collection::vec(statement(), 0..statements_max),
     )

@@ -1,7 +1,7 @@
 //! Tests of the script text form as a whole: example scenarios, the round trip between
 //! printer and parser, located errors, and that no input panics the parser.
 
-use cowproof_engine::{Errno, SendPolicy};
+use cowproof_engine::{Errno, Policy};
 use proptest::prelude::*;
 
 use super::strategy;
@@ -56,7 +56,7 @@ fn name(text: &str) -> Name {
 #[test]
 fn snapshot_race_parses_to_the_expected_ast() {
     let script = parse(SNAPSHOT_RACE).unwrap();
-    assert_eq!(script.policy, Some(SendPolicy::CloneRoot));
+    assert_eq!(script.policy, Some(Policy::CLONE_ROOT));
     assert_eq!(
         script.geometry,
         Some(GeometrySpec::Named(GeometryName::Tiny))
@@ -308,6 +308,8 @@ const ERROR_CASES: &[(&str, usize, usize, ParseErrorKind)] = &[
     ("\"commit\"", 1, 1, ParseErrorKind::UnexpectedCharacter),
     // Too many arguments.
     ("commit now", 1, 8, ParseErrorKind::TooManyArguments),
+    ("commit step 0", 1, 13, ParseErrorKind::BadNumber),
+    ("commit step 2 3", 1, 15, ParseErrorKind::TooManyArguments),
     ("mkdir vol/a vol/b", 1, 13, ParseErrorKind::TooManyArguments),
     ("send step s 2 3", 1, 15, ParseErrorKind::TooManyArguments),
     (
@@ -519,7 +521,7 @@ proptest! {
 #[test]
 fn headers_come_in_either_order_after_comments() {
     let script = parse("# scenario\n\n\tgeometry tiny\npolicy exclusive-only\ncommit\n").unwrap();
-    assert_eq!(script.policy, Some(SendPolicy::ExclusiveOnly));
+    assert_eq!(script.policy, Some(Policy::EXCLUSIVE_ONLY));
     assert_eq!(
         script.geometry,
         Some(GeometrySpec::Named(GeometryName::Tiny))
