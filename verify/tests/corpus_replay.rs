@@ -5,7 +5,7 @@
 //!
 //! - `interleave` files run under all five policies. None may show an unexpected
 //!   violation under `exclusive` or `concurrent`; files named `race-snapshot-*` and
-//!   `race-relocation-*` must give exactly the verdicts of DESIGN.md section 4 (violation
+//!   `race-relocation-*` must give exactly the verdicts of docs/policies.md (violation
 //!   under the policies that column marks, ok under the others), and `benign-*` files ok
 //!   under every policy.
 //! - `*.cows` files are scripts (the text form of a case) checked by the target's oracle
@@ -72,7 +72,7 @@ fn check_file(target: &str, path: &Path) -> Result<(), String> {
     check_target(target, &bytes)
 }
 
-/// The verdict DESIGN.md section 4 expects of a race file under `policy`.
+/// The verdict docs/policies.md expects of a race file under `policy`.
 fn expected_violation(file: &str, policy: Policy) -> Option<bool> {
     if file.starts_with("race-snapshot-") {
         Some(matches!(
@@ -107,7 +107,7 @@ fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
         if let Some(expected) = expected_violation(file, policy) {
             if violated != expected {
                 return Err(format!(
-                    "{policy}: expected {} (DESIGN.md section 4), got\n{report}",
+                    "{policy}: expected {} (docs/policies.md), got\n{report}",
                     if expected { "a violation" } else { "ok" }
                 ));
             }

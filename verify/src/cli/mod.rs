@@ -1,4 +1,4 @@
-//! The `cowproof` command line (DESIGN.md section 7): argument parsing with clap, one
+//! The `cowproof` command line (README.md, "The cowproof command"): argument parsing with clap, one
 //! module per subcommand, and the exit-code contract shared by all of them.
 //!
 //! - [`run`]: `cowproof run SCRIPT` — execute a script, judge it, optionally write its

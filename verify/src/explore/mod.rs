@@ -1,4 +1,4 @@
-//! The bounded exhaustive explorer (DESIGN.md sections 4 and 8): from a small initial
+//! The bounded exhaustive explorer (docs/policies.md, docs/windows.md): from a small initial
 //! state built by a setup script, every interleaving of a race's operations up to a
 //! depth bound, breadth-first, so every counterexample found is a shortest one.
 //!

@@ -26,7 +26,7 @@ use cowproof_engine::marks::Mark;
 use cowproof_engine::{Geometry, Policy};
 use std::fmt;
 
-/// Which race a cell of the matrix explores (the columns of DESIGN.md section 4).
+/// Which race a cell of the matrix explores (the columns of the matrix in docs/policies.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Race {
     /// Send against snapshot creation of the root it sends.

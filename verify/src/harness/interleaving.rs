@@ -2,7 +2,7 @@
 //! letters (each input byte picks one letter of the race's alphabet, modulo its size;
 //! a letter that does not apply is skipped), then finish the path as the explorer does
 //! (`send finish`, `relocate finish`). The result carries every violation and the marks
-//! the path hit. [`check_interleaving`] asserts the property: under a policy DESIGN.md
+//! the path hit. [`check_interleaving`] asserts the property: under a policy docs/policies.md
 //! expects to be safe for the race, no oracle fires.
 //!
 //! The explorer runs the same letters and the same end-of-path check, so whatever the
@@ -89,7 +89,7 @@ pub fn run_interleaving(policy: Policy, race: Race, letters: &[u8]) -> PathRepor
     }
 }
 
-/// The property: under a policy that DESIGN.md section 4 expects to be safe for `race`,
+/// The property: under a policy that docs/policies.md expects to be safe for `race`,
 /// a bounded interleaving never makes send read an inconsistent buffer, fail, or send a
 /// wrong stream; under `concurrent` the send also completes.
 pub fn check_interleaving(policy: Policy, race: Race, letters: &[u8]) -> PathReport {
@@ -133,7 +133,7 @@ mod tests {
     /// obligation), larger for random testing.
     const LETTERS_MAX: usize = if cfg!(kani) { 3 } else { 12 };
 
-    /// The cells DESIGN.md expects to be safe.
+    /// The cells docs/policies.md expects to be safe.
     fn safe_cells() -> Vec<(Policy, Race)> {
         Policy::NAMED
             .into_iter()

@@ -1,11 +1,11 @@
-//! Scripts: the text form of every test case (DESIGN.md section 6) and its AST.
+//! Scripts: the text form of every test case (docs/script-language.md) and its AST.
 //!
 //! One operation a line; `#` outside a quoted string starts a comment that runs to the end
 //! of the line; blank lines are ignored; arguments are separated by spaces or tabs.
 //! [`parse`] turns text into a [`Script`], [`print()`] (and `Display`) turns a script into
 //! canonical text, and for every script `parse(&print(&script)) == Ok(script)`.
 //!
-//! Decisions beyond DESIGN.md (the grammar itself is in [`parse`]'s doc):
+//! Decisions beyond docs/script-language.md (the grammar itself is in [`parse`]'s doc):
 //!
 //! - Headers: `policy P` and `geometry G` may each appear at most once, only before the
 //!   first operation or `expect` (comments and blank lines may come before them). The

@@ -1,4 +1,4 @@
-//! The operations of a script, one variant per line kind of DESIGN.md section 6, and the
+//! The operations of a script, one variant per line kind of docs/script-language.md, and the
 //! coarse facts a runner or timeline printer asks of them: the job an operation drives,
 //! its lane, and the subvolumes it names.
 //!
@@ -21,7 +21,7 @@ pub enum RelocateTarget {
     BlockGroup(u64),
 }
 
-/// The timeline column an operation belongs to (DESIGN.md section 7, `replay`).
+/// The timeline column an operation belongs to (README.md, `cowproof replay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lane {
     /// `send start|step|finish`.
