@@ -415,3 +415,147 @@ fn replay_decodes_and_judges_every_fuzz_target_through_the_table() {
     assert_eq!(replayed, cowproof_verify::fuzz_input::TARGETS.len());
     assert!(replayed >= 7, "every target, the image one included");
 }
+
+/// A `check --json` report with its wall-clock fields removed, so that two runs of the
+/// same work compare equal.
+fn without_seconds(mut report: serde_json::Value) -> serde_json::Value {
+    for key in ["cells", "ablations"] {
+        for item in report[key].as_array_mut().into_iter().flatten() {
+            let object = item.as_object_mut().expect("an object per cell or row");
+            object.remove("seconds");
+            if let Some(counterexample) = object.get_mut("counterexample") {
+                counterexample
+                    .as_object_mut()
+                    .expect("a counterexample object")
+                    .remove("seconds");
+            }
+        }
+    }
+    report
+}
+
+/// Runs `base` whole and as `count` shards, checks that `--merge` of the shards' JSON
+/// gives the same cells, rows, verdict and exit status as the whole run, and returns the
+/// shard files and the whole run's exit status.
+fn shards_against_whole(
+    directory: &Path,
+    base: &[&str],
+    count: usize,
+) -> (Vec<String>, Option<i32>) {
+    let whole = cowproof(base);
+    let whole_report: serde_json::Value =
+        serde_json::from_str(&stdout(&whole)).expect("the unsharded JSON");
+    let whole_report = without_seconds(whole_report);
+    let size = |report: &serde_json::Value| {
+        ["cells", "ablations"]
+            .iter()
+            .map(|key| report[key].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    assert!(size(&whole_report) >= count, "every shard has work");
+    let mut files = Vec::new();
+    for index in 1..=count {
+        let shard = format!("{index}/{count}");
+        let mut arguments = base.to_vec();
+        arguments.extend(["--shard", &shard]);
+        let output = cowproof(&arguments);
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout(&output)).expect("a shard's JSON");
+        assert!(
+            size(&report) >= 1 && size(&report) < size(&whole_report),
+            "shard {shard}"
+        );
+        let path = directory.join(format!("shard-{}-{index}-of-{count}.json", base.len()));
+        std::fs::write(&path, stdout(&output)).expect("written");
+        files.push(path.display().to_string());
+    }
+    let mut arguments = vec!["check", "--json", "--merge"];
+    arguments.extend(files.iter().map(String::as_str));
+    let merged = cowproof(&arguments);
+    assert_eq!(
+        merged.status.code(),
+        whole.status.code(),
+        "{}",
+        stderr(&merged)
+    );
+    let merged_report: serde_json::Value =
+        serde_json::from_str(&stdout(&merged)).expect("the merged JSON");
+    let merged_report = without_seconds(merged_report);
+    for key in ["verdict", "cells", "ablations", "engine_defects"] {
+        assert_eq!(
+            merged_report[key], whole_report[key],
+            "{key} with {count} shards"
+        );
+    }
+    let mut text_arguments = vec!["check", "--merge"];
+    text_arguments.extend(files.iter().map(String::as_str));
+    let text = cowproof(&text_arguments);
+    assert_eq!(text.status.code(), whole.status.code());
+    assert!(stdout(&text).contains(&format!("merged from {count} shards")));
+    (files, whole.status.code())
+}
+
+#[test]
+fn shards_merge_into_the_unsharded_matrix_and_incomplete_sets_are_refused() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let base = [
+        "check", "--race", "snapshot", "--depth", "3", "--ablate", "--json",
+    ];
+    for count in [2, 3] {
+        let (files, code) = shards_against_whole(directory.path(), &base, count);
+        assert_eq!(
+            code,
+            Some(0),
+            "the snapshot column is as expected at depth 3"
+        );
+
+        let mut missing = vec!["check", "--merge"];
+        missing.extend(files[1..].iter().map(String::as_str));
+        let refused = cowproof(&missing);
+        assert_eq!(refused.status.code(), Some(2));
+        assert!(
+            stderr(&refused).contains("shards missing: 1/"),
+            "{}",
+            stderr(&refused)
+        );
+
+        let mut repeated = vec!["check", "--merge"];
+        repeated.extend(files.iter().map(String::as_str));
+        repeated.push(&files[0]);
+        let refused = cowproof(&repeated);
+        assert_eq!(refused.status.code(), Some(2));
+        assert!(
+            stderr(&refused).contains("given twice"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    // A cell not as expected (the ablated policy's relocation violation lies deeper than
+    // 3): the merge must exit 1 like the whole run.
+    let failing = [
+        "check",
+        "--policy",
+        "concurrent-clone-leaves",
+        "--depth",
+        "3",
+        "--json",
+    ];
+    let (files, code) = shards_against_whole(directory.path(), &failing, 2);
+    assert_eq!(code, Some(1));
+    let mismatched = cowproof(&[
+        "check", "--race", "snapshot", "--depth", "4", "--json", "--shard", "2/2",
+    ]);
+    let path = directory.path().join("other-depth.json");
+    std::fs::write(&path, stdout(&mismatched)).expect("written");
+    let refused = cowproof(&["check", "--merge", &files[0], &path.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("not one run"),
+        "{}",
+        stderr(&refused)
+    );
+    for bad in ["0/2", "3/2", "2", "a/b"] {
+        let refused = cowproof(&["check", "--shard", bad]);
+        assert_eq!(refused.status.code(), Some(2), "--shard {bad}");
+    }
+}

@@ -11,6 +11,10 @@
 //! and a depth below a race's minimum is refused (a "safe" verdict there would say
 //! nothing).
 //!
+//! Sharding: `--shard I/N` explores only the cells and ablation rows whose position
+//! modulo N is I - 1, and `--merge FILE...` joins the shards' `--json` reports into the
+//! whole run's matrix and exit status (`check/merge.rs`, `docs/exploration.md`).
+//!
 //! Exit code: 0 when every explored cell matches the expected verdict (and, with
 //! `--ablate`, every row is shown necessary or is a listed model defect), 1 otherwise, 2
 //! when the search could not run or the arguments are unusable, 3 when the engine itself
@@ -28,8 +32,11 @@ use clap::Args;
 use cowproof_engine::marks::Mark;
 use cowproof_engine::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
+use merge::Shard;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+mod merge;
 
 /// The exit status of an engine defect found by the search.
 pub const EXIT_ENGINE_DEFECT: i32 = 3;
@@ -69,6 +76,13 @@ pub struct CheckArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Explore only shard I of N (1-based): the cells and ablation rows whose position
+    /// modulo N is I - 1 (`docs/exploration.md`).
+    #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+    pub shard: Option<String>,
+    /// Merge the `--json` reports of shards 1..N of one run and print the whole matrix.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub merge: Vec<std::path::PathBuf>,
 }
 
 impl CheckArgs {
@@ -102,32 +116,62 @@ pub fn selection(args: &CheckArgs) -> Result<(Vec<Policy>, Vec<Race>), String> {
 
 /// Runs `cowproof check` and returns the process exit code.
 pub fn run_check(args: &CheckArgs) -> i32 {
+    if !args.merge.is_empty() {
+        return match merge::merge_files(&args.merge) {
+            Ok(merged) => merge::print_merged(&merged, args.json),
+            Err(reason) => fail(args, &reason),
+        };
+    }
     let (policies, races) = match selection(args) {
         Ok(selection) => selection,
         Err(reason) => return fail(args, &reason),
     };
+    let shard = match args.shard.as_deref().map(Shard::parse).transpose() {
+        Ok(shard) => shard.unwrap_or(Shard::WHOLE),
+        Err(reason) => return fail(args, &reason),
+    };
     let bar = progress_bar(args);
+    let mut meter = CellMeter::default();
     let mut progress = |policy: Policy, race: Race, step: Progress| {
         if let Some(bar) = &bar {
-            bar.set_message(format!(
-                "{policy} x {race}: depth {}, {} states, {}/{} of the level expanded",
-                step.depth, step.states, step.expanded, step.frontier
-            ));
+            let depth = args.depth_of(policy, race);
+            bar.set_message(meter.message(&format!("{policy} x {race}"), depth, step));
             bar.tick();
         }
     };
-    let cells = explore_matrix(
-        &policies,
-        &races,
-        |policy, race| Config::new(policy, race, args.depth_of(policy, race)),
-        &mut progress,
-    );
-    let cells = match cells {
-        Ok(cells) => cells,
-        Err(error) => return fail(args, &error.to_string()),
-    };
+    let pairs: Vec<(Policy, Race)> = policies
+        .iter()
+        .flat_map(|&policy| races.iter().map(move |&race| (policy, race)))
+        .collect();
+    let mut cells = Vec::new();
+    for (position, &(policy, race)) in pairs.iter().enumerate() {
+        if !shard.owns(position) {
+            continue;
+        }
+        let explored = explore_matrix(
+            &[policy],
+            &[race],
+            |policy, race| Config::new(policy, race, args.depth_of(policy, race)),
+            &mut progress,
+        );
+        match explored {
+            Ok(explored) => cells.extend(explored.into_iter().map(|cell| (position, cell))),
+            Err(error) => return fail(args, &error.to_string()),
+        }
+    }
+    let cell_positions: Vec<usize> = cells.iter().map(|(position, _)| *position).collect();
+    let cells: Vec<Cell> = cells.into_iter().map(|(_, cell)| cell).collect();
+    let mut row_positions = Vec::new();
     let ablated = if args.ablate {
-        let rows = ablations(&policies, &races);
+        let rows: Vec<_> = ablations(&policies, &races)
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| shard.owns(pairs.len() + index))
+            .map(|(index, row)| {
+                row_positions.push(pairs.len() + index);
+                row
+            })
+            .collect();
         let mut row_progress = |ablation: &crate::explore::ablation::Ablation, step: Progress| {
             progress(ablation.ablated(), ablation.race, step)
         };
@@ -168,11 +212,21 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     let matches =
         cells.iter().all(Cell::matches) && results.iter().all(AblationResult::as_expected);
     if args.json {
-        println!(
-            "{}",
-            json_report(args, &cells, ablated.as_deref(), matches, &defects)
+        let mut report = json_report(args, &cells, ablated.as_deref(), matches, &defects);
+        let total = pairs.len() + ablations(&policies, &races).len() * usize::from(args.ablate);
+        merge::annotate(
+            &mut report,
+            args,
+            shard,
+            total,
+            &cell_positions,
+            &row_positions,
         );
+        println!("{report}");
     } else {
+        if shard != Shard::WHOLE {
+            println!("cowproof check: shard {shard} (positions i with i mod {} = {}; merge the --json reports with --merge)", shard.count, shard.index - 1);
+        }
         print!("{}", text_report(args, &cells, matches));
         if let Some(results) = &ablated {
             print!("{}", ablation_report(results));
@@ -320,6 +374,55 @@ fn progress_bar(args: &CheckArgs) -> Option<ProgressBar> {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     Some(bar)
+}
+
+/// Per-cell progress words: depth, states, states per second and the estimated time
+/// left in the level being expanded. Wall-clock times appear only here, never in results.
+#[derive(Default)]
+struct CellMeter {
+    cell: String,
+    cell_start: Option<Instant>,
+    level: usize,
+    level_start: Option<Instant>,
+}
+
+impl CellMeter {
+    fn message(&mut self, cell: &str, depth_bound: usize, step: Progress) -> String {
+        let now = Instant::now();
+        if self.cell != cell || self.cell_start.is_none() {
+            self.cell = cell.to_string();
+            self.cell_start = Some(now);
+            self.level = step.depth;
+            self.level_start = Some(now);
+        }
+        if self.level != step.depth {
+            self.level = step.depth;
+            self.level_start = Some(now);
+        }
+        let cell_seconds = now
+            .duration_since(self.cell_start.unwrap_or(now))
+            .as_secs_f64();
+        let level_seconds = now
+            .duration_since(self.level_start.unwrap_or(now))
+            .as_secs_f64();
+        let seen = step.states + step.expanded;
+        let rate = if cell_seconds > 0.0 {
+            seen as f64 / cell_seconds
+        } else {
+            0.0
+        };
+        let left = step.frontier.saturating_sub(step.expanded);
+        let estimate = if step.expanded > 0 && level_seconds > 0.0 {
+            let seconds = left as f64 * level_seconds / step.expanded as f64;
+            format!("~{seconds:.0} s left in this level")
+        } else {
+            "estimating".to_string()
+        };
+        format!(
+            "{cell}: depth {}/{depth_bound}, {} states, {rate:.0} states/s, {}/{} of the level expanded, {estimate}",
+            step.depth, step.states, step.expanded, step.frontier
+        )
+    }
 }
 
 /// The finding of a cell in one word: `violation` or `safe`.
@@ -512,6 +615,8 @@ mod tests {
             ablate: false,
             write_counterexamples: None,
             json: false,
+            shard: None,
+            merge: Vec::new(),
         }
     }
 
