@@ -1,5 +1,5 @@
 //! `cowproof check`: explores every interleaving of each race up to a depth bound under
-//! each policy and prints the policy x race matrix of DESIGN.md section 4 — for each
+//! each policy and prints the policy x race matrix of docs/policies.md — for each
 //! violation a shortest counterexample script, for each safe cell how far it was
 //! verified (depth, states, time). A library function; the binary wires it in.
 //!
@@ -21,7 +21,7 @@
 //! is inconsistent (fsck or the model differential failed: an engine defect, not a
 //! cell's verdict). With `--json`, one JSON object on stdout whose
 //! `verdict` is `ok` (the matrix is as expected), `violation` (it is not) or `error`
-//! (DESIGN.md section 7). Progress goes to stderr, and only to a terminal without
+//! (README.md, "The cowproof command"). Progress goes to stderr, and only to a terminal without
 //! `--json`.
 
 use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
@@ -464,9 +464,9 @@ pub fn text_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> String {
     out.push_str(&format!(
         "\nverdict: {}\n",
         if matches {
-            "ok (the matrix is as DESIGN.md section 4 expects)"
+            "ok (the matrix is as docs/policies.md expects)"
         } else {
-            "violation (the matrix differs from DESIGN.md section 4)"
+            "violation (the matrix differs from docs/policies.md)"
         }
     ));
     out

@@ -1,4 +1,4 @@
-//! The policy x race matrix of DESIGN.md section 4: the expected verdict of every cell,
+//! The policy x race matrix of docs/policies.md: the expected verdict of every cell,
 //! how an exploration is judged against it, and the whole matrix explored.
 //!
 //! | policy | send ‖ snapshot of its root | send ‖ relocation |
@@ -22,7 +22,7 @@ use cowproof_engine::marks::Mark;
 use cowproof_engine::{Ingredient, Policy};
 use std::fmt;
 
-/// What DESIGN.md expects of a cell.
+/// What docs/policies.md expects of a cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Expected {
     /// A violation must be found.
@@ -123,7 +123,7 @@ impl fmt::Display for Expected {
 /// One explored cell, judged.
 #[derive(Clone, Debug)]
 pub struct Cell {
-    /// What DESIGN.md expects.
+    /// What docs/policies.md expects.
     pub expected: Expected,
     /// What the search found.
     pub exploration: Exploration,
