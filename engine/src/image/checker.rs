@@ -64,12 +64,7 @@ struct BlockInfo {
 pub fn check_image(source: &dyn ImageSource) -> Result<ImageReport> {
     let reader = ImageReader::open(source)?;
     let super_block = reader.super_block.clone();
-    let root_items = reader.tree_items(
-        super_block.root,
-        super_block.generation,
-        super_block.root_level,
-        tree_id::ROOT,
-    )?;
+    let root_items = reader.root_tree_items()?;
     let mut roots: Vec<(u64, DiskRootItem)> = vec![(
         tree_id::ROOT,
         DiskRootItem {

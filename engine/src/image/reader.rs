@@ -293,20 +293,12 @@ impl<'a> ImageReader<'a> {
                 "block {bytenr} belongs to another filesystem"
             )));
         }
-        if header.generation != generation {
-            return Err(Error::TransidMismatch {
-                bytenr,
-                wanted: generation,
-                found: header.generation,
-            });
-        }
-        if header.level != level {
-            return Err(Error::LevelMismatch {
-                bytenr,
-                wanted: level,
-                found: header.level,
-            });
-        }
+        super::walk::expect_generation_and_level(
+            bytenr,
+            (header.generation, header.level),
+            generation,
+            level,
+        )?;
         let body = decode_block(&bytes, &header)
             .map_err(|reason| corrupt(format!("block {bytenr}: {reason}")))?;
         let keys: Vec<Key> = match &body {
@@ -317,6 +309,16 @@ impl<'a> ImageReader<'a> {
             return Err(corrupt(format!("keys out of order in block {bytenr}")));
         }
         Ok((header, body))
+    }
+
+    /// Every item of the root tree the super block names.
+    pub fn root_tree_items(&self) -> Result<Vec<(Key, Vec<u8>)>> {
+        self.tree_items(
+            self.super_block.root,
+            self.super_block.generation,
+            self.super_block.root_level,
+            tree_id::ROOT,
+        )
     }
 
     /// Every item of a tree, in key order, checking key order and first keys.
@@ -449,13 +451,7 @@ struct Imported {
 /// image's nodesize with the largest item and pointer capacities btrfs's layout allows.
 pub fn import_image(source: &dyn ImageSource, policy: impl Into<Policy>) -> Result<FsInfo> {
     let reader = ImageReader::open(source)?;
-    let super_block = reader.super_block.clone();
-    let root_items = reader.tree_items(
-        super_block.root,
-        super_block.generation,
-        super_block.root_level,
-        tree_id::ROOT,
-    )?;
+    let root_items = reader.root_tree_items()?;
     let subvolumes = find_subvolumes(&root_items)?;
     let top_level = root_items
         .iter()

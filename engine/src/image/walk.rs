@@ -70,6 +70,31 @@ fn corrupt(reason: String) -> Error {
     Error::errno(Errno::EUCLEAN, reason)
 }
 
+/// The read checks of a child both the walk and the image reader make after its bytenr:
+/// the generation its parent recorded (transid, EIO) and its level.
+pub(crate) fn expect_generation_and_level(
+    bytenr: u64,
+    (found_generation, found_level): (u64, u8),
+    generation: u64,
+    level: u8,
+) -> Result<()> {
+    if found_generation != generation {
+        return Err(Error::TransidMismatch {
+            bytenr,
+            wanted: generation,
+            found: found_generation,
+        });
+    }
+    if found_level != level {
+        return Err(Error::LevelMismatch {
+            bytenr,
+            wanted: level,
+            found: found_level,
+        });
+    }
+    Ok(())
+}
+
 /// Reads `bytenr` expecting `generation` and `level`.
 fn read_child(device: &Device, bytenr: u64, generation: u64, level: u8) -> Result<SharedContent> {
     let content = device
@@ -82,20 +107,7 @@ fn read_child(device: &Device, bytenr: u64, generation: u64, level: u8) -> Resul
             found: header.bytenr,
         });
     }
-    if header.generation != generation {
-        return Err(Error::TransidMismatch {
-            bytenr,
-            wanted: generation,
-            found: header.generation,
-        });
-    }
-    if header.level != level {
-        return Err(Error::LevelMismatch {
-            bytenr,
-            wanted: level,
-            found: header.level,
-        });
-    }
+    expect_generation_and_level(bytenr, (header.generation, header.level), generation, level)?;
     Ok(content)
 }
 

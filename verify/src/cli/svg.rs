@@ -34,7 +34,7 @@ use crate::script::{Op, Script, Statement};
 use crate::world::{Checks, World};
 use cowproof_engine::extent_buffer::{BlockContent, SharedContent};
 use cowproof_engine::send::held::{BufferAccess, HeldBuffer};
-use cowproof_engine::{Error, Policy};
+use cowproof_engine::Policy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -143,20 +143,6 @@ fn send_steps_of(script: &Script, index: usize, job: &str) -> Option<u64> {
     }
 }
 
-/// The block a failed read check names.
-fn checked_block(error: &Error) -> Option<u64> {
-    match error {
-        Error::TransidMismatch { bytenr, .. }
-        | Error::LevelMismatch { bytenr, .. }
-        | Error::BytenrMismatch { bytenr, .. }
-        | Error::FirstKeyMismatch { bytenr, .. }
-        | Error::OwnerMismatch { bytenr, .. }
-        | Error::MissingBlock { bytenr }
-        | Error::ReadNodeSlotBug { bytenr, .. } => Some(*bytenr),
-        _ => None,
-    }
-}
-
 /// Steps `job` one step at a time, checking each step's reads as the world does, until
 /// one is inconsistent with the commit roots.
 fn step_until_the_bad_read(
@@ -198,7 +184,7 @@ fn step_until_the_bad_read(
                 },
             ),
             (None, Err(error)) => {
-                let Some(bytenr) = checked_block(error) else {
+                let Some(bytenr) = crate::oracle::symptom::block_of(error) else {
                     break;
                 };
                 let root_id = held_before
