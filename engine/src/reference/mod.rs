@@ -13,6 +13,7 @@
 //! engine; everything in it is deterministic (BTreeMaps only, no clocks, no randomness).
 //! The project's map of these models is `docs/architecture.md`.
 
+pub mod allocator;
 pub mod item_trees;
 pub mod model_fs;
 pub mod receive;
