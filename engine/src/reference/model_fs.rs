@@ -722,6 +722,16 @@ impl ModelFs {
         Ok(())
     }
 
+    /// `open(O_CREAT)` then pwrite(2), as the engine's write and the script's `write`:
+    /// a missing file is created first; anything else is left to the write (EISDIR,
+    /// EROFS in its order).
+    pub fn write_creating(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        if self.stat(path) == Err(Errno::ENOENT) {
+            self.create(path)?;
+        }
+        self.write(path, offset, data)
+    }
+
     /// Reads `len` bytes at `offset` of a regular file (short at end of file).
     pub fn read(&self, path: &[u8], offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let inode = self.stat(path)?;
