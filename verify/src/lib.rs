@@ -9,6 +9,7 @@ pub mod fuzz_input;
 pub mod generate;
 pub mod harness;
 pub mod oracle;
+pub mod race;
 pub mod runner;
 pub mod script;
 pub mod world;

@@ -17,12 +17,13 @@
 //! and fails under a fixed one.
 //!
 //! A hidden `--race snapshot|relocation` restricts the generator to one seed race
-//! ([`Race`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
+//! ([`Selection`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
 
 use super::shrink::{shrink_script, with_expectation, Shrunk};
 use super::{json, CliError, EXIT_FAILED, EXIT_PASSED};
-use crate::generate::{interleaving_for, Race};
+use crate::generate::interleaving_for;
 use crate::oracle::Violation;
+use crate::race::Selection;
 use crate::runner::{run, RunOptions};
 use crate::script::{parse_with_lines, print, Script};
 use crate::world::Checks;
@@ -58,7 +59,7 @@ pub struct HuntArgs {
     pub json: bool,
     /// Restrict the generator to one race: all, snapshot or relocation.
     #[arg(long, hide = true, default_value = "all", value_parser = parse_race)]
-    pub race: Race,
+    pub race: Selection,
     /// Stop after this many iterations even if time is left.
     #[arg(long, hide = true)]
     pub iterations: Option<u64>,
@@ -71,8 +72,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_race(text: &str) -> Result<Race, String> {
-    Race::from_name(text)
+fn parse_race(text: &str) -> Result<Selection, String> {
+    Selection::from_name(text)
         .ok_or_else(|| format!("unknown race `{text}` (all, snapshot, relocation)"))
 }
 
@@ -105,7 +106,7 @@ pub struct Search {
 }
 
 /// The script iteration `iteration_seed` decodes to.
-pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Script {
+pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Selection) -> Script {
     let bytes = seeded_bytes(INPUT_BYTES, iteration_seed);
     interleaving_for(&mut Unstructured::new(&bytes), Some(policy), race)
         .expect("the generator accepts any input of INPUT_BYTES bytes")
@@ -115,7 +116,7 @@ pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Scri
 pub fn search(
     seed: u64,
     policy: Policy,
-    race: Race,
+    race: Selection,
     budget: Duration,
     iterations_max: Option<u64>,
     progress: &ProgressBar,
@@ -268,7 +269,7 @@ struct Header {
     seed: u64,
     seed_source: &'static str,
     policy: Policy,
-    race: Race,
+    race: Selection,
 }
 
 fn write_human(
@@ -388,7 +389,7 @@ mod tests {
             search(
                 1,
                 Policy::UNPROTECTED,
-                Race::All,
+                Selection::All,
                 Duration::from_secs(600),
                 Some(50),
                 &hidden,
