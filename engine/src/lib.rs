@@ -45,8 +45,3 @@ pub use fs_info::FsInfo;
 pub use geometry::Geometry;
 pub use key::Key;
 pub use policy::{EngineRule, Ingredient, Policy, SendPolicy};
-
-/// The old paths of the reference models, kept while branches written against them
-/// merge; new code names [`reference::model_fs`] and [`reference::receive`].
-#[doc(hidden)]
-pub use reference::{model_fs, receive};

@@ -10,7 +10,7 @@
 use super::World;
 use crate::script::{Data, Op, ScriptPath};
 use cowproof_engine::fs::CloneSide;
-use cowproof_engine::model_fs::ModelFs;
+use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::{Errno, Error, FsInfo};
 
 /// `commit step N`: N steps of the commit in progress (stopping when it completes).
