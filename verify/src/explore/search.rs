@@ -8,8 +8,9 @@
 //! found has a shortest path.
 //!
 //! Levels: the frontier is a list of paths; each level is split into contiguous chunks
-//! expanded by worker threads (replay the path, apply every letter, fingerprint, and
-//! run the end-of-path check for states not visited before). The chunks are then
+//! expanded by worker threads (rebuild the world of the path from the worlds of the
+//! previous node's shared prefix, apply every letter, fingerprint, and run the
+//! end-of-path check for states not visited before). The chunks are then
 //! merged *in order* on one thread, which alone decides which states are new and which
 //! violation is first, so the result (states, counterexample, marks) does not depend
 //! on the number of threads or on timing. Clocks serve reporting and the optional time
@@ -626,12 +627,12 @@ mod tests {
 
     #[test]
     fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
-        let race = Race::Relocation;
+        let race = Race::Snapshot;
         let initial = race
             .initial_world(Policy::CONCURRENT)
             .expect("the setup runs");
         let mut all = Vec::new();
-        paths(race, &initial, 3, &mut Vec::new(), &mut all);
+        paths(race, &initial, 2, &mut Vec::new(), &mut all);
         // Forwards (long shared prefixes, as a level's chunk has), then backwards (every
         // step abandons most of the path), so both the reuse and the rebuild are used.
         let order: Vec<&Vec<Op>> = all.iter().chain(all.iter().rev()).collect();
@@ -652,7 +653,7 @@ mod tests {
             }
             assert_eq!(rebuilt, fingerprint(&replayed), "{path:?}");
         }
-        assert!(all.len() > 50, "only {} paths", all.len());
+        assert!(all.len() > 20, "only {} paths", all.len());
         assert!(
             reused > all.len(),
             "the prefixes were not reused ({reused})"
