@@ -11,8 +11,8 @@ use super::{
 };
 use crate::runner::RunReport;
 use crate::script::{Op, Script};
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::receive::receive_bytes;
 use std::collections::BTreeMap;
 use std::path::Path;
 
