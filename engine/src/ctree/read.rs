@@ -174,7 +174,7 @@ impl FsInfo {
     }
 
     /// Reads the child in slot `slot` of the node `parent` (`read_node_slot()`).
-    pub fn read_node_slot(
+    pub(crate) fn read_node_slot(
         &mut self,
         root_id: u64,
         parent: EbHandle,
@@ -185,7 +185,7 @@ impl FsInfo {
     }
 
     /// Reads the root block of a tree as the running transaction sees it.
-    pub fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
+    pub(crate) fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
         let node = self.root(root_id)?.node;
         self.read_tree_block(root_id, node, None)
     }

@@ -21,7 +21,7 @@ impl FsInfo {
     /// Like [`search_slot`](Self::search_slot) but stops at `lowest_level`: the path's
     /// block there is the one whose key range holds `key` (relocation COWs down to the
     /// level of the block it moves).
-    pub fn search_to_level(
+    pub(crate) fn search_to_level(
         &mut self,
         root_id: u64,
         key: &Key,
@@ -40,7 +40,7 @@ impl FsInfo {
     }
 
     /// Searches the commit root of `root_id` (no transaction, no COW).
-    pub fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
+    pub(crate) fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
         let start = self.commit_root_of(root_id)?;
         let handle = self.read_tree_block(root_id, start, None)?;
         self.descend(root_id, handle, key, false, 0)

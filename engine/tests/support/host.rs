@@ -3,6 +3,7 @@
 //! mounts. [`prerequisites`] is the one check; [`super::trials`] turns a missing piece
 //! into an *ignored* trial on a developer machine and a failed one under `CI=true`.
 
+use cowproof_engine::testing::find_program;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,14 +15,6 @@ pub struct Tools {
     pub btrfs: PathBuf,
     /// `mkfs.btrfs`.
     pub mkfs: PathBuf,
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }
 
 /// The effective uid, read without `unsafe`: `/proc/self` belongs to it.
