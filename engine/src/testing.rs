@@ -1,7 +1,8 @@
 //! Test support shared by the engine's tests, the verify crate and fuzz targets: a
 //! deterministic SplitMix64 generator (the one docs/script-language.md specifies for
 //! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the host programs
-//! the real-kernel tests and `cowproof conform` run ([`find_program`], [`receive_dump`]).
+//! the real-kernel tests and `cowproof conform` run ([`find_program`],
+//! [`kernel_has_btrfs`], [`receive_dump`]).
 //! Whether a test may run without them is the business of the libtest-mimic trials of
 //! `engine/tests/support/trials.rs` (ignored on a developer machine, failed under
 //! `CI=true`).
@@ -229,6 +230,18 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
         .map(|directory| directory.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+/// Whether the kernel has btrfs: listed in `/proc/filesystems`, or a module `modprobe`
+/// loads (a module not yet loaded is not listed).
+pub fn kernel_has_btrfs() -> bool {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with("btrfs")));
+    listed
+        || std::process::Command::new("modprobe")
+            .arg("btrfs")
+            .output()
+            .is_ok_and(|output| output.status.success())
 }
 
 /// Runs `btrfs receive --dump` on `stream` (written to a temporary file): `Err` with its

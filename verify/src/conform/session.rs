@@ -11,7 +11,7 @@
 //! temporary directory only once nothing is mounted there; if unmounting fails it keeps
 //! the directory and says so rather than delete through a live mount.
 
-use cowproof_engine::testing::find_program;
+use cowproof_engine::testing::{find_program, kernel_has_btrfs};
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use std::path::{Path, PathBuf};
@@ -47,16 +47,6 @@ pub struct Tools {
     pub btrfs: PathBuf,
     /// `mkfs.btrfs`.
     pub mkfs: PathBuf,
-}
-
-fn kernel_has_btrfs() -> bool {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with("btrfs")));
-    listed
-        || Command::new("modprobe")
-            .arg("btrfs")
-            .output()
-            .is_ok_and(|output| output.status.success())
 }
 
 /// The host's tools, or why this host cannot run conform: not root, no btrfs in the

@@ -30,15 +30,7 @@ pub const FIRST_START: u64 = 1 << 20;
 
 /// The calls `data` decodes to.
 pub fn decode_alloc_model(data: &[u8]) -> Vec<AllocatorCall> {
-    let mut u = Unstructured::new(data);
-    let mut calls = Vec::new();
-    while calls.len() < CALLS_MAX && !u.is_empty() {
-        match decode_call(&mut u) {
-            Ok(call) => calls.push(call),
-            Err(_) => break,
-        }
-    }
-    calls
+    super::decode_sequence(data, CALLS_MAX, decode_call)
 }
 
 fn kind(u: &mut Unstructured) -> Result<BlockGroupKind> {

@@ -59,15 +59,7 @@ pub enum TreeOperation {
 
 /// The operations `data` decodes to.
 pub fn decode_tree_model(data: &[u8]) -> Vec<TreeOperation> {
-    let mut u = Unstructured::new(data);
-    let mut operations = Vec::new();
-    while operations.len() < OPERATIONS_MAX && !u.is_empty() {
-        match decode_operation(&mut u) {
-            Ok(operation) => operations.push(operation),
-            Err(_) => break,
-        }
-    }
-    operations
+    super::decode_sequence(data, OPERATIONS_MAX, decode_operation)
 }
 
 fn decode_operation(u: &mut Unstructured) -> Result<TreeOperation> {
