@@ -40,6 +40,9 @@ pub enum Mark {
     RootCollapsed,
     /// A shared block was COWed (its children gained a reference).
     SharedBlockCowed,
+    /// A send commit-root search went on to its next level after a commit that began
+    /// after it took its root (seed 2's window on the search path).
+    SearchSpannedCommit,
 }
 
 /// Counters of marks hit.
