@@ -19,8 +19,9 @@
 //! starts the descent again from the new commit root if a relocation committed (5.17's
 //! searches keep `commit_root_sem` for the whole descent, which has the same effect).
 //!
-//! Every descent starts a new walk epoch, so the read-consistency oracle compares its
-//! reads with the commit roots it started from, not with those the walk started from.
+//! A descent that starts from other commit roots than the reads before it (a commit
+//! switched them) starts a new walk epoch, so the read-consistency oracle compares its
+//! reads with the commit roots it took, not with those the walk started from.
 //!
 //! Invariant: at most one descent runs; its path holds one buffer per level visited and
 //! is empty once the descent ends (found, absent, or failed).
@@ -98,6 +99,7 @@ struct Running {
 /// The lookups of one send, queued and running.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Lookups {
+    roots: Vec<u64>,
     queue: VecDeque<Lookup>,
     running: Option<Running>,
     named: BTreeSet<(u64, u64)>,
@@ -129,7 +131,10 @@ impl Lookups {
     /// saw them in (the subvolume root directory's in the send snapshot always), their
     /// names in the send snapshot, and the items of the data extents the walk saw.
     pub fn plan(changes: &ChangeSet, send_root: u64, parent_root: Option<u64>) -> Lookups {
-        let mut lookups = Lookups::default();
+        let mut lookups = Lookups {
+            roots: std::iter::once(send_root).chain(parent_root).collect(),
+            ..Lookups::default()
+        };
         if !changes.inodes.contains_key(&ROOT_DIR_INO) {
             lookups.push(LookupKind::InodeInfo, send_root, ROOT_DIR_INO);
         }
@@ -208,13 +213,13 @@ impl Lookups {
             let Some(lookup) = self.queue.pop_front() else {
                 return Ok(());
             };
-            self.running = Some(start(fs, log, rules, lookup)?);
+            self.running = Some(start(fs, log, rules, &self.roots, lookup)?);
             return Ok(());
         };
         if restarts && fs.last_reloc_trans() != running.last_reloc_trans {
             running.path.release_all(fs);
             fs.marks.hit(Mark::SendRestartedAfterRelocation);
-            self.running = Some(start(fs, log, rules, running.lookup)?);
+            self.running = Some(start(fs, log, rules, &self.roots, running.lookup)?);
             return Ok(());
         }
         if !running.spanned_commit && fs.generation() != running.generation {
@@ -276,7 +281,7 @@ impl Lookups {
                     let mut again = lookup;
                     again.key = next;
                     running.path.release_all(fs);
-                    self.running = Some(start(fs, log, rules, again)?);
+                    self.running = Some(start(fs, log, rules, &self.roots, again)?);
                     return Ok(());
                 }
             },
@@ -317,15 +322,17 @@ impl LeafReached {
     }
 }
 
-/// Takes the commit root (a new walk epoch) and holds it.
+/// Takes the commit root (in a new walk epoch if a commit switched the commit roots of
+/// the send's trees since the last search) and holds it.
 fn start(
     fs: &mut FsInfo,
     log: &mut AccessLog,
     rules: HoldRules,
+    roots: &[u64],
     lookup: Lookup,
 ) -> Result<Running> {
     let (descent, root) = Descent::start(fs, lookup.root_id, lookup.key)?;
-    log.epoch += 1;
+    log.enter_roots(super::compare::commit_roots(fs, roots)?);
     let clone = rules.clone_root || (root.level == 0 && rules.clone_leaves);
     let buffer = acquire(fs, log, lookup.root_id, root, None, clone)?;
     let mut path = HeldPath::default();

@@ -140,6 +140,8 @@ impl SendJob {
             recording: record_accesses,
             ..AccessLog::default()
         };
+        let roots: Vec<u64> = std::iter::once(send_root).chain(parent_root).collect();
+        log.epoch_roots = compare::commit_roots(fs, &roots)?;
         let left = TreeCursor::start(fs, &mut log, rules, send_root)?;
         let right = match parent_root {
             Some(parent_root) => match TreeCursor::start(fs, &mut log, rules, parent_root) {
@@ -279,6 +281,10 @@ impl SendJob {
         }
         self.last_reloc_trans = fs.last_reloc_trans();
         self.log.epoch += 1;
+        let roots: Vec<u64> = std::iter::once(self.send_root)
+            .chain(self.parent_root)
+            .collect();
+        self.log.epoch_roots = compare::commit_roots(fs, &roots)?;
         self.left.restart(fs, &mut self.log, self.rules)?;
         if let Some(right) = &mut self.right {
             right.restart(fs, &mut self.log, self.rules)?;

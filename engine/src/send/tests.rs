@@ -712,3 +712,42 @@ fn seed2_search_path_is_closed_by_the_root_clone() {
         outcome.unwrap_or_else(|error| panic!("{policy:?}: {error}"));
     }
 }
+
+/// Every hold ends with its job: a send aborted in the middle of its walk or of a
+/// lookup's descent, under a policy whose walk holds shared buffers, leaves no cache
+/// reference behind, and the filesystem can remount.
+#[test]
+fn an_aborted_send_releases_every_buffer_it_holds() {
+    for walk_only in [true, false] {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        for index in 0..12 {
+            fs.write(vol, &[format!("f{index:02}")], 0, b"data")
+                .expect("write");
+        }
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
+        let stop = |job: &SendJob| match walk_only {
+            true => job.steps() == 2,
+            false => job
+                .lookup_held()
+                .is_some_and(|(_, path)| path.nodes.iter().flatten().count() >= 2),
+        };
+        while !stop(&job) {
+            job.step(&mut fs).expect("step");
+        }
+        assert!(
+            fs.cache().holders_total() > 0,
+            "the job holds shared buffers"
+        );
+        assert_eq!(
+            fs.remount().map_err(|error| error.to_errno()),
+            Err(Errno::EBUSY)
+        );
+        job.abort(&mut fs);
+        assert_eq!(fs.cache().holders_total(), 0, "walk only: {walk_only}");
+        assert!(job.lookup_held().is_none());
+        assert!(job.cursors().all(|cursor| cursor.path.is_empty()));
+        fs.remount().expect("nothing is held");
+    }
+}
