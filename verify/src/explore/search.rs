@@ -295,6 +295,9 @@ struct Search<'a> {
     config: Config,
     started: Instant,
     initial: World,
+    /// Operations applied after the setup and before the first letter
+    /// ([`explore_after`]); empty for a whole cell.
+    prefix: Vec<Op>,
     visited: Visited,
     result: Exploration,
     progress: &'a mut dyn FnMut(Progress),
@@ -305,14 +308,36 @@ pub fn explore(
     config: Config,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Exploration, ExploreError> {
-    let initial = config
+    explore_after(config, &[], progress)
+}
+
+/// Explores one cell from the world its setup and then `prefix` reach: the explorer
+/// restricted to one window of the race (a test puts a send in the middle of a
+/// commit-root search this way). Counterexample scripts include the prefix.
+pub fn explore_after(
+    config: Config,
+    prefix: &[Op],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Exploration, ExploreError> {
+    let mut initial = config
         .race
         .initial_world(config.policy)
         .map_err(ExploreError::Setup)?;
+    for op in prefix {
+        let outcome = initial.apply(op)?;
+        if let Some(problem) = outcome
+            .error
+            .map(|(errno, message)| format!("failed with {errno}: {message}"))
+            .or_else(|| outcome.violations.first().map(ToString::to_string))
+        {
+            return Err(ExploreError::Setup(SetupError(format!("`{op}` {problem}"))));
+        }
+    }
     let mut search = Search {
         config,
         started: Instant::now(),
         initial,
+        prefix: prefix.to_vec(),
         visited: Visited::default(),
         result: Exploration {
             config,
@@ -566,7 +591,8 @@ impl Search<'_> {
     }
 
     fn report(&mut self, path: Vec<Op>, finish: Vec<Op>, violation: Violation) {
-        let script = counterexample_script(self.config, &path, &finish, &violation);
+        let whole: Vec<Op> = self.prefix.iter().chain(&path).cloned().collect();
+        let script = counterexample_script(self.config, &whole, &finish, &violation);
         self.result.finding = Finding::Violation(Box::new(Counterexample {
             path,
             finish,
