@@ -6,6 +6,9 @@
 //!   body up to a depth, deduplicated by state;
 //! - bolero (`#[test]` functions below each body): random inputs under `cargo test`,
 //!   coverage-guided under `cargo bolero test`, `.exhaustive()` where the space is tiny;
+//!   a test that asserts which situations its inputs reached draws them instead from
+//!   [`for_each_seeded`] under `cargo test`, so that it passes or fails the same way on
+//!   every run (bolero's random engine seeds from the operating system);
 //! - Kani (`#[cfg_attr(kani, kani::proof, kani::unwind(N))]` on the same tests): a
 //!   bounded proof over every input of the stated bound. Kani cannot be installed on
 //!   these machines; its annotations and `kani::cover!` calls compile away here (the
@@ -30,3 +33,18 @@ macro_rules! cover {
 }
 
 pub(crate) use cover;
+
+/// Calls `body` on `count` inputs of `N` bytes, input `i` being SplitMix64's bytes from
+/// seed `seed + i`: the deterministic driver of the tests that count the marks their
+/// inputs reached (under `cargo bolero test` and Kani the same tests use bolero's engines).
+/// A test that fails names the seed, so the failing input can be replayed.
+#[cfg(not(any(kani, fuzzing)))]
+pub fn for_each_seeded<const N: usize>(seed: u64, count: u64, mut body: impl FnMut(&[u8; N])) {
+    for iteration in 0..count {
+        let bytes = cowproof_engine::testing::seeded_bytes(N, seed.wrapping_add(iteration));
+        let input: [u8; N] = bytes
+            .try_into()
+            .expect("seeded_bytes returns the length asked for");
+        body(&input);
+    }
+}
