@@ -265,7 +265,7 @@ impl FsInfo {
     }
 
     /// `fs_info->last_reloc_trans`: the last commit made while relocation ran.
-    pub fn last_reloc_trans(&self) -> u64 {
+    pub(crate) fn last_reloc_trans(&self) -> u64 {
         self.last_reloc_trans
     }
 
@@ -301,7 +301,7 @@ impl FsInfo {
     }
 
     /// References of the extent at `bytenr`, pending changes included (0 if none).
-    pub fn extent_refs(&self, bytenr: u64) -> u64 {
+    pub(crate) fn extent_refs(&self, bytenr: u64) -> u64 {
         self.delayed_refs
             .effective_refs(&self.device.super_block.extent_tree, bytenr)
             .unwrap_or(0)
@@ -349,27 +349,27 @@ impl FsInfo {
 
     /// Whether relocation is running (`BTRFS_FS_RELOC_RUNNING`): while it is, every
     /// commit records its transid in `last_reloc_trans`.
-    pub fn relocation_running(&self) -> bool {
+    pub(crate) fn relocation_running(&self) -> bool {
         self.relocation_running
     }
 
     /// Sets or clears the relocation-running flag (relocation jobs only).
-    pub fn set_relocation_running(&mut self, running: bool) {
+    pub(crate) fn set_relocation_running(&mut self, running: bool) {
         self.relocation_running = running;
     }
 
     /// Send jobs running now (`fs_info->send_in_progress`).
-    pub fn sends_in_progress(&self) -> u32 {
+    pub(crate) fn sends_in_progress(&self) -> u32 {
         self.sends_in_progress
     }
 
     /// Counts a send job starting or ending (send jobs only).
-    pub fn set_sends_in_progress(&mut self, sends: u32) {
+    pub(crate) fn set_sends_in_progress(&mut self, sends: u32) {
         self.sends_in_progress = sends;
     }
 
     /// Whether COWs now create blocks for relocation (they get the RELOC flag).
-    pub fn set_relocation_cow(&mut self, relocation_cow: bool) {
+    pub(crate) fn set_relocation_cow(&mut self, relocation_cow: bool) {
         self.relocation_cow = relocation_cow;
     }
 

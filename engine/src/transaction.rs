@@ -139,7 +139,7 @@ pub enum CommitProgress {
 impl FsInfo {
     /// Joins the running transaction or starts one. Returns its transid.
     /// A commit in progress is finished first (a writer waits for it in the kernel).
-    pub fn join_transaction(&mut self) -> u64 {
+    pub(crate) fn join_transaction(&mut self) -> u64 {
         if self.commit_waits_to_finish() {
             self.commit_transaction()
                 .expect("a commit in progress completes: its space was reserved");
@@ -185,7 +185,7 @@ impl FsInfo {
     }
 
     /// The running transaction's transid, if one runs.
-    pub fn running_transid(&self) -> Option<u64> {
+    pub(crate) fn running_transid(&self) -> Option<u64> {
         self.running.as_ref().map(|transaction| transaction.transid)
     }
 

@@ -430,6 +430,7 @@ impl SendJob {
             parent_identity,
             relocated_since_start: self.relocated_since_start && self.write_fallback,
             falls_back_to_write: self.write_fallback,
+            send_identity: (send_item.uuid, send_item.ctransid),
         };
         let mut changes = self.changes.clone();
         changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();

@@ -22,7 +22,7 @@ mod jobs;
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, Violation, ViolationKind};
 use crate::script::Op;
-use cowproof_engine::model_fs::ModelFs;
+use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::relocation::RelocationJob;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
