@@ -546,6 +546,54 @@ mod tests {
         assert!(message.contains("has no ingredient restart"), "{message}");
     }
 
+    /// The error texts name what was wrong and what is accepted, through `Display` (as
+    /// every command prints them); `with` and `name` agree with the set operations.
+    #[test]
+    fn errors_explain_and_set_operations_compose() {
+        let unknown = "bogus".parse::<Policy>().unwrap_err();
+        let text = unknown.to_string();
+        assert_eq!(text, unknown.0);
+        for expected in [
+            "unknown policy `bogus`",
+            "exclusive-only",
+            "clone-leaves",
+            "NAME-INGREDIENT",
+        ] {
+            assert!(text.contains(expected), "{text}");
+        }
+        let rule = "concurrent~bogus"
+            .parse::<Policy>()
+            .unwrap_err()
+            .to_string();
+        assert!(rule.contains("reloc-trans-before-unpin"), "{rule}");
+        let named = "bogus".parse::<SendPolicy>().unwrap_err().to_string();
+        assert!(named.contains("write-fallback"), "{named}");
+        for named in SendPolicy::ALL {
+            let policy = Policy::from(named);
+            assert_eq!(policy.name(), named.name());
+            for ingredient in Ingredient::ALL {
+                let added = policy.without(ingredient).with(ingredient);
+                assert!(added.has(ingredient));
+                assert_eq!(added.without(ingredient), policy.without(ingredient));
+                assert_eq!(
+                    added.ingredients().count(),
+                    policy.ingredients().count() + usize::from(!policy.has(ingredient))
+                );
+            }
+            let ablated = policy
+                .ablating(EngineRule::ForceCow)
+                .with(Ingredient::Restart);
+            assert!(
+                !ablated.enforces(EngineRule::ForceCow),
+                "with keeps ablated rules"
+            );
+            assert_eq!(
+                ablated.ablated_rules().collect::<Vec<_>>(),
+                [EngineRule::ForceCow]
+            );
+        }
+    }
+
     #[test]
     fn named_policies_have_their_ingredients() {
         let with = |ingredient| -> Vec<SendPolicy> {
