@@ -20,7 +20,7 @@ mod dispatch;
 mod jobs;
 
 use crate::oracle::ghost::Ghost;
-use crate::oracle::{model as model_oracle, Violation, ViolationKind};
+use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
 use cowproof_engine::model_fs::ModelFs;
 use cowproof_engine::relocation::RelocationJob;
@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 
 pub use crate::oracle::reads::ReinitialisationLog;
 
-/// Which of the costly checks run after every operation.
+/// Which of the costly checks run, and when (docs/oracles.md, "Cost of the checks").
+/// `cowproof run --checks every|commit|end` chooses among [`Checks::THOROUGH`],
+/// [`Checks::COMMIT`] (the default) and [`Checks::FAST`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Checks {
     /// fsck after every operation (otherwise only at the end of a run).
@@ -38,21 +40,47 @@ pub struct Checks {
     /// Compare the engine's subvolumes with the model after every operation (otherwise
     /// only errnos are compared, and content at the end of a run).
     pub model_content_every_operation: bool,
+    /// Compare with the model, after every operation, the paths it touched
+    /// ([`oracle::touched`](crate::oracle::touched)): a cost independent of the size of
+    /// the filesystem.
+    pub touched_every_operation: bool,
+    /// fsck and whole model content at every commit point: an operation that committed
+    /// a transaction (a commit, a snapshot, a relocation's commit, a remount), a crash, a
+    /// send that starts or finishes.
+    pub whole_at_commit_points: bool,
     /// fsck and model content at the end of a run.
     pub end_of_run: bool,
 }
 
 impl Checks {
-    /// Everything after every operation: scripts and regression replay.
+    /// Everything after every operation (`--checks every`): small scripts, regression
+    /// replay, `cowproof replay`. Quadratic in the length of a script.
     pub const THOROUGH: Checks = Checks {
         fsck_every_operation: true,
         model_content_every_operation: true,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: true,
     };
-    /// Cheap checks per operation, full checks at the end: fuzzing and exploration.
+
+    /// What each operation touched after it, whole filesystems at commit points and at
+    /// the end (`--checks commit`, the default of `cowproof run`): linear in the length
+    /// of a script that commits a bounded number of times.
+    pub const COMMIT: Checks = Checks {
+        fsck_every_operation: false,
+        model_content_every_operation: false,
+        touched_every_operation: true,
+        whole_at_commit_points: true,
+        end_of_run: true,
+    };
+
+    /// Cheap checks per operation, full checks at the end (`--checks end`): fuzzing and
+    /// exploration.
     pub const FAST: Checks = Checks {
         fsck_every_operation: false,
         model_content_every_operation: false,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: true,
     };
 
@@ -63,8 +91,43 @@ impl Checks {
     pub const RACES: Checks = Checks {
         fsck_every_operation: false,
         model_content_every_operation: false,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: false,
     };
+
+    /// The names `--checks` takes, with their settings.
+    pub const NAMED: [(&'static str, Checks); 3] = [
+        ("every", Checks::THOROUGH),
+        ("commit", Checks::COMMIT),
+        ("end", Checks::FAST),
+    ];
+
+    /// The setting `--checks NAME` names.
+    pub fn named(name: &str) -> Option<Checks> {
+        Checks::NAMED
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, checks)| *checks)
+    }
+
+    /// The name of this setting (`races` for [`Checks::RACES`], `custom` for any other).
+    pub fn name(self) -> &'static str {
+        if self == Checks::RACES {
+            return "races";
+        }
+        Checks::NAMED
+            .iter()
+            .find(|(_, checks)| *checks == self)
+            .map_or("custom", |(name, _)| name)
+    }
+}
+
+impl Default for Checks {
+    /// [`Checks::COMMIT`].
+    fn default() -> Checks {
+        Checks::COMMIT
+    }
 }
 
 /// A send job with its ghost record.
@@ -135,14 +198,15 @@ impl World {
     pub fn new(geometry: Geometry, policy: Policy, checks: Checks) -> Result<World, Error> {
         let mut fs = FsInfo::mkfs(geometry, policy)?;
         fs.events.set_recording(true);
-        let mut model = ModelFs::new();
+        let space_budget_bytes = model_space_budget_bytes(&geometry);
+        let mut model = ModelFs::with_space_budget(space_budget_bytes);
         model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
         model.set_block_bytes(geometry.sectorsize_bytes);
         Ok(World {
             fs,
             model: model.clone(),
             model_committed: model,
-            receiver: ModelFs::new(),
+            receiver: ModelFs::with_space_budget(space_budget_bytes),
             sends: BTreeMap::new(),
             relocations: BTreeMap::new(),
             streams: BTreeMap::new(),
@@ -160,6 +224,7 @@ impl World {
     pub fn apply_labelled(&mut self, op: &Op, label: &str) -> Result<Outcome, ScriptError> {
         self.reinitialisations.current = label.to_string();
         let generation = self.fs.generation();
+        let send_over_before = self.send_over(op);
         let mut outcome = match op {
             Op::SendStart {
                 job,
@@ -190,19 +255,31 @@ impl World {
             },
         };
         self.note_reinitialisations();
-        if self.fs.generation() != generation {
+        let committed = self.fs.generation() != generation;
+        if committed {
             self.model_committed = self.model.clone();
         }
-        let quiescent = self.fs.commit_in_progress().is_none();
-        if self.checks.fsck_every_operation && quiescent {
-            outcome.violations.extend(self.fsck());
-        }
-        if self.checks.model_content_every_operation {
-            outcome
-                .violations
-                .extend(model_oracle::content_differences(&mut self.fs, &self.model));
-        }
+        let commit_point = committed || is_commit_point(op, send_over_before, self);
+        outcome
+            .violations
+            .extend(self.checks_after(op, commit_point));
         Ok(outcome)
+    }
+
+    /// The costly checks [`Checks`] asks for after `op`.
+    fn checks_after(&mut self, op: &Op, commit_point: bool) -> Vec<Violation> {
+        let whole = self.checks.whole_at_commit_points && commit_point;
+        let quiescent = self.fs.commit_in_progress().is_none();
+        let mut violations = Vec::new();
+        if (self.checks.fsck_every_operation || whole) && quiescent {
+            violations.extend(self.fsck());
+        }
+        if self.checks.model_content_every_operation || whole {
+            violations.extend(model_oracle::content_differences(&mut self.fs, &self.model));
+        } else if self.checks.touched_every_operation {
+            violations.extend(touched::touched_differences(&mut self.fs, &self.model, op));
+        }
+        violations
     }
 
     fn note_reinitialisations(&mut self) {
@@ -277,3 +354,41 @@ impl World {
         }
     }
 }
+
+impl World {
+    /// Whether the send job `op` steps is over (`None` for any other operation).
+    fn send_over(&self, op: &Op) -> Option<bool> {
+        match op {
+            Op::SendStep { job, .. } | Op::SendFinish { job } => Some(
+                self.sends
+                    .get(job.as_str())
+                    .is_some_and(|run| run.job.is_over()),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The model's space budget (and the receiving side's): its default, or the device's
+/// size when that is larger, so that a script on a `default` geometry (64 GiB) can hold
+/// what the engine holds (10^5 files of a page each are 400 MiB of the model's
+/// accounting). The small geometries of fuzzing and exploration keep the default.
+fn model_space_budget_bytes(geometry: &Geometry) -> u64 {
+    cowproof_engine::model_fs::SPACE_BUDGET_DEFAULT_BYTES.max(geometry.device_bytes)
+}
+
+/// Whether `op`, which did not commit a transaction, is still a point where whole
+/// filesystems are compared: a crash or a remount (the filesystem is mounted again), a
+/// send that starts, or a send step that ended its job.
+fn is_commit_point(op: &Op, send_over_before: Option<bool>, world: &World) -> bool {
+    match op {
+        Op::Crash | Op::Remount | Op::SendStart { .. } => true,
+        Op::SendStep { .. } | Op::SendFinish { .. } => {
+            send_over_before == Some(false) && world.send_over(op) == Some(true)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
