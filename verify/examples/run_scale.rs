@@ -87,6 +87,7 @@ fn main() {
         let script = parse(&scale_script(files)).expect("the scale script parses");
         let operations = script.ops().count();
         let started = Instant::now();
+        let cpu_before = cpu_nanoseconds();
         let report = run(
             &script,
             RunOptions {
@@ -94,10 +95,15 @@ fn main() {
                 checks,
             },
         );
-        let seconds = started.elapsed().as_secs_f64();
+        let cpu_after = cpu_nanoseconds();
+        let wall_seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = match (cpu_before, cpu_after) {
+            (Some(before), Some(after)) => after.saturating_sub(before) as f64 / 1e9,
+            _ => f64::NAN,
+        };
         println!(
-            "{files:>9} {operations:>11} {seconds:>10.2} {:>12.1}  {} (wall clock)",
-            seconds * 1e6 / operations as f64,
+            "{files:>9} {operations:>11} {cpu_seconds:>12.2} {:>15.1} {wall_seconds:>13.2}  {}",
+            cpu_seconds * 1e6 / operations as f64,
             report.verdict().name()
         );
         if let Some((index, violation)) = report.violations.first() {
