@@ -7,8 +7,9 @@
 //! [`snapshot`] / [`root_tree`]; [`ctree`] (search, COW, split, merge); [`cache`]
 //! (buffer objects by bytenr) over [`storage`] (the device); [`alloc`] (block groups,
 //! free space, pinned extents, reference counts). [`check`] verifies all of it.
-//! Beside them: [`stream`] (btrfs send stream v1), [`receive`] and [`model_fs`] (the
-//! plain model filesystem receive applies streams to).
+//! Beside them: [`stream`] (btrfs send stream v1) and [`reference`](mod@reference) (the
+//! models the engine is checked against: the model filesystem and the receive that
+//! applies streams to it, the item-tree twin, the allocator twin).
 #![forbid(unsafe_code)]
 
 pub mod alloc;
@@ -26,9 +27,8 @@ pub mod image;
 pub mod items;
 pub mod key;
 pub mod marks;
-pub mod model_fs;
 pub mod policy;
-pub mod receive;
+pub mod reference;
 pub mod relocation;
 pub mod root_tree;
 pub mod send;

@@ -14,8 +14,9 @@
 //! `expect violation KIND`, so `cowproof run` on it passes under the buggy policy and
 //! fails under a fixed one.
 
-use crate::generate::{interleaving_for, Race};
+use crate::generate::interleaving_for;
 use crate::oracle::Violation;
+use crate::race::Selection;
 use crate::runner::{run, RunOptions};
 use crate::script::Script;
 use crate::shrink::{shrink_script, with_expectation, Shrunk, Signature};
@@ -60,7 +61,7 @@ pub struct Search {
 }
 
 /// The script iteration `iteration_seed` decodes to.
-pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Script {
+pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Selection) -> Script {
     let bytes = seeded_bytes(INPUT_BYTES, iteration_seed);
     interleaving_for(&mut Unstructured::new(&bytes), Some(policy), race)
         .expect("the generator accepts any input of INPUT_BYTES bytes")
@@ -71,7 +72,7 @@ pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Scri
 pub fn search(
     seed: u64,
     policy: Policy,
-    race: Race,
+    race: Selection,
     budget: Duration,
     iterations_max: Option<u64>,
     on_progress: &mut dyn FnMut(u64, Duration),
@@ -157,7 +158,7 @@ mod tests {
             search(
                 1,
                 Policy::UNPROTECTED,
-                Race::All,
+                Selection::All,
                 Duration::from_secs(600),
                 Some(50),
                 &mut |_, _| {},

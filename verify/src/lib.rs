@@ -10,6 +10,7 @@ pub mod generate;
 pub mod harness;
 pub mod hunt;
 pub mod oracle;
+pub mod race;
 pub mod runner;
 pub mod script;
 pub mod shrink;

@@ -9,11 +9,11 @@
 //! anything runs.
 //!
 //! A hidden `--race snapshot|relocation` restricts the generator to one seed race
-//! ([`Race`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
+//! ([`Selection`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
 
 use super::{json, CliError, EXIT_FAILED, EXIT_PASSED};
-use crate::generate::Race;
 use crate::hunt::{minimize, search, Minimized, Search};
+use crate::race::Selection;
 use crate::script::{parse_with_lines, print, Script};
 use clap::Args;
 use cowproof_engine::testing::SplitMix64;
@@ -40,7 +40,7 @@ pub struct HuntArgs {
     pub json: bool,
     /// Restrict the generator to one race: all, snapshot or relocation.
     #[arg(long, hide = true, default_value = "all", value_parser = parse_race)]
-    pub race: Race,
+    pub race: Selection,
     /// Stop after this many iterations even if time is left.
     #[arg(long, hide = true)]
     pub iterations: Option<u64>,
@@ -53,8 +53,8 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_race(text: &str) -> Result<Race, String> {
-    Race::from_name(text)
+fn parse_race(text: &str) -> Result<Selection, String> {
+    Selection::from_name(text)
         .ok_or_else(|| format!("unknown race `{text}` (all, snapshot, relocation)"))
 }
 
@@ -145,7 +145,7 @@ struct Header {
     seed: u64,
     seed_source: &'static str,
     policy: Policy,
-    race: Race,
+    race: Selection,
 }
 
 fn write_human(

@@ -3,8 +3,9 @@
 //! concerns it, removed in turn; the explorer must find a counterexample for every row,
 //! or the row is a *model defect* (a window or an order the model lacks).
 //!
-//! Which protections concern which race: the snapshot race is closed by `clone-roots`
-//! (and depends on `force-cow`); the relocation race by the two exclusions, `restart`,
+//! Which protections concern which race is part of the race's description
+//! ([`crate::race::RaceSpec`]): the snapshot race is closed by `clone-roots` (and
+//! depends on `force-cow`); the relocation race by the two exclusions, `restart`,
 //! `clone-leaves` and `write-fallback` (and, where send and relocation may overlap, on
 //! `pin-until-commit` and `reloc-trans-before-unpin`). A protection that cannot matter
 //! to a race (the exclusions when nothing relocates) gets no row there.
@@ -14,9 +15,8 @@
 //! study, and so does a listed row that the explorer now shows (the defect is fixed: the
 //! entry must go).
 
-use super::matrix::Expected;
 use super::search::{explore, Config, Exploration, ExploreError, Finding, Progress};
-use super::setup::Race;
+use crate::race::{Expected, Race};
 use cowproof_engine::{EngineRule, Ingredient, Policy};
 use std::fmt;
 
@@ -80,55 +80,22 @@ pub const KNOWN_MODEL_DEFECTS: &[(Policy, Race, Removed, &str)] = &[
         Removed::Ingredient(Ingredient::CloneLeaves),
         CLONE_LEAVES_DEPTH,
     ),
-    (
-        Policy::CONCURRENT,
-        Race::Relocation,
-        Removed::Rule(EngineRule::RelocTransBeforeUnpin),
-        RELOC_TRANS_WINDOW,
-    ),
 ];
 
 const CLONE_LEAVES_DEPTH: &str = "the window exists (item processing is its own step) but \
      lies beyond the default depth: the race's full send reaches its first EXTENT_DATA item \
-     about thirty items in, and an incremental send needs eight letters; the hand-written \
+     about thirty items in; an incremental send (the send-start-incremental letter, with a \
+     parent in the setup) needs at least seven letters (start, the move onto the changed \
+     item, relocation start and step, the commit, the reuse, the processing step) against \
+     the relocation race's default depth of six; the hand-written \
      corpus/scripts/ablate-concurrent-clone-leaves.cows shows it";
 
 const FORCE_COW_WINDOW: &str = "no writer changes the snapshot source inside the commit, \
-     between create_pending_snapshot() and the write of dirty blocks (the kernel's delayed \
-     inode items and directory entries of nested snapshots have no model)";
-
-const RELOC_TRANS_WINDOW: &str = "no transaction runs beside a commit after its commit-root \
-     switch (TRANS_STATE_UNBLOCKED): a writer waits for the whole commit, so nothing can \
-     allocate an unpinned block before a late last_reloc_trans is recorded";
-
-/// The ingredients that concern `race`.
-pub fn ingredients_of(race: Race) -> &'static [Ingredient] {
-    use Ingredient::*;
-    match race {
-        Race::Snapshot => &[CloneRoots],
-        Race::Relocation => &[
-            ExcludeRelocation,
-            ExcludeSend,
-            Restart,
-            CloneLeaves,
-            WriteFallback,
-        ],
-    }
-}
-
-/// The engine rules that concern `race` under `policy`: the relocation race's rules
-/// matter only where send and relocation may overlap (not under the two exclusions).
-pub fn rules_of(policy: Policy, race: Race) -> &'static [EngineRule] {
-    let excluded = policy.has(Ingredient::ExcludeRelocation) && policy.has(Ingredient::ExcludeSend);
-    match race {
-        Race::Snapshot => &[EngineRule::ForceCow],
-        Race::Relocation if excluded => &[],
-        Race::Relocation => &[
-            EngineRule::PinUntilCommit,
-            EngineRule::RelocTransBeforeUnpin,
-        ],
-    }
-}
+     between create_pending_snapshot() and commit_fs_roots() (which clears FORCE_COW): in \
+     the kernel that writer is a later pending snapshot of the same commit whose \
+     destination directory lies in the source (its DIR_ITEM goes into the source's tree \
+     after the copy); the model's subvolume names live in the root tree, so nothing \
+     writes into an fs tree inside a commit";
 
 /// One row of the study.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,13 +139,12 @@ pub fn ablations(policies: &[Policy], races: &[Race]) -> Vec<Ablation> {
             if Expected::of(policy, race) == Expected::Violation {
                 continue;
             }
-            let ingredients = ingredients_of(race)
+            let ingredients = race
+                .ingredients()
                 .iter()
                 .filter(|&&ingredient| policy.has(ingredient))
                 .map(|&ingredient| Removed::Ingredient(ingredient));
-            let rules = rules_of(policy, race)
-                .iter()
-                .map(|&rule| Removed::Rule(rule));
+            let rules = race.rules(policy).iter().map(|&rule| Removed::Rule(rule));
             rows.extend(ingredients.chain(rules).map(|removed| Ablation {
                 policy,
                 race,

@@ -8,7 +8,7 @@ use crate::oracle::{Violation, ViolationKind};
 use crate::script::Op;
 use crate::world::{errno_of, Outcome, SendRun};
 use cowproof_engine::ctree::TreeView;
-use cowproof_engine::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::{Errno, Error, FsInfo};
 use std::collections::BTreeMap;
 

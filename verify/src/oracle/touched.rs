@@ -21,7 +21,7 @@ use crate::script::{Op, ScriptPath};
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::fs::path::FollowLast;
 use cowproof_engine::fs::FileKind;
-use cowproof_engine::model_fs::{self, FileData, InodeKind, ModelFs};
+use cowproof_engine::reference::model_fs::{self, FileData, InodeKind, ModelFs};
 use cowproof_engine::FsInfo;
 
 /// One path an operation touched: a subvolume and components below its root.
@@ -146,51 +146,29 @@ fn engine_seen(
     let Ok(root_id) = fs.subvolume_id(&path.subvolume) else {
         return Ok(None);
     };
-    let Ok(resolved) = fs.resolve_path_in(TreeView::Current, root_id, &path.components, follow)
-    else {
-        return Ok(None);
-    };
-    let Some(ino) = resolved.ino else {
-        return Ok(None);
-    };
-    let read = |error: cowproof_engine::Error| format!("cannot read {}: {error}", path.words());
-    let item = fs
-        .inode_item_in(TreeView::Current, root_id, ino)
-        .map_err(read)?
-        .ok_or_else(|| format!("{} names inode {ino}, which is missing", path.words()))?;
-    let kind = FileKind::from_mode(item.mode)
-        .ok_or_else(|| format!("{} has unknown mode {:o}", path.words(), item.mode))?;
-    let mut data = FileData::default();
-    if kind == FileKind::RegularFile {
-        let bytes = fs
-            .read_file_in(TreeView::Current, root_id, ino)
-            .map_err(read)?;
-        data.write(0, &bytes);
-        data.truncate(bytes.len() as u64);
-    }
-    let target = match kind {
-        FileKind::Symlink => fs
-            .read_link_in(TreeView::Current, root_id, ino)
-            .map_err(read)?,
-        _ => Vec::new(),
-    };
-    Ok(Some(Seen {
-        kind: kind_of(kind),
-        mode: item.mode & 0o7777,
-        uid: u64::from(item.uid),
-        gid: u64::from(item.gid),
-        size: if kind == FileKind::Directory {
-            0
-        } else {
-            item.size
-        },
-        nlink: item.nlink,
-        rdev: item.rdev,
-        data,
-        target,
-        xattrs: fs
-            .xattrs_in(TreeView::Current, root_id, ino)
-            .map_err(read)?,
+    let entry = fs
+        .listing_entry_at(TreeView::Current, root_id, &path.components, follow)
+        .map_err(|error| format!("cannot read {}: {error}", path.words()))?;
+    Ok(entry.map(|entry| {
+        let mut data = FileData::default();
+        data.write(0, &entry.data);
+        data.truncate(entry.data.len() as u64);
+        Seen {
+            kind: kind_of(entry.kind),
+            mode: entry.mode & 0o7777,
+            uid: u64::from(entry.uid),
+            gid: u64::from(entry.gid),
+            size: if entry.kind == FileKind::Directory {
+                0
+            } else {
+                entry.size
+            },
+            nlink: entry.nlink,
+            rdev: entry.rdev,
+            data,
+            target: entry.target,
+            xattrs: entry.xattrs,
+        }
     }))
 }
 

@@ -241,32 +241,6 @@ mod fixed_policies {
     }
 }
 
-/// Every stream the scenario scripts produce passes `btrfs receive --dump` (SKIP without
-/// btrfs-progs on a developer machine; a failure under `CI=true`).
-#[test]
-fn scenario_streams_pass_btrfs_receive_dump() {
-    let Some(btrfs) = cowproof_engine::testing::btrfs_progs_or_skip("btrfs") else {
-        return;
-    };
-    let mut dumped = 0;
-    for (name, _) in SEED_MATRIX {
-        let report = run(
-            &corpus_script(name),
-            RunOptions {
-                policy: Some(Policy::CONCURRENT),
-                ..RunOptions::default()
-            },
-        );
-        for (job, stream) in &report.streams {
-            if let Err(stderr) = cowproof_engine::testing::receive_dump(&btrfs, stream) {
-                panic!("{name} job {job}: btrfs receive --dump rejected the stream: {stderr}");
-            }
-            dumped += 1;
-        }
-    }
-    assert!(dumped >= 4, "only {dumped} streams dumped");
-}
-
 /// An `expect` accepts the chain of its violation (same job, same first block), and no
 /// other violation of the job: an unrelated wrong stream or a second race stays
 /// unexpected.
@@ -402,7 +376,7 @@ fn refusals_of_a_running_send_pass_under_every_policy() {
 #[test]
 fn linux_regressions_end_in_the_state_linux_reached() {
     use cowproof_engine::ctree::TreeView;
-    use cowproof_engine::model_fs::Content;
+    use cowproof_engine::reference::model_fs::Content;
     let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/scripts");
     let mut names: Vec<String> = std::fs::read_dir(&directory)
         .expect("corpus/scripts")

@@ -22,7 +22,7 @@ mod jobs;
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
-use cowproof_engine::model_fs::ModelFs;
+use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::relocation::RelocationJob;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
@@ -374,7 +374,7 @@ impl World {
 /// what the engine holds (10^5 files of a page each are 400 MiB of the model's
 /// accounting). The small geometries of fuzzing and exploration keep the default.
 fn model_space_budget_bytes(geometry: &Geometry) -> u64 {
-    cowproof_engine::model_fs::SPACE_BUDGET_DEFAULT_BYTES.max(geometry.device_bytes)
+    cowproof_engine::reference::model_fs::SPACE_BUDGET_DEFAULT_BYTES.max(geometry.device_bytes)
 }
 
 /// Whether `op`, which did not commit a transaction, is still a point where whole
