@@ -80,8 +80,8 @@ fn main() {
     }
     println!("checks {}", checks.name());
     println!(
-        "{:>9} {:>11} {:>10} {:>12}  verdict",
-        "files", "operations", "seconds", "us/operation"
+        "{:>9} {:>11} {:>12} {:>15} {:>13}  verdict",
+        "files", "operations", "CPU seconds", "CPU us/operation", "wall seconds"
     );
     for files in sizes {
         let script = parse(&scale_script(files)).expect("the scale script parses");

@@ -22,13 +22,13 @@ mod jobs;
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
+use cowproof_engine::marks::Marks;
 use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::relocation::RelocationJob;
+use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
 use std::collections::BTreeMap;
-
-pub use crate::oracle::reads::ReinitialisationLog;
 
 /// Which of the costly checks run, and when (docs/oracles.md, "Cost of the checks").
 /// `cowproof run --checks every|commit|end` chooses among [`Checks::THOROUGH`],
@@ -150,6 +150,8 @@ pub struct Outcome {
     pub error: Option<(Errno, String)>,
     /// Oracles that fired.
     pub violations: Vec<Violation>,
+    /// The engine's coverage marks the operation hit (a ghost: equal whatever they are).
+    pub marks: Marks,
 }
 
 impl Outcome {
@@ -157,6 +159,7 @@ impl Outcome {
         Outcome {
             error: None,
             violations: Vec::new(),
+            marks: Marks::default(),
         }
     }
 }
@@ -185,8 +188,8 @@ pub struct World {
     pub streams: BTreeMap<String, Vec<u8>>,
     /// Which checks run after each operation.
     pub checks: Checks,
-    /// Who re-initialised held buffers (history for reports; not part of the state).
-    pub reinitialisations: ReinitialisationLog,
+    /// The marks the operation being applied hit so far (a ghost, like the engine's).
+    observed_marks: Marks,
 }
 
 pub(crate) fn errno_of(error: &Error) -> (Errno, String) {
@@ -196,23 +199,36 @@ pub(crate) fn errno_of(error: &Error) -> (Errno, String) {
 impl World {
     /// A fresh filesystem.
     pub fn new(geometry: Geometry, policy: Policy, checks: Checks) -> Result<World, Error> {
-        let mut fs = FsInfo::mkfs(geometry, policy)?;
-        fs.events.set_recording(true);
+        let fs = FsInfo::mkfs(geometry, policy)?;
         let space_budget_bytes = model_space_budget_bytes(&geometry);
         let mut model = ModelFs::with_space_budget(space_budget_bytes);
         model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
         model.set_block_bytes(geometry.sectorsize_bytes);
-        Ok(World {
+        let receiver = ModelFs::with_space_budget(space_budget_bytes);
+        Ok(World::with_filesystem(fs, model, receiver, checks))
+    }
+
+    /// A world over an existing filesystem `fs` whose content `model` mirrors (an image
+    /// imported from a real btrfs), with no job running; turns on the engine's event
+    /// recording, which the oracles read.
+    pub fn with_filesystem(
+        mut fs: FsInfo,
+        model: ModelFs,
+        receiver: ModelFs,
+        checks: Checks,
+    ) -> World {
+        fs.events.set_recording(true);
+        World {
             fs,
             model: model.clone(),
             model_committed: model,
-            receiver: ModelFs::with_space_budget(space_budget_bytes),
+            receiver,
             sends: BTreeMap::new(),
             relocations: BTreeMap::new(),
             streams: BTreeMap::new(),
             checks,
-            reinitialisations: ReinitialisationLog::default(),
-        })
+            observed_marks: Marks::default(),
+        }
     }
 
     /// Performs one operation and runs the oracles concerning it.
@@ -222,7 +238,7 @@ impl World {
 
     /// Like [`apply`](Self::apply), naming the operation `label` in reports.
     pub fn apply_labelled(&mut self, op: &Op, label: &str) -> Result<Outcome, ScriptError> {
-        self.reinitialisations.current = label.to_string();
+        self.fs.events.begin_operation(label);
         let generation = self.fs.generation();
         let send_over_before = self.send_over(op);
         let mut outcome = match op {
@@ -254,7 +270,8 @@ impl World {
                 }
             },
         };
-        self.note_reinitialisations();
+        self.observe();
+        outcome.marks = std::mem::take(&mut self.observed_marks);
         let committed = self.fs.generation() != generation;
         if committed {
             self.model_committed = self.model.clone();
@@ -282,26 +299,14 @@ impl World {
         violations
     }
 
-    fn note_reinitialisations(&mut self) {
-        for event in self.fs.events.drain() {
-            if let cowproof_engine::marks::Event::HeldBufferReinitialised {
-                bytenr,
-                previous_level,
-                previous_owner,
-                level,
-                owner,
-                transid,
-                operation,
-                ..
-            } = event
-            {
-                let words = format!(
-                    "{} (transaction {transid}, engine `{operation}`): tree {previous_owner} level {previous_level} became tree {owner} level {level}",
-                    self.reinitialisations.current
-                );
-                self.reinitialisations.by_bytenr.insert(bytenr, words);
-            }
-        }
+    /// Drains the engine's observation channel (docs/architecture.md, "One observation
+    /// channel"): keeps the marks for this operation's outcome and returns the send reads.
+    /// The other events need no keeping: the engine's log remembers who re-initialised
+    /// each held buffer ([`oracle::reads`](crate::oracle::reads) asks it).
+    pub(crate) fn observe(&mut self) -> Vec<BufferAccess> {
+        let observation = self.fs.observe();
+        self.observed_marks.absorb(&observation.marks);
+        observation.reads().cloned().collect()
     }
 
     /// The checks that run at the end of a run: fsck and model content (none when the
@@ -350,7 +355,7 @@ impl World {
         }
         Outcome {
             error: result.err().as_ref().map(errno_of),
-            violations: Vec::new(),
+            ..Outcome::ok()
         }
     }
 }
