@@ -69,13 +69,11 @@ fn build(files: usize) -> Workload {
 
 /// One incremental send; returns the stream length and the walk's block reads.
 fn incremental_send(fs: &mut FsInfo, record_accesses: bool) -> (usize, Vec<u64>) {
+    fs.events.set_recording(record_accesses);
     let mut job = SendJob::start(fs, "s2", Some("s1"), record_accesses).expect("send start");
     job.finish(fs).expect("send");
-    let bytenrs = job
-        .drain_accesses()
-        .iter()
-        .map(|access| access.bytenr)
-        .collect();
+    let bytenrs = fs.observe().reads().map(|access| access.bytenr).collect();
+    fs.events.set_recording(false);
     (job.stream().len(), bytenrs)
 }
 

@@ -1,13 +1,27 @@
 //! Coverage marks and the event log: ghost counters that prove a run reached the rare
-//! situations a proof or a fuzzer must reach (TigerBeetle's "marks").
+//! situations a proof or a fuzzer must reach (TigerBeetle's "marks"), and the one channel
+//! through which an observer outside the engine learns what it did.
 //!
-//! Neither is part of the engine's state: two engines that differ only in marks or
+//! The channel ([`FsInfo::observe`]): the marks hit since the last observation, and the
+//! events recorded since — a held buffer re-initialised (`alloc_extent_buffer()` handing a
+//! held bytenr to a new block), a commit root switched, and every read a send job made of
+//! a held buffer (moved here by the job at the end of each of its steps). An observer
+//! drains it once per operation it applies (a send's reads once per send step). The log
+//! also keeps, across drains, the latest re-initialisation of each bytenr with the
+//! observer's name for the operation that caused it ([`EventLog::begin_operation`]), so
+//! that a report can say who re-initialised a block a send read long after.
+//!
+//! None of it is part of the engine's state: two engines that differ only in marks or
 //! events compare equal and hash alike, so a bounded explorer deduplicates states
-//! correctly while still counting what it reached.
+//! correctly while still counting what it reached. Recording is off until an observer
+//! turns it on, so long benchmark runs do not grow a log nobody reads.
 
 use crate::cache::EbHandle;
+use crate::fs_info::FsInfo;
+use crate::send::held::BufferAccess;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// A situation worth proving reachable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,16 +65,27 @@ pub enum Mark {
     SearchSpannedCommit,
 }
 
-/// Counters of marks hit.
+/// Counters of marks hit: in total, and since the last observation.
 #[derive(Clone, Debug, Default)]
 pub struct Marks {
     counts: BTreeMap<Mark, u64>,
+    unobserved: BTreeMap<Mark, u64>,
 }
 
 impl Marks {
     /// Counts one hit.
     pub fn hit(&mut self, mark: Mark) {
         *self.counts.entry(mark).or_insert(0) += 1;
+        *self.unobserved.entry(mark).or_insert(0) += 1;
+    }
+
+    /// The hits since the last call (as a `Marks` of their own), leaving the totals.
+    pub fn take_unobserved(&mut self) -> Marks {
+        let counts = std::mem::take(&mut self.unobserved);
+        Marks {
+            counts,
+            unobserved: BTreeMap::new(),
+        }
     }
 
     /// Hits of `mark` so far.
@@ -73,11 +98,16 @@ impl Marks {
         self.counts.iter().map(|(&mark, &count)| (mark, count))
     }
 
-    /// Adds another run's counts.
+    /// Adds another run's counts (to the totals only: they were observed there).
     pub fn absorb(&mut self, other: &Marks) {
         for (mark, count) in other.iter() {
             *self.counts.entry(mark).or_insert(0) += count;
         }
+    }
+
+    /// Whether no mark was hit.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 }
 
@@ -126,14 +156,58 @@ pub enum Event {
         /// Whether relocation was running (so `last_reloc_trans` moved).
         relocation_running: bool,
     },
+    /// A send job read a held buffer (recorded when the job was started with
+    /// `record_accesses`; the read-consistency oracle checks each against its ghost).
+    BufferRead(BufferAccess),
 }
 
-/// Events not yet drained by an observer. Recording is off until an observer turns it
-/// on, so long benchmark runs do not grow a log nobody reads.
+/// The latest re-initialisation of a held buffer at one bytenr, with the observer's name
+/// for the operation during which it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reinitialisation {
+    /// What the observer was applying ([`EventLog::begin_operation`]).
+    pub during: Arc<str>,
+    /// The [`Event::HeldBufferReinitialised`] itself.
+    pub event: Event,
+}
+
+/// What the engine did since the last observation ([`FsInfo::observe`]).
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    /// Marks hit.
+    pub marks: Marks,
+    /// Events recorded, in order.
+    pub events: Vec<Event>,
+}
+
+impl Observation {
+    /// The send reads among the events, in order.
+    pub fn reads(&self) -> impl Iterator<Item = &BufferAccess> {
+        self.events.iter().filter_map(|event| match event {
+            Event::BufferRead(access) => Some(access),
+            _ => None,
+        })
+    }
+}
+
+impl FsInfo {
+    /// Drains the observation channel: the marks hit and the events recorded since the
+    /// last call.
+    pub fn observe(&mut self) -> Observation {
+        Observation {
+            marks: self.marks.take_unobserved(),
+            events: self.events.drain(),
+        }
+    }
+}
+
+/// Events not yet drained by an observer, and the history of re-initialisations.
 #[derive(Clone, Debug, Default)]
 pub struct EventLog {
     recording: bool,
     events: Vec<Event>,
+    operation: Option<Arc<str>>,
+    reinitialised: BTreeMap<u64, Reinitialisation>,
 }
 
 impl EventLog {
@@ -142,11 +216,37 @@ impl EventLog {
         self.recording = recording;
     }
 
+    /// Whether events are recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Names the operation the observer applies from now on (a script statement); the
+    /// re-initialisations recorded meanwhile carry the name.
+    pub fn begin_operation(&mut self, name: &str) {
+        self.operation = Some(Arc::from(name));
+    }
+
     /// Records an event if recording is on.
     pub fn push(&mut self, event: Event) {
-        if self.recording {
-            self.events.push(event);
+        if !self.recording {
+            return;
         }
+        if let Event::HeldBufferReinitialised { bytenr, .. } = event {
+            let during = self.operation.clone().unwrap_or_else(|| Arc::from(""));
+            let reinitialisation = Reinitialisation {
+                during,
+                event: event.clone(),
+            };
+            self.reinitialised.insert(bytenr, reinitialisation);
+        }
+        self.events.push(event);
+    }
+
+    /// The latest re-initialisation of the held buffer at `bytenr`, if one was recorded
+    /// (kept across drains).
+    pub fn last_reinitialisation(&self, bytenr: u64) -> Option<&Reinitialisation> {
+        self.reinitialised.get(&bytenr)
     }
 
     /// Takes every event recorded so far.

@@ -87,6 +87,26 @@ impl FsInfo {
         Ok(listing)
     }
 
+    /// One path's share of [`list_subvolume`](Self::list_subvolume): the entry of the
+    /// inode `path` names (following a symlink in the last component when `follow_last`
+    /// says so), or `None` when the path does not resolve, whatever the errno of the walk.
+    /// The per-operation model differential reads what an operation touched with it.
+    pub fn listing_entry_at<P: AsRef<[u8]>>(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        path: &[P],
+        follow_last: super::path::FollowLast,
+    ) -> Result<Option<ListingEntry>> {
+        let Ok(resolved) = self.resolve_path_in(view, root_id, path, follow_last) else {
+            return Ok(None);
+        };
+        match resolved.ino {
+            Some(ino) => self.listing_entry(view, root_id, ino).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn listing_entry(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<ListingEntry> {
         let item = self.inode_item_required_in(view, root_id, ino)?;
         let kind = FsInfo::inode_kind(ino, &item)?;

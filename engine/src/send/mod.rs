@@ -32,14 +32,14 @@ pub mod plan;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
-use crate::marks::Mark;
+use crate::marks::{Event, Mark};
 use crate::policy::{Ingredient, Policy};
 use crate::stream::{Command, StreamWriter};
 use changes::ChangeSet;
 use compare::{
     advance_past, compare_advance, process_item, CompareOutcome, PendingItem, TreeCursor,
 };
-use held::{AccessLog, BufferAccess, HoldRules};
+use held::{AccessLog, HoldRules};
 use lookup::Lookups;
 use plan::{Planner, SendRoots};
 use std::collections::VecDeque;
@@ -158,7 +158,7 @@ impl SendJob {
             fs.root_mut(root_id)?.send_users += 1;
         }
         fs.set_sends_in_progress(fs.sends_in_progress() + 1);
-        Ok(SendJob {
+        let mut job = SendJob {
             send_root,
             parent_root,
             name: name.to_string(),
@@ -178,7 +178,9 @@ impl SendJob {
             writer: StreamWriter::new(),
             stage: SendStage::Walk,
             steps: 0,
-        })
+        };
+        job.publish_accesses(fs);
+        Ok(job)
     }
 
     /// The stage the job is in.
@@ -222,9 +224,12 @@ impl SendJob {
         self.log.epoch
     }
 
-    /// Takes the buffer reads logged since the last call.
-    pub fn drain_accesses(&mut self) -> Vec<BufferAccess> {
-        std::mem::take(&mut self.log.accesses)
+    /// Moves the buffer reads logged so far into the engine's observation channel
+    /// (`FsInfo::observe`, docs/architecture.md): at the end of `start` and of every step.
+    fn publish_accesses(&mut self, fs: &mut FsInfo) {
+        for access in std::mem::take(&mut self.log.accesses) {
+            fs.events.push(Event::BufferRead(access));
+        }
     }
 
     /// Does one bounded piece of work. An error ends the job (it releases everything
@@ -234,7 +239,9 @@ impl SendJob {
             return Err(Error::errno(Errno::EINVAL, "send job already finished"));
         }
         self.steps += 1;
-        match self.step_stage(fs) {
+        let result = self.step_stage(fs);
+        self.publish_accesses(fs);
+        match result {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 self.end(fs, SendStage::Failed(error.clone()));

@@ -106,21 +106,13 @@ pub fn world_from_image(
     })?;
     let mut fs = image::import_image(&file, policy)
         .map_err(|error| failure(format!("cannot import: {error}")))?;
-    fs.events.set_recording(true);
     let mut model = cowproof_engine::reference::model_fs::ModelFs::new();
     model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(fs.geometry()));
     fill_model(&mut fs, &mut model).map_err(failure)?;
-    Ok(crate::world::World {
-        fs,
-        model: model.clone(),
-        model_committed: model,
-        receiver: cowproof_engine::reference::model_fs::ModelFs::new(),
-        sends: Default::default(),
-        relocations: Default::default(),
-        streams: Default::default(),
-        checks,
-        reinitialisations: Default::default(),
-    })
+    let receiver = cowproof_engine::reference::model_fs::ModelFs::new();
+    Ok(crate::world::World::with_filesystem(
+        fs, model, receiver, checks,
+    ))
 }
 
 fn fill_model(

@@ -1,6 +1,9 @@
-//! `cowproof run SCRIPT [--policy P] [--json] [--streams DIR] [--export DIR]
-//! [--image FILE] [--from IMG] [--dump-tree NAME]`: executes a script with every check
-//! after every operation ([`Checks::THOROUGH`]) and reports each operation that failed
+//! `cowproof run SCRIPT [--policy P] [--checks every|commit|end] [--json] [--streams DIR]
+//! [--export DIR] [--image FILE] [--from IMG] [--dump-tree NAME]`: executes a script,
+//! checking what each operation touched and whole filesystems at commit points
+//! ([`Checks::COMMIT`], linear in the script's length; `--checks every` runs every check
+//! after every operation, `--checks end` leaves the whole checks to the end; see
+//! docs/oracles.md, "Cost of the checks"), and reports each operation that failed
 //! with its errno (as the timeline shows it), each violation with its line, each unmet
 //! expectation and the verdict. `--json` carries the same, the failed operations under
 //! `failed_operations`; `--dump-tree` then prints one tree of the final world
@@ -27,6 +30,11 @@ pub struct RunArgs {
     /// The send policy; overrides the script's `policy` line.
     #[arg(long, value_parser = super::parse_policy)]
     pub policy: Option<Policy>,
+    /// When the costly checks run: `every` operation (fsck and the whole model
+    /// differential after each), at `commit` points (what each operation touched after
+    /// it, whole filesystems at commits, snapshots, sends and the end), or at the `end`.
+    #[arg(long, default_value = "commit", value_parser = parse_checks)]
+    pub checks: Checks,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +54,10 @@ pub struct RunArgs {
     /// subvolume or snapshot name, `root`, `fs`, or a tree id.
     #[arg(long, value_name = "NAME")]
     pub dump_tree: Option<String>,
+}
+
+fn parse_checks(text: &str) -> Result<Checks, String> {
+    Checks::named(text).ok_or_else(|| format!("unknown checks `{text}` (every, commit, end)"))
 }
 
 /// A script read from a file, with the line of each statement.
@@ -78,7 +90,7 @@ pub fn execute(args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let loaded = load_script(&args.script)?;
     let options = RunOptions {
         policy: args.policy,
-        checks: Checks::THOROUGH,
+        checks: args.checks,
     };
     let mut report = match &args.from {
         Some(image) => {

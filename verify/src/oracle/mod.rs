@@ -17,6 +17,7 @@ pub mod model;
 pub mod reads;
 pub mod round_trip;
 pub mod symptom;
+pub mod touched;
 
 use std::fmt;
 

@@ -37,7 +37,7 @@ pub fn compare(op: &Op, engine: Result<(), Error>, model: Result<(), Errno>) -> 
     let engine_errno = engine.as_ref().err().map(Error::to_errno);
     let mut outcome = Outcome {
         error: engine.err().as_ref().map(errno_of),
-        violations: Vec::new(),
+        ..Outcome::ok()
     };
     if engine_errno != model.err() {
         outcome.violations.push(Violation {

@@ -1,47 +1,27 @@
 //! Read consistency, as the world drives it: after every send step, the extent buffer
-//! accesses the job recorded are drained and checked against the send's ghost record
+//! reads the job made are drained from the engine's observation channel and checked
+//! against the send's ghost record
 //! ([`ghost`](super::ghost)); a block read with the wrong content is attributed to the
 //! operation that re-initialised it (`alloc_extent_buffer()` handing the same bytenr to
 //! a new tree block while send still held the old one; docs/races.md).
 
 use crate::oracle::Violation;
 use crate::world::SendRun;
+use cowproof_engine::marks::Event;
+use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::FsInfo;
-use std::collections::BTreeMap;
 
-/// For each bytenr whose held buffer was re-initialised, the statement that did it. A
-/// ghost: it does not take part in equality or hashing.
-#[derive(Clone, Debug, Default)]
-pub struct ReinitialisationLog {
-    /// Words naming the operation being applied now.
-    pub current: String,
-    /// Bytenr -> description of the re-initialisation.
-    pub by_bytenr: BTreeMap<u64, String>,
-}
-
-impl PartialEq for ReinitialisationLog {
-    fn eq(&self, _: &ReinitialisationLog) -> bool {
-        true
-    }
-}
-
-impl Eq for ReinitialisationLog {}
-
-impl std::hash::Hash for ReinitialisationLog {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
-}
-
-/// Drains the accesses of send job `name` and checks them against its ghost record.
+/// Checks the reads send job `name` made in its last step (drained from the engine's
+/// observation channel by the world) against its ghost record.
 pub fn check_reads(
     fs: &FsInfo,
-    log: &ReinitialisationLog,
     name: &str,
     run: &mut SendRun,
+    reads: &[BufferAccess],
 ) -> Vec<Violation> {
-    let accesses = run.job.drain_accesses();
     let attribute = |bytenr: u64| {
-        if let Some(words) = log.by_bytenr.get(&bytenr) {
-            return Some(words.clone());
+        if let Some(words) = reinitialised_by(fs, bytenr) {
+            return Some(words);
         }
         let handle = fs.cache().find(bytenr)?;
         let init = fs.cache().last_init(handle);
@@ -51,7 +31,30 @@ pub fn check_reads(
         ))
     };
     run.ghost
-        .check(fs, name, &accesses, &attribute)
+        .check(fs, name, reads, &attribute)
         .into_iter()
         .collect()
+}
+
+/// Who re-initialised the held buffer at `bytenr` last, in words: the operation the world
+/// was applying, its transaction, the engine's own operation, and the block's identity
+/// before and after (from the engine's event log, which keeps it across drains).
+pub fn reinitialised_by(fs: &FsInfo, bytenr: u64) -> Option<String> {
+    let reinitialisation = fs.events.last_reinitialisation(bytenr)?;
+    let Event::HeldBufferReinitialised {
+        previous_level,
+        previous_owner,
+        level,
+        owner,
+        transid,
+        operation,
+        ..
+    } = &reinitialisation.event
+    else {
+        return None;
+    };
+    Some(format!(
+        "{} (transaction {transid}, engine `{operation}`): tree {previous_owner} level {previous_level} became tree {owner} level {level}",
+        reinitialisation.during
+    ))
 }

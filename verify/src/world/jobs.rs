@@ -29,7 +29,7 @@ impl World {
             Err(error) => {
                 return Ok(Outcome {
                     error: Some(errno_of(&error)),
-                    violations: Vec::new(),
+                    ..Outcome::ok()
                 })
             }
         };
@@ -42,7 +42,8 @@ impl World {
             snapshot: snapshot.to_string(),
             parent: parent.map(str::to_string),
         };
-        let mut violations = check_reads(&self.fs, &self.reinitialisations, name, &mut run);
+        let reads = self.observe();
+        let mut violations = check_reads(&self.fs, name, &mut run, &reads);
         self.sends.insert(name.to_string(), run);
         if let Some(parent) = parent {
             // The receiving side needs the parent before the stream; it is read-only, so
@@ -60,8 +61,8 @@ impl World {
             }
         }
         Ok(Outcome {
-            error: None,
             violations,
+            ..Outcome::ok()
         })
     }
 
@@ -73,7 +74,7 @@ impl World {
         let Some(mut run) = self.sends.remove(name) else {
             return Ok(Outcome {
                 error: Some((Errno::ENOENT, format!("no running send job named {name}"))),
-                violations: Vec::new(),
+                ..Outcome::ok()
             });
         };
         let outcome = self.step_send(name, &mut run, steps);
@@ -85,7 +86,7 @@ impl World {
         if run.job.is_over() {
             return Outcome {
                 error: Some((Errno::EINVAL, format!("send job {name} is over"))),
-                violations: Vec::new(),
+                ..Outcome::ok()
             };
         }
         let mut outcome = Outcome::ok();
@@ -93,9 +94,10 @@ impl World {
         while !run.job.is_over() && steps.is_none_or(|steps| taken < steps) {
             taken += 1;
             let result = run.job.step(&mut self.fs);
+            let reads = self.observe();
             outcome
                 .violations
-                .extend(check_reads(&self.fs, &self.reinitialisations, name, run));
+                .extend(check_reads(&self.fs, name, run, &reads));
             if let Err(error) = result {
                 outcome.violations.extend(symptom::violation(
                     name,
@@ -161,7 +163,7 @@ impl World {
             }
             Err(error) => Ok(Outcome {
                 error: Some(errno_of(&error)),
-                violations: Vec::new(),
+                ..Outcome::ok()
             }),
         }
     }
@@ -177,7 +179,7 @@ impl World {
                     Errno::ENOENT,
                     format!("no running relocation job named {name}"),
                 )),
-                violations: Vec::new(),
+                ..Outcome::ok()
             });
         };
         let mut outcome = Outcome::ok();

@@ -20,17 +20,19 @@ mod dispatch;
 mod jobs;
 
 use crate::oracle::ghost::Ghost;
-use crate::oracle::{model as model_oracle, Violation, ViolationKind};
+use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
+use cowproof_engine::marks::Marks;
 use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::relocation::RelocationJob;
+use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
 use std::collections::BTreeMap;
 
-pub use crate::oracle::reads::ReinitialisationLog;
-
-/// Which of the costly checks run after every operation.
+/// Which of the costly checks run, and when (docs/oracles.md, "Cost of the checks").
+/// `cowproof run --checks every|commit|end` chooses among [`Checks::THOROUGH`],
+/// [`Checks::COMMIT`] (the default) and [`Checks::FAST`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Checks {
     /// fsck after every operation (otherwise only at the end of a run).
@@ -38,21 +40,47 @@ pub struct Checks {
     /// Compare the engine's subvolumes with the model after every operation (otherwise
     /// only errnos are compared, and content at the end of a run).
     pub model_content_every_operation: bool,
+    /// Compare with the model, after every operation, the paths it touched
+    /// ([`oracle::touched`](crate::oracle::touched)): a cost independent of the size of
+    /// the filesystem.
+    pub touched_every_operation: bool,
+    /// fsck and whole model content at every commit point: an operation that committed
+    /// a transaction (a commit, a snapshot, a relocation's commit, a remount), a crash, a
+    /// send that starts or finishes.
+    pub whole_at_commit_points: bool,
     /// fsck and model content at the end of a run.
     pub end_of_run: bool,
 }
 
 impl Checks {
-    /// Everything after every operation: scripts and regression replay.
+    /// Everything after every operation (`--checks every`): small scripts, regression
+    /// replay, `cowproof replay`. Quadratic in the length of a script.
     pub const THOROUGH: Checks = Checks {
         fsck_every_operation: true,
         model_content_every_operation: true,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: true,
     };
-    /// Cheap checks per operation, full checks at the end: fuzzing and exploration.
+
+    /// What each operation touched after it, whole filesystems at commit points and at
+    /// the end (`--checks commit`, the default of `cowproof run`): linear in the length
+    /// of a script that commits a bounded number of times.
+    pub const COMMIT: Checks = Checks {
+        fsck_every_operation: false,
+        model_content_every_operation: false,
+        touched_every_operation: true,
+        whole_at_commit_points: true,
+        end_of_run: true,
+    };
+
+    /// Cheap checks per operation, full checks at the end (`--checks end`): fuzzing and
+    /// exploration.
     pub const FAST: Checks = Checks {
         fsck_every_operation: false,
         model_content_every_operation: false,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: true,
     };
 
@@ -63,8 +91,43 @@ impl Checks {
     pub const RACES: Checks = Checks {
         fsck_every_operation: false,
         model_content_every_operation: false,
+        touched_every_operation: false,
+        whole_at_commit_points: false,
         end_of_run: false,
     };
+
+    /// The names `--checks` takes, with their settings.
+    pub const NAMED: [(&'static str, Checks); 3] = [
+        ("every", Checks::THOROUGH),
+        ("commit", Checks::COMMIT),
+        ("end", Checks::FAST),
+    ];
+
+    /// The setting `--checks NAME` names.
+    pub fn named(name: &str) -> Option<Checks> {
+        Checks::NAMED
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, checks)| *checks)
+    }
+
+    /// The name of this setting (`races` for [`Checks::RACES`], `custom` for any other).
+    pub fn name(self) -> &'static str {
+        if self == Checks::RACES {
+            return "races";
+        }
+        Checks::NAMED
+            .iter()
+            .find(|(_, checks)| *checks == self)
+            .map_or("custom", |(name, _)| name)
+    }
+}
+
+impl Default for Checks {
+    /// [`Checks::COMMIT`].
+    fn default() -> Checks {
+        Checks::COMMIT
+    }
 }
 
 /// A send job with its ghost record.
@@ -87,6 +150,8 @@ pub struct Outcome {
     pub error: Option<(Errno, String)>,
     /// Oracles that fired.
     pub violations: Vec<Violation>,
+    /// The engine's coverage marks the operation hit (a ghost: equal whatever they are).
+    pub marks: Marks,
 }
 
 impl Outcome {
@@ -94,6 +159,7 @@ impl Outcome {
         Outcome {
             error: None,
             violations: Vec::new(),
+            marks: Marks::default(),
         }
     }
 }
@@ -122,8 +188,8 @@ pub struct World {
     pub streams: BTreeMap<String, Vec<u8>>,
     /// Which checks run after each operation.
     pub checks: Checks,
-    /// Who re-initialised held buffers (history for reports; not part of the state).
-    pub reinitialisations: ReinitialisationLog,
+    /// The marks the operation being applied hit so far (a ghost, like the engine's).
+    observed_marks: Marks,
 }
 
 pub(crate) fn errno_of(error: &Error) -> (Errno, String) {
@@ -133,22 +199,36 @@ pub(crate) fn errno_of(error: &Error) -> (Errno, String) {
 impl World {
     /// A fresh filesystem.
     pub fn new(geometry: Geometry, policy: Policy, checks: Checks) -> Result<World, Error> {
-        let mut fs = FsInfo::mkfs(geometry, policy)?;
-        fs.events.set_recording(true);
-        let mut model = ModelFs::new();
+        let fs = FsInfo::mkfs(geometry, policy)?;
+        let space_budget_bytes = model_space_budget_bytes(&geometry);
+        let mut model = ModelFs::with_space_budget(space_budget_bytes);
         model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(&geometry));
         model.set_block_bytes(geometry.sectorsize_bytes);
-        Ok(World {
+        let receiver = ModelFs::with_space_budget(space_budget_bytes);
+        Ok(World::with_filesystem(fs, model, receiver, checks))
+    }
+
+    /// A world over an existing filesystem `fs` whose content `model` mirrors (an image
+    /// imported from a real btrfs), with no job running; turns on the engine's event
+    /// recording, which the oracles read.
+    pub fn with_filesystem(
+        mut fs: FsInfo,
+        model: ModelFs,
+        receiver: ModelFs,
+        checks: Checks,
+    ) -> World {
+        fs.events.set_recording(true);
+        World {
             fs,
             model: model.clone(),
             model_committed: model,
-            receiver: ModelFs::new(),
+            receiver,
             sends: BTreeMap::new(),
             relocations: BTreeMap::new(),
             streams: BTreeMap::new(),
             checks,
-            reinitialisations: ReinitialisationLog::default(),
-        })
+            observed_marks: Marks::default(),
+        }
     }
 
     /// Performs one operation and runs the oracles concerning it.
@@ -158,8 +238,9 @@ impl World {
 
     /// Like [`apply`](Self::apply), naming the operation `label` in reports.
     pub fn apply_labelled(&mut self, op: &Op, label: &str) -> Result<Outcome, ScriptError> {
-        self.reinitialisations.current = label.to_string();
+        self.fs.events.begin_operation(label);
         let generation = self.fs.generation();
+        let send_over_before = self.send_over(op);
         let mut outcome = match op {
             Op::SendStart {
                 job,
@@ -189,42 +270,43 @@ impl World {
                 }
             },
         };
-        self.note_reinitialisations();
-        if self.fs.generation() != generation {
+        self.observe();
+        outcome.marks = std::mem::take(&mut self.observed_marks);
+        let committed = self.fs.generation() != generation;
+        if committed {
             self.model_committed = self.model.clone();
         }
-        let quiescent = self.fs.commit_in_progress().is_none();
-        if self.checks.fsck_every_operation && quiescent {
-            outcome.violations.extend(self.fsck());
-        }
-        if self.checks.model_content_every_operation {
-            outcome
-                .violations
-                .extend(model_oracle::content_differences(&mut self.fs, &self.model));
-        }
+        let commit_point = committed || is_commit_point(op, send_over_before, self);
+        outcome
+            .violations
+            .extend(self.checks_after(op, commit_point));
         Ok(outcome)
     }
 
-    fn note_reinitialisations(&mut self) {
-        for event in self.fs.events.drain() {
-            if let cowproof_engine::marks::Event::HeldBufferReinitialised {
-                bytenr,
-                previous_level,
-                previous_owner,
-                level,
-                owner,
-                transid,
-                operation,
-                ..
-            } = event
-            {
-                let words = format!(
-                    "{} (transaction {transid}, engine `{operation}`): tree {previous_owner} level {previous_level} became tree {owner} level {level}",
-                    self.reinitialisations.current
-                );
-                self.reinitialisations.by_bytenr.insert(bytenr, words);
-            }
+    /// The costly checks [`Checks`] asks for after `op`.
+    fn checks_after(&mut self, op: &Op, commit_point: bool) -> Vec<Violation> {
+        let whole = self.checks.whole_at_commit_points && commit_point;
+        let quiescent = self.fs.commit_in_progress().is_none();
+        let mut violations = Vec::new();
+        if (self.checks.fsck_every_operation || whole) && quiescent {
+            violations.extend(self.fsck());
         }
+        if self.checks.model_content_every_operation || whole {
+            violations.extend(model_oracle::content_differences(&mut self.fs, &self.model));
+        } else if self.checks.touched_every_operation {
+            violations.extend(touched::touched_differences(&mut self.fs, &self.model, op));
+        }
+        violations
+    }
+
+    /// Drains the engine's observation channel (docs/architecture.md, "One observation
+    /// channel"): keeps the marks for this operation's outcome and returns the send reads.
+    /// The other events need no keeping: the engine's log remembers who re-initialised
+    /// each held buffer ([`oracle::reads`](crate::oracle::reads) asks it).
+    pub(crate) fn observe(&mut self) -> Vec<BufferAccess> {
+        let observation = self.fs.observe();
+        self.observed_marks.absorb(&observation.marks);
+        observation.reads().cloned().collect()
     }
 
     /// The checks that run at the end of a run: fsck and model content (none when the
@@ -273,7 +355,45 @@ impl World {
         }
         Outcome {
             error: result.err().as_ref().map(errno_of),
-            violations: Vec::new(),
+            ..Outcome::ok()
         }
     }
 }
+
+impl World {
+    /// Whether the send job `op` steps is over (`None` for any other operation).
+    fn send_over(&self, op: &Op) -> Option<bool> {
+        match op {
+            Op::SendStep { job, .. } | Op::SendFinish { job } => Some(
+                self.sends
+                    .get(job.as_str())
+                    .is_some_and(|run| run.job.is_over()),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// The model's space budget (and the receiving side's): its default, or the device's
+/// size when that is larger, so that a script on a `default` geometry (64 GiB) can hold
+/// what the engine holds (10^5 files of a page each are 400 MiB of the model's
+/// accounting). The small geometries of fuzzing and exploration keep the default.
+fn model_space_budget_bytes(geometry: &Geometry) -> u64 {
+    cowproof_engine::reference::model_fs::SPACE_BUDGET_DEFAULT_BYTES.max(geometry.device_bytes)
+}
+
+/// Whether `op`, which did not commit a transaction, is still a point where whole
+/// filesystems are compared: a crash or a remount (the filesystem is mounted again), a
+/// send that starts, or a send step that ended its job.
+fn is_commit_point(op: &Op, send_over_before: Option<bool>, world: &World) -> bool {
+    match op {
+        Op::Crash | Op::Remount | Op::SendStart { .. } => true,
+        Op::SendStep { .. } | Op::SendFinish { .. } => {
+            send_over_before == Some(false) && world.send_over(op) == Some(true)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -166,7 +166,7 @@ fn step_until_the_bad_read(
         }
         let held_before = held_levels(&run.job);
         let result = run.job.step(&mut world.fs);
-        let accesses = run.job.drain_accesses();
+        let accesses: Vec<_> = world.fs.observe().reads().cloned().collect();
         let inconsistent = run
             .ghost
             .check(&world.fs, job, &accesses, &|_| None)
@@ -202,7 +202,7 @@ fn step_until_the_bad_read(
         return Ok(Moment {
             expected: run.ghost.images.get(&bytenr).cloned(),
             commit_root_blocks: run.ghost.images.clone(),
-            reinitialised_by: world.reinitialisations.by_bytenr.get(&bytenr).cloned(),
+            reinitialised_by: crate::oracle::reads::reinitialised_by(&world.fs, bytenr),
             job: job.to_string(),
             statement_index,
             step,
