@@ -2,7 +2,7 @@
 //! deterministic SplitMix64 generator (the one docs/script-language.md specifies for
 //! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the host programs
 //! the real-kernel tests and `cowproof conform` run ([`find_program`],
-//! [`kernel_has_btrfs`], [`receive_dump`]).
+//! [`kernel_has_btrfs`], [`run_command`], [`receive_dump`]).
 //! Whether a test may run without them is the business of the libtest-mimic trials of
 //! `engine/tests/support/trials.rs` (ignored on a developer machine, failed under
 //! `CI=true`).
@@ -242,6 +242,25 @@ pub fn kernel_has_btrfs() -> bool {
             .arg("btrfs")
             .output()
             .is_ok_and(|output| output.status.success())
+}
+
+/// Runs `command` to its end: its standard output, or `Err` naming the command with its
+/// exit status and output (the real-kernel tests' and `cowproof conform`'s runs of
+/// mkfs.btrfs, mount, umount and btrfs).
+pub fn run_command(command: &mut std::process::Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .map_err(|error| format!("{shown}: cannot run: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{shown}: {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Runs `btrfs receive --dump` on `stream` (written to a temporary file): `Err` with its

@@ -3,10 +3,10 @@
 //! mounts. [`prerequisites`] is the one check; [`super::trials`] turns a missing piece
 //! into an *ignored* trial on a developer machine and a failed one under `CI=true`.
 
+pub use cowproof_engine::testing::run_command as run;
 use cowproof_engine::testing::{find_program, kernel_has_btrfs};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// What a real-receive test runs.
 #[derive(Clone, Debug)]
@@ -77,21 +77,4 @@ pub fn prerequisites(needs: Needs) -> Result<Host, String> {
         btrfs: Some(btrfs),
         tools: Some(tools),
     })
-}
-
-/// Runs `command`; `Err` names the command and carries its stderr.
-pub fn run(command: &mut Command) -> Result<String, String> {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .map_err(|error| format!("{shown}: cannot run: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{shown}: {}\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

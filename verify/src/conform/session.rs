@@ -11,6 +11,7 @@
 //! temporary directory only once nothing is mounted there; if unmounting fails it keeps
 //! the directory and says so rather than delete through a live mount.
 
+pub use cowproof_engine::testing::run_command as run;
 use cowproof_engine::testing::{find_program, kernel_has_btrfs};
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
@@ -68,23 +69,6 @@ pub fn host_tools() -> Result<Tools, String> {
         return Err("the kernel has no btrfs".into());
     }
     Ok(Tools { btrfs, mkfs })
-}
-
-/// Runs `command`; `Err` names it and carries its output.
-pub fn run(command: &mut Command) -> Result<String, String> {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .map_err(|error| format!("{shown}: cannot run: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{shown}: {}: {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout).trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A mounted scratch btrfs; unmounted and removed on drop.
