@@ -65,6 +65,9 @@ pub struct FsInfo {
     pub(crate) running: Option<Transaction>,
     pub(crate) next_root_id: u64,
     pub(crate) last_reloc_trans: u64,
+    /// Only with `reloc-trans-before-unpin` ablated: the transid a finished commit has
+    /// yet to record in `last_reloc_trans` (`transaction.rs`).
+    pub(crate) late_reloc_trans: Option<u64>,
     pub(crate) relocation_running: bool,
     pub(crate) relocation_cow: bool,
     pub(crate) sends_in_progress: u32,
@@ -105,6 +108,7 @@ impl FsInfo {
             running: None,
             next_root_id: objectid::FIRST_FREE,
             last_reloc_trans: 0,
+            late_reloc_trans: None,
             relocation_running: false,
             relocation_cow: false,
             sends_in_progress: 0,
@@ -225,6 +229,7 @@ impl FsInfo {
         let device = std::mem::take(&mut self.device);
         let marks = std::mem::take(&mut self.marks);
         let events = std::mem::take(&mut self.events);
+        self.record_late_reloc_trans();
         let relocation_state = (self.last_reloc_trans, self.relocation_running);
         *self = FsInfo::mount(device, self.geometry, self.policy)?;
         (self.last_reloc_trans, self.relocation_running) = relocation_state;

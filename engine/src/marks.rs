@@ -46,6 +46,9 @@ pub enum Mark {
     /// A send cloned a range from the snapshot being sent: an earlier inode, or an
     /// earlier range of the same file.
     SendClonedFromSendRoot,
+    /// A send commit-root search went on to its next level after a commit that began
+    /// after it took its root (seed 2's window on the search path).
+    SearchSpannedCommit,
 }
 
 /// Counters of marks hit.

@@ -22,6 +22,10 @@ pub struct InodeChanges {
     /// Data extents the send snapshot's changed extent items name, as the walk read them
     /// (disk_bytenr, file offset) — the backref check of `find_extent_clone()`.
     pub walked_extents: Vec<(u64, u64)>,
+    /// Whether the walk saw an item of the inode in the send snapshot.
+    pub in_send: bool,
+    /// Whether the walk saw an item of the inode in the parent snapshot.
+    pub in_parent: bool,
 }
 
 /// Every changed inode, by inode number.
@@ -64,6 +68,8 @@ impl ChangeSet {
             return Ok(());
         }
         let inode = self.inodes.entry(key.objectid).or_default();
+        inode.in_send |= !matches!(change, ItemChange::Deleted { .. });
+        inode.in_parent |= !matches!(change, ItemChange::New { .. });
         if key.item_type != item_type::EXTENT_DATA {
             return Ok(());
         }

@@ -686,3 +686,126 @@ fn a_data_pointer_changed_under_an_unchanged_inode_does_not_break_incremental_se
     assert_round_trip(&mut fs, &["base", "snap"]);
     fs.check().expect("fsck");
 }
+
+/// Seed 2 on the search path: a send whose `__get_inode_info()` descent holds the commit
+/// root node of its snapshot, a snapshot of that snapshot COWs and frees the node, the
+/// commit unpins it, a write reuses it, and the descent goes on with the reused buffer.
+/// Without a private clone of the root the search reads another tree's block; with one
+/// (clone-root and every later policy) it finishes the lookup and the send round-trips.
+fn seed2_on_the_search_path(policy: SendPolicy) -> (Result<(), crate::Error>, u64) {
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), policy).expect("mkfs");
+    let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+    for name in ["a", "b", "c"] {
+        fs.write(vol, &[name], 0, name.repeat(4).as_bytes())
+            .expect("write");
+    }
+    fs.snapshot("vol", "snap", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
+    while *job.stage() == SendStage::Walk {
+        job.step(&mut fs).expect("walk step");
+    }
+    assert_eq!(job.stage(), &SendStage::Lookup);
+    job.step(&mut fs)
+        .expect("the first lookup takes the commit root");
+    let (root_id, held) = job.lookup_held().expect("a descent runs");
+    assert_eq!(root_id, job.send_root());
+    let root = fs.commit_root_of(root_id).expect("commit root");
+    let held_root = held.nodes[usize::from(root.level)]
+        .as_ref()
+        .expect("the descent holds the root");
+    assert_eq!(held_root.bytenr(), root.bytenr);
+    fs.snapshot("snap", "snap2", true)
+        .expect("snapshot of the send root");
+    assert_ne!(
+        fs.commit_root_of(root_id).expect("commit root").bytenr,
+        root.bytenr,
+        "the snapshot COWed the root node"
+    );
+    for name in ["d", "e"] {
+        fs.write(vol, &[name], 0, name.repeat(4).as_bytes())
+            .expect("write");
+    }
+    let reused = fs.marks.count(crate::marks::Mark::BufferReusedWhileHeld);
+    let spanned = fs.marks.count(crate::marks::Mark::SearchSpannedCommit);
+    let outcome = job.finish(&mut fs);
+    assert_eq!(
+        fs.marks.count(crate::marks::Mark::SearchSpannedCommit),
+        spanned + 1
+    );
+    if outcome.is_ok() {
+        assert_eq!(
+            job.lookups_done(),
+            10,
+            "four inode items, three names and three data extents"
+        );
+    }
+    assert_eq!(fs.cache().holders_total(), 0, "an ended send holds nothing");
+    (outcome, reused)
+}
+
+#[test]
+fn seed2_reproduces_on_the_search_path_without_a_root_clone() {
+    let (outcome, reused) = seed2_on_the_search_path(SendPolicy::Unprotected);
+    assert_eq!(reused, 1, "the write reused the node the descent holds");
+    let error = outcome.expect_err("the descent read another tree's block");
+    eprintln!("unprotected: {error:?}");
+    assert!(
+        matches!(
+            error.to_errno(),
+            Errno::ENOENT | Errno::EIO | Errno::EUCLEAN
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn seed2_search_path_is_closed_by_the_root_clone() {
+    for policy in [
+        SendPolicy::CloneRoot,
+        SendPolicy::Exclusive,
+        SendPolicy::Concurrent,
+    ] {
+        let (outcome, reused) = seed2_on_the_search_path(policy);
+        assert_eq!(reused, 0, "{policy:?}: nobody holds the freed node");
+        outcome.unwrap_or_else(|error| panic!("{policy:?}: {error}"));
+    }
+}
+
+/// Every hold ends with its job: a send aborted in the middle of its walk or of a
+/// lookup's descent, under a policy whose walk holds shared buffers, leaves no cache
+/// reference behind, and the filesystem can remount.
+#[test]
+fn an_aborted_send_releases_every_buffer_it_holds() {
+    for walk_only in [true, false] {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        for index in 0..12 {
+            fs.write(vol, &[format!("f{index:02}")], 0, b"data")
+                .expect("write");
+        }
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
+        let stop = |job: &SendJob| match walk_only {
+            true => job.steps() == 2,
+            false => job
+                .lookup_held()
+                .is_some_and(|(_, path)| path.nodes.iter().flatten().count() >= 2),
+        };
+        while !stop(&job) {
+            job.step(&mut fs).expect("step");
+        }
+        assert!(
+            fs.cache().holders_total() > 0,
+            "the job holds shared buffers"
+        );
+        assert_eq!(
+            fs.remount().map_err(|error| error.to_errno()),
+            Err(Errno::EBUSY)
+        );
+        job.abort(&mut fs);
+        assert_eq!(fs.cache().holders_total(), 0, "walk only: {walk_only}");
+        assert!(job.lookup_held().is_none());
+        assert!(job.cursors().all(|cursor| cursor.path.is_empty()));
+        fs.remount().expect("nothing is held");
+    }
+}
