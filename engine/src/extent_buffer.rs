@@ -223,9 +223,14 @@ pub fn lower_bound<T>(slots: &[T], key: &Key, key_of: impl Fn(&T) -> &Key) -> us
     while size > 1 {
         let half = size / 2;
         let middle = base + half;
-        if key_below(key_of(&slots[middle]), key) {
-            base = middle;
-        }
+        let middle_key = key_of(&slots[middle]);
+        // Spelled out rather than through `key_below`: in this form the compiler keeps
+        // the step a conditional move (a search of 493 slots: 56 instructions instead of
+        // 74, callgrind, in a test program; `docs/hot-paths.md`).
+        let below = middle_key.objectid < key.objectid
+            || (middle_key.objectid == key.objectid
+                && (middle_key.item_type, middle_key.offset) < (key.item_type, key.offset));
+        base = if below { middle } else { base };
         size -= half;
     }
     base + usize::from(key_below(key_of(&slots[base]), key))

@@ -7,7 +7,9 @@
 //! simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
 //! block's count is the number of parent slots and root pointers naming it, counted once
 //! per distinct parent block; a data extent's count is the number of EXTENT_DATA items
-//! naming it, counted once per distinct leaf.
+//! naming it, counted once per distinct leaf. Running the delayed refs
+//! (`btrfs_run_delayed_refs()`) applies the heads in address order, merging them into the
+//! map in one pass when they are many for its size (`docs/hot-paths.md`).
 //!
 //! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
