@@ -40,6 +40,14 @@ pub enum Mark {
     RootCollapsed,
     /// A shared block was COWed (its children gained a reference).
     SharedBlockCowed,
+    /// A deduplication shared an extent into a root a running send uses.
+    DedupeIntoRootUnderSend,
+    /// Send or deduplication was refused with EAGAIN because the other used the root.
+    DedupeExclusionRefused,
+    /// The read-only flag of a root a running send uses was cleared.
+    ReadOnlyClearedUnderSend,
+    /// The read-only flag was cleared between send's check and its count of the root.
+    ReadOnlyClearedBeforeSendCounted,
 }
 
 /// Counters of marks hit.
