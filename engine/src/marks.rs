@@ -40,6 +40,8 @@ pub enum Mark {
     RootCollapsed,
     /// A shared block was COWed (its children gained a reference).
     SharedBlockCowed,
+    /// A deduplication found equal ranges and shared them.
+    DedupeShared,
     /// A deduplication shared an extent into a root a running send uses.
     DedupeIntoRootUnderSend,
     /// Send or deduplication was refused with EAGAIN because the other used the root.

@@ -12,10 +12,11 @@ use crate::oracle::{round_trip, symptom, Violation, ViolationKind};
 use crate::script::{Data, Op, RelocateTarget, ScriptPath};
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::fs::CloneSide;
+use cowproof_engine::model_fs::dedupe::ModelDedupe;
 use cowproof_engine::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
-use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
+use cowproof_engine::{Errno, Error, FsInfo, Geometry, Ingredient, Policy};
 use std::collections::BTreeMap;
 
 /// Which of the costly checks run after every operation.
@@ -295,12 +296,61 @@ impl World {
         let running = || self.sends.values().filter(|run| !run.job.is_over());
         match op {
             Op::Remount => running().next().map(|_| Errno::EBUSY),
-            Op::SubvolumeDelete { name } => running()
-                .any(|run| {
-                    run.snapshot == name.as_str() || run.parent.as_deref() == Some(name.as_str())
-                })
-                .then_some(Errno::EPERM),
+            Op::SubvolumeDelete { name } => {
+                self.sent_and_counted(name.as_str()).then_some(Errno::EPERM)
+            }
+            Op::SubvolumeSetReadOnly {
+                name,
+                read_only: false,
+            } => {
+                let guarded = self.fs.policy().has(Ingredient::RoGuard);
+                let read_only = self
+                    .model
+                    .is_read_only(name.as_str().as_bytes())
+                    .unwrap_or(false);
+                (guarded && read_only && self.sent_and_counted(name.as_str()))
+                    .then_some(Errno::EPERM)
+            }
             _ => None,
+        }
+    }
+
+    /// Whether a running send reads subvolume `name` (its snapshot or parent) and
+    /// counts itself there already (`SendJob::counts_its_roots`).
+    fn sent_and_counted(&self, name: &str) -> bool {
+        self.sends.values().any(|run| {
+            !run.job.is_over()
+                && run.job.counts_its_roots()
+                && (run.snapshot == name || run.parent.as_deref() == Some(name))
+        })
+    }
+
+    /// The model's answer to a deduplication, with the send exclusion of
+    /// `exclude-dedupe` (EAGAIN for a destination a counted send reads, decided after
+    /// the comparison, as `btrfs_extent_same()` does).
+    fn model_dedupe(&self, op: &Op) -> Result<(), Errno> {
+        let Op::Dedupe {
+            source,
+            source_offset,
+            destination,
+            destination_offset,
+            length,
+        } = op
+        else {
+            unreachable!("model_dedupe of `{op}`")
+        };
+        let answer = self.model.dedupe_range(
+            &model_path(source),
+            *source_offset,
+            &model_path(destination),
+            *destination_offset,
+            *length,
+        )?;
+        let excluded = self.fs.policy().has(Ingredient::ExcludeDedupe)
+            && self.sent_and_counted(destination.subvolume().as_str());
+        match answer {
+            ModelDedupe::Same if excluded => Err(Errno::EAGAIN),
+            ModelDedupe::Same | ModelDedupe::Empty | ModelDedupe::Differs => Ok(()),
         }
     }
 
@@ -309,11 +359,18 @@ impl World {
         match op {
             Op::Remount => self.fs.remount(),
             Op::SubvolumeDelete { name } => self.fs.delete_subvolume(name.as_str()),
+            Op::SubvolumeSetReadOnly { name, read_only } => {
+                self.fs.set_subvolume_read_only(name.as_str(), *read_only)
+            }
             other => unreachable!("`{other}` is never refused by a running job"),
         }
     }
 
     fn apply_to_both(&mut self, op: &Op) -> Pair {
+        if let Op::Dedupe { .. } = op {
+            let model = self.model_dedupe(op);
+            return (self.engine_dedupe(op), model);
+        }
         let fs = &mut self.fs;
         let model = &mut self.model;
         let engine_root =
@@ -326,6 +383,10 @@ impl World {
             Op::SubvolumeDelete { name } => (
                 fs.delete_subvolume(name.as_str()),
                 model.subvolume_delete(name.as_str().as_bytes()),
+            ),
+            Op::SubvolumeSetReadOnly { name, read_only } => (
+                fs.set_subvolume_read_only(name.as_str(), *read_only),
+                model.set_read_only(name.as_str().as_bytes(), *read_only),
             ),
             Op::Snapshot {
                 source,
@@ -436,7 +497,8 @@ impl World {
                 );
                 (engine, model_result)
             }
-            Op::Crash
+            Op::Dedupe { .. }
+            | Op::Crash
             | Op::SendStart { .. }
             | Op::SendStep { .. }
             | Op::SendFinish { .. }
@@ -446,6 +508,38 @@ impl World {
                 unreachable!("handled by apply")
             }
         }
+    }
+
+    fn engine_dedupe(&mut self, op: &Op) -> Result<(), Error> {
+        let Op::Dedupe {
+            source,
+            source_offset,
+            destination,
+            destination_offset,
+            length,
+        } = op
+        else {
+            unreachable!("engine_dedupe of `{op}`")
+        };
+        let fs = &mut self.fs;
+        let source_root = fs.subvolume_id(source.subvolume().as_str())?;
+        let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
+        let source_components = components(source);
+        let destination_components = components(destination);
+        fs.dedupe_range(
+            CloneSide {
+                root_id: source_root,
+                path: &source_components,
+                offset: *source_offset,
+            },
+            CloneSide {
+                root_id: destination_root,
+                path: &destination_components,
+                offset: *destination_offset,
+            },
+            *length,
+        )
+        .map(drop)
     }
 
     fn compare_with_model(

@@ -187,6 +187,9 @@ impl FsInfo {
         }
         self.root_mut(dst.root_id)?.dedupe_users += 1;
         let result = self.share_range(src, src_ino, dst, dst_ino, aligned_count);
+        if result.is_ok() {
+            self.marks.hit(Mark::DedupeShared);
+        }
         let root = self.root_mut(dst.root_id)?;
         assert!(
             root.dedupe_users > 0,
