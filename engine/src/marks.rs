@@ -28,7 +28,9 @@ pub enum Mark {
     SendRestartedAfterRelocation,
     /// A `concurrent`-policy send sent data as a write because its extent may be stale.
     SendCloneFellBackToWrite,
-    /// Send or relocation was refused with EAGAIN because the other was running.
+    /// An operation was refused (EAGAIN, EPERM) because a send or relocation was using
+    /// what it needed: send or relocation start, a deduplication into a root a send
+    /// uses, clearing the read-only flag of such a root.
     ExclusionRefused,
     /// A leaf split.
     LeafSplit,

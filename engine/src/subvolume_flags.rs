@@ -26,6 +26,7 @@ impl FsInfo {
         let send_users = self.root(root_id)?.send_users;
         if !read_only && send_users > 0 {
             if self.policy().has(Ingredient::RoGuard) {
+                self.marks.hit(Mark::ExclusionRefused);
                 return Err(Error::errno(
                     Errno::EPERM,
                     format!(

@@ -175,6 +175,7 @@ impl FsInfo {
         if send_users > 0 {
             if self.policy().has(Ingredient::ExcludeDedupe) {
                 self.marks.hit(Mark::DedupeExclusionRefused);
+                self.marks.hit(Mark::ExclusionRefused);
                 return Err(Error::errno(
                     Errno::EAGAIN,
                     format!(

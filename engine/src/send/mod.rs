@@ -207,6 +207,7 @@ impl SendJob {
             let dedupe_users = fs.root(root_id)?.dedupe_users;
             if policy.has(Ingredient::ExcludeDedupe) && dedupe_users > 0 {
                 fs.marks.hit(Mark::DedupeExclusionRefused);
+                fs.marks.hit(Mark::ExclusionRefused);
                 return Err(Error::errno(
                     Errno::EAGAIN,
                     format!("send: cannot use root {root_id} while deduplications are changing it ({dedupe_users} in progress)"),

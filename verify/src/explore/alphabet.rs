@@ -55,11 +55,23 @@ pub enum Letter {
     RelocateData,
     /// `relocate step r`: one step of the running relocation.
     RelocateStep,
+    /// `dedupe vol/f00 0 snap/f00 0 1`: FIDEDUPERANGE of equal ranges into the
+    /// snapshot being sent (it COWs the snapshot's leaf), while the send runs. Before
+    /// the send starts it is no race: the kernel's send commits a root changed since
+    /// its last commit first (`ensure_commit_roots_uptodate()`), which the model leaves
+    /// out (`docs/bug-zoo.md`).
+    DedupeIntoSnapshot,
+    /// `subvol set snap rw`: clears the read-only flag of the snapshot being sent, while
+    /// it is read-only.
+    SetSnapshotWritable,
+    /// `write snap/wN 0 "w"`: a new file in the snapshot being sent, once it is
+    /// writable.
+    WriteSnapshot,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 12] = [
+    pub const ALL: [Letter; 15] = [
         Letter::SendStart,
         Letter::SendStep,
         Letter::SnapshotOfSendRoot,
@@ -72,6 +84,9 @@ impl Letter {
         Letter::RelocateMetadata,
         Letter::RelocateData,
         Letter::RelocateStep,
+        Letter::DedupeIntoSnapshot,
+        Letter::SetSnapshotWritable,
+        Letter::WriteSnapshot,
     ];
 
     /// A short name for reports.
@@ -89,6 +104,9 @@ impl Letter {
             Letter::RelocateMetadata => "relocate-metadata",
             Letter::RelocateData => "relocate-data",
             Letter::RelocateStep => "relocate-step",
+            Letter::DedupeIntoSnapshot => "dedupe-into-snapshot",
+            Letter::SetSnapshotWritable => "set-snapshot-writable",
+            Letter::WriteSnapshot => "write-snapshot",
         }
     }
 
@@ -143,6 +161,18 @@ impl Letter {
                 job: job(RELOCATION_JOB),
                 steps: 1,
             }),
+            Letter::DedupeIntoSnapshot => send_running(world).then(|| dedupe_into_snapshot("f00")),
+            Letter::SetSnapshotWritable => {
+                snapshot_read_only(world).then(|| Op::SubvolumeSetReadOnly {
+                    name: name(SEND_SNAPSHOT),
+                    read_only: false,
+                })
+            }
+            Letter::WriteSnapshot => (!snapshot_read_only(world)).then(|| Op::Write {
+                path: path(SEND_SNAPSHOT, &[&fresh_entry(world, SEND_SNAPSHOT, "w")]),
+                offset: 0,
+                data: text("w"),
+            }),
         }
     }
 
@@ -164,6 +194,26 @@ pub fn send_start() -> Op {
         snapshot: name(SEND_SNAPSHOT),
         parent: None,
     }
+}
+
+/// `dedupe vol/FILE 0 snap/FILE 0 1`: the one-byte file of the setup against its copy
+/// in the snapshot (equal, so btrfs shares it again and COWs the snapshot's leaf).
+pub fn dedupe_into_snapshot(file: &str) -> Op {
+    Op::Dedupe {
+        source: path(SOURCE, &[file]),
+        source_offset: 0,
+        destination: path(SEND_SNAPSHOT, &[file]),
+        destination_offset: 0,
+        length: 1,
+    }
+}
+
+/// Whether the snapshot being sent is read-only now.
+fn snapshot_read_only(world: &World) -> bool {
+    world
+        .model
+        .is_read_only(SEND_SNAPSHOT.as_bytes())
+        .unwrap_or(false)
 }
 
 /// Whether the send job exists and is not over.
