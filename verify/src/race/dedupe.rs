@@ -38,7 +38,7 @@ pub static RACE: RaceSpec = RaceSpec {
         Kind::WriteOther,
         Kind::XattrOther,
     ],
-    minimum_depth: 4,
+    minimum_depth: 5,
     default_depth: 6,
     window_mark: Mark::DedupeIntoRootUnderSend,
     verdicts: &[(&[Ingredient::ExcludeDedupe], Expected::SafeRefused)],
