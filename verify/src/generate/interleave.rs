@@ -3,9 +3,9 @@
 //! with snapshots of the send root or its parent, commits, writes and deletes in the
 //! sent subvolume's source, writes in another subvolume (whose one-leaf tree makes every
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
-//! metadata or data relocation steps, deduplication into the snapshot being sent, and
-//! clearing its read-only flag and writing into it (`docs/bug-zoo.md`). It ends by
-//! finishing the send and the relocation.
+//! metadata or data relocation steps, and (when a race is selected) deduplication into
+//! the snapshot being sent, clearing its read-only flag and writing into it
+//! (`docs/bug-zoo.md`). It ends by finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
 //! with EBUSY), subvolume deletion of the sent snapshots (EPERM), more than one send or
