@@ -48,6 +48,8 @@ pub struct Root {
     pub deleted: bool,
     /// Send jobs using the tree (deleting it is EPERM meanwhile).
     pub send_users: u32,
+    /// Deduplications into the tree running now (`dedupe_in_progress`).
+    pub dedupe_users: u32,
 }
 
 /// A mounted filesystem.
@@ -145,6 +147,7 @@ impl FsInfo {
             force_cow: false,
             deleted: false,
             send_users: 0,
+            dedupe_users: 0,
         }
     }
 

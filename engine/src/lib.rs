@@ -36,6 +36,7 @@ pub mod snapshot;
 pub mod splitmix;
 pub mod storage;
 pub mod stream;
+pub mod subvolume_flags;
 #[doc(hidden)]
 pub mod testing;
 pub mod transaction;
@@ -45,4 +46,4 @@ pub use error::{Error, Result};
 pub use fs_info::FsInfo;
 pub use geometry::Geometry;
 pub use key::Key;
-pub use policy::{EngineRule, Ingredient, Policy, SendPolicy};
+pub use policy::{EngineRule, Ingredient, KernelEra, Policy, SendPolicy};

@@ -42,7 +42,9 @@ pub enum Mark {
     SendRestartedAfterRelocation,
     /// A `concurrent`-policy send sent data as a write because its extent may be stale.
     SendCloneFellBackToWrite,
-    /// Send or relocation was refused with EAGAIN because the other was running.
+    /// An operation was refused (EAGAIN, EPERM) because a send or relocation was using
+    /// what it needed: send or relocation start, a deduplication into a root a send
+    /// uses, clearing the read-only flag of such a root.
     ExclusionRefused,
     /// A leaf split.
     LeafSplit,
@@ -63,6 +65,16 @@ pub enum Mark {
     /// A send commit-root search went on to its next level after a commit that began
     /// after it took its root (seed 2's window on the search path).
     SearchSpannedCommit,
+    /// A deduplication found equal ranges and shared them.
+    DedupeShared,
+    /// A deduplication shared an extent into a root a running send uses.
+    DedupeIntoRootUnderSend,
+    /// Send or deduplication was refused with EAGAIN because the other used the root.
+    DedupeExclusionRefused,
+    /// The read-only flag of a root a running send uses was cleared.
+    ReadOnlyClearedUnderSend,
+    /// The read-only flag was cleared between send's check and its count of the root.
+    ReadOnlyClearedBeforeSendCounted,
 }
 
 /// Counters of marks hit: in total, and since the last observation.

@@ -11,21 +11,32 @@
 //! | `restart` | send compares `last_reloc_trans` before each tree move and re-searches | d96b34248c2f |
 //! | `clone-leaves` | every leaf handed to send's item processing is a private clone | d96b34248c2f |
 //! | `write-fallback` | a data extent whose backref walk overlapped a relocation commit is written | d96b34248c2f |
+//! | `exclude-dedupe` | per-root send and dedupe counters: each side is EAGAIN while the other runs | 62d54f3a7fa2 (5.2) |
+//! | `ro-guard` | clearing the read-only flag of a root a send uses is EPERM | 2c68653787f9 (3.14) |
+//! | `ro-check-locked` | send checks the read-only flag in the critical section that counts it | e82c936293aa (6.13) |
 //!
 //! | named policy | ingredients | kernel era |
 //! |---|---|---|
-//! | `unprotected` | none | up to ~4.20 |
+//! | `unprotected` | none against the seed races | up to ~4.20 |
 //! | `clone-root` | clone-roots | ~5.0-5.2 |
 //! | `exclusive-only` | exclude-relocation, exclude-send | 9e967495 without the clone fix |
 //! | `exclusive` | clone-roots, exclude-relocation, exclude-send | 5.3-5.16 |
 //! | `concurrent` | clone-roots, restart, clone-leaves, write-fallback | 5.17+ |
 //!
-//! Spelling (parsed here and nowhere else, printed canonically): a named policy; terms
-//! joined by `+`, each a named policy or an ingredient (their union); `NAME-INGREDIENT`,
-//! a named policy without one of its ingredients; then any number of `~RULE`, each an
-//! engine rule switched off (`concurrent~pin-until-commit`). The canonical form is the
-//! name of the set if it has one, else `NAME-INGREDIENT` if one fits, else the
-//! ingredients joined by `+` in table order; ablated rules follow in table order.
+//! The five named policies are about the two seed races (send against snapshot
+//! creation, send against relocation): each also carries every protection against the
+//! later races ([`ZOO_PROTECTIONS`]), so a script written for a seed race sees only the
+//! seed race. The kernel-era policies ([`KernelEra`]) are what a real kernel had,
+//! protections against every race included (`docs/bug-zoo.md`).
+//!
+//! Spelling (parsed here and nowhere else, printed canonically): a named policy or a
+//! kernel era; `none`, the empty set; terms joined by `+`, each a named policy, a kernel
+//! era, `none` or an ingredient (their union); `NAME-INGREDIENT`, a named policy or era
+//! without one of its ingredients; then any number of `~RULE`, each an engine rule
+//! switched off (`concurrent~pin-until-commit`). The canonical form is the name of the
+//! set if it has one (a named policy before an era), else `NAME-INGREDIENT` if one
+//! fits, else the ingredients joined by `+` in table order (`none` when there are
+//! none); ablated rules follow in table order.
 //!
 //! Invariant: printing then parsing gives the same policy, for every set.
 
@@ -47,17 +58,27 @@ pub enum Ingredient {
     CloneLeaves,
     /// A data extent whose backref walk overlapped a relocation commit is sent as a write.
     WriteFallback,
+    /// Send and deduplication count themselves per root (`send_in_progress`,
+    /// `dedupe_in_progress`) and each is EAGAIN while the other uses the root.
+    ExcludeDedupe,
+    /// Clearing the read-only flag of a root a send uses is EPERM.
+    RoGuard,
+    /// Send checks the read-only flag inside the critical section that counts it.
+    RoCheckLocked,
 }
 
 impl Ingredient {
     /// Every ingredient, in table order.
-    pub const ALL: [Ingredient; 6] = [
+    pub const ALL: [Ingredient; 9] = [
         Ingredient::CloneRoots,
         Ingredient::ExcludeRelocation,
         Ingredient::ExcludeSend,
         Ingredient::Restart,
         Ingredient::CloneLeaves,
         Ingredient::WriteFallback,
+        Ingredient::ExcludeDedupe,
+        Ingredient::RoGuard,
+        Ingredient::RoCheckLocked,
     ];
 
     /// The name used in policies, scripts and on the command line.
@@ -69,11 +90,14 @@ impl Ingredient {
             Ingredient::Restart => "restart",
             Ingredient::CloneLeaves => "clone-leaves",
             Ingredient::WriteFallback => "write-fallback",
+            Ingredient::ExcludeDedupe => "exclude-dedupe",
+            Ingredient::RoGuard => "ro-guard",
+            Ingredient::RoCheckLocked => "ro-check-locked",
         }
     }
 
-    const fn bit(self) -> u8 {
-        1 << (self as u8)
+    const fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 
     fn from_name(text: &str) -> Option<Ingredient> {
@@ -172,16 +196,46 @@ impl SendPolicy {
         }
     }
 
-    /// The ingredients of this policy, in table order.
+    /// The ingredients of this policy, in table order: its protections against the seed
+    /// races, then [`ZOO_PROTECTIONS`].
     pub const fn ingredients(self) -> &'static [Ingredient] {
         use Ingredient::*;
         match self {
-            SendPolicy::Unprotected => &[],
-            SendPolicy::CloneRoot => &[CloneRoots],
-            SendPolicy::ExclusiveOnly => &[ExcludeRelocation, ExcludeSend],
-            SendPolicy::Exclusive => &[CloneRoots, ExcludeRelocation, ExcludeSend],
-            SendPolicy::Concurrent => &[CloneRoots, Restart, CloneLeaves, WriteFallback],
+            SendPolicy::Unprotected => &[ExcludeDedupe, RoGuard, RoCheckLocked],
+            SendPolicy::CloneRoot => &[CloneRoots, ExcludeDedupe, RoGuard, RoCheckLocked],
+            SendPolicy::ExclusiveOnly => &[
+                ExcludeRelocation,
+                ExcludeSend,
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+            ],
+            SendPolicy::Exclusive => &[
+                CloneRoots,
+                ExcludeRelocation,
+                ExcludeSend,
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+            ],
+            SendPolicy::Concurrent => &[
+                CloneRoots,
+                Restart,
+                CloneLeaves,
+                WriteFallback,
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+            ],
         }
+    }
+
+    /// The ingredients against the seed races alone (the table of `docs/policies.md`).
+    pub fn seed_race_ingredients(self) -> impl Iterator<Item = Ingredient> {
+        self.ingredients()
+            .iter()
+            .copied()
+            .filter(|ingredient| !ZOO_PROTECTIONS.contains(ingredient))
     }
 
     fn from_name(text: &str) -> Option<SendPolicy> {
@@ -197,11 +251,114 @@ impl fmt::Display for SendPolicy {
     }
 }
 
+/// The protections against the races after the two seed races, which every named
+/// policy carries (see the module documentation).
+pub const ZOO_PROTECTIONS: [Ingredient; 3] = [
+    Ingredient::ExcludeDedupe,
+    Ingredient::RoGuard,
+    Ingredient::RoCheckLocked,
+];
+
+/// A real kernel's state: the set of ingredients a release had (`docs/bug-zoo.md`
+/// gives the table with its commits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelEra {
+    /// Linux 4.19: no protection against the seed races; `ro-guard` (3.14).
+    Linux4_19,
+    /// Linux 5.2: root clones (seed 2 fix), the send/dedupe exclusion.
+    Linux5_2,
+    /// Linux 5.3: the send/relocation exclusion (9e967495).
+    Linux5_3,
+    /// Linux 5.16: the last kernel with the send/relocation exclusion.
+    Linux5_16,
+    /// Linux 5.17: concurrent send and relocation (d96b34248c2f).
+    Linux5_17,
+    /// Linux 6.12: the last kernel whose send checks the read-only flag unlocked.
+    Linux6_12,
+    /// Linux 6.13: the read-only check under the root item lock (e82c936293aa).
+    Linux6_13,
+}
+
+impl KernelEra {
+    /// Every era, oldest first.
+    pub const ALL: [KernelEra; 7] = [
+        KernelEra::Linux4_19,
+        KernelEra::Linux5_2,
+        KernelEra::Linux5_3,
+        KernelEra::Linux5_16,
+        KernelEra::Linux5_17,
+        KernelEra::Linux6_12,
+        KernelEra::Linux6_13,
+    ];
+
+    /// The name used in scripts and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelEra::Linux4_19 => "linux-4.19",
+            KernelEra::Linux5_2 => "linux-5.2",
+            KernelEra::Linux5_3 => "linux-5.3",
+            KernelEra::Linux5_16 => "linux-5.16",
+            KernelEra::Linux5_17 => "linux-5.17",
+            KernelEra::Linux6_12 => "linux-6.12",
+            KernelEra::Linux6_13 => "linux-6.13",
+        }
+    }
+
+    /// The ingredients the release had, in table order.
+    pub const fn ingredients(self) -> &'static [Ingredient] {
+        use Ingredient::*;
+        match self {
+            KernelEra::Linux4_19 => &[RoGuard],
+            KernelEra::Linux5_2 => &[CloneRoots, ExcludeDedupe, RoGuard],
+            KernelEra::Linux5_3 | KernelEra::Linux5_16 => &[
+                CloneRoots,
+                ExcludeRelocation,
+                ExcludeSend,
+                ExcludeDedupe,
+                RoGuard,
+            ],
+            KernelEra::Linux5_17 | KernelEra::Linux6_12 => &[
+                CloneRoots,
+                Restart,
+                CloneLeaves,
+                WriteFallback,
+                ExcludeDedupe,
+                RoGuard,
+            ],
+            KernelEra::Linux6_13 => &[
+                CloneRoots,
+                Restart,
+                CloneLeaves,
+                WriteFallback,
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+            ],
+        }
+    }
+
+    fn from_name(text: &str) -> Option<KernelEra> {
+        KernelEra::ALL.into_iter().find(|era| era.name() == text)
+    }
+}
+
+impl fmt::Display for KernelEra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<KernelEra> for Policy {
+    fn from(era: KernelEra) -> Policy {
+        Policy::of(era.ingredients())
+    }
+}
+
 /// What send does against its races (a set of ingredients) and which engine rules are
 /// switched off for an ablation experiment (none, unless [`Policy::ablating`] said so).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Policy {
-    ingredients: u8,
+    ingredients: u16,
     ablated_rules: u8,
 }
 
@@ -288,6 +445,17 @@ impl Policy {
             .filter(move |&rule| !self.enforces(rule))
     }
 
+    /// The kernel era with exactly these ingredients and no ablated rule, if any.
+    pub fn era(self) -> Option<KernelEra> {
+        (self.ablated_rules == 0)
+            .then(|| {
+                KernelEra::ALL
+                    .into_iter()
+                    .find(|&era| Policy::from(era).ingredients == self.ingredients)
+            })
+            .flatten()
+    }
+
     /// The named policy with exactly these ingredients and no ablated rule, if any.
     pub fn named(self) -> Option<SendPolicy> {
         (self.ablated_rules == 0)
@@ -312,10 +480,16 @@ impl Policy {
         if let Some(named) = base.named() {
             return f.write_str(named.name());
         }
-        for named in SendPolicy::ALL.into_iter().rev() {
-            for &ingredient in named.ingredients() {
-                if Policy::from(named).without(ingredient) == base {
-                    return write!(f, "{named}-{ingredient}");
+        if let Some(era) = base.era() {
+            return f.write_str(era.name());
+        }
+        if base.ingredients == 0 {
+            return f.write_str(EMPTY_SET);
+        }
+        for (name, whole) in removable_sets() {
+            for ingredient in whole.ingredients() {
+                if whole.without(ingredient) == base {
+                    return write!(f, "{name}-{ingredient}");
                 }
             }
         }
@@ -364,27 +538,53 @@ impl fmt::Display for UnknownPolicy {
 
 impl std::error::Error for UnknownPolicy {}
 
+/// The spelling of the empty set of ingredients.
+const EMPTY_SET: &str = "none";
+
+/// The sets `NAME-INGREDIENT` may start from, by name: the named policies (newest
+/// first), then the kernel eras (newest first).
+fn removable_sets() -> impl Iterator<Item = (&'static str, Policy)> {
+    let named = SendPolicy::ALL
+        .into_iter()
+        .rev()
+        .map(|named| (named.name(), Policy::from(named)));
+    let eras = KernelEra::ALL
+        .into_iter()
+        .rev()
+        .map(|era| (era.name(), Policy::from(era)));
+    named.chain(eras)
+}
+
 fn expected_forms() -> String {
     let named: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
+    let eras: Vec<&str> = KernelEra::ALL.iter().map(|era| era.name()).collect();
     let ingredients: Vec<&str> = Ingredient::ALL.iter().map(|i| i.name()).collect();
     format!(
-        "a policy ({}), ingredients joined by `+` ({}), or NAME-INGREDIENT",
+        "a policy ({}), a kernel era ({}), `{EMPTY_SET}`, ingredients joined by `+` ({}), or NAME-INGREDIENT",
         named.join(", "),
+        eras.join(", "),
         ingredients.join(", ")
     )
 }
 
-/// One `+` term: a named policy, an ingredient, or a named policy without one of its own.
+/// One `+` term: a named policy, a kernel era, `none`, an ingredient, or a named policy
+/// or era without one of its own.
 fn parse_term(term: &str) -> Result<Policy, UnknownPolicy> {
     if let Some(named) = SendPolicy::from_name(term) {
         return Ok(Policy::from(named));
     }
+    if let Some(era) = KernelEra::from_name(term) {
+        return Ok(Policy::from(era));
+    }
+    if term == EMPTY_SET {
+        return Ok(Policy::of(&[]));
+    }
     if let Some(ingredient) = Ingredient::from_name(term) {
         return Ok(Policy::of(&[ingredient]));
     }
-    for named in SendPolicy::ALL {
+    for (named, whole) in removable_sets() {
         let Some(rest) = term
-            .strip_prefix(named.name())
+            .strip_prefix(named)
             .and_then(|rest| rest.strip_prefix('-'))
         else {
             continue;
@@ -392,12 +592,12 @@ fn parse_term(term: &str) -> Result<Policy, UnknownPolicy> {
         let Some(ingredient) = Ingredient::from_name(rest) else {
             continue;
         };
-        if !Policy::from(named).has(ingredient) {
+        if !whole.has(ingredient) {
             return Err(UnknownPolicy(format!(
                 "policy `{term}`: {named} has no ingredient {ingredient} to remove"
             )));
         }
-        return Ok(Policy::from(named).without(ingredient));
+        return Ok(whole.without(ingredient));
     }
     Err(UnknownPolicy(format!(
         "unknown policy `{term}` (expected {})",
@@ -447,8 +647,42 @@ impl FromStr for SendPolicy {
 mod tests {
     use super::*;
 
+    #[test]
+    fn kernel_eras_gain_protections_in_order() {
+        for pair in KernelEra::ALL.windows(2) {
+            let (older, newer) = (Policy::from(pair[0]), Policy::from(pair[1]));
+            let removed: Vec<Ingredient> = older
+                .ingredients()
+                .filter(|&ingredient| !newer.has(ingredient))
+                .collect();
+            // 5.17 dropped the send/relocation exclusion for restarts; nothing else is
+            // ever removed.
+            let allowed: &[Ingredient] = if pair[1] == KernelEra::Linux5_17 {
+                &[Ingredient::ExcludeRelocation, Ingredient::ExcludeSend]
+            } else {
+                &[]
+            };
+            assert_eq!(removed, allowed, "{} -> {}", pair[0], pair[1]);
+            assert!(older.ingredients().count() <= newer.ingredients().count() + 2);
+        }
+        assert_eq!(Policy::from(KernelEra::Linux6_13), Policy::CONCURRENT);
+        for (era, named) in [
+            (KernelEra::Linux4_19, SendPolicy::Unprotected),
+            (KernelEra::Linux5_2, SendPolicy::CloneRoot),
+            (KernelEra::Linux5_16, SendPolicy::Exclusive),
+            (KernelEra::Linux6_12, SendPolicy::Concurrent),
+        ] {
+            let seed: Vec<Ingredient> = named.seed_race_ingredients().collect();
+            let era_seed: Vec<Ingredient> = Policy::from(era)
+                .ingredients()
+                .filter(|ingredient| !ZOO_PROTECTIONS.contains(ingredient))
+                .collect();
+            assert_eq!(era_seed, seed, "{era} against {named}");
+        }
+    }
+
     fn every_policy() -> impl Iterator<Item = Policy> {
-        (0u8..64).flat_map(|ingredients| {
+        (0u16..1 << Ingredient::ALL.len()).flat_map(|ingredients| {
             (0u8..8).map(move |ablated_rules| Policy {
                 ingredients,
                 ablated_rules,
@@ -479,7 +713,22 @@ mod tests {
     #[test]
     fn printed_forms() {
         let cases = [
-            (Policy::of(&[]), "unprotected"),
+            (Policy::UNPROTECTED, "unprotected"),
+            (Policy::of(&[]), "none"),
+            (Policy::from(KernelEra::Linux5_16), "linux-5.3"),
+            (Policy::from(KernelEra::Linux6_13), "concurrent"),
+            (
+                Policy::CONCURRENT.without(Ingredient::RoCheckLocked),
+                "linux-5.17",
+            ),
+            (
+                Policy::CONCURRENT.without(Ingredient::RoGuard),
+                "concurrent-ro-guard",
+            ),
+            (
+                Policy::from(KernelEra::Linux5_2).without(Ingredient::ExcludeDedupe),
+                "linux-5.2-exclude-dedupe",
+            ),
             (
                 Policy::from(SendPolicy::Concurrent).without(Ingredient::CloneLeaves),
                 "concurrent-clone-leaves",
@@ -522,10 +771,16 @@ mod tests {
     #[test]
     fn accepted_spellings() {
         let union: Policy = "clone-root+restart".parse().expect("union");
+        assert_eq!(union, Policy::CLONE_ROOT.with(Ingredient::Restart));
+        let era: Policy = "linux-4.19+exclude-dedupe".parse().expect("era union");
         assert_eq!(
-            union,
-            Policy::of(&[Ingredient::CloneRoots, Ingredient::Restart])
+            era,
+            Policy::of(&[Ingredient::ExcludeDedupe, Ingredient::RoGuard])
         );
+        assert_eq!("none".parse::<Policy>(), Ok(Policy::of(&[])));
+        for era in KernelEra::ALL {
+            assert_eq!(era.name().parse::<Policy>(), Ok(Policy::from(era)));
+        }
         let removed: Policy = "exclusive-clone-roots".parse().expect("removed");
         assert_eq!(removed, Policy::from(SendPolicy::ExclusiveOnly));
         let ablated: Policy = "exclusive~force-cow".parse().expect("ablated");
@@ -539,6 +794,8 @@ mod tests {
             "concurrent~",
             "concurrent~bogus",
             "exclusive-bogus",
+            "linux-4.19-clone-roots",
+            "linux-9.9",
         ] {
             assert!(bad.parse::<Policy>().is_err(), "{bad:?} parsed");
         }
@@ -615,6 +872,9 @@ mod tests {
         assert_eq!(with(Ingredient::Restart), [Concurrent]);
         assert_eq!(with(Ingredient::CloneLeaves), [Concurrent]);
         assert_eq!(with(Ingredient::WriteFallback), [Concurrent]);
+        for ingredient in ZOO_PROTECTIONS {
+            assert_eq!(with(ingredient), SendPolicy::ALL);
+        }
         for named in SendPolicy::ALL {
             assert!(EngineRule::ALL
                 .into_iter()

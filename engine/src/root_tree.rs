@@ -48,6 +48,7 @@ impl FsInfo {
             force_cow: false,
             deleted: false,
             send_users: 0,
+            dedupe_users: 0,
         };
         self.roots.insert(root_id, root);
         self.mark_root_dirty(root_id);

@@ -81,6 +81,7 @@ impl FsInfo {
                 force_cow: false,
                 deleted: false,
                 send_users: 0,
+                dedupe_users: 0,
             },
         );
         self.mark_root_dirty(snapshot.root_id);

@@ -222,9 +222,17 @@ fn the_race_seeds_cover_every_generated_race_of_the_policy_matrix() {
         .iter()
         .map(|path| file_name(path).to_string())
         .collect();
+    // The races the named policies' matrix shows a violation for (the later races of
+    // docs/bug-zoo.md are safe under every named policy: their seeds are the
+    // `corpus/scripts/zoo-*.cows` scripts under the kernel eras).
     let prefixes = Race::ALL
         .into_iter()
         .filter(|race| !race.spec().generator_kinds.is_empty())
+        .filter(|race| {
+            Policy::NAMED
+                .into_iter()
+                .any(|policy| race.expected(policy) == Expected::Violation)
+        })
         .map(|race| format!("race-{}-", race.name()))
         .chain(["benign-".to_string()]);
     for prefix in prefixes {

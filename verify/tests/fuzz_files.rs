@@ -225,6 +225,8 @@ fn the_script_dictionary_has_every_word_of_the_language() {
         "start",
         "step",
         "finish",
+        "set",
+        "dedupe",
         "ro",
         "rw",
         "violation",

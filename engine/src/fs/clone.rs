@@ -110,13 +110,21 @@ impl FsInfo {
         self.finish_data_change(dst.root_id, dst_ino, dst_item.size.max(dst_end))
     }
 
-    fn opened_for_clone<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+    pub(super) fn opened_for_clone<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+    ) -> Result<u64> {
         self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?
             .ino
             .ok_or_else(|| Error::not_found("clone of a missing file"))
     }
 
-    fn regular_file_for_clone(&mut self, root_id: u64, ino: u64) -> Result<super::InodeItem> {
+    pub(super) fn regular_file_for_clone(
+        &mut self,
+        root_id: u64,
+        ino: u64,
+    ) -> Result<super::InodeItem> {
         let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         match FsInfo::inode_kind(ino, &item)? {
             super::FileKind::RegularFile => Ok(item),
@@ -127,7 +135,7 @@ impl FsInfo {
 
     /// Clones the part of `extent` inside `range` to `dst_ino` at the same relative
     /// place after `dst_offset`.
-    fn clone_one(
+    pub(super) fn clone_one(
         &mut self,
         extent: &FileExtent,
         range: (u64, u64),

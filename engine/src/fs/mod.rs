@@ -30,6 +30,7 @@
 //! the transaction).
 
 pub mod clone;
+pub mod dedupe;
 pub mod dir;
 pub mod file;
 pub mod format;
@@ -44,6 +45,7 @@ mod model_tests;
 mod tests;
 
 pub use clone::CloneSide;
+pub use dedupe::DedupeStatus;
 pub use dir::DirEntry;
 pub use file::FileExtent;
 pub use format::{file_type, name_hash, DirItem, InodeItem, InodeRef, Timespec};

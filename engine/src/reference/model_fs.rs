@@ -34,6 +34,7 @@
 
 mod content;
 mod data;
+pub mod dedupe;
 #[cfg(test)]
 mod tests;
 
@@ -538,6 +539,11 @@ impl ModelFs {
         copy.received = None;
         self.subvolumes.insert(name.to_vec(), Arc::new(copy));
         Ok(())
+    }
+
+    /// Whether subvolume `name` is read-only; ENOENT if there is none.
+    pub fn is_read_only(&self, name: &[u8]) -> Result<bool, Errno> {
+        Ok(self.subvol_ref(name)?.read_only)
     }
 
     /// Marks subvolume `name` read-only or writable.

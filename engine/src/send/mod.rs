@@ -22,6 +22,13 @@
 //! send (EAGAIN). While a job runs, its subvolumes cannot be deleted (EPERM) and the
 //! filesystem counts it in `sends_in_progress`. Whatever ends the job — success, error,
 //! abort — releases every buffer it holds and undoes those counts.
+//!
+//! Each root the job reads counts it in `send_users` (`send_in_progress` under
+//! `root_item_lock`): under `exclude-dedupe` a root with a deduplication running is
+//! EAGAIN there. Under `ro-check-locked` the read-only check is in that same critical
+//! section and `send start` does it all; without it (kernels before 6.13) the check is
+//! made first and the counting is the job's first step, so a `subvol set SNAP rw` can
+//! clear the flag in between (`docs/bug-zoo.md`).
 
 pub mod changes;
 pub mod compare;
@@ -98,6 +105,18 @@ pub struct SendJob {
     writer: StreamWriter,
     stage: SendStage,
     steps: u64,
+    counted: bool,
+}
+
+/// Send refuses a subvolume that is not read-only (EPERM).
+fn ensure_read_only(fs: &FsInfo, root_id: u64) -> Result<()> {
+    if fs.is_read_only(root_id)? {
+        return Ok(());
+    }
+    Err(Error::errno(
+        Errno::EPERM,
+        format!("send: subvolume {root_id} is not read-only"),
+    ))
 }
 
 fn hold_rules(policy: Policy) -> HoldRules {
@@ -119,12 +138,7 @@ impl SendJob {
         let send_root = fs.subvolume_id(name)?;
         let parent_root = parent.map(|parent| fs.subvolume_id(parent)).transpose()?;
         for root_id in std::iter::once(send_root).chain(parent_root) {
-            if !fs.is_read_only(root_id)? {
-                return Err(Error::errno(
-                    Errno::EPERM,
-                    format!("send: subvolume {root_id} is not read-only"),
-                ));
-            }
+            ensure_read_only(fs, root_id)?;
             fs.commit_root_of(root_id)?;
         }
         let policy = fs.policy();
@@ -154,9 +168,6 @@ impl SendJob {
             },
             None => None,
         };
-        for root_id in std::iter::once(send_root).chain(parent_root) {
-            fs.root_mut(root_id)?.send_users += 1;
-        }
         fs.set_sends_in_progress(fs.sends_in_progress() + 1);
         let mut job = SendJob {
             send_root,
@@ -178,9 +189,55 @@ impl SendJob {
             writer: StreamWriter::new(),
             stage: SendStage::Walk,
             steps: 0,
+            counted: false,
         };
+        if policy.has(Ingredient::RoCheckLocked) {
+            if let Err(error) = job.count_roots(fs) {
+                job.end(fs, SendStage::Failed(error.clone()));
+                return Err(error);
+            }
+        }
         job.publish_accesses(fs);
         Ok(job)
+    }
+
+    /// The critical section of `btrfs_ioctl_send()` under each root's
+    /// `root_item_lock`: the read-only check (under `ro-check-locked`), the refusal of a
+    /// root a deduplication is changing (under `exclude-dedupe`), then the count that
+    /// makes deletion and clearing the read-only flag wait for the send.
+    fn count_roots(&mut self, fs: &mut FsInfo) -> Result<()> {
+        assert!(!self.counted, "a send job counts its roots once");
+        let policy = fs.policy();
+        let roots: Vec<u64> = std::iter::once(self.send_root)
+            .chain(self.parent_root)
+            .collect();
+        for &root_id in &roots {
+            if policy.has(Ingredient::RoCheckLocked) {
+                ensure_read_only(fs, root_id)?;
+            } else if !fs.is_read_only(root_id)? {
+                fs.marks.hit(Mark::ReadOnlyClearedBeforeSendCounted);
+            }
+            let dedupe_users = fs.root(root_id)?.dedupe_users;
+            if policy.has(Ingredient::ExcludeDedupe) && dedupe_users > 0 {
+                fs.marks.hit(Mark::DedupeExclusionRefused);
+                fs.marks.hit(Mark::ExclusionRefused);
+                return Err(Error::errno(
+                    Errno::EAGAIN,
+                    format!("send: cannot use root {root_id} while deduplications are changing it ({dedupe_users} in progress)"),
+                ));
+            }
+        }
+        for &root_id in &roots {
+            fs.root_mut(root_id)?.send_users += 1;
+        }
+        self.counted = true;
+        Ok(())
+    }
+
+    /// Whether the job counts itself in its roots' `send_users` yet (always, once
+    /// `send start` returned, under `ro-check-locked`; else from its first step on).
+    pub fn counts_its_roots(&self) -> bool {
+        self.counted
     }
 
     /// The stage the job is in.
@@ -239,7 +296,11 @@ impl SendJob {
             return Err(Error::errno(Errno::EINVAL, "send job already finished"));
         }
         self.steps += 1;
-        let result = self.step_stage(fs);
+        let result = if self.counted {
+            self.step_stage(fs)
+        } else {
+            self.count_roots(fs).map(|()| StepOutcome::Progress)
+        };
         self.publish_accesses(fs);
         match result {
             Ok(outcome) => Ok(outcome),
@@ -486,10 +547,17 @@ impl SendJob {
                     .is_none_or(|right| right.path.is_empty()),
             "a send job ended holding part of its path"
         );
-        for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
-            if let Some(root) = fs.roots.get_mut(&root_id) {
-                root.send_users = root.send_users.saturating_sub(1);
+        if self.counted {
+            for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
+                if let Some(root) = fs.roots.get_mut(&root_id) {
+                    assert!(
+                        root.send_users > 0,
+                        "a counted send found its root uncounted"
+                    );
+                    root.send_users -= 1;
+                }
             }
+            self.counted = false;
         }
         fs.set_sends_in_progress(fs.sends_in_progress().saturating_sub(1));
         if fs.sends_in_progress() == 0 {

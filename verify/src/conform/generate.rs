@@ -27,6 +27,8 @@ const MODES: [u32; 6] = [0o644, 0o600, 0o755, 0o700, 0o2755, 0o1777];
 /// Operations drawn per script, before the sends.
 const OPERATIONS_MIN: u64 = 6;
 const OPERATIONS_SPREAD: u64 = 14;
+/// The draws of [`Generator::step`].
+const DRAWS: u64 = 22;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -95,7 +97,7 @@ struct Generator {
     statements: Vec<Statement>,
     snapshots_read_only: Vec<String>,
     /// Which of the 20 draws of [`Generator::step`] this script may use.
-    enabled: [bool; 20],
+    enabled: [bool; DRAWS as usize],
 }
 
 /// The script for `seed`.
@@ -105,9 +107,9 @@ pub fn random_script(seed: u64) -> Script {
         subvolumes: BTreeMap::new(),
         statements: Vec::new(),
         snapshots_read_only: Vec::new(),
-        enabled: [true; 20],
+        enabled: [true; DRAWS as usize],
     };
-    for draw in 0..20 {
+    for draw in 0..DRAWS as usize {
         generator.enabled[draw] = generator.rng.chance(3, 4);
     }
     generator.push(Op::SubvolumeCreate { name: name("vol") });
@@ -187,11 +189,11 @@ impl Generator {
             .expect("a known subvolume")
     }
 
-    /// One operation of a kind the script's swarm enables (weights out of 20: mkdir 3,
+    /// One operation of a kind the script's swarm enables (weights out of 22: mkdir 3,
     /// write 4, rename 2, every other kind 1, commit 2).
     fn step(&mut self) {
         let subvolume = self.subvolume();
-        let mut draw = self.rng.below(20);
+        let mut draw = self.rng.below(DRAWS);
         // Swarm: a disabled kind falls back to a write, so some scripts are dense in
         // renames and links, others in clones and xattrs.
         if !self.enabled[usize::try_from(draw).unwrap_or(0)] {
@@ -213,8 +215,61 @@ impl Generator {
                 let read_only = self.rng.chance(1, 2);
                 self.snapshot("vol", read_only)
             }
-            _ => self.push(Op::Commit),
+            18 | 19 => self.push(Op::Commit),
+            20 => self.dedupe(&subvolume),
+            _ => self.set_read_only_flag(),
         }
+    }
+
+    /// A deduplication of an existing file into another, or into the same path of a
+    /// snapshot (equal if the file has not changed since, and the snapshot may be
+    /// read-only: a valid destination).
+    fn dedupe(&mut self, subvolume: &str) {
+        let (source, _) = self.existing(subvolume, Kind::File);
+        let names: Vec<String> = self.subvolumes.keys().cloned().collect();
+        let (destination_subvolume, destination) = if self.rng.chance(1, 2) {
+            let other = self.pick(&names).unwrap_or_else(|| subvolume.to_string());
+            (other, source.clone())
+        } else {
+            (
+                subvolume.to_string(),
+                self.existing(subvolume, Kind::File).0,
+            )
+        };
+        let unit = if self.invalid_on_purpose() {
+            1 + self.rng.below(4095)
+        } else {
+            4096
+        };
+        let length = match self.rng.below(4) {
+            0 => 0,
+            1 => 100,
+            _ => (1 + self.rng.below(2)) * unit,
+        };
+        let source_offset = self.rng.below(2) * unit;
+        let destination_offset = self.rng.below(2) * unit;
+        self.push(Op::Dedupe {
+            source: script_path(subvolume, &source),
+            source_offset,
+            destination: script_path(&destination_subvolume, &destination),
+            destination_offset,
+            length,
+        });
+    }
+
+    /// `subvol set` of any subvolume: read-only or writable (the shadow follows, so
+    /// later operations there are drawn as valid or as EROFS on purpose).
+    fn set_read_only_flag(&mut self) {
+        let names: Vec<String> = self.subvolumes.keys().cloned().collect();
+        let Some(subvolume) = self.pick(&names) else {
+            return;
+        };
+        let read_only = self.rng.chance(1, 2);
+        self.shadow(&subvolume).read_only = read_only;
+        self.push(Op::SubvolumeSetReadOnly {
+            name: name(&subvolume),
+            read_only,
+        });
     }
 
     fn mkdir(&mut self, subvolume: &str) {

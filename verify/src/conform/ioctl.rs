@@ -11,8 +11,9 @@
 //! sources) borrows a slice that outlives the call.
 //!
 //! Mirrors: `btrfs_ioctl_subvol_create`, `btrfs_ioctl_snap_create_v2`,
-//! `btrfs_ioctl_snap_destroy`, `btrfs_ioctl_ino_lookup`, `btrfs_ioctl_send` and
-//! `ioctl_file_clone` (FICLONERANGE) in the kernel.
+//! `btrfs_ioctl_snap_destroy`, `btrfs_ioctl_ino_lookup`, `btrfs_ioctl_send`,
+//! `btrfs_ioctl_subvol_getflags`, `btrfs_ioctl_subvol_setflags`, `ioctl_file_clone`
+//! (FICLONERANGE) and `ioctl_file_dedupe_range` (FIDEDUPERANGE) in the kernel.
 
 use rustix::fd::{AsRawFd, BorrowedFd};
 use rustix::io::Errno as RawErrno;
@@ -78,7 +79,41 @@ struct FileCloneRange {
     dest_offset: u64,
 }
 
+/// `struct file_dedupe_range` (the header FIDEDUPERANGE's opcode encodes).
+#[repr(C)]
+struct FileDedupeRange {
+    src_offset: u64,
+    src_length: u64,
+    dest_count: u16,
+    reserved1: u16,
+    reserved2: u32,
+}
+
+/// `struct file_dedupe_range_info`: one destination, filled in by the kernel.
+#[repr(C)]
+struct FileDedupeRangeInfo {
+    dest_fd: i64,
+    dest_offset: u64,
+    bytes_deduped: u64,
+    status: i32,
+    reserved: u32,
+}
+
+/// A FIDEDUPERANGE request with exactly one destination, laid out as the kernel reads
+/// it: the header, then `dest_count` (1) infos.
+#[repr(C)]
+struct DedupeOneRange {
+    header: FileDedupeRange,
+    info: FileDedupeRangeInfo,
+}
+
+/// `FILE_DEDUPE_RANGE_DIFFERS`.
+const FILE_DEDUPE_RANGE_DIFFERS: i32 = 1;
+
 const _: () = assert!(std::mem::size_of::<VolumeArguments>() == 4096);
+const _: () = assert!(std::mem::size_of::<FileDedupeRange>() == 24);
+const _: () = assert!(std::mem::size_of::<FileDedupeRangeInfo>() == 32);
+const _: () = assert!(std::mem::size_of::<DedupeOneRange>() == 56);
 const _: () = assert!(std::mem::size_of::<VolumeArgumentsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<InoLookupArguments>() == 4096);
 const _: () = assert!(std::mem::size_of::<SendArguments>() == 72);
@@ -91,6 +126,9 @@ const BTRFS_IOC_INO_LOOKUP: Opcode =
 const BTRFS_IOC_SNAP_CREATE_V2: Opcode = opcode::write::<VolumeArgumentsV2>(BTRFS_IOCTL_MAGIC, 23);
 const BTRFS_IOC_SEND: Opcode = opcode::write::<SendArguments>(BTRFS_IOCTL_MAGIC, 38);
 const FICLONERANGE: Opcode = opcode::write::<FileCloneRange>(BTRFS_IOCTL_MAGIC, 13);
+const FIDEDUPERANGE: Opcode = opcode::read_write::<FileDedupeRange>(BTRFS_IOCTL_MAGIC, 54);
+const BTRFS_IOC_SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(BTRFS_IOCTL_MAGIC, 25);
+const BTRFS_IOC_SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(BTRFS_IOCTL_MAGIC, 26);
 
 /// Copies `name` into a NUL-terminated field; ENAMETOOLONG when it does not fit, EINVAL
 /// for an embedded NUL (the kernel would see a shorter name).
@@ -235,4 +273,79 @@ pub fn clone_range(
     // SAFETY: _IOW(0x94, 13, struct file_clone_range); `arguments` has its layout and size
     // (asserted above); the kernel only reads it, and `source` stays open for the call.
     unsafe { ioctl(destination, Setter::<FICLONERANGE, _>::new(arguments)) }
+}
+
+/// What FIDEDUPERANGE reported for its one destination that did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DedupeReport {
+    /// FILE_DEDUPE_RANGE_SAME, with `bytes_deduped`.
+    Same(u64),
+    /// FILE_DEDUPE_RANGE_DIFFERS.
+    Differs,
+}
+
+/// FIDEDUPERANGE with one destination: `length` bytes of `source` at `source_offset`
+/// against `destination` at `destination_offset`. A failed destination (a negative
+/// status) is returned as its errno, like a failed ioctl.
+pub fn dedupe_range(
+    source: BorrowedFd<'_>,
+    source_offset: u64,
+    destination: BorrowedFd<'_>,
+    destination_offset: u64,
+    length: u64,
+) -> Result<DedupeReport, RawErrno> {
+    let mut arguments = DedupeOneRange {
+        header: FileDedupeRange {
+            src_offset: source_offset,
+            src_length: length,
+            dest_count: 1,
+            reserved1: 0,
+            reserved2: 0,
+        },
+        info: FileDedupeRangeInfo {
+            dest_fd: raw(destination),
+            dest_offset: destination_offset,
+            bytes_deduped: 0,
+            status: 0,
+            reserved: 0,
+        },
+    };
+    // SAFETY: _IOWR(0x94, 54, struct file_dedupe_range); the kernel reads the header,
+    // then `dest_count` (1) infos right after it, which `DedupeOneRange` lays out with
+    // the kernel's sizes (asserted above), and writes `bytes_deduped` and `status` of
+    // that info; `arguments` is borrowed mutably for the call and `destination` stays
+    // open for it.
+    unsafe { ioctl(source, Updater::<FIDEDUPERANGE, _>::new(&mut arguments))? };
+    match arguments.info.status {
+        0 => Ok(DedupeReport::Same(arguments.info.bytes_deduped)),
+        FILE_DEDUPE_RANGE_DIFFERS => Ok(DedupeReport::Differs),
+        status if status < 0 => Err(RawErrno::from_raw_os_error(-status)),
+        _ => Err(RawErrno::INVAL),
+    }
+}
+
+/// BTRFS_IOC_SUBVOL_GETFLAGS then SETFLAGS: sets or clears the read-only flag of the
+/// subvolume whose root directory is open as `subvolume`, keeping its other flags.
+pub fn set_read_only(subvolume: BorrowedFd<'_>, read_only: bool) -> Result<(), RawErrno> {
+    let mut flags: u64 = 0;
+    // SAFETY: _IOR(0x94, 25, __u64); the kernel writes one u64 into `flags`, borrowed
+    // mutably for the call.
+    unsafe {
+        ioctl(
+            subvolume,
+            Updater::<BTRFS_IOC_SUBVOL_GETFLAGS, _>::new(&mut flags),
+        )?
+    };
+    let flags = if read_only {
+        flags | BTRFS_SUBVOL_RDONLY
+    } else {
+        flags & !BTRFS_SUBVOL_RDONLY
+    };
+    // SAFETY: _IOW(0x94, 26, __u64); the kernel reads one u64.
+    unsafe {
+        ioctl(
+            subvolume,
+            Setter::<BTRFS_IOC_SUBVOL_SETFLAGS, _>::new(flags),
+        )
+    }
 }

@@ -255,8 +255,48 @@ impl<'a> WorldDirectory<'a> {
                 *destination_offset,
                 *length,
             )),
+            Op::Dedupe {
+                source,
+                source_offset,
+                destination,
+                destination_offset,
+                length,
+            } => outcome(self.dedupe_range(
+                source,
+                *source_offset,
+                destination,
+                *destination_offset,
+                *length,
+            )),
+            Op::SubvolumeSetReadOnly { name, read_only } => self
+                .subvolume(name, OFlags::RDONLY)
+                .and_then(|root| ioctl::set_read_only(root.as_fd(), *read_only))
+                .into(),
             _ => KernelOutcome::NotIssued,
         }
+    }
+
+    /// FIDEDUPERANGE with both files opened read-only, as root may: the destination of
+    /// a deduplication needs no write access (`docs/bug-zoo.md`). A range that differs
+    /// is a success, as the kernel reports it.
+    fn dedupe_range(
+        &self,
+        source: &ScriptPath,
+        source_offset: u64,
+        destination: &ScriptPath,
+        destination_offset: u64,
+        length: u64,
+    ) -> Result<(), Stop> {
+        let source_fd = self.open(source, OFlags::RDONLY, 0)?;
+        let destination_fd = self.open(destination, OFlags::RDONLY, 0)?;
+        ioctl::dedupe_range(
+            source_fd.as_fd(),
+            source_offset,
+            destination_fd.as_fd(),
+            destination_offset,
+            length,
+        )?;
+        Ok(())
     }
 
     fn snapshot(&self, source: &Name, destination: &Name, read_only: bool) -> Result<(), RawErrno> {
@@ -407,6 +447,7 @@ impl<'a> WorldDirectory<'a> {
                 | Op::SetXattr { .. }
                 | Op::RemoveXattr { .. }
                 | Op::Clone { .. }
+                | Op::Dedupe { .. }
                 | Op::Touch { .. }
         );
         op.paths().into_iter().any(|path| {

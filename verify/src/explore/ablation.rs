@@ -227,8 +227,22 @@ mod tests {
             .iter()
             .map(|row| format!("{} {} {}", row.policy, row.race, row.removed))
             .collect();
+        let seed_race =
+            |name: &&String| name.contains(" snapshot ") || name.contains(" relocation ");
+        let (seed_rows, zoo_rows): (Vec<&String>, Vec<&String>) = names.iter().partition(seed_race);
+        let zoo_expected: Vec<String> = Policy::NAMED
+            .into_iter()
+            .flat_map(|policy| {
+                [
+                    format!("{policy} dedupe exclude-dedupe"),
+                    format!("{policy} readonly ro-guard"),
+                    format!("{policy} readonly ro-check-locked"),
+                ]
+            })
+            .collect();
+        assert_eq!(zoo_rows, zoo_expected.iter().collect::<Vec<_>>());
         assert_eq!(
-            names,
+            seed_rows,
             [
                 "clone-root snapshot clone-roots",
                 "clone-root snapshot force-cow",
@@ -246,6 +260,8 @@ mod tests {
                 "concurrent relocation pin-until-commit",
                 "concurrent relocation reloc-trans-before-unpin",
             ]
+            .iter()
+            .collect::<Vec<_>>()
         );
         for (policy, race, removed, _) in KNOWN_MODEL_DEFECTS {
             assert!(
@@ -255,19 +271,34 @@ mod tests {
                 "{policy} {race} {removed} is no row"
             );
         }
+        let row = |name: &str| {
+            let index = names
+                .iter()
+                .position(|found| found == name)
+                .unwrap_or_else(|| panic!("no row {name}"));
+            &rows[index]
+        };
+        let clone_leaves = row("concurrent relocation clone-leaves");
         assert_eq!(
-            rows[11].ablated().to_string(),
+            clone_leaves.ablated().to_string(),
             "concurrent-clone-leaves",
-            "{:?}",
-            rows[11]
+            "{clone_leaves:?}"
         );
         assert_eq!(
-            rows[11].script_name(),
+            clone_leaves.script_name(),
             "ablate-concurrent-clone-leaves.cows"
         );
         assert_eq!(
-            rows[13].ablated().to_string(),
+            row("concurrent relocation pin-until-commit")
+                .ablated()
+                .to_string(),
             "concurrent~pin-until-commit"
+        );
+        let ro_check = row("concurrent readonly ro-check-locked");
+        assert_eq!(ro_check.ablated().to_string(), "linux-5.17");
+        assert_eq!(
+            ro_check.script_name(),
+            "ablate-concurrent-ro-check-locked.cows"
         );
     }
 }

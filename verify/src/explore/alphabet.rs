@@ -86,11 +86,24 @@ pub enum Letter {
     Crash,
     /// `remount`: EBUSY while a send runs, else the caches are dropped.
     Remount,
+    /// `dedupe vol/f00 0 snap/f00 0 1`: FIDEDUPERANGE of equal ranges into the
+    /// snapshot being sent (it COWs the snapshot's leaf), once the send counts itself
+    /// in the root. Before that it is no race: the kernel's send counts itself, then
+    /// commits a root changed since its last commit (`ensure_commit_roots_uptodate()`)
+    /// and only then takes the commit roots; the model takes them at `send start` and
+    /// leaves that commit out (`docs/bug-zoo.md`, a known model gap).
+    DedupeIntoSnapshot,
+    /// `subvol set snap rw`: clears the read-only flag of the snapshot being sent, while
+    /// it is read-only.
+    SetSnapshotWritable,
+    /// `write snap/wN 0 "w"`: a new file in the snapshot being sent, once it is
+    /// writable.
+    WriteSnapshot,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 18] = [
+    pub const ALL: [Letter; 21] = [
         Letter::SendStart,
         Letter::SendStartIncremental,
         Letter::SendStep,
@@ -109,6 +122,9 @@ impl Letter {
         Letter::DeleteParent,
         Letter::Crash,
         Letter::Remount,
+        Letter::DedupeIntoSnapshot,
+        Letter::SetSnapshotWritable,
+        Letter::WriteSnapshot,
     ];
 
     /// A short name for reports.
@@ -132,6 +148,9 @@ impl Letter {
             Letter::DeleteParent => "delete-parent",
             Letter::Crash => "crash",
             Letter::Remount => "remount",
+            Letter::DedupeIntoSnapshot => "dedupe-into-snapshot",
+            Letter::SetSnapshotWritable => "set-snapshot-writable",
+            Letter::WriteSnapshot => "write-snapshot",
         }
     }
 
@@ -205,6 +224,18 @@ impl Letter {
             }
             Letter::Crash => Some(Op::Crash),
             Letter::Remount => Some(Op::Remount),
+            Letter::DedupeIntoSnapshot => send_counted(world).then(|| dedupe_into_snapshot("f00")),
+            Letter::SetSnapshotWritable => {
+                snapshot_read_only(world).then(|| Op::SubvolumeSetReadOnly {
+                    name: name(SEND_SNAPSHOT),
+                    read_only: false,
+                })
+            }
+            Letter::WriteSnapshot => (!snapshot_read_only(world)).then(|| Op::Write {
+                path: path(SEND_SNAPSHOT, &[&fresh_entry(world, SEND_SNAPSHOT, "w")]),
+                offset: 0,
+                data: text("w"),
+            }),
         }
     }
 
@@ -248,6 +279,34 @@ pub fn incremental_send_running(world: &World) -> bool {
         .sends
         .get(SEND_JOB)
         .is_some_and(|run| !run.job.is_over() && run.parent.as_deref() == Some(PARENT))
+}
+
+/// `dedupe vol/FILE 0 snap/FILE 0 1`: the one-byte file of the setup against its copy
+/// in the snapshot (equal, so btrfs shares it again and COWs the snapshot's leaf).
+pub fn dedupe_into_snapshot(file: &str) -> Op {
+    Op::Dedupe {
+        source: path(SOURCE, &[file]),
+        source_offset: 0,
+        destination: path(SEND_SNAPSHOT, &[file]),
+        destination_offset: 0,
+        length: 1,
+    }
+}
+
+/// Whether the send job runs and counts itself in its roots (`SendJob::counts_its_roots`).
+fn send_counted(world: &World) -> bool {
+    world
+        .sends
+        .get(SEND_JOB)
+        .is_some_and(|run| !run.job.is_over() && run.job.counts_its_roots())
+}
+
+/// Whether the snapshot being sent is read-only now.
+fn snapshot_read_only(world: &World) -> bool {
+    world
+        .model
+        .is_read_only(SEND_SNAPSHOT.as_bytes())
+        .unwrap_or(false)
 }
 
 /// Whether the send job exists and is not over.

@@ -39,7 +39,9 @@ impl Expected {
                 Finding::Safe => false,
             },
             Expected::Safe => safe && window_entered,
-            Expected::SafeRefused => safe && exploration.mark(Mark::ExclusionRefused) > 0,
+            Expected::SafeRefused | Expected::SafeDenied => {
+                safe && exploration.mark(Mark::ExclusionRefused) > 0
+            }
             Expected::SafeCompletes => {
                 safe && window_entered
                     && exploration.sends_incomplete == 0

@@ -36,11 +36,11 @@ fn the_matrix_at_a_small_depth_is_as_design_expects() {
     let cells = explore_matrix(
         &Policy::NAMED,
         &Race::ALL,
-        |policy, race| Config::new(policy, race, TEST_DEPTH),
+        |policy, race| Config::new(policy, race, TEST_DEPTH.max(race.minimum_depth())),
         &mut |_, _, _| {},
     )
     .expect("the search runs");
-    assert_eq!(cells.len(), 10);
+    assert_eq!(cells.len(), 5 * Race::ALL.len());
     for cell in &cells {
         let exploration = &cell.exploration;
         assert!(
@@ -323,4 +323,35 @@ fn the_snapshot_race_is_found_on_the_search_path() {
         "window not entered"
     );
     assert!(safe.mark(Mark::SnapshotOfRootUnderSend) > 0);
+}
+
+/// The bug zoo's races (`docs/bug-zoo.md`): under the kernel before each fix the
+/// explorer finds a shortest counterexample of the race's minimum depth, within the
+/// race's symptoms, that replays to a violation; the race's window mark is hit.
+#[test]
+fn the_zoo_races_are_found_before_their_fixes() {
+    use cowproof_engine::{Ingredient, KernelEra};
+    let cells = [
+        (Policy::from(KernelEra::Linux4_19), Race::Dedupe),
+        (Policy::from(KernelEra::Linux6_12), Race::Readonly),
+        (
+            Policy::CONCURRENT.without(Ingredient::RoGuard),
+            Race::Readonly,
+        ),
+    ];
+    for (policy, race) in cells {
+        let exploration = explored(policy, race, race.minimum_depth());
+        let found = counterexample(&exploration);
+        assert_eq!(found.path.len(), race.minimum_depth(), "{policy} x {race}");
+        assert!(race.is_symptom(&found.violation), "{}", found.violation);
+        let report = run(&found.script, RunOptions::default());
+        assert!(
+            report.passed() && !report.violations.is_empty(),
+            "{policy} x {race}: {report}"
+        );
+        let shorter = explored(policy, race, race.minimum_depth() - 1);
+        assert_eq!(shorter.finding, Finding::Safe, "{policy} x {race}");
+    }
+    let dedupe = explored(Policy::from(KernelEra::Linux4_19), Race::Dedupe, 4);
+    assert!(dedupe.mark(Mark::DedupeIntoRootUnderSend) > 0);
 }

@@ -1,8 +1,11 @@
 //! The `send_receive` target: bytes -> a script of filesystem operations in one
 //! subvolume (`vol`: directories, files with data at sector and sub-sector offsets,
-//! renames, hard links, symlinks, xattrs, modes, owners, truncates, clones), read-only
-//! snapshots of it, full and incremental sends (each against the previous snapshot),
-//! commits, remounts and crashes, and sometimes writes to `vol` while a send runs. Run
+//! renames, hard links, symlinks, xattrs, modes, owners, truncates, clones,
+//! deduplications, some into the newest read-only snapshot), read-only snapshots of it,
+//! their read-only flag cleared and set again (`subvol set`), full and incremental sends
+//! (each against the previous snapshot), commits, remounts and crashes, and sometimes
+//! writes to `vol` while a send runs (deduplication into, or clearing the flag of, the
+//! snapshot being sent is refused under `concurrent`: EAGAIN, EPERM). Run
 //! under `concurrent` with the runner's fuzzing checks, it must show no violation at
 //! all: every received snapshot has exactly the snapshot's content (round trip), the
 //! engine agrees with the model filesystem on every errno and at the end on every
@@ -115,7 +118,7 @@ impl Decoder {
 
     /// One filesystem operation in `vol` (a `clone` comes with the write before it).
     fn file_operation(&mut self, u: &mut Unstructured) -> Result<Op> {
-        let op = match u.int_in_range(0..=13)? {
+        let op = match u.int_in_range(0..=14)? {
             0 => Op::Mkdir {
                 path: Self::directory_path(u)?,
             },
@@ -172,9 +175,54 @@ impl Decoder {
                     .expect("valid target"),
                 path: Self::file_path(u)?,
             },
-            _ => self.clone_with_source(u)?,
+            13 => self.clone_with_source(u)?,
+            _ => self.dedupe_with_copy(u)?,
         };
         Ok(op)
+    }
+
+    /// Usually writes the same bytes to a deduplication's source and destination in
+    /// `vol` first (so most ranges are equal), then returns the deduplication, whose
+    /// destination is sometimes the newest snapshot (a read-only subvolume).
+    fn dedupe_with_copy(&mut self, u: &mut Unstructured) -> Result<Op> {
+        let top_level = |u: &mut Unstructured| -> Result<ScriptPath> {
+            let file = name(u.choose(&FILE_NAMES)?);
+            Ok(ScriptPath::new(name("vol"), vec![file]).expect("short paths are valid"))
+        };
+        let copied = u.ratio(3, 4)?;
+        let (source, mut destination) = if copied {
+            (top_level(u)?, top_level(u)?)
+        } else {
+            (Self::file_path(u)?, Self::file_path(u)?)
+        };
+        if copied {
+            let seed = u.arbitrary()?;
+            for path in [&source, &destination] {
+                self.push(Op::Write {
+                    path: path.clone(),
+                    offset: 0,
+                    data: Data::bytes(CLONE_SOURCE_BYTES, seed).expect("short data"),
+                });
+            }
+        }
+        if self.snapshots > 0 && u.ratio(1, 3)? {
+            let snapshot = name(&format!("s{}", self.snapshots));
+            destination = ScriptPath::new(snapshot, destination.components().to_vec())
+                .expect("short paths are valid");
+        }
+        let source_offset = u.int_in_range(0..=2)? * SECTOR_BYTES;
+        let destination_offset = if u.ratio(3, 4)? {
+            source_offset
+        } else {
+            u.int_in_range(0..=2)? * SECTOR_BYTES
+        };
+        Ok(Op::Dedupe {
+            source,
+            source_offset,
+            destination,
+            destination_offset,
+            length: *u.choose(&[SECTOR_BYTES, 2 * SECTOR_BYTES, 100])?,
+        })
     }
 
     /// Usually writes a clone's source whole first (so most clones succeed), then
@@ -229,7 +277,7 @@ impl Decoder {
     }
 
     fn step(&mut self, u: &mut Unstructured) -> Result<()> {
-        match u.int_in_range(0..=19)? {
+        match u.int_in_range(0..=20)? {
             0..=13 => {
                 let op = self.file_operation(u)?;
                 self.push(op);
@@ -237,8 +285,23 @@ impl Decoder {
             14..=16 => self.snapshot_and_send(u)?,
             17 => self.push(Op::Commit),
             18 => self.push(Op::Remount),
-            _ => self.push(Op::Crash),
+            19 => self.push(Op::Crash),
+            _ => self.set_read_only_flag(u)?,
         }
+        Ok(())
+    }
+
+    /// `subvol set` of a snapshot: cleared or set again (a snapshot left writable is
+    /// refused as a send's snapshot or parent with EPERM).
+    fn set_read_only_flag(&mut self, u: &mut Unstructured) -> Result<()> {
+        if self.snapshots == 0 {
+            return Ok(());
+        }
+        let snapshot = u.int_in_range(1..=self.snapshots)?;
+        self.push(Op::SubvolumeSetReadOnly {
+            name: name(&format!("s{snapshot}")),
+            read_only: u.arbitrary()?,
+        });
         Ok(())
     }
 }
@@ -327,5 +390,33 @@ mod tests {
             .flat_map(Script::ops)
             .any(|op| matches!(op, Op::SendStep { .. }));
         assert!(incremental && stepped);
+    }
+
+    #[test]
+    fn inputs_reach_deduplication_into_snapshots_and_the_read_only_flag() {
+        let scripts: Vec<Script> = (0..60)
+            .map(|seed| decode_send_receive(&cowproof_engine::testing::seeded_bytes(300, seed)))
+            .collect();
+        let into_snapshot = scripts.iter().flat_map(Script::ops).any(|op| {
+            matches!(op, Op::Dedupe { destination, .. } if destination.subvolume().as_str() != "vol")
+        });
+        let cleared = scripts.iter().flat_map(Script::ops).any(|op| {
+            matches!(
+                op,
+                Op::SubvolumeSetReadOnly {
+                    read_only: false,
+                    ..
+                }
+            )
+        });
+        assert!(into_snapshot && cleared);
+        let mut shared = 0;
+        for script in &scripts {
+            let report = run_send_receive(script);
+            assert!(report.passed(), "{report}");
+            let marks = &report.world.as_ref().expect("world").fs.marks;
+            shared += marks.count(cowproof_engine::marks::Mark::DedupeShared);
+        }
+        assert!(shared > 0, "no deduplication shared a range");
     }
 }

@@ -3,7 +3,9 @@
 //! with snapshots of the send root or its parent, commits, writes and deletes in the
 //! sent subvolume's source, writes in another subvolume (whose one-leaf tree makes every
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
-//! metadata or data relocation steps. It ends by finishing the send and the relocation.
+//! metadata or data relocation steps, and (when a race is selected) deduplication into
+//! the snapshot being sent, clearing its read-only flag and writing into it
+//! (`docs/bug-zoo.md`). It ends by finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
 //! with EBUSY), subvolume deletion of the sent snapshots (EPERM), more than one send or
@@ -41,9 +43,15 @@ pub enum Kind {
     RelocateData,
     /// `relocate step r N`.
     RelocateStep,
+    /// `dedupe vol/F 0 snap/F 0 1` of a setup file into the snapshot being sent.
+    DedupeIntoSnapshot,
+    /// `subvol set snap rw`.
+    SetSnapshotWritable,
+    /// A new file in the snapshot being sent (EROFS while it is read-only).
+    WriteSnapshot,
 }
 
-const KINDS: [Kind; 11] = [
+const KINDS: [Kind; 14] = [
     Kind::SendStep,
     Kind::SnapshotOfSendRoot,
     Kind::SnapshotOfParent,
@@ -55,6 +63,9 @@ const KINDS: [Kind; 11] = [
     Kind::RelocateMetadata,
     Kind::RelocateData,
     Kind::RelocateStep,
+    Kind::DedupeIntoSnapshot,
+    Kind::SetSnapshotWritable,
+    Kind::WriteSnapshot,
 ];
 
 /// Most files the setup writes.
@@ -192,6 +203,22 @@ impl Builder {
                     target,
                 }
             }
+            Kind::DedupeIntoSnapshot => {
+                let index = u.int_in_range(0..=self.files - 1)?;
+                crate::explore::alphabet::dedupe_into_snapshot(&format!("f{index:02}"))
+            }
+            Kind::SetSnapshotWritable => Op::SubvolumeSetReadOnly {
+                name: name("snap"),
+                read_only: false,
+            },
+            Kind::WriteSnapshot => {
+                let number = self.next();
+                Op::Write {
+                    path: path("snap", &[&format!("w{number}")]),
+                    offset: 0,
+                    data: text("w"),
+                }
+            }
             Kind::RelocateMetadata | Kind::RelocateData | Kind::RelocateStep => {
                 if !self.relocation_started {
                     return Ok(());
@@ -231,10 +258,16 @@ pub fn interleaving_for(
     };
     builder.setup(u)?;
     let enabled_mask: u16 = u.arbitrary()?;
+    // The later races' kinds (bits 11 to 13) are drawn only when the selection names a
+    // race (`hunt --race dedupe|readonly`): under `Selection::All`, which the
+    // `interleave` fuzz target uses, inputs written before they existed decode as they
+    // did, so the corpus's race seeds stay the races they were.
+    let zoo_enabled = race != Selection::All;
     let enabled: Vec<Kind> = KINDS
         .iter()
         .enumerate()
         .filter(|(bit, kind)| enabled_mask & (1 << bit) != 0 || **kind == Kind::SendStep)
+        .filter(|(bit, _)| *bit < 11 || zoo_enabled)
         .filter(|(_, kind)| race.allows(**kind))
         .map(|(_, kind)| *kind)
         .collect();

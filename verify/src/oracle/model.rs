@@ -9,7 +9,7 @@ use crate::script::Op;
 use crate::world::{errno_of, Outcome, SendRun};
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
-use cowproof_engine::{Errno, Error, FsInfo};
+use cowproof_engine::{Errno, Error, FsInfo, Ingredient, Policy};
 use std::collections::BTreeMap;
 
 /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
@@ -17,18 +17,43 @@ use std::collections::BTreeMap;
 /// refuses nothing the model sees): a remount while
 /// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
 /// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
-/// refuses a root whose `send_in_progress` is set).
-pub fn refusal(sends: &BTreeMap<String, SendRun>, op: &Op) -> Option<Errno> {
+/// refuses a root whose `send_in_progress` is set), and so is clearing its read-only
+/// flag under `ro-guard` (`btrfs_ioctl_subvol_setflags`). A send protects its roots only
+/// once it counts itself there ([`sent_and_counted`]; `docs/bug-zoo.md`).
+pub fn refusal(
+    sends: &BTreeMap<String, SendRun>,
+    policy: Policy,
+    model: &ModelFs,
+    op: &Op,
+) -> Option<Errno> {
     let running = || sends.values().filter(|run| !run.job.is_over());
     match op {
         Op::Remount => running().next().map(|_| Errno::EBUSY),
-        Op::SubvolumeDelete { name } => running()
-            .any(|run| {
-                run.snapshot == name.as_str() || run.parent.as_deref() == Some(name.as_str())
-            })
-            .then_some(Errno::EPERM),
+        Op::SubvolumeDelete { name } => {
+            sent_and_counted(sends, name.as_str()).then_some(Errno::EPERM)
+        }
+        Op::SubvolumeSetReadOnly {
+            name,
+            read_only: false,
+        } => {
+            let read_only = model
+                .is_read_only(name.as_str().as_bytes())
+                .unwrap_or(false);
+            let guarded = policy.has(Ingredient::RoGuard);
+            (guarded && read_only && sent_and_counted(sends, name.as_str())).then_some(Errno::EPERM)
+        }
         _ => None,
     }
+}
+
+/// Whether a running send reads subvolume `name` (its snapshot or its parent) and
+/// counts itself there already (`SendJob::counts_its_roots`).
+pub fn sent_and_counted(sends: &BTreeMap<String, SendRun>, name: &str) -> bool {
+    sends.values().any(|run| {
+        !run.job.is_over()
+            && run.job.counts_its_roots()
+            && (run.snapshot == name || run.parent.as_deref() == Some(name))
+    })
 }
 
 /// The outcome of `op` from the engine's result, with a violation when the model's errno

@@ -14,6 +14,8 @@
 //! verdict depends only on the policy's ingredients and on whether an engine rule is
 //! ablated (`docs/policies.md`, section 4.1), never on anything the search finds.
 
+pub mod dedupe;
+pub mod readonly;
 pub mod relocation;
 pub mod snapshot;
 
@@ -74,17 +76,29 @@ pub enum Race {
     Snapshot,
     /// Send against block-group relocation (seed 1, Linux 9e967495).
     Relocation,
+    /// Send against deduplication into the snapshot it sends (Linux 62d54f3a7fa2).
+    Dedupe,
+    /// Send against clearing the read-only flag of the snapshot it sends (Linux
+    /// 2c68653787f9, e82c936293aa).
+    Readonly,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 2] = [Race::Snapshot, Race::Relocation];
+    pub const ALL: [Race; 4] = [
+        Race::Snapshot,
+        Race::Relocation,
+        Race::Dedupe,
+        Race::Readonly,
+    ];
 
     /// The race's description.
     pub fn spec(self) -> &'static RaceSpec {
         match self {
             Race::Snapshot => &snapshot::RACE,
             Race::Relocation => &relocation::RACE,
+            Race::Dedupe => &dedupe::RACE,
+            Race::Readonly => &readonly::RACE,
         }
     }
 
@@ -219,6 +233,8 @@ pub enum Expected {
     SafeRefused,
     /// No violation, and every send finished.
     SafeCompletes,
+    /// No violation, and the other operation was refused with EPERM.
+    SafeDenied,
 }
 
 impl Expected {
@@ -234,6 +250,7 @@ impl Expected {
             Expected::Safe => "safe",
             Expected::SafeRefused => "safe (EAGAIN)",
             Expected::SafeCompletes => "safe, send completes",
+            Expected::SafeDenied => "safe (EPERM)",
         }
     }
 }
@@ -315,23 +332,82 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 2])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 4])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
         assert_eq!(
             matrix,
             [
-                (Policy::UNPROTECTED, [Violation, Violation]),
-                (Policy::CLONE_ROOT, [Safe, Violation]),
-                (Policy::EXCLUSIVE_ONLY, [Violation, SafeRefused]),
-                (Policy::EXCLUSIVE, [Safe, SafeRefused]),
-                (Policy::CONCURRENT, [Safe, SafeCompletes]),
+                (
+                    Policy::UNPROTECTED,
+                    [Violation, Violation, SafeRefused, SafeDenied]
+                ),
+                (
+                    Policy::CLONE_ROOT,
+                    [Safe, Violation, SafeRefused, SafeDenied]
+                ),
+                (
+                    Policy::EXCLUSIVE_ONLY,
+                    [Violation, SafeRefused, SafeRefused, SafeDenied]
+                ),
+                (
+                    Policy::EXCLUSIVE,
+                    [Safe, SafeRefused, SafeRefused, SafeDenied]
+                ),
+                (
+                    Policy::CONCURRENT,
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied]
+                ),
             ]
         );
         for race in Race::ALL {
             let ablated = Policy::CONCURRENT.ablating(EngineRule::ForceCow);
             assert_eq!(race.expected(ablated), Violation, "{race}");
         }
+    }
+
+    /// The kernel-era table of docs/bug-zoo.md.
+    #[test]
+    fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
+        use cowproof_engine::KernelEra;
+        use Expected::*;
+        let matrix: Vec<(KernelEra, [Expected; 4])> = KernelEra::ALL
+            .into_iter()
+            .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
+            .collect();
+        assert_eq!(
+            matrix,
+            [
+                (
+                    KernelEra::Linux4_19,
+                    [Violation, Violation, Violation, Violation]
+                ),
+                (
+                    KernelEra::Linux5_2,
+                    [Safe, Violation, SafeRefused, Violation]
+                ),
+                (
+                    KernelEra::Linux5_3,
+                    [Safe, SafeRefused, SafeRefused, Violation]
+                ),
+                (
+                    KernelEra::Linux5_16,
+                    [Safe, SafeRefused, SafeRefused, Violation]
+                ),
+                (
+                    KernelEra::Linux5_17,
+                    [Safe, SafeCompletes, SafeRefused, Violation]
+                ),
+                (
+                    KernelEra::Linux6_12,
+                    [Safe, SafeCompletes, SafeRefused, Violation]
+                ),
+                (
+                    KernelEra::Linux6_13,
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied]
+                ),
+            ]
+        );
     }
 }

@@ -41,6 +41,8 @@ pub enum Op {
     SubvolumeCreate { name: Name },
     /// `subvol delete NAME`
     SubvolumeDelete { name: Name },
+    /// `subvol set NAME ro|rw` (SUBVOL_SETFLAGS: the read-only flag)
+    SubvolumeSetReadOnly { name: Name, read_only: bool },
     /// `snapshot SRC DST [ro|rw]`
     Snapshot {
         source: Name,
@@ -96,6 +98,14 @@ pub enum Op {
     },
     /// `clone SRC SRC_OFFSET DST DST_OFFSET LEN`
     Clone {
+        source: ScriptPath,
+        source_offset: u64,
+        destination: ScriptPath,
+        destination_offset: u64,
+        length: u64,
+    },
+    /// `dedupe SRC SRC_OFFSET DST DST_OFFSET LEN` (FIDEDUPERANGE, one destination)
+    Dedupe {
         source: ScriptPath,
         source_offset: u64,
         destination: ScriptPath,
@@ -169,6 +179,7 @@ impl Op {
             }
             Op::SubvolumeCreate { .. }
             | Op::SubvolumeDelete { .. }
+            | Op::SubvolumeSetReadOnly { .. }
             | Op::Snapshot { .. }
             | Op::Commit
             | Op::CommitStep { .. }
@@ -204,6 +215,11 @@ impl Op {
                 source,
                 destination,
                 ..
+            }
+            | Op::Dedupe {
+                source,
+                destination,
+                ..
             } => vec![source, destination],
             _ => Vec::new(),
         }
@@ -215,7 +231,7 @@ impl Op {
     pub fn subvolumes_read(&self) -> Vec<&Name> {
         match self {
             Op::Snapshot { source, .. } => vec![source],
-            Op::Clone { source, .. } => vec![source.subvolume()],
+            Op::Clone { source, .. } | Op::Dedupe { source, .. } => vec![source.subvolume()],
             Op::SendStart {
                 snapshot, parent, ..
             } => std::iter::once(snapshot).chain(parent.as_ref()).collect(),
@@ -226,9 +242,13 @@ impl Op {
     /// The subvolumes the operation creates, deletes or changes, without repeats.
     pub fn subvolumes_written(&self) -> Vec<&Name> {
         let mut names: Vec<&Name> = match self {
-            Op::SubvolumeCreate { name } | Op::SubvolumeDelete { name } => vec![name],
+            Op::SubvolumeCreate { name }
+            | Op::SubvolumeDelete { name }
+            | Op::SubvolumeSetReadOnly { name, .. } => vec![name],
             Op::Snapshot { destination, .. } => vec![destination],
-            Op::Clone { destination, .. } => vec![destination.subvolume()],
+            Op::Clone { destination, .. } | Op::Dedupe { destination, .. } => {
+                vec![destination.subvolume()]
+            }
             _ => self
                 .paths()
                 .into_iter()

@@ -6,6 +6,7 @@
 //! ```text
 //! policy POLICY                      geometry (tiny|small|default | KEY=N ...)
 //! subvol create NAME                 subvol delete NAME
+//! subvol set NAME (ro|rw)
 //! snapshot SRC DST [ro|rw]
 //! mkdir PATH    touch PATH           symlink TARGET PATH
 //! write PATH OFFSET DATA             truncate PATH SIZE
@@ -13,6 +14,7 @@
 //! setxattr PATH NAME DATA            rmxattr PATH NAME
 //! chmod PATH MODE                    chown PATH UID GID
 //! clone SRC SRC_OFFSET DST DST_OFFSET LEN
+//! dedupe SRC SRC_OFFSET DST DST_OFFSET LEN
 //! commit    remount    crash
 //! send start JOB SNAP [parent=SNAP]  send step JOB [N]          send finish JOB
 //! relocate start JOB (metadata|data|bg=N)
@@ -146,7 +148,7 @@ fn parse_item(line: &Line<'_>, tokens: Vec<Token<'_>>) -> Result<Item, ParseErro
 
 fn sub_commands(keyword: &str) -> (&'static str, &'static [&'static str]) {
     match keyword {
-        "subvol" => ("`create` or `delete`", &["create", "delete"]),
+        "subvol" => ("`create`, `delete` or `set`", &["create", "delete", "set"]),
         _ => ("`start`, `step` or `finish`", &["start", "step", "finish"]),
     }
 }
@@ -246,10 +248,10 @@ impl<'line, 'text> Arguments<'line, 'text> {
 }
 
 /// Every first word of a line.
-pub const KEYWORDS: [&str; 24] = [
+pub const KEYWORDS: [&str; 25] = [
     "policy", "geometry", "expect", "subvol", "send", "relocate", "snapshot", "mkdir", "touch",
     "symlink", "write", "truncate", "mv", "ln", "rm", "rmdir", "setxattr", "rmxattr", "chmod",
-    "chown", "clone", "commit", "remount", "crash",
+    "chown", "clone", "commit", "remount", "crash", "dedupe",
 ];
 
 /// At most 40 characters of `text`, for messages.
@@ -294,6 +296,7 @@ impl Arguments<'_, '_> {
             "mv" | "ln" => self.rename_or_link(keyword)?,
             "setxattr" | "rmxattr" | "chmod" | "chown" => self.attribute_op(keyword)?,
             "clone" => self.clone_op()?,
+            "dedupe" => self.dedupe_op()?,
             "commit" => self.commit()?,
             "remount" => Op::Remount,
             _ => {
@@ -388,14 +391,37 @@ impl Arguments<'_, '_> {
         })
     }
 
+    fn dedupe_op(&mut self) -> Result<Op, ParseError> {
+        Ok(Op::Dedupe {
+            source: self.path("SRC", PathRule::EntryInside)?,
+            source_offset: self.number("SRC_OFFSET")?,
+            destination: self.path("DST", PathRule::EntryInside)?,
+            destination_offset: self.number("DST_OFFSET")?,
+            length: self.number("LEN")?,
+        })
+    }
+
+    /// `subvol set NAME (ro|rw)`: the flag is required.
+    fn subvolume_set(&mut self) -> Result<Op, ParseError> {
+        let name = self.name("NAME")?;
+        let read_only = match self.optional_word() {
+            Some(("ro", _)) => true,
+            Some(("rw", _)) => false,
+            Some((word, start)) => return Err(self.bad_keyword(start, word, "`ro` or `rw`")),
+            None => return Err(self.missing("`ro` or `rw`")),
+        };
+        Ok(Op::SubvolumeSetReadOnly { name, read_only })
+    }
+
     fn job_or_subvolume_op(&mut self, keyword: &str, sub_command: &str) -> Result<Op, ParseError> {
         let op = match (keyword, sub_command) {
             ("subvol", "create") => Op::SubvolumeCreate {
                 name: self.name("NAME")?,
             },
-            ("subvol", _) => Op::SubvolumeDelete {
+            ("subvol", "delete") => Op::SubvolumeDelete {
                 name: self.name("NAME")?,
             },
+            ("subvol", _) => self.subvolume_set()?,
             ("send", "start") => self.send_start()?,
             ("send", "step") => Op::SendStep {
                 job: self.identifier("JOB")?,

@@ -139,6 +139,10 @@ impl fmt::Display for Op {
         match self {
             Op::SubvolumeCreate { name } => write!(f, "subvol create {name}"),
             Op::SubvolumeDelete { name } => write!(f, "subvol delete {name}"),
+            Op::SubvolumeSetReadOnly { name, read_only } => {
+                let flag = if *read_only { "ro" } else { "rw" };
+                write!(f, "subvol set {name} {flag}")
+            }
             Op::Snapshot {
                 source,
                 destination,
@@ -175,6 +179,16 @@ impl fmt::Display for Op {
             } => write!(
                 f,
                 "clone {source} {source_offset} {destination} {destination_offset} {length}"
+            ),
+            Op::Dedupe {
+                source,
+                source_offset,
+                destination,
+                destination_offset,
+                length,
+            } => write!(
+                f,
+                "dedupe {source} {source_offset} {destination} {destination_offset} {length}"
             ),
             Op::Commit => f.write_str("commit"),
             Op::CommitStep { steps: 1 } => f.write_str("commit step"),

@@ -106,6 +106,9 @@ fn subvolume_ops() -> Vec<BoxedStrategy<Op>> {
     vec![
         name().prop_map(|name| Op::SubvolumeCreate { name }).boxed(),
         name().prop_map(|name| Op::SubvolumeDelete { name }).boxed(),
+        (name(), any::<bool>())
+            .prop_map(|(name, read_only)| Op::SubvolumeSetReadOnly { name, read_only })
+            .boxed(),
         (name(), name(), any::<bool>())
             .prop_map(|(source, destination, read_only)| Op::Snapshot {
                 source,
@@ -149,6 +152,17 @@ fn file_ops() -> Vec<BoxedStrategy<Op>> {
         (path(true), number(), path(true), number(), number())
             .prop_map(
                 |(source, source_offset, destination, destination_offset, length)| Op::Clone {
+                    source,
+                    source_offset,
+                    destination,
+                    destination_offset,
+                    length,
+                },
+            )
+            .boxed(),
+        (path(true), number(), path(true), number(), number())
+            .prop_map(
+                |(source, source_offset, destination, destination_offset, length)| Op::Dedupe {
                     source,
                     source_offset,
                     destination,

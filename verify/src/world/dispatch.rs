@@ -8,10 +8,12 @@
 //! (jobs and crashes are [`World::apply_labelled`]'s own arms).
 
 use super::World;
+use crate::oracle::model as model_oracle;
 use crate::script::{Data, Op, ScriptPath};
 use cowproof_engine::fs::CloneSide;
+use cowproof_engine::reference::model_fs::dedupe::ModelDedupe;
 use cowproof_engine::reference::model_fs::ModelFs;
-use cowproof_engine::{Errno, Error, FsInfo};
+use cowproof_engine::{Errno, Error, FsInfo, Ingredient};
 
 /// `commit step N`: N steps of the commit in progress (stopping when it completes).
 fn commit_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
@@ -45,11 +47,18 @@ impl World {
         match op {
             Op::Remount => self.fs.remount(),
             Op::SubvolumeDelete { name } => self.fs.delete_subvolume(name.as_str()),
+            Op::SubvolumeSetReadOnly { name, read_only } => {
+                self.fs.set_subvolume_read_only(name.as_str(), *read_only)
+            }
             other => unreachable!("`{other}` is never refused by a running job"),
         }
     }
 
     pub(super) fn apply_to_both(&mut self, op: &Op) -> Pair {
+        if let Op::Dedupe { .. } = op {
+            let model = self.model_dedupe(op);
+            return (self.engine_dedupe(op), model);
+        }
         let fs = &mut self.fs;
         let model = &mut self.model;
         let engine_root =
@@ -62,6 +71,10 @@ impl World {
             Op::SubvolumeDelete { name } => (
                 fs.delete_subvolume(name.as_str()),
                 model.subvolume_delete(name.as_str().as_bytes()),
+            ),
+            Op::SubvolumeSetReadOnly { name, read_only } => (
+                fs.set_subvolume_read_only(name.as_str(), *read_only),
+                model.set_read_only(name.as_str().as_bytes(), *read_only),
             ),
             Op::Snapshot {
                 source,
@@ -172,7 +185,8 @@ impl World {
                 );
                 (engine, model_result)
             }
-            Op::Crash
+            Op::Dedupe { .. }
+            | Op::Crash
             | Op::SendStart { .. }
             | Op::SendStep { .. }
             | Op::SendFinish { .. }
@@ -229,4 +243,67 @@ fn rename_or_link(
         }
     })();
     (engine, model_result)
+}
+
+impl World {
+    /// The model's answer to a deduplication, with the send exclusion of
+    /// `exclude-dedupe`: EAGAIN for a destination a counted send reads, decided after
+    /// the comparison, as `btrfs_extent_same()` does (`docs/bug-zoo.md`).
+    fn model_dedupe(&self, op: &Op) -> Result<(), Errno> {
+        let Op::Dedupe {
+            source,
+            source_offset,
+            destination,
+            destination_offset,
+            length,
+        } = op
+        else {
+            unreachable!("model_dedupe of `{op}`")
+        };
+        let answer = self.model.dedupe_range(
+            &model_path(source),
+            *source_offset,
+            &model_path(destination),
+            *destination_offset,
+            *length,
+        )?;
+        let excluded = self.fs.policy().has(Ingredient::ExcludeDedupe)
+            && model_oracle::sent_and_counted(&self.sends, destination.subvolume().as_str());
+        match answer {
+            ModelDedupe::Same if excluded => Err(Errno::EAGAIN),
+            ModelDedupe::Same | ModelDedupe::Empty | ModelDedupe::Differs => Ok(()),
+        }
+    }
+
+    fn engine_dedupe(&mut self, op: &Op) -> Result<(), Error> {
+        let Op::Dedupe {
+            source,
+            source_offset,
+            destination,
+            destination_offset,
+            length,
+        } = op
+        else {
+            unreachable!("engine_dedupe of `{op}`")
+        };
+        let fs = &mut self.fs;
+        let source_root = fs.subvolume_id(source.subvolume().as_str())?;
+        let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
+        let source_components = components(source);
+        let destination_components = components(destination);
+        fs.dedupe_range(
+            CloneSide {
+                root_id: source_root,
+                path: &source_components,
+                offset: *source_offset,
+            },
+            CloneSide {
+                root_id: destination_root,
+                path: &destination_components,
+                offset: *destination_offset,
+            },
+            *length,
+        )
+        .map(drop)
+    }
 }

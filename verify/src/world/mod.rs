@@ -257,7 +257,8 @@ impl World {
             Op::RelocateStep { job, steps } => self.relocate_steps(job.as_str(), Some(*steps))?,
             Op::RelocateFinish { job } => self.relocate_steps(job.as_str(), None)?,
             Op::Crash => self.crash(),
-            other => match model_oracle::refusal(&self.sends, other) {
+            other => match model_oracle::refusal(&self.sends, self.fs.policy(), &self.model, other)
+            {
                 // A refusal a running job causes: the engine must give the same errno,
                 // and the model is left as it is (see docs/oracles.md).
                 Some(errno) => {

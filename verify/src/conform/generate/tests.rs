@@ -29,4 +29,6 @@ fn scripts_reach_sends_invalid_operations_and_escaping_symlinks() {
     assert!(count("symlink ../../outside") > 10);
     assert!(count("clone ") > 20);
     assert!(count(" rw\n") > 10);
+    assert!(count("dedupe ") > 20, "dedupes: {}", count("dedupe "));
+    assert!(count("subvol set ") > 20);
 }
