@@ -24,13 +24,12 @@
 //! (README.md, "The cowproof command"). Progress goes to stderr, and only to a terminal without
 //! `--json`.
 
-use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
+use crate::explore::ablation::{ablations, explore_ablations, AblationResult};
 use crate::explore::matrix::engine_defect;
-use crate::explore::{explore_matrix, Cell, Config, Exploration, Finding, Progress};
+use crate::explore::{explore_matrix, Cell, Config, Finding, Progress};
 use crate::race::Race;
 use crate::script::print;
 use clap::Args;
-use cowproof_engine::marks::Mark;
 use cowproof_engine::Policy;
 use indicatif::{ProgressBar, ProgressStyle};
 use merge::Shard;
@@ -38,6 +37,9 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 mod merge;
+mod report;
+
+pub use report::{ablation_report, finding_name, json_report, text_report};
 
 /// The exit status of an engine defect found by the search.
 pub const EXIT_ENGINE_DEFECT: i32 = 3;
@@ -269,87 +271,6 @@ fn write_counterexamples(
     Ok(())
 }
 
-/// The ablation table: one line per row, then each row's counterexample script.
-pub fn ablation_report(results: &[AblationResult]) -> String {
-    let mut out = format!(
-        "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<11} {:<25} {:>6} {:>9} {:>9}  result\n",
-        "policy", "race", "removed", "length", "states", "seconds"
-    );
-    for result in results {
-        out.push_str(&ablation_line(result));
-    }
-    for result in results {
-        if let Finding::Violation(counterexample) = &result.exploration.finding {
-            out.push_str(&format!(
-                "\n# {} without {} ({}): {} operations\n# {}\n{}",
-                result.ablation.policy,
-                result.ablation.removed,
-                result.ablation.race,
-                counterexample.path.len(),
-                counterexample.violation.to_string().replace('\n', "\n# "),
-                print(&counterexample.script)
-            ));
-        }
-    }
-    let all = results.iter().all(AblationResult::as_expected);
-    out.push_str(&format!(
-        "\nablation verdict: {}\n",
-        if all {
-            "ok (every protection is necessary, or a listed model defect)"
-        } else {
-            "NOT AS EXPECTED"
-        }
-    ));
-    out
-}
-
-fn symptom_words(exploration: &Exploration) -> String {
-    match &exploration.finding {
-        Finding::Violation(counterexample) => {
-            let violation = &counterexample.violation;
-            match violation.symptom {
-                Some(symptom) => symptom.name().to_string(),
-                None => violation.kind.name().to_string(),
-            }
-        }
-        Finding::Safe => String::new(),
-    }
-}
-
-fn ablation_line(result: &AblationResult) -> String {
-    let exploration = &result.exploration;
-    let length = match &exploration.finding {
-        Finding::Violation(counterexample) => counterexample.path.len().to_string(),
-        Finding::Safe => "-".to_string(),
-    };
-    let words = match result.verdict() {
-        RowVerdict::Necessary => format!("necessary: {}", symptom_words(exploration)),
-        RowVerdict::KnownDefect => format!(
-            "MODEL DEFECT (not shown up to depth {}): {}",
-            exploration.depth_completed,
-            result.ablation.known_defect().unwrap_or_default()
-        ),
-        RowVerdict::NotShown => format!(
-            "NOT SHOWN up to depth {}: a window or an order is missing  <- NOT AS EXPECTED",
-            exploration.depth_completed
-        ),
-        RowVerdict::DefectFixed => format!(
-            "necessary: {}, but listed as a model defect  <- NOT AS EXPECTED",
-            symptom_words(exploration)
-        ),
-    };
-    format!(
-        "{:<15} {:<11} {:<25} {:>6} {:>9} {:>9.2}  {}\n",
-        result.ablation.policy.name(),
-        result.ablation.race.name(),
-        result.ablation.removed.name(),
-        length,
-        exploration.states,
-        exploration.elapsed.as_secs_f64(),
-        words
-    )
-}
-
 fn fail(args: &CheckArgs, reason: &str) -> i32 {
     if args.json {
         println!(
@@ -424,223 +345,5 @@ impl CellMeter {
     }
 }
 
-/// The finding of a cell in one word: `violation` or `safe`.
-pub fn finding_name(cell: &Cell) -> &'static str {
-    match cell.exploration.finding {
-        Finding::Violation(_) => "violation",
-        Finding::Safe => "safe",
-    }
-}
-
-/// The human-readable matrix, then every counterexample.
-pub fn text_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> String {
-    let depth = match args.depth {
-        Some(depth) => format!("depth {depth}"),
-        None => "each cell to its default depth".to_string(),
-    };
-    let mut out = format!("cowproof check: {depth}\n\n");
-    out.push_str(&format!(
-        "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
-        "policy", "race", "expected", "found", "depth", "states", "seconds"
-    ));
-    for cell in cells {
-        out.push_str(&cell_line(cell));
-    }
-    for cell in cells {
-        if let Finding::Violation(counterexample) = &cell.exploration.finding {
-            let config = cell.exploration.config;
-            out.push_str(&format!(
-                "\n# {} x {}: shortest counterexample, {} operations after the setup, found in {:.3} s\n# {}\n{}",
-                config.policy,
-                config.race,
-                counterexample.path.len(),
-                counterexample.found_after.as_secs_f64(),
-                counterexample.violation.to_string().replace('\n', "\n# "),
-                print(&counterexample.script)
-            ));
-        }
-    }
-    out.push_str(&format!(
-        "\nverdict: {}\n",
-        if matches {
-            "ok (the matrix is as docs/policies.md expects)"
-        } else {
-            "violation (the matrix differs from docs/policies.md)"
-        }
-    ));
-    out
-}
-
-fn cell_line(cell: &Cell) -> String {
-    let exploration = &cell.exploration;
-    let found = match &exploration.finding {
-        Finding::Violation(counterexample) => {
-            format!("violation ({} ops)", counterexample.path.len())
-        }
-        Finding::Safe if exploration.exhausted => format!(
-            "safe, all {} states (exhausted at depth {})",
-            exploration.states, exploration.depth_completed
-        ),
-        Finding::Safe => format!("safe up to depth {}", exploration.depth_completed),
-    };
-    format!(
-        "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9.2}  {}{}\n",
-        exploration.config.policy.name(),
-        exploration.config.race.name(),
-        cell.expected.name(),
-        finding_name(cell),
-        exploration.depth_completed,
-        exploration.states,
-        exploration.elapsed.as_secs_f64(),
-        found,
-        if cell.matches() {
-            ""
-        } else {
-            "  <- NOT AS EXPECTED"
-        }
-    )
-}
-
-/// The JSON report: `verdict`, the depth, and one object per cell.
-pub fn json_report(
-    args: &CheckArgs,
-    cells: &[Cell],
-    ablations: Option<&[AblationResult]>,
-    matches: bool,
-    defects: &[String],
-) -> serde_json::Value {
-    let cells: Vec<serde_json::Value> = cells.iter().map(cell_json).collect();
-    let verdict = match (defects.is_empty(), matches) {
-        (false, _) => "error",
-        (true, true) => "ok",
-        (true, false) => "violation",
-    };
-    let mut report = serde_json::json!({
-        "verdict": verdict,
-        "depth": args.depth,
-        "cells": cells,
-        "engine_defects": defects,
-    });
-    if let Some(results) = ablations {
-        let rows: Vec<serde_json::Value> = results.iter().map(ablation_json).collect();
-        report["ablations"] = serde_json::Value::from(rows);
-    }
-    report
-}
-
-fn ablation_json(result: &AblationResult) -> serde_json::Value {
-    let exploration = &result.exploration;
-    let mut value = serde_json::json!({
-        "policy": result.ablation.policy.name(),
-        "race": result.ablation.race.name(),
-        "removed": result.ablation.removed.name(),
-        "ablated_policy": result.ablation.ablated().name(),
-        "verdict": format!("{:?}", result.verdict()),
-        "as_expected": result.as_expected(),
-        "depth_completed": exploration.depth_completed,
-        "states": exploration.states,
-        "seconds": exploration.elapsed.as_secs_f64(),
-        "model_defect": result.ablation.known_defect(),
-    });
-    if let Finding::Violation(counterexample) = &exploration.finding {
-        value["counterexample"] = serde_json::json!({
-            "operations": counterexample.path.len(),
-            "symptom": symptom_words(exploration),
-            "violation": counterexample.violation.to_string(),
-            "script": print(&counterexample.script),
-        });
-    }
-    value
-}
-
-fn cell_json(cell: &Cell) -> serde_json::Value {
-    let exploration = &cell.exploration;
-    let mut value = serde_json::json!({
-        "policy": exploration.config.policy.name(),
-        "race": exploration.config.race.name(),
-        "expected": cell.expected.name(),
-        "found": finding_name(cell),
-        "matches": cell.matches(),
-        "depth_completed": exploration.depth_completed,
-        "exhausted": exploration.exhausted,
-        "states": exploration.states,
-        "transitions": exploration.transitions,
-        "seconds": exploration.elapsed.as_secs_f64(),
-        "sends_completed": exploration.sends_completed,
-        "sends_incomplete": exploration.sends_incomplete,
-        "marks": marks_json(cell),
-    });
-    if let Finding::Violation(counterexample) = &exploration.finding {
-        value["counterexample"] = serde_json::json!({
-            "operations": counterexample.path.len(),
-            "seconds": counterexample.found_after.as_secs_f64(),
-            "violation": counterexample.violation.to_string(),
-            "script": print(&counterexample.script),
-        });
-    }
-    value
-}
-
-fn marks_json(cell: &Cell) -> serde_json::Value {
-    let marks = [
-        Mark::RootCowedWhileHeld,
-        Mark::SnapshotOfRootUnderSend,
-        Mark::BufferReusedWhileHeld,
-        Mark::NodeReusedAsLeaf,
-        Mark::RelocationCommitDuringSend,
-        Mark::SendRestartedAfterRelocation,
-        Mark::SendCloneFellBackToWrite,
-        Mark::ExclusionRefused,
-    ];
-    let mut object = serde_json::Map::new();
-    for mark in marks {
-        object.insert(
-            format!("{mark:?}"),
-            serde_json::Value::from(cell.exploration.mark(mark)),
-        );
-    }
-    serde_json::Value::Object(object)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(policy: &str, depth: Option<usize>) -> CheckArgs {
-        CheckArgs {
-            policy: policy.to_string(),
-            race: "all".to_string(),
-            depth,
-            ablate: false,
-            write_counterexamples: None,
-            json: false,
-            shard: None,
-            merge: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_depth_below_the_minimum_is_refused_with_the_reason() {
-        for depth in [0, Race::Snapshot.minimum_depth() - 1] {
-            let reason = selection(&args("all", Some(depth))).expect_err("refused");
-            assert!(reason.contains("minimum depth"), "{reason}");
-        }
-        let deepest = Race::ALL.map(Race::minimum_depth).into_iter().max();
-        assert!(selection(&args("all", deepest)).is_ok());
-        assert!(selection(&args("all", None)).is_ok());
-    }
-
-    #[test]
-    fn every_policy_spelling_selects_one_cell_row() {
-        let (policies, races) =
-            selection(&args("concurrent-clone-leaves", None)).expect("a policy");
-        assert_eq!(policies.len(), 1);
-        assert_eq!(policies[0].to_string(), "concurrent-clone-leaves");
-        assert_eq!(races, Race::ALL);
-        let reason = selection(&args("concurrent-exclude-send", None)).expect_err("refused");
-        assert!(reason.contains("no ingredient exclude-send"), "{reason}");
-        for race in Race::ALL {
-            assert!(default_depth(Policy::CONCURRENT, race) >= race.minimum_depth());
-        }
-    }
-}
+mod tests;

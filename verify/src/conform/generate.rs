@@ -18,7 +18,10 @@
 use crate::generate::{job, name, path};
 use crate::script::{Data, Op, Script, ScriptPath, Statement, SymlinkTarget, XattrName};
 use cowproof_engine::splitmix::SplitMix64;
+use shadow::Shadow;
 use std::collections::BTreeMap;
+
+mod shadow;
 
 /// The names every path is made of: few, so renames replace and links collide.
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -35,59 +38,6 @@ enum Kind {
     File,
     Directory,
     Symlink,
-}
-
-/// What the generator believes one subvolume holds.
-#[derive(Clone, Debug, Default)]
-struct Shadow {
-    /// Paths below the root (components joined by `/`), with their kind.
-    paths: BTreeMap<Vec<String>, Kind>,
-    read_only: bool,
-}
-
-impl Shadow {
-    fn of_kind(&self, kind: Kind) -> Vec<Vec<String>> {
-        self.paths
-            .iter()
-            .filter(|(_, found)| **found == kind)
-            .map(|(path, _)| path.clone())
-            .collect()
-    }
-
-    fn directories(&self) -> Vec<Vec<String>> {
-        let mut directories = vec![Vec::new()];
-        directories.extend(self.of_kind(Kind::Directory));
-        directories
-    }
-
-    fn has_children(&self, directory: &[String]) -> bool {
-        self.paths
-            .keys()
-            .any(|path| path.len() > directory.len() && path.starts_with(directory))
-    }
-
-    /// Moves `from` and everything below it to `to`.
-    fn rename(&mut self, from: &[String], to: &[String]) {
-        let moved: Vec<(Vec<String>, Kind)> = self
-            .paths
-            .iter()
-            .filter(|(path, _)| path.starts_with(from))
-            .map(|(path, kind)| (path.clone(), *kind))
-            .collect();
-        for (path, _) in &moved {
-            self.paths.remove(path);
-        }
-        self.remove_tree(to);
-        for (path, kind) in moved {
-            let mut renamed = to.to_vec();
-            renamed.extend_from_slice(&path[from.len()..]);
-            self.paths.insert(renamed, kind);
-        }
-    }
-
-    fn remove_tree(&mut self, root: &[String]) {
-        self.paths.retain(|path, _| !path.starts_with(root));
-    }
 }
 
 /// The generator of one script.

@@ -40,6 +40,7 @@ mod compare;
 pub mod economy;
 mod exchange;
 pub mod generate;
+pub mod kernel_outcome;
 pub mod known;
 pub mod real;
 pub mod session;

@@ -30,17 +30,18 @@
 
 pub mod ablation;
 pub mod alphabet;
+pub mod end_of_path;
+pub mod exploration;
 pub mod fingerprint;
 pub mod matrix;
 pub mod search;
 
 pub use crate::race::{Expected, Race, SetupError};
 pub use alphabet::Letter;
+pub use end_of_path::{end_of_path, EndOfPath};
+pub use exploration::{Config, Counterexample, Exploration, ExploreError, Finding, Progress};
 pub use matrix::{explore_matrix, Cell};
-pub use search::{
-    end_of_path, explore, explore_after, Config, Counterexample, Exploration, ExploreError,
-    Finding, Progress,
-};
+pub use search::{explore, explore_after};
 
 #[cfg(test)]
 mod tests;

@@ -16,154 +16,20 @@
 //! on the number of threads or on timing. Clocks serve reporting and the optional time
 //! limit only; a level cut short by the limit does not count as completed.
 
-use super::alphabet::{relocation_running, send_running, send_start, RELOCATION_JOB, SEND_JOB};
+use super::end_of_path::{end_of_path, mark_delta, EndOfPath};
+pub use super::exploration::{
+    Config, Counterexample, Exploration, ExploreError, Finding, Progress,
+};
 use super::fingerprint::{fingerprint, Fingerprint};
-use crate::generate::job;
 use crate::oracle::Violation;
-use crate::race::{Race, SetupError};
+use crate::race::SetupError;
 use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
-use cowproof_engine::marks::{Mark, Marks};
-use cowproof_engine::send::SendStage;
-use cowproof_engine::Policy;
+use cowproof_engine::marks::Marks;
 use std::collections::HashSet;
-use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
-
-/// How to explore one cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// The send policy.
-    pub policy: Policy,
-    /// The race.
-    pub race: Race,
-    /// The most letters on a path (the end-of-path finish does not count).
-    pub depth: usize,
-    /// Stop after this long (between states), reporting the depth completed.
-    pub time_limit: Option<Duration>,
-    /// Run fsck and the model comparison at the end of every path (costly).
-    pub final_checks: bool,
-    /// Worker threads expanding a level (the result does not depend on it).
-    pub threads: usize,
-}
-
-impl Config {
-    /// A cell explored to `depth` with the cheap end-of-path checks.
-    pub fn new(policy: Policy, race: Race, depth: usize) -> Config {
-        Config {
-            policy,
-            race,
-            depth,
-            time_limit: None,
-            final_checks: false,
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
-        }
-    }
-}
-
-/// A shortest path to a violation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Counterexample {
-    /// The letters' operations, in order (without the setup and the finish).
-    pub path: Vec<Op>,
-    /// The operations of the end-of-path check, when the violation happened there.
-    pub finish: Vec<Op>,
-    /// The first violation.
-    pub violation: Violation,
-    /// The whole script: setup, path, finish, `expect violation KIND`.
-    pub script: Script,
-    /// Time from the start of the search to the violation.
-    pub found_after: Duration,
-}
-
-/// What the search concluded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Finding {
-    /// A violation, with a shortest counterexample.
-    Violation(Box<Counterexample>),
-    /// No violation within the bound.
-    Safe,
-}
-
-/// The result of exploring one cell.
-#[derive(Clone, Debug)]
-pub struct Exploration {
-    /// The configuration explored.
-    pub config: Config,
-    /// What the search found.
-    pub finding: Finding,
-    /// Depth levels explored completely.
-    pub depth_completed: usize,
-    /// Whether the search ran out of new states before the bound.
-    pub exhausted: bool,
-    /// Distinct states reached (the initial one included).
-    pub states: u64,
-    /// Transitions applied (duplicates included).
-    pub transitions: u64,
-    /// End-of-path checks in which the send finished cleanly.
-    pub sends_completed: u64,
-    /// End-of-path checks in which the send started but did not finish.
-    pub sends_incomplete: u64,
-    /// Marks hit over every transition and end-of-path check, summed.
-    pub marks: Marks,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
-impl Exploration {
-    /// Distinct states per second.
-    pub fn states_per_second(&self) -> f64 {
-        self.states as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Hits of `mark` over the search.
-    pub fn mark(&self, mark: Mark) -> u64 {
-        self.marks.count(mark)
-    }
-}
-
-/// Progress, reported between states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// The depth level being expanded.
-    pub depth: usize,
-    /// Distinct states before this level.
-    pub states: u64,
-    /// States of this level's frontier expanded so far.
-    pub expanded: u64,
-    /// States in this level's frontier.
-    pub frontier: u64,
-}
-
-/// Why a search could not run at all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExploreError {
-    /// The setup failed.
-    Setup(SetupError),
-    /// A letter produced an operation the world cannot perform (an explorer defect).
-    Script(ScriptError),
-}
-
-impl fmt::Display for ExploreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExploreError::Setup(error) => write!(f, "{error}"),
-            ExploreError::Script(error) => {
-                write!(f, "explorer produced a bad operation: {}", error.0)
-            }
-        }
-    }
-}
-
-impl std::error::Error for ExploreError {}
-
-impl From<ScriptError> for ExploreError {
-    fn from(error: ScriptError) -> ExploreError {
-        ExploreError::Script(error)
-    }
-}
 
 /// Identity hashing for fingerprints, which are already uniformly distributed.
 #[derive(Default)]
@@ -218,76 +84,6 @@ struct Candidate {
 struct Chunk {
     candidates: Vec<Candidate>,
     timed_out: bool,
-}
-
-/// What the end-of-path check saw.
-pub struct EndOfPath {
-    /// The finishing operations applied.
-    pub finish: Vec<Op>,
-    /// Violations they raised (and, optionally, fsck and the model comparison).
-    pub violations: Vec<Violation>,
-    /// Whether the send started (on a path or at its end; an exclusion may refuse it).
-    pub send_started: bool,
-    /// Whether the send job ended finished (stage Done).
-    pub send_completed: bool,
-    /// Marks hit by the finish.
-    pub marks: Marks,
-}
-
-/// The end of a path: on a copy of `world`, start the send if no letter did, finish it
-/// (then the commit in progress, then the relocation), which runs the read-consistency
-/// and symptom oracles on the rest of the walk and the round trip when the stream is
-/// complete; optionally fsck and the model comparison.
-pub fn end_of_path(world: &World, final_checks: bool) -> Result<EndOfPath, ScriptError> {
-    let mut copy = world.clone();
-    let mut finish = Vec::new();
-    let mut violations = Vec::new();
-    if !copy.sends.contains_key(SEND_JOB) {
-        let start = send_start();
-        violations.extend(copy.apply(&start)?.violations);
-        finish.push(start);
-    }
-    let mut rest = Vec::new();
-    if send_running(&copy) {
-        rest.push(Op::SendFinish { job: job(SEND_JOB) });
-    }
-    if copy.fs.commit_in_progress().is_some() {
-        rest.push(Op::Commit);
-    }
-    if relocation_running(&copy) {
-        rest.push(Op::RelocateFinish {
-            job: job(RELOCATION_JOB),
-        });
-    }
-    for op in &rest {
-        violations.extend(copy.apply(op)?.violations);
-    }
-    finish.extend(rest);
-    let send_started = copy.sends.contains_key(SEND_JOB);
-    if final_checks {
-        violations.extend(copy.final_checks());
-    }
-    let send_completed = copy
-        .sends
-        .get(SEND_JOB)
-        .is_some_and(|run| *run.job.stage() == SendStage::Done);
-    Ok(EndOfPath {
-        finish,
-        violations,
-        send_started,
-        send_completed,
-        marks: mark_delta(&world.fs.marks, &copy.fs.marks),
-    })
-}
-
-fn mark_delta(before: &Marks, after: &Marks) -> Marks {
-    let mut delta = Marks::default();
-    for (mark, count) in after.iter() {
-        for _ in before.count(mark)..count {
-            delta.hit(mark);
-        }
-    }
-    delta
 }
 
 /// The search of one cell, with its running totals.
@@ -626,63 +422,4 @@ pub fn counterexample_script(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every path of up to `depth` letters from `world`, depth-first in alphabet order.
-    fn paths(
-        race: Race,
-        world: &World,
-        depth: usize,
-        prefix: &mut Vec<Op>,
-        out: &mut Vec<Vec<Op>>,
-    ) {
-        out.push(prefix.clone());
-        if depth == 0 {
-            return;
-        }
-        for &letter in race.alphabet() {
-            let mut child = world.clone();
-            if let Some((op, _)) = letter.apply(&mut child).expect("a valid operation") {
-                prefix.push(op);
-                paths(race, &child, depth - 1, prefix, out);
-                prefix.pop();
-            }
-        }
-    }
-
-    #[test]
-    fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
-        let race = Race::Snapshot;
-        let initial = race
-            .initial_world(Policy::CONCURRENT)
-            .expect("the setup runs");
-        let mut all = Vec::new();
-        paths(race, &initial, 2, &mut Vec::new(), &mut all);
-        // Forwards (long shared prefixes, as a level's chunk has), then backwards (every
-        // step abandons most of the path), so both the reuse and the rebuild are used.
-        let order: Vec<&Vec<Op>> = all.iter().chain(all.iter().rev()).collect();
-        let mut replayer = Replayer::new(&initial);
-        let mut reused = 0;
-        for path in order {
-            let common = replayer
-                .path
-                .iter()
-                .zip(path.iter())
-                .take_while(|(kept, wanted)| kept == wanted)
-                .count();
-            reused += common;
-            let rebuilt = fingerprint(replayer.world_at(path).expect("the path replays"));
-            let mut replayed = initial.clone();
-            for op in path {
-                replayed.apply(op).expect("the path replays");
-            }
-            assert_eq!(rebuilt, fingerprint(&replayed), "{path:?}");
-        }
-        assert!(all.len() > 20, "only {} paths", all.len());
-        assert!(
-            reused > all.len(),
-            "the prefixes were not reused ({reused})"
-        );
-    }
-}
+mod tests;

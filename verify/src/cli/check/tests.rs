@@ -1,0 +1,38 @@
+use super::*;
+
+fn args(policy: &str, depth: Option<usize>) -> CheckArgs {
+    CheckArgs {
+        policy: policy.to_string(),
+        race: "all".to_string(),
+        depth,
+        ablate: false,
+        write_counterexamples: None,
+        json: false,
+        shard: None,
+        merge: Vec::new(),
+    }
+}
+
+#[test]
+fn a_depth_below_the_minimum_is_refused_with_the_reason() {
+    for depth in [0, Race::Snapshot.minimum_depth() - 1] {
+        let reason = selection(&args("all", Some(depth))).expect_err("refused");
+        assert!(reason.contains("minimum depth"), "{reason}");
+    }
+    let deepest = Race::ALL.map(Race::minimum_depth).into_iter().max();
+    assert!(selection(&args("all", deepest)).is_ok());
+    assert!(selection(&args("all", None)).is_ok());
+}
+
+#[test]
+fn every_policy_spelling_selects_one_cell_row() {
+    let (policies, races) = selection(&args("concurrent-clone-leaves", None)).expect("a policy");
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].to_string(), "concurrent-clone-leaves");
+    assert_eq!(races, Race::ALL);
+    let reason = selection(&args("concurrent-exclude-send", None)).expect_err("refused");
+    assert!(reason.contains("no ingredient exclude-send"), "{reason}");
+    for race in Race::ALL {
+        assert!(default_depth(Policy::CONCURRENT, race) >= race.minimum_depth());
+    }
+}

@@ -1,0 +1,54 @@
+use super::*;
+use crate::race::Race;
+use cowproof_engine::Policy;
+
+/// Every path of up to `depth` letters from `world`, depth-first in alphabet order.
+fn paths(race: Race, world: &World, depth: usize, prefix: &mut Vec<Op>, out: &mut Vec<Vec<Op>>) {
+    out.push(prefix.clone());
+    if depth == 0 {
+        return;
+    }
+    for &letter in race.alphabet() {
+        let mut child = world.clone();
+        if let Some((op, _)) = letter.apply(&mut child).expect("a valid operation") {
+            prefix.push(op);
+            paths(race, &child, depth - 1, prefix, out);
+            prefix.pop();
+        }
+    }
+}
+
+#[test]
+fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
+    let race = Race::Snapshot;
+    let initial = race
+        .initial_world(Policy::CONCURRENT)
+        .expect("the setup runs");
+    let mut all = Vec::new();
+    paths(race, &initial, 2, &mut Vec::new(), &mut all);
+    // Forwards (long shared prefixes, as a level's chunk has), then backwards (every
+    // step abandons most of the path), so both the reuse and the rebuild are used.
+    let order: Vec<&Vec<Op>> = all.iter().chain(all.iter().rev()).collect();
+    let mut replayer = Replayer::new(&initial);
+    let mut reused = 0;
+    for path in order {
+        let common = replayer
+            .path
+            .iter()
+            .zip(path.iter())
+            .take_while(|(kept, wanted)| kept == wanted)
+            .count();
+        reused += common;
+        let rebuilt = fingerprint(replayer.world_at(path).expect("the path replays"));
+        let mut replayed = initial.clone();
+        for op in path {
+            replayed.apply(op).expect("the path replays");
+        }
+        assert_eq!(rebuilt, fingerprint(&replayed), "{path:?}");
+    }
+    assert!(all.len() > 20, "only {} paths", all.len());
+    assert!(
+        reused > all.len(),
+        "the prefixes were not reused ({reused})"
+    );
+}
