@@ -11,6 +11,13 @@
 //! | `restart` | send compares `last_reloc_trans` before each tree move and re-searches | d96b34248c2f |
 //! | `clone-leaves` | every leaf handed to send's item processing is a private clone | d96b34248c2f |
 //! | `write-fallback` | a data extent whose backref walk overlapped a relocation commit is written | d96b34248c2f |
+//! | `protect-deletion` | deleting a root a send uses is EPERM; send refuses a dead root | 18f687d53844, 521e0546c970 |
+//! | `dead-check-locked` | send's dead-root check and its send counter in one critical section | dc058f5fda09 (6.13) |
+//!
+//! The named policies are about the two seed races: each also carries the two
+//! protections against the deletion race, so their verdicts on the seed
+//! races are unchanged; the kernel-era policies and explicit sets may lack them. The
+//! empty set is spelled `none`.
 //!
 //! | named policy | ingredients | kernel era |
 //! |---|---|---|
@@ -47,18 +54,31 @@ pub enum Ingredient {
     CloneLeaves,
     /// A data extent whose backref walk overlapped a relocation commit is sent as a write.
     WriteFallback,
+    /// Deleting a subvolume a send uses is EPERM, and send refuses a dead root
+    /// (`BTRFS_ROOT_SUBVOL_DEAD`).
+    ProtectDeletion,
+    /// Send checks for a dead root in the same critical section that takes its send
+    /// counter; without it, a deletion can land between the check and the counter.
+    DeadCheckLocked,
 }
 
 impl Ingredient {
     /// Every ingredient, in table order.
-    pub const ALL: [Ingredient; 6] = [
+    pub const ALL: [Ingredient; 8] = [
         Ingredient::CloneRoots,
         Ingredient::ExcludeRelocation,
         Ingredient::ExcludeSend,
         Ingredient::Restart,
         Ingredient::CloneLeaves,
         Ingredient::WriteFallback,
+        Ingredient::ProtectDeletion,
+        Ingredient::DeadCheckLocked,
     ];
+
+    /// The protections against the deletion race, which every named policy carries
+    /// (the named policies are about the seed races only).
+    pub const DELETION_PROTECTIONS: [Ingredient; 2] =
+        [Ingredient::ProtectDeletion, Ingredient::DeadCheckLocked];
 
     /// The name used in policies, scripts and on the command line.
     pub fn name(self) -> &'static str {
@@ -69,10 +89,12 @@ impl Ingredient {
             Ingredient::Restart => "restart",
             Ingredient::CloneLeaves => "clone-leaves",
             Ingredient::WriteFallback => "write-fallback",
+            Ingredient::ProtectDeletion => "protect-deletion",
+            Ingredient::DeadCheckLocked => "dead-check-locked",
         }
     }
 
-    const fn bit(self) -> u8 {
+    const fn bit(self) -> u16 {
         1 << (self as u8)
     }
 
@@ -176,11 +198,29 @@ impl SendPolicy {
     pub const fn ingredients(self) -> &'static [Ingredient] {
         use Ingredient::*;
         match self {
-            SendPolicy::Unprotected => &[],
-            SendPolicy::CloneRoot => &[CloneRoots],
-            SendPolicy::ExclusiveOnly => &[ExcludeRelocation, ExcludeSend],
-            SendPolicy::Exclusive => &[CloneRoots, ExcludeRelocation, ExcludeSend],
-            SendPolicy::Concurrent => &[CloneRoots, Restart, CloneLeaves, WriteFallback],
+            SendPolicy::Unprotected => &[ProtectDeletion, DeadCheckLocked],
+            SendPolicy::CloneRoot => &[CloneRoots, ProtectDeletion, DeadCheckLocked],
+            SendPolicy::ExclusiveOnly => &[
+                ExcludeRelocation,
+                ExcludeSend,
+                ProtectDeletion,
+                DeadCheckLocked,
+            ],
+            SendPolicy::Exclusive => &[
+                CloneRoots,
+                ExcludeRelocation,
+                ExcludeSend,
+                ProtectDeletion,
+                DeadCheckLocked,
+            ],
+            SendPolicy::Concurrent => &[
+                CloneRoots,
+                Restart,
+                CloneLeaves,
+                WriteFallback,
+                ProtectDeletion,
+                DeadCheckLocked,
+            ],
         }
     }
 
@@ -201,7 +241,7 @@ impl fmt::Display for SendPolicy {
 /// switched off for an ablation experiment (none, unless [`Policy::ablating`] said so).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Policy {
-    ingredients: u8,
+    ingredients: u16,
     ablated_rules: u8,
 }
 
@@ -320,6 +360,9 @@ impl Policy {
             }
         }
         let names: Vec<&str> = self.ingredients().map(Ingredient::name).collect();
+        if names.is_empty() {
+            return f.write_str(EMPTY_SET);
+        }
         f.write_str(&names.join("+"))
     }
 }
@@ -352,6 +395,9 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// The spelling of the empty set of ingredients.
+const EMPTY_SET: &str = "none";
+
 /// The text was not a policy; the message says which part and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownPolicy(pub String);
@@ -368,7 +414,7 @@ fn expected_forms() -> String {
     let named: Vec<&str> = SendPolicy::ALL.iter().map(|policy| policy.name()).collect();
     let ingredients: Vec<&str> = Ingredient::ALL.iter().map(|i| i.name()).collect();
     format!(
-        "a policy ({}), ingredients joined by `+` ({}), or NAME-INGREDIENT",
+        "a policy ({}), ingredients joined by `+` ({}), NAME-INGREDIENT, or `none`",
         named.join(", "),
         ingredients.join(", ")
     )
@@ -376,6 +422,9 @@ fn expected_forms() -> String {
 
 /// One `+` term: a named policy, an ingredient, or a named policy without one of its own.
 fn parse_term(term: &str) -> Result<Policy, UnknownPolicy> {
+    if term == EMPTY_SET {
+        return Ok(Policy::of(&[]));
+    }
     if let Some(named) = SendPolicy::from_name(term) {
         return Ok(Policy::from(named));
     }
@@ -448,7 +497,7 @@ mod tests {
     use super::*;
 
     fn every_policy() -> impl Iterator<Item = Policy> {
-        (0u8..64).flat_map(|ingredients| {
+        (0u16..1 << Ingredient::ALL.len()).flat_map(|ingredients| {
             (0u8..8).map(move |ablated_rules| Policy {
                 ingredients,
                 ablated_rules,
@@ -479,7 +528,12 @@ mod tests {
     #[test]
     fn printed_forms() {
         let cases = [
-            (Policy::of(&[]), "unprotected"),
+            (Policy::of(&[]), "none"),
+            (Policy::of(&Ingredient::DELETION_PROTECTIONS), "unprotected"),
+            (
+                Policy::from(SendPolicy::Unprotected).without(Ingredient::DeadCheckLocked),
+                "unprotected-dead-check-locked",
+            ),
             (
                 Policy::from(SendPolicy::Concurrent).without(Ingredient::CloneLeaves),
                 "concurrent-clone-leaves",
@@ -524,8 +578,12 @@ mod tests {
         let union: Policy = "clone-root+restart".parse().expect("union");
         assert_eq!(
             union,
-            Policy::of(&[Ingredient::CloneRoots, Ingredient::Restart])
+            Policy::from(SendPolicy::CloneRoot).with(Ingredient::Restart)
         );
+        let empty: Policy = "none".parse().expect("empty");
+        assert_eq!(empty, Policy::of(&[]));
+        let era: Policy = "none+protect-deletion".parse().expect("one ingredient");
+        assert_eq!(era, Policy::of(&[Ingredient::ProtectDeletion]));
         let removed: Policy = "exclusive-clone-roots".parse().expect("removed");
         assert_eq!(removed, Policy::from(SendPolicy::ExclusiveOnly));
         let ablated: Policy = "exclusive~force-cow".parse().expect("ablated");
@@ -567,6 +625,9 @@ mod tests {
         assert_eq!(with(Ingredient::Restart), [Concurrent]);
         assert_eq!(with(Ingredient::CloneLeaves), [Concurrent]);
         assert_eq!(with(Ingredient::WriteFallback), [Concurrent]);
+        for ingredient in Ingredient::DELETION_PROTECTIONS {
+            assert_eq!(with(ingredient), SendPolicy::ALL, "{ingredient}");
+        }
         for named in SendPolicy::ALL {
             assert!(EngineRule::ALL
                 .into_iter()

@@ -15,7 +15,7 @@ use cowproof_engine::fs::CloneSide;
 use cowproof_engine::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
-use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
+use cowproof_engine::{Errno, Error, FsInfo, Geometry, Ingredient, Policy};
 use std::collections::BTreeMap;
 
 /// Which of the costly checks run after every operation.
@@ -66,6 +66,9 @@ pub struct SendRun {
     pub snapshot: String,
     /// Its parent, for an incremental send.
     pub parent: Option<String>,
+    /// The snapshot's content when the send started (its commit root): what the
+    /// received copy must equal, even if the snapshot is deleted while the send runs.
+    pub expected: Result<Content, String>,
 }
 
 /// The outcome of one operation.
@@ -140,6 +143,16 @@ impl std::hash::Hash for ReinitialisationLog {
 fn commit_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
     for _ in 0..steps {
         if let cowproof_engine::transaction::CommitProgress::Committed(_) = fs.commit_step()? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `cleaner step [N]`: N cleaner steps, fewer if no dead root is left.
+fn cleaner_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
+    for _ in 0..steps {
+        if fs.clean_step()? == cowproof_engine::cleaner::CleanerStep::Idle {
             break;
         }
     }
@@ -286,20 +299,25 @@ impl World {
     }
 
     /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
-    /// world knows of decide it (not the engine's counters; a relocation between steps
-    /// refuses nothing the model sees): a remount while
-    /// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
-    /// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
-    /// refuses a root whose `send_in_progress` is set).
+    /// world knows of decide it (a relocation between steps refuses nothing the model
+    /// sees): a remount while a send runs is EBUSY (the send holds extent buffers);
+    /// deleting a subvolume a running send reads (its snapshot or its parent) is EPERM
+    /// under `protect-deletion` once the send has taken its root's counter
+    /// (`btrfs_delete_subvolume` refuses a root whose `send_in_progress` is set; before
+    /// the counter, in the window of dc058f5fda09, the deletion goes ahead).
     fn refusal(&self, op: &Op) -> Option<Errno> {
         let running = || self.sends.values().filter(|run| !run.job.is_over());
         match op {
             Op::Remount => running().next().map(|_| Errno::EBUSY),
-            Op::SubvolumeDelete { name } => running()
-                .any(|run| {
-                    run.snapshot == name.as_str() || run.parent.as_deref() == Some(name.as_str())
-                })
-                .then_some(Errno::EPERM),
+            Op::SubvolumeDelete { name } => {
+                let named = running().any(|run| {
+                    run.job.counts_its_roots()
+                        && (run.snapshot == name.as_str()
+                            || run.parent.as_deref() == Some(name.as_str()))
+                });
+                let protected = self.fs.policy().has(Ingredient::ProtectDeletion);
+                (named && protected).then_some(Errno::EPERM)
+            }
             _ => None,
         }
     }
@@ -308,7 +326,7 @@ impl World {
     fn apply_to_engine_only(&mut self, op: &Op) -> Result<(), Error> {
         match op {
             Op::Remount => self.fs.remount(),
-            Op::SubvolumeDelete { name } => self.fs.delete_subvolume(name.as_str()),
+            Op::SubvolumeDelete { name } => self.fs.unlink_subvolume(name.as_str()).map(drop),
             other => unreachable!("`{other}` is never refused by a running job"),
         }
     }
@@ -324,7 +342,7 @@ impl World {
                 model.subvolume_create(name.as_str().as_bytes()),
             ),
             Op::SubvolumeDelete { name } => (
-                fs.delete_subvolume(name.as_str()),
+                fs.unlink_subvolume(name.as_str()).map(drop),
                 model.subvolume_delete(name.as_str().as_bytes()),
             ),
             Op::Snapshot {
@@ -342,6 +360,7 @@ impl World {
             ),
             Op::Commit => (fs.commit_transaction().map(drop), Ok(())),
             Op::CommitStep { steps } => (commit_steps(fs, *steps), Ok(())),
+            Op::CleanerStep { steps } => (cleaner_steps(fs, *steps), Ok(())),
             Op::Remount => (fs.remount(), Ok(())),
             Op::Mkdir { path } => (
                 engine_root(fs, path).and_then(|root| fs.mkdir(root, &components(path)).map(drop)),
@@ -571,11 +590,13 @@ impl World {
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);
+        let expected = round_trip::snapshot_content(&mut self.fs, snapshot);
         let mut run = SendRun {
             job,
             ghost,
             snapshot: snapshot.to_string(),
             parent: parent.map(str::to_string),
+            expected,
         };
         let mut violations = check_reads(&self.fs, &self.reinitialisations, name, &mut run);
         self.sends.insert(name.to_string(), run);
@@ -661,7 +682,7 @@ impl World {
             }
         }
         round_trip::check(
-            &mut self.fs,
+            &run.expected,
             &mut self.receiver,
             name,
             &run.snapshot,

@@ -773,6 +773,7 @@ fn engine_root_item(found: &Found) -> RootItem {
         otransid: item.otransid,
         stransid: item.stransid,
         rtransid: item.rtransid,
+        drop_progress: Key::MIN,
     }
 }
 

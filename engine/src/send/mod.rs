@@ -18,6 +18,14 @@
 //! send (EAGAIN). While a job runs, its subvolumes cannot be deleted (EPERM) and the
 //! filesystem counts it in `sends_in_progress`. Whatever ends the job — success, error,
 //! abort — releases every buffer it holds and undoes those counts.
+//!
+//! Each root the job reads counts it in `send_users` (`send_in_progress` under
+//! `root_item_lock`); a deletion of a counted root is EPERM under `protect-deletion`.
+//! Under `dead-check-locked` the dead-root check (`BTRFS_ROOT_SUBVOL_DEAD`) is in that
+//! same critical section and `send start` does it all; without it (kernels before 6.13)
+//! the check is made first and the counting is the job's first step, so a `subvol
+//! delete` can land in between and the cleaner drops the tree under the walk
+//! (dc058f5fda09, `docs/bug-zoo.md`).
 
 pub mod changes;
 pub mod compare;
@@ -89,6 +97,19 @@ pub struct SendJob {
     writer: StreamWriter,
     stage: SendStage,
     steps: u64,
+    counted: bool,
+}
+
+/// Under `protect-deletion`, send refuses a dead root with EPERM (521e0546c970).
+fn ensure_not_dead(fs: &mut FsInfo, root_id: u64) -> Result<()> {
+    if !fs.policy().has(Ingredient::ProtectDeletion) || !fs.root(root_id)?.item.is_dead() {
+        return Ok(());
+    }
+    fs.marks.hit(Mark::SendRefusedDeadRoot);
+    Err(Error::errno(
+        Errno::EPERM,
+        format!("send: root {root_id} is dead (being deleted)"),
+    ))
 }
 
 fn hold_rules(policy: Policy) -> HoldRules {
@@ -119,6 +140,11 @@ impl SendJob {
             fs.commit_root_of(root_id)?;
         }
         let policy = fs.policy();
+        if !policy.has(Ingredient::DeadCheckLocked) {
+            for root_id in std::iter::once(send_root).chain(parent_root) {
+                ensure_not_dead(fs, root_id)?;
+            }
+        }
         if policy.has(Ingredient::ExcludeSend) && fs.relocation_running() {
             fs.marks.hit(Mark::ExclusionRefused);
             return Err(Error::errno(
@@ -143,11 +169,8 @@ impl SendJob {
             },
             None => None,
         };
-        for root_id in std::iter::once(send_root).chain(parent_root) {
-            fs.root_mut(root_id)?.send_users += 1;
-        }
         fs.set_sends_in_progress(fs.sends_in_progress() + 1);
-        Ok(SendJob {
+        let mut job = SendJob {
             send_root,
             parent_root,
             name: name.to_string(),
@@ -166,7 +189,43 @@ impl SendJob {
             writer: StreamWriter::new(),
             stage: SendStage::Walk,
             steps: 0,
-        })
+            counted: false,
+        };
+        if policy.has(Ingredient::DeadCheckLocked) {
+            if let Err(error) = job.count_roots(fs) {
+                job.end(fs, SendStage::Failed(error.clone()));
+                return Err(error);
+            }
+        }
+        Ok(job)
+    }
+
+    /// The critical section of `btrfs_ioctl_send()` under each root's
+    /// `root_item_lock`: the dead-root check (under `dead-check-locked`), then the count
+    /// that makes a deletion of the root EPERM.
+    fn count_roots(&mut self, fs: &mut FsInfo) -> Result<()> {
+        assert!(!self.counted, "a send job counts its roots once");
+        let roots: Vec<u64> = std::iter::once(self.send_root)
+            .chain(self.parent_root)
+            .collect();
+        for &root_id in &roots {
+            if fs.policy().has(Ingredient::DeadCheckLocked) {
+                ensure_not_dead(fs, root_id)?;
+            } else if fs.root(root_id)?.item.is_dead() {
+                fs.marks.hit(Mark::SendStartedOnDeadRoot);
+            }
+        }
+        for &root_id in &roots {
+            fs.root_mut(root_id)?.send_users += 1;
+        }
+        self.counted = true;
+        Ok(())
+    }
+
+    /// Whether the job counts itself in its roots' `send_users` yet (always, once
+    /// `send start` returned, under `dead-check-locked`; else from its first step on).
+    pub fn counts_its_roots(&self) -> bool {
+        self.counted
     }
 
     /// The stage the job is in.
@@ -222,7 +281,12 @@ impl SendJob {
             return Err(Error::errno(Errno::EINVAL, "send job already finished"));
         }
         self.steps += 1;
-        match self.step_stage(fs) {
+        let result = if self.counted {
+            self.step_stage(fs)
+        } else {
+            self.count_roots(fs).map(|()| StepOutcome::Progress)
+        };
+        match result {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 self.end(fs, SendStage::Failed(error.clone()));
@@ -430,10 +494,17 @@ impl SendJob {
                     .is_none_or(|right| right.path.is_empty()),
             "a send job ended holding part of its path"
         );
-        for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
-            if let Some(root) = fs.roots.get_mut(&root_id) {
-                root.send_users = root.send_users.saturating_sub(1);
+        if self.counted {
+            for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
+                if let Some(root) = fs.roots.get_mut(&root_id) {
+                    assert!(
+                        root.send_users > 0,
+                        "a counted send found its root uncounted"
+                    );
+                    root.send_users -= 1;
+                }
             }
+            self.counted = false;
         }
         fs.set_sends_in_progress(fs.sends_in_progress().saturating_sub(1));
         if fs.sends_in_progress() == 0 {

@@ -129,7 +129,7 @@ fn parse_item(line: &Line<'_>, tokens: Vec<Token<'_>>) -> Result<Item, ParseErro
         "policy" => Item::Policy(arguments.policy()?),
         "geometry" => Item::Geometry(arguments.geometry()?),
         "expect" => Item::Statement(Statement::Expect(arguments.expect()?)),
-        "subvol" | "send" | "relocate" => {
+        "subvol" | "send" | "relocate" | "cleaner" => {
             arguments.operation = keyword.to_string();
             let (what, known) = sub_commands(keyword);
             let sub_command = arguments.keyword(what, known)?;
@@ -147,6 +147,7 @@ fn parse_item(line: &Line<'_>, tokens: Vec<Token<'_>>) -> Result<Item, ParseErro
 fn sub_commands(keyword: &str) -> (&'static str, &'static [&'static str]) {
     match keyword {
         "subvol" => ("`create` or `delete`", &["create", "delete"]),
+        "cleaner" => ("`step`", &["step"]),
         _ => ("`start`, `step` or `finish`", &["start", "step", "finish"]),
     }
 }
@@ -246,10 +247,10 @@ impl<'line, 'text> Arguments<'line, 'text> {
 }
 
 /// Every first word of a line.
-pub const KEYWORDS: [&str; 24] = [
+pub const KEYWORDS: [&str; 25] = [
     "policy", "geometry", "expect", "subvol", "send", "relocate", "snapshot", "mkdir", "touch",
     "symlink", "write", "truncate", "mv", "ln", "rm", "rmdir", "setxattr", "rmxattr", "chmod",
-    "chown", "clone", "commit", "remount", "crash",
+    "chown", "clone", "commit", "remount", "crash", "cleaner",
 ];
 
 /// At most 40 characters of `text`, for messages.
@@ -395,6 +396,9 @@ impl Arguments<'_, '_> {
             },
             ("subvol", _) => Op::SubvolumeDelete {
                 name: self.name("NAME")?,
+            },
+            ("cleaner", _) => Op::CleanerStep {
+                steps: self.steps()?,
             },
             ("send", "start") => self.send_start()?,
             ("send", "step") => Op::SendStep {
