@@ -7,8 +7,8 @@
 //! [`snapshot`] / [`root_tree`]; [`ctree`] (search, COW, split, merge); [`cache`]
 //! (buffer objects by bytenr) over [`storage`] (the device); [`alloc`] (block groups,
 //! free space, pinned extents, reference counts). [`check`] verifies all of it.
-//! Beside them: [`stream`] (btrfs send stream v1), [`receive`] and [`model_fs`] (the
-//! plain model filesystem receive applies streams to).
+//! Beside them: [`stream`] (btrfs send stream v1) and [`reference`] (the reference
+//! models: the plain model filesystem and the receive that applies streams to it).
 #![forbid(unsafe_code)]
 
 pub mod alloc;
@@ -27,9 +27,8 @@ pub mod image;
 pub mod items;
 pub mod key;
 pub mod marks;
-pub mod model_fs;
 pub mod policy;
-pub mod receive;
+pub mod reference;
 pub mod relocation;
 pub mod root_tree;
 pub mod send;
@@ -47,3 +46,8 @@ pub use fs_info::FsInfo;
 pub use geometry::Geometry;
 pub use key::Key;
 pub use policy::{EngineRule, Ingredient, Policy, SendPolicy};
+
+/// The old paths of the reference models, kept while branches written against them
+/// merge; new code names [`reference::model_fs`] and [`reference::receive`].
+#[doc(hidden)]
+pub use reference::{model_fs, receive};

@@ -3,8 +3,8 @@
 //! `harness = false` binary (libtest-mimic, `support::trials`) like the other real-kernel
 //! tests; these trials need nothing of the host.
 
-use cowproof_engine::model_fs::{Content, InodeKind, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::{Content, InodeKind, ModelFs};
+use cowproof_engine::reference::receive::receive_bytes;
 use std::path::PathBuf;
 // Each test binary uses a part of the shared support.
 #[allow(dead_code)]
@@ -52,7 +52,7 @@ fn read_all(fs: &ModelFs, path: &str) -> Vec<u8> {
     fs.read(path.as_bytes(), 0, size).unwrap()
 }
 
-fn entry<'c>(content: &'c Content, path: &str) -> &'c cowproof_engine::model_fs::Entry {
+fn entry<'c>(content: &'c Content, path: &str) -> &'c cowproof_engine::reference::model_fs::Entry {
     content
         .entries
         .get(path.as_bytes())

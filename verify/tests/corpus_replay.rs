@@ -4,10 +4,10 @@
 //! `tests/fuzz/mod.rs` style).
 //!
 //! - `interleave` files run under all five policies. None may show an unexpected
-//!   violation under `exclusive` or `concurrent`; files named `race-snapshot-*` and
-//!   `race-relocation-*` must give exactly the verdicts of docs/policies.md (violation
-//!   under the policies that column marks, ok under the others), and `benign-*` files ok
-//!   under every policy.
+//!   violation under a policy expected safe against every race (`exclusive`,
+//!   `concurrent`); files named `race-<race>-*` must give exactly the verdicts the race
+//!   states (`cowproof_verify::race`, the columns of docs/policies.md), and `benign-*`
+//!   files ok under every policy.
 //! - `*.cows` files are scripts (the text form of a case) checked by the target's oracle
 //!   on the script; `*.md` files are notes and are skipped.
 //! - [`KNOWN_FAILURES`] lists regression inputs of bugs not fixed yet, with their root
@@ -17,6 +17,7 @@
 use cowproof_engine::Policy;
 use cowproof_verify::fuzz_input::interleave::run_interleaving;
 use cowproof_verify::fuzz_input::{check_target, target as fuzz_target, TestCase, TARGETS};
+use cowproof_verify::race::{Expected, Race};
 use cowproof_verify::runner::Verdict;
 use std::path::{Path, PathBuf};
 
@@ -72,20 +73,25 @@ fn check_file(target: &str, path: &Path) -> Result<(), String> {
     check_target(target, &bytes)
 }
 
-/// The verdict docs/policies.md expects of a race file under `policy`.
+/// The verdict docs/policies.md expects of a race file (`race-<race>-*`) under
+/// `policy`, from the race's own description.
 fn expected_violation(file: &str, policy: Policy) -> Option<bool> {
-    if file.starts_with("race-snapshot-") {
-        Some(matches!(
-            policy,
-            Policy::UNPROTECTED | Policy::EXCLUSIVE_ONLY
-        ))
-    } else if file.starts_with("race-relocation-") {
-        Some(matches!(policy, Policy::UNPROTECTED | Policy::CLONE_ROOT))
-    } else if file.starts_with("benign-") {
-        Some(false)
-    } else {
-        None
+    if file.starts_with("benign-") {
+        return Some(false);
     }
+    Race::ALL
+        .into_iter()
+        .find(|race| file.starts_with(&format!("race-{}-", race.name())))
+        .map(|race| race.expected(policy) == Expected::Violation)
+}
+
+/// Whether `policy` is expected safe against every race the interleave generator can
+/// exercise (so no interleave input may show it a violation).
+fn safe_against_generated_races(policy: Policy) -> bool {
+    Race::ALL
+        .into_iter()
+        .filter(|race| !race.spec().generator_kinds.is_empty())
+        .all(|race| race.expected(policy) != Expected::Violation)
 }
 
 fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -99,7 +105,7 @@ fn check_interleave_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
         if report.error.is_some() {
             return Err(format!("{policy}: script error\n{report}"));
         }
-        let fixed = matches!(policy, Policy::EXCLUSIVE | Policy::CONCURRENT);
+        let fixed = safe_against_generated_races(policy);
         if fixed && !report.unexpected.is_empty() {
             return Err(format!("{policy} must be safe\n{report}"));
         }
@@ -211,14 +217,19 @@ fn every_target_of_the_table_is_a_cargo_fuzz_target_and_back() {
 }
 
 #[test]
-fn the_race_seeds_cover_both_columns_of_the_policy_matrix() {
+fn the_race_seeds_cover_every_generated_race_of_the_policy_matrix() {
     let files: Vec<String> = corpus_files("interleave")
         .iter()
         .map(|path| file_name(path).to_string())
         .collect();
-    for prefix in ["race-snapshot-", "race-relocation-", "benign-"] {
+    let prefixes = Race::ALL
+        .into_iter()
+        .filter(|race| !race.spec().generator_kinds.is_empty())
+        .map(|race| format!("race-{}-", race.name()))
+        .chain(["benign-".to_string()]);
+    for prefix in prefixes {
         assert!(
-            files.iter().any(|file| file.starts_with(prefix)),
+            files.iter().any(|file| file.starts_with(&prefix)),
             "no {prefix}* seed"
         );
     }

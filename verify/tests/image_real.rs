@@ -26,8 +26,8 @@ use support::{host, tree};
 
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::image::write_image;
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::FsInfo;
 use cowproof_verify::oracle::round_trip::{ensure_parent_received, snapshot_content};

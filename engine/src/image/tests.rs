@@ -5,7 +5,7 @@ use super::format::{self, SuperBlock, SUPER_INFO_OFFSET};
 use super::{check_image, import_image, write_image, Image};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
-use crate::model_fs::Content;
+use crate::reference::model_fs::Content;
 use crate::splitmix::SplitMix64;
 use crate::{FsInfo, Geometry, SendPolicy};
 

@@ -9,10 +9,10 @@ use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::fs_info::FsInfo;
 use crate::geometry::Geometry;
-use crate::model_fs::Content;
-use crate::model_fs::ModelFs;
 use crate::policy::SendPolicy;
-use crate::receive::receive_bytes;
+use crate::reference::model_fs::Content;
+use crate::reference::model_fs::ModelFs;
+use crate::reference::receive::receive_bytes;
 use crate::stream::decode;
 
 pub(crate) fn send(fs: &mut FsInfo, name: &str, parent: Option<&str>) -> Vec<u8> {

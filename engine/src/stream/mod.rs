@@ -17,7 +17,7 @@
 //!
 //! The decoder checks the format only: any sequence of commands is a stream. What a
 //! receiver additionally wants (btrfs-progs insists on END as the last command and reads
-//! whatever follows an END as a new stream header) is checked by [`crate::receive`].
+//! whatever follows an END as a new stream header) is checked by [`crate::reference::receive`].
 //!
 //! Mirrors the kernel's `fs/btrfs/send.h` and the command emitters of `send.c`, and
 //! btrfs-progs' `common/send-stream.c` on the reading side.

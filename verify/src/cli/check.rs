@@ -26,7 +26,8 @@
 
 use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
 use crate::explore::matrix::engine_defect;
-use crate::explore::{explore_matrix, Cell, Config, Exploration, Finding, Progress, Race};
+use crate::explore::{explore_matrix, Cell, Config, Exploration, Finding, Progress};
+use crate::race::Race;
 use crate::script::print;
 use clap::Args;
 use cowproof_engine::marks::Mark;
@@ -41,17 +42,15 @@ mod merge;
 /// The exit status of an engine defect found by the search.
 pub const EXIT_ENGINE_DEFECT: i32 = 3;
 
-/// The depth a cell (and its ablation rows) is explored to when `--depth` is not given:
-/// every expected violation and every ablation counterexample is within it, and the
-/// whole `check --ablate` stays within minutes on two cores (measured in the README).
-/// The snapshot race is verified to its longest ablation counterexample (3) plus 4; the
-/// relocation race, whose alphabet is larger, to 6, one short of that rule's 8.
+/// The depth a cell (and its ablation rows) is explored to when `--depth` is not given,
+/// which each race states ([`crate::race::RaceSpec::default_depth`]): every expected
+/// violation and every ablation counterexample is within it, and the whole `check
+/// --ablate` stays within minutes on two cores (measured in the README). The snapshot
+/// race is verified to its longest ablation counterexample (3) plus 4; the relocation
+/// race, whose alphabet is larger, to 6, one short of that rule's 8.
 pub fn default_depth(policy: Policy, race: Race) -> usize {
     let _ = policy;
-    match race {
-        Race::Snapshot => 7,
-        Race::Relocation => 6,
-    }
+    race.default_depth()
 }
 
 /// Arguments of `cowproof check`.

@@ -5,7 +5,7 @@
 //! Output: the seed first (random mode), then one block per script — its name, what was
 //! compared, each difference, each send job's streams — and a summary line. A random
 //! script with an unexplained difference (with `--minimise-known`, any difference) is
-//! minimised (ddmin of [`super::shrink`], keeping the kind of its first difference and
+//! minimised (ddmin of [`crate::shrink`], keeping the kind of its first difference and
 //! the known difference it is) and printed as a script to save under
 //! `corpus/scripts/conform-*.cows`.
 //!

@@ -1,45 +1,27 @@
 //! `cowproof hunt [--policy P] [--seconds N] [--seed S] [--json]`: random swarm
 //! interleavings on stable Rust until the first violation or the end of the time budget,
-//! then the failing script shrunk to a minimal one ([`shrink`](super::shrink)).
+//! then the failing script shrunk to a minimal one ([`crate::shrink`]).
 //!
-//! Reproducibility (one seed reproduces a run, printed first, as TigerBeetle's VOPR
-//! does): iteration `i` decodes `generate::interleaving` from the first
-//! [`INPUT_BYTES`] bytes of SplitMix64 seeded with the `i`-th output of SplitMix64(S).
-//! Without `--seed`, S is taken from the clock — the only use of the clock besides the
-//! time budget — and printed before anything runs; `--seed S` replays the same
-//! iterations, finds the same first violation at the same iteration and shrinks it to
-//! the same script. Only wall-clock figures (labelled so) and, when nothing is found, the
-//! number of iterations that fit in the budget differ between runs.
-//!
-//! Runs use [`Checks::FAST`] (fsck and model content at the end of each run, not after
-//! every operation), which is what fuzzing uses; the minimized script is printed with a
-//! final `expect violation KIND`, so `cowproof run` on it passes under the buggy policy
-//! and fails under a fixed one.
+//! The search and the shrinking are the driver [`crate::hunt`] (which documents how one
+//! seed reproduces a run); this module parses the arguments, prints the seed first, draws
+//! a progress bar and prints the result. Without `--seed`, the seed is taken from the
+//! clock — the only use of the clock besides the time budget — and printed before
+//! anything runs.
 //!
 //! A hidden `--race snapshot|relocation` restricts the generator to one seed race
-//! ([`Race`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
+//! ([`Selection`]), to time each race alone; a hidden `--iterations N` bounds the run by count.
 
-use super::shrink::{shrink_script, with_expectation, Shrunk};
 use super::{json, CliError, EXIT_FAILED, EXIT_PASSED};
-use crate::generate::{interleaving_for, Race};
-use crate::oracle::Violation;
-use crate::runner::{run, RunOptions};
+use crate::hunt::{minimize, search, Minimized, Search};
+use crate::race::Selection;
 use crate::script::{parse_with_lines, print, Script};
-use crate::world::Checks;
-use arbitrary::Unstructured;
 use clap::Args;
-use cowproof_engine::testing::{seeded_bytes, SplitMix64};
+use cowproof_engine::testing::SplitMix64;
 use cowproof_engine::Policy;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime};
-
-/// The bytes each iteration decodes a script from (more than the generator ever reads).
-pub const INPUT_BYTES: usize = 512;
-
-/// How many iterations between progress updates.
-const PROGRESS_EVERY: u64 = 32;
+use std::time::{Duration, SystemTime};
 
 /// Arguments of `cowproof hunt`.
 #[derive(Debug, Args)]
@@ -58,7 +40,7 @@ pub struct HuntArgs {
     pub json: bool,
     /// Restrict the generator to one race: all, snapshot or relocation.
     #[arg(long, hide = true, default_value = "all", value_parser = parse_race)]
-    pub race: Race,
+    pub race: Selection,
     /// Stop after this many iterations even if time is left.
     #[arg(long, hide = true)]
     pub iterations: Option<u64>,
@@ -71,96 +53,12 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_race(text: &str) -> Result<Race, String> {
-    Race::from_name(text)
+fn parse_race(text: &str) -> Result<Selection, String> {
+    Selection::from_name(text)
         .ok_or_else(|| format!("unknown race `{text}` (all, snapshot, relocation)"))
 }
 
-/// What the search found.
-#[derive(Clone, Debug)]
-pub struct Finding {
-    /// The iteration (from 0) whose script violated.
-    pub iteration: u64,
-    /// The seed of that iteration's input bytes.
-    pub input_seed: u64,
-    /// Its script.
-    pub script: Script,
-    /// Its first violation.
-    pub violation: Violation,
-    /// Wall-clock seconds from the start of the search.
-    pub seconds: f64,
-}
-
-/// The outcome of a search.
-#[derive(Clone, Debug)]
-pub struct Search {
-    /// Iterations run (the violating one included).
-    pub iterations: u64,
-    /// Scripts that could not run (a generator defect if ever non-zero).
-    pub script_errors: u64,
-    /// The first violation, if any.
-    pub finding: Option<Finding>,
-    /// Wall-clock seconds spent searching.
-    pub seconds: f64,
-}
-
-/// The script iteration `iteration_seed` decodes to.
-pub fn iteration_script(iteration_seed: u64, policy: Policy, race: Race) -> Script {
-    let bytes = seeded_bytes(INPUT_BYTES, iteration_seed);
-    interleaving_for(&mut Unstructured::new(&bytes), Some(policy), race)
-        .expect("the generator accepts any input of INPUT_BYTES bytes")
-}
-
-/// Searches from `seed` until a violation, the budget, or the iteration bound.
-pub fn search(
-    seed: u64,
-    policy: Policy,
-    race: Race,
-    budget: Duration,
-    iterations_max: Option<u64>,
-    progress: &ProgressBar,
-) -> Search {
-    let started = Instant::now();
-    let mut seeds = SplitMix64::new(seed);
-    let mut outcome = Search {
-        iterations: 0,
-        script_errors: 0,
-        finding: None,
-        seconds: 0.0,
-    };
-    while started.elapsed() < budget && iterations_max.is_none_or(|max| outcome.iterations < max) {
-        let iteration = outcome.iterations;
-        let input_seed = seeds.next_u64();
-        let script = iteration_script(input_seed, policy, race);
-        let report = run(
-            &script,
-            RunOptions {
-                policy: Some(policy),
-                checks: Checks::FAST,
-            },
-        );
-        outcome.iterations += 1;
-        outcome.script_errors += u64::from(report.error.is_some());
-        if let Some((_, violation)) = report.violations.into_iter().next() {
-            outcome.finding = Some(Finding {
-                iteration,
-                input_seed,
-                script,
-                violation,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            break;
-        }
-        if outcome.iterations % PROGRESS_EVERY == 0 {
-            show_progress(progress, started, budget, outcome.iterations);
-        }
-    }
-    outcome.seconds = started.elapsed().as_secs_f64();
-    outcome
-}
-
-fn show_progress(progress: &ProgressBar, started: Instant, budget: Duration, iterations: u64) {
-    let elapsed = started.elapsed();
+fn show_progress(progress: &ProgressBar, budget: Duration, iterations: u64, elapsed: Duration) {
     progress.set_position(elapsed.as_millis().min(budget.as_millis()) as u64);
     let rate = iterations as f64 / elapsed.as_secs_f64().max(1e-9);
     progress.set_message(format!("{iterations} runs, {rate:.0}/s, no violation yet"));
@@ -192,34 +90,6 @@ fn seed_from_clock() -> u64 {
     SplitMix64::new(nanoseconds).next_u64() >> 16
 }
 
-/// The minimized script and the violation it shows.
-struct Minimized {
-    shrunk: Shrunk,
-    expected: Script,
-    violation: Option<(Option<usize>, Violation)>,
-}
-
-fn minimize(finding: &Finding, policy: Policy) -> Option<Minimized> {
-    let shrunk = shrink_script(&finding.script, policy, Checks::FAST)?;
-    let report = run(
-        &shrunk.script,
-        RunOptions {
-            policy: Some(policy),
-            checks: Checks::FAST,
-        },
-    );
-    let violation = report
-        .violations
-        .into_iter()
-        .find(|(_, violation)| super::shrink::Signature::of(violation) == shrunk.signature);
-    let expected = with_expectation(&shrunk.script, shrunk.signature);
-    Some(Minimized {
-        shrunk,
-        expected,
-        violation,
-    })
-}
-
 /// Runs `cowproof hunt`.
 pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let policy = args.policy.unwrap_or_default();
@@ -236,7 +106,14 @@ pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     }
     let budget = Duration::from_secs_f64(args.seconds);
     let progress = progress_bar(budget, args.json);
-    let found = search(seed, policy, args.race, budget, args.iterations, &progress);
+    let found = search(
+        seed,
+        policy,
+        args.race,
+        budget,
+        args.iterations,
+        &mut |iterations, elapsed| show_progress(&progress, budget, iterations, elapsed),
+    );
     if found.finding.is_some() {
         progress.set_message("violation found; shrinking");
     }
@@ -268,7 +145,7 @@ struct Header {
     seed: u64,
     seed_source: &'static str,
     policy: Policy,
-    race: Race,
+    race: Selection,
 }
 
 fn write_human(
@@ -380,28 +257,6 @@ fn hunt_json(header: &Header, found: &Search, minimized: Option<&Minimized>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_same_seed_finds_the_same_violation_at_the_same_iteration() {
-        let hidden = ProgressBar::hidden();
-        let search_once = || {
-            search(
-                1,
-                Policy::UNPROTECTED,
-                Race::All,
-                Duration::from_secs(600),
-                Some(50),
-                &hidden,
-            )
-        };
-        let first = search_once();
-        let second = search_once();
-        let first_finding = first.finding.expect("unprotected violates within 50 runs");
-        let second_finding = second.finding.expect("the same seed finds it again");
-        assert_eq!(first_finding.iteration, second_finding.iteration);
-        assert_eq!(first_finding.script, second_finding.script);
-        assert_eq!(first_finding.violation, second_finding.violation);
-    }
 
     #[test]
     fn seconds_must_be_a_finite_non_negative_number() {

@@ -107,14 +107,14 @@ pub fn world_from_image(
     let mut fs = image::import_image(&file, policy)
         .map_err(|error| failure(format!("cannot import: {error}")))?;
     fs.events.set_recording(true);
-    let mut model = cowproof_engine::model_fs::ModelFs::new();
+    let mut model = cowproof_engine::reference::model_fs::ModelFs::new();
     model.set_xattr_bytes_max(cowproof_engine::fs::xattr::xattr_bytes_max(fs.geometry()));
     fill_model(&mut fs, &mut model).map_err(failure)?;
     Ok(crate::world::World {
         fs,
         model: model.clone(),
         model_committed: model,
-        receiver: cowproof_engine::model_fs::ModelFs::new(),
+        receiver: cowproof_engine::reference::model_fs::ModelFs::new(),
         sends: Default::default(),
         relocations: Default::default(),
         streams: Default::default(),
@@ -125,7 +125,7 @@ pub fn world_from_image(
 
 fn fill_model(
     fs: &mut FsInfo,
-    model: &mut cowproof_engine::model_fs::ModelFs,
+    model: &mut cowproof_engine::reference::model_fs::ModelFs,
 ) -> Result<(), String> {
     let subvolumes: Vec<(String, u64)> = fs
         .subvolumes()
@@ -158,7 +158,7 @@ fn fill_model(
 }
 
 fn fill_entry(
-    model: &mut cowproof_engine::model_fs::ModelFs,
+    model: &mut cowproof_engine::reference::model_fs::ModelFs,
     path: &[u8],
     entry: &cowproof_engine::fs::ListingEntry,
     first_paths: &mut std::collections::BTreeMap<u64, Vec<u8>>,

@@ -4,7 +4,8 @@
 //! - [`run`]: `cowproof run SCRIPT` — execute a script, judge it, optionally write its
 //!   send streams and export the final world as real directory trees ([`export`]).
 //! - [`hunt`]: `cowproof hunt` — random swarm interleavings until the first violation,
-//!   then a minimized script ([`shrink`]).
+//!   then a minimized script (the drivers [`crate::hunt`] and
+//!   [`crate::shrink`]).
 //! - [`replay`]: `cowproof replay FILE...` — scripts or fuzz inputs, printed with a
 //!   four-column [`timeline`] and the verdict.
 //! - [`check`]: `cowproof check` — the bounded explorer over the policy x race matrix.
@@ -32,7 +33,6 @@ pub mod image;
 pub mod json;
 pub mod replay;
 pub mod run;
-pub mod shrink;
 pub mod svg;
 pub mod timeline;
 

@@ -8,6 +8,8 @@
 //! - [`streams`]: the two streams of a send job, normalised and diffed.
 //! - [`generate`]: random filesystem scripts over a shadow namespace.
 //! - [`known`]: the known differences, with their reasons and who fixes them.
+//! - `compare`: one statement's outcome and the subvolumes, kernel against engine.
+//! - `exchange`: each send job's streams received across (kernel to engine and back).
 //!
 //! What is compared, for a comparable script: the outcome (ok or errno) of every
 //! operation that has a kernel counterpart; after each of them, every subvolume of the
@@ -33,6 +35,8 @@
 #[allow(unsafe_code)]
 mod ioctl;
 
+mod compare;
+mod exchange;
 pub mod generate;
 pub mod known;
 pub mod real;
@@ -44,15 +48,15 @@ use crate::cli::export::export_world;
 use crate::runner::{self, RunOptions, RunReport};
 use crate::script::{Op, RelocateTarget, Script};
 use crate::world::Checks;
-use cowproof_engine::ctree::TreeView;
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use compare::{
+    compare_subvolumes, kernel_outcome, record_first_divergence, record_outcome, Answers,
+};
 use cowproof_engine::Policy;
+use exchange::compare_streams;
 use real::{KernelOutcome, WorldDirectory};
 use session::Session;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 /// The policy the engine runs under: the kernel's since Linux 5.17.
 pub const KERNEL_POLICY: Policy = Policy::CONCURRENT;
@@ -138,7 +142,7 @@ pub fn minimise_keeping(
         statements,
     };
     let mut failure: Option<ConformError> = None;
-    let statements = crate::cli::shrink::ddmin(&script.statements, |candidate| {
+    let statements = crate::shrink::ddmin(&script.statements, |candidate| {
         if failure.is_some() {
             return false;
         }
@@ -147,7 +151,7 @@ pub fn minimise_keeping(
             return false;
         }
         let candidate = with(candidate.to_vec());
-        if !crate::cli::shrink::is_valid(&candidate) || comparability(&candidate).is_some() {
+        if !crate::shrink::is_valid(&candidate) || comparability(&candidate).is_some() {
             return false;
         }
         match conform_script(&candidate, tools) {
@@ -397,385 +401,6 @@ fn stepped_world(script: &Script) -> Result<crate::world::World, ConformError> {
     let geometry = runner::geometry_of(script).map_err(ConformError::Script)?;
     crate::world::World::new(geometry, KERNEL_POLICY, Checks::RACES)
         .map_err(|error| ConformError::Script(error.to_string()))
-}
-
-/// Compares every subvolume of the kernel with the engine's (its listing, in memory)
-/// after statement `index`; records the first divergence and returns whether there was
-/// one.
-fn record_first_divergence(
-    index: usize,
-    op: &Op,
-    session: &Session,
-    stepped: &mut crate::world::World,
-    report: &mut ScriptReport,
-) -> Result<bool, ConformError> {
-    let kernel_names = tree::names_in(&session.world())?;
-    let engine_names: Vec<(String, u64)> = stepped
-        .fs
-        .subvolumes()
-        .map(|(name, root_id)| (name.to_string(), root_id))
-        .collect();
-    let mut lines = Vec::new();
-    let mut sorted_engine: Vec<&String> = engine_names.iter().map(|(name, _)| name).collect();
-    sorted_engine.sort();
-    if kernel_names.iter().collect::<Vec<_>>() != sorted_engine {
-        lines.push(format!(
-            "subvolumes: Linux has {kernel_names:?}, the engine {sorted_engine:?}"
-        ));
-    }
-    for (name, root_id) in &engine_names {
-        if !kernel_names.contains(name) {
-            continue;
-        }
-        let kernel = tree::read_tree(&session.world().join(name))?;
-        let engine = match stepped.fs.list_subvolume(TreeView::Current, *root_id) {
-            Ok(listing) => Content::from_listing(&listing),
-            Err(error) => return Err(ConformError::Script(format!("cannot list {name}: {error}"))),
-        };
-        if kernel != engine {
-            lines.push(format!(
-                "subvolume {name}:\n{}",
-                content_diff(
-                    &kernel,
-                    &engine,
-                    &format!("Linux {name}"),
-                    &format!("engine {name}")
-                )
-            ));
-        }
-    }
-    if lines.is_empty() {
-        return Ok(false);
-    }
-    // Symlink resolution used to be a known difference here; the engine now resolves
-    // beneath the subvolume as openat2(RESOLVE_BENEATH) does, so a content difference
-    // after a symlink is as unexplained as any other.
-    let known = None;
-    report.differences.push(Difference {
-        kind: DifferenceKind::Content,
-        statement: Some(index),
-        text: format!(
-            "after statement {} `{op}` the contents differ:\n{}",
-            index + 1,
-            lines.join("\n")
-        ),
-        known,
-    });
-    Ok(true)
-}
-
-fn kernel_outcome(
-    op: &Op,
-    session: &mut Session,
-    streams: &mut BTreeMap<String, Vec<u8>>,
-) -> Result<KernelOutcome, ConformError> {
-    Ok(match op {
-        Op::Commit => rustix::fs::syncfs(session.open_world()?).into(),
-        Op::Remount => {
-            session.remount()?;
-            KernelOutcome::Ok
-        }
-        Op::SendStart {
-            job,
-            snapshot,
-            parent,
-        } => {
-            let path = session
-                .streams_directory()
-                .join(format!("kernel-{}.stream", job.as_str()));
-            let file = std::fs::File::create(&path)
-                .map_err(|error| format!("create {}: {error}", path.display()))?;
-            let output: rustix::fd::OwnedFd = file.into();
-            let world = session.open_world()?;
-            match WorldDirectory::new(&world).send(snapshot, parent.as_ref(), &output) {
-                Ok(()) => {
-                    let bytes = std::fs::read(&path)
-                        .map_err(|error| format!("read {}: {error}", path.display()))?;
-                    streams.insert(job.as_str().to_string(), bytes);
-                    KernelOutcome::Ok
-                }
-                Err(errno) => KernelOutcome::Failed(errno),
-            }
-        }
-        Op::RelocateStart { target, .. } => {
-            let data = matches!(target, RelocateTarget::Data);
-            session.balance(data)?;
-            KernelOutcome::Ok
-        }
-        // A step of a commit changes no file's content and has no system call: the
-        // kernel commits when it likes (`commit` is syncfs); nor does a step of the
-        // cleaner, the kernel's own thread.
-        Op::SendStep { .. }
-        | Op::SendFinish { .. }
-        | Op::RelocateStep { .. }
-        | Op::RelocateFinish { .. }
-        | Op::CommitStep { .. }
-        | Op::CleanerStep { .. }
-        | Op::Crash => KernelOutcome::NotIssued,
-        other => {
-            let world = session.open_world()?;
-            WorldDirectory::new(&world).apply(other)
-        }
-    })
-}
-
-/// Both sides' answers to one operation.
-struct Answers {
-    kernel: KernelOutcome,
-    engine: Option<(i32, String)>,
-    /// The kernel's resolution of a path of the operation met a symlink.
-    meets_symlink: bool,
-}
-
-fn record_outcome(index: usize, op: &Op, answers: &Answers, report: &mut ScriptReport) {
-    let (kernel, engine) = (&answers.kernel, &answers.engine);
-    let engine_words = engine
-        .as_ref()
-        .map_or_else(|| "ok".to_string(), |(_, name)| name.clone());
-    let line = index + 1;
-    match kernel {
-        KernelOutcome::NotIssued => {}
-        KernelOutcome::Refused(reason) => report.differences.push(Difference {
-            kind: DifferenceKind::Refused,
-            statement: Some(index),
-            text: format!("statement {line} `{op}`: refused: {reason}"),
-            known: None,
-        }),
-        KernelOutcome::Ok | KernelOutcome::Failed(_) => {
-            report.operations_compared += 1;
-            let answer = match kernel {
-                KernelOutcome::Failed(errno) => errno.name(),
-                _ => "ok".to_string(),
-            };
-            report.kernel_answers.push((index, answer));
-            let kernel_number = match kernel {
-                KernelOutcome::Failed(errno) => Some(errno.0),
-                _ => None,
-            };
-            if kernel_number != engine.as_ref().map(|(number, _)| *number) {
-                let kernel_words = match kernel {
-                    KernelOutcome::Failed(errno) => errno.name(),
-                    _ => "ok".to_string(),
-                };
-                let known = known::known_errno_difference(
-                    op,
-                    &engine_words,
-                    &kernel_words,
-                    answers.meets_symlink,
-                )
-                .map(|known| known.name);
-                report.differences.push(Difference {
-                    kind: DifferenceKind::Errno,
-                    statement: Some(index),
-                    text: format!(
-                        "statement {line} `{op}`: engine {engine_words}, Linux {kernel_words}"
-                    ),
-                    known,
-                });
-            }
-        }
-    }
-}
-
-/// A unified diff of two contents' renderings (kernel first).
-fn content_diff(
-    kernel: &Content,
-    engine: &Content,
-    kernel_label: &str,
-    engine_label: &str,
-) -> String {
-    let (left, right) = (kernel.render(), engine.render());
-    similar::TextDiff::from_lines(&left, &right)
-        .unified_diff()
-        .context_radius(1)
-        .header(kernel_label, engine_label)
-        .to_string()
-}
-
-fn compare_subvolumes(session: &Session, report: &mut ScriptReport) -> Result<(), ConformError> {
-    let kernel_names = tree::names_in(&session.world())?;
-    let engine_names = tree::names_in(&session.engine())?;
-    if kernel_names != engine_names {
-        report.differences.push(Difference {
-            kind: DifferenceKind::Content,
-            statement: None,
-            text: format!("subvolumes: Linux has {kernel_names:?}, the engine {engine_names:?}"),
-            known: None,
-        });
-    }
-    for name in kernel_names
-        .iter()
-        .filter(|name| engine_names.contains(name))
-    {
-        let kernel = tree::read_tree(&session.world().join(name))?;
-        let engine = tree::read_tree(&session.engine().join(name))?;
-        report.subvolumes_compared += 1;
-        if kernel != engine {
-            report.differences.push(Difference {
-                kind: DifferenceKind::Content,
-                statement: None,
-                text: format!(
-                    "subvolume {name} differs:\n{}",
-                    content_diff(
-                        &kernel,
-                        &engine,
-                        &format!("Linux {name}"),
-                        &format!("engine {name}")
-                    )
-                ),
-                known: None,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Each send job with the snapshot it sent, in the order the jobs first started (a job
-/// name started again keeps its last snapshot, as its last stream is the one kept).
-fn send_jobs(script: &Script) -> Vec<(String, String)> {
-    let mut jobs: Vec<(String, String)> = Vec::new();
-    for op in script.ops() {
-        if let Op::SendStart { job, snapshot, .. } = op {
-            let snapshot = snapshot.as_str().to_string();
-            match jobs.iter_mut().find(|(name, _)| name == job.as_str()) {
-                Some(entry) => entry.1 = snapshot,
-                None => jobs.push((job.as_str().to_string(), snapshot)),
-            }
-        }
-    }
-    jobs
-}
-
-fn compare_streams(
-    session: &Session,
-    script: &Script,
-    engine: &RunReport,
-    kernel_streams: &BTreeMap<String, Vec<u8>>,
-    report: &mut ScriptReport,
-) -> Result<(), ConformError> {
-    let engine_streams: BTreeMap<&str, &Vec<u8>> = engine
-        .streams
-        .iter()
-        .map(|(job, bytes)| (job.as_str(), bytes))
-        .collect();
-    let mut receiver = ModelFs::new();
-    for (job, snapshot) in send_jobs(script) {
-        let (Some(kernel), Some(engine_stream)) =
-            (kernel_streams.get(&job), engine_streams.get(job.as_str()))
-        else {
-            continue;
-        };
-        kernel_stream_on_engine(session, &job, &snapshot, kernel, &mut receiver, report)?;
-        engine_stream_on_kernel(session, &job, &snapshot, engine_stream, report)?;
-        report.streams.push(StreamComparison {
-            job: job.clone(),
-            kernel_bytes: kernel.len(),
-            engine_bytes: engine_stream.len(),
-            command_diff: streams::diff(kernel, engine_stream),
-        });
-    }
-    Ok(())
-}
-
-fn kernel_stream_on_engine(
-    session: &Session,
-    job: &str,
-    snapshot: &str,
-    stream: &[u8],
-    receiver: &mut ModelFs,
-    report: &mut ScriptReport,
-) -> Result<(), ConformError> {
-    let kernel = tree::read_tree(&session.world().join(snapshot))?;
-    // A name sent twice (two jobs of one snapshot) is received afresh, as the real
-    // receive does into its own directory per job.
-    if let Some(name) = stream_subvolume_name(stream) {
-        if receiver.subvolume(&name).is_some() {
-            let _ = receiver.subvolume_delete(&name);
-        }
-    }
-    let text = match receive_bytes(receiver, stream) {
-        Err(error) => Some(format!("the engine's receive refused it: {error}")),
-        Ok(received) => match receiver.content(&received.name) {
-            Err(errno) => Some(format!("no received subvolume: {errno}")),
-            Ok(content) if content == kernel => None,
-            Ok(content) => Some(content_diff(
-                &kernel,
-                &content,
-                &format!("Linux {snapshot}"),
-                &format!("engine receive of the kernel's stream {job}"),
-            )),
-        },
-    };
-    if let Some(text) = text {
-        report.differences.push(Difference {
-            kind: DifferenceKind::KernelStreamOnEngine,
-            statement: None,
-            text: format!("send job {job}: the kernel's stream received by the engine: {text}"),
-            known: None,
-        });
-    }
-    Ok(())
-}
-
-/// The subvolume a stream creates (the path of its SUBVOL or SNAPSHOT command).
-fn stream_subvolume_name(stream: &[u8]) -> Option<Vec<u8>> {
-    match cowproof_engine::stream::decode(stream).ok()?.first()? {
-        cowproof_engine::stream::Command::Subvol { path, .. }
-        | cowproof_engine::stream::Command::Snapshot { path, .. } => Some(path.clone()),
-        _ => None,
-    }
-}
-
-fn engine_stream_on_kernel(
-    session: &Session,
-    job: &str,
-    snapshot: &str,
-    stream: &[u8],
-    report: &mut ScriptReport,
-) -> Result<(), ConformError> {
-    let path = session
-        .streams_directory()
-        .join(format!("engine-{job}.stream"));
-    std::fs::write(&path, stream).map_err(|error| format!("write {}: {error}", path.display()))?;
-    let directory = session.received().join(job);
-    std::fs::create_dir(&directory)
-        .map_err(|error| format!("mkdir {}: {error}", directory.display()))?;
-    let text = match session.receive(&path, &directory) {
-        Err(error) => Some(format!("btrfs receive refused it: {error}")),
-        Ok(_) => {
-            let engine = tree::read_tree(&session.engine().join(snapshot))?;
-            let received = read_received(&directory)?;
-            (received != engine).then(|| {
-                content_diff(
-                    &received,
-                    &engine,
-                    &format!("btrfs receive of the engine's stream {job}"),
-                    &format!("engine {snapshot}"),
-                )
-            })
-        }
-    };
-    if let Some(text) = text {
-        report.differences.push(Difference {
-            kind: DifferenceKind::EngineStreamOnKernel,
-            statement: None,
-            text: format!("send job {job}: the engine's stream received by Linux: {text}"),
-            known: None,
-        });
-    }
-    Ok(())
-}
-
-/// The one subvolume `btrfs receive` made in `directory`.
-fn read_received(directory: &Path) -> Result<Content, ConformError> {
-    let names = tree::names_in(directory)?;
-    let [name] = names.as_slice() else {
-        return Err(ConformError::Session(format!(
-            "btrfs receive made {names:?} in {}",
-            directory.display()
-        )));
-    };
-    Ok(tree::read_tree(&directory.join(name))?)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! timestamps, inode numbers, and `security.*` xattrs (the host's security modules may
 //! label new files).
 
-use cowproof_engine::model_fs::{Content, Entry, FileData, InodeKind};
+use cowproof_engine::reference::model_fs::{Content, Entry, FileData, InodeKind};
 use rustix::fs::SeekFrom;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -3,8 +3,9 @@
 //! concerns it, removed in turn; the explorer must find a counterexample for every row,
 //! or the row is a *model defect* (a window or an order the model lacks).
 //!
-//! Which protections concern which race: the snapshot race is closed by `clone-roots`
-//! (and depends on `force-cow`); the relocation race by the two exclusions, `restart`,
+//! Which protections concern which race is part of the race's description
+//! ([`crate::race::RaceSpec`]): the snapshot race is closed by `clone-roots` (and
+//! depends on `force-cow`); the relocation race by the two exclusions, `restart`,
 //! `clone-leaves` and `write-fallback` (and, where send and relocation may overlap, on
 //! `pin-until-commit` and `reloc-trans-before-unpin`). A protection that cannot matter
 //! to a race (the exclusions when nothing relocates) gets no row there.
@@ -14,9 +15,8 @@
 //! study, and so does a listed row that the explorer now shows (the defect is fixed: the
 //! entry must go).
 
-use super::matrix::Expected;
 use super::search::{explore, Config, Exploration, ExploreError, Finding, Progress};
-use super::setup::Race;
+use crate::race::{Expected, Race};
 use cowproof_engine::{EngineRule, Ingredient, Policy};
 use std::fmt;
 
@@ -101,35 +101,6 @@ const RELOC_TRANS_WINDOW: &str = "no transaction runs beside a commit after its 
      switch (TRANS_STATE_UNBLOCKED): a writer waits for the whole commit, so nothing can \
      allocate an unpinned block before a late last_reloc_trans is recorded";
 
-/// The ingredients that concern `race`.
-pub fn ingredients_of(race: Race) -> &'static [Ingredient] {
-    use Ingredient::*;
-    match race {
-        Race::Snapshot => &[CloneRoots],
-        Race::Relocation => &[
-            ExcludeRelocation,
-            ExcludeSend,
-            Restart,
-            CloneLeaves,
-            WriteFallback,
-        ],
-    }
-}
-
-/// The engine rules that concern `race` under `policy`: the relocation race's rules
-/// matter only where send and relocation may overlap (not under the two exclusions).
-pub fn rules_of(policy: Policy, race: Race) -> &'static [EngineRule] {
-    let excluded = policy.has(Ingredient::ExcludeRelocation) && policy.has(Ingredient::ExcludeSend);
-    match race {
-        Race::Snapshot => &[EngineRule::ForceCow],
-        Race::Relocation if excluded => &[],
-        Race::Relocation => &[
-            EngineRule::PinUntilCommit,
-            EngineRule::RelocTransBeforeUnpin,
-        ],
-    }
-}
-
 /// One row of the study.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ablation {
@@ -172,13 +143,12 @@ pub fn ablations(policies: &[Policy], races: &[Race]) -> Vec<Ablation> {
             if Expected::of(policy, race) == Expected::Violation {
                 continue;
             }
-            let ingredients = ingredients_of(race)
+            let ingredients = race
+                .ingredients()
                 .iter()
                 .filter(|&&ingredient| policy.has(ingredient))
                 .map(|&ingredient| Removed::Ingredient(ingredient));
-            let rules = rules_of(policy, race)
-                .iter()
-                .map(|&rule| Removed::Rule(rule));
+            let rules = race.rules(policy).iter().map(|&rule| Removed::Rule(rule));
             rows.extend(ingredients.chain(rules).map(|removed| Ablation {
                 policy,
                 race,

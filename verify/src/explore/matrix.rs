@@ -1,5 +1,6 @@
-//! The policy x race matrix of docs/policies.md: the expected verdict of every cell,
-//! how an exploration is judged against it, and the whole matrix explored.
+//! The policy x race matrix of docs/policies.md: how an exploration is judged against
+//! the expected verdict of its cell (which each race states, [`crate::race`]), and the
+//! whole matrix explored.
 //!
 //! | policy | send ‖ snapshot of its root | send ‖ relocation |
 //! |---|---|---|
@@ -16,59 +17,12 @@
 //! ([`Expected::matches`]).
 
 use super::search::{explore, Config, Exploration, ExploreError, Finding, Progress};
-use super::setup::Race;
-use crate::oracle::{Violation, ViolationKind};
+use crate::oracle::Violation;
+use crate::race::{Expected, Race};
 use cowproof_engine::marks::Mark;
-use cowproof_engine::{Ingredient, Policy};
-use std::fmt;
-
-/// What docs/policies.md expects of a cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Expected {
-    /// A violation must be found.
-    Violation,
-    /// No violation within the bound.
-    Safe,
-    /// No violation, and the other operation was refused with EAGAIN.
-    SafeRefused,
-    /// No violation, and every send finished.
-    SafeCompletes,
-}
+use cowproof_engine::Policy;
 
 impl Expected {
-    /// The expected verdict of a cell, from the policy's ingredients (section 4.1 of
-    /// `docs/policies.md`): the snapshot race needs `clone-roots`; the relocation race
-    /// is refused by the two exclusions together, or survived by `clone-roots`,
-    /// `restart`, `clone-leaves` and `write-fallback` together. A policy with an engine
-    /// rule switched off expects a violation wherever it would otherwise be safe.
-    pub fn of(policy: Policy, race: Race) -> Expected {
-        use Ingredient::*;
-        if policy.ablated_rules().next().is_some() {
-            return Expected::Violation;
-        }
-        let has_all = |ingredients: &[Ingredient]| {
-            ingredients.iter().all(|&ingredient| policy.has(ingredient))
-        };
-        match race {
-            Race::Snapshot if policy.has(CloneRoots) => Expected::Safe,
-            Race::Relocation if has_all(&[ExcludeRelocation, ExcludeSend]) => Expected::SafeRefused,
-            Race::Relocation if has_all(&[CloneRoots, Restart, CloneLeaves, WriteFallback]) => {
-                Expected::SafeCompletes
-            }
-            Race::Snapshot | Race::Relocation => Expected::Violation,
-        }
-    }
-
-    /// The words used in reports and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Expected::Violation => "violation",
-            Expected::Safe => "safe",
-            Expected::SafeRefused => "safe (EAGAIN)",
-            Expected::SafeCompletes => "safe, send completes",
-        }
-    }
-
     /// Whether an exploration agrees with this expectation, under the judging rules:
     /// a violation cell is met only by a violation of the race's symptom classes (read
     /// consistency, a kernel symptom, a wrong stream), never by an engine defect; a safe
@@ -81,7 +35,7 @@ impl Expected {
         let window_entered = exploration.mark(race.window_mark()) > 0;
         match self {
             Expected::Violation => match &exploration.finding {
-                Finding::Violation(counterexample) => is_race_symptom(&counterexample.violation),
+                Finding::Violation(counterexample) => race.is_symptom(&counterexample.violation),
                 Finding::Safe => false,
             },
             Expected::Safe => safe && window_entered,
@@ -95,28 +49,19 @@ impl Expected {
     }
 }
 
-/// Whether a violation is one of the races' symptom classes (not an engine defect).
-pub fn is_race_symptom(violation: &Violation) -> bool {
-    matches!(
-        violation.kind,
-        ViolationKind::ReadConsistency | ViolationKind::KernelSymptom | ViolationKind::RoundTrip
-    )
-}
-
 /// The engine defect an exploration found, if its violation is not a race symptom (fsck
 /// or the model differential): it fails the whole run, it never fills a cell.
 pub fn engine_defect(exploration: &Exploration) -> Option<&Violation> {
     match &exploration.finding {
-        Finding::Violation(counterexample) if !is_race_symptom(&counterexample.violation) => {
+        Finding::Violation(counterexample)
+            if !exploration
+                .config
+                .race
+                .is_symptom(&counterexample.violation) =>
+        {
             Some(&counterexample.violation)
         }
         _ => None,
-    }
-}
-
-impl fmt::Display for Expected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -2,7 +2,8 @@
 //! state built by a setup script, every interleaving of a race's operations up to a
 //! depth bound, breadth-first, so every counterexample found is a shortest one.
 //!
-//! - [`setup`]: the races, their setup scripts and alphabets;
+//! - the races themselves (setups, alphabets, expected verdicts) are in
+//!   [`crate::race`], re-exported here;
 //! - [`alphabet`]: the letters and how each becomes a concrete operation in a world;
 //! - [`fingerprint`]: 128-bit world fingerprints, the deduplication key;
 //! - [`search`]: the breadth-first search and the end-of-path check;
@@ -32,14 +33,13 @@ pub mod alphabet;
 pub mod fingerprint;
 pub mod matrix;
 pub mod search;
-pub mod setup;
 
+pub use crate::race::{Expected, Race, SetupError};
 pub use alphabet::Letter;
-pub use matrix::{explore_matrix, Cell, Expected};
+pub use matrix::{explore_matrix, Cell};
 pub use search::{
     end_of_path, explore, Config, Counterexample, Exploration, ExploreError, Finding, Progress,
 };
-pub use setup::{Race, SetupError};
 
 #[cfg(test)]
 mod tests;

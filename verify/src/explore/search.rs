@@ -17,9 +17,9 @@
 
 use super::alphabet::{relocation_running, send_running, send_start, RELOCATION_JOB, SEND_JOB};
 use super::fingerprint::{fingerprint, Fingerprint};
-use super::setup::{Race, SetupError};
 use crate::generate::job;
 use crate::oracle::Violation;
+use crate::race::{Race, SetupError};
 use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::{Mark, Marks};

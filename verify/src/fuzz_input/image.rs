@@ -28,7 +28,7 @@ use cowproof_engine::image::format::{seal_block, SUPER_INFO_OFFSET};
 use cowproof_engine::image::{
     check_image as check_image_bytes, import_image, write_image, Image, ImageReport,
 };
-use cowproof_engine::model_fs::Content;
+use cowproof_engine::reference::model_fs::Content;
 use cowproof_engine::splitmix::SplitMix64;
 use cowproof_engine::{Errno, FsInfo, Policy};
 

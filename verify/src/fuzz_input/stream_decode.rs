@@ -9,8 +9,8 @@
 //! the sender intended (the `send_receive` target checks streams the engine made), and
 //! stream v2/v3 commands (the engine speaks v1 only).
 
-use cowproof_engine::model_fs::ModelFs;
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::ModelFs;
+use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::stream::{decode, encode};
 
 /// The `stream_decode` target.

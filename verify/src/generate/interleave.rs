@@ -10,23 +10,36 @@
 //! relocation job at a time, and non-tiny geometries.
 
 use super::{job, name, path, text};
+use crate::race::Selection;
 use crate::script::{Op, RelocateTarget, Script, Statement};
 use arbitrary::{Result, Unstructured};
 use cowproof_engine::Policy;
 
-/// Operation kinds an input may enable.
+/// Operation kinds an input may enable (each race names the ones it may use,
+/// [`crate::race::RaceSpec::generator_kinds`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
+    /// `send step s N`.
     SendStep,
+    /// A read-only snapshot of the root being sent.
     SnapshotOfSendRoot,
+    /// A snapshot of the incremental send's parent (a commit for a full send).
     SnapshotOfParent,
+    /// `commit`.
     Commit,
+    /// A new file in the sent snapshot's source.
     WriteSource,
+    /// `rm` of a setup file of the source.
     DeleteSource,
+    /// A new file in another subvolume.
     WriteOther,
+    /// An xattr on another subvolume's root.
     XattrOther,
+    /// `relocate start r metadata` (a step once relocation started).
     RelocateMetadata,
+    /// `relocate start r data` (a step once relocation started).
     RelocateData,
+    /// `relocate step r N`.
     RelocateStep,
 }
 
@@ -43,52 +56,6 @@ const KINDS: [Kind; 11] = [
     Kind::RelocateData,
     Kind::RelocateStep,
 ];
-
-/// Which race an input may exercise: every operation kind, or only the kinds of one of
-/// the two seed races. `All` is what [`interleaving`] uses; the others let `cowproof hunt`
-/// time each race alone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Race {
-    /// Every operation kind (the default).
-    #[default]
-    All,
-    /// No relocation: send against snapshots of its root or parent (seed 2).
-    Snapshot,
-    /// No snapshots after the send starts: send against relocation (seed 1).
-    Relocation,
-}
-
-impl Race {
-    /// Every race, `All` first.
-    pub const ALL: [Race; 3] = [Race::All, Race::Snapshot, Race::Relocation];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Race::All => "all",
-            Race::Snapshot => "snapshot",
-            Race::Relocation => "relocation",
-        }
-    }
-
-    /// The race with this name, if any.
-    pub fn from_name(text: &str) -> Option<Race> {
-        Race::ALL.into_iter().find(|race| race.name() == text)
-    }
-
-    fn allows(self, kind: Kind) -> bool {
-        let relocation = matches!(
-            kind,
-            Kind::RelocateMetadata | Kind::RelocateData | Kind::RelocateStep
-        );
-        let snapshot = matches!(kind, Kind::SnapshotOfSendRoot | Kind::SnapshotOfParent);
-        match self {
-            Race::All => true,
-            Race::Snapshot => !relocation,
-            Race::Relocation => !snapshot,
-        }
-    }
-}
 
 /// Most files the setup writes.
 pub const SETUP_FILES_MAX: u32 = 20;
@@ -243,15 +210,15 @@ impl Builder {
 /// A script interleaving one send with snapshots, commits, writes and relocation, decoded
 /// from `u`. Always valid; the same bytes give the same script.
 pub fn interleaving(u: &mut Unstructured, policy: Option<Policy>) -> Result<Script> {
-    interleaving_for(u, policy, Race::All)
+    interleaving_for(u, policy, Selection::All)
 }
 
 /// Like [`interleaving`], with only the operation kinds `race` allows. With
-/// [`Race::All`] it reads the same bytes and gives the same script as [`interleaving`].
+/// [`Selection::All`] it reads the same bytes and gives the same script as [`interleaving`].
 pub fn interleaving_for(
     u: &mut Unstructured,
     policy: Option<Policy>,
-    race: Race,
+    race: Selection,
 ) -> Result<Script> {
     let files = u.int_in_range(4..=SETUP_FILES_MAX)?;
     let incremental = u.arbitrary::<bool>()?;
@@ -293,6 +260,7 @@ pub fn interleaving_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::race::Race;
     use crate::script::{parse, print};
 
     fn script_from_seed(seed: u64) -> Script {
@@ -314,12 +282,15 @@ mod tests {
         for seed in 0..64 {
             let bytes = cowproof_engine::testing::seeded_bytes(256, seed);
             let decode = |race| interleaving_for(&mut Unstructured::new(&bytes), None, race);
-            assert_eq!(decode(Race::All).expect("valid"), script_from_seed(seed));
-            let snapshot = decode(Race::Snapshot).expect("valid");
+            assert_eq!(
+                decode(Selection::All).expect("valid"),
+                script_from_seed(seed)
+            );
+            let snapshot = decode(Selection::Only(Race::Snapshot)).expect("valid");
             assert!(!snapshot
                 .ops()
                 .any(|op| matches!(op, Op::RelocateStart { .. })));
-            let relocation = decode(Race::Relocation).expect("valid");
+            let relocation = decode(Selection::Only(Race::Relocation)).expect("valid");
             let after_send_start = relocation
                 .ops()
                 .skip_while(|op| !matches!(op, Op::SendStart { .. }));

@@ -9,7 +9,7 @@
 
 pub mod interleave;
 
-pub use interleave::{interleaving, interleaving_for, Race};
+pub use interleave::{interleaving, interleaving_for};
 
 use crate::script::{Data, Identifier, Name, ScriptPath};
 

@@ -13,8 +13,9 @@
 //! crashes and remounts during a send (the engine refuses them), non-tiny geometries.
 
 use super::cover;
-use crate::explore::{end_of_path, Expected, Letter, Race};
+use crate::explore::{end_of_path, Letter};
 use crate::oracle::Violation;
+use crate::race::{Expected, Race};
 use crate::script::Op;
 use crate::world::World;
 use cowproof_engine::marks::{Mark, Marks};

@@ -6,10 +6,15 @@
 //! 2. [`symptom`] — the engine's own checks, reported as what a btrfs user would see.
 //! 3. [`round_trip`] — a stream applied to the receive side gives the snapshot's content.
 //! 4. fsck — `FsInfo::check()`.
-//! 5. model differential — filesystem operations agree with the plain model (the world
-//!    applies both and compares).
+//! 5. [`model`] — the model differential: filesystem operations agree with the plain
+//!    model (the world applies both, this oracle compares).
+//!
+//! [`reads`] drains a send job's accesses into [`ghost`] and names who re-initialised
+//! a block read inconsistently.
 
 pub mod ghost;
+pub mod model;
+pub mod reads;
 pub mod round_trip;
 pub mod symptom;
 

@@ -6,8 +6,8 @@
 
 use super::{Symptom, Violation, ViolationKind};
 use cowproof_engine::ctree::TreeView;
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::FsInfo;
 

@@ -402,7 +402,7 @@ fn refusals_of_a_running_send_pass_under_every_policy() {
 #[test]
 fn linux_regressions_end_in_the_state_linux_reached() {
     use cowproof_engine::ctree::TreeView;
-    use cowproof_engine::model_fs::Content;
+    use cowproof_engine::reference::model_fs::Content;
     let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/scripts");
     let mut names: Vec<String> = std::fs::read_dir(&directory)
         .expect("corpus/scripts")

@@ -24,7 +24,7 @@
 mod tests;
 
 use crate::errno::Errno;
-use crate::model_fs::{InodeKind, ModelFs, ReceivedInfo, Subvolume};
+use crate::reference::model_fs::{InodeKind, ModelFs, ReceivedInfo, Subvolume};
 use crate::stream::{decode, Command, CommandType, StreamError, Uuid};
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //! sequences never panic and leave a consistent model.
 
 use super::*;
-use crate::model_fs::Content;
+use crate::reference::model_fs::Content;
 use crate::stream::{encode, Timespec};
 use crate::testing::SplitMix64;
 use proptest::prelude::*;

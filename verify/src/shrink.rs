@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_seed_script_shrinks_and_keeps_its_violation() {
-        let source = include_str!("../../../corpus/scripts/seed2-send-vs-snapshot.cows");
+        let source = include_str!("../../corpus/scripts/seed2-send-vs-snapshot.cows");
         let script = parse(source).expect("parses");
         let shrunk = shrink_script(&script, Policy::UNPROTECTED, Checks::FAST)
             .expect("the seed script violates");

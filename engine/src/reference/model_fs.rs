@@ -1,7 +1,7 @@
 //! A plain in-memory model filesystem: named subvolumes, each a tree of inodes reached by
 //! paths, with system-call semantics and [`Errno`] errors.
 //!
-//! It is the target of [`crate::receive`] and the reference for differential tests of the
+//! It is the target of [`crate::reference::receive`] and the reference for differential tests of the
 //! engine's filesystem layer. It owns no on-disk structure: a subvolume is a map from
 //! inode number to [`Inode`], rooted at inode 256 (`BTRFS_FIRST_FREE_OBJECTID`), and
 //! directories hold their entries by name.

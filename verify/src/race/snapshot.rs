@@ -1,0 +1,52 @@
+//! Send against snapshot creation of the root being sent (seed 2): the snapshot COWs
+//! the sent root's node in its commit, and the next allocation reuses the freed block
+//! while send still holds it. The kernel closes it by starting every send search from a
+//! private copy of the commit root node (`btrfs_clone_extent_buffer()` under
+//! `commit_root_sem`, in `btrfs_search_slot_get_root()` and `btrfs_compare_trees()`),
+//! the `clone-roots` ingredient.
+//!
+//! Setup: `vol` with three small files and the read-only snapshot `snap`. Letters: send
+//! start and step, a snapshot of the send root, commit, writes in `vol` and `other`. No
+//! relocation letters: the cell isolates the snapshot race.
+
+use super::{seed_setup, Expected, RaceSpec, SEND_SYMPTOMS};
+use crate::explore::alphabet::Letter;
+use crate::generate::interleave::Kind;
+use cowproof_engine::marks::Mark;
+use cowproof_engine::{EngineRule, Ingredient, Policy};
+
+/// The snapshot race.
+pub static RACE: RaceSpec = RaceSpec {
+    name: "snapshot",
+    setup: || seed_setup(3),
+    alphabet: &[
+        Letter::SendStart,
+        Letter::SendStep,
+        Letter::SnapshotOfSendRoot,
+        Letter::Commit,
+        Letter::WriteSource,
+        Letter::WriteOther,
+    ],
+    generator_kinds: &[
+        Kind::SendStep,
+        Kind::SnapshotOfSendRoot,
+        Kind::SnapshotOfParent,
+        Kind::Commit,
+        Kind::WriteSource,
+        Kind::DeleteSource,
+        Kind::WriteOther,
+        Kind::XattrOther,
+    ],
+    minimum_depth: 3,
+    default_depth: 7,
+    window_mark: Mark::SnapshotOfRootUnderSend,
+    verdicts: &[(&[Ingredient::CloneRoots], Expected::Safe)],
+    ingredients: &[Ingredient::CloneRoots],
+    rules: concerned_rules,
+    symptoms: SEND_SYMPTOMS,
+};
+
+/// Forcing COW of a snapshotted root is what makes the freed block exist at all.
+fn concerned_rules(_policy: Policy) -> &'static [EngineRule] {
+    &[EngineRule::ForceCow]
+}

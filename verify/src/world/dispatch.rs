@@ -1,0 +1,253 @@
+//! Dispatch: one filesystem operation of the script language applied to the engine
+//! (`FsInfo`'s system calls, on the subvolume a path names) and to the plain model, side by
+//! side, giving both results for the model differential
+//! ([`oracle::model`](crate::oracle::model)) to compare. Paths reach the model as
+//! `SUBVOLUME/a/b` bytes and the engine as a root id and components.
+//!
+//! A new operation of the script language gets its arm in [`World::apply_to_both`] here
+//! (jobs and crashes are [`World::apply_labelled`]'s own arms).
+
+use super::World;
+use crate::script::{Data, Op, ScriptPath};
+use cowproof_engine::fs::CloneSide;
+use cowproof_engine::model_fs::ModelFs;
+use cowproof_engine::{Errno, Error, FsInfo};
+
+/// `commit step N`: N steps of the commit in progress (stopping when it completes).
+/// `cleaner step [N]`: N cleaner steps, fewer if no dead root is left.
+fn cleaner_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
+    for _ in 0..steps {
+        if fs.clean_step()? == cowproof_engine::cleaner::CleanerStep::Idle {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn commit_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
+    for _ in 0..steps {
+        if let cowproof_engine::transaction::CommitProgress::Committed(_) = fs.commit_step()? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn model_path(path: &ScriptPath) -> Vec<u8> {
+    let mut bytes = path.subvolume().as_str().as_bytes().to_vec();
+    for component in path.components() {
+        bytes.push(b'/');
+        bytes.extend_from_slice(component.as_str().as_bytes());
+    }
+    bytes
+}
+
+fn components(path: &ScriptPath) -> Vec<&str> {
+    path.components().iter().map(|name| name.as_str()).collect()
+}
+
+/// The engine's result and the model's result of the same operation.
+type Pair = (Result<(), Error>, Result<(), Errno>);
+
+impl World {
+    /// Applies an operation [`oracle::model::refusal`](crate::oracle::model::refusal) refuses to the engine alone.
+    pub(super) fn apply_to_engine_only(&mut self, op: &Op) -> Result<(), Error> {
+        match op {
+            Op::Remount => self.fs.remount(),
+            Op::SubvolumeDelete { name } => self.fs.unlink_subvolume(name.as_str()).map(drop),
+            other => unreachable!("`{other}` is never refused by a running job"),
+        }
+    }
+
+    pub(super) fn apply_to_both(&mut self, op: &Op) -> Pair {
+        let fs = &mut self.fs;
+        let model = &mut self.model;
+        let engine_root =
+            |fs: &FsInfo, path: &ScriptPath| fs.subvolume_id(path.subvolume().as_str());
+        match op {
+            Op::SubvolumeCreate { name } => (
+                fs.create_subvolume_with_root(name.as_str()).map(drop),
+                model.subvolume_create(name.as_str().as_bytes()),
+            ),
+            Op::SubvolumeDelete { name } => (
+                fs.unlink_subvolume(name.as_str()).map(drop),
+                model.subvolume_delete(name.as_str().as_bytes()),
+            ),
+            Op::Snapshot {
+                source,
+                destination,
+                read_only,
+            } => (
+                fs.snapshot(source.as_str(), destination.as_str(), *read_only)
+                    .map(drop),
+                model.snapshot(
+                    source.as_str().as_bytes(),
+                    destination.as_str().as_bytes(),
+                    *read_only,
+                ),
+            ),
+            Op::Commit => (fs.commit_transaction().map(drop), Ok(())),
+            Op::CommitStep { steps } => (commit_steps(fs, *steps), Ok(())),
+            Op::CleanerStep { steps } => (cleaner_steps(fs, *steps), Ok(())),
+            Op::Remount => (fs.remount(), Ok(())),
+            Op::Mkdir { path } => (
+                engine_root(fs, path).and_then(|root| fs.mkdir(root, &components(path)).map(drop)),
+                model.mkdir(&model_path(path)),
+            ),
+            Op::Touch { path } => (
+                engine_root(fs, path).and_then(|root| fs.touch(root, &components(path)).map(drop)),
+                model.touch(&model_path(path)),
+            ),
+            Op::Symlink { target, path } => (
+                engine_root(fs, path).and_then(|root| {
+                    fs.symlink(root, target.as_bytes(), &components(path))
+                        .map(drop)
+                }),
+                model.symlink(target.as_bytes(), &model_path(path)),
+            ),
+            Op::Write { path, offset, data } => write_both(fs, model, path, *offset, data),
+            Op::Truncate { path, size } => (
+                engine_root(fs, path).and_then(|root| fs.truncate(root, &components(path), *size)),
+                model.truncate(&model_path(path), *size),
+            ),
+            Op::Rename {
+                source,
+                destination,
+            } => rename_or_link(fs, model, source, destination, true),
+            Op::Link {
+                source,
+                destination,
+            } => rename_or_link(fs, model, source, destination, false),
+            Op::Unlink { path } => (
+                engine_root(fs, path).and_then(|root| fs.unlink(root, &components(path))),
+                model.unlink(&model_path(path)),
+            ),
+            Op::Rmdir { path } => (
+                engine_root(fs, path).and_then(|root| fs.rmdir(root, &components(path))),
+                model.rmdir(&model_path(path)),
+            ),
+            Op::SetXattr { path, name, value } => {
+                let value = value.materialize();
+                (
+                    engine_root(fs, path).and_then(|root| {
+                        fs.setxattr(root, &components(path), name.as_bytes(), &value)
+                    }),
+                    model.set_xattr(&model_path(path), name.as_bytes(), &value),
+                )
+            }
+            Op::RemoveXattr { path, name } => (
+                engine_root(fs, path)
+                    .and_then(|root| fs.removexattr(root, &components(path), name.as_bytes())),
+                model.remove_xattr(&model_path(path), name.as_bytes()),
+            ),
+            Op::Chmod { path, mode } => (
+                engine_root(fs, path).and_then(|root| fs.chmod(root, &components(path), *mode)),
+                model.chmod(&model_path(path), u64::from(*mode)),
+            ),
+            Op::Chown { path, uid, gid } => (
+                engine_root(fs, path)
+                    .and_then(|root| fs.chown(root, &components(path), *uid, *gid)),
+                model.chown(&model_path(path), u64::from(*uid), u64::from(*gid)),
+            ),
+            Op::Clone {
+                source,
+                source_offset,
+                destination,
+                destination_offset,
+                length,
+            } => {
+                let engine = engine_root(fs, source).and_then(|source_root| {
+                    let destination_root = engine_root(fs, destination)?;
+                    let source_components = components(source);
+                    let destination_components = components(destination);
+                    fs.clone_range(
+                        CloneSide {
+                            root_id: source_root,
+                            path: &source_components,
+                            offset: *source_offset,
+                        },
+                        CloneSide {
+                            root_id: destination_root,
+                            path: &destination_components,
+                            offset: *destination_offset,
+                        },
+                        *length,
+                    )
+                });
+                let model_result = model.clone_range(
+                    &model_path(source),
+                    *source_offset,
+                    &model_path(destination),
+                    *destination_offset,
+                    *length,
+                );
+                (engine, model_result)
+            }
+            Op::Crash
+            | Op::SendStart { .. }
+            | Op::SendStep { .. }
+            | Op::SendFinish { .. }
+            | Op::RelocateStart { .. }
+            | Op::RelocateStep { .. }
+            | Op::RelocateFinish { .. } => {
+                unreachable!("handled by apply")
+            }
+        }
+    }
+}
+
+/// `open(O_CREAT)` before a write: a missing file is created; anything else is left to
+/// the write (EISDIR, EROFS in its order).
+fn create_if_missing(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
+    match model.stat(path) {
+        Err(Errno::ENOENT) => model.create(path),
+        _ => Ok(()),
+    }
+}
+
+fn write_both(
+    fs: &mut FsInfo,
+    model: &mut ModelFs,
+    path: &ScriptPath,
+    offset: u64,
+    data: &Data,
+) -> Pair {
+    let bytes = data.materialize();
+    let engine = fs
+        .subvolume_id(path.subvolume().as_str())
+        .and_then(|root| fs.write(root, &components(path), offset, &bytes));
+    let model_path = model_path(path);
+    let model_result = create_if_missing(model, &model_path)
+        .and_then(|()| model.write(&model_path, offset, &bytes));
+    (engine, model_result)
+}
+
+fn rename_or_link(
+    fs: &mut FsInfo,
+    model: &mut ModelFs,
+    source: &ScriptPath,
+    destination: &ScriptPath,
+    rename: bool,
+) -> Pair {
+    let (from, to) = (model_path(source), model_path(destination));
+    let model_result = if rename {
+        model.rename(&from, &to)
+    } else {
+        model.link(&from, &to)
+    };
+    let engine = (|| {
+        let source_root = fs.subvolume_id(source.subvolume().as_str())?;
+        let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
+        // Across subvolumes the engine looks both names up before its EXDEV, as Linux.
+        let (from, to) = (
+            (source_root, &components(source)[..]),
+            (destination_root, &components(destination)[..]),
+        );
+        if rename {
+            fs.rename_between(from, to)
+        } else {
+            fs.link_between(from, to)
+        }
+    })();
+    (engine, model_result)
+}

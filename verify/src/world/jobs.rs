@@ -1,0 +1,203 @@
+//! The send and relocation drivers: starting a job, stepping it (`send step`, `send
+//! finish`, `relocate step`, `relocate finish`) and finishing it, with the oracles that
+//! judge each step: read consistency and kernel symptoms after every send step, the round
+//! trip of every finished stream. The jobs themselves are the engine's (`SendJob`,
+//! `RelocationJob`, as `btrfs_ioctl_send()` and `btrfs_relocate_block_group()`); here
+//! they are driven one step at a time so that a script interleaves them with anything.
+
+use super::{errno_of, Outcome, ScriptError, SendRun, World};
+use crate::oracle::ghost::Ghost;
+use crate::oracle::reads::check_reads;
+use crate::oracle::{round_trip, symptom, Violation, ViolationKind};
+use crate::script::RelocateTarget;
+use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
+use cowproof_engine::send::{SendJob, SendStage};
+use cowproof_engine::Errno;
+
+impl World {
+    pub(super) fn send_start(
+        &mut self,
+        name: &str,
+        snapshot: &str,
+        parent: Option<&str>,
+    ) -> Result<Outcome, ScriptError> {
+        if self.sends.get(name).is_some_and(|run| !run.job.is_over()) {
+            return Err(ScriptError(format!("send job {name} is already running")));
+        }
+        let job = match SendJob::start(&mut self.fs, snapshot, parent, true) {
+            Ok(job) => job,
+            Err(error) => {
+                return Ok(Outcome {
+                    error: Some(errno_of(&error)),
+                    violations: Vec::new(),
+                })
+            }
+        };
+        let mut roots = vec![job.send_root()];
+        roots.extend(job.parent_root());
+        let ghost = Ghost::take(&self.fs, &roots, 0);
+        let expected = round_trip::snapshot_content(&mut self.fs, snapshot);
+        let mut run = SendRun {
+            job,
+            ghost,
+            snapshot: snapshot.to_string(),
+            parent: parent.map(str::to_string),
+            expected,
+        };
+        let mut violations = check_reads(&self.fs, &self.reinitialisations, name, &mut run);
+        self.sends.insert(name.to_string(), run);
+        if let Some(parent) = parent {
+            // The receiving side needs the parent before the stream; it is read-only, so
+            // receiving it now or when the send finishes gives the same subvolume.
+            if let Err(message) =
+                round_trip::ensure_parent_received(&self.fs, &mut self.receiver, parent)
+            {
+                violations.push(Violation {
+                    kind: ViolationKind::RoundTrip,
+                    symptom: None,
+                    job: Some(name.to_string()),
+                    block: None,
+                    message,
+                });
+            }
+        }
+        Ok(Outcome {
+            error: None,
+            violations,
+        })
+    }
+
+    pub(super) fn send_steps(
+        &mut self,
+        name: &str,
+        steps: Option<u64>,
+    ) -> Result<Outcome, ScriptError> {
+        let Some(mut run) = self.sends.remove(name) else {
+            return Ok(Outcome {
+                error: Some((Errno::ENOENT, format!("no running send job named {name}"))),
+                violations: Vec::new(),
+            });
+        };
+        let outcome = self.step_send(name, &mut run, steps);
+        self.sends.insert(name.to_string(), run);
+        Ok(outcome)
+    }
+
+    fn step_send(&mut self, name: &str, run: &mut SendRun, steps: Option<u64>) -> Outcome {
+        if run.job.is_over() {
+            return Outcome {
+                error: Some((Errno::EINVAL, format!("send job {name} is over"))),
+                violations: Vec::new(),
+            };
+        }
+        let mut outcome = Outcome::ok();
+        let mut taken = 0;
+        while !run.job.is_over() && steps.is_none_or(|steps| taken < steps) {
+            taken += 1;
+            let result = run.job.step(&mut self.fs);
+            outcome
+                .violations
+                .extend(check_reads(&self.fs, &self.reinitialisations, name, run));
+            if let Err(error) = result {
+                outcome.violations.extend(symptom::violation(
+                    name,
+                    "send",
+                    &error,
+                    run.ghost.inconsistent_block,
+                ));
+                outcome.error = Some(errno_of(&error));
+                return outcome;
+            }
+        }
+        if *run.job.stage() == SendStage::Done {
+            outcome.violations.extend(self.finish_send(name, run));
+        }
+        outcome
+    }
+
+    fn finish_send(&mut self, name: &str, run: &SendRun) -> Option<Violation> {
+        let stream = run.job.stream().to_vec();
+        self.streams.insert(name.to_string(), stream.clone());
+        if let Some(parent) = &run.parent {
+            if let Err(message) =
+                round_trip::ensure_parent_received(&self.fs, &mut self.receiver, parent)
+            {
+                return Some(Violation {
+                    kind: ViolationKind::RoundTrip,
+                    symptom: None,
+                    job: Some(name.to_string()),
+                    block: None,
+                    message,
+                });
+            }
+        }
+        round_trip::check(
+            &run.expected,
+            &mut self.receiver,
+            name,
+            &run.snapshot,
+            &stream,
+            run.ghost.inconsistent_block,
+        )
+    }
+
+    pub(super) fn relocate_start(
+        &mut self,
+        name: &str,
+        target: &RelocateTarget,
+    ) -> Result<Outcome, ScriptError> {
+        if self.relocations.get(name).is_some_and(|job| !job.is_done()) {
+            return Err(ScriptError(format!(
+                "relocation job {name} is already running"
+            )));
+        }
+        let target = match target {
+            RelocateTarget::Metadata => RelocationTarget::Metadata,
+            RelocateTarget::Data => RelocationTarget::Data,
+            RelocateTarget::BlockGroup(start) => RelocationTarget::BlockGroup(*start),
+        };
+        match RelocationJob::start(&mut self.fs, target) {
+            Ok(job) => {
+                self.relocations.insert(name.to_string(), job);
+                Ok(Outcome::ok())
+            }
+            Err(error) => Ok(Outcome {
+                error: Some(errno_of(&error)),
+                violations: Vec::new(),
+            }),
+        }
+    }
+
+    pub(super) fn relocate_steps(
+        &mut self,
+        name: &str,
+        steps: Option<u64>,
+    ) -> Result<Outcome, ScriptError> {
+        let Some(mut job) = self.relocations.remove(name) else {
+            return Ok(Outcome {
+                error: Some((
+                    Errno::ENOENT,
+                    format!("no running relocation job named {name}"),
+                )),
+                violations: Vec::new(),
+            });
+        };
+        let mut outcome = Outcome::ok();
+        let mut taken = 0;
+        if job.is_done() {
+            outcome.error = Some((Errno::EINVAL, format!("relocation job {name} is over")));
+        }
+        while !job.is_done() && steps.is_none_or(|steps| taken < steps) {
+            taken += 1;
+            if let Err(error) = job.step(&mut self.fs) {
+                outcome
+                    .violations
+                    .extend(symptom::violation(name, "relocation", &error, None));
+                outcome.error = Some(errno_of(&error));
+                break;
+            }
+        }
+        self.relocations.insert(name.to_string(), job);
+        Ok(outcome)
+    }
+}
