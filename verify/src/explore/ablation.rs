@@ -234,14 +234,22 @@ mod tests {
         assert_eq!(
             names,
             [
+                "unprotected deletion protect-deletion",
+                "unprotected deletion dead-check-locked",
                 "clone-root snapshot clone-roots",
                 "clone-root snapshot force-cow",
+                "clone-root deletion protect-deletion",
+                "clone-root deletion dead-check-locked",
                 "exclusive-only relocation exclude-relocation",
                 "exclusive-only relocation exclude-send",
+                "exclusive-only deletion protect-deletion",
+                "exclusive-only deletion dead-check-locked",
                 "exclusive snapshot clone-roots",
                 "exclusive snapshot force-cow",
                 "exclusive relocation exclude-relocation",
                 "exclusive relocation exclude-send",
+                "exclusive deletion protect-deletion",
+                "exclusive deletion dead-check-locked",
                 "concurrent snapshot clone-roots",
                 "concurrent snapshot force-cow",
                 "concurrent relocation restart",
@@ -249,6 +257,8 @@ mod tests {
                 "concurrent relocation write-fallback",
                 "concurrent relocation pin-until-commit",
                 "concurrent relocation reloc-trans-before-unpin",
+                "concurrent deletion protect-deletion",
+                "concurrent deletion dead-check-locked",
             ]
         );
         for (policy, race, removed, _) in KNOWN_MODEL_DEFECTS {
@@ -260,17 +270,17 @@ mod tests {
             );
         }
         assert_eq!(
-            rows[11].ablated().to_string(),
+            rows[19].ablated().to_string(),
             "concurrent-clone-leaves",
             "{:?}",
-            rows[11]
+            rows[19]
         );
         assert_eq!(
-            rows[11].script_name(),
+            rows[19].script_name(),
             "ablate-concurrent-clone-leaves.cows"
         );
         assert_eq!(
-            rows[13].ablated().to_string(),
+            rows[21].ablated().to_string(),
             "concurrent~pin-until-commit"
         );
     }

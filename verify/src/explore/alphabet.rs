@@ -55,11 +55,15 @@ pub enum Letter {
     RelocateData,
     /// `relocate step r`: one step of the running relocation.
     RelocateStep,
+    /// `subvol delete snap`: deletes the snapshot being sent (the root becomes dead).
+    DeleteSendSnapshot,
+    /// `cleaner step`: drops one block of a dead root, when one waits.
+    CleanerStep,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 12] = [
+    pub const ALL: [Letter; 14] = [
         Letter::SendStart,
         Letter::SendStep,
         Letter::SnapshotOfSendRoot,
@@ -72,6 +76,8 @@ impl Letter {
         Letter::RelocateMetadata,
         Letter::RelocateData,
         Letter::RelocateStep,
+        Letter::DeleteSendSnapshot,
+        Letter::CleanerStep,
     ];
 
     /// A short name for reports.
@@ -89,6 +95,8 @@ impl Letter {
             Letter::RelocateMetadata => "relocate-metadata",
             Letter::RelocateData => "relocate-data",
             Letter::RelocateStep => "relocate-step",
+            Letter::DeleteSendSnapshot => "delete-send-snapshot",
+            Letter::CleanerStep => "cleaner-step",
         }
     }
 
@@ -110,6 +118,18 @@ impl Letter {
                 read_only: true,
             }),
             Letter::Commit => Some(Op::Commit),
+            Letter::DeleteSendSnapshot => {
+                world
+                    .fs
+                    .subvolume_id(SEND_SNAPSHOT)
+                    .is_ok()
+                    .then(|| Op::SubvolumeDelete {
+                        name: name(SEND_SNAPSHOT),
+                    })
+            }
+            Letter::CleanerStep => {
+                (!world.fs.dead_roots().is_empty()).then_some(Op::CleanerStep { steps: 1 })
+            }
             Letter::CommitStep => Some(Op::CommitStep { steps: 1 }),
             Letter::WriteSource => Some(Op::Write {
                 path: path(SOURCE, &[&fresh_entry(world, SOURCE, "g")]),

@@ -36,11 +36,11 @@ fn the_matrix_at_a_small_depth_is_as_design_expects() {
     let cells = explore_matrix(
         &Policy::NAMED,
         &Race::ALL,
-        |policy, race| Config::new(policy, race, TEST_DEPTH),
+        |policy, race| Config::new(policy, race, TEST_DEPTH.max(race.minimum_depth())),
         &mut |_, _, _| {},
     )
     .expect("the search runs");
-    assert_eq!(cells.len(), 10);
+    assert_eq!(cells.len(), 15);
     for cell in &cells {
         let exploration = &cell.exploration;
         assert!(

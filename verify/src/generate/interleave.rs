@@ -3,11 +3,12 @@
 //! with snapshots of the send root or its parent, commits, writes and deletes in the
 //! sent subvolume's source, writes in another subvolume (whose one-leaf tree makes every
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
-//! metadata or data relocation steps. It ends by finishing the send and the relocation.
+//! metadata or data relocation steps, deletion of the sent snapshot or its parent and
+//! cleaner steps. It ends by finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
-//! with EBUSY), subvolume deletion of the sent snapshots (EPERM), more than one send or
-//! relocation job at a time, and non-tiny geometries.
+//! with EBUSY), more than one send or relocation job at a time, and non-tiny
+//! geometries.
 
 use super::{job, name, path, text};
 use crate::race::Selection;
@@ -41,9 +42,22 @@ pub enum Kind {
     RelocateData,
     /// `relocate step r N`.
     RelocateStep,
+    /// `subvol delete` of the sent snapshot or of the incremental send's parent.
+    DeleteSent,
+    /// `cleaner step N`.
+    CleanerStep,
 }
 
-const KINDS: [Kind; 11] = [
+impl Kind {
+    /// Whether only a race selection that names it enables the kind: the kinds added
+    /// with the deletion race, which [`Selection::All`] leaves out so that every input
+    /// decodes to the script it always did (the corpus's verdicts depend on it).
+    pub fn only_when_selected(self) -> bool {
+        matches!(self, Kind::DeleteSent | Kind::CleanerStep)
+    }
+}
+
+const KINDS: [Kind; 13] = [
     Kind::SendStep,
     Kind::SnapshotOfSendRoot,
     Kind::SnapshotOfParent,
@@ -55,6 +69,8 @@ const KINDS: [Kind; 11] = [
     Kind::RelocateMetadata,
     Kind::RelocateData,
     Kind::RelocateStep,
+    Kind::DeleteSent,
+    Kind::CleanerStep,
 ];
 
 /// Most files the setup writes.
@@ -192,6 +208,15 @@ impl Builder {
                     target,
                 }
             }
+            Kind::DeleteSent => {
+                let parent = self.incremental && u.arbitrary::<bool>()?;
+                Op::SubvolumeDelete {
+                    name: name(if parent { "base" } else { "snap" }),
+                }
+            }
+            Kind::CleanerStep => Op::CleanerStep {
+                steps: u.int_in_range(1..=3)?,
+            },
             Kind::RelocateMetadata | Kind::RelocateData | Kind::RelocateStep => {
                 if !self.relocation_started {
                     return Ok(());

@@ -14,6 +14,7 @@
 //! verdict depends only on the policy's ingredients and on whether an engine rule is
 //! ablated (`docs/policies.md`, section 4.1), never on anything the search finds.
 
+pub mod deletion;
 pub mod relocation;
 pub mod snapshot;
 
@@ -74,17 +75,20 @@ pub enum Race {
     Snapshot,
     /// Send against block-group relocation (seed 1, Linux 9e967495).
     Relocation,
+    /// Send against deletion of the root it sends (18f687d53844, dc058f5fda09).
+    Deletion,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 2] = [Race::Snapshot, Race::Relocation];
+    pub const ALL: [Race; 3] = [Race::Snapshot, Race::Relocation, Race::Deletion];
 
     /// The race's description.
     pub fn spec(self) -> &'static RaceSpec {
         match self {
             Race::Snapshot => &snapshot::RACE,
             Race::Relocation => &relocation::RACE,
+            Race::Deletion => &deletion::RACE,
         }
     }
 
@@ -272,10 +276,11 @@ impl Selection {
         }
     }
 
-    /// Whether the generator may use `kind`.
+    /// Whether the generator may use `kind` (under [`Selection::All`], every kind but
+    /// those [`Kind::only_when_selected`]).
     pub fn allows(self, kind: Kind) -> bool {
         match self {
-            Selection::All => true,
+            Selection::All => !kind.only_when_selected(),
             Selection::Only(race) => race.spec().generator_kinds.contains(&kind),
         }
     }
@@ -315,18 +320,18 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 2])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 3])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
         assert_eq!(
             matrix,
             [
-                (Policy::UNPROTECTED, [Violation, Violation]),
-                (Policy::CLONE_ROOT, [Safe, Violation]),
-                (Policy::EXCLUSIVE_ONLY, [Violation, SafeRefused]),
-                (Policy::EXCLUSIVE, [Safe, SafeRefused]),
-                (Policy::CONCURRENT, [Safe, SafeCompletes]),
+                (Policy::UNPROTECTED, [Violation, Violation, Safe]),
+                (Policy::CLONE_ROOT, [Safe, Violation, Safe]),
+                (Policy::EXCLUSIVE_ONLY, [Violation, SafeRefused, Safe]),
+                (Policy::EXCLUSIVE, [Safe, SafeRefused, Safe]),
+                (Policy::CONCURRENT, [Safe, SafeCompletes, Safe]),
             ]
         );
         for race in Race::ALL {
