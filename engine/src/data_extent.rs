@@ -16,7 +16,7 @@ impl FsInfo {
     /// Writes `data` (padded with zeros to whole sectors) into a new data extent, first
     /// referenced by `(root_id, objectid, offset)`. Returns `(disk_bytenr,
     /// disk_num_bytes)`. ENOSPC when no data space is left.
-    pub fn alloc_data_extent(
+    pub(crate) fn alloc_data_extent(
         &mut self,
         root_id: u64,
         objectid: u64,
@@ -53,7 +53,7 @@ impl FsInfo {
     }
 
     /// The bytes of the data extent at `disk_bytenr`; EIO if it holds none.
-    pub fn read_data_extent(&self, disk_bytenr: u64) -> Result<Arc<Vec<u8>>> {
+    pub(crate) fn read_data_extent(&self, disk_bytenr: u64) -> Result<Arc<Vec<u8>>> {
         self.device
             .read_data(disk_bytenr)
             .cloned()
@@ -61,7 +61,7 @@ impl FsInfo {
     }
 
     /// The record of the extent at `bytenr` with pending changes applied.
-    pub fn extent_record(&self, bytenr: u64) -> Option<ExtentRecord> {
+    pub(crate) fn extent_record(&self, bytenr: u64) -> Option<ExtentRecord> {
         self.delayed_refs
             .effective_record(&self.device.super_block.extent_tree, bytenr)
     }

@@ -107,8 +107,13 @@ impl Leaf {
     }
 
     /// Binary search: `Ok(slot)` where the key is, `Err(slot)` where it would go.
+    #[inline]
     pub fn search(&self, key: &Key) -> Result<usize, usize> {
-        self.items.binary_search_by(|item| item.key.cmp(key))
+        let slot = lower_bound(&self.items, key, |item| &item.key);
+        match self.items.get(slot) {
+            Some(item) if item.key == *key => Ok(slot),
+            _ => Err(slot),
+        }
     }
 
     /// Inserts an item at `slot` (the caller keeps key order).
@@ -196,6 +201,53 @@ impl Leaf {
             Some(item) => item.offset,
             None => self.data.len() as u32,
         }
+    }
+}
+
+/// The first slot of `slots` whose key is not below `key` (`slots.len()` if none): the
+/// binary search of `btrfs_bin_search()`. Keys strictly increase within a block, so the
+/// slot is where `key` is or where it would go.
+///
+/// Every step halves the range without a data-dependent jump around the halving, and
+/// compares the objectids alone unless they are equal: within a block most neighbouring
+/// keys differ in objectid, so a step is one 64-bit comparison, where the derived
+/// three-field `Ord` costs a chain of them and a match on its `Ordering`
+/// (`docs/hot-paths.md`).
+#[inline(always)]
+pub fn lower_bound<T>(slots: &[T], key: &Key, key_of: impl Fn(&T) -> &Key) -> usize {
+    if slots.is_empty() {
+        return 0;
+    }
+    let mut base = 0;
+    let mut size = slots.len();
+    while size > 1 {
+        let half = size / 2;
+        let middle = base + half;
+        if key_below(key_of(&slots[middle]), key) {
+            base = middle;
+        }
+        size -= half;
+    }
+    base + usize::from(key_below(key_of(&slots[base]), key))
+}
+
+/// Whether `left` sorts before `right` in btrfs key order (objectid, type, offset).
+#[inline(always)]
+fn key_below(left: &Key, right: &Key) -> bool {
+    if left.objectid != right.objectid {
+        return left.objectid < right.objectid;
+    }
+    (left.item_type, left.offset) < (right.item_type, right.offset)
+}
+
+/// For node slots: the slot of the child whose range holds `key` (the last slot whose key
+/// is at most `key`, or slot 0), and whether the key matched exactly.
+#[inline(always)]
+pub fn node_search(slots: &[NodeSlot], key: &Key) -> (usize, bool) {
+    let slot = lower_bound(slots, key, |slot| &slot.key);
+    match slots.get(slot) {
+        Some(found) if found.key == *key => (slot, true),
+        _ => (slot.saturating_sub(1), false),
     }
 }
 
@@ -314,12 +366,7 @@ impl BlockContent {
     /// For a node: the slot of the child whose range holds `key` (the last slot whose
     /// key is at most `key`, or slot 0), and whether the key matched exactly.
     pub fn node_search(&self, key: &Key) -> (usize, bool) {
-        let slots = self.node_slots().expect("node_search on a node");
-        match slots.binary_search_by(|slot| slot.key.cmp(key)) {
-            Ok(slot) => (slot, true),
-            Err(0) => (0, false),
-            Err(slot) => (slot - 1, false),
-        }
+        node_search(self.node_slots().expect("node_search on a node"), key)
     }
 
     /// Whether the body kind agrees with the level, keys strictly increase and leaf data
@@ -426,6 +473,31 @@ mod tests {
         assert_eq!(content.node_search(&key(10)), (0, true));
         assert_eq!(content.node_search(&key(25)), (1, false));
         assert_eq!(content.node_search(&key(99)), (2, false));
+    }
+
+    #[test]
+    fn lower_bound_agrees_with_the_derived_key_order() {
+        // Keys sharing objectids and types, so every comparison branch is taken.
+        let keys: Vec<Key> = (0..40u64)
+            .map(|index| Key::new(index / 8, (index / 3 % 3) as u8 * 12, index % 5 * 7))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut compared = 0;
+        for length in 0..=keys.len() {
+            let slots = &keys[..length];
+            for objectid in 0..7 {
+                for item_type in [0u8, 1, 12, 13, 24, 255] {
+                    for offset in [0u64, 1, 7, 14, 27, 28, u64::MAX] {
+                        let probe = Key::new(objectid, item_type, offset);
+                        let expected = slots.partition_point(|slot| *slot < probe);
+                        assert_eq!(lower_bound(slots, &probe, |slot| slot), expected);
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 10_000, "{compared} probes");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct FsInfo {
     pub(crate) running: Option<Transaction>,
     pub(crate) next_root_id: u64,
     pub(crate) last_reloc_trans: u64,
+    /// Only with `reloc-trans-before-unpin` ablated: the transid a finished commit has
+    /// yet to record in `last_reloc_trans` (`transaction.rs`).
+    pub(crate) late_reloc_trans: Option<u64>,
     pub(crate) relocation_running: bool,
     pub(crate) relocation_cow: bool,
     pub(crate) sends_in_progress: u32,
@@ -105,6 +108,7 @@ impl FsInfo {
             running: None,
             next_root_id: objectid::FIRST_FREE,
             last_reloc_trans: 0,
+            late_reloc_trans: None,
             relocation_running: false,
             relocation_cow: false,
             sends_in_progress: 0,
@@ -225,6 +229,7 @@ impl FsInfo {
         let device = std::mem::take(&mut self.device);
         let marks = std::mem::take(&mut self.marks);
         let events = std::mem::take(&mut self.events);
+        self.record_late_reloc_trans();
         let relocation_state = (self.last_reloc_trans, self.relocation_running);
         *self = FsInfo::mount(device, self.geometry, self.policy)?;
         (self.last_reloc_trans, self.relocation_running) = relocation_state;
@@ -260,7 +265,7 @@ impl FsInfo {
     }
 
     /// `fs_info->last_reloc_trans`: the last commit made while relocation ran.
-    pub fn last_reloc_trans(&self) -> u64 {
+    pub(crate) fn last_reloc_trans(&self) -> u64 {
         self.last_reloc_trans
     }
 
@@ -296,7 +301,7 @@ impl FsInfo {
     }
 
     /// References of the extent at `bytenr`, pending changes included (0 if none).
-    pub fn extent_refs(&self, bytenr: u64) -> u64 {
+    pub(crate) fn extent_refs(&self, bytenr: u64) -> u64 {
         self.delayed_refs
             .effective_refs(&self.device.super_block.extent_tree, bytenr)
             .unwrap_or(0)
@@ -346,27 +351,27 @@ impl FsInfo {
 
     /// Whether relocation is running (`BTRFS_FS_RELOC_RUNNING`): while it is, every
     /// commit records its transid in `last_reloc_trans`.
-    pub fn relocation_running(&self) -> bool {
+    pub(crate) fn relocation_running(&self) -> bool {
         self.relocation_running
     }
 
     /// Sets or clears the relocation-running flag (relocation jobs only).
-    pub fn set_relocation_running(&mut self, running: bool) {
+    pub(crate) fn set_relocation_running(&mut self, running: bool) {
         self.relocation_running = running;
     }
 
     /// Send jobs running now (`fs_info->send_in_progress`).
-    pub fn sends_in_progress(&self) -> u32 {
+    pub(crate) fn sends_in_progress(&self) -> u32 {
         self.sends_in_progress
     }
 
     /// Counts a send job starting or ending (send jobs only).
-    pub fn set_sends_in_progress(&mut self, sends: u32) {
+    pub(crate) fn set_sends_in_progress(&mut self, sends: u32) {
         self.sends_in_progress = sends;
     }
 
     /// Whether COWs now create blocks for relocation (they get the RELOC flag).
-    pub fn set_relocation_cow(&mut self, relocation_cow: bool) {
+    pub(crate) fn set_relocation_cow(&mut self, relocation_cow: bool) {
         self.relocation_cow = relocation_cow;
     }
 

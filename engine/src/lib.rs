@@ -7,8 +7,9 @@
 //! [`snapshot`] / [`root_tree`]; [`ctree`] (search, COW, split, merge); [`cache`]
 //! (buffer objects by bytenr) over [`storage`] (the device); [`alloc`] (block groups,
 //! free space, pinned extents, reference counts). [`check`] verifies all of it.
-//! Beside them: [`stream`] (btrfs send stream v1) and [`reference`] (the reference
-//! models: the plain model filesystem and the receive that applies streams to it).
+//! Beside them: [`stream`] (btrfs send stream v1) and [`reference`](mod@reference) (the
+//! models the engine is checked against: the model filesystem and the receive that
+//! applies streams to it, the item-tree twin, the allocator twin).
 #![forbid(unsafe_code)]
 
 pub mod alloc;
@@ -46,8 +47,3 @@ pub use fs_info::FsInfo;
 pub use geometry::Geometry;
 pub use key::Key;
 pub use policy::{EngineRule, Ingredient, Policy, SendPolicy};
-
-/// The old paths of the reference models, kept while branches written against them
-/// merge; new code names [`reference::model_fs`] and [`reference::receive`].
-#[doc(hidden)]
-pub use reference::{model_fs, receive};

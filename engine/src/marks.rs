@@ -50,6 +50,15 @@ pub enum Mark {
     SendRefusedDeadRoot,
     /// Send's start took its counter on a root deleted after its dead check.
     SendStartedOnDeadRoot,
+    /// An incremental send's moves formed a cycle (a swap, an inverted parent and
+    /// child) and one inode took a detour through an orphan name.
+    SendOrphanDetour,
+    /// A send cloned a range from the snapshot being sent: an earlier inode, or an
+    /// earlier range of the same file.
+    SendClonedFromSendRoot,
+    /// A send commit-root search went on to its next level after a commit that began
+    /// after it took its root (seed 2's window on the search path).
+    SearchSpannedCommit,
 }
 
 /// Counters of marks hit.

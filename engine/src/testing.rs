@@ -1,7 +1,11 @@
 //! Test support shared by the engine's tests, the verify crate and fuzz targets: a
 //! deterministic SplitMix64 generator (the one docs/script-language.md specifies for
-//! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the rule for tests
-//! that need btrfs-progs (skip visibly on a developer machine, fail under `CI=true`).
+//! `bytes(LEN,SEED)`), a generator of valid send stream commands, and the host programs
+//! the real-kernel tests and `cowproof conform` run ([`find_program`],
+//! [`kernel_has_btrfs`], [`receive_dump`]).
+//! Whether a test may run without them is the business of the libtest-mimic trials of
+//! `engine/tests/support/trials.rs` (ignored on a developer machine, failed under
+//! `CI=true`).
 //!
 //! Not part of the engine's API: hidden from the docs, free to change with its users.
 
@@ -217,22 +221,27 @@ pub fn random_stream_commands(seed: u64, count: usize) -> Vec<Command> {
     commands
 }
 
-/// The `btrfs` binary of btrfs-progs, or `None` after printing a visible
-/// `SKIP: btrfs-progs not installed` line. Under `CI=true` a missing btrfs-progs is a
-/// failure, not a skip: CI must run the conformance tests.
-pub fn btrfs_progs_or_skip(test_name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain(["/usr/sbin".into(), "/sbin".into()])
-            .map(|dir| dir.join("btrfs"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
-        assert!(!in_ci, "{test_name}: btrfs-progs not installed and CI=true");
-        println!("SKIP: btrfs-progs not installed ({test_name})");
-    }
-    found
+/// The program `name` on `PATH`, or in the system directories a non-root `PATH` often
+/// lacks (`/usr/sbin`, `/sbin`, `/usr/bin`): how the real-kernel tests and `cowproof
+/// conform` find btrfs-progs and `mkfs.btrfs`.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Whether the kernel has btrfs: listed in `/proc/filesystems`, or a module `modprobe`
+/// loads (a module not yet loaded is not listed).
+pub fn kernel_has_btrfs() -> bool {
+    let listed = std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with("btrfs")));
+    listed
+        || std::process::Command::new("modprobe")
+            .arg("btrfs")
+            .output()
+            .is_ok_and(|output| output.status.success())
 }
 
 /// Runs `btrfs receive --dump` on `stream` (written to a temporary file): `Err` with its

@@ -12,6 +12,13 @@
 //! 6. [`CommitStage::WriteSuperBlock`]: from here the transaction is durable;
 //! 7. [`CommitStage::Unpin`] (`btrfs_finish_extent_commit()`).
 //!
+//! With `reloc-trans-before-unpin` ablated, `last_reloc_trans` is recorded only after
+//! the unpin, as the committing thread's last act, and the transaction is over for
+//! writers once it has unpinned: a transaction that starts then (the kernel lets one
+//! start as soon as the commit roots are switched, `TRANS_STATE_UNBLOCKED`) may allocate
+//! what the commit unpinned before the record. The record happens at the next commit
+//! step, commit, remount or crash (`docs/windows.md`).
+//!
 //! Send steps, crash and remount may come between two steps; anything that needs a
 //! transaction while a commit is in progress first waits for it, i.e. finishes it (the
 //! model has no second transaction running beside a committing one). Generations grow
@@ -132,7 +139,7 @@ pub enum CommitProgress {
 impl FsInfo {
     /// Joins the running transaction or starts one. Returns its transid.
     /// A commit in progress is finished first (a writer waits for it in the kernel).
-    pub fn join_transaction(&mut self) -> u64 {
+    pub(crate) fn join_transaction(&mut self) -> u64 {
         if self.commit_waits_to_finish() {
             self.commit_transaction()
                 .expect("a commit in progress completes: its space was reserved");
@@ -178,7 +185,7 @@ impl FsInfo {
     }
 
     /// The running transaction's transid, if one runs.
-    pub fn running_transid(&self) -> Option<u64> {
+    pub(crate) fn running_transid(&self) -> Option<u64> {
         self.running.as_ref().map(|transaction| transaction.transid)
     }
 
@@ -194,6 +201,7 @@ impl FsInfo {
     /// Commits the running transaction (starting an empty one if none runs), or finishes
     /// the commit in progress. Returns the committed transid.
     pub fn commit_transaction(&mut self) -> Result<u64> {
+        self.record_late_reloc_trans();
         loop {
             if let CommitProgress::Committed(transid) = self.commit_step()? {
                 return Ok(transid);
@@ -204,6 +212,10 @@ impl FsInfo {
     /// Runs one step of the commit in progress, starting a commit of the running
     /// transaction (or of an empty one) if none is in progress.
     pub fn commit_step(&mut self) -> Result<CommitProgress> {
+        if let Some(transid) = self.late_reloc_trans {
+            self.record_late_reloc_trans();
+            return Ok(CommitProgress::Committed(transid));
+        }
         if self.running.is_none() {
             self.join_transaction();
         }
@@ -266,8 +278,8 @@ impl FsInfo {
             }
             CommitStage::Unpin => {
                 self.unpin_extents();
-                if !reloc_trans_first {
-                    self.record_last_reloc_trans(transid);
+                if !reloc_trans_first && self.relocation_running {
+                    self.late_reloc_trans = Some(transid);
                 }
                 self.finish_dropped_roots();
                 self.running = None;
@@ -302,6 +314,22 @@ impl FsInfo {
             if self.sends_in_progress > 0 {
                 self.marks.hit(Mark::RelocationCommitDuringSend);
             }
+        }
+    }
+
+    /// The record a commit left for after its unpin (`reloc-trans-before-unpin`
+    /// ablated), if any.
+    pub(crate) fn record_late_reloc_trans(&mut self) {
+        let Some(transid) = self.late_reloc_trans.take() else {
+            return;
+        };
+        assert!(
+            !self.policy.enforces(EngineRule::RelocTransBeforeUnpin),
+            "a late record of last_reloc_trans with the rule in force"
+        );
+        self.last_reloc_trans = transid;
+        if self.sends_in_progress > 0 {
+            self.marks.hit(Mark::RelocationCommitDuringSend);
         }
     }
 
@@ -609,8 +637,56 @@ mod tests {
             }
             assert_eq!(fs.last_reloc_trans() == transid, at_switch, "{policy}");
             fs.commit_transaction().expect("commit");
+            assert_eq!(fs.generation(), transid, "{policy}: the commit is complete");
+            // A transaction beside the end of the commit: without the rule it runs (and
+            // may allocate what the commit unpinned) before the record.
+            fs.insert_item(volume, Key::new(258, 1, 0), b"a writer")
+                .expect("insert");
+            assert_eq!(fs.last_reloc_trans() == transid, at_switch, "{policy}");
+            let progress = fs.commit_step().expect("step");
             assert_eq!(fs.last_reloc_trans(), transid, "{policy}");
+            assert_eq!(
+                progress == super::CommitProgress::Committed(transid),
+                !at_switch,
+                "{policy}: the late record is the last act of the commit before"
+            );
+            fs.commit_transaction().expect("commit");
+            let recorded = if at_switch { transid + 1 } else { transid };
+            assert_eq!(fs.last_reloc_trans(), recorded, "{policy}");
+            fs.remount().expect("remount");
+            assert_eq!(fs.last_reloc_trans(), transid + 1, "{policy}");
         }
+    }
+
+    /// A freed data extent keeps its bytes while it is pinned (the old commit roots
+    /// still name it) and loses them when the commit unpins it: a later reader of the
+    /// bytenr finds nothing, not the old data.
+    #[test]
+    fn a_freed_data_extent_is_discarded_at_the_unpin_and_not_before() {
+        use super::CommitStage;
+        use crate::ctree::TreeView;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume_with_root("vol").expect("subvolume");
+        let ino = fs.create_file(volume, &["data"]).expect("create");
+        fs.write(volume, &["data"], 0, &[7u8; 4096]).expect("write");
+        fs.commit_transaction().expect("commit");
+        let extents = fs
+            .file_extents_in(TreeView::Commit, volume, ino)
+            .expect("extents");
+        let (disk_bytenr, _) = extents[0].item.referenced_extent().expect("a data extent");
+        assert!(fs.device().read_data(disk_bytenr).is_some());
+        fs.unlink(volume, &["data"]).expect("unlink");
+        while fs.commit_in_progress() != Some(CommitStage::Unpin) {
+            fs.commit_step().expect("step");
+            assert!(
+                fs.device().read_data(disk_bytenr).is_some(),
+                "pinned data is kept until the unpin"
+            );
+        }
+        assert!(fs.space().is_pinned(disk_bytenr));
+        fs.commit_step().expect("unpin");
+        assert!(!fs.space().is_pinned(disk_bytenr));
+        assert_eq!(fs.device().read_data(disk_bytenr), None, "discarded");
     }
 
     #[test]

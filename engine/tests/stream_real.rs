@@ -1,17 +1,19 @@
 //! Conformance of the stream layer with real btrfs: streams made by the Linux kernel
 //! (`corpus/stream_decode/real-*.stream`, made by `tests/fixtures/make-real-streams.sh`)
 //! decode to the expected commands and re-encode byte for byte; streams made by our
-//! encoder are accepted by btrfs-progs' `btrfs receive --dump`. A `harness = false`
-//! binary (libtest-mimic, `support::trials`): the `--dump` trial needs btrfs-progs and is
-//! reported as ignored without it (failed under `CI=true`).
+//! encoder, and the full and incremental streams of the engine's send, are accepted by
+//! btrfs-progs' `btrfs receive --dump`. A `harness = false` binary (libtest-mimic,
+//! `support::trials`): the `--dump` trials need btrfs-progs and are reported as ignored
+//! without it (failed under `CI=true`).
 
+use cowproof_engine::send::SendJob;
 use cowproof_engine::stream::{decode, encode, Command, CommandType};
-use cowproof_engine::testing::random_stream_commands;
-use std::path::PathBuf;
+use cowproof_engine::testing::{random_stream_commands, receive_dump};
+use cowproof_engine::{FsInfo, Geometry, Policy};
+use std::path::{Path, PathBuf};
 // Each test binary uses a part of the shared support.
 #[allow(dead_code)]
 mod support;
-use std::process::Command as Process;
 use support::host::{Host, Needs};
 use support::trials::Trials;
 
@@ -31,6 +33,11 @@ fn main() {
             "btrfs_receive_dump_accepts_our_streams",
             Needs::BtrfsProgs,
             btrfs_receive_dump_accepts_our_streams,
+        )
+        .add(
+            "btrfs_receive_dump_accepts_our_sends",
+            Needs::BtrfsProgs,
+            btrfs_receive_dump_accepts_our_sends,
         )
         .run()
 }
@@ -152,27 +159,11 @@ fn real_incremental_stream_decodes_and_reencodes_byte_for_byte(_host: &Host) -> 
     Ok(())
 }
 
-/// Writes `bytes` to a temporary file and runs `btrfs receive --dump` on it.
-fn receive_dump(btrfs: &PathBuf, bytes: &[u8]) -> std::process::Output {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    Process::new(btrfs)
-        .arg("receive")
-        .arg("--dump")
-        .arg("-f")
-        .arg(file.path())
-        .output()
-        .unwrap()
-}
-
-fn assert_dump_accepts(btrfs: &PathBuf, what: &str, commands: &[Command]) {
+fn assert_dump_accepts(btrfs: &Path, what: &str, commands: &[Command]) {
     let bytes = encode(commands).unwrap();
-    let output = receive_dump(btrfs, &bytes);
-    assert!(
-        output.status.success(),
-        "btrfs receive --dump refused our stream ({what}): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if let Err(stderr) = receive_dump(btrfs, &bytes) {
+        panic!("btrfs receive --dump refused our stream ({what}): {stderr}");
+    }
 }
 
 fn btrfs_receive_dump_accepts_our_streams(host: &Host) -> Result<(), String> {
@@ -201,10 +192,50 @@ fn btrfs_receive_dump_accepts_our_streams(host: &Host) -> Result<(), String> {
     );
     // Both kernel streams pass too (sanity check of the tool itself).
     for name in ["real-full.stream", "real-incremental.stream"] {
-        assert!(
-            receive_dump(&btrfs, &corpus_file(name)).status.success(),
-            "{name}"
-        );
+        if let Err(stderr) = receive_dump(&btrfs, &corpus_file(name)) {
+            panic!("{name}: {stderr}");
+        }
+    }
+    Ok(())
+}
+
+/// The stream of a finished send of `name` (incremental from `parent`).
+fn send(fs: &mut FsInfo, name: &str, parent: Option<&str>) -> Result<Vec<u8>, String> {
+    let mut job =
+        SendJob::start(fs, name, parent, false).map_err(|error| format!("send {name}: {error}"))?;
+    job.finish(fs)
+        .map_err(|error| format!("send {name}: {error}"))?;
+    Ok(job.stream().to_vec())
+}
+
+/// A full send and an incremental one across a directory rename, a large file, an xattr
+/// and a new file: btrfs-progs accepts both streams.
+fn btrfs_receive_dump_accepts_our_sends(host: &Host) -> Result<(), String> {
+    let btrfs = host.btrfs.clone().ok_or("the host has no btrfs-progs")?;
+    let failed = |what: &str, error: cowproof_engine::Error| format!("{what}: {error}");
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), Policy::CONCURRENT)
+        .map_err(|error| failed("mkfs", error))?;
+    let vol = fs
+        .create_subvolume_with_root("vol")
+        .map_err(|error| failed("subvolume", error))?;
+    fs.mkdir(vol, &["d"])
+        .map_err(|error| failed("mkdir", error))?;
+    fs.write(vol, &["d", "f"], 0, &[9u8; 70_000])
+        .map_err(|error| failed("write", error))?;
+    fs.setxattr(vol, &["d", "f"], b"user.x", b"y")
+        .map_err(|error| failed("setxattr", error))?;
+    fs.snapshot("vol", "s1", true)
+        .map_err(|error| failed("snapshot", error))?;
+    fs.rename(vol, &["d"], &["e"])
+        .map_err(|error| failed("rename", error))?;
+    fs.write(vol, &["e", "g"], 0, b"new")
+        .map_err(|error| failed("write", error))?;
+    fs.snapshot("vol", "s2", true)
+        .map_err(|error| failed("snapshot", error))?;
+    for (name, parent) in [("s1", None), ("s2", Some("s1"))] {
+        let stream = send(&mut fs, name, parent)?;
+        receive_dump(&btrfs, &stream)
+            .map_err(|stderr| format!("btrfs receive --dump rejected {name}: {stderr}"))?;
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cowproof conform` against the real kernel: hostile scripts cannot reach a sentinel
 //! outside the mount, the `corpus/scripts/conform-*.cows` regressions diverge exactly at
-//! their named known difference (or conform, once the fix has landed), and random
-//! scripts from a fixed seed show no unexplained difference.
+//! their named known difference (or conform, once the fix has landed), the
+//! `conform-send-*.cows` scenarios also cost the engine no more send commands than Linux,
+//! and random scripts from a fixed seed show no unexplained difference.
 //!
 //! libtest-mimic harness: without root, btrfs or btrfs-progs every trial is reported as
 //! ignored (visible in the summary); under `CI=true` they fail instead.
@@ -155,6 +156,9 @@ fn regression_diverges_at_its_known_difference(tools: &Tools, path: &Path) -> Re
     let text = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
     let script = parse(&text).map_err(|error| error.to_string())?;
     let report = conform_script(&script, tools).map_err(|error| error.to_string())?;
+    if name.starts_with("send-") {
+        no_more_commands_than_the_kernel(path, &report)?;
+    }
     let still_known = KNOWN.iter().any(|known| known.name == name);
     match (still_known, report.conforms(), report.diverged_at_known()) {
         // A fixed difference keeps its script as a regression: it must conform.
@@ -176,6 +180,41 @@ fn regression_diverges_at_its_known_difference(tools: &Tools, path: &Path) -> Re
             Err(format!("expected to diverge at `{name}`, got {other:?}:\n{report:#?}").into())
         }
     }
+}
+
+/// The stream economy of a `conform-send-*.cows` scenario (docs/conformance.md, "Stream
+/// economy"): every send job ran on both sides, both streams decode, and the engine's
+/// carries no more commands than the kernel's (UTIMES aside).
+fn no_more_commands_than_the_kernel(
+    path: &Path,
+    report: &cowproof_verify::conform::ScriptReport,
+) -> Result<(), Failed> {
+    if report.streams.is_empty() {
+        return Err(format!("{}: no send job ran on both sides", path.display()).into());
+    }
+    for stream in &report.streams {
+        let (Some(kernel), Some(engine)) = (&stream.kernel_economy, &stream.engine_economy) else {
+            return Err(format!(
+                "{}: job {}: a stream does not decode",
+                path.display(),
+                stream.job
+            )
+            .into());
+        };
+        if engine.commands > kernel.commands {
+            return Err(format!(
+                "{}: job {}: the engine sends {} commands, Linux {} (UTIMES aside)\nLinux:\n  {}\nengine:\n  {}",
+                path.display(),
+                stream.job,
+                engine.commands,
+                kernel.commands,
+                stream.kernel_listing.join("\n  "),
+                stream.engine_listing.join("\n  ")
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn random_scripts_show_no_unexplained_difference(tools: &Tools) -> Result<(), Failed> {

@@ -339,3 +339,35 @@ fn zoo_scripts_are_clean_under_the_policy_with_the_fix() {
     }
     assert!(checked >= 4, "only {checked} zoo scripts");
 }
+
+/// Seed 2 on the search path (`corpus/scripts/seed2-search-path.cows`): the operations,
+/// without their `expect` line, are clean under every policy that clones the commit
+/// root, and the send completes (its round trip is checked), while under the two
+/// policies without the clone the search reads the reused block.
+#[test]
+fn seed2_search_path_is_clean_exactly_under_the_root_clone() {
+    use cowproof_verify::runner::{run, RunOptions};
+    use cowproof_verify::script::Statement;
+    let path = corpus_directory("scripts").join("seed2-search-path.cows");
+    let text = std::fs::read_to_string(&path).expect("readable script");
+    let mut script = cowproof_verify::script::parse(&text).expect("a valid script");
+    script
+        .statements
+        .retain(|statement| !matches!(statement, Statement::Expect(_)));
+    for policy in Policy::NAMED {
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(policy),
+                ..RunOptions::default()
+            },
+        );
+        let cloned = policy.has(cowproof_engine::Ingredient::CloneRoots);
+        let expected = if cloned {
+            Verdict::Ok
+        } else {
+            Verdict::Violation
+        };
+        assert_eq!(report.verdict(), expected, "{policy}: {report}");
+    }
+}

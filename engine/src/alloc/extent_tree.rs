@@ -108,6 +108,36 @@ struct DelayedRefHead {
     new_extent: Option<ExtentRecord>,
 }
 
+/// [`DelayedRefs::run`] merges its heads into the extent tree in one pass when there is
+/// at least one head for this many records, and updates the tree head by head otherwise.
+const MERGE_RUN_HEADS_PER_RECORDS: usize = 4;
+
+impl DelayedRefHead {
+    /// The extent's record after this head's changes (`existing` is the extent tree's
+    /// record), or the record it had when its count reached zero.
+    fn apply(
+        self,
+        bytenr: u64,
+        existing: Option<ExtentRecord>,
+    ) -> std::result::Result<ExtentRecord, DroppedExtent> {
+        let mut record = match self.new_extent {
+            Some(record) => record,
+            None => existing.expect("delayed ref for an extent with no record"),
+        };
+        assert_eq!(
+            record.refs, self.base_refs,
+            "extent {bytenr}: the tree changed under a delayed ref head"
+        );
+        let refs = record.refs as i64 + self.delta;
+        assert!(refs >= 0, "extent {bytenr}: negative references");
+        record.refs = refs as u64;
+        if refs == 0 {
+            return Err(DroppedExtent { bytenr, record });
+        }
+        Ok(record)
+    }
+}
+
 /// An extent whose count reached zero when delayed refs ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DroppedExtent {
@@ -310,29 +340,41 @@ impl DelayedRefs {
     /// Applies every pending change to `tree` (`btrfs_run_delayed_refs()`), returning the
     /// extents whose count reached zero, lowest bytenr first.
     pub fn run(&mut self, tree: &mut ExtentTree) -> Vec<DroppedExtent> {
+        let heads = std::mem::take(&mut self.heads);
         let mut dropped = Vec::new();
-        for (bytenr, head) in std::mem::take(&mut self.heads) {
-            let mut record = match head.new_extent {
-                Some(record) => record,
-                None => *tree
-                    .records
-                    .get(&bytenr)
-                    .expect("delayed ref for an extent with no record"),
-            };
-            assert_eq!(
-                record.refs, head.base_refs,
-                "extent {bytenr}: the tree changed under a delayed ref head"
-            );
-            let refs = record.refs as i64 + head.delta;
-            assert!(refs >= 0, "extent {bytenr}: negative references");
-            record.refs = refs as u64;
-            if refs == 0 {
-                tree.records.remove(&bytenr);
-                dropped.push(DroppedExtent { bytenr, record });
-            } else {
-                tree.records.insert(bytenr, record);
+        if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {
+            for (bytenr, head) in heads {
+                let existing = tree.records.get(&bytenr).copied();
+                match head.apply(bytenr, existing) {
+                    Ok(record) => tree.records.insert(bytenr, record),
+                    Err(gone) => {
+                        dropped.push(gone);
+                        tree.records.remove(&bytenr)
+                    }
+                };
+            }
+            return dropped;
+        }
+        // Many heads for the size of the tree (a commit after a burst of COWs): one merge
+        // of the two address-ordered sequences, and the tree rebuilt from the sorted
+        // result, instead of a search and an update of the tree per head.
+        let old = std::mem::take(&mut tree.records);
+        let mut merged = Vec::with_capacity(old.len() + heads.len());
+        let mut records = old.into_iter().peekable();
+        for (bytenr, head) in heads {
+            while let Some(record) = records.next_if(|&(start, _)| start < bytenr) {
+                merged.push(record);
+            }
+            let existing = records
+                .next_if(|&(start, _)| start == bytenr)
+                .map(|(_, record)| record);
+            match head.apply(bytenr, existing) {
+                Ok(record) => merged.push((bytenr, record)),
+                Err(gone) => dropped.push(gone),
             }
         }
+        merged.extend(records);
+        tree.records = BTreeMap::from_iter(merged);
         dropped
     }
 
@@ -396,6 +438,66 @@ mod tests {
             vec![4096],
             "a head back at zero change is dropped"
         );
+    }
+
+    /// A tree of `records` committed extents at the even block indexes, then `heads`
+    /// changes at block indexes `0..heads`: a new extent at each odd index, and at each
+    /// even one a reference dropped (to zero) or added, alternately.
+    fn run_changes(records: u64, heads: u64) -> (ExtentTree, Vec<DroppedExtent>) {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        for index in 0..records {
+            delayed.add_new_referenced_extent(&tree, index * 2 * 4096, tree_block(0));
+        }
+        delayed.run(&mut tree);
+        for index in 0..heads {
+            let bytenr = index * 4096;
+            match index % 4 {
+                1 | 3 => delayed.add_new_referenced_extent(&tree, bytenr, tree_block(0)),
+                0 => delayed.modify(&tree, bytenr, -1),
+                _ => delayed.modify(&tree, bytenr, 1),
+            }
+        }
+        let dropped = delayed.run(&mut tree);
+        (tree, dropped)
+    }
+
+    /// Few heads update the tree head by head, many are merged into it: both give the
+    /// tree and the drops that applying every head on its own gives.
+    #[test]
+    fn a_merged_run_and_a_run_head_by_head_agree() {
+        let mut strategies = [0usize; 2];
+        for (records, heads) in [(400u64, 40u64), (40, 40), (40, 80)] {
+            let merged_run = heads * MERGE_RUN_HEADS_PER_RECORDS as u64 >= records;
+            strategies[usize::from(merged_run)] += 1;
+            let (tree, dropped) = run_changes(records, heads);
+            let mut expected = BTreeMap::new();
+            let mut expected_dropped = Vec::new();
+            for index in 0..(2 * records).max(heads) {
+                let committed = index % 2 == 0 && index < 2 * records;
+                let refs = match (committed, index < heads) {
+                    (true, true) if index % 4 == 0 => 0,
+                    (true, true) => 2,
+                    (true, false) | (false, true) => 1,
+                    (false, false) => continue,
+                };
+                let record = ExtentRecord {
+                    refs,
+                    ..tree_block(0)
+                };
+                let bytenr = index * 4096;
+                if refs == 0 {
+                    expected_dropped.push(DroppedExtent { bytenr, record });
+                } else {
+                    expected.insert(bytenr, record);
+                }
+            }
+            let case = format!("{records} records, {heads} heads, merged: {merged_run}");
+            assert_eq!(tree.records, expected, "{case}");
+            assert_eq!(dropped, expected_dropped, "{case}");
+            assert!(!dropped.is_empty(), "{case}");
+        }
+        assert_eq!(strategies, [1, 2], "both strategies ran");
     }
 
     #[test]

@@ -378,13 +378,14 @@ impl SpaceInfo {
     /// Reserves `length` bytes of `kind` at the lowest free address that fits, in the
     /// existing groups only.
     pub fn alloc(&mut self, kind: BlockGroupKind, length: u64) -> Option<u64> {
-        let bytenr = self
-            .groups
-            .values()
+        self.groups
+            .values_mut()
             .filter(|group| group.kind == kind)
-            .find_map(|group| group.first_fit(length))?;
-        self.group_mut(bytenr).take(bytenr, length);
-        Some(bytenr)
+            .find_map(|group| {
+                let bytenr = group.first_fit(length)?;
+                group.take(bytenr, length);
+                Some(bytenr)
+            })
     }
 
     /// Marks `[bytenr, bytenr + length)` allocated (rebuilding free space on mount).
@@ -424,8 +425,25 @@ impl SpaceInfo {
     /// Unpins everything (`btrfs_finish_extent_commit()`), returning what was unpinned.
     pub fn unpin_all(&mut self) -> Vec<(u64, u64)> {
         let unpinned: Vec<(u64, u64)> = std::mem::take(&mut self.pinned).into_iter().collect();
-        for &(bytenr, length) in &unpinned {
-            self.group_mut(bytenr).give_back(bytenr, length);
+        // Pinned extents and groups are both in address order: one pass over the groups
+        // finds each extent's group without a lookup per extent, and extents that touch
+        // go back as one range (freeing them one by one would coalesce them anyway).
+        let mut groups = self.groups.values_mut();
+        let mut group = groups.next();
+        let mut extents = unpinned.iter().copied().peekable();
+        while let Some((bytenr, mut length)) = extents.next() {
+            while group.as_ref().is_some_and(|group| group.end() <= bytenr) {
+                group = groups.next();
+            }
+            let Some(group) = group.as_mut().filter(|group| group.start <= bytenr) else {
+                panic!("no block group holds {bytenr}");
+            };
+            while let Some((_, next_length)) =
+                extents.next_if(|&(next, _)| next == bytenr + length && next < group.end())
+            {
+                length += next_length;
+            }
+            group.give_back(bytenr, length);
         }
         unpinned
     }
@@ -560,6 +578,30 @@ mod tests {
         );
         assert_eq!(space.unpin_all(), vec![(blocks[1], 4096)]);
         assert_eq!(space.alloc(BlockGroupKind::Metadata, 4096), Some(blocks[1]));
+        assert_eq!(space.check(), Ok(()));
+    }
+
+    /// Unpinning walks the groups once and gives touching extents back together, also
+    /// across the end of a group, where the next group starts at the next address.
+    #[test]
+    fn unpinning_touching_extents_in_two_groups_coalesces_within_each() {
+        let mut space = SpaceInfo::new(1 << 20, 4096);
+        let first = space.add_group(BlockGroupKind::Metadata, 4 * 4096);
+        let second = space.add_group(BlockGroupKind::Metadata, 4 * 4096);
+        assert_eq!((first, second), (Some(4096), Some(5 * 4096)));
+        let blocks: Vec<u64> = (0..8)
+            .map(|_| space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc"))
+            .collect();
+        for &block in &blocks[1..7] {
+            space.pin(block, 4096);
+        }
+        let unpinned = space.unpin_all();
+        assert_eq!(unpinned.len(), 6, "every extent is reported");
+        let free: Vec<(u64, u64)> = space
+            .groups()
+            .flat_map(|group| group.free_ranges())
+            .collect();
+        assert_eq!(free, vec![(2 * 4096, 3 * 4096), (5 * 4096, 3 * 4096)]);
         assert_eq!(space.check(), Ok(()));
     }
 

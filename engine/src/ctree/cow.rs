@@ -20,7 +20,7 @@ use crate::marks::{Event, Mark};
 
 impl FsInfo {
     /// Whether a block must be COWed before the running transaction may change it.
-    pub fn should_cow_block(&self, root_id: u64, handle: EbHandle) -> bool {
+    pub(crate) fn should_cow_block(&self, root_id: u64, handle: EbHandle) -> bool {
         let Some(transid) = self.running_transid() else {
             return true;
         };
@@ -35,7 +35,7 @@ impl FsInfo {
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
     /// at the copy. Returns the block to modify.
-    pub fn cow_block(
+    pub(crate) fn cow_block(
         &mut self,
         root_id: u64,
         handle: EbHandle,

@@ -11,7 +11,7 @@ use crate::key::Key;
 impl FsInfo {
     /// Moves the path to the first item of the next leaf. Returns false at the end of
     /// the tree (the path is then unchanged).
-    pub fn next_leaf(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
+    pub(crate) fn next_leaf(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
         for level in 1..MAX_LEVEL {
             let Some(node) = path.nodes[level] else {
                 return Ok(false);
@@ -57,7 +57,7 @@ impl FsInfo {
     }
 
     /// Moves the path to the next item. Returns false at the end of the tree.
-    pub fn next_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
+    pub(crate) fn next_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
         let leaf = path.leaf().expect("path reaches a leaf");
         path.slots[0] += 1;
         if path.slots[0] < self.cache.content(leaf).nritems() {
@@ -68,7 +68,7 @@ impl FsInfo {
 
     /// Makes the path point at an item when it points just past a leaf's last item
     /// (as a search for an absent key can leave it). Returns false at the end.
-    pub fn settle_on_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
+    pub(crate) fn settle_on_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
         let leaf = path.leaf().expect("path reaches a leaf");
         if path.slots[0] < self.cache.content(leaf).nritems() {
             return Ok(true);
@@ -77,7 +77,7 @@ impl FsInfo {
     }
 
     /// Moves the path to the previous item. Returns false at the start of the tree.
-    pub fn previous_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
+    pub(crate) fn previous_item(&mut self, root_id: u64, path: &mut Path) -> Result<bool> {
         if path.slots[0] > 0 {
             path.slots[0] -= 1;
             return Ok(true);
@@ -144,7 +144,7 @@ impl FsInfo {
     }
 
     /// The item with the largest key `<= key` in the current tree, if any.
-    pub fn last_item_at_or_before(
+    pub(crate) fn last_item_at_or_before(
         &mut self,
         root_id: u64,
         key: &Key,
@@ -170,7 +170,7 @@ pub enum TreeView {
 
 impl FsInfo {
     /// Every item with `first <= key <= last` in the chosen version of a tree.
-    pub fn items_in_range_in(
+    pub(crate) fn items_in_range_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -184,7 +184,7 @@ impl FsInfo {
     }
 
     /// One item of the chosen version of a tree.
-    pub fn lookup_item_in(
+    pub(crate) fn lookup_item_in(
         &mut self,
         view: TreeView,
         root_id: u64,

@@ -9,6 +9,7 @@
 //! least two children.
 
 pub mod cow;
+pub mod descent;
 pub mod iterate;
 pub mod modify;
 pub mod read;

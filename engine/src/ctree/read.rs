@@ -13,7 +13,7 @@
 
 use crate::cache::{EbHandle, VerifiedRead};
 use crate::error::{Error, Result};
-use crate::extent_buffer::{BlockContent, BlockPtr};
+use crate::extent_buffer::{BlockContent, BlockPtr, NodeSlot};
 use crate::fs_info::FsInfo;
 use crate::key::{is_fs_tree, Key};
 
@@ -79,16 +79,20 @@ pub fn child_pointer(content: &BlockContent, slot: usize) -> Result<(BlockPtr, K
             slot,
         });
     };
-    let node_slot = slots.get(slot).ok_or_else(|| {
-        Error::errno(
-            crate::Errno::EUCLEAN,
-            format!(
-                "slot {slot} beyond nritems {} of node {}",
-                slots.len(),
-                content.header.bytenr
-            ),
-        )
-    })?;
+    slot_pointer(content, slots, slot)
+}
+
+/// The pointer and first key in slot `slot` of a node's `slots`; EUCLEAN beyond
+/// nritems.
+#[inline]
+pub(crate) fn slot_pointer(
+    content: &BlockContent,
+    slots: &[NodeSlot],
+    slot: usize,
+) -> Result<(BlockPtr, Key)> {
+    let Some(node_slot) = slots.get(slot) else {
+        return Err(slot_beyond_nritems(content, slot));
+    };
     let pointer = BlockPtr {
         bytenr: node_slot.blockptr,
         generation: node_slot.generation,
@@ -97,8 +101,23 @@ pub fn child_pointer(content: &BlockContent, slot: usize) -> Result<(BlockPtr, K
     Ok((pointer, node_slot.key))
 }
 
+#[cold]
+fn slot_beyond_nritems(content: &BlockContent, slot: usize) -> Error {
+    Error::errno(
+        crate::Errno::EUCLEAN,
+        format!(
+            "slot {slot} beyond nritems {} of node {}",
+            content.nritems(),
+            content.header.bytenr
+        ),
+    )
+}
+
 impl FsInfo {
     /// Finds or loads the block `expected` names and checks it (`read_tree_block()`).
+    /// Inlined: on the hot path it is one array access and one comparison, and a call
+    /// would cost more than that (`docs/hot-paths.md`).
+    #[inline(always)]
     pub fn read_tree_block(
         &mut self,
         root_id: u64,
@@ -111,8 +130,20 @@ impl FsInfo {
             root_id,
             level: expected.level,
         };
+        match self.cache.find_verified(expected.bytenr, &read) {
+            Some(handle) => Ok(handle),
+            None => self.read_and_verify(expected, read),
+        }
+    }
+
+    /// A read whose expectation did not pass on this content before: the checks in full,
+    /// and a load on a cache miss.
+    #[inline(never)]
+    fn read_and_verify(&mut self, expected: BlockPtr, read: VerifiedRead) -> Result<EbHandle> {
+        let VerifiedRead {
+            first_key, root_id, ..
+        } = read;
         let handle = match self.cache.find_for_read(expected.bytenr) {
-            Some((handle, _, Some(verified))) if verified == read => return Ok(handle),
             Some((handle, content, _)) => {
                 verify_tree_block(content, expected, first_key, root_id)?;
                 handle
@@ -143,7 +174,7 @@ impl FsInfo {
     }
 
     /// Reads the child in slot `slot` of the node `parent` (`read_node_slot()`).
-    pub fn read_node_slot(
+    pub(crate) fn read_node_slot(
         &mut self,
         root_id: u64,
         parent: EbHandle,
@@ -154,7 +185,7 @@ impl FsInfo {
     }
 
     /// Reads the root block of a tree as the running transaction sees it.
-    pub fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
+    pub(crate) fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
         let node = self.root(root_id)?.node;
         self.read_tree_block(root_id, node, None)
     }

@@ -2,10 +2,11 @@
 //! optionally COWing every block on the way (so the caller may modify them), and the
 //! read-only search of a *commit root* that send uses without a transaction.
 
+use super::read::slot_pointer;
 use super::Path;
 use crate::cache::EbHandle;
 use crate::error::{Error, Result};
-use crate::extent_buffer::BlockPtr;
+use crate::extent_buffer::{node_search, BlockPtr, Body};
 use crate::fs_info::FsInfo;
 use crate::key::Key;
 
@@ -20,7 +21,7 @@ impl FsInfo {
     /// Like [`search_slot`](Self::search_slot) but stops at `lowest_level`: the path's
     /// block there is the one whose key range holds `key` (relocation COWs down to the
     /// level of the block it moves).
-    pub fn search_to_level(
+    pub(crate) fn search_to_level(
         &mut self,
         root_id: u64,
         key: &Key,
@@ -39,7 +40,7 @@ impl FsInfo {
     }
 
     /// Searches the commit root of `root_id` (no transaction, no COW).
-    pub fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
+    pub(crate) fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
         let start = self.commit_root_of(root_id)?;
         let handle = self.read_tree_block(root_id, start, None)?;
         self.descend(root_id, handle, key, false, 0)
@@ -52,6 +53,10 @@ impl FsInfo {
             .ok_or_else(|| Error::not_found(format!("tree {root_id} has no commit root yet")))
     }
 
+    /// The loop of `btrfs_search_slot()` below the root: one slot search and one read a
+    /// level. The node's slot array is searched in place and the child's pointer taken
+    /// from the same borrow of the content, so a level costs one cache access for the
+    /// node and one for the child (`docs/hot-paths.md`).
     fn descend(
         &mut self,
         root_id: u64,
@@ -65,21 +70,28 @@ impl FsInfo {
             let content = self.cache.content(handle);
             let level = usize::from(content.level());
             path.nodes[level] = Some(handle);
-            if level == 0 {
-                let leaf = content.leaf().expect("level 0 is a leaf");
-                let (slot, found) = match leaf.search(key) {
-                    Ok(slot) => (slot, true),
-                    Err(slot) => (slot, false),
-                };
-                path.slots[0] = slot;
-                return Ok((path, found));
-            }
-            let (slot, exact) = content.node_search(key);
+            let slots = match &content.body {
+                Body::Leaf(leaf) if level == 0 => {
+                    let (slot, found) = match leaf.search(key) {
+                        Ok(slot) => (slot, true),
+                        Err(slot) => (slot, false),
+                    };
+                    path.slots[0] = slot;
+                    return Ok((path, found));
+                }
+                Body::Node(slots) if level > 0 => slots,
+                _ => panic!(
+                    "block {} at level {level} has the other kind of body",
+                    content.header.bytenr
+                ),
+            };
+            let (slot, exact) = node_search(slots, key);
             path.slots[level] = slot;
             if level == usize::from(lowest_level) {
                 return Ok((path, exact));
             }
-            let mut child = self.read_node_slot(root_id, handle, slot)?;
+            let (pointer, first_key) = slot_pointer(content, slots, slot)?;
+            let mut child = self.read_tree_block(root_id, pointer, Some(first_key))?;
             if cow {
                 child = self.cow_block(root_id, child, Some((handle, slot)))?;
             }

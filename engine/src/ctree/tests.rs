@@ -1,4 +1,5 @@
-//! Property tests of the tree layer against a `BTreeMap` model: random sequences of
+//! Property tests of the tree layer against the item-tree twin
+//! (`reference/item_trees.rs`, live and committed `BTreeMap`s): random sequences of
 //! insert / delete / update / file-extent insert and clone / commit / snapshot /
 //! subvolume delete / remount / crash, on tiny and small geometries. After every step
 //! fsck holds and every live tree reads exactly as its model; a snapshot keeps its
@@ -11,16 +12,13 @@ use crate::items::FileExtentItem;
 use crate::key::{item_type, Key};
 use crate::marks::Mark;
 use crate::policy::SendPolicy;
+use crate::reference::item_trees::ItemTrees;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 
-type Items = BTreeMap<Key, Vec<u8>>;
-
-/// The model: every named tree's items, live and as last committed.
+/// The twin of every subvolume tree, and the number of snapshots made (their names).
 #[derive(Clone, Default)]
 struct Model {
-    live: BTreeMap<String, Items>,
-    committed: BTreeMap<String, Items>,
+    trees: ItemTrees<String>,
     snapshots_made: usize,
 }
 
@@ -90,24 +88,21 @@ fn value(seed: u64, length: usize) -> Vec<u8> {
     crate::testing::seeded_bytes(length, seed)
 }
 
-fn pick_key(items: &Items, pick: usize) -> Option<Key> {
-    (!items.is_empty()).then(|| *items.keys().nth(pick % items.len()).expect("in range"))
-}
-
 fn setup(geometry: Geometry) -> (FsInfo, Model) {
     let mut fs = FsInfo::mkfs(geometry, SendPolicy::Concurrent).expect("mkfs");
     let mut model = Model::default();
     for name in VOLUMES {
         fs.create_subvolume(name).expect("create");
-        model.live.insert(name.to_string(), Items::new());
+        model.trees.create_tree(name.to_string()).expect("new tree");
     }
     fs.commit_transaction().expect("commit");
-    model.committed = model.live.clone();
+    model.trees.commit();
     (fs, model)
 }
 
 /// Applies one step to both; returns a description of the step for failure messages.
 fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
+    let trees = &mut model.trees;
     match *step {
         Step::Insert {
             volume,
@@ -115,33 +110,27 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
             offset,
             length,
         } => {
-            let name = VOLUMES[volume];
-            let Some(items) = model.live.get_mut(name) else {
+            let name = VOLUMES[volume].to_string();
+            if trees.tree(&name).is_none() {
                 return format!("skip insert into deleted {name}");
-            };
+            }
             let key = Key::new(objectid, item_type::INODE_ITEM, offset);
             let data = value(seed, length);
-            let result = fs.insert_item(fs.subvolume_id(name).expect("live"), key, &data);
-            match items.entry(key) {
-                std::collections::btree_map::Entry::Occupied(_) => assert_eq!(
-                    result.map_err(|error| error.to_errno()),
-                    Err(crate::Errno::EEXIST)
-                ),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    result.expect("insert");
-                    slot.insert(data);
-                }
-            }
+            let result = fs.insert_item(fs.subvolume_id(&name).expect("live"), key, &data);
+            assert_eq!(
+                result.map_err(|error| error.to_errno()),
+                trees.insert(&name, key, data)
+            );
             format!("insert {name} {key}")
         }
         Step::Delete { volume, pick } => {
-            let name = VOLUMES[volume];
-            let Some(items) = model.live.get_mut(name) else {
+            let name = VOLUMES[volume].to_string();
+            if trees.tree(&name).is_none() {
                 return format!("skip delete in deleted {name}");
-            };
-            let Some(key) = pick_key(items, pick) else {
+            }
+            let Some(key) = trees.pick_key(&name, pick) else {
                 let absent =
-                    fs.delete_item(fs.subvolume_id(name).expect("live"), Key::new(999, 1, 0));
+                    fs.delete_item(fs.subvolume_id(&name).expect("live"), Key::new(999, 1, 0));
                 assert_eq!(
                     absent.map_err(|error| error.to_errno()),
                     Err(crate::Errno::ENOENT)
@@ -149,9 +138,9 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
                 return format!("delete absent in {name}");
             };
             let old = fs
-                .delete_item(fs.subvolume_id(name).expect("live"), key)
+                .delete_item(fs.subvolume_id(&name).expect("live"), key)
                 .expect("delete");
-            assert_eq!(Some(old), items.remove(&key));
+            assert_eq!(Ok(old), trees.delete(&name, key));
             format!("delete {name} {key}")
         }
         Step::Update {
@@ -159,19 +148,20 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
             pick,
             length,
         } => {
-            let name = VOLUMES[volume];
-            let Some(items) = model.live.get_mut(name) else {
+            let name = VOLUMES[volume].to_string();
+            if trees.tree(&name).is_none() {
                 return format!("skip update in deleted {name}");
-            };
-            let Some(key) =
-                pick_key(items, pick).filter(|key| key.item_type != item_type::EXTENT_DATA)
+            }
+            let Some(key) = trees
+                .pick_key(&name, pick)
+                .filter(|key| key.item_type != item_type::EXTENT_DATA)
             else {
                 return format!("skip update in {name}");
             };
             let data = value(seed, length);
-            fs.update_item(fs.subvolume_id(name).expect("live"), key, &data)
+            fs.update_item(fs.subvolume_id(&name).expect("live"), key, &data)
                 .expect("update");
-            items.insert(key, data);
+            trees.update(&name, key, data).expect("in the model");
             format!("update {name} {key}")
         }
         Step::WriteExtent {
@@ -180,15 +170,15 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
             offset,
             sectors,
         } => {
-            let name = VOLUMES[volume];
-            let Some(items) = model.live.get_mut(name) else {
+            let name = VOLUMES[volume].to_string();
+            if trees.tree(&name).is_none() {
                 return format!("skip write in deleted {name}");
-            };
+            }
             let key = Key::new(objectid, item_type::EXTENT_DATA, offset * 4096);
-            if items.contains_key(&key) {
+            if trees.lookup(&name, &key).is_some() {
                 return format!("skip write over {key}");
             }
-            let root_id = fs.subvolume_id(name).expect("live");
+            let root_id = fs.subvolume_id(&name).expect("live");
             let bytes = value(seed, (sectors * 4096) as usize);
             let (disk_bytenr, disk_num_bytes) = fs
                 .alloc_data_extent(root_id, objectid, key.offset, &bytes)
@@ -198,7 +188,7 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
                 FileExtentItem::regular(generation, disk_bytenr, disk_num_bytes, 0, disk_num_bytes)
                     .encode();
             fs.insert_item(root_id, key, &item).expect("insert extent");
-            items.insert(key, item);
+            trees.insert(&name, key, item).expect("new in the model");
             format!("write extent {name} {key} at {disk_bytenr}")
         }
         Step::CloneExtent {
@@ -207,64 +197,63 @@ fn apply(fs: &mut FsInfo, model: &mut Model, step: &Step, seed: u64) -> String {
             pick,
             objectid,
         } => {
-            let (source, target) = (VOLUMES[from], VOLUMES[to]);
-            let Some(source_items) = model.live.get(source) else {
+            let (source, target) = (VOLUMES[from].to_string(), VOLUMES[to].to_string());
+            let Some(source_items) = trees.tree(&source) else {
                 return "skip clone".into();
             };
-            let extents: Vec<(&Key, &Vec<u8>)> = source_items
+            let extents: Vec<&Vec<u8>> = source_items
                 .iter()
                 .filter(|(key, _)| key.item_type == item_type::EXTENT_DATA)
+                .map(|(_, item)| item)
                 .collect();
-            if extents.is_empty() || !model.live.contains_key(target) {
+            if extents.is_empty() || trees.tree(&target).is_none() {
                 return "skip clone".into();
             }
-            let (_, item) = extents[pick % extents.len()];
-            let item = item.clone();
+            let item = extents[pick % extents.len()].clone();
             let key = Key::new(objectid, item_type::EXTENT_DATA, 1 << 40);
-            let target_items = model.live.get_mut(target).expect("checked");
-            if target_items.contains_key(&key) {
+            if trees.lookup(&target, &key).is_some() {
                 return "skip clone over existing".into();
             }
-            fs.insert_item(fs.subvolume_id(target).expect("live"), key, &item)
+            fs.insert_item(fs.subvolume_id(&target).expect("live"), key, &item)
                 .expect("clone");
-            target_items.insert(key, item);
+            trees.insert(&target, key, item).expect("new in the model");
             format!("clone extent {source} -> {target} {key}")
         }
         Step::Commit => {
             fs.commit_transaction().expect("commit");
-            model.committed = model.live.clone();
+            trees.commit();
             "commit".into()
         }
         Step::Snapshot { volume } => {
-            let name = VOLUMES[volume];
-            let Some(items) = model.live.get(name).cloned() else {
+            let name = VOLUMES[volume].to_string();
+            if trees.tree(&name).is_none() {
                 return format!("skip snapshot of deleted {name}");
-            };
+            }
             let snapshot = format!("s{}", model.snapshots_made);
             model.snapshots_made += 1;
-            fs.snapshot(name, &snapshot, true).expect("snapshot");
-            model.live.insert(snapshot.clone(), items);
-            model.committed = model.live.clone();
+            fs.snapshot(&name, &snapshot, true).expect("snapshot");
+            model
+                .trees
+                .snapshot(&name, snapshot.clone())
+                .expect("snapshot in the model");
             format!("snapshot {name} {snapshot}")
         }
         Step::DeleteSubvolume { pick } => {
-            let names: Vec<String> = model.live.keys().cloned().collect();
-            if names.is_empty() {
+            let Some(name) = trees.pick_name(pick) else {
                 return "skip delete subvolume: none left".into();
-            }
-            let name = &names[pick % names.len()];
-            fs.delete_subvolume(name).expect("delete subvolume");
-            model.live.remove(name);
+            };
+            fs.delete_subvolume(&name).expect("delete subvolume");
+            trees.delete_tree(&name).expect("in the model");
             format!("delete subvolume {name}")
         }
         Step::Remount => {
             fs.remount().expect("remount");
-            model.committed = model.live.clone();
+            trees.commit();
             "remount".into()
         }
         Step::Crash => {
             fs.crash().expect("crash");
-            model.live = model.committed.clone();
+            trees.crash();
             "crash".into()
         }
     }
@@ -274,22 +263,8 @@ fn assert_agrees(fs: &mut FsInfo, model: &Model, history: &[String]) {
     if let Err(error) = fs.check() {
         panic!("fsck failed: {error}\nafter: {history:#?}");
     }
-    let names: Vec<&str> = fs.subvolumes().map(|(name, _)| name).collect();
-    let expected: Vec<&str> = model.live.keys().map(String::as_str).collect();
-    assert_eq!(names, expected, "subvolume names after {history:#?}");
-    for (name, items) in &model.live {
-        let root_id = fs.subvolume_id(name).expect("named");
-        let found: Items = fs
-            .items_in_range(root_id, Key::MIN, Key::MAX)
-            .expect("read")
-            .into_iter()
-            .collect();
-        assert!(
-            found == *items,
-            "tree {name} differs from its model after {history:#?}\nfound {:?}\nmodel {:?}",
-            found.keys().collect::<Vec<_>>(),
-            items.keys().collect::<Vec<_>>()
-        );
+    if let Err(difference) = model.trees.compare_with_subvolumes(fs) {
+        panic!("{difference}\nafter: {history:#?}");
     }
 }
 

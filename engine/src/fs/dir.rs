@@ -64,7 +64,7 @@ fn name_text(name: &[u8]) -> String {
 
 impl FsInfo {
     /// Every entry of directory `dir` in DIR_INDEX order.
-    pub fn dir_entries_in(
+    pub(crate) fn dir_entries_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -99,7 +99,7 @@ impl FsInfo {
 
     /// Adds the root directory to an empty subvolume tree (FS_TREE after mkfs, or a
     /// tree made by `create_subvolume`). EEXIST if it has one.
-    pub fn init_root_dir(&mut self, root_id: u64) -> Result<()> {
+    pub(crate) fn init_root_dir(&mut self, root_id: u64) -> Result<()> {
         self.ensure_writable(root_id)?;
         let mut item = self.new_inode_item(mode_bits::S_IFDIR | 0o755, 0);
         item.nlink = 1;
@@ -295,7 +295,7 @@ impl FsInfo {
     }
 
     /// `open(O_CREAT | O_EXCL)` with mode 0644: EEXIST if the name exists.
-    pub fn create_file<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
+    pub(crate) fn create_file<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<u64> {
         self.create_inode_at(root_id, path, mode_bits::S_IFREG | 0o644, 0)
     }
 

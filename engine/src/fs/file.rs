@@ -62,7 +62,7 @@ fn round_up(value: u64, sector: u64) -> u64 {
 
 impl FsInfo {
     /// Every EXTENT_DATA item of `ino`, in file order.
-    pub fn file_extents_in(
+    pub(crate) fn file_extents_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -84,7 +84,12 @@ impl FsInfo {
     }
 
     /// The whole content of a regular file (its first `i_size` bytes).
-    pub fn read_file_in(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_file_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        ino: u64,
+    ) -> Result<Vec<u8>> {
         let inode = self.inode_item_required_in(view, root_id, ino)?;
         let size = usize::try_from(inode.size)
             .map_err(|_| Error::errno(Errno::EFBIG, "file too large to read"))?;
@@ -92,7 +97,12 @@ impl FsInfo {
     }
 
     /// A symlink's target (its inline extent).
-    pub fn read_link_in(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_link_in(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        ino: u64,
+    ) -> Result<Vec<u8>> {
         let extents = self.file_extents_in(view, root_id, ino)?;
         match extents.as_slice() {
             [extent] if extent.item.extent_type == FILE_EXTENT_INLINE => {
@@ -114,7 +124,7 @@ impl FsInfo {
 
     /// Bytes `[start, end)` of `ino`; holes, prealloc and anything at or past `size`
     /// read as zeros.
-    pub fn read_range_in(
+    pub(crate) fn read_range_in(
         &mut self,
         view: TreeView,
         root_id: u64,

@@ -34,7 +34,7 @@ fn inode_key(ino: u64) -> Key {
 
 impl FsInfo {
     /// The inode item of `ino`, if it exists.
-    pub fn inode_item_in(
+    pub(crate) fn inode_item_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -65,7 +65,7 @@ impl FsInfo {
     }
 
     /// Every name of `ino` (all its INODE_REF records), by parent then key order.
-    pub fn inode_refs_in(
+    pub(crate) fn inode_refs_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -87,7 +87,7 @@ impl FsInfo {
 
     /// The next free inode number of a subvolume: the highest objectid in its tree plus
     /// one, never below 257 (`btrfs_find_highest_objectid()`).
-    pub fn next_inode_number(&mut self, root_id: u64) -> Result<u64> {
+    pub(crate) fn next_inode_number(&mut self, root_id: u64) -> Result<u64> {
         let top = Key::new(objectid::LAST_FREE, u8::MAX, u64::MAX);
         let highest = self
             .last_item_at_or_before(root_id, &top)?

@@ -98,7 +98,7 @@ impl FsInfo {
     }
 
     /// The directory entry for `name` in `dir`, if any (a DIR_ITEM lookup by hash).
-    pub fn lookup_dir_entry_in(
+    pub(crate) fn lookup_dir_entry_in(
         &mut self,
         view: TreeView,
         root_id: u64,
@@ -127,7 +127,7 @@ impl FsInfo {
     /// missing directory on the way, ENOTDIR for a non-directory on the way, EXDEV for a
     /// link leading out of the subvolume, ELOOP past [`SYMLINKS_FOLLOWED_MAX`] links. A
     /// missing last component is not an error (`ino` is `None`).
-    pub fn resolve_path_in<P: AsRef<[u8]>>(
+    pub(crate) fn resolve_path_in<P: AsRef<[u8]>>(
         &mut self,
         view: TreeView,
         root_id: u64,

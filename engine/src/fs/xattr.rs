@@ -33,7 +33,7 @@ pub fn xattr_bytes_max(geometry: &crate::geometry::Geometry) -> u64 {
 
 impl FsInfo {
     /// Every xattr of `ino`, by name.
-    pub fn xattrs_in(
+    pub(crate) fn xattrs_in(
         &mut self,
         view: TreeView,
         root_id: u64,

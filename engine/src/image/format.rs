@@ -10,6 +10,7 @@
 //! them. All integers are little-endian. Decoders read untrusted bytes and return `None`
 //! for anything short or malformed; they never panic.
 
+use crate::items::RootItem;
 use crate::key::Key;
 
 /// Where the primary super block lives (`BTRFS_SUPER_INFO_OFFSET`).
@@ -622,6 +623,12 @@ pub fn encode_dev_extent(chunk_offset: u64, length: u64, chunk_tree_uuid: &[u8; 
 }
 
 /// `struct btrfs_root_item`, with the fields btrfs-progs and the kernel read.
+///
+/// The engine's own [`RootItem`] (`items.rs`) is the part of this item the engine
+/// uses, in the engine's encoding; the disk item adds the root directory and the bytes
+/// used, and is encoded as btrfs lays it out. [`DiskRootItem::of_root_item`] and
+/// [`DiskRootItem::root_item`] are the one conversion between them: of the flags only
+/// `ROOT_SUBVOL_RDONLY` crosses, everything else field for field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiskRootItem {
     /// Transid of the root block (also written as `generation_v2`).
@@ -657,6 +664,49 @@ pub struct DiskRootItem {
 }
 
 impl DiskRootItem {
+    /// The disk item of the engine's `item`, for a tree whose root directory is
+    /// `root_dirid` (0 for trees that are not subvolumes) and whose blocks take
+    /// `bytes_used`.
+    pub fn of_root_item(item: &RootItem, root_dirid: u64, bytes_used: u64) -> DiskRootItem {
+        DiskRootItem {
+            generation: item.generation,
+            root_dirid,
+            bytenr: item.bytenr,
+            bytes_used,
+            last_snapshot: item.last_snapshot,
+            flags: item.flags & ROOT_SUBVOL_RDONLY,
+            refs: item.refs,
+            level: item.level,
+            uuid: item.uuid,
+            parent_uuid: item.parent_uuid,
+            received_uuid: item.received_uuid,
+            ctransid: item.ctransid,
+            otransid: item.otransid,
+            stransid: item.stransid,
+            rtransid: item.rtransid,
+        }
+    }
+
+    /// The engine's root item of this disk item.
+    pub fn root_item(&self) -> RootItem {
+        RootItem {
+            bytenr: self.bytenr,
+            generation: self.generation,
+            level: self.level,
+            flags: self.flags & ROOT_SUBVOL_RDONLY,
+            refs: self.refs,
+            last_snapshot: self.last_snapshot,
+            uuid: self.uuid,
+            parent_uuid: self.parent_uuid,
+            received_uuid: self.received_uuid,
+            ctransid: self.ctransid,
+            otransid: self.otransid,
+            stransid: self.stransid,
+            rtransid: self.rtransid,
+            drop_progress: crate::key::Key::MIN,
+        }
+    }
+
     /// Encodes in 439 bytes. The embedded inode item is what btrfs writes for every root
     /// (generation 1, size 3, one link, nbytes = nodesize, a 0755 directory) with
     /// `BTRFS_INODE_ROOT_ITEM_INIT` set: without it Linux treats the item as written by

@@ -758,22 +758,9 @@ fn free_metadata_block(
 }
 
 fn engine_root_item(found: &Found) -> RootItem {
-    let item = &found.item;
     RootItem {
-        bytenr: item.bytenr,
-        generation: item.generation,
-        level: item.level,
-        flags: item.flags & format::ROOT_SUBVOL_RDONLY,
         refs: 1,
-        last_snapshot: item.last_snapshot,
-        uuid: item.uuid,
-        parent_uuid: item.parent_uuid,
-        received_uuid: item.received_uuid,
-        ctransid: item.ctransid,
-        otransid: item.otransid,
-        stransid: item.stransid,
-        rtransid: item.rtransid,
-        drop_progress: Key::MIN,
+        ..found.item.root_item()
     }
 }
 

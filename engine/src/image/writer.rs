@@ -31,7 +31,7 @@ use super::format::{
     encode_leaf, encode_node, encode_root_ref, extent_flags, incompat, key_type, leaf_bytes,
     tree_id, BackRef, ChunkItem, DevItem, DiskHeader, DiskRootItem, KeyPointer, SuperBlock, Writer,
     EXTENT_ITEM_HEADER_BYTES, HEADER_BYTES, HEADER_FLAG_WRITTEN, HEADER_MIXED_BACKREF, ITEM_BYTES,
-    KEY_POINTER_BYTES, ROOT_SUBVOL_RDONLY, SUPER_INFO_OFFSET,
+    KEY_POINTER_BYTES, SUPER_INFO_OFFSET,
 };
 use super::walk::{Committed, Subvolume, WalkedBlock};
 use super::Image;
@@ -931,21 +931,8 @@ impl<'a> ImageWriter<'a> {
             .filter(|block| block.reached_by.contains(&subvolume.root_id))
             .count() as u64;
         DiskRootItem {
-            generation: item.generation,
-            root_dirid: ROOT_DIR_INO,
-            bytenr: item.bytenr,
-            bytes_used: blocks * self.nodesize,
-            last_snapshot: item.last_snapshot,
-            flags: item.flags & ROOT_SUBVOL_RDONLY,
             refs: item.refs.max(1),
-            level: item.level,
-            uuid: item.uuid,
-            parent_uuid: item.parent_uuid,
-            received_uuid: item.received_uuid,
-            ctransid: item.ctransid,
-            otransid: item.otransid,
-            stransid: item.stransid,
-            rtransid: item.rtransid,
+            ..DiskRootItem::of_root_item(item, ROOT_DIR_INO, blocks * self.nodesize)
         }
         .encode(self.nodesize)
     }

@@ -1,7 +1,7 @@
 //! A plain in-memory model filesystem: named subvolumes, each a tree of inodes reached by
 //! paths, with system-call semantics and [`Errno`] errors.
 //!
-//! It is the target of [`crate::reference::receive`] and the reference for differential tests of the
+//! It is the target of [`super::receive`] and the reference for differential tests of the
 //! engine's filesystem layer. It owns no on-disk structure: a subvolume is a map from
 //! inode number to [`Inode`], rooted at inode 256 (`BTRFS_FIRST_FREE_OBJECTID`), and
 //! directories hold their entries by name.
@@ -720,6 +720,16 @@ impl ModelFs {
         inode.data.write(offset, data);
         inode.size = inode.size.max(end);
         Ok(())
+    }
+
+    /// `open(O_CREAT)` then pwrite(2), as the engine's write and the script's `write`:
+    /// a missing file is created first; anything else is left to the write (EISDIR,
+    /// EROFS in its order).
+    pub fn write_creating(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        if self.stat(path) == Err(Errno::ENOENT) {
+            self.create(path)?;
+        }
+        self.write(path, offset, data)
     }
 
     /// Reads `len` bytes at `offset` of a regular file (short at end of file).

@@ -2,7 +2,8 @@
 //! step, the send exclusion per policy, reuse of the blocks relocation frees (the seed-1
 //! mechanism), crash resume, and a property test interleaving relocation steps with
 //! inserts, deletes, data writes, commits, snapshots, subvolume deletion and crashes
-//! against a plain model (a crash returns the model to the last commit). Not covered
+//! against the item-tree twin (`reference/item_trees.rs`; a crash returns it to the last
+//! commit). Not covered
 //! here: sends running alongside (the send engine's harness does that).
 
 use super::{RelocationJob, RelocationStage, RelocationStats, RelocationTarget, StepOutcome};
@@ -14,12 +15,13 @@ use crate::items::FileExtentItem;
 use crate::key::{item_type, objectid, Key};
 use crate::marks::Mark;
 use crate::policy::SendPolicy;
+use crate::reference::item_trees::ItemTrees;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Every subvolume's items, by root id, with file extent items resolved to their bytes
 /// (`disk_bytenr` zeroed, the data they cover appended) so a moved extent compares equal.
-type Content = BTreeMap<u64, BTreeMap<Key, Vec<u8>>>;
+type Content = BTreeMap<u64, crate::reference::item_trees::Items>;
 
 fn logical_item(fs: &FsInfo, key: Key, data: Vec<u8>) -> Vec<u8> {
     if key.item_type != item_type::EXTENT_DATA {
@@ -531,11 +533,12 @@ fn operation_strategy() -> impl Strategy<Value = Operation> {
 
 struct World {
     fs: FsInfo,
-    model: Content,
+    /// Every tree's logical items, by root id.
+    model: ItemTrees<u64>,
     volumes: [u64; 2],
     snapshots: Vec<String>,
-    /// The model and snapshot names as of the last commit (what a crash returns to).
-    committed: (Content, Vec<String>),
+    /// The snapshot names as of the last commit (what a crash returns to).
+    committed_snapshots: Vec<String>,
     job: Option<RelocationJob>,
     relocations_done: u32,
     serial: u64,
@@ -544,7 +547,7 @@ struct World {
 impl World {
     fn new() -> World {
         let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
-        let model = content(&mut fs);
+        let model = ItemTrees::from_committed(content(&mut fs));
         let volumes = [
             fs.subvolume_id("a").expect("a"),
             fs.subvolume_id("b").expect("b"),
@@ -552,7 +555,7 @@ impl World {
         let snapshots = vec!["a-snap".into(), "b-snap".into(), "a-snap2".into()];
         World {
             fs,
-            committed: (model.clone(), snapshots.clone()),
+            committed_snapshots: snapshots.clone(),
             model,
             volumes,
             snapshots,
@@ -567,7 +570,8 @@ impl World {
         let generation = self.fs.generation();
         self.apply_operation(operation);
         if self.fs.generation() != generation {
-            self.committed = (self.model.clone(), self.snapshots.clone());
+            self.model.commit();
+            self.committed_snapshots = self.snapshots.clone();
         }
     }
 
@@ -588,7 +592,8 @@ impl World {
             Operation::RelocationStep => self.relocation_step(),
             Operation::Crash => {
                 self.fs.crash().expect("crash");
-                (self.model, self.snapshots) = self.committed.clone();
+                self.model.crash();
+                self.snapshots = self.committed_snapshots.clone();
             }
         }
     }
@@ -598,17 +603,15 @@ impl World {
         let key = Key::new(ino, item_type::INODE_ITEM, self.serial);
         let data = format!("item {}", self.serial).into_bytes();
         self.fs.insert_item(root_id, key, &data).expect("insert");
-        self.model.entry(root_id).or_default().insert(key, data);
+        self.model.insert(&root_id, key, data).expect("a new key");
     }
 
     fn delete(&mut self, volume: usize, pick: usize) {
         let root_id = self.volumes[volume];
-        let items = self.model.entry(root_id).or_default();
-        if items.is_empty() {
+        let Some(key) = self.model.pick_key(&root_id, pick) else {
             return;
-        }
-        let key = *items.keys().nth(pick % items.len()).expect("picked");
-        items.remove(&key);
+        };
+        self.model.delete(&root_id, key).expect("picked");
         self.fs.delete_item(root_id, key).expect("delete");
     }
 
@@ -624,15 +627,18 @@ impl World {
             .expect("read")
             .expect("found");
         let logical = logical_item(&self.fs, key, raw);
-        self.model.entry(root_id).or_default().insert(key, logical);
+        self.model
+            .insert(&root_id, key, logical)
+            .expect("a new key");
     }
 
     fn snapshot(&mut self, volume: usize) {
         let source = ["a", "b"][volume];
         let name = format!("snap-{}", self.serial);
         let root_id = self.fs.snapshot(source, &name, true).expect("snapshot");
-        let items = self.model[&self.volumes[volume]].clone();
-        self.model.insert(root_id, items);
+        self.model
+            .snapshot(&self.volumes[volume], root_id)
+            .expect("a new root");
         self.snapshots.push(name);
     }
 
@@ -643,7 +649,7 @@ impl World {
         let name = self.snapshots.remove(pick % self.snapshots.len());
         let root_id = self.fs.subvolume_id(&name).expect("snapshot");
         self.fs.delete_subvolume(&name).expect("delete subvolume");
-        self.model.remove(&root_id);
+        self.model.delete_tree(&root_id).expect("a live root");
     }
 
     fn relocation_step(&mut self) {
@@ -666,7 +672,11 @@ impl World {
         if let Err(error) = self.fs.check() {
             panic!("fsck: {error}\nafter {history:?}");
         }
-        assert_eq!(content(&mut self.fs), self.model, "after {history:?}");
+        assert_eq!(
+            &content(&mut self.fs),
+            self.model.live(),
+            "after {history:?}"
+        );
     }
 }
 

@@ -22,6 +22,10 @@ pub struct InodeChanges {
     /// Data extents the send snapshot's changed extent items name, as the walk read them
     /// (disk_bytenr, file offset) — the backref check of `find_extent_clone()`.
     pub walked_extents: Vec<(u64, u64)>,
+    /// Whether the walk saw an item of the inode in the send snapshot.
+    pub in_send: bool,
+    /// Whether the walk saw an item of the inode in the parent snapshot.
+    pub in_parent: bool,
 }
 
 /// Every changed inode, by inode number.
@@ -64,6 +68,8 @@ impl ChangeSet {
             return Ok(());
         }
         let inode = self.inodes.entry(key.objectid).or_default();
+        inode.in_send |= !matches!(change, ItemChange::Deleted { .. });
+        inode.in_parent |= !matches!(change, ItemChange::New { .. });
         if key.item_type != item_type::EXTENT_DATA {
             return Ok(());
         }
@@ -101,6 +107,28 @@ pub fn merge_ranges(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
     merged
 }
 
+/// `ranges` without `removed` (both lists of `[start, end)`), merged and sorted.
+pub fn subtract_ranges(ranges: &[(u64, u64)], removed: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let removed = merge_ranges(removed);
+    let mut left = Vec::new();
+    for (start, end) in merge_ranges(ranges) {
+        let mut position = start;
+        for &(removed_start, removed_end) in &removed {
+            if removed_end <= position || removed_start >= end {
+                continue;
+            }
+            if removed_start > position {
+                left.push((position, removed_start));
+            }
+            position = position.max(removed_end);
+        }
+        if position < end {
+            left.push((position, end));
+        }
+    }
+    left
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +140,16 @@ mod tests {
             vec![(0, 3), (5, 12)]
         );
         assert!(merge_ranges(&[]).is_empty());
+    }
+
+    #[test]
+    fn ranges_subtract() {
+        assert_eq!(
+            subtract_ranges(&[(0, 10), (20, 30)], &[(2, 4), (8, 22), (29, 40)]),
+            vec![(0, 2), (4, 8), (22, 29)]
+        );
+        assert_eq!(subtract_ranges(&[(0, 10)], &[]), vec![(0, 10)]);
+        assert!(subtract_ranges(&[(0, 10)], &[(0, 10)]).is_empty());
     }
 
     #[test]

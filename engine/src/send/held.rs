@@ -88,9 +88,21 @@ pub struct AccessLog {
     pub accesses: Vec<BufferAccess>,
     /// Whether reads are recorded (an oracle turns this on).
     pub recording: bool,
+    /// The commit roots (tree, root pointer) the current epoch reads from.
+    pub epoch_roots: Vec<(u64, BlockPtr)>,
 }
 
 impl AccessLog {
+    /// A search is about to start from the commit roots `roots`: a new epoch if they
+    /// are not the ones the current epoch reads from (a commit switched them), so an
+    /// observer compares what follows with the roots as they are now.
+    pub fn enter_roots(&mut self, roots: Vec<(u64, BlockPtr)>) {
+        if roots != self.epoch_roots {
+            self.epoch += 1;
+            self.epoch_roots = roots;
+        }
+    }
+
     fn record(&mut self, root_id: u64, buffer: &HeldBuffer, content: &SharedContent) {
         if !self.recording {
             return;

@@ -9,9 +9,13 @@
 //!    their path across steps: shared cache objects or clones, as the policy says. Under
 //!    the `concurrent` policy each step first compares `last_reloc_trans` and restarts
 //!    the cursors on the new commit roots if a relocation committed.
-//! 2. **plan** — reads the old and new state of every changed inode with fresh
+//! 2. **lookup** — the commit-root searches the kernel makes while it finishes each
+//!    inode (`__get_inode_info()`, `get_cur_path()`, the backref walk of
+//!    `find_extent_clone()`), each a descent of one level per step that holds its path
+//!    ([`lookup`]).
+//! 3. **plan** — reads the old and new state of every changed inode with fresh
 //!    commit-root searches and plans the commands ([`plan`]).
-//! 3. **emit** — encodes the planned commands, a batch a step, then END.
+//! 4. **emit** — encodes the planned commands, a batch a step, then END.
 //!
 //! Starting a send checks what the kernel checks: the snapshot (and parent) must be
 //! read-only (EPERM); under the `exclusive*` policies a running relocation refuses the
@@ -30,6 +34,7 @@
 pub mod changes;
 pub mod compare;
 pub mod held;
+pub mod lookup;
 pub mod plan;
 
 use crate::errno::Errno;
@@ -43,6 +48,7 @@ use compare::{
     advance_past, compare_advance, process_item, CompareOutcome, PendingItem, TreeCursor,
 };
 use held::{AccessLog, BufferAccess, HoldRules};
+use lookup::Lookups;
 use plan::{Planner, SendRoots};
 use std::collections::VecDeque;
 
@@ -57,7 +63,9 @@ pub const COMMANDS_PER_STEP: usize = 16;
 pub enum SendStage {
     /// Walking the trees.
     Walk,
-    /// Walk done; planning commands next.
+    /// Walk done; send's own commit-root searches, one level a step.
+    Lookup,
+    /// Lookups done; planning commands next.
     Plan,
     /// Encoding planned commands.
     Emit,
@@ -93,6 +101,7 @@ pub struct SendJob {
     item_processed: Option<PendingItem>,
     log: AccessLog,
     changes: ChangeSet,
+    lookups: Lookups,
     pending: VecDeque<Command>,
     writer: StreamWriter,
     stage: SendStage,
@@ -157,6 +166,8 @@ impl SendJob {
             recording: record_accesses,
             ..AccessLog::default()
         };
+        let roots: Vec<u64> = std::iter::once(send_root).chain(parent_root).collect();
+        log.epoch_roots = compare::commit_roots(fs, &roots)?;
         let left = TreeCursor::start(fs, &mut log, rules, send_root)?;
         let right = match parent_root {
             Some(parent_root) => match TreeCursor::start(fs, &mut log, rules, parent_root) {
@@ -185,6 +196,7 @@ impl SendJob {
             item_processed: None,
             log,
             changes: ChangeSet::default(),
+            lookups: Lookups::default(),
             pending: VecDeque::new(),
             writer: StreamWriter::new(),
             stage: SendStage::Walk,
@@ -316,6 +328,7 @@ impl SendJob {
     fn step_stage(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
         match self.stage {
             SendStage::Walk => self.walk_step(fs),
+            SendStage::Lookup => self.lookup_step(fs),
             SendStage::Plan => self.plan_step(fs),
             SendStage::Emit => self.emit_step(fs),
             SendStage::Done | SendStage::Failed(_) => unreachable!("checked by step"),
@@ -332,6 +345,10 @@ impl SendJob {
         }
         self.last_reloc_trans = fs.last_reloc_trans();
         self.log.epoch += 1;
+        let roots: Vec<u64> = std::iter::once(self.send_root)
+            .chain(self.parent_root)
+            .collect();
+        self.log.epoch_roots = compare::commit_roots(fs, &roots)?;
         self.left.restart(fs, &mut self.log, self.rules)?;
         if let Some(right) = &mut self.right {
             right.restart(fs, &mut self.log, self.rules)?;
@@ -377,12 +394,38 @@ impl SendJob {
                 CompareOutcome::Moved => {}
                 CompareOutcome::Done => {
                     self.release_cursors(fs);
-                    self.stage = SendStage::Plan;
+                    self.lookups = Lookups::plan(&self.changes, self.send_root, self.parent_root);
+                    self.stage = SendStage::Lookup;
                     return Ok(StepOutcome::Progress);
                 }
             }
         }
         Ok(StepOutcome::Progress)
+    }
+
+    /// One level of a lookup descent (or the start of the next lookup); the plan comes
+    /// when every lookup is done. A relocation that committed meanwhile makes clones
+    /// suspect, as in the walk.
+    fn lookup_step(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        if fs.last_reloc_trans() != self.last_reloc_trans {
+            self.relocated_since_start = true;
+        }
+        self.lookups
+            .step(fs, &mut self.log, self.rules, self.restarts)?;
+        if self.lookups.is_finished() {
+            self.stage = SendStage::Plan;
+        }
+        Ok(StepOutcome::Progress)
+    }
+
+    /// The running lookup's tree and the path its descent holds, if one runs.
+    pub fn lookup_held(&self) -> Option<(u64, &held::HeldPath)> {
+        self.lookups.held()
+    }
+
+    /// Lookups completed so far.
+    pub fn lookups_done(&self) -> u64 {
+        self.lookups.done()
     }
 
     fn release_cursors(&mut self, fs: &mut FsInfo) {
@@ -451,6 +494,7 @@ impl SendJob {
             parent_identity,
             relocated_since_start: self.relocated_since_start && self.write_fallback,
             falls_back_to_write: self.write_fallback,
+            send_identity: (send_item.uuid, send_item.ctransid),
         };
         let mut changes = self.changes.clone();
         changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
@@ -486,6 +530,11 @@ impl SendJob {
     /// once no send runs, no extent buffer of the cache is held by anyone.
     fn end(&mut self, fs: &mut FsInfo, stage: SendStage) {
         self.release_cursors(fs);
+        self.lookups.release(fs);
+        assert!(
+            self.lookups.holds_nothing(),
+            "a send job ended holding part of a lookup's path"
+        );
         assert!(
             self.left.path.is_empty()
                 && self

@@ -1,17 +1,22 @@
 //! Turning a walk's change set into send commands (send.c's `process_recorded_refs()`,
 //! `send_write_or_clone()`, `finish_inode_if_needed()`), in phases that are correct for
 //! every combination of renames, moves, swaps, name reuse, hard links, directory removal
-//! and inode number reuse:
+//! and inode number reuse, and that spend no more commands than btrfs does
+//! (`docs/conformance.md`, "Stream economy"):
 //!
-//! 0. unlink deleted files; move deleted directories to orphan names at the top;
-//! 1. create new inodes under orphan names `o<ino>-<gen>-<n>` at the top;
-//! 2. move every directory whose location changes to an orphan name;
-//! 3. place every wanted link, first moving whatever occupies its name to an orphan name
-//!    (renaming a stale link of the same inode where there is one, else LINK);
-//! 4. unlink stale links, then rmdir the deleted directories (empty by now);
-//! 5. data (CLONE from the parent where the extent is shared with it, else WRITE),
-//!    TRUNCATE when the data did not end at the size (`finish_inode_if_needed()`),
-//!    xattrs, CHOWN, CHMOD, UTIMES for every changed inode.
+//! 0. unlink deleted files (deleted directories stay until they are empty);
+//! 1. create new inodes under orphan names `o<ino>-<gen>-<n>` at the top, as btrfs does;
+//! 2. place every wanted link straight at its final name (renaming a stale name of the
+//!    same inode where there is one, else LINK), in passes over the inodes in order,
+//!    waiting while the name is held by an inode that will leave it or while a directory
+//!    would move beneath itself; a pass that places nothing has met a cycle, and one
+//!    inode takes a detour through an orphan name (a deleted directory in the way is
+//!    removed if empty, else orphaned);
+//! 3. unlink stale links, then rmdir the deleted directories, deepest first;
+//! 4. data (CLONE where an earlier inode or an earlier range of the same file in the
+//!    send snapshot, or the parent snapshot, shares the extent, else WRITE), TRUNCATE
+//!    when the data did not end at the size (`finish_inode_if_needed()`), xattrs,
+//!    CHOWN, CHMOD, UTIMES for every changed inode.
 //!
 //! Paths come from a simulated receiver namespace that every emitted command updates, so
 //! each command is valid when the receiver applies it. Inodes are identified by
@@ -19,7 +24,7 @@
 //! fresh searches of the *current* commit roots (send's short `btrfs_search_slot()` calls),
 //! unlike the walk, which holds its path across steps.
 
-use super::changes::{merge_ranges, ChangeSet};
+use super::changes::{merge_ranges, subtract_ranges, ChangeSet};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -71,6 +76,102 @@ pub struct SendRoots {
     pub relocated_since_start: bool,
     /// Whether the policy falls back to WRITE instead of failing on a stale extent.
     pub falls_back_to_write: bool,
+    /// The send snapshot's UUID and ctransid (its SUBVOL/SNAPSHOT command names them;
+    /// clones from the send snapshot itself name them too).
+    pub send_identity: ([u8; 16], u64),
+}
+
+/// A file's data as the planner reads it for one inode.
+struct FileData<'a> {
+    state: &'a InodeState,
+    extents: &'a [crate::fs::FileExtent],
+    existed: bool,
+}
+
+/// A file extent item of the send snapshot whose data the receiver already has.
+#[derive(Clone, Debug)]
+struct SentExtent {
+    id: InodeId,
+    file_offset: u64,
+    extent_offset: u64,
+    num_bytes: u64,
+    /// Bytes of the source file that may be read: its size, or for the file being
+    /// sent, how far it has been sent.
+    size: u64,
+}
+
+/// Where a CLONE reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CloneSource {
+    uuid: [u8; 16],
+    ctransid: u64,
+    path: Vec<u8>,
+    offset: u64,
+}
+
+/// A CLONE planned for the file being sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ClonePiece {
+    file_offset: u64,
+    length: u64,
+    source: CloneSource,
+}
+
+/// One planned part of a file's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DataPiece {
+    Write { start: u64, end: u64 },
+    Clone(ClonePiece),
+}
+
+impl DataPiece {
+    fn write(start: u64, end: u64) -> DataPiece {
+        assert!(start < end, "an empty write piece");
+        DataPiece::Write { start, end }
+    }
+}
+
+/// Appends a piece, merging it into the last one when it continues it: a write that
+/// starts where the last write ended, or a clone from the same source whose source and
+/// destination both continue the last clone's. WRITE chunks are then cut from whole
+/// runs, and a file made of many extents of one source is one CLONE.
+fn push_piece(pieces: &mut Vec<DataPiece>, piece: DataPiece) {
+    match (pieces.last_mut(), &piece) {
+        (
+            Some(DataPiece::Write { end, .. }),
+            DataPiece::Write {
+                start,
+                end: new_end,
+            },
+        ) if *end == *start => {
+            *end = *new_end;
+        }
+        (Some(DataPiece::Clone(last)), DataPiece::Clone(next))
+            if last.source.uuid == next.source.uuid
+                && last.source.path == next.source.path
+                && last.file_offset + last.length == next.file_offset
+                && last.source.offset + last.length == next.source.offset =>
+        {
+            last.length += next.length;
+        }
+        _ => pieces.push(piece),
+    }
+}
+
+fn is_cloneable(extent: &crate::fs::FileExtent) -> bool {
+    extent.item.extent_type != FILE_EXTENT_INLINE
+        && extent.item.extent_type != FILE_EXTENT_PREALLOC
+        && extent.item.disk_bytenr != 0
+}
+
+/// What keeps a wanted link from being placed now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Blocker {
+    /// Another live inode holds the name (and will leave it, or must be moved away).
+    Occupant(InodeId, Link),
+    /// A directory would move beneath itself; this directory between them must move
+    /// first.
+    Ancestor(InodeId),
 }
 
 /// The receiver's namespace as the emitted commands leave it.
@@ -114,6 +215,7 @@ pub struct Planner<'a> {
     namespace: Namespace,
     root_dir: InodeId,
     changed: BTreeMap<u64, Vec<(u64, u64)>>,
+    sent_extents: BTreeMap<u64, Vec<SentExtent>>,
     commands: Vec<Command>,
 }
 
@@ -219,6 +321,7 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|(&ino, inode)| (ino, inode.extent_ranges.clone()))
                 .collect(),
+            sent_extents: BTreeMap::new(),
             commands: Vec::new(),
         };
         planner.seed_namespace();
@@ -270,9 +373,8 @@ impl<'a> Planner<'a> {
 
     /// Runs every phase and returns the commands (without SUBVOL/SNAPSHOT and END).
     pub fn plan(mut self) -> Result<Vec<Command>> {
-        self.remove_deleted()?;
+        self.remove_deleted_files()?;
         self.create_new()?;
-        self.orphan_moving_directories()?;
         self.place_links()?;
         self.remove_stale_links()?;
         self.send_contents()?;
@@ -409,25 +511,295 @@ impl<'a> Planner<'a> {
         self.rename(id, from, to)
     }
 
-    fn remove_deleted(&mut self) -> Result<()> {
+    /// Phase 0: unlinks every name of a deleted non-directory. Deleted directories stay
+    /// where they are until they are empty (`can_rmdir()`), or until another inode
+    /// needs their name ([`Planner::clear_deleted_directory`]).
+    fn remove_deleted_files(&mut self) -> Result<()> {
         for state in self.deleted() {
-            let links = self
-                .namespace
-                .links
-                .get(&state.id)
-                .cloned()
-                .unwrap_or_default();
             if state.kind == FileKind::Directory {
-                if let Some(link) = links.first() {
-                    self.orphan(state.id, link)?;
-                }
                 continue;
             }
-            for link in links {
-                let path = self.link_path(&link)?;
-                self.commands.push(Command::Unlink { path });
-                self.namespace.remove(state.id, &link);
+            for link in self.current_links(state.id) {
+                self.unlink(state.id, &link)?;
             }
+        }
+        Ok(())
+    }
+
+    fn current_links(&self, id: InodeId) -> Vec<Link> {
+        self.namespace.links.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn unlink(&mut self, id: InodeId, link: &Link) -> Result<()> {
+        let path = self.link_path(link)?;
+        self.commands.push(Command::Unlink { path });
+        self.namespace.remove(id, link);
+        Ok(())
+    }
+
+    /// Every wanted link not yet in the namespace, in inode order.
+    fn pending_links(&self) -> Vec<(InodeState, Link)> {
+        let mut pending = Vec::new();
+        for (state, _) in self.present_after() {
+            if state.id.ino == ROOT_DIR_INO {
+                continue;
+            }
+            let current = self.current_links(state.id);
+            for wanted in &state.links {
+                if !current.contains(wanted) {
+                    pending.push((state.clone(), wanted.clone()));
+                }
+            }
+        }
+        pending
+    }
+
+    /// Phase 2: places every wanted link, straight at its final name whenever nothing
+    /// occupies the name and the move cannot put a directory beneath itself
+    /// (`process_recorded_refs()`; `will_overwrite_ref()` and
+    /// `wait_for_dest_dir_move()` are the kernel's reasons to wait). Passes repeat in
+    /// inode order while they place something. A pass that places nothing has met a
+    /// cycle (two names swapped, a parent and its child exchanged), which one detour
+    /// through an orphan name breaks, as the kernel's `orphanize_inode()` does.
+    fn place_links(&mut self) -> Result<()> {
+        let mut pending = self.pending_links();
+        let detours_max = 2 * (self.new.len() + self.old.len()) + 1;
+        let mut detours = 0;
+        while !pending.is_empty() {
+            let count_before = pending.len();
+            let mut first_blocker = None;
+            let mut still_pending = Vec::new();
+            for (state, wanted) in pending {
+                if let Some(blocker) = self.try_place(&state, &wanted)? {
+                    first_blocker.get_or_insert(blocker);
+                    still_pending.push((state, wanted));
+                }
+            }
+            pending = still_pending;
+            let (Some(blocker), true) = (first_blocker, pending.len() == count_before) else {
+                continue;
+            };
+            detours += 1;
+            if detours > detours_max {
+                return Err(Error::errno(
+                    Errno::EUCLEAN,
+                    "send: the moves of this send do not converge",
+                ));
+            }
+            self.detour(blocker)?;
+        }
+        Ok(())
+    }
+
+    /// Places `wanted` for `state` if nothing stands in the way; returns what does.
+    fn try_place(&mut self, state: &InodeState, wanted: &Link) -> Result<Option<Blocker>> {
+        let current = self.current_links(state.id);
+        if current.contains(wanted) {
+            return Ok(None);
+        }
+        if let Some(occupant) = self.occupant(wanted)? {
+            if occupant != state.id {
+                if !self.is_deleted(occupant) {
+                    return Ok(Some(Blocker::Occupant(occupant, wanted.clone())));
+                }
+                self.clear_deleted_directory(occupant, wanted)?;
+            }
+        }
+        if state.kind == FileKind::Directory {
+            if let Some(ancestor) = self.ancestor_in_the_way(state.id, wanted.0)? {
+                return Ok(Some(Blocker::Ancestor(ancestor)));
+            }
+        }
+        let stale = current
+            .iter()
+            .find(|link| !state.links.contains(link))
+            .cloned();
+        match (state.kind == FileKind::Directory, stale) {
+            (_, Some(stale)) => self.rename(state.id, &stale, wanted.clone())?,
+            (true, None) => {
+                return Err(Error::errno(
+                    Errno::EUCLEAN,
+                    format!("send: directory {} has no name to move", state.id.ino),
+                ))
+            }
+            (false, None) => {
+                let existing = current.first().cloned().ok_or_else(|| {
+                    Error::errno(
+                        Errno::EUCLEAN,
+                        format!("send: inode {} has no name to link from", state.id.ino),
+                    )
+                })?;
+                let path_link = self.link_path(&existing)?;
+                let path = self.link_path(wanted)?;
+                self.commands.push(Command::Link { path, path_link });
+                self.namespace.add(state.id, wanted.clone());
+            }
+        }
+        Ok(None)
+    }
+
+    /// A deleted directory holds a name that is wanted: removed now if it is already
+    /// empty (`can_rmdir()`), else moved to an orphan name until its children left.
+    fn clear_deleted_directory(&mut self, directory: InodeId, link: &Link) -> Result<()> {
+        assert!(
+            self.is_deleted(directory) && self.is_directory(directory),
+            "only a deleted directory can be cleared out of a wanted name"
+        );
+        if self.is_empty_directory(directory) {
+            let path = self.link_path(link)?;
+            self.commands.push(Command::Rmdir { path });
+            self.namespace.remove(directory, link);
+            return Ok(());
+        }
+        self.orphan(directory, link)
+    }
+
+    fn is_empty_directory(&self, directory: InodeId) -> bool {
+        let start: Link = (directory, Vec::new());
+        self.namespace
+            .entries
+            .range(start..)
+            .next()
+            .is_none_or(|((parent, _), _)| *parent != directory)
+    }
+
+    /// When directory `moving` would go beneath `target_parent` while `target_parent`
+    /// is (still) beneath `moving`: the highest directory on that chain whose own
+    /// place changes, which must move first (`wait_for_parent_move()`).
+    fn ancestor_in_the_way(
+        &mut self,
+        moving: InodeId,
+        target_parent: InodeId,
+    ) -> Result<Option<InodeId>> {
+        let mut chain = Vec::new();
+        let mut current = target_parent;
+        while current.ino != ROOT_DIR_INO {
+            if current == moving {
+                return self.highest_moving(&chain, moving).map(Some);
+            }
+            if chain.len() > PATH_DEPTH_MAX {
+                return Err(Error::errno(
+                    Errno::EUCLEAN,
+                    "send: directory loop while checking a move",
+                ));
+            }
+            chain.push(current);
+            current = self.location(current)?.0;
+        }
+        Ok(None)
+    }
+
+    fn highest_moving(&self, chain: &[InodeId], moving: InodeId) -> Result<InodeId> {
+        chain
+            .iter()
+            .rev()
+            .copied()
+            .find(|&directory| self.is_moving(directory))
+            .ok_or_else(|| {
+                Error::errno(
+                    Errno::EUCLEAN,
+                    format!(
+                        "send: directory {} would move beneath itself and nothing between moves",
+                        moving.ino
+                    ),
+                )
+            })
+    }
+
+    /// Whether an inode's names change (it has a wanted link it does not hold yet).
+    fn is_moving(&self, id: InodeId) -> bool {
+        self.new.get(&id.ino).is_some_and(|state| {
+            state
+                .as_ref()
+                .is_some_and(|state| state.id == id && state.links != self.current_links(id))
+        })
+    }
+
+    fn is_deleted(&self, id: InodeId) -> bool {
+        let was = self
+            .old
+            .get(&id.ino)
+            .is_some_and(|old| old.as_ref().is_some_and(|old| old.id == id));
+        let is = self
+            .new
+            .get(&id.ino)
+            .is_some_and(|new| new.as_ref().is_some_and(|new| new.id == id));
+        was && !is
+    }
+
+    /// Breaks a cycle: the occupant of a wanted name gives it up (a stale extra name of
+    /// a file is unlinked, anything else goes to an orphan name), or the directory in
+    /// the way of a move goes to an orphan name.
+    fn detour(&mut self, blocker: Blocker) -> Result<()> {
+        self.fs.marks.hit(Mark::SendOrphanDetour);
+        match blocker {
+            Blocker::Ancestor(directory) => {
+                let link = self.location(directory)?;
+                self.orphan(directory, &link)
+            }
+            Blocker::Occupant(occupant, link) => {
+                let Some(Some(state)) = self.new.get(&occupant.ino).cloned() else {
+                    return Err(Error::errno(
+                        Errno::EUCLEAN,
+                        format!("send: unchanged inode {} holds a wanted name", occupant.ino),
+                    ));
+                };
+                let keeps_a_name = self.current_links(occupant).len() > 1;
+                if state.kind != FileKind::Directory && keeps_a_name && !state.links.contains(&link)
+                {
+                    return self.unlink(occupant, &link);
+                }
+                self.orphan(occupant, &link)
+            }
+        }
+    }
+
+    fn is_directory(&self, id: InodeId) -> bool {
+        let matches = |state: &Option<InodeState>| {
+            state
+                .as_ref()
+                .is_some_and(|state| state.id == id && state.kind == FileKind::Directory)
+        };
+        self.old.get(&id.ino).is_some_and(matches) || self.new.get(&id.ino).is_some_and(matches)
+    }
+
+    /// Phase 3: unlinks the names files no longer have, then removes the deleted
+    /// directories, deepest first (they hold nothing but each other by now).
+    fn remove_stale_links(&mut self) -> Result<()> {
+        for (state, _) in self.present_after() {
+            if state.id.ino == ROOT_DIR_INO {
+                continue;
+            }
+            for link in self.current_links(state.id) {
+                if !state.links.contains(&link) {
+                    self.unlink(state.id, &link)?;
+                }
+            }
+        }
+        let mut directories = Vec::new();
+        for state in self.deleted() {
+            if state.kind != FileKind::Directory {
+                continue;
+            }
+            if let Some(link) = self.current_links(state.id).first().cloned() {
+                let path = self.link_path(&link)?;
+                directories.push((path, state.id, link));
+            }
+        }
+        let depth = |path: &Vec<u8>| path.iter().filter(|&&byte| byte == b'/').count();
+        directories.sort_by(|left, right| {
+            depth(&right.0)
+                .cmp(&depth(&left.0))
+                .then(left.0.cmp(&right.0))
+        });
+        for (_, id, link) in directories {
+            assert!(
+                self.is_empty_directory(id),
+                "a deleted directory still holds an entry at its rmdir"
+            );
+            let path = self.link_path(&link)?;
+            self.commands.push(Command::Rmdir { path });
+            self.namespace.remove(id, &link);
         }
         Ok(())
     }
@@ -469,132 +841,6 @@ impl<'a> Planner<'a> {
             };
             self.commands.push(command);
             self.namespace.add(state.id, link);
-        }
-        Ok(())
-    }
-
-    fn orphan_moving_directories(&mut self) -> Result<()> {
-        for (state, is_new) in self.present_after() {
-            if is_new || state.kind != FileKind::Directory || state.id.ino == ROOT_DIR_INO {
-                continue;
-            }
-            let current = self
-                .namespace
-                .links
-                .get(&state.id)
-                .cloned()
-                .unwrap_or_default();
-            if current != state.links {
-                if let Some(link) = current.first() {
-                    self.orphan(state.id, link)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn place_links(&mut self) -> Result<()> {
-        for (state, _) in self.present_after() {
-            if state.id.ino == ROOT_DIR_INO {
-                continue;
-            }
-            for wanted in &state.links {
-                self.place_link(&state, wanted)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn place_link(&mut self, state: &InodeState, wanted: &Link) -> Result<()> {
-        let current = self
-            .namespace
-            .links
-            .get(&state.id)
-            .cloned()
-            .unwrap_or_default();
-        if current.contains(wanted) {
-            return Ok(());
-        }
-        match self.occupant(wanted)? {
-            Some(occupant) if occupant != state.id => {
-                let occupant_is_directory = self.is_directory(occupant);
-                if occupant_is_directory {
-                    return Err(Error::errno(
-                        Errno::EUCLEAN,
-                        format!("send: directory {} still holds a wanted name", occupant.ino),
-                    ));
-                }
-                self.orphan(occupant, wanted)?;
-            }
-            _ => {}
-        }
-        let stale = current
-            .iter()
-            .find(|link| !state.links.contains(link))
-            .cloned();
-        match (state.kind == FileKind::Directory, stale) {
-            (_, Some(stale)) => self.rename(state.id, &stale, wanted.clone()),
-            (true, None) => Err(Error::errno(
-                Errno::EUCLEAN,
-                format!("send: directory {} has no name to move", state.id.ino),
-            )),
-            (false, None) => {
-                let existing = current.first().cloned().ok_or_else(|| {
-                    Error::errno(
-                        Errno::EUCLEAN,
-                        format!("send: inode {} has no name to link from", state.id.ino),
-                    )
-                })?;
-                let path_link = self.link_path(&existing)?;
-                let path = self.link_path(wanted)?;
-                self.commands.push(Command::Link { path, path_link });
-                self.namespace.add(state.id, wanted.clone());
-                Ok(())
-            }
-        }
-    }
-
-    fn is_directory(&self, id: InodeId) -> bool {
-        let matches = |state: &Option<InodeState>| {
-            state
-                .as_ref()
-                .is_some_and(|state| state.id == id && state.kind == FileKind::Directory)
-        };
-        self.old.get(&id.ino).is_some_and(matches) || self.new.get(&id.ino).is_some_and(matches)
-    }
-
-    fn remove_stale_links(&mut self) -> Result<()> {
-        for (state, _) in self.present_after() {
-            let current = self
-                .namespace
-                .links
-                .get(&state.id)
-                .cloned()
-                .unwrap_or_default();
-            for link in current.iter().filter(|link| !state.links.contains(link)) {
-                if state.id.ino == ROOT_DIR_INO {
-                    continue;
-                }
-                let path = self.link_path(link)?;
-                self.commands.push(Command::Unlink { path });
-                self.namespace.remove(state.id, link);
-            }
-        }
-        for state in self.deleted() {
-            if state.kind != FileKind::Directory {
-                continue;
-            }
-            let links = self
-                .namespace
-                .links
-                .get(&state.id)
-                .cloned()
-                .unwrap_or_default();
-            if let Some(link) = links.first() {
-                let path = self.link_path(link)?;
-                self.commands.push(Command::Rmdir { path });
-                self.namespace.remove(state.id, link);
-            }
         }
         Ok(())
     }
@@ -674,20 +920,34 @@ impl<'a> Planner<'a> {
         path: &[u8],
     ) -> Result<()> {
         let size = state.item.size;
-        let ranges = match old {
-            None => vec![(0, size)],
-            Some(_) => self.changed_ranges(state.id.ino),
-        };
         let extents = self
             .fs
             .file_extents_in(TreeView::Commit, self.roots.send, state.id.ino)?;
-        let first_data_command = self.commands.len();
+        let ranges = match old {
+            None => vec![(0, size)],
+            Some(_) => {
+                let unchanged = self.unchanged_ranges(state.id.ino, &extents)?;
+
+                subtract_ranges(&self.changed_ranges(state.id.ino), &unchanged)
+            }
+        };
+        let mut pieces = Vec::new();
         for (start, end) in ranges {
             let end = end.min(size);
             if start < end {
-                self.send_range(state, &extents, path, start, end, old.is_some())?;
+                let file = FileData {
+                    state,
+                    extents: &extents,
+                    existed: old.is_some(),
+                };
+                self.plan_range(&file, start, end, &mut pieces)?;
             }
         }
+        let first_data_command = self.commands.len();
+        for piece in pieces {
+            self.emit_piece(state, path, piece)?;
+        }
+        self.index_sent_extents(state.id, size, &extents);
         // finish_inode_if_needed(): TRUNCATE after the data, and only when the last
         // WRITE or CLONE did not already end at the size (a new inode), or the size
         // changed and the data did not reach it (an existing one).
@@ -730,6 +990,39 @@ impl<'a> Planner<'a> {
             .unwrap_or(0)
     }
 
+    /// The file ranges whose extent items changed but still map the same bytes of the
+    /// same data extent as in the parent (an item split by a write next to it, a
+    /// rewritten key): nothing to send there (`is_extent_unchanged()`).
+    fn unchanged_ranges(
+        &mut self,
+        ino: u64,
+        extents: &[crate::fs::FileExtent],
+    ) -> Result<Vec<(u64, u64)>> {
+        let Some(parent) = self.roots.parent else {
+            return Ok(Vec::new());
+        };
+        let parent_extents = self.fs.file_extents_in(TreeView::Commit, parent, ino)?;
+        let mut unchanged = Vec::new();
+        for extent in extents.iter().filter(|extent| is_cloneable(extent)) {
+            for old in parent_extents.iter().filter(|old| {
+                is_cloneable(old)
+                    && old.item.disk_bytenr == extent.item.disk_bytenr
+                    && old.file_offset < extent.end()
+                    && extent.file_offset < old.end()
+            }) {
+                let same_mapping = extent.item.offset.wrapping_sub(extent.file_offset)
+                    == old.item.offset.wrapping_sub(old.file_offset);
+                if same_mapping {
+                    unchanged.push((
+                        extent.file_offset.max(old.file_offset),
+                        extent.end().min(old.end()),
+                    ));
+                }
+            }
+        }
+        Ok(unchanged)
+    }
+
     fn changed_ranges(&self, ino: u64) -> Vec<(u64, u64)> {
         self.changed
             .get(&ino)
@@ -737,45 +1030,88 @@ impl<'a> Planner<'a> {
             .unwrap_or_default()
     }
 
-    /// Sends `[start, end)` of a file: clones of whole shared extents, writes of data,
-    /// and (for files that existed) zeros over holes.
-    fn send_range(
+    /// Plans `[start, end)` of a file: clones of shared extents, writes of data, and
+    /// (for files that existed) zeros over holes. Pieces that continue each other merge
+    /// ([`push_piece`]), so a run of extents becomes one WRITE run or one CLONE.
+    fn plan_range(
         &mut self,
-        state: &InodeState,
-        extents: &[crate::fs::FileExtent],
-        path: &[u8],
+        file: &FileData<'_>,
         start: u64,
         end: u64,
-        existed: bool,
+        pieces: &mut Vec<DataPiece>,
     ) -> Result<()> {
         let mut position = start;
-        for extent in extents
+        for extent in file
+            .extents
             .iter()
             .filter(|extent| extent.end() > start && extent.file_offset < end)
         {
             let piece_start = extent.file_offset.max(start);
             let piece_end = extent.end().min(end);
-            if existed && position < piece_start {
-                self.write_range(state, path, position, piece_start)?;
+            if file.existed && position < piece_start {
+                push_piece(pieces, DataPiece::write(position, piece_start));
             }
             let is_hole = extent.item.extent_type == FILE_EXTENT_PREALLOC
                 || (extent.item.extent_type != FILE_EXTENT_INLINE && extent.item.disk_bytenr == 0);
             if is_hole {
-                if existed {
-                    self.write_range(state, path, piece_start, piece_end)?;
+                if file.existed {
+                    push_piece(pieces, DataPiece::write(piece_start, piece_end));
                 }
             } else {
-                let cloned = self.try_clone(extent, path, piece_start, piece_end)?;
-                if piece_start + cloned < piece_end {
-                    self.write_range(state, path, piece_start + cloned, piece_end)?;
-                }
+                self.plan_extent_piece(file, extent, piece_start, piece_end, pieces)?;
             }
             position = piece_end;
         }
-        if existed && position < end {
-            self.write_range(state, path, position, end)?;
+        if file.existed && position < end {
+            push_piece(pieces, DataPiece::write(position, end));
         }
         Ok(())
+    }
+
+    /// One extent's part `[start, end)`: as many clones as sources cover it, the rest
+    /// written.
+    fn plan_extent_piece(
+        &mut self,
+        file: &FileData<'_>,
+        extent: &crate::fs::FileExtent,
+        start: u64,
+        end: u64,
+        pieces: &mut Vec<DataPiece>,
+    ) -> Result<()> {
+        let mut position = start;
+        while position < end {
+            let Some(clone) = self.find_clone(file, extent, position, end)? else {
+                break;
+            };
+            assert!(
+                clone.length > 0 && position + clone.length <= end,
+                "a clone must cover part of the range it was found for"
+            );
+            position += clone.length;
+            push_piece(pieces, DataPiece::Clone(clone));
+        }
+        if position < end {
+            push_piece(pieces, DataPiece::write(position, end));
+        }
+        Ok(())
+    }
+
+    fn emit_piece(&mut self, state: &InodeState, path: &[u8], piece: DataPiece) -> Result<()> {
+        match piece {
+            DataPiece::Write { start, end } => self.write_range(state, path, start, end),
+            DataPiece::Clone(clone) => {
+                self.commands.push(Command::Clone {
+                    file_offset: clone.file_offset,
+                    clone_len: clone.length,
+                    path: path.to_vec(),
+                    clone_uuid: clone.source.uuid,
+                    clone_ctransid: clone.source.ctransid,
+                    clone_path: clone.source.path,
+                    clone_offset: clone.source.offset,
+                });
+                Ok(())
+            }
+        }
     }
 
     fn write_range(&mut self, state: &InodeState, path: &[u8], start: u64, end: u64) -> Result<()> {
@@ -800,31 +1136,163 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// CLONE from the parent snapshot when the extent's first writer's item there still
-    /// names the same extent range (`find_extent_clone()`). Returns how many bytes from
-    /// `start` were cloned (0 to WRITE them all): a clone stops at the source's EOF and
-    /// covers whole sectors, as the clone ioctl demands, and the rest is written.
-    fn try_clone(
+    /// Records the extents of a file whose data the receiver now has as in the send
+    /// snapshot: later inodes may clone from them (`iterate_backrefs()` accepts send
+    /// root references of inodes below the current one).
+    fn index_sent_extents(&mut self, id: InodeId, size: u64, extents: &[crate::fs::FileExtent]) {
+        for extent in extents.iter().filter(|extent| is_cloneable(extent)) {
+            self.sent_extents
+                .entry(extent.item.disk_bytenr)
+                .or_default()
+                .push(SentExtent {
+                    id,
+                    file_offset: extent.file_offset,
+                    extent_offset: extent.item.offset,
+                    num_bytes: extent.item.num_bytes,
+                    size,
+                });
+        }
+    }
+
+    /// The longest clone for the start of `[start, end)` of `extent`
+    /// (`find_extent_clone()`): from the send snapshot (an inode already sent, or an
+    /// earlier range of this new file) or from the parent snapshot. `None` when no
+    /// source covers `start`, or when a relocation since the start may have made the
+    /// extent stale.
+    fn find_clone(
         &mut self,
+        file: &FileData<'_>,
         extent: &crate::fs::FileExtent,
-        path: &[u8],
         start: u64,
         end: u64,
-    ) -> Result<u64> {
-        let (Some(parent), Some((clone_uuid, clone_ctransid))) =
-            (self.roots.parent, self.roots.parent_identity)
-        else {
-            return Ok(0);
-        };
+    ) -> Result<Option<ClonePiece>> {
         if extent.item.extent_type == FILE_EXTENT_INLINE {
-            return Ok(0);
+            return Ok(None);
         }
         if self.roots.relocated_since_start {
             self.fs.marks.hit(Mark::SendCloneFellBackToWrite);
-            return Ok(0);
+            return Ok(None);
         }
+        let from_send_root = self.clone_from_send_root(file, extent, start, end)?;
+        let from_parent = self.clone_from_parent(extent, start, end)?;
+
+        let longest = match (from_send_root, from_parent) {
+            (Some(send_root), Some(parent)) if parent.length > send_root.length => Some(parent),
+            (Some(send_root), _) => {
+                self.fs.marks.hit(Mark::SendClonedFromSendRoot);
+                Some(send_root)
+            }
+            (None, parent) => parent,
+        };
+        Ok(longest)
+    }
+
+    /// A clone source in the send snapshot: an inode whose data was already sent in
+    /// this stream, or, for a new file, a range of the same file that ends before
+    /// `start` (the clone ioctl refuses overlapping ranges of one file).
+    fn clone_from_send_root(
+        &mut self,
+        file: &FileData<'_>,
+        extent: &crate::fs::FileExtent,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<ClonePiece>> {
+        let extent_offset = extent.item.offset + (start - extent.file_offset);
+        let mut candidates: Vec<SentExtent> = self
+            .sent_extents
+            .get(&extent.item.disk_bytenr)
+            .cloned()
+            .unwrap_or_default();
+        if !file.existed {
+            candidates.extend(
+                file.extents
+                    .iter()
+                    .filter(|own| {
+                        own.item.disk_bytenr == extent.item.disk_bytenr
+                            && is_cloneable(own)
+                            && own.file_offset < start
+                    })
+                    .map(|own| SentExtent {
+                        id: file.state.id,
+                        file_offset: own.file_offset,
+                        extent_offset: own.item.offset,
+                        num_bytes: own.item.num_bytes,
+                        // Only what is already sent: the source must end by `start`.
+                        size: start.min(file.state.item.size),
+                    }),
+            );
+        }
+        let mut best: Option<(SentExtent, u64, u64)> = None;
+        for candidate in candidates {
+            let Some((source_offset, length)) =
+                self.covered_length(&candidate, extent_offset, start, end)
+            else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(_, _, longest)| length > *longest)
+            {
+                best = Some((candidate, source_offset, length));
+            }
+        }
+        let Some((source, source_offset, length)) = best else {
+            return Ok(None);
+        };
+        let (uuid, ctransid) = self.roots.send_identity;
+        let path = self.path_of(source.id)?;
+        Ok(Some(ClonePiece {
+            file_offset: start,
+            length,
+            source: CloneSource {
+                uuid,
+                ctransid,
+                path,
+                offset: source_offset,
+            },
+        }))
+    }
+
+    /// How much of `[start, end)` (at `extent_offset` within its extent) `candidate`
+    /// covers from its first byte: (source file offset, length), whole sectors only and
+    /// within the source's size, as the clone ioctl demands.
+    fn covered_length(
+        &self,
+        candidate: &SentExtent,
+        extent_offset: u64,
+        start: u64,
+        end: u64,
+    ) -> Option<(u64, u64)> {
+        let candidate_end = candidate.extent_offset + candidate.num_bytes;
+        if extent_offset < candidate.extent_offset || extent_offset >= candidate_end {
+            return None;
+        }
+        let source_offset = candidate.file_offset + (extent_offset - candidate.extent_offset);
+        let within = (candidate_end - extent_offset)
+            .min(end - start)
+            .min(candidate.size.saturating_sub(source_offset));
+        let sector = self.fs.geometry().sectorsize_bytes;
+        let length = within / sector * sector;
+        let aligned = start % sector == 0 && source_offset % sector == 0;
+        (length > 0 && aligned).then_some((source_offset, length))
+    }
+
+    /// CLONE from the parent snapshot when the extent's first writer's item there still
+    /// names the same extent range. A clone stops at the source's EOF and covers whole
+    /// sectors, as the clone ioctl demands, and the rest is written.
+    fn clone_from_parent(
+        &mut self,
+        extent: &crate::fs::FileExtent,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<ClonePiece>> {
+        let (Some(parent), Some((clone_uuid, clone_ctransid))) =
+            (self.roots.parent, self.roots.parent_identity)
+        else {
+            return Ok(None);
+        };
         let Some(record) = self.fs.extent_record(extent.item.disk_bytenr) else {
-            return Ok(0);
+            return Ok(None);
         };
         let crate::alloc::ExtentKind::Data {
             objectid,
@@ -832,7 +1300,7 @@ impl<'a> Planner<'a> {
             ..
         } = record.kind
         else {
-            return Ok(0);
+            return Ok(None);
         };
         let key = Key::new(objectid, item_type::EXTENT_DATA, first_offset);
         let Some(source) = self
@@ -840,39 +1308,43 @@ impl<'a> Planner<'a> {
             .lookup_item_in(TreeView::Commit, parent, &key)?
             .and_then(|data| crate::items::FileExtentItem::decode(&data))
         else {
-            return Ok(0);
+            return Ok(None);
         };
         let Some(source_inode) = self.fs.inode_item_in(TreeView::Commit, parent, objectid)? else {
-            return Ok(0);
+            return Ok(None);
+        };
+        if source.disk_bytenr != extent.item.disk_bytenr
+            || FileKind::from_mode(source_inode.mode) != Some(FileKind::RegularFile)
+        {
+            return Ok(None);
+        }
+        let candidate = SentExtent {
+            id: InodeId {
+                ino: objectid,
+                generation: source_inode.generation,
+            },
+            file_offset: first_offset,
+            extent_offset: source.offset,
+            num_bytes: source.num_bytes,
+            size: source_inode.size,
         };
         let extent_offset = extent.item.offset + (start - extent.file_offset);
-        let covered = source.disk_bytenr == extent.item.disk_bytenr
-            && source.offset <= extent_offset
-            && extent_offset + (end - start) <= source.offset + source.num_bytes;
-        if !covered || FileKind::from_mode(source_inode.mode) != Some(FileKind::RegularFile) {
-            return Ok(0);
-        }
-        let clone_offset = first_offset + (extent_offset - source.offset);
-        let sector = self.fs.geometry().sectorsize_bytes;
-        let within_source = source_inode
-            .size
-            .saturating_sub(clone_offset)
-            .min(end - start);
-        let length = within_source / sector * sector;
-        if length == 0 || start % sector != 0 || clone_offset % sector != 0 {
-            return Ok(0);
-        }
-        let clone_path = self.path_in_parent(objectid)?;
-        self.commands.push(Command::Clone {
+        let Some((clone_offset, length)) =
+            self.covered_length(&candidate, extent_offset, start, end)
+        else {
+            return Ok(None);
+        };
+        let path = self.path_in_parent(objectid)?;
+        Ok(Some(ClonePiece {
             file_offset: start,
-            clone_len: length,
-            path: path.to_vec(),
-            clone_uuid,
-            clone_ctransid,
-            clone_path,
-            clone_offset,
-        });
-        Ok(length)
+            length,
+            source: CloneSource {
+                uuid: clone_uuid,
+                ctransid: clone_ctransid,
+                path,
+                offset: clone_offset,
+            },
+        }))
     }
 
     /// The path of an inode in the parent snapshot as it is (not the receiver's

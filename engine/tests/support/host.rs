@@ -3,6 +3,7 @@
 //! mounts. [`prerequisites`] is the one check; [`super::trials`] turns a missing piece
 //! into an *ignored* trial on a developer machine and a failed one under `CI=true`.
 
+use cowproof_engine::testing::{find_program, kernel_has_btrfs};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,30 +17,11 @@ pub struct Tools {
     pub mkfs: PathBuf,
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
 /// The effective uid, read without `unsafe`: `/proc/self` belongs to it.
 fn effective_uid() -> Option<u32> {
     std::fs::metadata("/proc/self")
         .ok()
         .map(|metadata| metadata.uid())
-}
-
-fn kernel_has_btrfs() -> bool {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with("btrfs")));
-    // A module not yet loaded is not listed; `modprobe` loads it if it exists.
-    listed
-        || Command::new("modprobe")
-            .arg("btrfs")
-            .status()
-            .is_ok_and(|status| status.success())
 }
 
 /// What a test needs of the host.

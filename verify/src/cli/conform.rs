@@ -16,9 +16,10 @@
 //! Ctrl-C, after the scratch filesystem was unmounted.
 
 use super::{read_file, CliError, EXIT_FAILED, EXIT_PASSED};
+use crate::conform::economy::StreamEconomy;
 use crate::conform::session::{self, Tools};
 use crate::conform::{
-    conform_script, generate::random_script, minimise, ConformError, ScriptReport,
+    conform_script, generate::random_script, minimise, ConformError, ScriptReport, StreamComparison,
 };
 use crate::script::{parse, Script};
 use clap::Args;
@@ -47,6 +48,11 @@ pub struct ConformArgs {
     /// Print every send job's normalised command diff, not only the job's sizes.
     #[arg(long)]
     pub show_streams: bool,
+    /// Count each send job's commands (UTIMES aside) and WRITE/CLONE bytes on both
+    /// sides, list both streams where the engine spends more commands, and total them
+    /// (`docs/conformance.md`, "Stream economy").
+    #[arg(long)]
+    pub count_commands: bool,
     /// Do not minimise the differences of random scripts.
     #[arg(long)]
     pub no_minimise: bool,
@@ -67,6 +73,9 @@ struct Totals {
     kernel_errors: usize,
     subvolumes: usize,
     streams: usize,
+    kernel_economy: StreamEconomy,
+    engine_economy: StreamEconomy,
+    jobs_where_engine_spends_more: usize,
 }
 
 /// Runs the subcommand.
@@ -88,6 +97,9 @@ pub fn execute(args: &ConformArgs, out: &mut dyn Write) -> Result<u8, CliError> 
         Some(count) => run_random(args, count, &tools, &mut totals, out),
         None => run_files(args, &tools, &mut totals, out),
     };
+    if let (true, Ok(())) = (args.count_commands, &outcome) {
+        print_economy_totals(&totals, out)?;
+    }
     let code = match outcome {
         Ok(()) => {
             if totals.differing > 0 {
@@ -161,7 +173,7 @@ fn run_files(
         })?;
         let label = path.display().to_string();
         let report = conform_or_stop(&script, tools, &label)?;
-        print_report(&label, &report, args.show_streams, totals, out)?;
+        print_report(&label, &report, args, totals, out)?;
     }
     Ok(())
 }
@@ -190,7 +202,7 @@ fn run_random(
         let script = random_script(script_seed);
         let label = format!("random script {index} (script seed {script_seed})");
         let report = conform_or_stop(&script, tools, &label)?;
-        print_report(&label, &report, args.show_streams, totals, out)?;
+        print_report(&label, &report, args, totals, out)?;
         let wanted = report.unexplained() || (args.minimise_known && !report.conforms());
         if let (false, true, Some(signature)) = (args.no_minimise, wanted, report.signature()) {
             let minimal = minimise(&script, signature, tools).map_err(|error| match error {
@@ -217,7 +229,7 @@ fn run_random(
 fn print_report(
     label: &str,
     report: &ScriptReport,
-    show_streams: bool,
+    args: &ConformArgs,
     totals: &mut Totals,
     out: &mut dyn Write,
 ) -> Result<(), Stop> {
@@ -293,11 +305,73 @@ fn print_report(
             "  send {}: kernel {} bytes, engine {} bytes; {commands}",
             stream.job, stream.kernel_bytes, stream.engine_bytes
         )?;
-        if let (true, Some(diff)) = (show_streams, &stream.command_diff) {
+        if let (true, Some(diff)) = (args.show_streams, &stream.command_diff) {
             for line in diff.lines() {
                 writeln!(out, "    {line}")?;
             }
         }
+        if args.count_commands {
+            print_economy(stream, totals, out)?;
+        }
     }
     Ok(())
+}
+
+/// One job's commands and data bytes on both sides; both streams listed when the
+/// engine spends more commands.
+fn print_economy(
+    stream: &StreamComparison,
+    totals: &mut Totals,
+    out: &mut dyn Write,
+) -> Result<(), Stop> {
+    let shown = |economy: &Option<StreamEconomy>| {
+        economy
+            .as_ref()
+            .map_or_else(|| "does not decode".to_string(), StreamEconomy::summary)
+    };
+    writeln!(out, "    kernel: {}", shown(&stream.kernel_economy))?;
+    writeln!(out, "    engine: {}", shown(&stream.engine_economy))?;
+    if let Some(kernel) = &stream.kernel_economy {
+        totals.kernel_economy.accumulate(kernel);
+    }
+    if let Some(engine) = &stream.engine_economy {
+        totals.engine_economy.accumulate(engine);
+    }
+    if stream.engine_spends_more() {
+        totals.jobs_where_engine_spends_more += 1;
+        writeln!(out, "    the engine spends more commands; kernel stream:")?;
+        for line in &stream.kernel_listing {
+            writeln!(out, "      {line}")?;
+        }
+        writeln!(out, "    engine stream:")?;
+        for line in &stream.engine_listing {
+            writeln!(out, "      {line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_economy_totals(totals: &Totals, out: &mut dyn Write) -> std::io::Result<()> {
+    let (kernel, engine) = (&totals.kernel_economy, &totals.engine_economy);
+    let ratio = |engine: u64, kernel: u64| {
+        if kernel == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}x", engine as f64 / kernel as f64)
+        }
+    };
+    writeln!(
+        out,
+        "stream economy over {} send jobs: commands (UTIMES aside) kernel {}, engine {} ({} the kernel's); write bytes kernel {}, engine {} ({}); clone bytes kernel {}, engine {}; {} jobs where the engine spends more commands",
+        totals.streams,
+        kernel.commands,
+        engine.commands,
+        ratio(engine.commands, kernel.commands),
+        kernel.write_bytes,
+        engine.write_bytes,
+        ratio(engine.write_bytes, kernel.write_bytes),
+        kernel.clone_bytes,
+        engine.clone_bytes,
+        totals.jobs_where_engine_spends_more
+    )
 }

@@ -9,7 +9,7 @@ use super::session::Session;
 use super::{known, tree, ConformError, Difference, DifferenceKind, ScriptReport};
 use crate::script::{Op, RelocateTarget};
 use cowproof_engine::ctree::TreeView;
-use cowproof_engine::model_fs::Content;
+use cowproof_engine::reference::model_fs::Content;
 use std::collections::BTreeMap;
 /// Compares every subvolume of the kernel with the engine's (its listing, in memory)
 /// after statement `index`; records the first divergence and returns whether there was

@@ -6,12 +6,13 @@
 use super::compare::content_diff;
 use super::session::Session;
 use super::{
-    streams, tree, ConformError, Difference, DifferenceKind, ScriptReport, StreamComparison,
+    economy, streams, tree, ConformError, Difference, DifferenceKind, ScriptReport,
+    StreamComparison,
 };
 use crate::runner::RunReport;
 use crate::script::{Op, Script};
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::receive::receive_bytes;
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::receive::receive_bytes;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -57,6 +58,10 @@ pub(super) fn compare_streams(
             kernel_bytes: kernel.len(),
             engine_bytes: engine_stream.len(),
             command_diff: streams::diff(kernel, engine_stream),
+            kernel_economy: economy::StreamEconomy::of(kernel),
+            engine_economy: economy::StreamEconomy::of(engine_stream),
+            kernel_listing: economy::listing(kernel),
+            engine_listing: economy::listing(engine_stream),
         });
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! - `ioctl`: the only `unsafe` code, the btrfs and FICLONERANGE ioctls.
 //! - [`tree`]: a real directory tree read into the engine's canonical `Content`.
 //! - [`streams`]: the two streams of a send job, normalised and diffed.
+//! - [`economy`]: the commands and data bytes of each stream, totalled.
 //! - [`generate`]: random filesystem scripts over a shadow namespace.
 //! - [`known`]: the known differences, with their reasons and who fixes them.
 //! - `compare`: one statement's outcome and the subvolumes, kernel against engine.
@@ -36,6 +37,7 @@
 mod ioctl;
 
 mod compare;
+pub mod economy;
 mod exchange;
 pub mod generate;
 pub mod known;
@@ -181,6 +183,25 @@ pub struct StreamComparison {
     pub engine_bytes: usize,
     /// The normalised command diff, when the streams differ.
     pub command_diff: Option<String>,
+    /// The kernel stream's commands and data bytes (`None`: it does not decode).
+    pub kernel_economy: Option<economy::StreamEconomy>,
+    /// The engine stream's commands and data bytes (`None`: it does not decode).
+    pub engine_economy: Option<economy::StreamEconomy>,
+    /// The kernel stream, one command a line (UTIMES aside), as sent.
+    pub kernel_listing: Vec<String>,
+    /// The engine stream, one command a line (UTIMES aside), as sent.
+    pub engine_listing: Vec<String>,
+}
+
+impl StreamComparison {
+    /// Whether the engine spent more commands than the kernel on this job (UTIMES
+    /// aside); a stream that does not decode counts as more.
+    pub fn engine_spends_more(&self) -> bool {
+        match (&self.kernel_economy, &self.engine_economy) {
+            (Some(kernel), Some(engine)) => engine.commands > kernel.commands,
+            _ => true,
+        }
+    }
 }
 
 /// What conform found for one script.

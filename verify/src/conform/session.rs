@@ -11,6 +11,7 @@
 //! temporary directory only once nothing is mounted there; if unmounting fails it keeps
 //! the directory and says so rather than delete through a live mount.
 
+use cowproof_engine::testing::{find_program, kernel_has_btrfs};
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use std::path::{Path, PathBuf};
@@ -46,24 +47,6 @@ pub struct Tools {
     pub btrfs: PathBuf,
     /// `mkfs.btrfs`.
     pub mkfs: PathBuf,
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&paths)
-        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-fn kernel_has_btrfs() -> bool {
-    let listed = std::fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with("btrfs")));
-    listed
-        || Command::new("modprobe")
-            .arg("btrfs")
-            .output()
-            .is_ok_and(|output| output.status.success())
 }
 
 /// The host's tools, or why this host cannot run conform: not root, no btrfs in the

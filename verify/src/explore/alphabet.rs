@@ -10,7 +10,23 @@
 //! one of the job's own commits); a commit is either whole (`commit`) or one of its
 //! steps (`commit step`), so a send step may run between the commit's delayed refs,
 //! root items, commit-root switch and unpin. The send starts as a letter too, so a
-//! relocation may start before it.
+//! relocation may start before it; it is a full send (`send-start`) or an incremental
+//! one against [`PARENT`] (`send-start-incremental`), in setups that have a parent.
+//!
+//! Letters that test the kernel's refusals and durability: a second snapshot of the
+//! parent (its root node COWed and freed while an incremental send holds it), attempts
+//! to delete the send root or its parent while the send runs (EPERM, which the model
+//! comparison checks: the world is unchanged), `crash` (everything not committed is
+//! lost and the jobs end) and `remount` (EBUSY while a send runs, else every cache is
+//! dropped and the trees are read again from the device).
+//!
+//! Footprints, for a reduction that commutes independent letters: the send letters read
+//! the commit roots of `snap` (and `parent`) and the cache objects they hold; the
+//! snapshot letters, `commit`, `commit-step`, the writes, `crash`, `remount` and the
+//! relocation letters may free, allocate or re-initialise blocks, switch commit roots or
+//! move `last_reloc_trans`, so none of them commutes with a send letter; the two delete
+//! attempts and a refused `remount` change nothing (they commute with every letter, and
+//! their successor state is the state they left).
 
 use crate::generate::{job, name, path, text};
 use crate::script::{Op, RelocateTarget, XattrName};
@@ -23,6 +39,8 @@ pub const SEND_JOB: &str = "s";
 pub const RELOCATION_JOB: &str = "r";
 /// The read-only snapshot being sent.
 pub const SEND_SNAPSHOT: &str = "snap";
+/// The parent snapshot of an incremental send, in setups that take one.
+pub const PARENT: &str = "parent";
 /// The subvolume the sent snapshot was taken of.
 pub const SOURCE: &str = "vol";
 /// A one-leaf subvolume whose every change allocates a fresh leaf.
@@ -33,6 +51,9 @@ pub const OTHER: &str = "other";
 pub enum Letter {
     /// `send start s snap`: the full send of the snapshot, when it has not started.
     SendStart,
+    /// `send start s snap parent=parent`: an incremental send, when it has not started
+    /// and the setup took a parent.
+    SendStartIncremental,
     /// `send step s`: one bounded piece of the send walk.
     SendStep,
     /// `snapshot snap sN ro`: a snapshot of the root being sent, with its commit.
@@ -55,16 +76,25 @@ pub enum Letter {
     RelocateData,
     /// `relocate step r`: one step of the running relocation.
     RelocateStep,
-    /// `subvol delete snap`: deletes the snapshot being sent (the root becomes dead).
-    DeleteSendSnapshot,
+    /// `snapshot parent pN ro`: a second snapshot of the parent (its root node COWed).
+    SnapshotOfParent,
+    /// `subvol delete snap` while the send runs: EPERM.
+    DeleteSendRoot,
+    /// `subvol delete parent` while an incremental send runs: EPERM.
+    DeleteParent,
+    /// `crash`: the uncommitted state is lost, jobs end, the trees are read again.
+    Crash,
+    /// `remount`: EBUSY while a send runs, else the caches are dropped.
+    Remount,
     /// `cleaner step`: drops one block of a dead root, when one waits.
     CleanerStep,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 14] = [
+    pub const ALL: [Letter; 19] = [
         Letter::SendStart,
+        Letter::SendStartIncremental,
         Letter::SendStep,
         Letter::SnapshotOfSendRoot,
         Letter::Commit,
@@ -76,7 +106,11 @@ impl Letter {
         Letter::RelocateMetadata,
         Letter::RelocateData,
         Letter::RelocateStep,
-        Letter::DeleteSendSnapshot,
+        Letter::SnapshotOfParent,
+        Letter::DeleteSendRoot,
+        Letter::DeleteParent,
+        Letter::Crash,
+        Letter::Remount,
         Letter::CleanerStep,
     ];
 
@@ -84,6 +118,7 @@ impl Letter {
     pub fn name(self) -> &'static str {
         match self {
             Letter::SendStart => "send-start",
+            Letter::SendStartIncremental => "send-start-incremental",
             Letter::SendStep => "send-step",
             Letter::SnapshotOfSendRoot => "snapshot-of-send-root",
             Letter::Commit => "commit",
@@ -95,7 +130,11 @@ impl Letter {
             Letter::RelocateMetadata => "relocate-metadata",
             Letter::RelocateData => "relocate-data",
             Letter::RelocateStep => "relocate-step",
-            Letter::DeleteSendSnapshot => "delete-send-snapshot",
+            Letter::SnapshotOfParent => "snapshot-of-parent",
+            Letter::DeleteSendRoot => "delete-send-root",
+            Letter::DeleteParent => "delete-parent",
+            Letter::Crash => "crash",
+            Letter::Remount => "remount",
             Letter::CleanerStep => "cleaner-step",
         }
     }
@@ -105,6 +144,9 @@ impl Letter {
     pub fn op(self, world: &World) -> Option<Op> {
         match self {
             Letter::SendStart => (!world.sends.contains_key(SEND_JOB)).then(send_start),
+            Letter::SendStartIncremental => (!world.sends.contains_key(SEND_JOB)
+                && has_parent(world))
+            .then(send_start_incremental),
             Letter::SendStep => send_running(world).then(|| Op::SendStep {
                 job: job(SEND_JOB),
                 steps: 1,
@@ -118,15 +160,6 @@ impl Letter {
                 read_only: true,
             }),
             Letter::Commit => Some(Op::Commit),
-            Letter::DeleteSendSnapshot => {
-                world
-                    .fs
-                    .subvolume_id(SEND_SNAPSHOT)
-                    .is_ok()
-                    .then(|| Op::SubvolumeDelete {
-                        name: name(SEND_SNAPSHOT),
-                    })
-            }
             Letter::CleanerStep => {
                 (!world.fs.dead_roots().is_empty()).then_some(Op::CleanerStep { steps: 1 })
             }
@@ -163,6 +196,22 @@ impl Letter {
                 job: job(RELOCATION_JOB),
                 steps: 1,
             }),
+            Letter::SnapshotOfParent => has_parent(world).then(|| Op::Snapshot {
+                source: name(PARENT),
+                destination: name(&fresh(
+                    |n| format!("p{n}"),
+                    |candidate| world.fs.subvolume_id(candidate).is_ok(),
+                )),
+                read_only: true,
+            }),
+            Letter::DeleteSendRoot => send_running(world).then(|| Op::SubvolumeDelete {
+                name: name(SEND_SNAPSHOT),
+            }),
+            Letter::DeleteParent => {
+                incremental_send_running(world).then(|| Op::SubvolumeDelete { name: name(PARENT) })
+            }
+            Letter::Crash => Some(Op::Crash),
+            Letter::Remount => Some(Op::Remount),
         }
     }
 
@@ -184,6 +233,28 @@ pub fn send_start() -> Op {
         snapshot: name(SEND_SNAPSHOT),
         parent: None,
     }
+}
+
+/// `send start s snap parent=parent`: the incremental send.
+pub fn send_start_incremental() -> Op {
+    Op::SendStart {
+        job: job(SEND_JOB),
+        snapshot: name(SEND_SNAPSHOT),
+        parent: Some(name(PARENT)),
+    }
+}
+
+/// Whether the setup took a parent snapshot (and it still exists).
+pub fn has_parent(world: &World) -> bool {
+    world.fs.subvolume_id(PARENT).is_ok()
+}
+
+/// Whether the send job runs incrementally (against [`PARENT`]) and is not over.
+pub fn incremental_send_running(world: &World) -> bool {
+    world
+        .sends
+        .get(SEND_JOB)
+        .is_some_and(|run| !run.job.is_over() && run.parent.as_deref() == Some(PARENT))
 }
 
 /// Whether the send job exists and is not over.
@@ -247,4 +318,129 @@ fn fresh_xattr(world: &World) -> XattrName {
     };
     let chosen = fresh(|n| format!("user.k{n}"), taken);
     XattrName::new(chosen.as_bytes()).expect("valid xattr name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::Checks;
+    use cowproof_engine::{Errno, Geometry, Policy};
+
+    /// `vol` with two files, `parent`, one more file, `snap`: an incremental setup.
+    fn incremental_world(policy: Policy) -> World {
+        let mut world = World::new(Geometry::tiny(), policy, Checks::FAST).expect("mkfs");
+        let mut ops = vec![
+            Op::SubvolumeCreate { name: name(SOURCE) },
+            Op::SubvolumeCreate { name: name(OTHER) },
+        ];
+        for (file, snapshot) in [
+            ("f0", None),
+            ("f1", Some(PARENT)),
+            ("f2", Some(SEND_SNAPSHOT)),
+        ] {
+            ops.push(Op::Write {
+                path: path(SOURCE, &[file]),
+                offset: 0,
+                data: text("x"),
+            });
+            if let Some(snapshot) = snapshot {
+                ops.push(Op::Snapshot {
+                    source: name(SOURCE),
+                    destination: name(snapshot),
+                    read_only: true,
+                });
+            }
+        }
+        for op in ops {
+            let outcome = world.apply(&op).expect("valid");
+            assert!(
+                outcome.error.is_none() && outcome.violations.is_empty(),
+                "{op}"
+            );
+        }
+        world
+    }
+
+    fn apply(letter: Letter, world: &mut World) -> (Op, Outcome) {
+        letter
+            .apply(world)
+            .expect("a valid operation")
+            .unwrap_or_else(|| panic!("{} does not apply", letter.name()))
+    }
+
+    fn errno(outcome: &Outcome) -> Option<Errno> {
+        outcome.error.as_ref().map(|(errno, _)| *errno)
+    }
+
+    #[test]
+    fn refusals_while_an_incremental_send_runs_are_eperm_and_ebusy() {
+        let mut world = incremental_world(Policy::CONCURRENT);
+        assert_eq!(Letter::DeleteSendRoot.op(&world), None, "no send yet");
+        assert_eq!(Letter::DeleteParent.op(&world), None, "no send yet");
+        let (op, outcome) = apply(Letter::SendStartIncremental, &mut world);
+        assert_eq!(op.to_string(), "send start s snap parent=parent");
+        assert!(outcome.error.is_none(), "{outcome:?}");
+        assert_eq!(Letter::SendStart.op(&world), None, "one send");
+        assert_eq!(Letter::SendStartIncremental.op(&world), None, "one send");
+        for letter in [Letter::DeleteSendRoot, Letter::DeleteParent] {
+            let (_, outcome) = apply(letter, &mut world);
+            assert_eq!(errno(&outcome), Some(Errno::EPERM), "{}", letter.name());
+            assert!(outcome.violations.is_empty(), "{:?}", outcome.violations);
+        }
+        let (_, outcome) = apply(Letter::Remount, &mut world);
+        assert_eq!(errno(&outcome), Some(Errno::EBUSY));
+        let (op, outcome) = apply(Letter::SnapshotOfParent, &mut world);
+        assert_eq!(op.to_string(), "snapshot parent p1 ro");
+        assert!(outcome.error.is_none() && outcome.violations.is_empty());
+        let finish = world
+            .apply(&Op::SendFinish { job: job(SEND_JOB) })
+            .expect("valid");
+        assert!(
+            finish.error.is_none() && finish.violations.is_empty(),
+            "{finish:?}"
+        );
+        assert_eq!(Letter::DeleteParent.op(&world), None, "the send is over");
+    }
+
+    #[test]
+    fn a_crash_ends_the_send_and_a_later_send_reads_the_device() {
+        let mut world = incremental_world(Policy::CONCURRENT);
+        apply(Letter::SendStart, &mut world);
+        apply(Letter::SendStep, &mut world);
+        let (_, outcome) = apply(Letter::Crash, &mut world);
+        assert!(
+            outcome.error.is_none() && outcome.violations.is_empty(),
+            "{outcome:?}"
+        );
+        assert!(!send_running(&world), "the crash ended the send");
+        assert_eq!(Letter::SendStart.op(&world), None, "the job exists");
+        let (_, outcome) = apply(Letter::Remount, &mut world);
+        assert!(outcome.error.is_none(), "no send runs: {outcome:?}");
+        let mut fresh = incremental_world(Policy::CONCURRENT);
+        let (_, outcome) = apply(Letter::Remount, &mut fresh);
+        assert!(outcome.error.is_none());
+        apply(Letter::SendStartIncremental, &mut fresh);
+        let finish = fresh
+            .apply(&Op::SendFinish { job: job(SEND_JOB) })
+            .expect("valid");
+        assert!(
+            finish.error.is_none() && finish.violations.is_empty(),
+            "{finish:?}"
+        );
+    }
+
+    #[test]
+    fn parent_letters_need_a_parent() {
+        let world = World::new(Geometry::tiny(), Policy::CONCURRENT, Checks::FAST).expect("mkfs");
+        for letter in [
+            Letter::SendStartIncremental,
+            Letter::SnapshotOfParent,
+            Letter::DeleteParent,
+        ] {
+            assert_eq!(letter.op(&world), None, "{}", letter.name());
+        }
+        let names: std::collections::BTreeSet<&str> =
+            Letter::ALL.iter().map(|letter| letter.name()).collect();
+        assert_eq!(names.len(), Letter::ALL.len(), "names are distinct");
+    }
 }

@@ -38,7 +38,8 @@ pub use crate::race::{Expected, Race, SetupError};
 pub use alphabet::Letter;
 pub use matrix::{explore_matrix, Cell};
 pub use search::{
-    end_of_path, explore, Config, Counterexample, Exploration, ExploreError, Finding, Progress,
+    end_of_path, explore, explore_after, Config, Counterexample, Exploration, ExploreError,
+    Finding, Progress,
 };
 
 #[cfg(test)]

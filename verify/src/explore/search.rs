@@ -8,8 +8,9 @@
 //! found has a shortest path.
 //!
 //! Levels: the frontier is a list of paths; each level is split into contiguous chunks
-//! expanded by worker threads (replay the path, apply every letter, fingerprint, and
-//! run the end-of-path check for states not visited before). The chunks are then
+//! expanded by worker threads (rebuild the world of the path from the worlds of the
+//! previous node's shared prefix, apply every letter, fingerprint, and run the
+//! end-of-path check for states not visited before). The chunks are then
 //! merged *in order* on one thread, which alone decides which states are new and which
 //! violation is first, so the result (states, counterexample, marks) does not depend
 //! on the number of threads or on timing. Clocks serve reporting and the optional time
@@ -294,6 +295,9 @@ struct Search<'a> {
     config: Config,
     started: Instant,
     initial: World,
+    /// Operations applied after the setup and before the first letter
+    /// ([`explore_after`]); empty for a whole cell.
+    prefix: Vec<Op>,
     visited: Visited,
     result: Exploration,
     progress: &'a mut dyn FnMut(Progress),
@@ -304,14 +308,36 @@ pub fn explore(
     config: Config,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Exploration, ExploreError> {
-    let initial = config
+    explore_after(config, &[], progress)
+}
+
+/// Explores one cell from the world its setup and then `prefix` reach: the explorer
+/// restricted to one window of the race (a test puts a send in the middle of a
+/// commit-root search this way). Counterexample scripts include the prefix.
+pub fn explore_after(
+    config: Config,
+    prefix: &[Op],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Exploration, ExploreError> {
+    let mut initial = config
         .race
         .initial_world(config.policy)
         .map_err(ExploreError::Setup)?;
+    for op in prefix {
+        let outcome = initial.apply(op)?;
+        if let Some(problem) = outcome
+            .error
+            .map(|(errno, message)| format!("failed with {errno}: {message}"))
+            .or_else(|| outcome.violations.first().map(ToString::to_string))
+        {
+            return Err(ExploreError::Setup(SetupError(format!("`{op}` {problem}"))));
+        }
+    }
     let mut search = Search {
         config,
         started: Instant::now(),
         initial,
+        prefix: prefix.to_vec(),
         visited: Visited::default(),
         result: Exploration {
             config,
@@ -332,13 +358,48 @@ pub fn explore(
     Ok(search.result)
 }
 
-/// The world at the end of `path`, replayed from `initial`.
-fn replay(initial: &World, path: &[Op]) -> Result<World, ScriptError> {
-    let mut world = initial.clone();
-    for op in path {
-        world.apply(op)?;
+/// The worlds along the path of the node a worker rebuilt last: breadth-first order
+/// keeps the children of one parent together and the parents in order, so consecutive
+/// nodes of a chunk share all of their path but the last letter or two; the next node
+/// then costs the letters past the common prefix, not its whole path. The worlds are
+/// exactly those a replay from the initial world gives (`World::apply` is a function
+/// of the world and the operation), so the search's result does not change.
+struct Replayer<'a> {
+    initial: &'a World,
+    /// The operations of the last path rebuilt.
+    path: Vec<Op>,
+    /// `worlds[i]` is the world after `path[..=i]`.
+    worlds: Vec<World>,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(initial: &'a World) -> Replayer<'a> {
+        Replayer {
+            initial,
+            path: Vec::new(),
+            worlds: Vec::new(),
+        }
     }
-    Ok(world)
+
+    /// The world at the end of `path`.
+    fn world_at(&mut self, path: &[Op]) -> Result<&World, ScriptError> {
+        let common = self
+            .path
+            .iter()
+            .zip(path)
+            .take_while(|(kept, wanted)| kept == wanted)
+            .count();
+        self.path.truncate(common);
+        self.worlds.truncate(common);
+        for op in &path[common..] {
+            let mut next = self.worlds.last().unwrap_or(self.initial).clone();
+            next.apply(op)?;
+            self.worlds.push(next);
+            self.path.push(op.clone());
+        }
+        debug_assert_eq!(self.path.len(), self.worlds.len());
+        Ok(self.worlds.last().unwrap_or(self.initial))
+    }
 }
 
 /// Expands a worker's chunk of a level. Stops at the first violation (the merge never
@@ -353,6 +414,7 @@ fn expand_chunk(
 ) -> Result<Chunk, ScriptError> {
     let mut seen_here = Visited::default();
     let mut candidates = Vec::new();
+    let mut replayer = Replayer::new(initial);
     for node in nodes {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Ok(Chunk {
@@ -360,12 +422,13 @@ fn expand_chunk(
                 timed_out: true,
             });
         }
-        let world = replay(initial, &node.path)?;
+        let world = replayer.world_at(&node.path)?;
         for &letter in config.race.alphabet() {
-            let mut child = world.clone();
-            let Some((op, outcome)) = letter.apply(&mut child)? else {
+            let Some(op) = letter.op(world) else {
                 continue;
             };
+            let mut child = world.clone();
+            let outcome = child.apply(&op)?;
             let mut path = node.path.clone();
             path.push(op);
             let fingerprint = fingerprint(&child);
@@ -528,7 +591,8 @@ impl Search<'_> {
     }
 
     fn report(&mut self, path: Vec<Op>, finish: Vec<Op>, violation: Violation) {
-        let script = counterexample_script(self.config, &path, &finish, &violation);
+        let whole: Vec<Op> = self.prefix.iter().chain(&path).cloned().collect();
+        let script = counterexample_script(self.config, &whole, &finish, &violation);
         self.result.finding = Finding::Violation(Box::new(Counterexample {
             path,
             finish,
@@ -559,4 +623,66 @@ pub fn counterexample_script(
         .statements
         .push(Statement::Expect(Expect::Violation(expect)));
     script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path of up to `depth` letters from `world`, depth-first in alphabet order.
+    fn paths(
+        race: Race,
+        world: &World,
+        depth: usize,
+        prefix: &mut Vec<Op>,
+        out: &mut Vec<Vec<Op>>,
+    ) {
+        out.push(prefix.clone());
+        if depth == 0 {
+            return;
+        }
+        for &letter in race.alphabet() {
+            let mut child = world.clone();
+            if let Some((op, _)) = letter.apply(&mut child).expect("a valid operation") {
+                prefix.push(op);
+                paths(race, &child, depth - 1, prefix, out);
+                prefix.pop();
+            }
+        }
+    }
+
+    #[test]
+    fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
+        let race = Race::Snapshot;
+        let initial = race
+            .initial_world(Policy::CONCURRENT)
+            .expect("the setup runs");
+        let mut all = Vec::new();
+        paths(race, &initial, 2, &mut Vec::new(), &mut all);
+        // Forwards (long shared prefixes, as a level's chunk has), then backwards (every
+        // step abandons most of the path), so both the reuse and the rebuild are used.
+        let order: Vec<&Vec<Op>> = all.iter().chain(all.iter().rev()).collect();
+        let mut replayer = Replayer::new(&initial);
+        let mut reused = 0;
+        for path in order {
+            let common = replayer
+                .path
+                .iter()
+                .zip(path.iter())
+                .take_while(|(kept, wanted)| kept == wanted)
+                .count();
+            reused += common;
+            let rebuilt = fingerprint(replayer.world_at(path).expect("the path replays"));
+            let mut replayed = initial.clone();
+            for op in path {
+                replayed.apply(op).expect("the path replays");
+            }
+            assert_eq!(rebuilt, fingerprint(&replayed), "{path:?}");
+        }
+        assert!(all.len() > 20, "only {} paths", all.len());
+        assert!(
+            reused > all.len(),
+            "the prefixes were not reused ({reused})"
+        );
+    }
 }

@@ -242,3 +242,85 @@ fn the_result_does_not_depend_on_the_number_of_threads() {
         }
     }
 }
+
+/// The prefix that puts the snapshot race's send in its first commit-root search with
+/// the commit root held and not read yet: `send start`, then every walk step and the
+/// step that takes the root (`docs/windows.md`, commit-root searches).
+fn send_holding_a_search_root(policy: Policy) -> Vec<crate::script::Op> {
+    use crate::generate::job;
+    use crate::script::Op;
+    use cowproof_engine::send::SendStage;
+    let mut world = Race::Snapshot.initial_world(policy).expect("setup");
+    let start = alphabet::send_start();
+    world.apply(&start).expect("send start");
+    let step = Op::SendStep {
+        job: job(alphabet::SEND_JOB),
+        steps: 1,
+    };
+    let mut steps = 0;
+    loop {
+        let run = &world.sends[alphabet::SEND_JOB];
+        if *run.job.stage() == SendStage::Lookup && run.job.lookup_held().is_some() {
+            break;
+        }
+        assert!(steps < 200, "the walk of three files ends");
+        world.apply(&step).expect("send step");
+        steps += 1;
+    }
+    vec![
+        start,
+        Op::SendStep {
+            job: job(alphabet::SEND_JOB),
+            steps,
+        },
+    ]
+}
+
+/// Seed 2 on the search path: from a send whose first `__get_inode_info()` descent
+/// holds the commit root, the explorer (the snapshot race's letters) finds the read
+/// violation under `unprotected` in two letters (a snapshot of the send root frees the
+/// root node the search holds, the next snapshot's commit allocates it again; the next
+/// level reads it at the end of the path), and `clone-root` is safe there with a commit
+/// reached in the middle of a search (the window was entered).
+#[test]
+fn the_snapshot_race_is_found_on_the_search_path() {
+    let prefix = send_holding_a_search_root(Policy::UNPROTECTED);
+    let found = explore_after(
+        Config::new(Policy::UNPROTECTED, Race::Snapshot, 3),
+        &prefix,
+        &mut |_| {},
+    )
+    .expect("the search runs");
+    let example = counterexample(&found);
+    assert_eq!(example.path.len(), 2, "{}", example.script);
+    assert_eq!(
+        example.violation.kind,
+        crate::oracle::ViolationKind::ReadConsistency,
+        "{}",
+        example.script
+    );
+    assert!(
+        example.path[0].to_string().starts_with("snapshot snap "),
+        "{}",
+        example.script
+    );
+    let report = run(&example.script, RunOptions::default());
+    assert_eq!(
+        report.verdict(),
+        crate::runner::Verdict::Violation,
+        "{report}"
+    );
+    let prefix = send_holding_a_search_root(Policy::CLONE_ROOT);
+    let safe = explore_after(
+        Config::new(Policy::CLONE_ROOT, Race::Snapshot, 4),
+        &prefix,
+        &mut |_| {},
+    )
+    .expect("the search runs");
+    assert_eq!(safe.finding, Finding::Safe);
+    assert!(
+        safe.mark(Mark::SearchSpannedCommit) > 0,
+        "window not entered"
+    );
+    assert!(safe.mark(Mark::SnapshotOfRootUnderSend) > 0);
+}

@@ -44,6 +44,25 @@ pub use tree_model::check_tree_model;
 use crate::script::Script;
 use cowproof_engine::Policy;
 
+/// Decodes one value after another from `data` with `decode_one`, until the bytes run
+/// out, a value fails to decode, or `most` values were decoded: the operation lists of
+/// the model targets (`alloc_model`, `tree_model`).
+pub fn decode_sequence<T>(
+    data: &[u8],
+    most: usize,
+    decode_one: impl Fn(&mut arbitrary::Unstructured) -> arbitrary::Result<T>,
+) -> Vec<T> {
+    let mut u = arbitrary::Unstructured::new(data);
+    let mut values = Vec::new();
+    while values.len() < most && !u.is_empty() {
+        match decode_one(&mut u) {
+            Ok(value) => values.push(value),
+            Err(_) => break,
+        }
+    }
+    values
+}
+
 /// The environment variable naming the policy the `interleave` target runs under.
 pub const POLICY_VARIABLE: &str = "COWPROOF_POLICY";
 

@@ -1,11 +1,11 @@
 //! The `tree_model` target: bytes -> a sequence of tree operations (insert, delete,
 //! update, lookup, commit, snapshot of any live tree, subvolume delete, remount, crash)
 //! on three writable subvolumes and their read-only snapshots at the tiny geometry,
-//! mirrored on a `BTreeMap` model per tree (live, and as of the last commit). Every
-//! result must match the model (errno included); every [`FSCK_INTERVAL`] operations and
-//! at the end fsck must hold and every tree must read exactly as its model — snapshots
-//! keep their content whatever happens to their sources afterwards, and a crash returns
-//! every tree to its last committed content.
+//! mirrored on the item-tree twin (`cowproof_engine::reference::item_trees`: live and
+//! committed `BTreeMap`s). Every result must match the model (errno included); every
+//! [`FSCK_INTERVAL`] operations and at the end fsck must hold and every tree must read
+//! exactly as its model — snapshots keep their content whatever happens to their sources
+//! afterwards, and a crash returns every tree to its last committed content.
 //!
 //! What it does not cover: file-extent items and the data extents they reference (the
 //! `send_receive` target writes files), relocation, send, other item types and item
@@ -13,8 +13,8 @@
 
 use arbitrary::{Result, Unstructured};
 use cowproof_engine::key::item_type;
+use cowproof_engine::reference::item_trees::ItemTrees;
 use cowproof_engine::{Errno, FsInfo, Geometry, Key, Policy};
-use std::collections::BTreeMap;
 
 /// Most operations an input decodes to.
 pub const OPERATIONS_MAX: usize = 256;
@@ -24,8 +24,6 @@ pub const FSCK_INTERVAL: usize = 32;
 
 /// The writable subvolumes.
 const VOLUMES: [&str; 3] = ["v0", "v1", "v2"];
-
-type Items = BTreeMap<Key, Vec<u8>>;
 
 /// One decoded operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,15 +59,7 @@ pub enum TreeOperation {
 
 /// The operations `data` decodes to.
 pub fn decode_tree_model(data: &[u8]) -> Vec<TreeOperation> {
-    let mut u = Unstructured::new(data);
-    let mut operations = Vec::new();
-    while operations.len() < OPERATIONS_MAX && !u.is_empty() {
-        match decode_operation(&mut u) {
-            Ok(operation) => operations.push(operation),
-            Err(_) => break,
-        }
-    }
-    operations
+    super::decode_sequence(data, OPERATIONS_MAX, decode_operation)
 }
 
 fn decode_operation(u: &mut Unstructured) -> Result<TreeOperation> {
@@ -107,25 +97,8 @@ fn decode_operation(u: &mut Unstructured) -> Result<TreeOperation> {
     Ok(operation)
 }
 
-/// The model: every named tree's items, live and as of the last commit.
-#[derive(Clone, Debug, Default)]
-struct Model {
-    live: BTreeMap<String, Items>,
-    committed: BTreeMap<String, Items>,
-    snapshots_made: usize,
-}
-
 fn value(seed: u64, length: usize) -> Vec<u8> {
     cowproof_engine::testing::seeded_bytes(length, seed)
-}
-
-fn pick_key(items: &Items, pick: usize) -> Option<Key> {
-    (!items.is_empty()).then(|| *items.keys().nth(pick % items.len()).expect("in range"))
-}
-
-fn pick_name(model: &Model, pick: usize) -> Option<String> {
-    let names: Vec<&String> = model.live.keys().collect();
-    (!names.is_empty()).then(|| names[pick % names.len()].clone())
 }
 
 fn engine_error(what: &str, error: cowproof_engine::Error) -> String {
@@ -139,23 +112,30 @@ fn root_of(fs: &FsInfo, name: &str) -> std::result::Result<u64, String> {
 
 struct Harness {
     fs: FsInfo,
-    model: Model,
+    model: ItemTrees<String>,
+    snapshots_made: usize,
 }
 
 impl Harness {
     fn new() -> std::result::Result<Harness, String> {
         let mut fs = FsInfo::mkfs(Geometry::tiny(), Policy::CONCURRENT)
             .map_err(|error| engine_error("mkfs", error))?;
-        let mut model = Model::default();
+        let mut model = ItemTrees::new();
         for name in VOLUMES {
             fs.create_subvolume(name)
                 .map_err(|error| engine_error("create", error))?;
-            model.live.insert(name.to_string(), Items::new());
+            model
+                .create_tree(name.to_string())
+                .map_err(|errno| format!("model create {name}: {errno}"))?;
         }
         fs.commit_transaction()
             .map_err(|error| engine_error("commit", error))?;
-        model.committed = model.live.clone();
-        Ok(Harness { fs, model })
+        model.commit();
+        Ok(Harness {
+            fs,
+            model,
+            snapshots_made: 0,
+        })
     }
 
     /// Applies one operation to both and compares the results.
@@ -182,7 +162,7 @@ impl Harness {
                 self.fs
                     .commit_transaction()
                     .map_err(|error| engine_error("commit", error))?;
-                self.model.committed = self.model.live.clone();
+                self.model.commit();
                 Ok(())
             }
             TreeOperation::Snapshot { pick } => self.snapshot(pick),
@@ -191,44 +171,49 @@ impl Harness {
                 self.fs
                     .remount()
                     .map_err(|error| engine_error("remount", error))?;
-                self.model.committed = self.model.live.clone();
+                self.model.commit();
                 Ok(())
             }
             TreeOperation::Crash => {
                 self.fs
                     .crash()
                     .map_err(|error| engine_error("crash", error))?;
-                self.model.live = self.model.committed.clone();
+                self.model.crash();
                 Ok(())
             }
         }
     }
 
     fn insert(&mut self, name: &str, key: Key, data: Vec<u8>) -> std::result::Result<(), String> {
-        let Some(items) = self.model.live.get_mut(name) else {
+        let name = name.to_string();
+        if self.model.tree(&name).is_none() {
             return Ok(());
-        };
-        let root_id = root_of(&self.fs, name)?;
-        let result = self.fs.insert_item(root_id, key, &data);
-        match (items.contains_key(&key), result) {
-            (true, Err(error)) if error.to_errno() == Errno::EEXIST => Ok(()),
-            (true, other) => Err(format!(
-                "insert of existing {key} in {name}: expected EEXIST, got {other:?}"
+        }
+        let root_id = root_of(&self.fs, &name)?;
+        let engine = self
+            .fs
+            .insert_item(root_id, key, &data)
+            .map_err(|error| error.to_errno());
+        let model = self.model.insert(&name, key, data);
+        match (model, engine) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(expected), Err(errno)) if expected == errno => Ok(()),
+            (Err(expected), other) => Err(format!(
+                "insert of existing {key} in {name}: expected {expected}, got {other:?}"
             )),
-            (false, Ok(())) => {
-                items.insert(key, data);
-                Ok(())
-            }
-            (false, Err(error)) => Err(engine_error(&format!("insert {key} in {name}"), error)),
+            (Ok(()), Err(errno)) => Err(format!(
+                "insert {key} in {name}: the engine failed with {errno}"
+            )),
         }
     }
 
     fn delete(&mut self, name: &str, pick: usize) -> std::result::Result<(), String> {
-        let Some(items) = self.model.live.get_mut(name) else {
+        let name = name.to_string();
+        if self.model.tree(&name).is_none() {
             return Ok(());
-        };
-        let root_id = root_of(&self.fs, name)?;
-        let Some(key) = pick_key(items, pick) else {
+        }
+        let root_id = root_of(&self.fs, &name)?;
+        let Some(key) = self.model.pick_key(&name, pick) else {
             let missing = Key::new(999, item_type::INODE_ITEM, 0);
             return match self.fs.delete_item(root_id, missing) {
                 Err(error) if error.to_errno() == Errno::ENOENT => Ok(()),
@@ -241,7 +226,7 @@ impl Harness {
             .fs
             .delete_item(root_id, key)
             .map_err(|error| engine_error(&format!("delete {key} in {name}"), error))?;
-        let expected = items.remove(&key);
+        let expected = self.model.delete(&name, key).ok();
         (expected.as_ref() == Some(&old))
             .then_some(())
             .ok_or_else(|| {
@@ -255,18 +240,16 @@ impl Harness {
         pick: usize,
         data: Vec<u8>,
     ) -> std::result::Result<(), String> {
-        let Some(items) = self.model.live.get_mut(name) else {
+        let name = name.to_string();
+        let Some(key) = self.model.pick_key(&name, pick) else {
             return Ok(());
         };
-        let Some(key) = pick_key(items, pick) else {
-            return Ok(());
-        };
-        let root_id = root_of(&self.fs, name)?;
+        let root_id = root_of(&self.fs, &name)?;
         let old = self
             .fs
             .update_item(root_id, key, &data)
             .map_err(|error| engine_error(&format!("update {key} in {name}"), error))?;
-        let expected = items.insert(key, data);
+        let expected = self.model.update(&name, key, data).ok();
         (expected.as_ref() == Some(&old))
             .then_some(())
             .ok_or_else(|| {
@@ -275,7 +258,7 @@ impl Harness {
     }
 
     fn lookup(&mut self, tree: usize, objectid: u64) -> std::result::Result<(), String> {
-        let Some(name) = pick_name(&self.model, tree) else {
+        let Some(name) = self.model.pick_name(tree) else {
             return Ok(());
         };
         let root_id = root_of(&self.fs, &name)?;
@@ -284,36 +267,37 @@ impl Harness {
             .fs
             .lookup_item(root_id, &key)
             .map_err(|error| engine_error(&format!("lookup {key} in {name}"), error))?;
-        let expected = self.model.live[&name].get(&key);
+        let expected = self.model.lookup(&name, &key);
         (found.as_ref() == expected).then_some(()).ok_or_else(|| {
             format!("lookup {key} in {name} found {found:?}, the model has {expected:?}")
         })
     }
 
     fn snapshot(&mut self, pick: usize) -> std::result::Result<(), String> {
-        let Some(source) = pick_name(&self.model, pick) else {
+        let Some(source) = self.model.pick_name(pick) else {
             return Ok(());
         };
-        let destination = format!("s{}", self.model.snapshots_made);
-        self.model.snapshots_made += 1;
+        let destination = format!("s{}", self.snapshots_made);
+        self.snapshots_made += 1;
         self.fs
             .snapshot(&source, &destination, true)
             .map_err(|error| engine_error(&format!("snapshot {source} {destination}"), error))?;
-        let items = self.model.live[&source].clone();
-        self.model.live.insert(destination, items);
-        self.model.committed = self.model.live.clone();
-        Ok(())
+        self.model
+            .snapshot(&source, destination.clone())
+            .map_err(|errno| format!("model snapshot {source} {destination}: {errno}"))
     }
 
     fn delete_subvolume(&mut self, pick: usize) -> std::result::Result<(), String> {
-        let Some(name) = pick_name(&self.model, pick) else {
+        let Some(name) = self.model.pick_name(pick) else {
             return Ok(());
         };
         self.fs
             .delete_subvolume(&name)
             .map_err(|error| engine_error(&format!("delete subvolume {name}"), error))?;
-        self.model.live.remove(&name);
-        Ok(())
+        self.model
+            .delete_tree(&name)
+            .map(drop)
+            .map_err(|errno| format!("model delete subvolume {name}: {errno}"))
     }
 
     /// fsck, then every tree against its model.
@@ -321,32 +305,7 @@ impl Harness {
         self.fs
             .check()
             .map_err(|error| format!("fsck failed: {error}"))?;
-        let names: Vec<String> = self
-            .fs
-            .subvolumes()
-            .map(|(name, _)| name.to_string())
-            .collect();
-        let expected: Vec<&String> = self.model.live.keys().collect();
-        if names.iter().collect::<Vec<_>>() != expected {
-            return Err(format!("subvolumes {names:?}, the model has {expected:?}"));
-        }
-        for (name, items) in &self.model.live {
-            let root_id = root_of(&self.fs, name)?;
-            let found: Items = self
-                .fs
-                .items_in_range(root_id, Key::MIN, Key::MAX)
-                .map_err(|error| engine_error(&format!("read {name}"), error))?
-                .into_iter()
-                .collect();
-            if found != *items {
-                return Err(format!(
-                    "tree {name} differs from its model\nfound {:?}\nmodel {:?}",
-                    found.keys().collect::<Vec<_>>(),
-                    items.keys().collect::<Vec<_>>()
-                ));
-            }
-        }
-        Ok(())
+        self.model.compare_with_subvolumes(&mut self.fs)
     }
 }
 

@@ -5,7 +5,7 @@
 //!   every key, the last slot whose key is at most it (slot 0 below the first), and
 //!   says whether it matched exactly;
 //! - [`allocator_never_hands_out_a_pinned_or_used_block`]: the lowest-free allocator
-//!   against a model of used and pinned blocks;
+//!   against the allocator twin (`cowproof_engine::reference::allocator`);
 //! - [`cow_preserves_logical_content`]: COWing a committed tree's path leaves its
 //!   items, and its commit root's, unchanged, and fsck holds;
 //! - [`stream_round_trips`]: encode then decode gives back the commands;
@@ -16,9 +16,10 @@
 //! the input types' sizes.
 
 use super::cover;
-use cowproof_engine::alloc::{BlockGroupKind, SpaceInfo};
+use cowproof_engine::alloc::BlockGroupKind;
 use cowproof_engine::extent_buffer::{BlockContent, Body, NodeSlot};
 use cowproof_engine::key::objectid;
+use cowproof_engine::reference::allocator::{AllocatorCall, AllocatorTwin, SECTOR_BYTES};
 use cowproof_engine::stream::command::Command;
 use cowproof_engine::stream::{decode, encode};
 use cowproof_engine::{FsInfo, Geometry, Key, Policy};
@@ -61,69 +62,45 @@ pub fn node_search_finds_the_right_slot(keys: &[(u8, u8, u8)], probe: (u8, u8, u
     assert_eq!(exact, keys.contains(&probe), "probe {probe:?} in {keys:?}");
 }
 
-/// One allocator operation, decoded from a byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AllocatorOp {
-    Alloc,
-    FreeNow(usize),
-    Pin(usize),
-    UnpinAll,
-}
-
-fn allocator_op(byte: u8) -> AllocatorOp {
+/// One allocator call of one block, decoded from a byte: allocate, free at once or pin
+/// the `byte / 4`-th allocated block, unpin everything.
+fn allocator_call(byte: u8) -> AllocatorCall {
+    let pick = usize::from(byte / 4);
     match byte % 4 {
-        0 => AllocatorOp::Alloc,
-        1 => AllocatorOp::FreeNow(usize::from(byte / 4)),
-        2 => AllocatorOp::Pin(usize::from(byte / 4)),
-        _ => AllocatorOp::UnpinAll,
+        0 => AllocatorCall::Alloc {
+            kind: BlockGroupKind::Metadata,
+            sectors: 1,
+        },
+        1 => AllocatorCall::FreeNow { pick },
+        2 => AllocatorCall::Pin { pick },
+        _ => AllocatorCall::UnpinAll,
     }
 }
 
-/// Runs allocator operations on one eight-block metadata group against a model: every
-/// block handed out is inside the group, neither in use nor pinned, and the lowest free
-/// one; allocation fails only when every block is used or pinned.
+/// Runs allocator calls on one eight-block metadata group against the allocator twin:
+/// every block handed out is the lowest one neither in use nor pinned; allocation fails
+/// only when every block is used or pinned; groups, free bytes and pinned extents agree
+/// after every call.
 pub fn allocator_never_hands_out_a_pinned_or_used_block(ops: &[u8]) {
-    const BLOCK: u64 = 4096;
     const BLOCKS: u64 = 8;
-    let mut space = SpaceInfo::new(BLOCKS * BLOCK, BLOCK);
-    let start = space
-        .add_group(BlockGroupKind::Metadata, BLOCKS * BLOCK)
-        .expect("the device holds one group");
-    let mut used: BTreeSet<u64> = BTreeSet::new();
-    let mut pinned: BTreeSet<u64> = BTreeSet::new();
+    let mut twin = AllocatorTwin::new(BLOCKS * SECTOR_BYTES, SECTOR_BYTES);
+    let group = AllocatorCall::AddGroup {
+        kind: BlockGroupKind::Metadata,
+        sectors: BLOCKS,
+    };
+    twin.apply(group).expect("the device holds one group");
     for &byte in ops {
-        match allocator_op(byte) {
-            AllocatorOp::Alloc => {
-                let lowest_free = (0..BLOCKS)
-                    .map(|index| start + index * BLOCK)
-                    .find(|bytenr| !used.contains(bytenr) && !pinned.contains(bytenr));
-                let got = space.alloc(BlockGroupKind::Metadata, BLOCK);
-                cover!(
-                    got.is_some() && !pinned.is_empty(),
-                    "allocated while some are pinned"
-                );
-                assert_eq!(got, lowest_free, "used {used:?} pinned {pinned:?}");
-                if let Some(bytenr) = got {
-                    assert!(!pinned.contains(&bytenr) && used.insert(bytenr));
-                }
-            }
-            AllocatorOp::FreeNow(pick) | AllocatorOp::Pin(pick) if !used.is_empty() => {
-                let bytenr = *used.iter().nth(pick % used.len()).expect("in range");
-                used.remove(&bytenr);
-                if matches!(allocator_op(byte), AllocatorOp::Pin(_)) {
-                    space.pin(bytenr, BLOCK);
-                    pinned.insert(bytenr);
-                } else {
-                    space.free_now(bytenr, BLOCK);
-                }
-            }
-            AllocatorOp::FreeNow(_) | AllocatorOp::Pin(_) => {}
-            AllocatorOp::UnpinAll => {
-                space.unpin_all();
-                pinned.clear();
-            }
-        }
-        space.check().expect("space invariants");
+        let call = allocator_call(byte);
+        let (allocated, pinned) = (twin.model().allocated().len(), twin.model().pinned().len());
+        twin.apply(call)
+            .and_then(|()| twin.check())
+            .unwrap_or_else(|failure| panic!("{call:?}: {failure}"));
+        cover!(
+            matches!(call, AllocatorCall::Alloc { .. })
+                && twin.model().allocated().len() > allocated
+                && pinned > 0,
+            "allocated while some are pinned"
+        );
     }
 }
 

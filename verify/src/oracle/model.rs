@@ -8,8 +8,8 @@ use crate::oracle::{Violation, ViolationKind};
 use crate::script::Op;
 use crate::world::{errno_of, Outcome, SendRun};
 use cowproof_engine::ctree::TreeView;
-use cowproof_engine::model_fs::{Content, ModelFs};
-use cowproof_engine::{Errno, Error, FsInfo, Ingredient, Policy};
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
+use cowproof_engine::{Errno, Error, FsInfo, Ingredient};
 use std::collections::BTreeMap;
 
 /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 /// deleting a subvolume a running send reads (its snapshot or its parent) is EPERM
 /// under `protect-deletion` once the job has counted itself in its roots
 /// (`btrfs_delete_subvolume` refuses a root whose `send_in_progress` is set; before the
-/// count, in the window of dc058f5fda09, the deletion goes ahead).
-pub fn refusal(sends: &BTreeMap<String, SendRun>, policy: Policy, op: &Op) -> Option<Errno> {
+/// count, in the window of dc058f5fda09, the deletion goes ahead). A name already
+/// deleted is ENOENT before anything else, as the lookup comes first.
+pub fn refusal(sends: &BTreeMap<String, SendRun>, fs: &FsInfo, op: &Op) -> Option<Errno> {
     let running = || sends.values().filter(|run| !run.job.is_over());
     match op {
         Op::Remount => running().next().map(|_| Errno::EBUSY),
@@ -30,7 +31,8 @@ pub fn refusal(sends: &BTreeMap<String, SendRun>, policy: Policy, op: &Op) -> Op
                         || run.parent.as_deref() == Some(name.as_str()))
             })
             .then_some(Errno::EPERM)
-            .filter(|_| policy.has(Ingredient::ProtectDeletion)),
+            .filter(|_| fs.policy().has(Ingredient::ProtectDeletion))
+            .filter(|_| fs.subvolume_id(name.as_str()).is_ok()),
         _ => None,
     }
 }

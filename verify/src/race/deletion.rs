@@ -27,7 +27,7 @@ pub static RACE: RaceSpec = RaceSpec {
     alphabet: &[
         Letter::SendStart,
         Letter::SendStep,
-        Letter::DeleteSendSnapshot,
+        Letter::DeleteSendRoot,
         Letter::CleanerStep,
         Letter::Commit,
         Letter::WriteOther,

@@ -10,7 +10,7 @@
 use super::World;
 use crate::script::{Data, Op, ScriptPath};
 use cowproof_engine::fs::CloneSide;
-use cowproof_engine::model_fs::ModelFs;
+use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::{Errno, Error, FsInfo};
 
 /// `commit step N`: N steps of the commit in progress (stopping when it completes).
@@ -196,15 +196,6 @@ impl World {
     }
 }
 
-/// `open(O_CREAT)` before a write: a missing file is created; anything else is left to
-/// the write (EISDIR, EROFS in its order).
-fn create_if_missing(model: &mut ModelFs, path: &[u8]) -> Result<(), Errno> {
-    match model.stat(path) {
-        Err(Errno::ENOENT) => model.create(path),
-        _ => Ok(()),
-    }
-}
-
 fn write_both(
     fs: &mut FsInfo,
     model: &mut ModelFs,
@@ -217,8 +208,7 @@ fn write_both(
         .subvolume_id(path.subvolume().as_str())
         .and_then(|root| fs.write(root, &components(path), offset, &bytes));
     let model_path = model_path(path);
-    let model_result = create_if_missing(model, &model_path)
-        .and_then(|()| model.write(&model_path, offset, &bytes));
+    let model_result = model.write_creating(&model_path, offset, &bytes);
     (engine, model_result)
 }
 

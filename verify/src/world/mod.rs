@@ -22,7 +22,7 @@ mod jobs;
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, Violation, ViolationKind};
 use crate::script::Op;
-use cowproof_engine::model_fs::{Content, ModelFs};
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
@@ -179,7 +179,7 @@ impl World {
             Op::RelocateStep { job, steps } => self.relocate_steps(job.as_str(), Some(*steps))?,
             Op::RelocateFinish { job } => self.relocate_steps(job.as_str(), None)?,
             Op::Crash => self.crash(),
-            other => match model_oracle::refusal(&self.sends, self.fs.policy(), other) {
+            other => match model_oracle::refusal(&self.sends, &self.fs, other) {
                 // A refusal a running job causes: the engine must give the same errno,
                 // and the model is left as it is (see docs/oracles.md).
                 Some(errno) => {
