@@ -36,11 +36,13 @@ impl World {
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);
+        let expected = round_trip::snapshot_content(&mut self.fs, snapshot);
         let mut run = SendRun {
             job,
             ghost,
             snapshot: snapshot.to_string(),
             parent: parent.map(str::to_string),
+            expected,
         };
         let reads = self.observe();
         let mut violations = check_reads(&self.fs, name, &mut run, &reads);
@@ -132,7 +134,7 @@ impl World {
             }
         }
         round_trip::check(
-            &mut self.fs,
+            &run.expected,
             &mut self.receiver,
             name,
             &run.snapshot,
