@@ -298,56 +298,6 @@ fn ablation_scripts_are_clean_under_the_full_policy() {
     assert!(checked > 0, "no ablation scripts");
 }
 
-/// The bug-zoo scripts (`corpus/scripts/zoo-*.cows`, docs/bug-zoo.md): each reproduces a
-/// historic symptom under the policy of its `policy` line (checked with every corpus
-/// script by `tests/cli.rs`) and names, in a `# clean-under: POLICY` line, a policy with
-/// the fix; the same operations without their `expect` lines are clean there.
-#[test]
-fn zoo_scripts_are_clean_under_the_policy_with_the_fix() {
-    use cowproof_verify::runner::{run, RunOptions};
-    use cowproof_verify::script::Statement;
-    let mut checked = 0;
-    for path in corpus_files("scripts") {
-        let name = file_name(&path).to_string();
-        if !name.starts_with("zoo-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("readable script");
-        let fixed: Policy = text
-            .lines()
-            .find_map(|line| line.strip_prefix("# clean-under: "))
-            .unwrap_or_else(|| panic!("{name}: no `# clean-under: POLICY` line"))
-            .trim()
-            .parse()
-            .unwrap_or_else(|error| panic!("{name}: {error}"));
-        let mut script = cowproof_verify::script::parse(&text).expect("a valid script");
-        assert_ne!(
-            script.policy,
-            Some(fixed),
-            "{name}: the fix is not in its policy line"
-        );
-        let ablated = run(&script, RunOptions::default());
-        assert_eq!(ablated.verdict(), Verdict::Violation, "{name}: {ablated}");
-        script
-            .statements
-            .retain(|statement| !matches!(statement, Statement::Expect(_)));
-        let report = run(
-            &script,
-            RunOptions {
-                policy: Some(fixed),
-                ..RunOptions::default()
-            },
-        );
-        assert_eq!(
-            report.verdict(),
-            Verdict::Ok,
-            "{name} under {fixed}: {report}"
-        );
-        checked += 1;
-    }
-    assert!(checked >= 4, "only {checked} zoo scripts");
-}
-
 /// Seed 2 on the search path (`corpus/scripts/seed2-search-path.cows`): the operations,
 /// without their `expect` line, are clean under every policy that clones the commit
 /// root, and the send completes (its round trip is checked), while under the two

@@ -65,7 +65,8 @@ pub fn ensure_parent_received(
 }
 
 /// Receives a finished job's stream and compares the result with `expected`, the
-/// snapshot's content when the send started ([`snapshot_content`] then).
+/// snapshot's content ([`snapshot_content`] when the send finishes, or when it started
+/// if the snapshot was deleted in between).
 /// `inconsistent_block` is the block the job's walk read inconsistently, if it did: a
 /// wrong stream is then a consequence of that read and joins its chain. A stream that
 /// receives without error but gives other content is the silently wrong stream (a

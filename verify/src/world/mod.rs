@@ -142,7 +142,8 @@ pub struct SendRun {
     /// Its parent, for an incremental send.
     pub parent: Option<String>,
     /// The snapshot's content when the send started (its commit root): what the
-    /// received copy must equal, even if the snapshot is deleted while the send runs.
+    /// received copy must equal if the snapshot is deleted while the send runs (while
+    /// it exists, the received copy must equal its content when the send finishes).
     pub expected: Result<Content, String>,
 }
 
