@@ -16,6 +16,7 @@
 //! verifies.
 
 use crate::alloc::ExtentKind;
+use crate::cleaner::first_live_slot;
 use crate::error::Error;
 use crate::extent_buffer::{BlockPtr, SharedContent};
 use crate::fs_info::FsInfo;
@@ -144,13 +145,15 @@ impl FsInfo {
         self.cache.check().map_err(FsckError::Bookkeeping)?;
         self.space.check().map_err(FsckError::SpaceAccounting)?;
         let mut census = Census::default();
-        for root in self.roots() {
+        for root in self.roots.values().filter(|root| !root.deleted) {
+            let drop_progress = dead_drop_progress(root);
             *census.tree_refs.entry(root.node.bytenr).or_insert(0) += 1;
-            self.walk_tree(root.root_id, root.node, Some(&mut census))?;
+            self.walk_tree(root.root_id, root.node, drop_progress, Some(&mut census))?;
         }
         for root in self.roots.values() {
             if let Some(commit_root) = root.commit_root {
-                self.walk_tree(root.root_id, commit_root, None)?;
+                let drop_progress = dead_drop_progress(root);
+                self.walk_tree(root.root_id, commit_root, drop_progress, None)?;
             }
         }
         self.check_references(&census)?;
@@ -166,10 +169,14 @@ impl FsInfo {
 
     /// Walks one tree; with a census, counts references of blocks not yet visited.
     /// Without one (commit roots), checks structure and that no block is free.
+    /// A dead root is walked as the cleaner left it: in every node, only the slots from
+    /// [`first_live_slot`] of its `drop_progress` on (`Key::MIN` for a live root skips
+    /// nothing).
     fn walk_tree(
         &self,
         root_id: u64,
         top: BlockPtr,
+        drop_progress: Key,
         mut census: Option<&mut Census>,
     ) -> Result<(), FsckError> {
         let mut pending = vec![(top, None, Key::MIN, None::<Key>)];
@@ -209,7 +216,8 @@ impl FsInfo {
             }
             match content.node_slots() {
                 Some(slots) => {
-                    for (index, slot) in slots.iter().enumerate() {
+                    let first_live = first_live_slot(slots, drop_progress);
+                    for (index, slot) in slots.iter().enumerate().skip(first_live) {
                         if let Some(census) = census.as_deref_mut() {
                             *census.tree_refs.entry(slot.blockptr).or_insert(0) += 1;
                         }
@@ -431,6 +439,16 @@ fn check_key_range(content: &SharedContent, low: Key, high: Option<Key>) -> Resu
         }
     }
     Ok(())
+}
+
+/// Where the cleaner is in dropping `root`: its `drop_progress` if the root is dead,
+/// `Key::MIN` (nothing dropped) otherwise.
+fn dead_drop_progress(root: &crate::fs_info::Root) -> Key {
+    if root.item.is_dead() {
+        root.item.drop_progress
+    } else {
+        Key::MIN
+    }
 }
 
 #[cfg(test)]

@@ -325,9 +325,11 @@ impl FsInfo {
         }
     }
 
-    /// Every loaded root that is not deleted, by id.
+    /// Every loaded root that is neither deleted nor dead (waiting for the cleaner), by id.
     pub fn roots(&self) -> impl Iterator<Item = &Root> {
-        self.roots.values().filter(|root| !root.deleted)
+        self.roots
+            .values()
+            .filter(|root| !root.deleted && !root.item.is_dead())
     }
 
     /// The root id of the subvolume or snapshot called `name`; ENOENT if none.

@@ -14,6 +14,9 @@ pub const FILE_EXTENT_PREALLOC: u8 = 2;
 
 /// Root item flag: the subvolume is read-only.
 pub const ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
+/// Root item flag: the subvolume is deleted and waits for the cleaner
+/// (`BTRFS_ROOT_SUBVOL_DEAD`, btrfs's value).
+pub const ROOT_SUBVOL_DEAD: u64 = 1 << 48;
 
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -180,15 +183,24 @@ pub struct RootItem {
     pub stransid: u64,
     /// Transid when received.
     pub rtransid: u64,
+    /// For a dead root the cleaner is dropping: the first key of the first subtree not
+    /// yet dropped (`drop_progress`; everything left of it is freed). `Key::MIN` for a
+    /// root whose drop has not begun.
+    pub drop_progress: crate::key::Key,
 }
 
 impl RootItem {
     /// Encoded length.
-    pub const BYTES: usize = 8 * 8 + 1 + 4 + 16 * 3;
+    pub const BYTES: usize = 8 * 8 + 1 + 4 + 16 * 3 + 17;
 
     /// Whether the subvolume is read-only.
     pub fn is_read_only(&self) -> bool {
         self.flags & ROOT_SUBVOL_RDONLY != 0
+    }
+
+    /// Whether the subvolume is deleted and waits for the cleaner.
+    pub fn is_dead(&self) -> bool {
+        self.flags & ROOT_SUBVOL_DEAD != 0
     }
 
     /// Encodes the item.
@@ -205,6 +217,9 @@ impl RootItem {
         for field in [self.ctransid, self.otransid, self.stransid, self.rtransid] {
             bytes.extend_from_slice(&field.to_le_bytes());
         }
+        bytes.extend_from_slice(&self.drop_progress.objectid.to_le_bytes());
+        bytes.push(self.drop_progress.item_type);
+        bytes.extend_from_slice(&self.drop_progress.offset.to_le_bytes());
         bytes
     }
 
@@ -237,6 +252,7 @@ impl RootItem {
             otransid: reader.u64()?,
             stransid: reader.u64()?,
             rtransid: reader.u64()?,
+            drop_progress: crate::key::Key::new(reader.u64()?, reader.u8()?, reader.u64()?),
         })
     }
 }
@@ -285,6 +301,7 @@ mod tests {
             otransid: 2,
             stransid: 0,
             rtransid: 0,
+            drop_progress: crate::key::Key::new(257, 108, 4096),
         };
         let bytes = item.encode();
         assert_eq!(bytes.len(), RootItem::BYTES);

@@ -15,6 +15,7 @@
 pub mod alloc;
 pub mod cache;
 pub mod check;
+pub mod cleaner;
 pub mod ctree;
 pub mod data_extent;
 pub mod errno;

@@ -56,6 +56,16 @@ pub enum Mark {
     RootCollapsed,
     /// A shared block was COWed (its children gained a reference).
     SharedBlockCowed,
+    /// A subvolume deletion was refused with EPERM because a send uses the root.
+    DeletionRefusedDuringSend,
+    /// A root a send uses was deleted (no `protect-deletion`).
+    RootDeletedUnderSend,
+    /// The cleaner dropped a block of a dead root a send uses.
+    CleanerDroppedRootUnderSend,
+    /// Send refused to start on a dead root (EPERM).
+    SendRefusedDeadRoot,
+    /// Send's start took its counter on a root deleted after its dead check.
+    SendStartedOnDeadRoot,
     /// An incremental send's moves formed a cycle (a swap, an inverted parent and
     /// child) and one inode took a detour through an orphan name.
     SendOrphanDetour,

@@ -14,6 +14,8 @@
 //! | `exclude-dedupe` | per-root send and dedupe counters: each side is EAGAIN while the other runs | 62d54f3a7fa2 (5.2) |
 //! | `ro-guard` | clearing the read-only flag of a root a send uses is EPERM | 2c68653787f9 (3.14) |
 //! | `ro-check-locked` | send checks the read-only flag in the critical section that counts it | e82c936293aa (6.13) |
+//! | `protect-deletion` | deleting a root a send uses is EPERM; send refuses a dead root | 18f687d53844, 521e0546c970 |
+//! | `dead-check-locked` | send's dead-root check and its send counter in one critical section | dc058f5fda09 (6.13) |
 //!
 //! | named policy | ingredients | kernel era |
 //! |---|---|---|
@@ -65,11 +67,17 @@ pub enum Ingredient {
     RoGuard,
     /// Send checks the read-only flag inside the critical section that counts it.
     RoCheckLocked,
+    /// Deleting a subvolume a send uses is EPERM, and send refuses a dead root
+    /// (`BTRFS_ROOT_SUBVOL_DEAD`).
+    ProtectDeletion,
+    /// Send checks for a dead root in the same critical section that takes its send
+    /// counter; without it, a deletion can land between the check and the counter.
+    DeadCheckLocked,
 }
 
 impl Ingredient {
     /// Every ingredient, in table order.
-    pub const ALL: [Ingredient; 9] = [
+    pub const ALL: [Ingredient; 11] = [
         Ingredient::CloneRoots,
         Ingredient::ExcludeRelocation,
         Ingredient::ExcludeSend,
@@ -79,6 +87,8 @@ impl Ingredient {
         Ingredient::ExcludeDedupe,
         Ingredient::RoGuard,
         Ingredient::RoCheckLocked,
+        Ingredient::ProtectDeletion,
+        Ingredient::DeadCheckLocked,
     ];
 
     /// The name used in policies, scripts and on the command line.
@@ -93,6 +103,8 @@ impl Ingredient {
             Ingredient::ExcludeDedupe => "exclude-dedupe",
             Ingredient::RoGuard => "ro-guard",
             Ingredient::RoCheckLocked => "ro-check-locked",
+            Ingredient::ProtectDeletion => "protect-deletion",
+            Ingredient::DeadCheckLocked => "dead-check-locked",
         }
     }
 
@@ -201,14 +213,29 @@ impl SendPolicy {
     pub const fn ingredients(self) -> &'static [Ingredient] {
         use Ingredient::*;
         match self {
-            SendPolicy::Unprotected => &[ExcludeDedupe, RoGuard, RoCheckLocked],
-            SendPolicy::CloneRoot => &[CloneRoots, ExcludeDedupe, RoGuard, RoCheckLocked],
+            SendPolicy::Unprotected => &[
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
+            ],
+            SendPolicy::CloneRoot => &[
+                CloneRoots,
+                ExcludeDedupe,
+                RoGuard,
+                RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
+            ],
             SendPolicy::ExclusiveOnly => &[
                 ExcludeRelocation,
                 ExcludeSend,
                 ExcludeDedupe,
                 RoGuard,
                 RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
             ],
             SendPolicy::Exclusive => &[
                 CloneRoots,
@@ -217,6 +244,8 @@ impl SendPolicy {
                 ExcludeDedupe,
                 RoGuard,
                 RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
             ],
             SendPolicy::Concurrent => &[
                 CloneRoots,
@@ -226,6 +255,8 @@ impl SendPolicy {
                 ExcludeDedupe,
                 RoGuard,
                 RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
             ],
         }
     }
@@ -253,10 +284,12 @@ impl fmt::Display for SendPolicy {
 
 /// The protections against the races after the two seed races, which every named
 /// policy carries (see the module documentation).
-pub const ZOO_PROTECTIONS: [Ingredient; 3] = [
+pub const ZOO_PROTECTIONS: [Ingredient; 5] = [
     Ingredient::ExcludeDedupe,
     Ingredient::RoGuard,
     Ingredient::RoCheckLocked,
+    Ingredient::ProtectDeletion,
+    Ingredient::DeadCheckLocked,
 ];
 
 /// A real kernel's state: the set of ingredients a release had (`docs/bug-zoo.md`
@@ -308,14 +341,15 @@ impl KernelEra {
     pub const fn ingredients(self) -> &'static [Ingredient] {
         use Ingredient::*;
         match self {
-            KernelEra::Linux4_19 => &[RoGuard],
-            KernelEra::Linux5_2 => &[CloneRoots, ExcludeDedupe, RoGuard],
+            KernelEra::Linux4_19 => &[RoGuard, ProtectDeletion],
+            KernelEra::Linux5_2 => &[CloneRoots, ExcludeDedupe, RoGuard, ProtectDeletion],
             KernelEra::Linux5_3 | KernelEra::Linux5_16 => &[
                 CloneRoots,
                 ExcludeRelocation,
                 ExcludeSend,
                 ExcludeDedupe,
                 RoGuard,
+                ProtectDeletion,
             ],
             KernelEra::Linux5_17 | KernelEra::Linux6_12 => &[
                 CloneRoots,
@@ -324,6 +358,7 @@ impl KernelEra {
                 WriteFallback,
                 ExcludeDedupe,
                 RoGuard,
+                ProtectDeletion,
             ],
             KernelEra::Linux6_13 => &[
                 CloneRoots,
@@ -333,6 +368,8 @@ impl KernelEra {
                 ExcludeDedupe,
                 RoGuard,
                 RoCheckLocked,
+                ProtectDeletion,
+                DeadCheckLocked,
             ],
         }
     }
@@ -526,6 +563,9 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// The spelling of the empty set of ingredients.
+const EMPTY_SET: &str = "none";
+
 /// The text was not a policy; the message says which part and what was expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownPolicy(pub String);
@@ -537,9 +577,6 @@ impl fmt::Display for UnknownPolicy {
 }
 
 impl std::error::Error for UnknownPolicy {}
-
-/// The spelling of the empty set of ingredients.
-const EMPTY_SET: &str = "none";
 
 /// The sets `NAME-INGREDIENT` may start from, by name: the named policies (newest
 /// first), then the kernel eras (newest first).
@@ -570,14 +607,14 @@ fn expected_forms() -> String {
 /// One `+` term: a named policy, a kernel era, `none`, an ingredient, or a named policy
 /// or era without one of its own.
 fn parse_term(term: &str) -> Result<Policy, UnknownPolicy> {
+    if term == EMPTY_SET {
+        return Ok(Policy::of(&[]));
+    }
     if let Some(named) = SendPolicy::from_name(term) {
         return Ok(Policy::from(named));
     }
     if let Some(era) = KernelEra::from_name(term) {
         return Ok(Policy::from(era));
-    }
-    if term == EMPTY_SET {
-        return Ok(Policy::of(&[]));
     }
     if let Some(ingredient) = Ingredient::from_name(term) {
         return Ok(Policy::of(&[ingredient]));
@@ -718,8 +755,14 @@ mod tests {
             (Policy::from(KernelEra::Linux5_16), "linux-5.3"),
             (Policy::from(KernelEra::Linux6_13), "concurrent"),
             (
-                Policy::CONCURRENT.without(Ingredient::RoCheckLocked),
+                Policy::CONCURRENT
+                    .without(Ingredient::RoCheckLocked)
+                    .without(Ingredient::DeadCheckLocked),
                 "linux-5.17",
+            ),
+            (
+                Policy::CONCURRENT.without(Ingredient::DeadCheckLocked),
+                "concurrent-dead-check-locked",
             ),
             (
                 Policy::CONCURRENT.without(Ingredient::RoGuard),
@@ -728,6 +771,10 @@ mod tests {
             (
                 Policy::from(KernelEra::Linux5_2).without(Ingredient::ExcludeDedupe),
                 "linux-5.2-exclude-dedupe",
+            ),
+            (
+                Policy::from(SendPolicy::Unprotected).without(Ingredient::DeadCheckLocked),
+                "unprotected-dead-check-locked",
             ),
             (
                 Policy::from(SendPolicy::Concurrent).without(Ingredient::CloneLeaves),
@@ -775,12 +822,18 @@ mod tests {
         let era: Policy = "linux-4.19+exclude-dedupe".parse().expect("era union");
         assert_eq!(
             era,
-            Policy::of(&[Ingredient::ExcludeDedupe, Ingredient::RoGuard])
+            Policy::of(&[
+                Ingredient::ExcludeDedupe,
+                Ingredient::RoGuard,
+                Ingredient::ProtectDeletion
+            ])
         );
         assert_eq!("none".parse::<Policy>(), Ok(Policy::of(&[])));
         for era in KernelEra::ALL {
             assert_eq!(era.name().parse::<Policy>(), Ok(Policy::from(era)));
         }
+        let one: Policy = "none+protect-deletion".parse().expect("one ingredient");
+        assert_eq!(one, Policy::of(&[Ingredient::ProtectDeletion]));
         let removed: Policy = "exclusive-clone-roots".parse().expect("removed");
         assert_eq!(removed, Policy::from(SendPolicy::ExclusiveOnly));
         let ablated: Policy = "exclusive~force-cow".parse().expect("ablated");

@@ -1,6 +1,6 @@
 //! The root tree and subvolumes: creating trees, ROOT_ITEM / ROOT_REF / ROOT_BACKREF
-//! items, subvolume creation and deletion (dropping the tree as `btrfs_drop_snapshot()`
-//! does), and snapshot requests.
+//! items, subvolume creation and snapshot requests (deletion and the cleaner are in
+//! `cleaner.rs`).
 //!
 //! Names: a subvolume is named by a ROOT_REF item (FS_TREE, ROOT_REF, id) holding the
 //! name, and a ROOT_BACKREF (id, ROOT_BACKREF, FS_TREE) with the same name; the name
@@ -100,64 +100,6 @@ impl FsInfo {
         self.insert_root_item(root_id)?;
         self.insert_root_refs(root_id, name)?;
         Ok(root_id)
-    }
-
-    /// Deletes the subvolume `name`: its names and root item go, and its tree is dropped
-    /// (blocks it alone references are freed). EPERM while a send uses it.
-    pub fn delete_subvolume(&mut self, name: &str) -> Result<()> {
-        let root_id = self.subvolume_id(name)?;
-        let root = self.root(root_id)?;
-        if root.send_users > 0 {
-            return Err(Error::errno(
-                Errno::EPERM,
-                format!("subvolume {name:?} is in use by a send"),
-            ));
-        }
-        self.reserve_metadata_for_items(3)?;
-        let node = root.node;
-        self.delete_item(
-            objectid::ROOT_TREE,
-            Key::new(objectid::FS_TREE, item_type::ROOT_REF, root_id),
-        )?;
-        self.delete_item(
-            objectid::ROOT_TREE,
-            Key::new(root_id, item_type::ROOT_BACKREF, objectid::FS_TREE),
-        )?;
-        self.delete_item(
-            objectid::ROOT_TREE,
-            Key::new(root_id, item_type::ROOT_ITEM, 0),
-        )?;
-        self.subvolume_names.remove(name);
-        self.drop_tree(root_id, node)?;
-        self.root_mut(root_id)?.deleted = true;
-        Ok(())
-    }
-
-    /// Drops one reference of every block of a tree from `top` down, descending only
-    /// into blocks whose last reference this is (`btrfs_drop_snapshot()`).
-    fn drop_tree(&mut self, root_id: u64, top: BlockPtr) -> Result<()> {
-        let mut pending = vec![(top, None)];
-        while let Some((pointer, first_key)) = pending.pop() {
-            if self.extent_refs(pointer.bytenr) > 1 {
-                self.free_tree_block(pointer.bytenr);
-                continue;
-            }
-            let handle = self.read_tree_block(root_id, pointer, first_key)?;
-            let content = self.cache.clone_content(handle);
-            match content.node_slots() {
-                Some(slots) => pending.extend(slots.iter().map(|slot| {
-                    let child = BlockPtr {
-                        bytenr: slot.blockptr,
-                        generation: slot.generation,
-                        level: pointer.level - 1,
-                    };
-                    (child, Some(slot.key))
-                })),
-                None => self.add_children_refs(&content, -1),
-            }
-            self.free_tree_block(pointer.bytenr);
-        }
-        Ok(())
     }
 
     /// Snapshots the subvolume `source` as `name` and commits: the snapshot is created

@@ -70,6 +70,7 @@ impl FsInfo {
             otransid: transid,
             stransid: 0,
             rtransid: 0,
+            drop_progress: Key::MIN,
         };
         self.roots.insert(
             snapshot.root_id,

@@ -50,6 +50,10 @@ fn window_mark(name: &str) -> Mark {
         Mark::ReadOnlyClearedBeforeSendCounted
     } else if name.starts_with("zoo-readonly-") {
         Mark::ReadOnlyClearedUnderSend
+    } else if name.starts_with("zoo-deletion-dead-check-") {
+        Mark::SendStartedOnDeadRoot
+    } else if name.starts_with("zoo-deletion-") {
+        Mark::RootDeletedUnderSend
     } else {
         panic!("{name}: no race of the bug zoo in its name")
     }

@@ -703,6 +703,7 @@ impl DiskRootItem {
             otransid: self.otransid,
             stransid: self.stransid,
             rtransid: self.rtransid,
+            drop_progress: crate::key::Key::MIN,
         }
     }
 

@@ -71,6 +71,9 @@ impl RelocationJob {
                 "cannot relocate while a send is running",
             ));
         }
+        // Modelling choice (docs/bug-zoo.md): relocation finds the trees of a block
+        // among the live roots only, so it lets the cleaner finish dead roots first.
+        fs.clean_all()?;
         let group_start = resolve_target(fs, target)?;
         let group = fs.space().group(group_start);
         let mut job = RelocationJob {

@@ -26,9 +26,17 @@
 //! Each root the job reads counts it in `send_users` (`send_in_progress` under
 //! `root_item_lock`): under `exclude-dedupe` a root with a deduplication running is
 //! EAGAIN there. Under `ro-check-locked` the read-only check is in that same critical
-//! section and `send start` does it all; without it (kernels before 6.13) the check is
-//! made first and the counting is the job's first step, so a `subvol set SNAP rw` can
-//! clear the flag in between (`docs/bug-zoo.md`).
+//! section; without it (kernels before 6.13) the check is made first in `send start`
+//! and the counting is the job's first step, so a `subvol set SNAP rw` can clear the
+//! flag in between (`docs/bug-zoo.md`).
+//!
+//! A deletion of a counted root is EPERM under `protect-deletion`. Under
+//! `dead-check-locked` the dead-root check (`BTRFS_ROOT_SUBVOL_DEAD`) is in that same
+//! critical section; without it (kernels before 6.13) the check is made first in `send
+//! start`, so a `subvol delete` can land before the counting and the cleaner drops the
+//! tree under the walk (dc058f5fda09, `docs/bug-zoo.md`). `send start` counts only
+//! when it has both `ro-check-locked` and `dead-check-locked`; otherwise the job's
+//! first step counts.
 
 pub mod changes;
 pub mod compare;
@@ -119,6 +127,18 @@ fn ensure_read_only(fs: &FsInfo, root_id: u64) -> Result<()> {
     ))
 }
 
+/// Under `protect-deletion`, send refuses a dead root with EPERM (521e0546c970).
+fn ensure_not_dead(fs: &mut FsInfo, root_id: u64) -> Result<()> {
+    if !fs.policy().has(Ingredient::ProtectDeletion) || !fs.root(root_id)?.item.is_dead() {
+        return Ok(());
+    }
+    fs.marks.hit(Mark::SendRefusedDeadRoot);
+    Err(Error::errno(
+        Errno::EPERM,
+        format!("send: root {root_id} is dead (being deleted)"),
+    ))
+}
+
 fn hold_rules(policy: Policy) -> HoldRules {
     HoldRules {
         clone_root: policy.has(Ingredient::CloneRoots),
@@ -142,6 +162,11 @@ impl SendJob {
             fs.commit_root_of(root_id)?;
         }
         let policy = fs.policy();
+        if !policy.has(Ingredient::DeadCheckLocked) {
+            for root_id in std::iter::once(send_root).chain(parent_root) {
+                ensure_not_dead(fs, root_id)?;
+            }
+        }
         if policy.has(Ingredient::ExcludeSend) && fs.relocation_running() {
             fs.marks.hit(Mark::ExclusionRefused);
             return Err(Error::errno(
@@ -191,7 +216,7 @@ impl SendJob {
             steps: 0,
             counted: false,
         };
-        if policy.has(Ingredient::RoCheckLocked) {
+        if policy.has(Ingredient::RoCheckLocked) && policy.has(Ingredient::DeadCheckLocked) {
             if let Err(error) = job.count_roots(fs) {
                 job.end(fs, SendStage::Failed(error.clone()));
                 return Err(error);
@@ -202,9 +227,10 @@ impl SendJob {
     }
 
     /// The critical section of `btrfs_ioctl_send()` under each root's
-    /// `root_item_lock`: the read-only check (under `ro-check-locked`), the refusal of a
-    /// root a deduplication is changing (under `exclude-dedupe`), then the count that
-    /// makes deletion and clearing the read-only flag wait for the send.
+    /// `root_item_lock`: the read-only check (under `ro-check-locked`), the dead-root
+    /// check (under `dead-check-locked`), the refusal of a root a deduplication is
+    /// changing (under `exclude-dedupe`), then the count that makes deletion and
+    /// clearing the read-only flag wait for the send.
     fn count_roots(&mut self, fs: &mut FsInfo) -> Result<()> {
         assert!(!self.counted, "a send job counts its roots once");
         let policy = fs.policy();
@@ -216,6 +242,11 @@ impl SendJob {
                 ensure_read_only(fs, root_id)?;
             } else if !fs.is_read_only(root_id)? {
                 fs.marks.hit(Mark::ReadOnlyClearedBeforeSendCounted);
+            }
+            if policy.has(Ingredient::DeadCheckLocked) {
+                ensure_not_dead(fs, root_id)?;
+            } else if fs.root(root_id)?.item.is_dead() {
+                fs.marks.hit(Mark::SendStartedOnDeadRoot);
             }
             let dedupe_users = fs.root(root_id)?.dedupe_users;
             if policy.has(Ingredient::ExcludeDedupe) && dedupe_users > 0 {
@@ -235,7 +266,8 @@ impl SendJob {
     }
 
     /// Whether the job counts itself in its roots' `send_users` yet (always, once
-    /// `send start` returned, under `ro-check-locked`; else from its first step on).
+    /// `send start` returned, under `ro-check-locked` and `dead-check-locked`; else from
+    /// its first step on).
     pub fn counts_its_roots(&self) -> bool {
         self.counted
     }

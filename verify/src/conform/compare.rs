@@ -115,12 +115,14 @@ pub(super) fn kernel_outcome(
             KernelOutcome::Ok
         }
         // A step of a commit changes no file's content and has no system call: the
-        // kernel commits when it likes (`commit` is syncfs).
+        // kernel commits when it likes (`commit` is syncfs); nor does a step of the
+        // cleaner, the kernel's own thread.
         Op::SendStep { .. }
         | Op::SendFinish { .. }
         | Op::RelocateStep { .. }
         | Op::RelocateFinish { .. }
         | Op::CommitStep { .. }
+        | Op::CleanerStep { .. }
         | Op::Crash => KernelOutcome::NotIssued,
         other => {
             let world = session.open_world()?;

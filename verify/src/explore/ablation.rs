@@ -237,6 +237,8 @@ mod tests {
                     format!("{policy} dedupe exclude-dedupe"),
                     format!("{policy} readonly ro-guard"),
                     format!("{policy} readonly ro-check-locked"),
+                    format!("{policy} deletion protect-deletion"),
+                    format!("{policy} deletion dead-check-locked"),
                 ]
             })
             .collect();
@@ -295,7 +297,7 @@ mod tests {
             "concurrent~pin-until-commit"
         );
         let ro_check = row("concurrent readonly ro-check-locked");
-        assert_eq!(ro_check.ablated().to_string(), "linux-5.17");
+        assert_eq!(ro_check.ablated().to_string(), "concurrent-ro-check-locked");
         assert_eq!(
             ro_check.script_name(),
             "ablate-concurrent-ro-check-locked.cows"

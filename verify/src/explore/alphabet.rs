@@ -99,11 +99,13 @@ pub enum Letter {
     /// `write snap/wN 0 "w"`: a new file in the snapshot being sent, once it is
     /// writable.
     WriteSnapshot,
+    /// `cleaner step`: drops one block of a dead root, when one waits.
+    CleanerStep,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 21] = [
+    pub const ALL: [Letter; 22] = [
         Letter::SendStart,
         Letter::SendStartIncremental,
         Letter::SendStep,
@@ -125,6 +127,7 @@ impl Letter {
         Letter::DedupeIntoSnapshot,
         Letter::SetSnapshotWritable,
         Letter::WriteSnapshot,
+        Letter::CleanerStep,
     ];
 
     /// A short name for reports.
@@ -151,6 +154,7 @@ impl Letter {
             Letter::DedupeIntoSnapshot => "dedupe-into-snapshot",
             Letter::SetSnapshotWritable => "set-snapshot-writable",
             Letter::WriteSnapshot => "write-snapshot",
+            Letter::CleanerStep => "cleaner-step",
         }
     }
 
@@ -175,6 +179,9 @@ impl Letter {
                 read_only: true,
             }),
             Letter::Commit => Some(Op::Commit),
+            Letter::CleanerStep => {
+                (!world.fs.dead_roots().is_empty()).then_some(Op::CleanerStep { steps: 1 })
+            }
             Letter::CommitStep => Some(Op::CommitStep { steps: 1 }),
             Letter::WriteSource => Some(Op::Write {
                 path: path(SOURCE, &[&fresh_entry(world, SOURCE, "g")]),

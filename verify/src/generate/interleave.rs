@@ -4,12 +4,13 @@
 //! sent subvolume's source, writes in another subvolume (whose one-leaf tree makes every
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
 //! metadata or data relocation steps, and (when a race is selected) deduplication into
-//! the snapshot being sent, clearing its read-only flag and writing into it
-//! (`docs/bug-zoo.md`). It ends by finishing the send and the relocation.
+//! the snapshot being sent, clearing its read-only flag and writing into it, deletion of
+//! the sent snapshot or its parent and cleaner steps (`docs/bug-zoo.md`). It ends by
+//! finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
-//! with EBUSY), subvolume deletion of the sent snapshots (EPERM), more than one send or
-//! relocation job at a time, and non-tiny geometries.
+//! with EBUSY), more than one send or relocation job at a time, and non-tiny
+//! geometries.
 
 use super::{job, name, path, text};
 use crate::race::Selection;
@@ -49,9 +50,30 @@ pub enum Kind {
     SetSnapshotWritable,
     /// A new file in the snapshot being sent (EROFS while it is read-only).
     WriteSnapshot,
+    /// `subvol delete` of the sent snapshot or of the incremental send's parent.
+    DeleteSent,
+    /// `cleaner step N`.
+    CleanerStep,
 }
 
-const KINDS: [Kind; 14] = [
+impl Kind {
+    /// Whether only a race selection that names it enables the kind: the kinds added
+    /// with the later races (deduplication, the read-only flag, deletion), which
+    /// [`Selection::All`] leaves out so that every input decodes to the script it always
+    /// did (the corpus's verdicts depend on it).
+    pub fn only_when_selected(self) -> bool {
+        matches!(
+            self,
+            Kind::DedupeIntoSnapshot
+                | Kind::SetSnapshotWritable
+                | Kind::WriteSnapshot
+                | Kind::DeleteSent
+                | Kind::CleanerStep
+        )
+    }
+}
+
+const KINDS: [Kind; 16] = [
     Kind::SendStep,
     Kind::SnapshotOfSendRoot,
     Kind::SnapshotOfParent,
@@ -66,6 +88,8 @@ const KINDS: [Kind; 14] = [
     Kind::DedupeIntoSnapshot,
     Kind::SetSnapshotWritable,
     Kind::WriteSnapshot,
+    Kind::DeleteSent,
+    Kind::CleanerStep,
 ];
 
 /// Most files the setup writes.
@@ -219,6 +243,15 @@ impl Builder {
                     data: text("w"),
                 }
             }
+            Kind::DeleteSent => {
+                let parent = self.incremental && u.arbitrary::<bool>()?;
+                Op::SubvolumeDelete {
+                    name: name(if parent { "base" } else { "snap" }),
+                }
+            }
+            Kind::CleanerStep => Op::CleanerStep {
+                steps: u.int_in_range(1..=3)?,
+            },
             Kind::RelocateMetadata | Kind::RelocateData | Kind::RelocateStep => {
                 if !self.relocation_started {
                     return Ok(());
@@ -258,16 +291,15 @@ pub fn interleaving_for(
     };
     builder.setup(u)?;
     let enabled_mask: u16 = u.arbitrary()?;
-    // The later races' kinds (bits 11 to 13) are drawn only when the selection names a
-    // race (`hunt --race dedupe|readonly`): under `Selection::All`, which the
-    // `interleave` fuzz target uses, inputs written before they existed decode as they
-    // did, so the corpus's race seeds stay the races they were.
-    let zoo_enabled = race != Selection::All;
+    // The later races' kinds (bits 11 to 15, [`Kind::only_when_selected`]) are drawn
+    // only when the selection names a race (`hunt --race dedupe|readonly|deletion`):
+    // under `Selection::All`, which the `interleave` fuzz target uses, inputs written
+    // before they existed decode as they did, so the corpus's race seeds stay the races
+    // they were.
     let enabled: Vec<Kind> = KINDS
         .iter()
         .enumerate()
         .filter(|(bit, kind)| enabled_mask & (1 << bit) != 0 || **kind == Kind::SendStep)
-        .filter(|(bit, _)| *bit < 11 || zoo_enabled)
         .filter(|(_, kind)| race.allows(**kind))
         .map(|(_, kind)| *kind)
         .collect();

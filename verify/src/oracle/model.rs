@@ -9,29 +9,34 @@ use crate::script::Op;
 use crate::world::{errno_of, Outcome, SendRun};
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
-use cowproof_engine::{Errno, Error, FsInfo, Ingredient, Policy};
+use cowproof_engine::{Errno, Error, FsInfo, Ingredient};
 use std::collections::BTreeMap;
 
 /// The errno a running send job makes the kernel refuse `op` with, as the jobs the
 /// world knows of decide it (not the engine's counters; a relocation between steps
-/// refuses nothing the model sees): a remount while
-/// a send runs is EBUSY (the send holds extent buffers), deleting a subvolume a
-/// running send reads (its snapshot or its parent) is EPERM (`btrfs_delete_subvolume`
-/// refuses a root whose `send_in_progress` is set), and so is clearing its read-only
-/// flag under `ro-guard` (`btrfs_ioctl_subvol_setflags`). A send protects its roots only
-/// once it counts itself there ([`sent_and_counted`]; `docs/bug-zoo.md`).
+/// refuses nothing the model sees): a remount while a send runs is EBUSY (the send
+/// holds extent buffers); deleting a subvolume a running send reads (its snapshot or
+/// its parent) is EPERM under `protect-deletion` (`btrfs_delete_subvolume` refuses a
+/// root whose `send_in_progress` is set), and so is clearing its read-only flag under
+/// `ro-guard` (`btrfs_ioctl_subvol_setflags`). A send protects its roots only once it
+/// counts itself there ([`sent_and_counted`]; before the count, in the windows of
+/// dc058f5fda09 and e82c936293aa, the deletion or the flag change goes ahead;
+/// `docs/bug-zoo.md`). A name already deleted is ENOENT before anything else, as the
+/// lookup comes first.
 pub fn refusal(
     sends: &BTreeMap<String, SendRun>,
-    policy: Policy,
+    fs: &FsInfo,
     model: &ModelFs,
     op: &Op,
 ) -> Option<Errno> {
+    let policy = fs.policy();
     let running = || sends.values().filter(|run| !run.job.is_over());
     match op {
         Op::Remount => running().next().map(|_| Errno::EBUSY),
-        Op::SubvolumeDelete { name } => {
-            sent_and_counted(sends, name.as_str()).then_some(Errno::EPERM)
-        }
+        Op::SubvolumeDelete { name } => (policy.has(Ingredient::ProtectDeletion)
+            && fs.subvolume_id(name.as_str()).is_ok()
+            && sent_and_counted(sends, name.as_str()))
+        .then_some(Errno::EPERM),
         Op::SubvolumeSetReadOnly {
             name,
             read_only: false,

@@ -64,11 +64,16 @@ pub fn ensure_parent_received(
     receive_fresh(receiver, parent, job.stream())
 }
 
-/// Receives a finished job's stream and compares the result with the snapshot.
+/// Receives a finished job's stream and compares the result with `expected`, the
+/// snapshot's content ([`snapshot_content`] when the send finishes, or when it started
+/// if the snapshot was deleted in between).
 /// `inconsistent_block` is the block the job's walk read inconsistently, if it did: a
-/// wrong stream is then a consequence of that read and joins its chain.
+/// wrong stream is then a consequence of that read and joins its chain. A stream that
+/// receives without error but gives other content is the silently wrong stream (a
+/// received file empty or short while receive reported success): the report is the
+/// diff of expected and received content.
 pub fn check(
-    fs: &mut FsInfo,
+    expected: &Result<Content, String>,
     receiver: &mut ModelFs,
     job_name: &str,
     snapshot: &str,
@@ -93,7 +98,7 @@ pub fn check(
             )))
         }
     };
-    let expected = match snapshot_content(fs, snapshot) {
+    let expected = match expected {
         Ok(content) => content,
         Err(message) => {
             return Some(failure(format!(
@@ -101,7 +106,7 @@ pub fn check(
             )))
         }
     };
-    (received != expected).then(|| {
+    (received != *expected).then(|| {
         failure(format!(
             "received {snapshot} differs from the snapshot:\n{}",
             expected.diff_report(&received)

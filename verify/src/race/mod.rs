@@ -15,6 +15,7 @@
 //! ablated (`docs/policies.md`, section 4.1), never on anything the search finds.
 
 pub mod dedupe;
+pub mod deletion;
 pub mod readonly;
 pub mod relocation;
 pub mod snapshot;
@@ -81,15 +82,18 @@ pub enum Race {
     /// Send against clearing the read-only flag of the snapshot it sends (Linux
     /// 2c68653787f9, e82c936293aa).
     Readonly,
+    /// Send against deletion of the root it sends (18f687d53844, dc058f5fda09).
+    Deletion,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 4] = [
+    pub const ALL: [Race; 5] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
         Race::Readonly,
+        Race::Deletion,
     ];
 
     /// The race's description.
@@ -99,6 +103,7 @@ impl Race {
             Race::Relocation => &relocation::RACE,
             Race::Dedupe => &dedupe::RACE,
             Race::Readonly => &readonly::RACE,
+            Race::Deletion => &deletion::RACE,
         }
     }
 
@@ -289,10 +294,11 @@ impl Selection {
         }
     }
 
-    /// Whether the generator may use `kind`.
+    /// Whether the generator may use `kind` (under [`Selection::All`], every kind but
+    /// those [`Kind::only_when_selected`]).
     pub fn allows(self, kind: Kind) -> bool {
         match self {
-            Selection::All => true,
+            Selection::All => !kind.only_when_selected(),
             Selection::Only(race) => race.spec().generator_kinds.contains(&kind),
         }
     }
@@ -332,7 +338,7 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 4])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 5])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -341,23 +347,23 @@ mod tests {
             [
                 (
                     Policy::UNPROTECTED,
-                    [Violation, Violation, SafeRefused, SafeDenied]
+                    [Violation, Violation, SafeRefused, SafeDenied, Safe]
                 ),
                 (
                     Policy::CLONE_ROOT,
-                    [Safe, Violation, SafeRefused, SafeDenied]
+                    [Safe, Violation, SafeRefused, SafeDenied, Safe]
                 ),
                 (
                     Policy::EXCLUSIVE_ONLY,
-                    [Violation, SafeRefused, SafeRefused, SafeDenied]
+                    [Violation, SafeRefused, SafeRefused, SafeDenied, Safe]
                 ),
                 (
                     Policy::EXCLUSIVE,
-                    [Safe, SafeRefused, SafeRefused, SafeDenied]
+                    [Safe, SafeRefused, SafeRefused, SafeDenied, Safe]
                 ),
                 (
                     Policy::CONCURRENT,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied]
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
                 ),
             ]
         );
@@ -372,7 +378,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 4])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 5])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -381,31 +387,31 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation]
+                    [Violation, Violation, Violation, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_2,
-                    [Safe, Violation, SafeRefused, Violation]
+                    [Safe, Violation, SafeRefused, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_3,
-                    [Safe, SafeRefused, SafeRefused, Violation]
+                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_16,
-                    [Safe, SafeRefused, SafeRefused, Violation]
+                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_17,
-                    [Safe, SafeCompletes, SafeRefused, Violation]
+                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux6_12,
-                    [Safe, SafeCompletes, SafeRefused, Violation]
+                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux6_13,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied]
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
                 ),
             ]
         );

@@ -119,6 +119,9 @@ pub enum Op {
     CommitStep { steps: u64 },
     /// `remount`
     Remount,
+    /// `cleaner step [N]`: N steps of the cleaner, each dropping one leaf (or one
+    /// reference of a shared block) of the lowest dead root (`btrfs_drop_snapshot()`).
+    CleanerStep { steps: u64 },
     /// `crash`
     Crash,
     /// `send start JOB SNAP [parent=SNAP]`
@@ -183,6 +186,7 @@ impl Op {
             | Op::Snapshot { .. }
             | Op::Commit
             | Op::CommitStep { .. }
+            | Op::CleanerStep { .. }
             | Op::Remount
             | Op::Crash => Lane::Transaction,
             _ => Lane::Writer,
@@ -264,7 +268,8 @@ impl Op {
         match self {
             Op::SendStep { steps: 0, .. }
             | Op::RelocateStep { steps: 0, .. }
-            | Op::CommitStep { steps: 0 } => return Err(OpError::ZeroSteps),
+            | Op::CommitStep { steps: 0 }
+            | Op::CleanerStep { steps: 0 } => return Err(OpError::ZeroSteps),
             Op::Chmod { mode, .. } if *mode > MODE_MAX => return Err(OpError::ModeTooLarge),
             _ => {}
         }

@@ -131,7 +131,7 @@ fn parse_item(line: &Line<'_>, tokens: Vec<Token<'_>>) -> Result<Item, ParseErro
         "policy" => Item::Policy(arguments.policy()?),
         "geometry" => Item::Geometry(arguments.geometry()?),
         "expect" => Item::Statement(Statement::Expect(arguments.expect()?)),
-        "subvol" | "send" | "relocate" => {
+        "subvol" | "send" | "relocate" | "cleaner" => {
             arguments.operation = keyword.to_string();
             let (what, known) = sub_commands(keyword);
             let sub_command = arguments.keyword(what, known)?;
@@ -149,6 +149,7 @@ fn parse_item(line: &Line<'_>, tokens: Vec<Token<'_>>) -> Result<Item, ParseErro
 fn sub_commands(keyword: &str) -> (&'static str, &'static [&'static str]) {
     match keyword {
         "subvol" => ("`create`, `delete` or `set`", &["create", "delete", "set"]),
+        "cleaner" => ("`step`", &["step"]),
         _ => ("`start`, `step` or `finish`", &["start", "step", "finish"]),
     }
 }
@@ -248,10 +249,10 @@ impl<'line, 'text> Arguments<'line, 'text> {
 }
 
 /// Every first word of a line.
-pub const KEYWORDS: [&str; 25] = [
+pub const KEYWORDS: [&str; 26] = [
     "policy", "geometry", "expect", "subvol", "send", "relocate", "snapshot", "mkdir", "touch",
     "symlink", "write", "truncate", "mv", "ln", "rm", "rmdir", "setxattr", "rmxattr", "chmod",
-    "chown", "clone", "commit", "remount", "crash", "dedupe",
+    "chown", "clone", "commit", "remount", "crash", "dedupe", "cleaner",
 ];
 
 /// At most 40 characters of `text`, for messages.
@@ -422,6 +423,9 @@ impl Arguments<'_, '_> {
                 name: self.name("NAME")?,
             },
             ("subvol", _) => self.subvolume_set()?,
+            ("cleaner", _) => Op::CleanerStep {
+                steps: self.steps()?,
+            },
             ("send", "start") => self.send_start()?,
             ("send", "step") => Op::SendStep {
                 job: self.identifier("JOB")?,

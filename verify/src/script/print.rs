@@ -194,6 +194,8 @@ impl fmt::Display for Op {
             Op::CommitStep { steps: 1 } => f.write_str("commit step"),
             Op::CommitStep { steps } => write!(f, "commit step {steps}"),
             Op::Remount => f.write_str("remount"),
+            Op::CleanerStep { steps: 1 } => f.write_str("cleaner step"),
+            Op::CleanerStep { steps } => write!(f, "cleaner step {steps}"),
             Op::Crash => f.write_str("crash"),
             _ => write_job_op(f, self),
         }

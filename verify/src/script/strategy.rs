@@ -117,6 +117,9 @@ fn subvolume_ops() -> Vec<BoxedStrategy<Op>> {
             })
             .boxed(),
         Just(Op::Commit).boxed(),
+        (1u64..4)
+            .prop_map(|steps| Op::CleanerStep { steps })
+            .boxed(),
         Just(Op::Remount).boxed(),
         Just(Op::Crash).boxed(),
     ]

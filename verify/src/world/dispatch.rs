@@ -16,6 +16,16 @@ use cowproof_engine::reference::model_fs::ModelFs;
 use cowproof_engine::{Errno, Error, FsInfo, Ingredient};
 
 /// `commit step N`: N steps of the commit in progress (stopping when it completes).
+/// `cleaner step [N]`: N cleaner steps, fewer if no dead root is left.
+fn cleaner_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
+    for _ in 0..steps {
+        if fs.clean_step()? == cowproof_engine::cleaner::CleanerStep::Idle {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn commit_steps(fs: &mut FsInfo, steps: u64) -> Result<(), Error> {
     for _ in 0..steps {
         if let cowproof_engine::transaction::CommitProgress::Committed(_) = fs.commit_step()? {
@@ -46,7 +56,7 @@ impl World {
     pub(super) fn apply_to_engine_only(&mut self, op: &Op) -> Result<(), Error> {
         match op {
             Op::Remount => self.fs.remount(),
-            Op::SubvolumeDelete { name } => self.fs.delete_subvolume(name.as_str()),
+            Op::SubvolumeDelete { name } => self.fs.unlink_subvolume(name.as_str()).map(drop),
             Op::SubvolumeSetReadOnly { name, read_only } => {
                 self.fs.set_subvolume_read_only(name.as_str(), *read_only)
             }
@@ -69,7 +79,7 @@ impl World {
                 model.subvolume_create(name.as_str().as_bytes()),
             ),
             Op::SubvolumeDelete { name } => (
-                fs.delete_subvolume(name.as_str()),
+                fs.unlink_subvolume(name.as_str()).map(drop),
                 model.subvolume_delete(name.as_str().as_bytes()),
             ),
             Op::SubvolumeSetReadOnly { name, read_only } => (
@@ -91,6 +101,7 @@ impl World {
             ),
             Op::Commit => (fs.commit_transaction().map(drop), Ok(())),
             Op::CommitStep { steps } => (commit_steps(fs, *steps), Ok(())),
+            Op::CleanerStep { steps } => (cleaner_steps(fs, *steps), Ok(())),
             Op::Remount => (fs.remount(), Ok(())),
             Op::Mkdir { path } => (
                 engine_root(fs, path).and_then(|root| fs.mkdir(root, &components(path)).map(drop)),

@@ -23,7 +23,7 @@ use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
 use cowproof_engine::marks::Marks;
-use cowproof_engine::reference::model_fs::ModelFs;
+use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
 use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::send::SendJob;
@@ -141,6 +141,10 @@ pub struct SendRun {
     pub snapshot: String,
     /// Its parent, for an incremental send.
     pub parent: Option<String>,
+    /// The snapshot's content when the send started (its commit root): what the
+    /// received copy must equal if the snapshot is deleted while the send runs (while
+    /// it exists, the received copy must equal its content when the send finishes).
+    pub expected: Result<Content, String>,
 }
 
 /// The outcome of one operation.
@@ -257,8 +261,7 @@ impl World {
             Op::RelocateStep { job, steps } => self.relocate_steps(job.as_str(), Some(*steps))?,
             Op::RelocateFinish { job } => self.relocate_steps(job.as_str(), None)?,
             Op::Crash => self.crash(),
-            other => match model_oracle::refusal(&self.sends, self.fs.policy(), &self.model, other)
-            {
+            other => match model_oracle::refusal(&self.sends, &self.fs, &self.model, other) {
                 // A refusal a running job causes: the engine must give the same errno,
                 // and the model is left as it is (see docs/oracles.md).
                 Some(errno) => {
