@@ -90,6 +90,19 @@ fn seed_from_clock() -> u64 {
     SplitMix64::new(nanoseconds).next_u64() >> 16
 }
 
+/// The command line that reproduces a run: the seed, the policy and, when the generator
+/// was restricted to one race, the `--race` that restricted it (a seed decodes to other
+/// scripts under another selection).
+fn reproduce_command(seed: u64, policy: Policy, race: Selection) -> String {
+    match race {
+        Selection::All => format!("cowproof hunt --seed {seed} --policy {policy}"),
+        race => format!(
+            "cowproof hunt --seed {seed} --policy {policy} --race {}",
+            race.name()
+        ),
+    }
+}
+
 /// Runs `cowproof hunt`.
 pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let policy = args.policy.unwrap_or_default();
@@ -100,7 +113,8 @@ pub fn execute(args: &HuntArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     if !args.json {
         writeln!(
             out,
-            "seed {seed} ({seed_source}; `cowproof hunt --seed {seed} --policy {policy}` reproduces)"
+            "seed {seed} ({seed_source}; `{}` reproduces)",
+            reproduce_command(seed, policy, args.race)
         )?;
         out.flush()?;
     }
@@ -264,5 +278,26 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("NaN").is_err());
         assert!(parse_seconds("soon").is_err());
+    }
+
+    /// The printed command line parses back to the seed, policy and race selection of
+    /// the run, the hidden `--race` included.
+    #[test]
+    fn the_reproducing_command_names_the_race_selection() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        for race in [
+            Selection::All,
+            Selection::Only(crate::race::Race::Relocation),
+        ] {
+            let line = reproduce_command(7, Policy::CONCURRENT, race);
+            let cli = Cli::try_parse_from(line.split(' ')).expect("the printed command parses");
+            let Command::Hunt(args) = cli.command else {
+                panic!("`{line}` is not a hunt command");
+            };
+            assert_eq!(args.seed, Some(7), "{line}");
+            assert_eq!(args.policy, Some(Policy::CONCURRENT), "{line}");
+            assert_eq!(args.race, race, "{line}");
+        }
     }
 }
