@@ -751,7 +751,7 @@ impl ModelFs {
             .subvolumes
             .get_mut(resolved.subvol)
             .ok_or(Errno::ENOENT)?;
-        let subvol = Arc::make_mut(subvol);
+        let subvol = Arc::make_mut(subvol).get_mut();
         let ino = subvol.lookup(&resolved.components)?;
         let inode = subvol.inode_mut(ino);
         if inode.kind != InodeKind::File {
