@@ -296,6 +296,13 @@ pub(crate) fn checked_write_end(offset: u64, length: usize) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::DirtyInode;
+    use crate::ctree::TreeView;
+    use crate::errno::Errno;
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::marks::Mark;
+    use crate::policy::{Ingredient, Policy, SendPolicy};
+    use crate::send::SendJob;
 
     #[test]
     fn ranges_merge_when_they_overlap_or_touch_and_the_new_bytes_win() {
@@ -315,5 +322,135 @@ mod tests {
         assert_eq!(data.len(), 22);
         assert_eq!(&data[..4], b"0123");
         assert_eq!(&data[10..], b"abZZZZZZZZZy");
+    }
+
+    fn filesystem(policy: impl Into<Policy>) -> (FsInfo, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), policy).expect("mkfs");
+        let root = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.write(root, &["f"], 0, b"x").expect("write");
+        fs.commit_transaction().expect("commit");
+        (fs, root)
+    }
+
+    fn tree_size(fs: &mut FsInfo, view: TreeView, root: u64, path: &str) -> u64 {
+        fs.list_subvolume(view, root).expect("listing")[path.as_bytes()].size
+    }
+
+    fn checked(fs: &FsInfo) {
+        if let Err(error) = fs.check() {
+            panic!("fsck: {error}");
+        }
+    }
+
+    #[test]
+    fn readers_see_buffered_data_the_trees_do_not_until_writeback() {
+        let (mut fs, root) = filesystem(SendPolicy::Concurrent);
+        fs.write_buffered(root, &["f"], 2, b"buffered")
+            .expect("bwrite");
+        assert_eq!(fs.read_file(root, &["f"]).expect("read"), b"x\0buffered");
+        assert_eq!(tree_size(&mut fs, TreeView::Current, root, "f"), 10);
+        fs.commit_transaction().expect("commit");
+        assert_eq!(tree_size(&mut fs, TreeView::Commit, root, "f"), 1);
+        assert!(fs.has_delalloc(root));
+        checked(&fs);
+        fs.sync().expect("sync");
+        assert!(!fs.has_delalloc(root));
+        assert_eq!(tree_size(&mut fs, TreeView::Commit, root, "f"), 10);
+        assert_eq!(
+            fs.list_subvolume(TreeView::Commit, root).expect("listing")[b"f".as_slice()].data,
+            b"x\0buffered"
+        );
+        checked(&fs);
+    }
+
+    #[test]
+    fn a_crash_loses_dirty_pages_and_fsync_keeps_them() {
+        let (mut fs, root) = filesystem(SendPolicy::Concurrent);
+        fs.write_buffered(root, &["f"], 0, b"lost").expect("bwrite");
+        fs.write_buffered(root, &["g"], 0, b"kept").expect("bwrite");
+        fs.fsync(root, &["g"]).expect("fsync");
+        assert!(fs.has_delalloc(root), "fsync writes back its file alone");
+        fs.crash().expect("crash");
+        assert!(fs.page_cache().is_empty());
+        assert_eq!(fs.read_file(root, &["f"]).expect("read"), b"x");
+        assert_eq!(fs.read_file(root, &["g"]).expect("read"), b"kept");
+        assert_eq!(errno(fs.fsync(root, &["missing"])), Errno::ENOENT);
+        checked(&fs);
+    }
+
+    fn errno(result: crate::error::Result<()>) -> Errno {
+        result.expect_err("an error").to_errno()
+    }
+
+    #[test]
+    fn snapshots_write_their_source_back_the_read_only_flag_does_not() {
+        let (mut fs, root) = filesystem(SendPolicy::Concurrent);
+        fs.write_buffered(root, &["f"], 0, b"in the snapshot")
+            .expect("bwrite");
+        let snap = fs.snapshot("vol", "snap", false).expect("snapshot");
+        assert!(!fs.has_delalloc(root));
+        assert_eq!(tree_size(&mut fs, TreeView::Commit, snap, "f"), 15);
+        fs.write_buffered(snap, &["f"], 0, b"after")
+            .expect("bwrite");
+        fs.set_subvolume_read_only("snap", true).expect("ro");
+        assert!(
+            fs.has_delalloc(snap),
+            "setting the flag does not write back"
+        );
+        assert_eq!(
+            errno(fs.write_buffered(snap, &["f"], 0, b"refused")),
+            Errno::EROFS
+        );
+        fs.sync()
+            .expect("writeback into a root made read-only since");
+        assert_eq!(
+            fs.read_file(snap, &["f"]).expect("read"),
+            b"aftere snapshot"
+        );
+        checked(&fs);
+    }
+
+    #[test]
+    fn other_operations_on_a_dirty_file_write_it_back_first() {
+        let (mut fs, root) = filesystem(SendPolicy::Concurrent);
+        fs.write_buffered(root, &["f"], 0, b"0123456789")
+            .expect("bwrite");
+        fs.truncate(root, &["f"], 4).expect("truncate");
+        assert!(!fs.has_delalloc(root));
+        assert_eq!(fs.read_file(root, &["f"]).expect("read"), b"0123");
+        fs.write_buffered(root, &["f"], 8, b"z").expect("bwrite");
+        fs.write(root, &["f"], 0, b"ab").expect("write");
+        assert_eq!(fs.read_file(root, &["f"]).expect("read"), b"ab23\0\0\0\0z");
+        fs.write_buffered(root, &["g"], 0, b"gone").expect("bwrite");
+        fs.unlink(root, &["g"]).expect("unlink");
+        assert!(
+            !fs.has_delalloc(root),
+            "the last link's eviction drops the pages"
+        );
+        checked(&fs);
+    }
+
+    #[test]
+    fn send_start_flushes_and_commits_only_under_flush_delalloc() {
+        for flush in [true, false] {
+            let policy = if flush {
+                Policy::CONCURRENT
+            } else {
+                Policy::CONCURRENT.without(Ingredient::FlushDelalloc)
+            };
+            let (mut fs, _) = filesystem(policy);
+            fs.snapshot("vol", "snap", false).expect("snapshot");
+            let snap = fs.subvolume_id("snap").expect("snap");
+            fs.write_buffered(snap, &["f"], 0, b"buffered")
+                .expect("bwrite");
+            fs.set_subvolume_read_only("snap", true).expect("ro");
+            let generation = fs.generation();
+            let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send");
+            assert_eq!(fs.marks.count(Mark::DelallocAtSendStart), 1);
+            assert_eq!(fs.marks.count(Mark::SendFlushedDelalloc), u64::from(flush));
+            assert_eq!(fs.has_delalloc(snap), !flush);
+            assert_eq!(fs.generation(), generation + u64::from(flush));
+            job.finish(&mut fs).expect("finish");
+        }
     }
 }

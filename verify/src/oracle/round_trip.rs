@@ -22,6 +22,16 @@ pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> 
     Ok(Content::from_listing(&listing))
 }
 
+/// The content of a snapshot as its commit root alone holds it (what an image of the
+/// last committed state holds: no dirty pages).
+pub fn committed_snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> {
+    let root_id = fs.subvolume_id(name).map_err(|error| error.to_string())?;
+    let listing = fs
+        .list_subvolume(cowproof_engine::ctree::TreeView::Commit, root_id)
+        .map_err(|error| error.to_string())?;
+    Ok(Content::from_listing(&listing))
+}
+
 /// Receives `stream` as subvolume `name`. A subvolume of that name the receive side
 /// already holds is moved aside first and deleted only once the stream is in: it may be
 /// the stream's own parent (`send start j s parent=s`), which receive finds by uuid. On
