@@ -126,7 +126,9 @@ impl Hasher for Digester {
 /// words. `Debug` and `PartialEq` see the value only.
 pub struct DigestMemo<T> {
     value: T,
-    digest: OnceLock<u128>,
+    /// The digest's two halves: 8-byte aligned, where a `u128` would align the whole
+    /// memo (and the map nodes holding it) to 16 bytes.
+    digest: OnceLock<[u64; 2]>,
 }
 
 impl<T> DigestMemo<T> {
@@ -158,7 +160,11 @@ impl<T> DigestMemo<T> {
 impl<T: Hash> DigestMemo<T> {
     /// The digest of the value, remembered after the first call.
     pub fn digest(&self) -> u128 {
-        *self.digest.get_or_init(|| Digester::digest_of(&self.value))
+        let [low, high] = *self.digest.get_or_init(|| {
+            let digest = Digester::digest_of(&self.value);
+            [digest as u64, (digest >> 64) as u64]
+        });
+        (u128::from(high) << 64) | u128::from(low)
     }
 }
 
