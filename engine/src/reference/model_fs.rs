@@ -735,6 +735,34 @@ impl ModelFs {
         Ok(())
     }
 
+    /// The content a crash keeps of a file whose buffered writes were not written back:
+    /// `data`, `size` bytes long, whatever the subvolume's read-only flag (writeback
+    /// into a root made read-only since still happens, `docs/delalloc.md`). Not a
+    /// system call: the world sets the model's committed copy with it.
+    pub fn set_durable_content(
+        &mut self,
+        path: &[u8],
+        data: &[u8],
+        size: u64,
+    ) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes)?;
+        let resolved = split_path(path)?;
+        let subvol = self
+            .subvolumes
+            .get_mut(resolved.subvol)
+            .ok_or(Errno::ENOENT)?;
+        let subvol = Arc::make_mut(subvol).get_mut();
+        let ino = subvol.lookup(&resolved.components)?;
+        let inode = subvol.inode_mut(ino);
+        if inode.kind != InodeKind::File {
+            return Err(Errno::EINVAL);
+        }
+        inode.data = data::FileData::default();
+        inode.data.write(0, data);
+        inode.size = size;
+        Ok(())
+    }
+
     /// `open(O_CREAT)` then pwrite(2), as the engine's write and the script's `write`:
     /// a missing file is created first; anything else is left to the write (EISDIR,
     /// EROFS in its order).
