@@ -360,7 +360,7 @@ fn real_btrfs_receive_of_random_operation_sequences_matches_the_engine(
 }
 
 /// Engine bug, found by the property test (case 12, seed `PROPERTY_SEED + 12`) and
-/// reduced by hand. `Planner::try_clone` (`send/plan.rs`) sends a CLONE of a whole
+/// reduced by hand. the planner (`send/plan/data.rs`, before the fix) sends a CLONE of a whole
 /// shared extent from the parent snapshot without looking at the clone source's
 /// `i_size` there. A file of 5,000 bytes has an 8 KiB extent (two sectors); a whole-file
 /// reflink shares the full extent, and once the destination grows past it the engine

@@ -2,8 +2,9 @@
 //! root or parent, commits, writes and deletes in the sent subvolume, writes in another
 //! subvolume, metadata or data relocation, deduplication into the sent snapshot,
 //! clearing its read-only flag and writing into it, deletion of the sent snapshot or its
-//! parent and cleaner steps (`cowproof_verify::fuzz_input::interleave`: the input's first
-//! byte selects the seed races' kinds, one race's, or every race's), run under the
+//! parent and cleaner steps, buffered writes into a writable snapshot and sync
+//! (`cowproof_verify::fuzz_input::interleave`: the input's first byte selects the seed
+//! races' kinds, one race's, or every race's), run under the
 //! policy named by `COWPROOF_POLICY` (default `concurrent`) and, when `COWPROOF_RACE`
 //! names a race, with that race's kinds only. Fails on any violation the runner does not
 //! expect: an inconsistent read by send (ghost record), a kernel symptom (EIO, EUCLEAN,

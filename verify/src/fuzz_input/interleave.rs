@@ -75,7 +75,9 @@ pub enum Layout {
     SeedRaces,
     /// Bytes 1 to [`RACE_SLOTS`]: one race's kinds ([`Selection::Only`]), a four-byte mask.
     Race(Race),
-    /// Any other byte: every race's kinds, a four-byte mask.
+    /// Any other byte: every race's kinds, a four-byte mask, and the setup every race
+    /// but the delayed-allocation one shares (a read-only snapshot whose send has
+    /// started), so that race's buffered writes into the snapshot are not drawn there.
     EveryRace,
 }
 
@@ -172,6 +174,7 @@ pub fn decode_interleave_as(data: &[u8], policy: Policy, race: Option<Race>) -> 
         Some(policy),
         |kind| layout.allows(kind),
         layout.mask_width(),
+        layout == Layout::Race(Race::Delalloc),
     )
     .expect("the interleaving generator accepts any input")
 }

@@ -5,7 +5,10 @@
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
 //! metadata or data relocation steps, and (when a race is selected) deduplication into
 //! the snapshot being sent, clearing its read-only flag and writing into it, deletion of
-//! the sent snapshot or its parent and cleaner steps (`docs/bug-zoo.md`). It ends by
+//! the sent snapshot or its parent and cleaner steps (`docs/bug-zoo.md`). Under the
+//! delayed-allocation race the snapshot is taken writable and the send does not start
+//! in the setup: buffered writes into the snapshot, `subvol set snap ro` and `sync`
+//! come first, and the first send step starts the send (`docs/delalloc.md`). It ends by
 //! finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
@@ -54,6 +57,13 @@ pub enum Kind {
     DeleteSent,
     /// `cleaner step N`.
     CleanerStep,
+    /// `bwrite snap/F 0 "buffered"` of a setup file while the snapshot is writable (the
+    /// delayed-allocation race's setup takes it writable).
+    BufferedWriteSnapshot,
+    /// `subvol set snap ro` while the snapshot is writable.
+    SetSnapshotReadOnly,
+    /// `sync`.
+    Sync,
 }
 
 impl Kind {
@@ -70,11 +80,14 @@ impl Kind {
                 | Kind::WriteSnapshot
                 | Kind::DeleteSent
                 | Kind::CleanerStep
+                | Kind::BufferedWriteSnapshot
+                | Kind::SetSnapshotReadOnly
+                | Kind::Sync
         )
     }
 }
 
-const KINDS: [Kind; 16] = [
+const KINDS: [Kind; 19] = [
     Kind::SendStep,
     Kind::SnapshotOfSendRoot,
     Kind::SnapshotOfParent,
@@ -91,7 +104,15 @@ const KINDS: [Kind; 16] = [
     Kind::WriteSnapshot,
     Kind::DeleteSent,
     Kind::CleanerStep,
+    Kind::BufferedWriteSnapshot,
+    Kind::SetSnapshotReadOnly,
+    Kind::Sync,
 ];
+
+/// The kinds past the 16 bits of a two-byte enabled-kinds mask ([`MaskWidth::Sixteen`]):
+/// always enabled when the selection allows them (only the delayed-allocation race
+/// does). A four-byte mask has their bits.
+const UNMASKED_KINDS_FROM: usize = 16;
 
 /// Most files the setup writes.
 pub const SETUP_FILES_MAX: u32 = 20;
@@ -107,6 +128,11 @@ struct Builder {
     incremental: bool,
     /// Whether a `send step` was drawn: the send has counted itself in its roots.
     send_stepped: bool,
+    /// The delayed-allocation setup: the snapshot taken writable and the send not
+    /// started; the first send step starts it (making the snapshot read-only first).
+    delalloc: bool,
+    send_started: bool,
+    snapshot_read_only: bool,
 }
 
 impl Builder {
@@ -153,19 +179,49 @@ impl Builder {
         self.push(Op::Snapshot {
             source: name("vol"),
             destination: name("snap"),
-            read_only: true,
+            read_only: !self.delalloc,
         });
+        self.snapshot_read_only = !self.delalloc;
+        if !self.delalloc {
+            self.start_send();
+        }
+        Ok(())
+    }
+
+    fn start_send(&mut self) {
         let parent = self.incremental.then(|| name("base"));
         self.push(Op::SendStart {
             job: job("s"),
             snapshot: name("snap"),
             parent,
         });
-        Ok(())
+        self.send_started = true;
+    }
+
+    /// Under the delayed-allocation setup, the send starts at its first step (or at
+    /// the end), the snapshot made read-only first if it is not yet. Whether it did.
+    fn started_send_instead(&mut self) -> bool {
+        if self.send_started {
+            return false;
+        }
+        if !self.snapshot_read_only {
+            self.set_snapshot_read_only();
+        }
+        self.start_send();
+        true
+    }
+
+    fn set_snapshot_read_only(&mut self) {
+        self.push(Op::SubvolumeSetReadOnly {
+            name: name("snap"),
+            read_only: true,
+        });
+        self.snapshot_read_only = true;
     }
 
     fn operation(&mut self, u: &mut Unstructured, kind: Kind) -> Result<()> {
         let op = match kind {
+            Kind::SendStep if self.started_send_instead() => return Ok(()),
             Kind::SendStep => {
                 self.send_stepped = true;
                 Op::SendStep {
@@ -173,6 +229,18 @@ impl Builder {
                     steps: u.int_in_range(1..=3)?,
                 }
             }
+            Kind::BufferedWriteSnapshot | Kind::SetSnapshotReadOnly if self.snapshot_read_only => {
+                return Ok(())
+            }
+            Kind::BufferedWriteSnapshot => {
+                let index = u.int_in_range(0..=self.files - 1)?;
+                crate::explore::alphabet::buffered_write_into_snapshot(&format!("f{index:02}"))
+            }
+            Kind::SetSnapshotReadOnly => {
+                self.set_snapshot_read_only();
+                return Ok(());
+            }
+            Kind::Sync => Op::Sync,
             Kind::SnapshotOfSendRoot => {
                 let number = self.next();
                 Op::Snapshot {
@@ -308,16 +376,27 @@ pub fn interleaving_for(
     policy: Option<Policy>,
     race: Selection,
 ) -> Result<Script> {
-    interleaving_drawing(u, policy, |kind| race.allows(kind), MaskWidth::Sixteen)
+    let delalloc = race == Selection::Only(crate::race::Race::Delalloc);
+    interleaving_drawing(
+        u,
+        policy,
+        |kind| race.allows(kind),
+        MaskWidth::Sixteen,
+        delalloc,
+    )
 }
 
 /// The generator itself: the operation kinds an input may draw are those its mask of
-/// `mask` width enables and `allows` accepts ([`Kind::SendStep`] is always enabled).
+/// `mask` width enables and `allows` accepts ([`Kind::SendStep`] is always enabled;
+/// under [`MaskWidth::Sixteen`] so are the kinds past its bits, when allowed).
+/// `delalloc` selects the delayed-allocation race's setup (a writable snapshot, the
+/// send started by its first step).
 pub fn interleaving_drawing(
     u: &mut Unstructured,
     policy: Option<Policy>,
     allows: impl Fn(Kind) -> bool,
     mask: MaskWidth,
+    delalloc: bool,
 ) -> Result<Script> {
     let files = u.int_in_range(4..=SETUP_FILES_MAX)?;
     let incremental = u.arbitrary::<bool>()?;
@@ -328,6 +407,9 @@ pub fn interleaving_drawing(
         relocation_started: false,
         incremental,
         send_stepped: false,
+        delalloc,
+        send_started: false,
+        snapshot_read_only: false,
     };
     builder.setup(u)?;
     let enabled_mask: u32 = match mask {
@@ -342,7 +424,11 @@ pub fn interleaving_drawing(
     let enabled: Vec<Kind> = KINDS
         .iter()
         .enumerate()
-        .filter(|(bit, kind)| enabled_mask & (1 << bit) != 0 || **kind == Kind::SendStep)
+        .filter(|(bit, kind)| {
+            (mask == MaskWidth::Sixteen && *bit >= UNMASKED_KINDS_FROM)
+                || enabled_mask & (1 << bit) != 0
+                || **kind == Kind::SendStep
+        })
         .filter(|(_, kind)| allows(**kind))
         .map(|(_, kind)| *kind)
         .collect();
@@ -354,6 +440,7 @@ pub fn interleaving_drawing(
         let kind = *u.choose(&enabled)?;
         builder.operation(u, kind)?;
     }
+    builder.started_send_instead();
     builder.push(Op::SendFinish { job: job("s") });
     if builder.relocation_started {
         builder.push(Op::RelocateFinish { job: job("r") });

@@ -15,6 +15,7 @@
 //! ablated (`docs/policies.md`, section 4.1), never on anything the search finds.
 
 pub mod dedupe;
+pub mod delalloc;
 pub mod deletion;
 pub mod readonly;
 pub mod relocation;
@@ -84,16 +85,20 @@ pub enum Race {
     Readonly,
     /// Send against deletion of the root it sends (18f687d53844, dc058f5fda09).
     Deletion,
+    /// Send against delayed allocation: buffered writes not written back before the
+    /// send walks (Linux 9f89d5de8631).
+    Delalloc,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 5] = [
+    pub const ALL: [Race; 6] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
         Race::Readonly,
         Race::Deletion,
+        Race::Delalloc,
     ];
 
     /// The race's description.
@@ -104,6 +109,7 @@ impl Race {
             Race::Dedupe => &dedupe::RACE,
             Race::Readonly => &readonly::RACE,
             Race::Deletion => &deletion::RACE,
+            Race::Delalloc => &delalloc::RACE,
         }
     }
 
@@ -338,7 +344,7 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 5])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 6])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -347,23 +353,23 @@ mod tests {
             [
                 (
                     Policy::UNPROTECTED,
-                    [Violation, Violation, SafeRefused, SafeDenied, Safe]
+                    [Violation, Violation, SafeRefused, SafeDenied, Safe, Safe]
                 ),
                 (
                     Policy::CLONE_ROOT,
-                    [Safe, Violation, SafeRefused, SafeDenied, Safe]
+                    [Safe, Violation, SafeRefused, SafeDenied, Safe, Safe]
                 ),
                 (
                     Policy::EXCLUSIVE_ONLY,
-                    [Violation, SafeRefused, SafeRefused, SafeDenied, Safe]
+                    [Violation, SafeRefused, SafeRefused, SafeDenied, Safe, Safe]
                 ),
                 (
                     Policy::EXCLUSIVE,
-                    [Safe, SafeRefused, SafeRefused, SafeDenied, Safe]
+                    [Safe, SafeRefused, SafeRefused, SafeDenied, Safe, Safe]
                 ),
                 (
                     Policy::CONCURRENT,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe, Safe]
                 ),
             ]
         );
@@ -378,7 +384,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 5])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 6])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -387,31 +393,31 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation, Violation]
+                    [Violation, Violation, Violation, Violation, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_2,
-                    [Safe, Violation, SafeRefused, Violation, Violation]
+                    [Safe, Violation, SafeRefused, Violation, Violation, Safe]
                 ),
                 (
                     KernelEra::Linux5_3,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
+                    [Safe, SafeRefused, SafeRefused, Violation, Violation, Safe]
                 ),
                 (
                     KernelEra::Linux5_16,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
+                    [Safe, SafeRefused, SafeRefused, Violation, Violation, Safe]
                 ),
                 (
                     KernelEra::Linux5_17,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
+                    [Safe, SafeCompletes, SafeRefused, Violation, Violation, Safe]
                 ),
                 (
                     KernelEra::Linux6_12,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
+                    [Safe, SafeCompletes, SafeRefused, Violation, Violation, Safe]
                 ),
                 (
                     KernelEra::Linux6_13,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
+                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe, Safe]
                 ),
             ]
         );
