@@ -11,6 +11,9 @@
 //! past the checksum into the parsers; the image checker and the importer must return
 //! errors or succeed, never panic (untrusted bytes).
 //!
+//! Subvolumes the script deleted are dropped by the cleaner and committed before the
+//! image is written (`settle_deletions`): the format has no orphan roots.
+//!
 //! A state whose leaves do not fit the nodesize as btrfs lays them out (an xattr value
 //! near a whole leaf next to other items) is refused by the writer with EINVAL: that is
 //! the documented refusal, not a failure; [`ImageOutcome::Refused`] counts it.
@@ -123,12 +126,31 @@ pub fn image_outcome(data: &[u8]) -> Result<ImageOutcome, String> {
     let mut world = report
         .world
         .ok_or_else(|| format!("the script did not run: {:?}", report.error))?;
+    let deletes = script
+        .ops()
+        .any(|op| matches!(op, crate::script::Op::SubvolumeDelete { .. }));
+    if deletes {
+        settle_deletions(&mut world.fs)
+            .map_err(|error| format!("{error}\n--- script\n{}", print(&script)))?;
+    }
     let outcome = image_round_trip(&mut world.fs)
         .map_err(|failure| format!("{failure}\n--- script\n{}", print(&script)))?;
     if let (ImageOutcome::Checked(_), Ok(image)) = (&outcome, write_image(&world.fs)) {
         read_corrupted(&image, u64::from(crc32c_of(data)));
     }
     Ok(outcome)
+}
+
+/// After a script that deleted subvolumes: lets the cleaner drop every dead root and
+/// commits, so that the committed state has the subvolumes `FsInfo::subvolumes()` lists
+/// (a deletion is not committed at once, as the kernel's is not) and no orphan root,
+/// which the image format here does not carry.
+fn settle_deletions(fs: &mut FsInfo) -> Result<(), String> {
+    fs.clean_all()
+        .map_err(|error| format!("the cleaner failed: {error}"))?;
+    fs.commit_transaction()
+        .map_err(|error| format!("the commit after the cleaner failed: {error}"))?;
+    Ok(())
 }
 
 fn crc32c_of(data: &[u8]) -> u32 {
