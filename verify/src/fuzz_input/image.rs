@@ -166,6 +166,39 @@ pub fn check_image(data: &[u8]) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The image smoke's finding once `send_receive` deleted subvolumes: a deletion not
+    /// committed, and a dead root not dropped, must not make the image differ from the
+    /// engine's subvolumes (`settle_deletions`).
+    #[test]
+    fn a_deleted_subvolume_is_dropped_and_committed_before_the_image() {
+        let script = crate::script::parse(
+            "subvol create vol\nwrite vol/a 0 \"x\"\nsnapshot vol s1 ro\nwrite vol/b 0 \"y\"\nsnapshot vol s2 ro\nsubvol delete s1\n",
+        )
+        .expect("a valid script");
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(Policy::CONCURRENT),
+                checks: Checks::FAST,
+            },
+        );
+        let mut world = report.world.expect("the script ran");
+        assert!(
+            !world.fs.dead_roots().is_empty(),
+            "the deletion left a dead root"
+        );
+        let unsettled = image_round_trip(&mut world.fs);
+        assert!(
+            !matches!(unsettled, Ok(ImageOutcome::Checked(_))),
+            "without settling, the image is refused or differs"
+        );
+        settle_deletions(&mut world.fs).expect("the cleaner and the commit");
+        match image_round_trip(&mut world.fs).expect("the image round trip") {
+            ImageOutcome::Checked(_) => {}
+            ImageOutcome::Refused(reason) => panic!("refused: {reason}"),
+        }
+    }
+
     /// Not vacuous: random inputs reach images with shared blocks, FULL_BACKREF blocks
     /// and data extents, and most are written rather than refused.
     #[test]
