@@ -257,7 +257,9 @@ mod tests {
         use arbitrary::Unstructured;
         let bytes = cowproof_engine::testing::seeded_bytes(128, 7);
         let interleave = target("interleave").unwrap();
-        let decoded = (interleave.decode)(&bytes, Policy::UNPROTECTED);
+        // Layout byte 0: the generator's own input follows (fuzz_input::interleave).
+        let input = [&[0][..], &bytes].concat();
+        let decoded = (interleave.decode)(&input, Policy::UNPROTECTED);
         let generated =
             interleaving(&mut Unstructured::new(&bytes), Some(Policy::UNPROTECTED)).unwrap();
         assert_eq!(decoded, TestCase::Script(generated));

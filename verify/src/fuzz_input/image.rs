@@ -11,6 +11,9 @@
 //! past the checksum into the parsers; the image checker and the importer must return
 //! errors or succeed, never panic (untrusted bytes).
 //!
+//! Subvolumes the script deleted are dropped by the cleaner and committed before the
+//! image is written (`settle_deletions`): the format has no orphan roots.
+//!
 //! A state whose leaves do not fit the nodesize as btrfs lays them out (an xattr value
 //! near a whole leaf next to other items) is refused by the writer with EINVAL: that is
 //! the documented refusal, not a failure; [`ImageOutcome::Refused`] counts it.
@@ -123,12 +126,31 @@ pub fn image_outcome(data: &[u8]) -> Result<ImageOutcome, String> {
     let mut world = report
         .world
         .ok_or_else(|| format!("the script did not run: {:?}", report.error))?;
+    let deletes = script
+        .ops()
+        .any(|op| matches!(op, crate::script::Op::SubvolumeDelete { .. }));
+    if deletes {
+        settle_deletions(&mut world.fs)
+            .map_err(|error| format!("{error}\n--- script\n{}", print(&script)))?;
+    }
     let outcome = image_round_trip(&mut world.fs)
         .map_err(|failure| format!("{failure}\n--- script\n{}", print(&script)))?;
     if let (ImageOutcome::Checked(_), Ok(image)) = (&outcome, write_image(&world.fs)) {
         read_corrupted(&image, u64::from(crc32c_of(data)));
     }
     Ok(outcome)
+}
+
+/// After a script that deleted subvolumes: lets the cleaner drop every dead root and
+/// commits, so that the committed state has the subvolumes `FsInfo::subvolumes()` lists
+/// (a deletion is not committed at once, as the kernel's is not) and no orphan root,
+/// which the image format here does not carry.
+fn settle_deletions(fs: &mut FsInfo) -> Result<(), String> {
+    fs.clean_all()
+        .map_err(|error| format!("the cleaner failed: {error}"))?;
+    fs.commit_transaction()
+        .map_err(|error| format!("the commit after the cleaner failed: {error}"))?;
+    Ok(())
 }
 
 fn crc32c_of(data: &[u8]) -> u32 {
@@ -143,6 +165,39 @@ pub fn check_image(data: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The image smoke's finding once `send_receive` deleted subvolumes: a deletion not
+    /// committed, and a dead root not dropped, must not make the image differ from the
+    /// engine's subvolumes (`settle_deletions`).
+    #[test]
+    fn a_deleted_subvolume_is_dropped_and_committed_before_the_image() {
+        let script = crate::script::parse(
+            "subvol create vol\nwrite vol/a 0 \"x\"\nsnapshot vol s1 ro\nwrite vol/b 0 \"y\"\nsnapshot vol s2 ro\nsubvol delete s1\n",
+        )
+        .expect("a valid script");
+        let report = run(
+            &script,
+            RunOptions {
+                policy: Some(Policy::CONCURRENT),
+                checks: Checks::FAST,
+            },
+        );
+        let mut world = report.world.expect("the script ran");
+        assert!(
+            !world.fs.dead_roots().is_empty(),
+            "the deletion left a dead root"
+        );
+        let unsettled = image_round_trip(&mut world.fs);
+        assert!(
+            !matches!(unsettled, Ok(ImageOutcome::Checked(_))),
+            "without settling, the image is refused or differs"
+        );
+        settle_deletions(&mut world.fs).expect("the cleaner and the commit");
+        match image_round_trip(&mut world.fs).expect("the image round trip") {
+            ImageOutcome::Checked(_) => {}
+            ImageOutcome::Refused(reason) => panic!("refused: {reason}"),
+        }
+    }
 
     /// Not vacuous: random inputs reach images with shared blocks, FULL_BACKREF blocks
     /// and data extents, and most are written rather than refused.

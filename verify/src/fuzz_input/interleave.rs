@@ -1,7 +1,20 @@
-//! The `interleave` target: bytes -> [`interleaving`] (a send interleaved with snapshots,
-//! commits, writes and relocation) -> the runner under one policy -> no unexpected
-//! violation. Under `exclusive` and `concurrent` every input must pass; under the buggy
-//! policies the fuzzer is expected to find violations (the CI canary relies on it).
+//! The `interleave` target: bytes -> [`interleaving`](crate::generate::interleaving)
+//! (a send interleaved with snapshots, commits, writes, relocation, deduplication, the
+//! read-only flag, subvolume deletion and the cleaner) -> the runner under one policy
+//! -> no unexpected violation. Under `exclusive` and `concurrent` every input must pass;
+//! under the buggy policies and the kernel eras before each fix the fuzzer is expected
+//! to find violations (the CI canary relies on it).
+//!
+//! Input layout (`docs/fuzzing.md`, "The interleave input layout"): the first byte is
+//! the [`Layout`], which operation kinds the rest of the input may draw; the rest is the
+//! generator's input. Byte 0 is the layout every input had before the later races
+//! existed (the seed races' kinds, a two-byte mask), so a corpus file written then
+//! decodes, with a 0 put in front of it, to the script it always did. Bytes 1 to
+//! [`RACE_SLOTS`] index the race table ([`Race::ALL`]): a race appended to it takes the
+//! next byte, and no other input changes its script. Every other byte draws every
+//! race's kinds. `COWPROOF_RACE=NAME` ([`RACE_VARIABLE`]) overrides the byte, to keep a
+//! campaign on one race. Invariant: the decoder is total and depends on the bytes (and
+//! the override) only.
 //!
 //! Throughput: a fresh run spends most of its time in mkfs and the setup prefix (create
 //! subvolumes, write the files, snapshot, start the send), which depends on only a few
@@ -12,7 +25,8 @@
 //! same report a fresh [`run`](crate::runner::run) gives (tested in this module on a few
 //! hundred inputs under every policy), so nothing is weakened.
 
-use crate::generate::interleaving;
+use crate::generate::interleave::{interleaving_drawing, Kind, MaskWidth};
+use crate::race::{Race, Selection};
 use crate::runner::{resume, run_prefix, PausedRun, RunOptions, RunReport};
 use crate::script::{print, GeometrySpec, Op, Script, Statement};
 use crate::world::Checks;
@@ -44,28 +58,158 @@ thread_local! {
     static PAUSED_SETUPS: RefCell<HashMap<PrefixKey, PausedRun>> = RefCell::new(HashMap::new());
 }
 
-/// The script `data` decodes to (the policy line is `policy`).
-pub fn decode_interleave(data: &[u8], policy: Policy) -> Script {
-    interleaving(&mut Unstructured::new(data), Some(policy))
-        .expect("the interleaving generator accepts any input")
+/// The environment variable that keeps the `interleave` target on one race
+/// (`COWPROOF_RACE=deletion`, the names of `cowproof hunt --race`).
+pub const RACE_VARIABLE: &str = "COWPROOF_RACE";
+
+/// The layout bytes that index the race table: byte `1 + i` is `Race::ALL[i]`. Bytes
+/// past the last race are kept for races to come (they draw every race's kinds until
+/// then); committed corpus files never use them.
+pub const RACE_SLOTS: u8 = 32;
+
+/// Which operation kinds an `interleave` input draws: its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Byte 0: the seed races' kinds with a two-byte mask, the layout of every input
+    /// written before the later races (`generate::interleaving`).
+    SeedRaces,
+    /// Bytes 1 to [`RACE_SLOTS`]: one race's kinds ([`Selection::Only`]), a four-byte mask.
+    Race(Race),
+    /// Any other byte: every race's kinds, a four-byte mask, and the setup every race
+    /// but the delayed-allocation one shares (a read-only snapshot whose send has
+    /// started), so that race's buffered writes into the snapshot are not drawn there.
+    EveryRace,
 }
 
-/// The `interleave` target under the policy of `COWPROOF_POLICY`.
+impl Layout {
+    /// The layout byte `byte` selects.
+    pub fn from_byte(byte: u8) -> Layout {
+        match byte {
+            0 => Layout::SeedRaces,
+            1..=RACE_SLOTS => Race::ALL
+                .get(usize::from(byte - 1))
+                .map_or(Layout::EveryRace, |&race| Layout::Race(race)),
+            _ => Layout::EveryRace,
+        }
+    }
+
+    /// The byte that selects this layout (the first that does, for [`Layout::EveryRace`]).
+    pub fn byte(self) -> u8 {
+        match self {
+            Layout::SeedRaces => 0,
+            Layout::Race(race) => {
+                let index = Race::ALL
+                    .iter()
+                    .position(|&listed| listed == race)
+                    .expect("every race is in the table");
+                u8::try_from(index + 1).expect("fewer races than slots")
+            }
+            Layout::EveryRace => RACE_SLOTS + 1,
+        }
+    }
+
+    /// Whether an input of this layout may draw `kind`.
+    pub fn allows(self, kind: Kind) -> bool {
+        match self {
+            Layout::SeedRaces => Selection::All.allows(kind),
+            Layout::Race(race) => Selection::Only(race).allows(kind),
+            Layout::EveryRace => Race::ALL
+                .iter()
+                .any(|race| race.spec().generator_kinds.contains(&kind)),
+        }
+    }
+
+    fn mask_width(self) -> MaskWidth {
+        match self {
+            Layout::SeedRaces => MaskWidth::Sixteen,
+            Layout::Race(_) | Layout::EveryRace => MaskWidth::ThirtyTwo,
+        }
+    }
+}
+
+// Every race has its byte, and byte 0 is not one of them.
+const _: () = assert!(Race::ALL.len() <= RACE_SLOTS as usize);
+
+/// The race `COWPROOF_RACE` names, `None` when it is unset or empty; an unknown name is
+/// an error listing the races.
+pub fn race_from_env() -> Result<Option<Race>, String> {
+    match std::env::var(RACE_VARIABLE) {
+        Ok(name) if !name.is_empty() => Race::from_name(&name).map(Some).ok_or_else(|| {
+            let names: Vec<&str> = Race::ALL.iter().map(|race| race.name()).collect();
+            format!(
+                "{RACE_VARIABLE}={name:?} is not a race; the races are {}",
+                names.join(", ")
+            )
+        }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{RACE_VARIABLE} is not valid UTF-8"))
+        }
+    }
+}
+
+/// The layout of `data`: its first byte's, or `race`'s when one is forced. An empty
+/// input has the seed races' layout.
+pub fn layout(data: &[u8], race: Option<Race>) -> Layout {
+    match race {
+        Some(race) => Layout::Race(race),
+        None => data
+            .first()
+            .map_or(Layout::SeedRaces, |&byte| Layout::from_byte(byte)),
+    }
+}
+
+/// The script `data` decodes to (the policy line is `policy`), by its layout byte.
+pub fn decode_interleave(data: &[u8], policy: Policy) -> Script {
+    decode_interleave_as(data, policy, None)
+}
+
+/// The script `data` decodes to with the race `race` forced (`COWPROOF_RACE`), or by
+/// its layout byte.
+pub fn decode_interleave_as(data: &[u8], policy: Policy, race: Option<Race>) -> Script {
+    let layout = layout(data, race);
+    let rest = data.get(1..).unwrap_or_default();
+    interleaving_drawing(
+        &mut Unstructured::new(rest),
+        Some(policy),
+        |kind| layout.allows(kind),
+        layout.mask_width(),
+        layout == Layout::Race(Race::Delalloc),
+    )
+    .expect("the interleaving generator accepts any input")
+}
+
+/// The `interleave` target under the policy of `COWPROOF_POLICY` and the race of
+/// `COWPROOF_RACE`.
 pub fn check_interleave(data: &[u8]) -> Result<(), String> {
     let policy = super::policy_from_env()?;
-    check_interleave_under(data, policy)
+    let race = race_from_env()?;
+    check_interleave_as(data, policy, race)
 }
 
-/// The `interleave` target under `policy`: fails on any unexpected violation or script
-/// error, with the script's text and the report.
+/// The `interleave` target under `policy`, by the input's layout byte.
 pub fn check_interleave_under(data: &[u8], policy: Policy) -> Result<(), String> {
-    let script = decode_interleave(data, policy);
+    check_interleave_as(data, policy, None)
+}
+
+/// The `interleave` target under `policy`, with `race` forced or by the layout byte:
+/// fails on any unexpected violation or script error, with the script's text and the
+/// report.
+pub fn check_interleave_as(data: &[u8], policy: Policy, race: Option<Race>) -> Result<(), String> {
+    let script = decode_interleave_as(data, policy, race);
     let report = run_interleaving(&script, policy);
     if report.unexpected.is_empty() && report.error.is_none() {
         return Ok(());
     }
+    let forced = match race {
+        Some(race) => format!(
+            " ({RACE_VARIABLE}={race}: the input with its first byte set to {} replays without it)",
+            Layout::Race(race).byte()
+        ),
+        None => String::new(),
+    };
     Err(format!(
-        "interleaving under {policy} failed\n--- script\n{}--- report\n{report}",
+        "interleaving under {policy} failed{forced}\n--- script\n{}--- report\n{report}",
         print(&script)
     ))
 }
@@ -156,6 +300,101 @@ mod tests {
             .filter(|&seed| check_interleave_under(&input(seed), Policy::UNPROTECTED).is_err())
             .count();
         assert!(failing > 0, "no unprotected interleaving failed");
+    }
+
+    #[test]
+    fn the_layout_byte_indexes_the_race_table_and_keeps_the_slots_past_it() {
+        assert_eq!(Layout::from_byte(0), Layout::SeedRaces);
+        for (index, race) in Race::ALL.into_iter().enumerate() {
+            assert_eq!(Layout::Race(race).byte(), index as u8 + 1);
+            assert_eq!(Layout::from_byte(index as u8 + 1), Layout::Race(race));
+        }
+        for byte in Race::ALL.len() as u8 + 1..=u8::MAX {
+            assert_eq!(Layout::from_byte(byte), Layout::EveryRace, "{byte}");
+        }
+        assert_eq!(
+            Layout::from_byte(Layout::EveryRace.byte()),
+            Layout::EveryRace
+        );
+        assert_eq!(layout(&[], None), Layout::SeedRaces);
+        assert_eq!(
+            layout(&[0], Some(Race::Deletion)),
+            Layout::Race(Race::Deletion)
+        );
+    }
+
+    /// The migration rule: an input of the old layout, with a 0 put in front, decodes to
+    /// the script the old decoder (`generate::interleaving`, unchanged) made of it.
+    #[test]
+    fn layout_zero_decodes_as_the_inputs_before_the_layout_byte() {
+        for seed in 0..200 {
+            let old = input(seed);
+            let new = [&[0][..], &old].concat();
+            for policy in [Policy::UNPROTECTED, Policy::CONCURRENT] {
+                let before =
+                    crate::generate::interleaving(&mut Unstructured::new(&old), Some(policy))
+                        .expect("valid");
+                assert_eq!(decode_interleave(&new, policy), before, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_forced_race_overrides_the_layout_byte() {
+        for seed in 0..40 {
+            let mut bytes = input(seed);
+            let forced = decode_interleave_as(&bytes, Policy::CONCURRENT, Some(Race::Deletion));
+            bytes[0] = Layout::Race(Race::Deletion).byte();
+            assert_eq!(forced, decode_interleave(&bytes, Policy::CONCURRENT));
+        }
+    }
+
+    /// Every race's layout byte, and the every-race bytes, reach the race's own kinds.
+    #[test]
+    fn the_race_layouts_draw_the_later_races_kinds() {
+        type Drawn = fn(&Op) -> bool;
+        let kinds: [(Race, Drawn); 3] = [
+            (Race::Dedupe, |op| matches!(op, Op::Dedupe { .. })),
+            (Race::Readonly, |op| {
+                matches!(
+                    op,
+                    Op::SubvolumeSetReadOnly {
+                        read_only: false,
+                        ..
+                    }
+                )
+            }),
+            (Race::Deletion, |op| {
+                matches!(op, Op::SubvolumeDelete { .. })
+            }),
+        ];
+        for (race, drawn) in kinds {
+            for layout in [Layout::Race(race), Layout::EveryRace] {
+                let count = (0..100)
+                    .filter(|&seed| {
+                        let mut bytes = input(seed);
+                        bytes[0] = layout.byte();
+                        decode_interleave(&bytes, Policy::CONCURRENT)
+                            .ops()
+                            .any(drawn)
+                    })
+                    .count();
+                assert!(
+                    count > 10,
+                    "{layout:?} drew {race}'s operation {count} times in 100"
+                );
+            }
+            let seed_races = (0..100)
+                .filter(|&seed| {
+                    let mut bytes = input(seed);
+                    bytes[0] = 0;
+                    decode_interleave(&bytes, Policy::CONCURRENT)
+                        .ops()
+                        .any(drawn)
+                })
+                .count();
+            assert_eq!(seed_races, 0, "the seed races' layout drew {race}");
+        }
     }
 
     #[test]

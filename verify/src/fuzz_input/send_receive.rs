@@ -2,10 +2,12 @@
 //! subvolume (`vol`: directories, files with data at sector and sub-sector offsets,
 //! renames, hard links, symlinks, xattrs, modes, owners, truncates, clones,
 //! deduplications, some into the newest read-only snapshot), read-only snapshots of it,
-//! their read-only flag cleared and set again (`subvol set`), full and incremental sends
-//! (each against the previous snapshot), commits, remounts and crashes, and sometimes
-//! writes to `vol` while a send runs (deduplication into, or clearing the flag of, the
-//! snapshot being sent is refused under `concurrent`: EAGAIN, EPERM). Run
+//! their read-only flag cleared and set again (`subvol set`), snapshots deleted (`subvol
+//! delete`, then `cleaner step`s), full and incremental sends (each against the newest
+//! snapshot left), commits, remounts and crashes, and sometimes writes to `vol` or the
+//! deletion of the snapshot being sent or its parent while a send runs (deduplication
+//! into, or clearing the flag of, the snapshot being sent is refused under `concurrent`
+//! with EAGAIN or EPERM, and so is its deletion or its parent's). Run
 //! under `concurrent` with the runner's fuzzing checks, it must show no violation at
 //! all: every received snapshot has exactly the snapshot's content (round trip), the
 //! engine agrees with the model filesystem on every errno and at the end on every
@@ -33,6 +35,7 @@ use crate::script::{
 use crate::world::Checks;
 use arbitrary::{Result, Unstructured};
 use cowproof_engine::Policy;
+use std::collections::BTreeSet;
 
 /// Most operations an input decodes to.
 pub const OPERATIONS_MAX: usize = 48;
@@ -58,7 +61,19 @@ struct Decoder {
     statements: Vec<Statement>,
     snapshots: u32,
     sends: u32,
+    /// The snapshots deleted so far (`subvol delete`), by number.
+    deleted: BTreeSet<u32>,
 }
+
+/// Between sends, a read-only flag byte at or above this deletes the snapshot instead
+/// (below it, its low bit is the flag, as a `bool` reads it).
+const DELETION_BYTE_MIN: u8 = 0xc0;
+
+/// While a send runs, an operation byte at or above this deletes the snapshot being
+/// sent or its parent instead of a file operation. High values only, so that most inputs
+/// written before deletions existed decode as they did (the regression inputs do; two
+/// random seeds do not: `corpus/send_receive/README.md`).
+const DELETION_DURING_SEND_BYTE_MIN: u8 = 0xf0;
 
 fn name(text: &str) -> Name {
     Name::new(text).expect("decoder names are valid")
@@ -205,7 +220,7 @@ impl Decoder {
                 });
             }
         }
-        if self.snapshots > 0 && u.ratio(1, 3)? {
+        if self.snapshots > 0 && u.ratio(1, 3)? && !self.deleted.contains(&self.snapshots) {
             let snapshot = name(&format!("s{}", self.snapshots));
             destination = ScriptPath::new(snapshot, destination.components().to_vec())
                 .expect("short paths are valid");
@@ -256,16 +271,35 @@ impl Decoder {
             read_only: true,
         });
         let full = self.snapshots == 1 || u.ratio(1, 8)?;
-        let parent = (!full).then(|| name(&format!("s{}", self.snapshots - 1)));
+        // The newest snapshot not deleted (the one before, unless deletions came in).
+        let parent_number = (1..self.snapshots)
+            .rev()
+            .find(|number| !self.deleted.contains(number));
+        let parent = parent_number
+            .filter(|_| !full)
+            .map(|number| name(&format!("s{number}")));
         self.sends += 1;
         let job = Identifier::new(&format!("j{}", self.sends)).expect("valid job");
         self.push(Op::SendStart {
             job: job.clone(),
             snapshot,
-            parent,
+            parent: parent.clone(),
         });
         for _ in 0..u.int_in_range(0..=3)? {
-            let op = self.file_operation(u)?;
+            let deletes = u
+                .peek_bytes(1)
+                .is_some_and(|byte| byte[0] >= DELETION_DURING_SEND_BYTE_MIN);
+            let op = if deletes {
+                // The snapshot being sent or its parent: EPERM under `protect-deletion`.
+                let byte: u8 = u.arbitrary()?;
+                let target = match &parent {
+                    Some(parent) if byte & 1 == 1 => parent.clone(),
+                    _ => name(&format!("s{}", self.snapshots)),
+                };
+                Op::SubvolumeDelete { name: target }
+            } else {
+                self.file_operation(u)?
+            };
             self.push(op);
             self.push(Op::SendStep {
                 job: job.clone(),
@@ -292,15 +326,27 @@ impl Decoder {
     }
 
     /// `subvol set` of a snapshot: cleared or set again (a snapshot left writable is
-    /// refused as a send's snapshot or parent with EPERM).
+    /// refused as a send's snapshot or parent with EPERM); or, for a high byte, the
+    /// snapshot deleted and the cleaner run a few steps, so that later sends find their
+    /// parent gone or pick an older one.
     fn set_read_only_flag(&mut self, u: &mut Unstructured) -> Result<()> {
         if self.snapshots == 0 {
             return Ok(());
         }
         let snapshot = u.int_in_range(1..=self.snapshots)?;
-        self.push(Op::SubvolumeSetReadOnly {
-            name: name(&format!("s{snapshot}")),
-            read_only: u.arbitrary()?,
+        let subvolume = name(&format!("s{snapshot}"));
+        let byte: u8 = u.arbitrary()?;
+        if byte < DELETION_BYTE_MIN {
+            self.push(Op::SubvolumeSetReadOnly {
+                name: subvolume,
+                read_only: byte & 1 == 1,
+            });
+            return Ok(());
+        }
+        self.deleted.insert(snapshot);
+        self.push(Op::SubvolumeDelete { name: subvolume });
+        self.push(Op::CleanerStep {
+            steps: u.int_in_range(1..=8)?,
         });
         Ok(())
     }
@@ -313,6 +359,7 @@ pub fn decode_send_receive(data: &[u8]) -> Script {
         statements: Vec::new(),
         snapshots: 0,
         sends: 0,
+        deleted: BTreeSet::new(),
     };
     decoder.push(Op::SubvolumeCreate { name: name("vol") });
     for _ in 0..OPERATIONS_MAX {
@@ -390,6 +437,43 @@ mod tests {
             .flat_map(Script::ops)
             .any(|op| matches!(op, Op::SendStep { .. }));
         assert!(incremental && stepped);
+    }
+
+    /// Deletions between sends go ahead (and the cleaner drops the trees), deletions of
+    /// the snapshot being sent or its parent while the send runs are refused with EPERM
+    /// (`protect-deletion`), and the oracles agree with both (the runs pass).
+    #[test]
+    fn inputs_reach_deletions_refused_during_sends_and_done_between_them() {
+        use cowproof_engine::marks::Mark;
+        let mut refused = 0;
+        let mut deleted = 0;
+        let mut cleaner_steps = 0;
+        for seed in 0..60 {
+            let script = decode_send_receive(&cowproof_engine::testing::seeded_bytes(300, seed));
+            let report = run_send_receive(&script);
+            assert!(report.passed(), "seed {seed}: {report}");
+            let marks = &report.world.as_ref().expect("world").fs.marks;
+            refused += marks.count(Mark::DeletionRefusedDuringSend);
+            let failed: Vec<usize> = report
+                .failed_operations()
+                .iter()
+                .map(|failed| failed.index)
+                .collect();
+            for statement in &report.statements {
+                match &statement.op {
+                    Some(Op::SubvolumeDelete { .. }) if !failed.contains(&statement.index) => {
+                        deleted += 1
+                    }
+                    Some(Op::CleanerStep { .. }) => cleaner_steps += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(refused > 0, "no deletion was refused during a send");
+        assert!(
+            deleted > 0 && cleaner_steps > 0,
+            "{deleted} deletions, {cleaner_steps} cleaner steps"
+        );
     }
 
     #[test]
