@@ -18,6 +18,7 @@ pub mod dedupe;
 pub mod deletion;
 pub mod readonly;
 pub mod relocation;
+pub mod relocation_incremental;
 pub mod snapshot;
 
 use crate::explore::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
@@ -84,16 +85,20 @@ pub enum Race {
     Readonly,
     /// Send against deletion of the root it sends (18f687d53844, dc058f5fda09).
     Deletion,
+    /// Send against block-group relocation, for an incremental send: the item
+    /// processing window that `clone-leaves` closes.
+    RelocationIncremental,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 5] = [
+    pub const ALL: [Race; 6] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
         Race::Readonly,
         Race::Deletion,
+        Race::RelocationIncremental,
     ];
 
     /// The race's description.
@@ -104,6 +109,7 @@ impl Race {
             Race::Dedupe => &dedupe::RACE,
             Race::Readonly => &readonly::RACE,
             Race::Deletion => &deletion::RACE,
+            Race::RelocationIncremental => &relocation_incremental::RACE,
         }
     }
 
@@ -286,11 +292,14 @@ impl Selection {
         }
     }
 
-    /// The selection named `text`.
+    /// The selection named `text`: `all`, or a race the generator can express (one with
+    /// generator kinds).
     pub fn from_name(text: &str) -> Option<Selection> {
         match text {
             "all" => Some(Selection::All),
-            _ => Race::from_name(text).map(Selection::Only),
+            _ => Race::from_name(text)
+                .filter(|race| !race.spec().generator_kinds.is_empty())
+                .map(Selection::Only),
         }
     }
 
@@ -329,16 +338,22 @@ mod tests {
                 .all(|earlier| earlier.name() != race.name()));
             assert!(race.minimum_depth() <= race.default_depth(), "{race}");
             assert!(!race.alphabet().is_empty(), "{race}");
-            assert!(!race.spec().generator_kinds.is_empty(), "{race}");
+            let generated = !race.spec().generator_kinds.is_empty();
+            assert_eq!(
+                Selection::from_name(race.name()).is_some(),
+                generated,
+                "{race}"
+            );
         }
         assert_eq!(Selection::from_name("all"), Some(Selection::All));
         assert_eq!(Selection::from_name("none"), None);
+        assert_eq!(Selection::from_name("relocation-incremental"), None);
     }
 
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 5])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 6])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -347,23 +362,51 @@ mod tests {
             [
                 (
                     Policy::UNPROTECTED,
-                    [Violation, Violation, SafeRefused, SafeDenied, Safe]
+                    [
+                        Violation,
+                        Violation,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Violation
+                    ]
                 ),
                 (
                     Policy::CLONE_ROOT,
-                    [Safe, Violation, SafeRefused, SafeDenied, Safe]
+                    [Safe, Violation, SafeRefused, SafeDenied, Safe, Violation]
                 ),
                 (
                     Policy::EXCLUSIVE_ONLY,
-                    [Violation, SafeRefused, SafeRefused, SafeDenied, Safe]
+                    [
+                        Violation,
+                        SafeRefused,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     Policy::EXCLUSIVE,
-                    [Safe, SafeRefused, SafeRefused, SafeDenied, Safe]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     Policy::CONCURRENT,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
             ]
         );
@@ -378,7 +421,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 5])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 6])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -387,31 +430,73 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation, Violation]
+                    [Violation, Violation, Violation, Violation, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_2,
-                    [Safe, Violation, SafeRefused, Violation, Violation]
+                    [
+                        Safe,
+                        Violation,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Violation
+                    ]
                 ),
                 (
                     KernelEra::Linux5_3,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        SafeRefused
+                    ]
                 ),
                 (
                     KernelEra::Linux5_16,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        SafeRefused
+                    ]
                 ),
                 (
                     KernelEra::Linux5_17,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        SafeCompletes
+                    ]
                 ),
                 (
                     KernelEra::Linux6_12,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        SafeCompletes
+                    ]
                 ),
                 (
                     KernelEra::Linux6_13,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
             ]
         );
