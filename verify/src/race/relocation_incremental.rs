@@ -19,7 +19,10 @@
 //! the read-only snapshot `snap`. Letters: the incremental send start and send step,
 //! relocation of the metadata or the data group (start, one step), commit whole or one
 //! step, a write and an xattr in `other`, the attempts to delete `snap` or `parent`
-//! during the send (EPERM), a snapshot of the parent, a crash and a remount.
+//! during the send (EPERM under `protect-deletion`, which every named policy carries),
+//! a crash (while no send runs) and a remount (EBUSY while a send runs). No snapshot of
+//! the parent: it is the snapshot race on the parent's root (seed 2), which the cell
+//! must not mix in (under `exclusive-only` it is a violation in three letters).
 //!
 //! Its ablation rows are those of `clone-leaves`, the one protection whose window the
 //! full-send setup does not reach; the others are the relocation race's rows.
@@ -45,6 +48,10 @@ pub static RACE: RaceSpec = RaceSpec {
         Letter::CommitStep,
         Letter::WriteOther,
         Letter::XattrOther,
+        Letter::DeleteSendRoot,
+        Letter::DeleteParent,
+        Letter::Crash,
+        Letter::Remount,
     ],
     // The interleaving generator builds its own setups, none with this one's rewritten
     // file between the two snapshots: it cannot express the variant (its inputs reach
