@@ -442,6 +442,11 @@ fn xattrs_set_replace_remove() {
     );
     assert_eq!(errno(fs.setxattr(root, &["f"], b"", b"x")), Errno::EINVAL);
     assert_eq!(
+        errno(fs.setxattr(root, &["f"], b"user.a\0b", b"x")),
+        Errno::EINVAL,
+        "a NUL in the name, as the model answers"
+    );
+    assert_eq!(
         errno(fs.setxattr(root, &["f"], b"user.big", &vec![0; 8192])),
         Errno::ENOSPC
     );

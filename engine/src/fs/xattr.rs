@@ -3,10 +3,12 @@
 //! the value; colliding names share an item (`btrfs_setxattr()`, `btrfs_getxattr()`,
 //! `btrfs_listxattr()`).
 //!
-//! Errnos: a missing attribute on removal is ENOENT — Linux says ENODATA, which the
-//! engine's errno vocabulary lacks; empty names are EINVAL, names beyond 255 bytes
-//! ERANGE-like ENAMETOOLONG, a name plus value that cannot fit one leaf item ENOSPC
-//! (as btrfs's `BTRFS_MAX_XATTR_SIZE` check). The namespace prefix is not enforced.
+//! Errnos: a missing attribute on removal is ENODATA, as Linux answers; an empty name,
+//! or one holding a NUL byte (a system call's name is a C string and can hold none; a
+//! stream's XATTR_NAME could), is EINVAL; names beyond 255 bytes are ENAMETOOLONG; a
+//! name plus value that cannot fit one leaf item is ENOSPC (as btrfs's
+//! `BTRFS_MAX_XATTR_SIZE` check); a name outside the namespaces Linux has handlers for
+//! is EOPNOTSUPP.
 
 use super::corrupt;
 use super::format::{file_type, DirItem, NAME_LEN_MAX};
@@ -56,6 +58,9 @@ impl FsInfo {
     fn check_xattr(&self, name: &[u8], value: &[u8]) -> Result<()> {
         if name.is_empty() {
             return Err(Error::errno(Errno::EINVAL, "empty xattr name"));
+        }
+        if name.contains(&0) {
+            return Err(Error::errno(Errno::EINVAL, "NUL in an xattr name"));
         }
         if name.len() > NAME_LEN_MAX {
             return Err(Error::errno(

@@ -25,9 +25,8 @@
 //! absolute target, or `..` above the root, is EXDEV (`openat2()` with
 //! `RESOLVE_BENEATH`); more than 40 links is ELOOP. Everything is deterministic: BTreeMaps only, uuids from a counter.
 //!
-//! Choices where Linux gives several answers: a missing xattr is ENOENT (Linux: ENODATA);
-//! renaming or linking across subvolumes is EXDEV; removing, renaming or replacing a
-//! subvolume root is EBUSY; writing to or truncating anything but a regular file is
+//! Choices where Linux gives several answers: renaming or linking across subvolumes is
+//! EXDEV; removing, renaming or replacing a subvolume root is EBUSY; writing to or truncating anything but a regular file is
 //! EISDIR for directories and EINVAL otherwise; times are not modelled (UTIMES is
 //! accepted by receive and ignored). A space budget (bytes written, cloned and
 //! snapshotted over the model's life) turns runaway growth into ENOSPC.

@@ -420,6 +420,37 @@ pub enum Command {
     },
 }
 
+/// The first PATH of a command, by reference or by mutable reference (the binding mode
+/// follows the scrutinee), so the list of variants is written once.
+macro_rules! first_path {
+    ($command:expr) => {
+        match $command {
+            Command::Subvol { path, .. }
+            | Command::Snapshot { path, .. }
+            | Command::Mkfile { path, .. }
+            | Command::Mkdir { path, .. }
+            | Command::Mknod { path, .. }
+            | Command::Mkfifo { path, .. }
+            | Command::Mksock { path, .. }
+            | Command::Symlink { path, .. }
+            | Command::Rename { path, .. }
+            | Command::Link { path, .. }
+            | Command::Unlink { path }
+            | Command::Rmdir { path }
+            | Command::SetXattr { path, .. }
+            | Command::RemoveXattr { path, .. }
+            | Command::Write { path, .. }
+            | Command::Clone { path, .. }
+            | Command::Truncate { path, .. }
+            | Command::Chmod { path, .. }
+            | Command::Chown { path, .. }
+            | Command::Utimes { path, .. }
+            | Command::UpdateExtent { path, .. } => Some(path),
+            Command::End => None,
+        }
+    };
+}
+
 impl Command {
     /// The command number this command is sent as.
     pub fn command_type(&self) -> CommandType {
@@ -447,5 +478,17 @@ impl Command {
             Command::End => CommandType::End,
             Command::UpdateExtent { .. } => CommandType::UpdateExtent,
         }
+    }
+
+    /// The command's first PATH attribute (the subvolume's name for SUBVOL and
+    /// SNAPSHOT); END has none. The second paths (RENAME's PATH_TO, LINK's PATH_LINK,
+    /// CLONE's CLONE_PATH) are the variants' own fields.
+    pub fn path(&self) -> Option<&Vec<u8>> {
+        first_path!(self)
+    }
+
+    /// [`Command::path`], to rewrite it.
+    pub fn path_mut(&mut self) -> Option<&mut Vec<u8>> {
+        first_path!(self)
     }
 }

@@ -458,3 +458,30 @@ fn mutations_reach_the_checks_behind_the_crc() {
     }
     assert!(accepted > 0, "some mutations keep a valid stream");
 }
+
+#[test]
+fn first_path_is_the_path_attribute_and_end_has_none() {
+    let rename = Command::Rename {
+        path: b"a".to_vec(),
+        path_to: b"b".to_vec(),
+    };
+    assert_eq!(rename.path(), Some(&b"a".to_vec()));
+    let subvol = Command::Subvol {
+        path: b"snap".to_vec(),
+        uuid: [0; 16],
+        ctransid: 7,
+    };
+    assert_eq!(subvol.path(), Some(&b"snap".to_vec()));
+    assert_eq!(Command::End.path(), None);
+    let mut unlink = Command::Unlink {
+        path: b"old".to_vec(),
+    };
+    *unlink.path_mut().expect("UNLINK has a path") = b"new".to_vec();
+    assert_eq!(
+        unlink,
+        Command::Unlink {
+            path: b"new".to_vec()
+        }
+    );
+    assert_eq!(Command::End.path_mut(), None);
+}

@@ -59,17 +59,18 @@ pub fn default_depth(policy: Policy, race: Race) -> usize {
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct CheckArgs {
     /// The send policy to check (a name, `a+b`, `NAME-INGREDIENT`, `~RULE`), or `all`.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", conflicts_with = "merge")]
     pub policy: String,
-    /// The race to explore: `snapshot`, `relocation` or `all`.
-    #[arg(long, default_value = "all")]
+    /// The race to explore (a race of `docs/windows.md`: `snapshot`, `relocation`,
+    /// `dedupe`, ...), or `all`.
+    #[arg(long, default_value = "all", conflicts_with = "merge")]
     pub race: String,
     /// The most interleaved operations on a path (the end-of-path finish not counted);
     /// each cell's default when not given.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "merge")]
     pub depth: Option<usize>,
     /// Also remove every protection of every safe cell in turn and print the table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "merge")]
     pub ablate: bool,
     /// Write each ablation counterexample to DIR/ablate-<policy>-<removed>.cows.
     #[arg(long, value_name = "DIR", requires = "ablate")]
@@ -81,7 +82,9 @@ pub struct CheckArgs {
     /// modulo N is I - 1 (`docs/exploration.md`).
     #[arg(long, value_name = "I/N", conflicts_with = "merge")]
     pub shard: Option<String>,
-    /// Merge the `--json` reports of shards 1..N of one run and print the whole matrix.
+    /// Merge the `--json` reports of shards 1..N of one run and print the whole matrix
+    /// (the options are the shards': `--policy`, `--race`, `--depth` and `--ablate` are
+    /// refused beside it rather than ignored).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub merge: Vec<std::path::PathBuf>,
 }

@@ -141,34 +141,10 @@ fn raw_line(command: &Command) -> String {
         ),
         Command::Truncate { path, size } => format!("{name} {} size={size}", shown(path)),
         Command::End => name.to_string(),
-        other => format!("{name} {}", shown(&first_path(other))),
-    }
-}
-
-fn first_path(command: &Command) -> Vec<u8> {
-    match command {
-        Command::Subvol { path, .. }
-        | Command::Snapshot { path, .. }
-        | Command::Mkfile { path, .. }
-        | Command::Mkdir { path, .. }
-        | Command::Mknod { path, .. }
-        | Command::Mkfifo { path, .. }
-        | Command::Mksock { path, .. }
-        | Command::Symlink { path, .. }
-        | Command::Rename { path, .. }
-        | Command::Link { path, .. }
-        | Command::Unlink { path }
-        | Command::Rmdir { path }
-        | Command::SetXattr { path, .. }
-        | Command::RemoveXattr { path, .. }
-        | Command::Write { path, .. }
-        | Command::Clone { path, .. }
-        | Command::Truncate { path, .. }
-        | Command::Chmod { path, .. }
-        | Command::Chown { path, .. }
-        | Command::Utimes { path, .. }
-        | Command::UpdateExtent { path, .. } => path.clone(),
-        Command::End => Vec::new(),
+        other => format!(
+            "{name} {}",
+            shown(other.path().map_or(&[][..], Vec::as_slice))
+        ),
     }
 }
 

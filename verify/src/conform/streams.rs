@@ -63,26 +63,8 @@ fn is_attribute(command: &Command) -> bool {
 /// The path a command is grouped under (its first path; empty for the header and END).
 fn group_of(command: &Command) -> Vec<u8> {
     match command {
-        Command::Subvol { .. } | Command::Snapshot { .. } | Command::End => Vec::new(),
-        Command::Mkfile { path, .. }
-        | Command::Mkdir { path, .. }
-        | Command::Mknod { path, .. }
-        | Command::Mkfifo { path, .. }
-        | Command::Mksock { path, .. }
-        | Command::Symlink { path, .. }
-        | Command::Rename { path, .. }
-        | Command::Link { path, .. }
-        | Command::Unlink { path }
-        | Command::Rmdir { path }
-        | Command::SetXattr { path, .. }
-        | Command::RemoveXattr { path, .. }
-        | Command::Write { path, .. }
-        | Command::Clone { path, .. }
-        | Command::Truncate { path, .. }
-        | Command::Chmod { path, .. }
-        | Command::Chown { path, .. }
-        | Command::Utimes { path, .. }
-        | Command::UpdateExtent { path, .. } => path.clone(),
+        Command::Subvol { .. } | Command::Snapshot { .. } => Vec::new(),
+        other => other.path().cloned().unwrap_or_default(),
     }
 }
 
@@ -206,23 +188,12 @@ fn resolve(command: &Command, destinations: &[(Vec<u8>, Vec<u8>)]) -> Command {
             *path = map(path);
             *clone_path = map(clone_path);
         }
-        Command::Subvol { .. } | Command::Snapshot { .. } | Command::End => {}
-        Command::Mkfile { path, .. }
-        | Command::Mkdir { path, .. }
-        | Command::Mknod { path, .. }
-        | Command::Mkfifo { path, .. }
-        | Command::Mksock { path, .. }
-        | Command::Symlink { path, .. }
-        | Command::Unlink { path }
-        | Command::Rmdir { path }
-        | Command::SetXattr { path, .. }
-        | Command::RemoveXattr { path, .. }
-        | Command::Write { path, .. }
-        | Command::Truncate { path, .. }
-        | Command::Chmod { path, .. }
-        | Command::Chown { path, .. }
-        | Command::Utimes { path, .. }
-        | Command::UpdateExtent { path, .. } => *path = map(path),
+        Command::Subvol { .. } | Command::Snapshot { .. } => {}
+        other => {
+            if let Some(path) = other.path_mut() {
+                *path = map(path);
+            }
+        }
     }
     resolved
 }

@@ -86,35 +86,8 @@ struct Seen {
 /// The paths `op` names, each with the directory naming it, sorted and without
 /// duplicates. Jobs, commits and crashes name none (the whole comparison follows them).
 fn touched_by(op: &Op) -> Vec<Touched> {
-    let named: Vec<&ScriptPath> = match op {
-        Op::Mkdir { path }
-        | Op::Touch { path }
-        | Op::Symlink { path, .. }
-        | Op::Write { path, .. }
-        | Op::Truncate { path, .. }
-        | Op::Unlink { path }
-        | Op::Rmdir { path }
-        | Op::SetXattr { path, .. }
-        | Op::RemoveXattr { path, .. }
-        | Op::Chmod { path, .. }
-        | Op::Chown { path, .. } => vec![path],
-        Op::Rename {
-            source,
-            destination,
-        }
-        | Op::Link {
-            source,
-            destination,
-        }
-        | Op::Clone {
-            source,
-            destination,
-            ..
-        } => vec![source, destination],
-        _ => Vec::new(),
-    };
     let mut touched: Vec<Touched> = Vec::new();
-    for path in named {
+    for path in op.paths() {
         let path = Touched::of(path);
         touched.extend(path.parent());
         touched.push(path);

@@ -36,3 +36,29 @@ fn every_policy_spelling_selects_one_cell_row() {
         assert!(default_depth(Policy::CONCURRENT, race) >= race.minimum_depth());
     }
 }
+
+#[test]
+fn merge_refuses_the_options_it_would_ignore() {
+    use crate::cli::Cli;
+    use clap::Parser;
+    for option in [
+        &["--policy", "concurrent"][..],
+        &["--race", "snapshot"],
+        &["--depth", "4"],
+        &["--ablate"],
+    ] {
+        let mut line = vec!["cowproof", "check", "--merge", "shard-1.json"];
+        line.extend_from_slice(option);
+        let refused = Cli::try_parse_from(&line);
+        assert!(
+            refused.is_err(),
+            "`{}` must be refused, not run with the shards' options",
+            line.join(" ")
+        );
+    }
+    let accepted = ["cowproof", "check", "--merge", "shard-1.json", "--json"];
+    assert!(
+        Cli::try_parse_from(accepted).is_ok(),
+        "--json goes with --merge"
+    );
+}
