@@ -50,7 +50,7 @@ pub static RACE: RaceSpec = RaceSpec {
     window_mark: Mark::RelocationCommitDuringSend,
     verdicts: VERDICTS,
     // `clone-leaves` is ablated in the `relocation-incremental` variant: the full
-    // send's first EXTENT_DATA item is about thirty items (sixty send steps) into the
+    // send's first EXTENT_DATA item is the 37th item (some seventy send steps) into the
     // walk, out of any depth the explorer can afford (`docs/windows.md`).
     ingredients: &[
         Ingredient::ExcludeRelocation,

@@ -8,8 +8,8 @@
 //!
 //! Why a variant: in the full send of the relocation race, the first item the walk stops
 //! on lies in the leftmost leaf, which holds only the root directory's items; data
-//! relocation rewrites leaves with EXTENT_DATA items, and the first of those is about
-//! thirty items (sixty send steps: a move and a processing step each) into the walk.
+//! relocation rewrites leaves with EXTENT_DATA items, and the first of those is
+//! the 37th item (some seventy send steps: a move and a processing step each) in.
 //! Here the trees are small and the change is one file's: the compare walk skips the
 //! two shared leaves of the root directory and stops on the file's changed INODE_ITEM
 //! in one step, in the leaf that also holds its EXTENT_DATA item, whose old extent is
