@@ -19,8 +19,10 @@
 //! that cold buffer has that bytenr; a buffer's content header names its bytenr; hold
 //! counts never go negative; a remembered read check belongs to the current version of
 //! the content (every change of content — [`ExtentBufferCache::content_mut`], a
-//! re-initialisation — forgets it).
+//! re-initialisation — forgets it), and so does a remembered content digest (the
+//! explorer's fingerprint, `crate::digest`).
 
+use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
 use std::sync::Arc;
 
@@ -89,11 +91,12 @@ pub struct VerifiedRead {
     pub level: u8,
 }
 
-/// What a search touches of an object: its content, and the read check that passed on
-/// this version of it.
+/// What a search touches of an object: its content (with its digest, for the explorer's
+/// state fingerprint: a block unchanged since the last hash is not walked again), and
+/// the read check that passed on this version of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct HotBuffer {
-    content: SharedContent,
+    content: DigestMemo<SharedContent>,
     verified: Option<VerifiedRead>,
 }
 
@@ -220,7 +223,7 @@ impl ExtentBufferCache {
     pub fn content_mut(&mut self, handle: EbHandle) -> &mut BlockContent {
         let hot = self.hot_mut(handle);
         hot.verified = None;
-        Arc::make_mut(&mut hot.content)
+        Arc::make_mut(hot.content.get_mut())
     }
 
     /// A private copy of the object's current content (`btrfs_clone_extent_buffer()`).
@@ -275,7 +278,7 @@ impl ExtentBufferCache {
         };
         let hot = self.hot_mut(handle);
         hot.verified = None;
-        let previous = std::mem::replace(&mut hot.content, content);
+        let previous = std::mem::replace(&mut hot.content, DigestMemo::new(content)).into_inner();
         let buffer = self.cold_mut(handle);
         assert_eq!(buffer.bytenr, bytenr);
         buffer.inits += 1;
@@ -299,7 +302,7 @@ impl ExtentBufferCache {
         assert_ne!(slot, UNMAPPED);
         assert!(self.hot[index].is_none() && self.cold_slot[index] == UNMAPPED);
         self.hot[index] = Some(HotBuffer {
-            content,
+            content: DigestMemo::new(content),
             verified: None,
         });
         self.buffers.push(CachedBuffer {

@@ -94,6 +94,8 @@ impl FsInfo {
             Key::new(root_id, item_type::ROOT_BACKREF, objectid::FS_TREE),
         )?;
         self.subvolume_names.remove(name);
+        // Its inodes are evicted: their dirty pages go with them.
+        self.forget_dirty_root(root_id);
         let root = self.root_mut(root_id)?;
         root.item.flags |= ROOT_SUBVOL_DEAD;
         root.item.refs = 0;

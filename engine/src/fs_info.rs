@@ -73,6 +73,8 @@ pub struct FsInfo {
     pub(crate) relocation_running: bool,
     pub(crate) relocation_cow: bool,
     pub(crate) sends_in_progress: u32,
+    /// Buffered writes not written back yet (`fs/page_cache.rs`); a crash loses them.
+    pub(crate) page_cache: crate::fs::page_cache::PageCache,
     /// Coverage marks (ghost state).
     pub marks: Marks,
     /// Events for observers (ghost state).
@@ -114,6 +116,7 @@ impl FsInfo {
             relocation_running: false,
             relocation_cow: false,
             sends_in_progress: 0,
+            page_cache: Default::default(),
             marks: Marks::default(),
             events: EventLog::default(),
         }
@@ -194,17 +197,19 @@ impl FsInfo {
         Ok(())
     }
 
-    /// Unmounts cleanly (committing the running transaction) and mounts again: every
-    /// cache is dropped. EBUSY while anyone holds an extent buffer (a send walk).
+    /// Unmounts cleanly (writing back the page cache, committing the running
+    /// transaction) and mounts again: every cache is dropped. EBUSY while anyone holds
+    /// an extent buffer (a send walk).
     pub fn remount(&mut self) -> Result<()> {
         self.ensure_no_buffer_holders("remount")?;
+        self.writeback_all()?;
         if self.running.is_some() {
             self.commit_transaction()?;
         }
         self.reopen()
     }
 
-    /// Loses power: everything not committed is gone; mounts again from the super block.
+    /// Loses power: everything not committed is gone (the page cache too); mounts again from the super block.
     /// EBUSY while anyone holds an extent buffer (end the send jobs first).
     pub fn crash(&mut self) -> Result<()> {
         self.ensure_no_buffer_holders("crash")?;

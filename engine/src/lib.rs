@@ -18,6 +18,7 @@ pub mod check;
 pub mod cleaner;
 pub mod ctree;
 pub mod data_extent;
+pub mod digest;
 pub mod errno;
 pub mod error;
 pub mod extent_buffer;

@@ -85,6 +85,12 @@ pub enum Mark {
     ReadOnlyClearedUnderSend,
     /// The read-only flag was cleared between send's check and its count of the root.
     ReadOnlyClearedBeforeSendCounted,
+    /// Send started on a root with dirty pages (delayed allocation not written back).
+    DelallocAtSendStart,
+    /// Send start wrote back its roots' dirty pages and committed (`flush-delalloc`).
+    SendFlushedDelalloc,
+    /// Writeback changed a root a running send counts itself in.
+    WritebackUnderSend,
 }
 
 /// Counters of marks hit: in total, and since the last observation.

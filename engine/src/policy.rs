@@ -16,6 +16,7 @@
 //! | `ro-check-locked` | send checks the read-only flag in the critical section that counts it | e82c936293aa (6.13) |
 //! | `protect-deletion` | deleting a root a send uses is EPERM; send refuses a dead root | 18f687d53844, 521e0546c970 |
 //! | `dead-check-locked` | send's dead-root check and its send counter in one critical section | dc058f5fda09 (6.13) |
+//! | `flush-delalloc` | send start writes back its roots' dirty pages and commits | 9f89d5de8631 (5.2) |
 //!
 //! | named policy | ingredients | kernel era |
 //! |---|---|---|
@@ -73,11 +74,15 @@ pub enum Ingredient {
     /// Send checks for a dead root in the same critical section that takes its send
     /// counter; without it, a deletion can land between the check and the counter.
     DeadCheckLocked,
+    /// Send start writes back the dirty pages of the roots it sends and commits, so
+    /// that the commit roots it walks hold every buffered write (`flush_delalloc_roots()`
+    /// and `ensure_commit_roots_uptodate()`).
+    FlushDelalloc,
 }
 
 impl Ingredient {
     /// Every ingredient, in table order.
-    pub const ALL: [Ingredient; 11] = [
+    pub const ALL: [Ingredient; 12] = [
         Ingredient::CloneRoots,
         Ingredient::ExcludeRelocation,
         Ingredient::ExcludeSend,
@@ -89,6 +94,7 @@ impl Ingredient {
         Ingredient::RoCheckLocked,
         Ingredient::ProtectDeletion,
         Ingredient::DeadCheckLocked,
+        Ingredient::FlushDelalloc,
     ];
 
     /// The name used in policies, scripts and on the command line.
@@ -105,6 +111,7 @@ impl Ingredient {
             Ingredient::RoCheckLocked => "ro-check-locked",
             Ingredient::ProtectDeletion => "protect-deletion",
             Ingredient::DeadCheckLocked => "dead-check-locked",
+            Ingredient::FlushDelalloc => "flush-delalloc",
         }
     }
 
@@ -219,6 +226,7 @@ impl SendPolicy {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
             SendPolicy::CloneRoot => &[
                 CloneRoots,
@@ -227,6 +235,7 @@ impl SendPolicy {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
             SendPolicy::ExclusiveOnly => &[
                 ExcludeRelocation,
@@ -236,6 +245,7 @@ impl SendPolicy {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
             SendPolicy::Exclusive => &[
                 CloneRoots,
@@ -246,6 +256,7 @@ impl SendPolicy {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
             SendPolicy::Concurrent => &[
                 CloneRoots,
@@ -257,6 +268,7 @@ impl SendPolicy {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
         }
     }
@@ -284,12 +296,13 @@ impl fmt::Display for SendPolicy {
 
 /// The protections against the races after the two seed races, which every named
 /// policy carries (see the module documentation).
-pub const ZOO_PROTECTIONS: [Ingredient; 5] = [
+pub const ZOO_PROTECTIONS: [Ingredient; 6] = [
     Ingredient::ExcludeDedupe,
     Ingredient::RoGuard,
     Ingredient::RoCheckLocked,
     Ingredient::ProtectDeletion,
     Ingredient::DeadCheckLocked,
+    Ingredient::FlushDelalloc,
 ];
 
 /// A real kernel's state: the set of ingredients a release had (`docs/bug-zoo.md`
@@ -298,7 +311,8 @@ pub const ZOO_PROTECTIONS: [Ingredient; 5] = [
 pub enum KernelEra {
     /// Linux 4.19: no protection against the seed races; `ro-guard` (3.14).
     Linux4_19,
-    /// Linux 5.2: root clones (seed 2 fix), the send/dedupe exclusion.
+    /// Linux 5.2: root clones (seed 2 fix), the send/dedupe exclusion, send's flush of
+    /// delayed allocation (9f89d5de8631).
     Linux5_2,
     /// Linux 5.3: the send/relocation exclusion (9e967495).
     Linux5_3,
@@ -342,7 +356,13 @@ impl KernelEra {
         use Ingredient::*;
         match self {
             KernelEra::Linux4_19 => &[RoGuard, ProtectDeletion],
-            KernelEra::Linux5_2 => &[CloneRoots, ExcludeDedupe, RoGuard, ProtectDeletion],
+            KernelEra::Linux5_2 => &[
+                CloneRoots,
+                ExcludeDedupe,
+                RoGuard,
+                ProtectDeletion,
+                FlushDelalloc,
+            ],
             KernelEra::Linux5_3 | KernelEra::Linux5_16 => &[
                 CloneRoots,
                 ExcludeRelocation,
@@ -350,6 +370,7 @@ impl KernelEra {
                 ExcludeDedupe,
                 RoGuard,
                 ProtectDeletion,
+                FlushDelalloc,
             ],
             KernelEra::Linux5_17 | KernelEra::Linux6_12 => &[
                 CloneRoots,
@@ -359,6 +380,7 @@ impl KernelEra {
                 ExcludeDedupe,
                 RoGuard,
                 ProtectDeletion,
+                FlushDelalloc,
             ],
             KernelEra::Linux6_13 => &[
                 CloneRoots,
@@ -370,6 +392,7 @@ impl KernelEra {
                 RoCheckLocked,
                 ProtectDeletion,
                 DeadCheckLocked,
+                FlushDelalloc,
             ],
         }
     }

@@ -103,10 +103,12 @@ impl FsInfo {
     }
 
     /// Snapshots the subvolume `source` as `name` and commits: the snapshot is created
-    /// inside the commit, as btrfs does. Returns the snapshot's root id.
+    /// inside the commit, as btrfs does, after the source's dirty pages are written back
+    /// (`btrfs_start_delalloc_snapshot()`). Returns the snapshot's root id.
     pub fn snapshot(&mut self, source: &str, name: &str, read_only: bool) -> Result<u64> {
         let source_id = self.subvolume_id(source)?;
         self.check_new_name(name)?;
+        self.writeback_root(source_id)?;
         self.reserve_metadata_for_items(8)?;
         let root_id = self.next_root_id;
         self.next_root_id += 1;

@@ -7,8 +7,13 @@
 //! block's extent tree says is allocated (nothing durable is overwritten while a
 //! committed root reaches it); data is written only into extents no committed record
 //! covers.
+//!
+//! Written blocks and data extents never change, so each keeps its digest beside it
+//! ([`DigestMemo`]): hashing a device (the explorer's state fingerprint) costs two words
+//! a block, not the block's content (`docs/hot-paths.md`).
 
 use crate::alloc::{BlockGroupKind, ExtentTree};
+use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockPtr, SharedContent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,8 +47,8 @@ pub struct SuperBlock {
 /// The device.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Device {
-    blocks: BTreeMap<u64, SharedContent>,
-    data: BTreeMap<u64, Arc<Vec<u8>>>,
+    blocks: BTreeMap<u64, DigestMemo<SharedContent>>,
+    data: BTreeMap<u64, DigestMemo<Arc<Vec<u8>>>>,
     /// The super block (its extent tree is updated in place during a commit).
     pub super_block: SuperBlock,
     block_writes: u64,
@@ -52,7 +57,7 @@ pub struct Device {
 impl Device {
     /// Reads a tree block as last written.
     pub fn read_block(&self, bytenr: u64) -> Option<SharedContent> {
-        self.blocks.get(&bytenr).cloned()
+        self.blocks.get(&bytenr).map(|block| Arc::clone(block))
     }
 
     /// Writes a tree block (commit only).
@@ -62,7 +67,8 @@ impl Device {
             "writing block {} without WRITTEN",
             content.header.bytenr
         );
-        self.blocks.insert(content.header.bytenr, content);
+        self.blocks
+            .insert(content.header.bytenr, DigestMemo::new(content));
         self.block_writes += 1;
     }
 
@@ -77,12 +83,12 @@ impl Device {
             self.super_block.extent_tree.get(bytenr).is_none(),
             "data write at {bytenr} would overwrite a committed extent"
         );
-        self.data.insert(bytenr, Arc::new(bytes));
+        self.data.insert(bytenr, DigestMemo::new(Arc::new(bytes)));
     }
 
     /// The bytes of the data extent starting at `bytenr`.
     pub fn read_data(&self, bytenr: u64) -> Option<&Arc<Vec<u8>>> {
-        self.data.get(&bytenr)
+        self.data.get(&bytenr).map(|data| &**data)
     }
 
     /// Forgets the bytes of a data extent whose space was freed.
@@ -108,6 +114,6 @@ impl Device {
             .blocks
             .get_mut(&bytenr)
             .expect("corrupting a block never written");
-        edit(Arc::make_mut(content));
+        edit(Arc::make_mut(content.get_mut()));
     }
 }

@@ -54,6 +54,8 @@ fn window_mark(name: &str) -> Mark {
         Mark::SendStartedOnDeadRoot
     } else if name.starts_with("zoo-deletion-") {
         Mark::RootDeletedUnderSend
+    } else if name.starts_with("zoo-delalloc-") {
+        Mark::DelallocAtSendStart
     } else {
         panic!("{name}: no race of the bug zoo in its name")
     }

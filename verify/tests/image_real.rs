@@ -30,7 +30,7 @@ use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::FsInfo;
-use cowproof_verify::oracle::round_trip::{ensure_parent_received, snapshot_content};
+use cowproof_verify::oracle::round_trip::{committed_snapshot_content, ensure_parent_received};
 use cowproof_verify::runner::{run, RunOptions};
 use cowproof_verify::script::parse;
 use cowproof_verify::world::Checks;
@@ -248,7 +248,8 @@ fn receive_kernel_stream(
     let received: Content = receiver
         .content(name.as_bytes())
         .map_err(|errno| format!("received {name} missing: {errno}"))?;
-    let expected = snapshot_content(fs, name)?;
+    // The image holds the last commit: the page cache's dirty pages are not in it.
+    let expected = committed_snapshot_content(fs, name)?;
     if received != expected {
         return Err(format!(
             "the kernel's stream of {name} (parent {parent:?}) received by the engine differs:\n{}",

@@ -115,9 +115,14 @@ impl FsInfo {
         root_id: u64,
         path: &[P],
     ) -> Result<u64> {
-        self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?
+        let ino = self
+            .resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?
             .ino
-            .ok_or_else(|| Error::not_found("clone of a missing file"))
+            .ok_or_else(|| Error::not_found("clone of a missing file"))?;
+        // btrfs_remap_file_range_prep() waits for the file's ordered extents: its dirty
+        // pages are written back before the ranges are compared or shared.
+        self.writeback_inode(root_id, ino)?;
+        Ok(ino)
     }
 
     pub(super) fn regular_file_for_clone(

@@ -12,6 +12,7 @@
 //! through insert/update/delete_item, so data reference counts follow.
 
 use super::format::InodeItem;
+use super::page_cache::checked_write_end;
 use super::path::components;
 use super::path::FollowLast;
 use super::{corrupt, mode_bits, FileKind};
@@ -117,9 +118,14 @@ impl FsInfo {
 
     /// `read(2)` of a whole regular file by path: EISDIR for a directory, EINVAL for
     /// other non-regular inodes.
+    /// The page cache's dirty pages are part of what it reads.
     pub fn read_file<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<Vec<u8>> {
         let ino = self.regular_file_at(TreeView::Current, root_id, path)?.0;
-        self.read_file_in(TreeView::Current, root_id, ino)
+        let mut data = self.read_file_in(TreeView::Current, root_id, ino)?;
+        if let Some(dirty) = self.page_cache().inode(root_id, ino) {
+            dirty.overlay(&mut data);
+        }
+        Ok(data)
     }
 
     /// Bytes `[start, end)` of `ino`; holes, prealloc and anything at or past `size`
@@ -254,7 +260,13 @@ impl FsInfo {
     }
 
     /// Writes the sector-aligned `bytes` at the aligned `start` into new data extents.
-    fn write_aligned(&mut self, root_id: u64, ino: u64, start: u64, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write_aligned(
+        &mut self,
+        root_id: u64,
+        ino: u64,
+        start: u64,
+        bytes: &[u8],
+    ) -> Result<()> {
         self.drop_extents(root_id, ino, start, start + bytes.len() as u64)?;
         let chunk_bytes = EXTENT_BYTES_MAX.min(self.geometry.data_block_group_bytes) as usize;
         let mut file_offset = start;
@@ -291,9 +303,13 @@ impl FsInfo {
         self.touch_inode(root_id, ino, &mut item, true)
     }
 
-    /// `pwrite(2)` of `data` at `offset`, creating a missing file like `O_CREAT`.
-    /// EISDIR for a directory, EINVAL for other non-regular inodes, EFBIG past the
-    /// largest file size. Partial sectors at either end are read and rewritten whole.
+    /// `pwrite(2)` of `data` at `offset`, creating a missing file like `O_CREAT`, with
+    /// its writeback at once (a modelling choice: the script language's `write` is a
+    /// write followed by the writeback of its file, so its data reaches the trees in the
+    /// running transaction; `bwrite` leaves it in the page cache, `page_cache.rs`).
+    /// Dirty pages the file already had are written back first. EISDIR for a
+    /// directory, EINVAL for other non-regular inodes, EFBIG past the largest file size.
+    /// Partial sectors at either end are read and rewritten whole.
     pub fn write<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,
@@ -301,11 +317,27 @@ impl FsInfo {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
+        let (ino, _) = self.open_for_write(root_id, path)?;
+        checked_write_end(offset, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.writeback_inode(root_id, ino)?;
+        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        self.write_range(root_id, ino, item.size, offset, data)
+    }
+
+    /// `open(O_WRONLY | O_CREAT)` of `path`, following a symlink: a missing file is
+    /// created (EROFS there), a directory is EISDIR, an existing file in a read-only
+    /// subvolume EROFS. The inode and its item as the trees hold it.
+    pub(crate) fn open_for_write<P: AsRef<[u8]>>(
+        &mut self,
+        root_id: u64,
+        path: &[P],
+    ) -> Result<(u64, InodeItem)> {
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
-        // open(O_WRONLY | O_CREAT): a missing file is created (EROFS there), a directory
-        // is EISDIR, an existing file in a read-only subvolume EROFS.
-        let (ino, item) = match self.regular_file_at(TreeView::Current, root_id, path) {
+        let opened = match self.regular_file_at(TreeView::Current, root_id, path) {
             Err(error) if error.to_errno() == Errno::ENOENT && resolved.ino.is_none() => {
                 self.create_file(root_id, path)?;
                 self.regular_file_at(TreeView::Current, root_id, path)?
@@ -313,27 +345,7 @@ impl FsInfo {
             other => other?,
         };
         self.ensure_writable(root_id)?;
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|&end| end <= FILE_BYTES_MAX)
-            .ok_or_else(|| Error::errno(Errno::EFBIG, "write past the largest file size"))?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        let sector = self.geometry.sectorsize_bytes;
-        let (start, aligned_end) = (round_down(offset, sector), round_up(end, sector));
-        let mut buffer = self.read_range_in(
-            TreeView::Current,
-            root_id,
-            ino,
-            start,
-            aligned_end,
-            item.size,
-        )?;
-        let at = (offset - start) as usize;
-        buffer[at..at + data.len()].copy_from_slice(data);
-        self.write_aligned(root_id, ino, start, &buffer)?;
-        self.finish_data_change(root_id, ino, item.size.max(end))
+        Ok(opened)
     }
 
     /// `truncate(2)`: shrinking drops and trims items past the new size and zeroes the
@@ -344,7 +356,7 @@ impl FsInfo {
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         // vfs_truncate(): the path (ENOENT), the kind (EISDIR), then permission (EROFS).
-        let (ino, item) = self.regular_file_at(TreeView::Current, root_id, path)?;
+        let (ino, _) = self.regular_file_at(TreeView::Current, root_id, path)?;
         self.ensure_writable(root_id)?;
         if size > FILE_BYTES_MAX {
             return Err(Error::errno(
@@ -352,6 +364,8 @@ impl FsInfo {
                 "truncate past the largest file size",
             ));
         }
+        self.writeback_inode(root_id, ino)?;
+        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         if size < item.size {
             self.shrink(root_id, ino, size)?;
         }

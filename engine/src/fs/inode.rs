@@ -186,6 +186,7 @@ impl FsInfo {
     /// Deletes every item of `ino` (inode, refs, xattrs, extents; data references drop
     /// with the EXTENT_DATA items), as eviction of an unlinked inode does.
     pub(crate) fn drop_inode_items(&mut self, root_id: u64, ino: u64) -> Result<()> {
+        self.forget_dirty_pages(root_id, ino);
         let first = Key::new(ino, 0, 0);
         let last = Key::new(ino, u8::MAX, u64::MAX);
         let keys: Vec<Key> = self

@@ -2,6 +2,9 @@
 //! owner, size, nlink, rdev, file data, symlink target, xattrs), read only through a
 //! [`TreeView`] so it works on commit roots as send sees them.
 //!
+//! The running transaction's view includes the page cache's dirty pages (data and
+//! `i_size`, as `stat` and `read` see them); the commit view does not.
+//!
 //! The walk follows DIR_INDEX entries from the root directory with an explicit stack;
 //! a directory reached twice (a cycle or a second name of a directory) or a walk beyond
 //! `LISTING_ENTRIES_MAX` entries or `LISTING_DEPTH_MAX` levels is EUCLEAN.
@@ -84,6 +87,11 @@ impl FsInfo {
             }
             listing.insert(path, entry);
         }
+        if view == TreeView::Current {
+            for entry in listing.values_mut() {
+                self.overlay_dirty_pages(root_id, entry);
+            }
+        }
         Ok(listing)
     }
 
@@ -101,10 +109,14 @@ impl FsInfo {
         let Ok(resolved) = self.resolve_path_in(view, root_id, path, follow_last) else {
             return Ok(None);
         };
-        match resolved.ino {
-            Some(ino) => self.listing_entry(view, root_id, ino).map(Some),
-            None => Ok(None),
+        let Some(ino) = resolved.ino else {
+            return Ok(None);
+        };
+        let mut entry = self.listing_entry(view, root_id, ino)?;
+        if view == TreeView::Current {
+            self.overlay_dirty_pages(root_id, &mut entry);
         }
+        Ok(Some(entry))
     }
 
     fn listing_entry(&mut self, view: TreeView, root_id: u64, ino: u64) -> Result<ListingEntry> {

@@ -36,6 +36,7 @@ pub mod file;
 pub mod format;
 pub mod inode;
 pub mod listing;
+pub mod page_cache;
 pub mod path;
 pub mod xattr;
 

@@ -40,6 +40,7 @@ mod tests;
 pub use content::{Content, Entry};
 pub use data::{FileData, FILE_SIZE_MAX_BYTES, PAGE_BYTES};
 
+use crate::digest::DigestMemo;
 use crate::errno::Errno;
 use crate::stream::Uuid;
 use std::collections::{BTreeMap, VecDeque};
@@ -390,8 +391,9 @@ fn check_user_xattr(inode: &Inode, name: &[u8]) -> Result<(), Errno> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelFs {
     /// Subvolumes shared copy-on-write, so cloning the model (its copy at every commit,
-    /// an explorer's branch) copies pointers.
-    subvolumes: BTreeMap<Vec<u8>, Arc<Subvolume>>,
+    /// an explorer's branch) copies pointers; each remembers its digest, so hashing the
+    /// model rehashes only the subvolumes changed since (`docs/hot-paths.md`).
+    subvolumes: BTreeMap<Vec<u8>, Arc<DigestMemo<Subvolume>>>,
     transid: u64,
     uuids_count: u64,
     space_left_bytes: u64,
@@ -443,7 +445,7 @@ impl ModelFs {
 
     /// The subvolume `name`.
     pub fn subvolume(&self, name: &[u8]) -> Option<&Subvolume> {
-        self.subvolumes.get(name).map(|subvol| &**subvol)
+        self.subvolumes.get(name).map(|subvol| &***subvol)
     }
 
     /// Finds a subvolume by predicate (first by name order).
@@ -478,7 +480,7 @@ impl ModelFs {
     fn subvol_ref(&self, name: &[u8]) -> Result<&Subvolume, Errno> {
         self.subvolumes
             .get(name)
-            .map(|subvol| &**subvol)
+            .map(|subvol| &***subvol)
             .ok_or(Errno::ENOENT)
     }
 
@@ -487,7 +489,7 @@ impl ModelFs {
         if subvol.read_only {
             return Err(Errno::EROFS);
         }
-        Ok(Arc::make_mut(subvol))
+        Ok(Arc::make_mut(subvol).get_mut())
     }
 
     /// Creates an empty writable subvolume `name`.
@@ -498,8 +500,10 @@ impl ModelFs {
         }
         let uuid = self.next_uuid();
         let transid = self.next_transid();
-        self.subvolumes
-            .insert(name.to_vec(), Arc::new(Subvolume::new(uuid, transid)));
+        self.subvolumes.insert(
+            name.to_vec(),
+            Arc::new(DigestMemo::new(Subvolume::new(uuid, transid))),
+        );
         Ok(())
     }
 
@@ -536,7 +540,8 @@ impl ModelFs {
         copy.ctransid = self.next_transid();
         copy.read_only = read_only;
         copy.received = None;
-        self.subvolumes.insert(name.to_vec(), Arc::new(copy));
+        self.subvolumes
+            .insert(name.to_vec(), Arc::new(DigestMemo::new(copy)));
         Ok(())
     }
 
@@ -547,14 +552,17 @@ impl ModelFs {
 
     /// Marks subvolume `name` read-only or writable.
     pub fn set_read_only(&mut self, name: &[u8], read_only: bool) -> Result<(), Errno> {
-        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?).read_only = read_only;
+        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?)
+            .get_mut()
+            .read_only = read_only;
         Ok(())
     }
 
     /// Records where subvolume `name` was received from.
     pub fn set_received(&mut self, name: &[u8], received: ReceivedInfo) -> Result<(), Errno> {
-        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?).received =
-            Some(received);
+        Arc::make_mut(self.subvolumes.get_mut(name).ok_or(Errno::ENOENT)?)
+            .get_mut()
+            .received = Some(received);
         Ok(())
     }
 
@@ -724,6 +732,34 @@ impl ModelFs {
         let inode = self.writable_file(path)?;
         inode.data.write(offset, data);
         inode.size = inode.size.max(end);
+        Ok(())
+    }
+
+    /// The content a crash keeps of a file whose buffered writes were not written back:
+    /// `data`, `size` bytes long, whatever the subvolume's read-only flag (writeback
+    /// into a root made read-only since still happens, `docs/delalloc.md`). Not a
+    /// system call: the world sets the model's committed copy with it.
+    pub fn set_durable_content(
+        &mut self,
+        path: &[u8],
+        data: &[u8],
+        size: u64,
+    ) -> Result<(), Errno> {
+        let path = &self.followed(path, FollowLast::Yes)?;
+        let resolved = split_path(path)?;
+        let subvol = self
+            .subvolumes
+            .get_mut(resolved.subvol)
+            .ok_or(Errno::ENOENT)?;
+        let subvol = Arc::make_mut(subvol).get_mut();
+        let ino = subvol.lookup(&resolved.components)?;
+        let inode = subvol.inode_mut(ino);
+        if inode.kind != InodeKind::File {
+            return Err(Errno::EINVAL);
+        }
+        inode.data = data::FileData::default();
+        inode.data.write(0, data);
+        inode.size = size;
         Ok(())
     }
 

@@ -139,6 +139,36 @@ fn ensure_not_dead(fs: &mut FsInfo, root_id: u64) -> Result<()> {
     ))
 }
 
+/// `flush_delalloc_roots()` and the commit of `ensure_commit_roots_uptodate()` (Linux
+/// 9f89d5de8631, `flush-delalloc`): the dirty pages of every root the send reads are
+/// written back and, when there were any, the transaction is committed, so the commit
+/// roots the send walks hold every buffered write. Without the ingredient the send
+/// walks commit roots without them (`docs/delalloc.md`). A root without dirty pages
+/// costs nothing and commits nothing: the kernel's commit of a root changed in the
+/// running transaction for any other reason is a known model gap
+/// (`docs/bug-zoo.md`).
+fn flush_delalloc_roots(fs: &mut FsInfo, roots: &[u64]) -> Result<()> {
+    let dirty: Vec<u64> = roots
+        .iter()
+        .copied()
+        .filter(|&root_id| fs.has_delalloc(root_id))
+        .collect();
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    fs.marks.hit(Mark::DelallocAtSendStart);
+    if !fs.policy().has(Ingredient::FlushDelalloc) {
+        return Ok(());
+    }
+    for &root_id in &dirty {
+        fs.writeback_root(root_id)?;
+    }
+    fs.commit_transaction()?;
+    fs.marks.hit(Mark::SendFlushedDelalloc);
+    assert!(dirty.iter().all(|&root_id| !fs.has_delalloc(root_id)));
+    Ok(())
+}
+
 fn hold_rules(policy: Policy) -> HoldRules {
     HoldRules {
         clone_root: policy.has(Ingredient::CloneRoots),
@@ -174,12 +204,13 @@ impl SendJob {
                 "cannot run send because a balance operation is in progress",
             ));
         }
+        let roots: Vec<u64> = std::iter::once(send_root).chain(parent_root).collect();
+        flush_delalloc_roots(fs, &roots)?;
         let rules = hold_rules(policy);
         let mut log = AccessLog {
             recording: record_accesses,
             ..AccessLog::default()
         };
-        let roots: Vec<u64> = std::iter::once(send_root).chain(parent_root).collect();
         log.epoch_roots = compare::commit_roots(fs, &roots)?;
         let left = TreeCursor::start(fs, &mut log, rules, send_root)?;
         let right = match parent_root {

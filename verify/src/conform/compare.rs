@@ -82,7 +82,7 @@ pub(super) fn kernel_outcome(
     streams: &mut BTreeMap<String, Vec<u8>>,
 ) -> Result<KernelOutcome, ConformError> {
     Ok(match op {
-        Op::Commit => rustix::fs::syncfs(session.open_world()?).into(),
+        Op::Commit | Op::Sync => rustix::fs::syncfs(session.open_world()?).into(),
         Op::Remount => {
             session.remount()?;
             KernelOutcome::Ok

@@ -138,9 +138,12 @@ impl<'a> WorldDirectory<'a> {
             Op::Mkdir { path } => self.mkdir(path).into(),
             Op::Touch { path } => outcome(self.touch(path)),
             Op::Symlink { target, path } => self.symlink(target.as_bytes(), path).into(),
-            Op::Write { path, offset, data } => {
+            // A real write is buffered either way: `write` and `bwrite` differ only in
+            // when the engine writes back, never in what a reader sees.
+            Op::Write { path, offset, data } | Op::WriteBuffered { path, offset, data } => {
                 outcome(self.write(path, *offset, &data.materialize()))
             }
+            Op::Fsync { path } => outcome(self.attribute(path, |fd| rustix::fs::fsync(fd))),
             Op::Truncate { path, size } => outcome(self.truncate(path, *size)),
             Op::Rename {
                 source,
@@ -372,6 +375,8 @@ impl<'a> WorldDirectory<'a> {
         let follows = matches!(
             op,
             Op::Write { .. }
+                | Op::WriteBuffered { .. }
+                | Op::Fsync { .. }
                 | Op::Truncate { .. }
                 | Op::Chmod { .. }
                 | Op::Chown { .. }

@@ -229,6 +229,7 @@ mod tests {
                     format!("{policy} readonly ro-check-locked"),
                     format!("{policy} deletion protect-deletion"),
                     format!("{policy} deletion dead-check-locked"),
+                    format!("{policy} delalloc flush-delalloc"),
                 ]
             })
             .collect();

@@ -108,11 +108,19 @@ pub enum Letter {
     WriteSnapshot,
     /// `cleaner step`: drops one block of a dead root, when one waits.
     CleanerStep,
+    /// `bwrite snap/f00 0 "buffered"`: a buffered write into the snapshot to be sent,
+    /// while it is writable (the delayed-allocation race, `docs/delalloc.md`).
+    BufferedWriteSnapshot,
+    /// `subvol set snap ro`: makes the snapshot read-only (no writeback), while it is
+    /// writable.
+    SetSnapshotReadOnly,
+    /// `sync`: every dirty page written back, then a commit.
+    Sync,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 22] = [
+    pub const ALL: [Letter; 25] = [
         Letter::SendStart,
         Letter::SendStartIncremental,
         Letter::SendStep,
@@ -135,6 +143,9 @@ impl Letter {
         Letter::SetSnapshotWritable,
         Letter::WriteSnapshot,
         Letter::CleanerStep,
+        Letter::BufferedWriteSnapshot,
+        Letter::SetSnapshotReadOnly,
+        Letter::Sync,
     ];
 
     /// A short name for reports.
@@ -162,6 +173,9 @@ impl Letter {
             Letter::SetSnapshotWritable => "set-snapshot-writable",
             Letter::WriteSnapshot => "write-snapshot",
             Letter::CleanerStep => "cleaner-step",
+            Letter::BufferedWriteSnapshot => "buffered-write-snapshot",
+            Letter::SetSnapshotReadOnly => "set-snapshot-read-only",
+            Letter::Sync => "sync",
         }
     }
 
@@ -250,6 +264,16 @@ impl Letter {
                 offset: 0,
                 data: text("w"),
             }),
+            Letter::BufferedWriteSnapshot => {
+                (!snapshot_read_only(world)).then(|| buffered_write_into_snapshot("f00"))
+            }
+            Letter::SetSnapshotReadOnly => {
+                (!snapshot_read_only(world)).then(|| Op::SubvolumeSetReadOnly {
+                    name: name(SEND_SNAPSHOT),
+                    read_only: true,
+                })
+            }
+            Letter::Sync => Some(Op::Sync),
         }
     }
 
@@ -304,6 +328,16 @@ pub fn dedupe_into_snapshot(file: &str) -> Op {
         destination: path(SEND_SNAPSHOT, &[file]),
         destination_offset: 0,
         length: 1,
+    }
+}
+
+/// `bwrite snap/FILE 0 "buffered"`: a buffered write that grows a one-byte setup file
+/// of the snapshot to eight bytes in the page cache.
+pub fn buffered_write_into_snapshot(file: &str) -> Op {
+    Op::WriteBuffered {
+        path: path(SEND_SNAPSHOT, &[file]),
+        offset: 0,
+        data: text("buffered"),
     }
 }
 

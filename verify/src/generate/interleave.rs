@@ -5,7 +5,10 @@
 //! COW allocate a leaf: the allocation that turns a freed node into a leaf), and
 //! metadata or data relocation steps, and (when a race is selected) deduplication into
 //! the snapshot being sent, clearing its read-only flag and writing into it, deletion of
-//! the sent snapshot or its parent and cleaner steps (`docs/bug-zoo.md`). It ends by
+//! the sent snapshot or its parent and cleaner steps (`docs/bug-zoo.md`). Under the
+//! delayed-allocation race the snapshot is taken writable and the send does not start
+//! in the setup: buffered writes into the snapshot, `subvol set snap ro` and `sync`
+//! come first, and the first send step starts the send (`docs/delalloc.md`). It ends by
 //! finishing the send and the relocation.
 //!
 //! What it does not cover: crashes and remounts during a send (the engine refuses them
@@ -54,6 +57,13 @@ pub enum Kind {
     DeleteSent,
     /// `cleaner step N`.
     CleanerStep,
+    /// `bwrite snap/F 0 "buffered"` of a setup file while the snapshot is writable (the
+    /// delayed-allocation race's setup takes it writable).
+    BufferedWriteSnapshot,
+    /// `subvol set snap ro` while the snapshot is writable.
+    SetSnapshotReadOnly,
+    /// `sync`.
+    Sync,
 }
 
 impl Kind {
@@ -69,11 +79,14 @@ impl Kind {
                 | Kind::WriteSnapshot
                 | Kind::DeleteSent
                 | Kind::CleanerStep
+                | Kind::BufferedWriteSnapshot
+                | Kind::SetSnapshotReadOnly
+                | Kind::Sync
         )
     }
 }
 
-const KINDS: [Kind; 16] = [
+const KINDS: [Kind; 19] = [
     Kind::SendStep,
     Kind::SnapshotOfSendRoot,
     Kind::SnapshotOfParent,
@@ -90,7 +103,14 @@ const KINDS: [Kind; 16] = [
     Kind::WriteSnapshot,
     Kind::DeleteSent,
     Kind::CleanerStep,
+    Kind::BufferedWriteSnapshot,
+    Kind::SetSnapshotReadOnly,
+    Kind::Sync,
 ];
+
+/// The kinds past the 16 bits of an input's enabled-kinds mask: always enabled when the
+/// selection allows them (only the delayed-allocation race does).
+const UNMASKED_KINDS_FROM: usize = 16;
 
 /// Most files the setup writes.
 pub const SETUP_FILES_MAX: u32 = 20;
@@ -104,6 +124,11 @@ struct Builder {
     counter: u32,
     relocation_started: bool,
     incremental: bool,
+    /// The delayed-allocation setup: the snapshot taken writable and the send not
+    /// started; the first send step starts it (making the snapshot read-only first).
+    delalloc: bool,
+    send_started: bool,
+    snapshot_read_only: bool,
 }
 
 impl Builder {
@@ -150,23 +175,65 @@ impl Builder {
         self.push(Op::Snapshot {
             source: name("vol"),
             destination: name("snap"),
-            read_only: true,
+            read_only: !self.delalloc,
         });
+        self.snapshot_read_only = !self.delalloc;
+        if !self.delalloc {
+            self.start_send();
+        }
+        Ok(())
+    }
+
+    fn start_send(&mut self) {
         let parent = self.incremental.then(|| name("base"));
         self.push(Op::SendStart {
             job: job("s"),
             snapshot: name("snap"),
             parent,
         });
-        Ok(())
+        self.send_started = true;
+    }
+
+    /// Under the delayed-allocation setup, the send starts at its first step (or at
+    /// the end), the snapshot made read-only first if it is not yet. Whether it did.
+    fn started_send_instead(&mut self) -> bool {
+        if self.send_started {
+            return false;
+        }
+        if !self.snapshot_read_only {
+            self.set_snapshot_read_only();
+        }
+        self.start_send();
+        true
+    }
+
+    fn set_snapshot_read_only(&mut self) {
+        self.push(Op::SubvolumeSetReadOnly {
+            name: name("snap"),
+            read_only: true,
+        });
+        self.snapshot_read_only = true;
     }
 
     fn operation(&mut self, u: &mut Unstructured, kind: Kind) -> Result<()> {
         let op = match kind {
+            Kind::SendStep if self.started_send_instead() => return Ok(()),
             Kind::SendStep => Op::SendStep {
                 job: job("s"),
                 steps: u.int_in_range(1..=3)?,
             },
+            Kind::BufferedWriteSnapshot | Kind::SetSnapshotReadOnly if self.snapshot_read_only => {
+                return Ok(())
+            }
+            Kind::BufferedWriteSnapshot => {
+                let index = u.int_in_range(0..=self.files - 1)?;
+                crate::explore::alphabet::buffered_write_into_snapshot(&format!("f{index:02}"))
+            }
+            Kind::SetSnapshotReadOnly => {
+                self.set_snapshot_read_only();
+                return Ok(());
+            }
+            Kind::Sync => Op::Sync,
             Kind::SnapshotOfSendRoot => {
                 let number = self.next();
                 Op::Snapshot {
@@ -288,6 +355,9 @@ pub fn interleaving_for(
         counter: 0,
         relocation_started: false,
         incremental,
+        delalloc: race == Selection::Only(crate::race::Race::Delalloc),
+        send_started: false,
+        snapshot_read_only: false,
     };
     builder.setup(u)?;
     let enabled_mask: u16 = u.arbitrary()?;
@@ -299,7 +369,11 @@ pub fn interleaving_for(
     let enabled: Vec<Kind> = KINDS
         .iter()
         .enumerate()
-        .filter(|(bit, kind)| enabled_mask & (1 << bit) != 0 || **kind == Kind::SendStep)
+        .filter(|(bit, kind)| {
+            *bit >= UNMASKED_KINDS_FROM
+                || enabled_mask & (1 << bit) != 0
+                || **kind == Kind::SendStep
+        })
         .filter(|(_, kind)| race.allows(**kind))
         .map(|(_, kind)| *kind)
         .collect();
@@ -311,6 +385,7 @@ pub fn interleaving_for(
         let kind = *u.choose(&enabled)?;
         builder.operation(u, kind)?;
     }
+    builder.started_send_instead();
     builder.push(Op::SendFinish { job: job("s") });
     if builder.relocation_started {
         builder.push(Op::RelocateFinish { job: job("r") });

@@ -15,6 +15,7 @@
 //! ablated (`docs/policies.md`, section 4.1), never on anything the search finds.
 
 pub mod dedupe;
+pub mod delalloc;
 pub mod deletion;
 pub mod readonly;
 pub mod relocation;
@@ -85,6 +86,9 @@ pub enum Race {
     Readonly,
     /// Send against deletion of the root it sends (18f687d53844, dc058f5fda09).
     Deletion,
+    /// Send against delayed allocation: buffered writes not written back before the
+    /// send walks (Linux 9f89d5de8631).
+    Delalloc,
     /// Send against block-group relocation, for an incremental send: the item
     /// processing window that `clone-leaves` closes.
     RelocationIncremental,
@@ -92,12 +96,13 @@ pub enum Race {
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 6] = [
+    pub const ALL: [Race; 7] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
         Race::Readonly,
         Race::Deletion,
+        Race::Delalloc,
         Race::RelocationIncremental,
     ];
 
@@ -109,6 +114,7 @@ impl Race {
             Race::Dedupe => &dedupe::RACE,
             Race::Readonly => &readonly::RACE,
             Race::Deletion => &deletion::RACE,
+            Race::Delalloc => &delalloc::RACE,
             Race::RelocationIncremental => &relocation_incremental::RACE,
         }
     }
@@ -353,7 +359,7 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 6])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 7])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -368,12 +374,21 @@ mod tests {
                         SafeRefused,
                         SafeDenied,
                         Safe,
+                        Safe,
                         Violation
                     ]
                 ),
                 (
                     Policy::CLONE_ROOT,
-                    [Safe, Violation, SafeRefused, SafeDenied, Safe, Violation]
+                    [
+                        Safe,
+                        Violation,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        Violation
+                    ]
                 ),
                 (
                     Policy::EXCLUSIVE_ONLY,
@@ -382,6 +397,7 @@ mod tests {
                         SafeRefused,
                         SafeRefused,
                         SafeDenied,
+                        Safe,
                         Safe,
                         SafeRefused
                     ]
@@ -394,6 +410,7 @@ mod tests {
                         SafeRefused,
                         SafeDenied,
                         Safe,
+                        Safe,
                         SafeRefused
                     ]
                 ),
@@ -404,6 +421,7 @@ mod tests {
                         SafeCompletes,
                         SafeRefused,
                         SafeDenied,
+                        Safe,
                         Safe,
                         SafeCompletes
                     ]
@@ -421,7 +439,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 6])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 7])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -430,7 +448,7 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation, Violation, Violation]
+                    [Violation, Violation, Violation, Violation, Violation, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_2,
@@ -440,6 +458,7 @@ mod tests {
                         SafeRefused,
                         Violation,
                         Violation,
+                        Safe,
                         Violation
                     ]
                 ),
@@ -451,6 +470,7 @@ mod tests {
                         SafeRefused,
                         Violation,
                         Violation,
+                        Safe,
                         SafeRefused
                     ]
                 ),
@@ -462,6 +482,7 @@ mod tests {
                         SafeRefused,
                         Violation,
                         Violation,
+                        Safe,
                         SafeRefused
                     ]
                 ),
@@ -473,6 +494,7 @@ mod tests {
                         SafeRefused,
                         Violation,
                         Violation,
+                        Safe,
                         SafeCompletes
                     ]
                 ),
@@ -484,6 +506,7 @@ mod tests {
                         SafeRefused,
                         Violation,
                         Violation,
+                        Safe,
                         SafeCompletes
                     ]
                 ),
@@ -494,6 +517,7 @@ mod tests {
                         SafeCompletes,
                         SafeRefused,
                         SafeDenied,
+                        Safe,
                         Safe,
                         SafeCompletes
                     ]

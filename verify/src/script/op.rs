@@ -64,6 +64,17 @@ pub enum Op {
         offset: u64,
         data: Data,
     },
+    /// `bwrite PATH OFFSET DATA`: a buffered write, left in the page cache until
+    /// writeback (`write` is a write with its writeback at once).
+    WriteBuffered {
+        path: ScriptPath,
+        offset: u64,
+        data: Data,
+    },
+    /// `fsync PATH`: writes back the file's dirty pages and commits.
+    Fsync { path: ScriptPath },
+    /// `sync`: writes back every dirty page and commits.
+    Sync,
     /// `truncate PATH SIZE`
     Truncate { path: ScriptPath, size: u64 },
     /// `mv SRC DST` (rename(2))
@@ -185,6 +196,8 @@ impl Op {
             | Op::SubvolumeSetReadOnly { .. }
             | Op::Snapshot { .. }
             | Op::Commit
+            | Op::Sync
+            | Op::Fsync { .. }
             | Op::CommitStep { .. }
             | Op::CleanerStep { .. }
             | Op::Remount
@@ -200,6 +213,8 @@ impl Op {
             | Op::Touch { path }
             | Op::Symlink { path, .. }
             | Op::Write { path, .. }
+            | Op::WriteBuffered { path, .. }
+            | Op::Fsync { path }
             | Op::Truncate { path, .. }
             | Op::Unlink { path }
             | Op::Rmdir { path }
@@ -284,7 +299,11 @@ impl Op {
     pub fn allows_subvolume_root(&self) -> bool {
         matches!(
             self,
-            Op::Chmod { .. } | Op::Chown { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. }
+            Op::Chmod { .. }
+                | Op::Chown { .. }
+                | Op::SetXattr { .. }
+                | Op::RemoveXattr { .. }
+                | Op::Fsync { .. }
         )
     }
 }

@@ -249,10 +249,10 @@ impl<'line, 'text> Arguments<'line, 'text> {
 }
 
 /// Every first word of a line.
-pub const KEYWORDS: [&str; 26] = [
+pub const KEYWORDS: [&str; 29] = [
     "policy", "geometry", "expect", "subvol", "send", "relocate", "snapshot", "mkdir", "touch",
     "symlink", "write", "truncate", "mv", "ln", "rm", "rmdir", "setxattr", "rmxattr", "chmod",
-    "chown", "clone", "commit", "remount", "crash", "dedupe", "cleaner",
+    "chown", "clone", "commit", "remount", "crash", "dedupe", "cleaner", "bwrite", "fsync", "sync",
 ];
 
 /// At most 40 characters of `text`, for messages.
@@ -290,6 +290,15 @@ impl Arguments<'_, '_> {
                 offset: self.number("OFFSET")?,
                 data: self.data("DATA")?,
             },
+            "bwrite" => Op::WriteBuffered {
+                path: self.path("PATH", PathRule::EntryInside)?,
+                offset: self.number("OFFSET")?,
+                data: self.data("DATA")?,
+            },
+            "fsync" => Op::Fsync {
+                path: self.path("PATH", PathRule::RootAllowed)?,
+            },
+            "sync" => Op::Sync,
             "truncate" => Op::Truncate {
                 path: self.path("PATH", PathRule::EntryInside)?,
                 size: self.number("SIZE")?,

@@ -155,6 +155,11 @@ impl fmt::Display for Op {
             Op::Touch { path } => write!(f, "touch {path}"),
             Op::Symlink { target, path } => write!(f, "symlink {target} {path}"),
             Op::Write { path, offset, data } => write!(f, "write {path} {offset} {data}"),
+            Op::WriteBuffered { path, offset, data } => {
+                write!(f, "bwrite {path} {offset} {data}")
+            }
+            Op::Fsync { path } => write!(f, "fsync {path}"),
+            Op::Sync => f.write_str("sync"),
             Op::Truncate { path, size } => write!(f, "truncate {path} {size}"),
             Op::Rename {
                 source,

@@ -122,6 +122,7 @@ fn subvolume_ops() -> Vec<BoxedStrategy<Op>> {
             .boxed(),
         Just(Op::Remount).boxed(),
         Just(Op::Crash).boxed(),
+        Just(Op::Sync).boxed(),
     ]
 }
 
@@ -140,6 +141,10 @@ fn file_ops() -> Vec<BoxedStrategy<Op>> {
         (path(true), number())
             .prop_map(|(path, size)| Op::Truncate { path, size })
             .boxed(),
+        (path(true), number(), data())
+            .prop_map(|(path, offset, data)| Op::WriteBuffered { path, offset, data })
+            .boxed(),
+        path(false).prop_map(|path| Op::Fsync { path }).boxed(),
         (path(true), path(true))
             .prop_map(|(source, destination)| Op::Rename {
                 source,

@@ -119,6 +119,22 @@ impl World {
                 model.symlink(target.as_bytes(), &model_path(path)),
             ),
             Op::Write { path, offset, data } => write_both(fs, model, path, *offset, data),
+            // The model holds what a reader sees: a buffered write is there at once, and
+            // writeback changes nothing it can see (docs/delalloc.md).
+            Op::WriteBuffered { path, offset, data } => {
+                let bytes = data.materialize();
+                (
+                    engine_root(fs, path).and_then(|root| {
+                        fs.write_buffered(root, &components(path), *offset, &bytes)
+                    }),
+                    model.write_creating(&model_path(path), *offset, &bytes),
+                )
+            }
+            Op::Fsync { path } => (
+                engine_root(fs, path).and_then(|root| fs.fsync(root, &components(path))),
+                model.stat(&model_path(path)).map(drop),
+            ),
+            Op::Sync => (fs.sync(), Ok(())),
             Op::Truncate { path, size } => (
                 engine_root(fs, path).and_then(|root| fs.truncate(root, &components(path), *size)),
                 model.truncate(&model_path(path), *size),

@@ -22,6 +22,7 @@ mod jobs;
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
+use cowproof_engine::ctree::TreeView;
 use cowproof_engine::marks::Marks;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
@@ -279,6 +280,7 @@ impl World {
         let committed = self.fs.generation() != generation;
         if committed {
             self.model_committed = self.model.clone();
+            self.leave_dirty_pages_out_of_committed_model();
         }
         let commit_point = committed || is_commit_point(op, send_over_before, self);
         outcome
@@ -335,6 +337,40 @@ impl World {
                 block: None,
                 message: error.to_string(),
             }],
+        }
+    }
+
+    /// The model as of the last commit holds what a crash keeps: the files with dirty
+    /// pages (not written back by the commit, which does not flush) take the content
+    /// their commit root holds. Nothing to do while the page cache is empty.
+    fn leave_dirty_pages_out_of_committed_model(&mut self) {
+        if self.fs.page_cache().is_empty() {
+            return;
+        }
+        let dirty: Vec<(u64, u64)> = self.fs.page_cache().all_inodes().collect();
+        let subvolumes: Vec<(String, u64)> = self
+            .fs
+            .subvolumes()
+            .map(|(name, root_id)| (name.to_string(), root_id))
+            .collect();
+        for (name, root_id) in subvolumes {
+            if !dirty.iter().any(|&(dirty_root, _)| dirty_root == root_id) {
+                continue;
+            }
+            let Ok(listing) = self.fs.list_subvolume(TreeView::Commit, root_id) else {
+                continue;
+            };
+            for (path, entry) in listing {
+                if !dirty.contains(&(root_id, entry.ino)) {
+                    continue;
+                }
+                let model_path = [name.as_bytes(), b"/", &path].concat();
+                // A path the model lacks is a content difference the model oracle
+                // reports on its own; nothing to keep for it here.
+                let _ =
+                    self.model_committed
+                        .set_durable_content(&model_path, &entry.data, entry.size);
+            }
         }
     }
 

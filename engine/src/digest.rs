@@ -1,0 +1,272 @@
+//! Content digests: a fixed-seed 128-bit hasher ([`Digester`]) and a wrapper that keeps
+//! the digest of an unchanged value ([`DigestMemo`]), so that hashing a whole state
+//! costs what changed since the value was last hashed, not the size of the state.
+//!
+//! The explorer deduplicates states by hashing complete worlds (`verify`'s
+//! `explore/fingerprint.rs`). Most of a world is shared, copy-on-write, with the state it
+//! was branched from: the model filesystem's subvolumes and the device's written blocks
+//! sit behind `Arc`s that a branch clones, not copies. A [`DigestMemo`] beside such a
+//! value remembers its digest; a clone keeps it (the value is the same), and the only way
+//! to change the value, [`DigestMemo::get_mut`], forgets it. The digest is a pure
+//! function of the value, so `Hash` stays consistent with `Eq`: equal values write equal
+//! digests. No kernel function is mirrored; this is the checker's bookkeeping
+//! (`docs/hot-paths.md`, "Explorer state cost").
+//!
+//! Invariants: a remembered digest is the digest of the current value (every `&mut`
+//! access goes through `get_mut`, which forgets it); digests depend on nothing but the
+//! value (fixed seeds, no `RandomState`), so the same value gives the same digest in
+//! every run.
+
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::OnceLock;
+
+const SEEDS: [u64; 2] = [0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344];
+const MULTIPLIERS: [u64; 2] = [0x5851_F42D_4C95_7F2D, 0x9E37_79B9_7F4A_7C15];
+
+/// The 64 bits of the 128-bit product, folded (xor of its two halves).
+#[inline(always)]
+fn fold(left: u64, right: u64) -> u64 {
+    let product = u128::from(left) * u128::from(right);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// A 128-bit hasher of two independent 64-bit lanes fed the same words, each a
+/// folded-multiply hash with its own seed and multiplier (`state = fold(state ^ word,
+/// multiplier)`, the construction of aHash's portable fallback). Fast (a multiply a word
+/// and lane) and deterministic; not meant to resist an adversary.
+#[derive(Clone, Debug)]
+pub struct Digester {
+    lanes: [u64; 2],
+}
+
+impl Default for Digester {
+    fn default() -> Digester {
+        Digester::new()
+    }
+}
+
+impl Digester {
+    /// A hasher in its fixed initial state.
+    pub fn new() -> Digester {
+        Digester { lanes: SEEDS }
+    }
+
+    #[inline(always)]
+    fn word(&mut self, word: u64) {
+        for (lane, multiplier) in self.lanes.iter_mut().zip(MULTIPLIERS) {
+            *lane = fold(*lane ^ word, multiplier);
+        }
+    }
+
+    fn finish_lane(&self, index: usize) -> u64 {
+        let lane = self.lanes[index];
+        fold(lane, SEEDS[index]).rotate_left((lane & 63) as u32)
+    }
+
+    /// Both lanes, finalised: the 128-bit digest of what was written.
+    pub fn finish_128(&self) -> u128 {
+        (u128::from(self.finish_lane(1)) << 64) | u128::from(self.finish_lane(0))
+    }
+
+    /// The 128-bit digest of `value`.
+    pub fn digest_of<T: Hash + ?Sized>(value: &T) -> u128 {
+        let mut digester = Digester::new();
+        value.hash(&mut digester);
+        digester.finish_128()
+    }
+}
+
+impl Hasher for Digester {
+    fn finish(&self) -> u64 {
+        self.finish_lane(0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.word(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        // The length goes into the last word, so "ab" and "ab\0" differ.
+        self.word(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.word(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.word(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.word(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.word(value);
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.word(value as u64);
+        self.word((value >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.word(value as u64);
+    }
+}
+
+/// A value with its remembered [`Digester`] digest. Reads go through `Deref`; changes
+/// through [`get_mut`](Self::get_mut), which forgets the digest. `Hash` writes the
+/// digest (computing it on first use), so hashing an unchanged value again costs two
+/// words. `Debug` and `PartialEq` see the value only.
+pub struct DigestMemo<T> {
+    value: T,
+    digest: OnceLock<u128>,
+}
+
+impl<T> DigestMemo<T> {
+    /// Wraps `value`; its digest is computed when first hashed.
+    pub fn new(value: T) -> DigestMemo<T> {
+        DigestMemo {
+            value,
+            digest: OnceLock::new(),
+        }
+    }
+
+    /// The value, to change: the remembered digest is forgotten.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.digest = OnceLock::new();
+        &mut self.value
+    }
+
+    /// The value, unwrapped.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// Whether a digest is remembered (for tests of the memo itself).
+    pub fn is_digested(&self) -> bool {
+        self.digest.get().is_some()
+    }
+}
+
+impl<T: Hash> DigestMemo<T> {
+    /// The digest of the value, remembered after the first call.
+    pub fn digest(&self) -> u128 {
+        *self.digest.get_or_init(|| Digester::digest_of(&self.value))
+    }
+}
+
+impl<T> Deref for DigestMemo<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Clone> Clone for DigestMemo<T> {
+    /// The same value, so the same digest: a clone keeps it.
+    fn clone(&self) -> DigestMemo<T> {
+        DigestMemo {
+            value: self.value.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+impl<T: Hash> Hash for DigestMemo<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.digest());
+    }
+}
+
+impl<T: PartialEq> PartialEq for DigestMemo<T> {
+    fn eq(&self, other: &DigestMemo<T>) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<T: Eq> Eq for DigestMemo<T> {}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for DigestMemo<T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(formatter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn map(entries: &[(u64, &str)]) -> BTreeMap<u64, String> {
+        entries
+            .iter()
+            .map(|&(key, value)| (key, value.to_string()))
+            .collect()
+    }
+
+    /// Equal values give equal digests, whether remembered, cloned or computed afresh;
+    /// a change through `get_mut` forgets the digest and the new one is the new value's.
+    #[test]
+    fn a_remembered_digest_follows_the_value() {
+        let mut memo = DigestMemo::new(map(&[(1, "a"), (2, "b")]));
+        assert!(!memo.is_digested());
+        let first = memo.digest();
+        assert!(memo.is_digested());
+        assert_eq!(first, Digester::digest_of(&*memo));
+        let copy = memo.clone();
+        assert!(copy.is_digested(), "a clone keeps the digest");
+        assert_eq!(copy.digest(), first);
+        memo.get_mut().insert(3, "c".to_string());
+        assert!(!memo.is_digested(), "a change forgets the digest");
+        let second = memo.digest();
+        assert_ne!(second, first);
+        assert_eq!(
+            second,
+            Digester::digest_of(&map(&[(1, "a"), (2, "b"), (3, "c")]))
+        );
+        memo.get_mut().remove(&3);
+        assert_eq!(
+            memo.digest(),
+            first,
+            "back to the first value, back to its digest"
+        );
+        assert_eq!(memo, copy);
+    }
+
+    /// Hashing a memo writes its digest: two worlds holding equal values hash equally,
+    /// and different values (almost surely) differently.
+    #[test]
+    fn hashing_a_memo_writes_its_digest() {
+        let hash = |memo: &DigestMemo<BTreeMap<u64, String>>| {
+            let mut digester = Digester::new();
+            memo.hash(&mut digester);
+            digester.finish_128()
+        };
+        let left = DigestMemo::new(map(&[(1, "a")]));
+        let right = DigestMemo::new(map(&[(1, "a")]));
+        let other = DigestMemo::new(map(&[(1, "b")]));
+        assert_eq!(hash(&left), hash(&right));
+        assert_ne!(hash(&left), hash(&other));
+        let mut digester = Digester::new();
+        digester.write_u128(left.digest());
+        assert_eq!(hash(&left), digester.finish_128());
+    }
+
+    /// Byte strings of different lengths differ even when one is the other padded with
+    /// zero bytes.
+    #[test]
+    fn the_length_of_a_byte_string_takes_part() {
+        assert_ne!(
+            Digester::digest_of(&b"ab"[..]),
+            Digester::digest_of(&b"ab\0"[..])
+        );
+    }
+}
