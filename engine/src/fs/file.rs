@@ -317,13 +317,15 @@ impl FsInfo {
         offset: u64,
         data: &[u8],
     ) -> Result<()> {
-        let (ino, _) = self.open_for_write(root_id, path)?;
+        let (ino, mut item) = self.open_for_write(root_id, path)?;
         checked_write_end(offset, data.len())?;
         if data.is_empty() {
             return Ok(());
         }
-        self.writeback_inode(root_id, ino)?;
-        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        if self.page_cache().inode(root_id, ino).is_some() {
+            self.writeback_inode(root_id, ino)?;
+            item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        }
         self.write_range(root_id, ino, item.size, offset, data)
     }
 
@@ -356,7 +358,7 @@ impl FsInfo {
         let resolved = self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?;
         let path = &resolved.components[..];
         // vfs_truncate(): the path (ENOENT), the kind (EISDIR), then permission (EROFS).
-        let (ino, _) = self.regular_file_at(TreeView::Current, root_id, path)?;
+        let (ino, mut item) = self.regular_file_at(TreeView::Current, root_id, path)?;
         self.ensure_writable(root_id)?;
         if size > FILE_BYTES_MAX {
             return Err(Error::errno(
@@ -364,8 +366,10 @@ impl FsInfo {
                 "truncate past the largest file size",
             ));
         }
-        self.writeback_inode(root_id, ino)?;
-        let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        if self.page_cache().inode(root_id, ino).is_some() {
+            self.writeback_inode(root_id, ino)?;
+            item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
+        }
         if size < item.size {
             self.shrink(root_id, ino, size)?;
         }

@@ -219,6 +219,7 @@ impl<'a> ImageReader<'a> {
                 key.offset
             )));
         }
+        self.ensure_on_the_device(key.offset, &chunk)?;
         self.chunks.insert(
             key.offset,
             Chunk {
@@ -229,6 +230,23 @@ impl<'a> ImageReader<'a> {
             },
         );
         Ok(())
+    }
+
+    /// The chunk's (first) stripe must lie on the device, as the kernel's check of dev
+    /// extents against the device size requires at mount (`btrfs_verify_dev_extents()`):
+    /// a chunk item from untrusted bytes may claim any length, and the allocator sizes
+    /// its per-group index by it.
+    fn ensure_on_the_device(&self, logical: u64, chunk: &ChunkItem) -> Result<()> {
+        let last_byte = chunk.physical.checked_add(chunk.length - 1);
+        let on_the_device =
+            last_byte.is_some_and(|last_byte| self.source.read_at(last_byte, 1).is_ok());
+        if on_the_device {
+            return Ok(());
+        }
+        Err(corrupt(format!(
+            "chunk {logical} of {} bytes at physical {} ends beyond the device",
+            chunk.length, chunk.physical
+        )))
     }
 
     /// The type flags of the chunk holding `length` bytes at `logical`.

@@ -206,3 +206,24 @@ fn a_state_without_data_imports() {
     let mut imported = import_image(&image, SendPolicy::default()).expect("import");
     assert_eq!(contents(&mut imported), contents(&mut fs));
 }
+
+/// Regression (found by the `image` fuzz target): a chunk item may claim any length,
+/// and the allocator sizes its per-group index by the length of each group, so a
+/// resealed image whose chunk claimed about 2^60 bytes made the importer abort on a
+/// 140 TB allocation instead of answering. Fix: a chunk's stripe must lie on the device
+/// (the kernel checks dev extents against the device size at mount): EUCLEAN.
+#[test]
+fn a_chunk_beyond_the_device_is_refused() {
+    let image = write_image(&shared_state(Geometry::tiny())).expect("image");
+    let mut huge_chunk = image_bytes(&image);
+    // The first system chunk: its disk key (17 bytes), then the chunk's length.
+    let length_at = 811 + 17;
+    with_super_block(&mut huge_chunk, |block| {
+        block[length_at..length_at + 8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    });
+    let error = import_image(&huge_chunk, SendPolicy::default())
+        .map(drop)
+        .expect_err("a chunk beyond the device");
+    assert_eq!(error.to_errno(), Errno::EUCLEAN, "{error}");
+    assert!(error.to_string().contains("beyond the device"), "{error}");
+}

@@ -127,6 +127,32 @@ fn ensure_read_only(fs: &FsInfo, root_id: u64) -> Result<()> {
     ))
 }
 
+/// A root the job named at `send start` that the cleaner has dropped since (its tree
+/// freed, its root item deleted). The kernel's send still holds the `btrfs_root` (the
+/// subvolume's file reference), whose in-memory item keeps `BTRFS_ROOT_SUBVOL_DEAD`, so
+/// under `protect-deletion` and `dead-check-locked` the critical section's dead check
+/// refuses it with EPERM whether or not the tree is still there; without the locked
+/// check nothing stops the send from counting a dropped root, and its walk finds the
+/// tree gone (ENOENT here; EIO or worse in a kernel that reads the freed blocks).
+fn ensure_not_dropped(fs: &mut FsInfo, root_id: u64) -> Result<()> {
+    if fs.root(root_id).is_ok() {
+        return Ok(());
+    }
+    let policy = fs.policy();
+    if policy.has(Ingredient::ProtectDeletion) && policy.has(Ingredient::DeadCheckLocked) {
+        fs.marks.hit(Mark::SendRefusedDeadRoot);
+        return Err(Error::errno(
+            Errno::EPERM,
+            format!("send: root {root_id} is dead (dropped by the cleaner)"),
+        ));
+    }
+    fs.marks.hit(Mark::SendStartedOnDeadRoot);
+    Err(Error::errno(
+        Errno::ENOENT,
+        format!("send: root {root_id} was dropped under the send"),
+    ))
+}
+
 /// Under `protect-deletion`, send refuses a dead root with EPERM (521e0546c970).
 fn ensure_not_dead(fs: &mut FsInfo, root_id: u64) -> Result<()> {
     if !fs.policy().has(Ingredient::ProtectDeletion) || !fs.root(root_id)?.item.is_dead() {
@@ -269,6 +295,7 @@ impl SendJob {
             .chain(self.parent_root)
             .collect();
         for &root_id in &roots {
+            ensure_not_dropped(fs, root_id)?;
             if policy.has(Ingredient::RoCheckLocked) {
                 ensure_read_only(fs, root_id)?;
             } else if !fs.is_read_only(root_id)? {

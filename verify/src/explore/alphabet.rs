@@ -31,7 +31,10 @@
 //! relocation letters may free, allocate or re-initialise blocks, switch commit roots or
 //! move `last_reloc_trans`, so none of them commutes with a send letter; the two delete
 //! attempts and a refused `remount` change nothing (they commute with every letter, and
-//! their successor state is the state they left).
+//! their successor state is the state they left). The delayed-allocation letters: a
+//! buffered write changes only the page cache (it commutes with send steps, not with
+//! `send start`, which may flush it); `subvol set snap ro` and `sync` commit, so they
+//! commute with nothing a send does.
 
 use crate::generate::{job, name, path, text};
 use crate::script::{Op, RelocateTarget, XattrName};

@@ -440,6 +440,54 @@ mod tests {
         }
     }
 
+    /// Under the delayed-allocation race the snapshot starts writable and the send
+    /// starts once, after it is read-only; some inputs leave buffered data in it when
+    /// the send starts, and some write it back while the send runs.
+    #[test]
+    fn the_delalloc_selection_buffers_writes_before_the_send_starts() {
+        let (mut buffered_before_send, mut sync_during_send) = (0, 0);
+        for seed in 0..64 {
+            let bytes = cowproof_engine::testing::seeded_bytes(256, seed);
+            let script = interleaving_for(
+                &mut Unstructured::new(&bytes),
+                None,
+                Selection::Only(Race::Delalloc),
+            )
+            .expect("valid");
+            assert_eq!(parse(&print(&script)).expect("parses"), script);
+            let ops: Vec<&Op> = script.ops().collect();
+            let starts: Vec<usize> = (0..ops.len())
+                .filter(|&index| matches!(ops[index], Op::SendStart { .. }))
+                .collect();
+            assert_eq!(starts.len(), 1, "seed {seed}: one send start");
+            let start = starts[0];
+            let set_read_only = ops[..start].iter().rposition(|op| {
+                matches!(
+                    op,
+                    Op::SubvolumeSetReadOnly {
+                        read_only: true,
+                        ..
+                    }
+                )
+            });
+            let set_read_only = set_read_only.expect("the snapshot made read-only first");
+            if ops[..set_read_only]
+                .iter()
+                .any(|op| matches!(op, Op::WriteBuffered { .. }))
+            {
+                buffered_before_send += 1;
+            }
+            if ops[start..].iter().any(|op| matches!(op, Op::Sync)) {
+                sync_during_send += 1;
+            }
+            assert!(!ops[start..]
+                .iter()
+                .any(|op| matches!(op, Op::WriteBuffered { .. })));
+        }
+        assert!(buffered_before_send >= 8, "{buffered_before_send}");
+        assert!(sync_during_send >= 4, "{sync_during_send}");
+    }
+
     #[test]
     fn empty_and_short_inputs_still_give_valid_scripts() {
         for length in 0..16 {
