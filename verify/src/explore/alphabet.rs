@@ -17,8 +17,13 @@
 //! parent (its root node COWed and freed while an incremental send holds it), attempts
 //! to delete the send root or its parent while the send runs (EPERM, which the model
 //! comparison checks: the world is unchanged), `crash` (everything not committed is
-//! lost and the jobs end) and `remount` (EBUSY while a send runs, else every cache is
-//! dropped and the trees are read again from the device).
+//! lost and the jobs end; a letter only while no send runs: a kernel send cannot refuse
+//! a power cut, it simply ends with it, so after a crash during a send nothing is left
+//! to race and the world's durability is the crash property test's subject) and
+//! `remount` (EBUSY while a send runs, as umount is while the send's ioctl holds the
+//! filesystem, else every cache is dropped and the trees are read again from the
+//! device). A relocation a crash interrupts is aborted (the kernel pauses it and
+//! resumes it at the next mount unless `skip_balance`; the model starts none).
 //!
 //! Footprints, for a reduction that commutes independent letters: the send letters read
 //! the commit roots of `snap` (and `parent`) and the cache objects they hold; the
@@ -85,7 +90,9 @@ pub enum Letter {
     DeleteSendRoot,
     /// `subvol delete parent` while an incremental send runs: EPERM.
     DeleteParent,
-    /// `crash`: the uncommitted state is lost, jobs end, the trees are read again.
+    /// `crash`: the uncommitted state is lost, jobs end, the trees are read again; only
+    /// while no send runs (a crash during a send ends it, and nothing of it remains to
+    /// race: the kernel's send dies with the machine).
     Crash,
     /// `remount`: EBUSY while a send runs, else the caches are dropped.
     Remount,
@@ -246,7 +253,7 @@ impl Letter {
             Letter::DeleteParent => {
                 incremental_send_running(world).then(|| Op::SubvolumeDelete { name: name(PARENT) })
             }
-            Letter::Crash => Some(Op::Crash),
+            Letter::Crash => (!send_running(world)).then_some(Op::Crash),
             Letter::Remount => Some(Op::Remount),
             Letter::DedupeIntoSnapshot => send_counted(world).then(|| dedupe_into_snapshot("f00")),
             Letter::SetSnapshotWritable => {

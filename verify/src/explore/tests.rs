@@ -61,7 +61,7 @@ fn counterexamples_replay_to_the_same_violation() {
             if Expected::of(policy, race) != Expected::Violation {
                 continue;
             }
-            let exploration = explored(policy, race, TEST_DEPTH);
+            let exploration = explored(policy, race, TEST_DEPTH.max(race.minimum_depth()));
             let found = counterexample(&exploration);
             let report = run(&found.script, RunOptions::default());
             let same = report.violations.iter().any(|(_, violation)| {

@@ -19,6 +19,7 @@ pub mod delalloc;
 pub mod deletion;
 pub mod readonly;
 pub mod relocation;
+pub mod relocation_incremental;
 pub mod snapshot;
 
 use crate::explore::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
@@ -88,17 +89,21 @@ pub enum Race {
     /// Send against delayed allocation: buffered writes not written back before the
     /// send walks (Linux 9f89d5de8631).
     Delalloc,
+    /// Send against block-group relocation, for an incremental send: the item
+    /// processing window that `clone-leaves` closes.
+    RelocationIncremental,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 6] = [
+    pub const ALL: [Race; 7] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
         Race::Readonly,
         Race::Deletion,
         Race::Delalloc,
+        Race::RelocationIncremental,
     ];
 
     /// The race's description.
@@ -110,6 +115,7 @@ impl Race {
             Race::Readonly => &readonly::RACE,
             Race::Deletion => &deletion::RACE,
             Race::Delalloc => &delalloc::RACE,
+            Race::RelocationIncremental => &relocation_incremental::RACE,
         }
     }
 
@@ -292,11 +298,14 @@ impl Selection {
         }
     }
 
-    /// The selection named `text`.
+    /// The selection named `text`: `all`, or a race the generator can express (one with
+    /// generator kinds).
     pub fn from_name(text: &str) -> Option<Selection> {
         match text {
             "all" => Some(Selection::All),
-            _ => Race::from_name(text).map(Selection::Only),
+            _ => Race::from_name(text)
+                .filter(|race| !race.spec().generator_kinds.is_empty())
+                .map(Selection::Only),
         }
     }
 
@@ -335,16 +344,22 @@ mod tests {
                 .all(|earlier| earlier.name() != race.name()));
             assert!(race.minimum_depth() <= race.default_depth(), "{race}");
             assert!(!race.alphabet().is_empty(), "{race}");
-            assert!(!race.spec().generator_kinds.is_empty(), "{race}");
+            let generated = !race.spec().generator_kinds.is_empty();
+            assert_eq!(
+                Selection::from_name(race.name()).is_some(),
+                generated,
+                "{race}"
+            );
         }
         assert_eq!(Selection::from_name("all"), Some(Selection::All));
         assert_eq!(Selection::from_name("none"), None);
+        assert_eq!(Selection::from_name("relocation-incremental"), None);
     }
 
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 6])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 7])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -353,23 +368,63 @@ mod tests {
             [
                 (
                     Policy::UNPROTECTED,
-                    [Violation, Violation, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Violation,
+                        Violation,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        Violation
+                    ]
                 ),
                 (
                     Policy::CLONE_ROOT,
-                    [Safe, Violation, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Safe,
+                        Violation,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        Violation
+                    ]
                 ),
                 (
                     Policy::EXCLUSIVE_ONLY,
-                    [Violation, SafeRefused, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Violation,
+                        SafeRefused,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     Policy::EXCLUSIVE,
-                    [Safe, SafeRefused, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     Policy::CONCURRENT,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
             ]
         );
@@ -384,7 +439,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 6])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 7])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -393,31 +448,79 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation, Violation, Violation]
+                    [Violation, Violation, Violation, Violation, Violation, Violation, Violation]
                 ),
                 (
                     KernelEra::Linux5_2,
-                    [Safe, Violation, SafeRefused, Violation, Violation, Safe]
+                    [
+                        Safe,
+                        Violation,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Safe,
+                        Violation
+                    ]
                 ),
                 (
                     KernelEra::Linux5_3,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation, Safe]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     KernelEra::Linux5_16,
-                    [Safe, SafeRefused, SafeRefused, Violation, Violation, Safe]
+                    [
+                        Safe,
+                        SafeRefused,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Safe,
+                        SafeRefused
+                    ]
                 ),
                 (
                     KernelEra::Linux5_17,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
                 (
                     KernelEra::Linux6_12,
-                    [Safe, SafeCompletes, SafeRefused, Violation, Violation, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        Violation,
+                        Violation,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
                 (
                     KernelEra::Linux6_13,
-                    [Safe, SafeCompletes, SafeRefused, SafeDenied, Safe, Safe]
+                    [
+                        Safe,
+                        SafeCompletes,
+                        SafeRefused,
+                        SafeDenied,
+                        Safe,
+                        Safe,
+                        SafeCompletes
+                    ]
                 ),
             ]
         );

@@ -286,7 +286,7 @@ fn merged_text(merged: &Value) -> String {
         None => "each cell to its default depth".to_string(),
     };
     let mut out = format!(
-        "cowproof check: {depth}, merged from {} shards\n\n{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
+        "cowproof check: {depth}, merged from {} shards\n\n{:<15} {:<22} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
         text_of(&merged["merged_from"]),
         "policy", "race", "expected", "found", "depth", "states", "seconds"
     );
@@ -299,7 +299,7 @@ fn merged_text(merged: &Value) -> String {
             format!("violation ({} ops)", text_of(operations))
         };
         out.push_str(&format!(
-            "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9}  {result}{}\n",
+            "{:<15} {:<22} {:<22} {:<10} {:>6} {:>9} {:>9}  {result}{}\n",
             text_of(&cell["policy"]),
             text_of(&cell["race"]),
             text_of(&cell["expected"]),
@@ -338,7 +338,7 @@ fn merged_text(merged: &Value) -> String {
     ));
     if let Some(rows) = merged["ablations"].as_array() {
         out.push_str(&format!(
-            "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<11} {:<25} {:>6} {:>9} {:>9}  result\n",
+            "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<22} {:<25} {:>6} {:>9} {:>9}  result\n",
             "policy", "race", "removed", "length", "states", "seconds"
         ));
         for row in rows {
@@ -359,7 +359,7 @@ fn merged_text(merged: &Value) -> String {
                 words.push_str("  <- NOT AS EXPECTED");
             }
             out.push_str(&format!(
-                "{:<15} {:<11} {:<25} {:>6} {:>9} {:>9}  {words}\n",
+                "{:<15} {:<22} {:<25} {:>6} {:>9} {:>9}  {words}\n",
                 text_of(&row["policy"]),
                 text_of(&row["race"]),
                 text_of(&row["removed"]),

@@ -11,7 +11,7 @@ use cowproof_engine::marks::Mark;
 /// The ablation table: one line per row, then each row's counterexample script.
 pub fn ablation_report(results: &[AblationResult]) -> String {
     let mut out = format!(
-        "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<11} {:<25} {:>6} {:>9} {:>9}  result\n",
+        "\nablation: each protection of each safe cell removed in turn\n\n{:<15} {:<22} {:<25} {:>6} {:>9} {:>9}  result\n",
         "policy", "race", "removed", "length", "states", "seconds"
     );
     for result in results {
@@ -78,7 +78,7 @@ fn ablation_line(result: &AblationResult) -> String {
         ),
     };
     format!(
-        "{:<15} {:<11} {:<25} {:>6} {:>9} {:>9.2}  {}\n",
+        "{:<15} {:<22} {:<25} {:>6} {:>9} {:>9.2}  {}\n",
         result.ablation.policy.name(),
         result.ablation.race.name(),
         result.ablation.removed.name(),
@@ -105,7 +105,7 @@ pub fn text_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> String {
     };
     let mut out = format!("cowproof check: {depth}\n\n");
     out.push_str(&format!(
-        "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
+        "{:<15} {:<22} {:<22} {:<10} {:>6} {:>9} {:>9}  result\n",
         "policy", "race", "expected", "found", "depth", "states", "seconds"
     ));
     for cell in cells {
@@ -149,7 +149,7 @@ fn cell_line(cell: &Cell) -> String {
         Finding::Safe => format!("safe up to depth {}", exploration.depth_completed),
     };
     format!(
-        "{:<15} {:<11} {:<22} {:<10} {:>6} {:>9} {:>9.2}  {}{}\n",
+        "{:<15} {:<22} {:<22} {:<10} {:>6} {:>9} {:>9.2}  {}{}\n",
         exploration.config.policy.name(),
         exploration.config.race.name(),
         cell.expected.name(),

@@ -83,12 +83,22 @@ fn a_crash_ends_the_send_and_a_later_send_reads_the_device() {
     let mut world = incremental_world(Policy::CONCURRENT);
     apply(Letter::SendStart, &mut world);
     apply(Letter::SendStep, &mut world);
-    let (_, outcome) = apply(Letter::Crash, &mut world);
+    assert_eq!(
+        Letter::Crash.op(&world),
+        None,
+        "no crash letter during a send"
+    );
+    let outcome = world.apply(&Op::Crash).expect("valid");
     assert!(
         outcome.error.is_none() && outcome.violations.is_empty(),
         "{outcome:?}"
     );
     assert!(!send_running(&world), "the crash ended the send");
+    assert_eq!(
+        Letter::Crash.op(&world),
+        Some(Op::Crash),
+        "no send runs now"
+    );
     assert_eq!(Letter::SendStart.op(&world), None, "the job exists");
     let (_, outcome) = apply(Letter::Remount, &mut world);
     assert!(outcome.error.is_none(), "no send runs: {outcome:?}");
