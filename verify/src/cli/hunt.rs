@@ -54,8 +54,20 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 fn parse_race(text: &str) -> Result<Selection, String> {
-    Selection::from_name(text)
-        .ok_or_else(|| format!("unknown race `{text}` (all, snapshot, relocation)"))
+    Selection::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = std::iter::once("all")
+            .chain(
+                crate::race::Race::ALL
+                    .iter()
+                    .filter(|race| Selection::from_name(race.name()).is_some())
+                    .map(|race| race.name()),
+            )
+            .collect();
+        format!(
+            "unknown race `{text}` (the generator draws: {})",
+            names.join(", ")
+        )
+    })
 }
 
 fn show_progress(progress: &ProgressBar, budget: Duration, iterations: u64, elapsed: Duration) {

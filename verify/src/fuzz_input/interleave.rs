@@ -88,6 +88,7 @@ impl Layout {
             0 => Layout::SeedRaces,
             1..=RACE_SLOTS => Race::ALL
                 .get(usize::from(byte - 1))
+                .filter(|race| is_generated(**race))
                 .map_or(Layout::EveryRace, |&race| Layout::Race(race)),
             _ => Layout::EveryRace,
         }
@@ -127,6 +128,13 @@ impl Layout {
     }
 }
 
+/// Whether the interleaving generator can build `race`'s scripts (it has generator
+/// kinds). An explorer-only setup variant (`relocation-incremental`) keeps its slot in
+/// the race table, and its byte draws every race's kinds, as a slot to come does.
+fn is_generated(race: Race) -> bool {
+    !race.spec().generator_kinds.is_empty()
+}
+
 // Every race has its byte, and byte 0 is not one of them.
 const _: () = assert!(Race::ALL.len() <= RACE_SLOTS as usize);
 
@@ -134,13 +142,20 @@ const _: () = assert!(Race::ALL.len() <= RACE_SLOTS as usize);
 /// an error listing the races.
 pub fn race_from_env() -> Result<Option<Race>, String> {
     match std::env::var(RACE_VARIABLE) {
-        Ok(name) if !name.is_empty() => Race::from_name(&name).map(Some).ok_or_else(|| {
-            let names: Vec<&str> = Race::ALL.iter().map(|race| race.name()).collect();
-            format!(
-                "{RACE_VARIABLE}={name:?} is not a race; the races are {}",
-                names.join(", ")
-            )
-        }),
+        Ok(name) if !name.is_empty() => Race::from_name(&name)
+            .filter(|race| is_generated(*race))
+            .map(Some)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Race::ALL
+                    .iter()
+                    .filter(|race| is_generated(**race))
+                    .map(|race| race.name())
+                    .collect();
+                format!(
+                    "{RACE_VARIABLE}={name:?} names no race the interleaving generator draws; those are {}",
+                    names.join(", ")
+                )
+            }),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => {
             Err(format!("{RACE_VARIABLE} is not valid UTF-8"))
@@ -306,9 +321,17 @@ mod tests {
     fn the_layout_byte_indexes_the_race_table_and_keeps_the_slots_past_it() {
         assert_eq!(Layout::from_byte(0), Layout::SeedRaces);
         for (index, race) in Race::ALL.into_iter().enumerate() {
+            if !is_generated(race) {
+                assert_eq!(Layout::from_byte(index as u8 + 1), Layout::EveryRace);
+                continue;
+            }
             assert_eq!(Layout::Race(race).byte(), index as u8 + 1);
             assert_eq!(Layout::from_byte(index as u8 + 1), Layout::Race(race));
         }
+        assert!(
+            Race::ALL.iter().any(|race| !is_generated(*race)),
+            "an explorer-only variant is in the table (else this case tests nothing)"
+        );
         for byte in Race::ALL.len() as u8 + 1..=u8::MAX {
             assert_eq!(Layout::from_byte(byte), Layout::EveryRace, "{byte}");
         }
