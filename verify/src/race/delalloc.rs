@@ -17,9 +17,8 @@
 //! fix; `linux-4.19` does not.
 
 use super::{Expected, RaceSpec, SEND_SYMPTOMS};
-use crate::explore::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
+use crate::explore::alphabet::Letter;
 use crate::generate::interleave::Kind;
-use crate::generate::{name, path, text};
 use crate::script::Op;
 use cowproof_engine::marks::Mark;
 use cowproof_engine::{EngineRule, Ingredient, Policy};
@@ -58,23 +57,7 @@ pub static RACE: RaceSpec = RaceSpec {
 /// The seed races' setup with the snapshot left writable: buffered writes may go into
 /// it before it is made read-only and sent.
 pub fn setup() -> Vec<Op> {
-    let mut ops = vec![
-        Op::SubvolumeCreate { name: name(SOURCE) },
-        Op::SubvolumeCreate { name: name(OTHER) },
-    ];
-    for index in 0..3 {
-        ops.push(Op::Write {
-            path: path(SOURCE, &[&format!("f{index:02}")]),
-            offset: 0,
-            data: text("x"),
-        });
-    }
-    ops.push(Op::Snapshot {
-        source: name(SOURCE),
-        destination: name(SEND_SNAPSHOT),
-        read_only: false,
-    });
-    ops
+    super::setup_with_snapshot(3, false)
 }
 
 /// The flush leaves nothing for writeback to change under the send: no engine rule is

@@ -220,6 +220,11 @@ impl fmt::Display for Race {
 /// `other`, and the read-only snapshot `snap` of `vol` that the send will send. The
 /// send is not started: it is a letter, so other jobs may start before it.
 pub fn seed_setup(files: u32) -> Vec<Op> {
+    setup_with_snapshot(files, true)
+}
+
+/// [`seed_setup`] with the snapshot `snap` taken read-only or writable.
+pub fn setup_with_snapshot(files: u32, read_only: bool) -> Vec<Op> {
     let mut ops = vec![
         Op::SubvolumeCreate { name: name(SOURCE) },
         Op::SubvolumeCreate { name: name(OTHER) },
@@ -234,7 +239,7 @@ pub fn seed_setup(files: u32) -> Vec<Op> {
     ops.push(Op::Snapshot {
         source: name(SOURCE),
         destination: name(SEND_SNAPSHOT),
-        read_only: true,
+        read_only,
     });
     ops
 }
