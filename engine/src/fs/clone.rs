@@ -110,6 +110,18 @@ impl FsInfo {
         self.finish_data_change(dst.root_id, dst_ino, dst_item.size.max(dst_end))
     }
 
+    /// The `open(2)` of one side of a clone or deduplication, for the order of errors
+    /// only: resolves `path` as the open would (following a symlink in the last
+    /// component) and changes nothing, not even a writeback. A caller whose other side
+    /// names no subvolume asks it first, so that a source that cannot be opened fails
+    /// first, as it does for a program that opens the source before the destination.
+    pub fn ensure_opens<P: AsRef<[u8]>>(&mut self, root_id: u64, path: &[P]) -> Result<()> {
+        self.resolve_path_in(TreeView::Current, root_id, path, FollowLast::Yes)?
+            .ino
+            .map(drop)
+            .ok_or_else(|| Error::not_found("no such file"))
+    }
+
     pub(super) fn opened_for_clone<P: AsRef<[u8]>>(
         &mut self,
         root_id: u64,

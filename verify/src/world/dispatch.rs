@@ -186,7 +186,7 @@ impl World {
                 length,
             } => {
                 let engine = engine_root(fs, source).and_then(|source_root| {
-                    let destination_root = engine_root(fs, destination)?;
+                    let destination_root = destination_root(fs, source_root, source, destination)?;
                     let source_components = components(source);
                     let destination_components = components(destination);
                     fs.clone_range(
@@ -315,7 +315,7 @@ impl World {
         };
         let fs = &mut self.fs;
         let source_root = fs.subvolume_id(source.subvolume().as_str())?;
-        let destination_root = fs.subvolume_id(destination.subvolume().as_str())?;
+        let destination_root = destination_root(fs, source_root, source, destination)?;
         let source_components = components(source);
         let destination_components = components(destination);
         fs.dedupe_range(
@@ -332,5 +332,24 @@ impl World {
             *length,
         )
         .map(drop)
+    }
+}
+
+/// The root of a clone's or deduplication's destination subvolume. When it names none,
+/// the source is opened first (a program opens the source, then the destination), so
+/// its error comes first, as the model answers: found by the `send_receive` fuzz
+/// target (`corpus/scripts/dedupe-source-error-before-a-missing-destination.cows`).
+fn destination_root(
+    fs: &mut FsInfo,
+    source_root: u64,
+    source: &ScriptPath,
+    destination: &ScriptPath,
+) -> Result<u64, Error> {
+    match fs.subvolume_id(destination.subvolume().as_str()) {
+        Ok(root_id) => Ok(root_id),
+        Err(missing) => {
+            fs.ensure_opens(source_root, &components(source))?;
+            Err(missing)
+        }
     }
 }
