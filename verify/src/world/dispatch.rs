@@ -185,24 +185,14 @@ impl World {
                 destination_offset,
                 length,
             } => {
-                let engine = engine_root(fs, source).and_then(|source_root| {
-                    let destination_root = destination_root(fs, source_root, source, destination)?;
-                    let source_components = components(source);
-                    let destination_components = components(destination);
-                    fs.clone_range(
-                        CloneSide {
-                            root_id: source_root,
-                            path: &source_components,
-                            offset: *source_offset,
-                        },
-                        CloneSide {
-                            root_id: destination_root,
-                            path: &destination_components,
-                            offset: *destination_offset,
-                        },
-                        *length,
-                    )
-                });
+                let engine = remap(
+                    fs,
+                    (source, *source_offset),
+                    (destination, *destination_offset),
+                    |fs, source_side, destination_side| {
+                        fs.clone_range(source_side, destination_side, *length)
+                    },
+                );
                 let model_result = model.clone_range(
                     &model_path(source),
                     *source_offset,
@@ -313,26 +303,43 @@ impl World {
         else {
             unreachable!("engine_dedupe of `{op}`")
         };
-        let fs = &mut self.fs;
-        let source_root = fs.subvolume_id(source.subvolume().as_str())?;
-        let destination_root = destination_root(fs, source_root, source, destination)?;
-        let source_components = components(source);
-        let destination_components = components(destination);
-        fs.dedupe_range(
-            CloneSide {
-                root_id: source_root,
-                path: &source_components,
-                offset: *source_offset,
+        remap(
+            &mut self.fs,
+            (source, *source_offset),
+            (destination, *destination_offset),
+            |fs, source_side, destination_side| {
+                fs.dedupe_range(source_side, destination_side, *length)
+                    .map(drop)
             },
-            CloneSide {
-                root_id: destination_root,
-                path: &destination_components,
-                offset: *destination_offset,
-            },
-            *length,
         )
-        .map(drop)
     }
+}
+
+/// Runs a clone or deduplication (`remap_file_range`) on the engine with its two sides
+/// resolved to subvolume roots and path components, the source's subvolume first.
+fn remap(
+    fs: &mut FsInfo,
+    (source, source_offset): (&ScriptPath, u64),
+    (destination, destination_offset): (&ScriptPath, u64),
+    operation: impl FnOnce(&mut FsInfo, CloneSide<'_, &str>, CloneSide<'_, &str>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let source_root = fs.subvolume_id(source.subvolume().as_str())?;
+    let destination_root = destination_root(fs, source_root, source, destination)?;
+    let source_components = components(source);
+    let destination_components = components(destination);
+    operation(
+        fs,
+        CloneSide {
+            root_id: source_root,
+            path: &source_components,
+            offset: source_offset,
+        },
+        CloneSide {
+            root_id: destination_root,
+            path: &destination_components,
+            offset: destination_offset,
+        },
+    )
 }
 
 /// The root of a clone's or deduplication's destination subvolume. When it names none,
