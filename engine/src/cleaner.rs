@@ -84,7 +84,12 @@ impl FsInfo {
             }
             self.marks.hit(Mark::RootDeletedUnderSend);
         }
+        // A nested snapshot's directory must be writable; a subvolume holding one's
+        // entry cannot go (`may_destroy_subvol()`, `snapshot.rs`).
+        self.check_subvolume_entry_removable(root_id)?;
+        self.refuse_parent_of_nested(root_id)?;
         self.reserve_metadata_for_items(3)?;
+        self.unlink_subvolume_entry(root_id)?;
         self.delete_item(
             objectid::ROOT_TREE,
             Key::new(objectid::FS_TREE, item_type::ROOT_REF, root_id),

@@ -36,6 +36,10 @@ pub enum Mark {
     LeafReusedAsNode,
     /// Snapshot creation COWed the root node of a root a send is using.
     SnapshotOfRootUnderSend,
+    /// A pending snapshot's directory entry went into the tree of a root copied earlier
+    /// in the same commit (its own source, or an earlier pending snapshot's): the
+    /// window FORCE_COW closes.
+    SnapshotEntryIntoSnapshotSource,
     /// A commit switched commit roots while relocation was running and a send was active.
     RelocationCommitDuringSend,
     /// A `concurrent`-policy send restarted its walk after a relocation commit.

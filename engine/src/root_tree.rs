@@ -13,7 +13,6 @@ use crate::extent_buffer::{BlockContent, BlockPtr};
 use crate::fs_info::{FsInfo, Root};
 use crate::items::{RootItem, ROOT_SUBVOL_RDONLY};
 use crate::key::{item_type, objectid, Key};
-use crate::transaction::PendingSnapshot;
 
 impl FsInfo {
     /// Creates an empty tree (one empty leaf) with id `root_id` in the running
@@ -73,7 +72,7 @@ impl FsInfo {
         Ok(())
     }
 
-    fn check_new_name(&self, name: &str) -> Result<()> {
+    pub(crate) fn check_new_name(&self, name: &str) -> Result<()> {
         FsInfo::validate_subvolume_name(name)?;
         let pending = self.running.as_ref().is_some_and(|transaction| {
             transaction
@@ -108,20 +107,7 @@ impl FsInfo {
     pub fn snapshot(&mut self, source: &str, name: &str, read_only: bool) -> Result<u64> {
         let source_id = self.subvolume_id(source)?;
         self.check_new_name(name)?;
-        self.writeback_root(source_id)?;
-        self.reserve_metadata_for_items(8)?;
-        let root_id = self.next_root_id;
-        self.next_root_id += 1;
-        self.transaction_mut()
-            .pending_snapshots
-            .push(PendingSnapshot {
-                source: source_id,
-                root_id,
-                name: name.to_string(),
-                read_only,
-            });
-        self.commit_transaction()?;
-        Ok(root_id)
+        self.request_snapshot(source_id, name, read_only, None)
     }
 
     /// Sets or clears a subvolume's read-only flag (in the running transaction).

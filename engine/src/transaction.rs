@@ -48,6 +48,19 @@ pub struct PendingSnapshot {
     pub name: String,
     /// Whether the snapshot is read-only.
     pub read_only: bool,
+    /// The directory of a subvolume that receives the snapshot's entry during the
+    /// commit (`None`: a top-level name only, in the root tree).
+    pub entry: Option<SnapshotEntry>,
+}
+
+/// Where a pending snapshot's directory entry goes: a directory inode of a subvolume
+/// tree, possibly the source's own (`docs/windows.md`, "snapshot-nested").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotEntry {
+    /// The subvolume holding the directory.
+    pub root_id: u64,
+    /// The directory's inode number.
+    pub dir: u64,
 }
 
 /// The running transaction.
@@ -708,6 +721,7 @@ mod tests {
                     root_id: fs.next_root_id,
                     name: "snap".to_string(),
                     read_only: true,
+                    entry: None,
                 });
             fs.next_root_id += 1;
             fs.commit_step().expect("delayed refs");

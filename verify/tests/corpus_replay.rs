@@ -191,6 +191,12 @@ fn the_interleave_corpus_reaches_every_race_window() {
         }
     }
     for (race, (mark, count)) in Race::ALL.into_iter().zip(&hits) {
+        // An explorer-only variant (no generator kinds) has no interleave layout of its
+        // own: its window is the explorer's to reach (`cowproof check` refuses a safe
+        // cell whose mark it did not reach).
+        if race.spec().generator_kinds.is_empty() && *count == 0 {
+            continue;
+        }
         assert!(
             *count > 0,
             "no interleave seed reaches {race}'s window mark {mark:?}"

@@ -248,8 +248,9 @@ fn receive_kernel_stream(
     let received: Content = receiver
         .content(name.as_bytes())
         .map_err(|errno| format!("received {name} missing: {errno}"))?;
-    // The image holds the last commit: the page cache's dirty pages are not in it.
-    let expected = committed_snapshot_content(fs, name)?;
+    // The image holds the last commit: the page cache's dirty pages are not in it. Send
+    // carries no subvolume entry (a nested snapshot's name).
+    let expected = committed_snapshot_content(fs, name)?.without_subvolume_entries();
     if received != expected {
         return Err(format!(
             "the kernel's stream of {name} (parent {parent:?}) received by the engine differs:\n{}",

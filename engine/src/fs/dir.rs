@@ -11,6 +11,15 @@
 //! the same name and index on the target inode; a directory's size is twice the sum of
 //! its entries' name lengths, so it is empty exactly when its size is 0; DIR_INDEX
 //! numbers start at 2 and grow.
+//!
+//! A *subvolume entry* (a snapshot created inside a directory, `create_pending_snapshot()`)
+//! is the exception to the INODE_REF rule: its location is the snapshot's
+//! `(root_id, ROOT_ITEM, -1)` and its back reference is a ROOT_BACKREF in the root tree,
+//! as in btrfs. Paths never cross into another subvolume in this model: every operation
+//! that resolves a path through or onto such an entry fails with EXDEV (a modelling
+//! choice, `docs/script-language.md`); a name that must not exist yet (mkdir, link,
+//! symlink, rename's creation) sees it as existing (EEXIST), and it counts in its
+//! directory's size, so the directory is not empty.
 
 use super::format::{file_type, DirItem, InodeItem, InodeRef};
 use super::inode::InodeName;
@@ -32,13 +41,20 @@ pub const LINK_MAX: u32 = 65535;
 /// The most parent steps an ancestry walk takes before calling the tree corrupt.
 const ANCESTRY_STEPS_MAX: usize = 1 << 16;
 
+/// `BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`: the inode number Linux gives the placeholder
+/// directory it shows for a subvolume entry it does not cross (`new_simple_dir()`); the
+/// listing shows every subvolume entry so.
+pub const EMPTY_SUBVOL_DIR_OBJECTID: u64 = 2;
+
 /// One directory entry, as its DIR_INDEX item records it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DirEntry {
     /// The DIR_INDEX sequence number.
     pub index: u64,
-    /// The entry's inode.
+    /// The entry's inode (for a subvolume entry, the subvolume's root id).
     pub ino: u64,
+    /// Whether the entry names a subvolume (its location is a ROOT_ITEM key).
+    pub subvolume: bool,
     /// `BTRFS_FT_*`.
     pub file_type: u8,
     /// The name.
@@ -62,6 +78,22 @@ fn name_text(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
+/// The entry itself, or EXDEV when it names another subvolume: paths never cross
+/// subvolumes in this model (see the module's doc).
+pub(crate) fn within_subvolume(entry: DirItem) -> Result<DirItem> {
+    if entry.location.item_type == item_type::ROOT_ITEM {
+        return Err(Error::errno(
+            Errno::EXDEV,
+            format!(
+                "{} is the entry of subvolume {}: paths do not cross subvolumes",
+                name_text(&entry.name),
+                entry.location.objectid
+            ),
+        ));
+    }
+    Ok(entry)
+}
+
 impl FsInfo {
     /// Every entry of directory `dir` in DIR_INDEX order.
     pub(crate) fn dir_entries_in(
@@ -82,6 +114,7 @@ impl FsInfo {
             entries.push(DirEntry {
                 index: key.offset,
                 ino: item.location.objectid,
+                subvolume: item.location.item_type == item_type::ROOT_ITEM,
                 file_type: item.file_type,
                 name: item.name,
             });
@@ -225,6 +258,56 @@ impl FsInfo {
         self.resize_dir(root_id, dir, name.len(), false)
     }
 
+    /// Adds the entry `name` of subvolume `child_root` to `dir` of `root_id`: DIR_ITEM and
+    /// DIR_INDEX whose location is `(child_root, ROOT_ITEM, -1)`, no INODE_REF, and the
+    /// directory's size and times, as `create_pending_snapshot()` does with
+    /// `btrfs_insert_dir_item()` and `btrfs_update_inode_fallback()`. Returns the
+    /// DIR_INDEX number (the ROOT_REF's sequence).
+    pub(crate) fn add_subvolume_entry(
+        &mut self,
+        root_id: u64,
+        dir: u64,
+        name: &[u8],
+        child_root: u64,
+    ) -> Result<u64> {
+        let index = self.next_dir_index(root_id, dir)?;
+        let entry = DirItem {
+            location: Key::new(child_root, item_type::ROOT_ITEM, u64::MAX),
+            transid: self.join_transaction(),
+            file_type: file_type::DIR,
+            name: name.to_vec(),
+            data: Vec::new(),
+        };
+        self.insert_dir_item(root_id, dir, &entry)?;
+        let index_key = Key::new(dir, item_type::DIR_INDEX, index);
+        self.insert_item(
+            root_id,
+            index_key,
+            &DirItem::encode_all(std::slice::from_ref(&entry)),
+        )?;
+        self.resize_dir(root_id, dir, name.len(), true)?;
+        Ok(index)
+    }
+
+    /// Removes the subvolume entry `name` (DIR_INDEX `index`) from `dir`: the inverse of
+    /// [`add_subvolume_entry`](Self::add_subvolume_entry) (`btrfs_unlink_subvol()`).
+    pub(crate) fn remove_subvolume_entry(
+        &mut self,
+        root_id: u64,
+        dir: u64,
+        name: &[u8],
+        index: u64,
+    ) -> Result<()> {
+        let removed = self.remove_dir_item(root_id, dir, item_type::DIR_ITEM, name)?;
+        assert_eq!(
+            removed.location.item_type,
+            item_type::ROOT_ITEM,
+            "the entry removed names a subvolume"
+        );
+        self.delete_item(root_id, Key::new(dir, item_type::DIR_INDEX, index))?;
+        self.resize_dir(root_id, dir, name.len(), false)
+    }
+
     fn resize_dir(&mut self, root_id: u64, dir: u64, name_len: usize, grow: bool) -> Result<()> {
         let mut item = self.inode_item_required_in(TreeView::Current, root_id, dir)?;
         let delta = 2 * name_len as u64;
@@ -240,7 +323,7 @@ impl FsInfo {
 
     /// The parent directory and name of a path that must not exist yet: EEXIST for an
     /// existing entry or for the subvolume root itself, ENOENT or ENOTDIR for the parent.
-    fn new_name_in<'a>(
+    pub(crate) fn new_name_in<'a>(
         &mut self,
         root_id: u64,
         components: &[&'a [u8]],
@@ -383,7 +466,7 @@ impl FsInfo {
         let entry = self
             .lookup_dir_entry_in(TreeView::Current, root_id, parent.dir, parent.name)?
             .ok_or_else(|| Error::not_found(format!("no entry {}", name_text(parent.name))))?;
-        let ino = entry.location.objectid;
+        let ino = within_subvolume(entry)?.location.objectid;
         let item = self.inode_item_required_in(TreeView::Current, root_id, ino)?;
         Ok((parent, ino, item))
     }
@@ -504,6 +587,7 @@ impl FsInfo {
             if let Some(target) =
                 self.lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?
             {
+                let target = within_subvolume(target)?;
                 self.check_rename_kinds(root_id, kind, target.location.objectid)?;
             }
             return Err(Error::errno(Errno::EXDEV, "a rename across subvolumes"));
@@ -514,7 +598,10 @@ impl FsInfo {
                 "directory moved into its own subtree",
             ));
         }
-        let target = self.lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?;
+        let target = self
+            .lookup_dir_entry_in(TreeView::Current, root_id, new.dir, new.name)?
+            .map(within_subvolume)
+            .transpose()?;
         if let Some(target) = &target {
             let target_ino = target.location.objectid;
             let target_item =

@@ -5,7 +5,9 @@
 //! The running transaction's view includes the page cache's dirty pages (data and
 //! `i_size`, as `stat` and `read` see them); the commit view does not.
 //!
-//! The walk follows DIR_INDEX entries from the root directory with an explicit stack;
+//! The walk follows DIR_INDEX entries from the root directory with an explicit stack; a
+//! subvolume entry (a snapshot created in a directory) is listed as Linux's placeholder
+//! directory ([`subvolume_entry_placeholder`]) and not crossed;
 //! a directory reached twice (a cycle or a second name of a directory) or a walk beyond
 //! `LISTING_ENTRIES_MAX` entries or `LISTING_DEPTH_MAX` levels is EUCLEAN.
 
@@ -60,6 +62,25 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     [parent, b"/", name].concat()
 }
 
+/// What the listing shows for a subvolume entry: the placeholder directory Linux shows
+/// for an entry it does not cross (`new_simple_dir()`: inode
+/// `BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`, mode 040755, empty), not descended into.
+pub fn subvolume_entry_placeholder() -> ListingEntry {
+    ListingEntry {
+        ino: super::dir::EMPTY_SUBVOL_DIR_OBJECTID,
+        kind: FileKind::Directory,
+        mode: super::mode_bits::S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        nlink: 1,
+        rdev: 0,
+        data: Vec::new(),
+        target: Vec::new(),
+        xattrs: BTreeMap::new(),
+    }
+}
+
 fn unclean(reason: String) -> Error {
     Error::errno(Errno::EUCLEAN, reason)
 }
@@ -82,7 +103,12 @@ impl FsInfo {
                     return Err(unclean(format!("directory {ino} reached twice")));
                 }
                 for child in self.dir_entries_in(view, root_id, ino)? {
-                    stack.push((join(&path, &child.name), child.ino, depth + 1));
+                    let child_path = join(&path, &child.name);
+                    if child.subvolume {
+                        listing.insert(child_path, subvolume_entry_placeholder());
+                    } else {
+                        stack.push((child_path, child.ino, depth + 1));
+                    }
                 }
             }
             listing.insert(path, entry);

@@ -173,6 +173,7 @@ impl FsInfo {
                     String::from_utf8_lossy(&name)
                 )));
             };
+            let entry = super::dir::within_subvolume(entry)?;
             let ino = entry.location.objectid;
             let follow = !is_last || follow_last == FollowLast::Yes;
             if entry.file_type != file_type::SYMLINK || !follow {

@@ -206,9 +206,13 @@ impl Committed {
                         .ok_or_else(|| corrupt(format!("malformed root item {key}")))?;
                     items.insert(key.objectid, item);
                 }
-                item_type::ROOT_REF => {
+                // The engine's names are the top-level refs; a nested snapshot's
+                // second pair (keyed by the subvolume holding its entry, `snapshot.rs`)
+                // is written with the rest of the root tree.
+                item_type::ROOT_REF if key.objectid == objectid::FS_TREE => {
                     names.insert(key.offset, data.clone());
                 }
+                item_type::ROOT_REF => {}
                 item_type::ROOT_BACKREF => {}
                 _ => return Err(corrupt(format!("unexpected root tree item {key}"))),
             }

@@ -25,6 +25,12 @@
 //! absolute target, or `..` above the root, is EXDEV (`openat2()` with
 //! `RESOLVE_BENEATH`); more than 40 links is ELOOP. Everything is deterministic: BTreeMaps only, uuids from a counter.
 //!
+//! Nested snapshots ([`ModelFs::snapshot_into`]): a snapshot created in a directory of a
+//! subvolume is named there by a placeholder inode ([`Inode::subvolume_entry`]) added
+//! after the copy, shown as Linux shows a subvolume entry it does not cross (an empty
+//! directory, mode 0755); every path through or onto it is EXDEV, as in the engine
+//! (`docs/script-language.md`). A copy of a subvolume holding one keeps the placeholder.
+//!
 //! Choices where Linux gives several answers: renaming or linking across subvolumes is
 //! EXDEV; removing, renaming or replacing a subvolume root is EBUSY; writing to or truncating anything but a regular file is
 //! EISDIR for directories and EINVAL otherwise; times are not modelled (UTIMES is
@@ -145,6 +151,9 @@ pub struct Inode {
     pub entries: BTreeMap<Vec<u8>, u64>,
     /// The directory holding a directory's one entry (itself for a subvolume root).
     pub parent: u64,
+    /// Whether this is the placeholder of a subvolume entry (a nested snapshot's name):
+    /// an empty directory no path crosses.
+    pub subvolume_entry: bool,
 }
 
 impl Inode {
@@ -162,8 +171,20 @@ impl Inode {
             rdev: 0,
             entries: BTreeMap::new(),
             parent: 0,
+            subvolume_entry: false,
         }
     }
+}
+
+/// Where a nested snapshot's entry lies: the subvolume, the directory and the name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NestedEntry {
+    /// The subvolume holding the directory.
+    pub parent: Vec<u8>,
+    /// The directory's inode.
+    pub dir: u64,
+    /// The entry's name.
+    pub name: Vec<u8>,
 }
 
 /// Where a received subvolume came from (`received_uuid`, `stransid` of its root item).
@@ -280,6 +301,9 @@ impl Subvolume {
                 return Ok((names, None));
             };
             let inode = self.inode(ino);
+            if inode.subvolume_entry {
+                return Err(Errno::EXDEV);
+            }
             let follow = !is_last || follow_last == FollowLast::Yes;
             if inode.kind != InodeKind::Symlink || !follow {
                 resolved.push((name, ino));
@@ -303,6 +327,15 @@ impl Subvolume {
             resolved.into_iter().map(|(name, _)| name).collect(),
             Some(ino),
         ))
+    }
+
+    /// The inode `name` names in `dir`: ENOENT if none, EXDEV for a subvolume entry.
+    fn entry(&self, dir: u64, name: &[u8]) -> Result<u64, Errno> {
+        let ino = *self.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        if self.inode(ino).subvolume_entry {
+            return Err(Errno::EXDEV);
+        }
+        Ok(ino)
     }
 
     fn allocate(&mut self, inode: Inode) -> u64 {
@@ -394,6 +427,8 @@ pub struct ModelFs {
     /// an explorer's branch) copies pointers; each remembers its digest, so hashing the
     /// model rehashes only the subvolumes changed since (`docs/hot-paths.md`).
     subvolumes: BTreeMap<Vec<u8>, Arc<DigestMemo<Subvolume>>>,
+    /// Where each nested snapshot's entry lies, by the snapshot's name.
+    nested: BTreeMap<Vec<u8>, NestedEntry>,
     transid: u64,
     uuids_count: u64,
     space_left_bytes: u64,
@@ -418,6 +453,7 @@ impl ModelFs {
     pub fn with_space_budget(bytes: u64) -> ModelFs {
         ModelFs {
             subvolumes: BTreeMap::new(),
+            nested: BTreeMap::new(),
             transid: 1,
             uuids_count: 0,
             space_left_bytes: bytes,
@@ -507,8 +543,35 @@ impl ModelFs {
         Ok(())
     }
 
-    /// Deletes subvolume `name` and everything in it.
+    /// Deletes subvolume `name` and everything in it: ENOENT without it; for a nested
+    /// snapshot, EROFS when the subvolume holding its entry is read-only, and the entry
+    /// goes with it; ENOTEMPTY while `name` holds a nested snapshot's entry
+    /// (`may_destroy_subvol()`).
     pub fn subvolume_delete(&mut self, name: &[u8]) -> Result<(), Errno> {
+        self.subvol_ref(name)?;
+        if let Some(entry) = self.nested.get(name) {
+            if self.subvol_ref(&entry.parent)?.read_only {
+                return Err(Errno::EROFS);
+            }
+        }
+        if self.nested.values().any(|entry| entry.parent == name) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if let Some(entry) = self.nested.remove(name) {
+            let parent = Arc::make_mut(
+                self.subvolumes
+                    .get_mut(&entry.parent)
+                    .ok_or(Errno::ENOENT)?,
+            )
+            .get_mut();
+            let placeholder = parent
+                .inode_mut(entry.dir)
+                .entries
+                .remove(&entry.name)
+                .expect("a nested snapshot's entry is in its directory");
+            assert!(parent.inode(placeholder).subvolume_entry);
+            parent.drop_link(placeholder);
+        }
         self.subvolumes
             .remove(name)
             .map(|_| ())
@@ -542,6 +605,43 @@ impl ModelFs {
         copy.received = None;
         self.subvolumes
             .insert(name.to_vec(), Arc::new(DigestMemo::new(copy)));
+        Ok(())
+    }
+
+    /// `snapshot SRC DIR/NAME`: snapshots `source` (a copy taken before the entry is
+    /// added, as the commit does) and names it NAME in the directory `path`'s parent
+    /// names. Errnos as the engine's `snapshot_into`: the source (ENOENT), the
+    /// destination subvolume and directory (ENOENT, ENOTDIR, EXDEV), the name in it
+    /// (EEXIST), a read-only destination (EROFS), a top-level name already taken (EEXIST).
+    pub fn snapshot_into(
+        &mut self,
+        source: &[u8],
+        path: &[u8],
+        read_only: bool,
+    ) -> Result<(), Errno> {
+        self.subvol_ref(source)?;
+        let resolved = split_path(path)?;
+        let destination = self.subvol_ref(resolved.subvol)?;
+        let (dir, name) = destination.lookup_parent(&resolved.components)?;
+        if destination.inode(dir).entries.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        if destination.read_only {
+            return Err(Errno::EROFS);
+        }
+        self.snapshot(source, name, read_only)?;
+        let subvol = self.subvol_writable(resolved.subvol)?;
+        let mut placeholder = Inode::new(InodeKind::Dir, 0o755);
+        placeholder.parent = dir;
+        placeholder.subvolume_entry = true;
+        let ino = subvol.allocate(placeholder);
+        subvol.inode_mut(dir).entries.insert(name.to_vec(), ino);
+        let entry = NestedEntry {
+            parent: resolved.subvol.to_vec(),
+            dir,
+            name: name.to_vec(),
+        };
+        self.nested.insert(name.to_vec(), entry);
         Ok(())
     }
 
@@ -807,7 +907,7 @@ impl ModelFs {
             .subvol_ref(resolved.subvol)?
             .lookup_parent(&resolved.components)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
-        let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        let ino = subvol.entry(dir, name)?;
         // may_delete(): EROFS before the kind.
         let subvol = self.subvol_writable(resolved.subvol)?;
         if subvol.inode(ino).kind == InodeKind::Dir {
@@ -823,7 +923,7 @@ impl ModelFs {
         let resolved = split_path(path)?;
         let subvol = self.subvol_ref(resolved.subvol)?;
         let (dir, name) = subvol.lookup_parent(&resolved.components)?;
-        let ino = *subvol.inode(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        let ino = subvol.entry(dir, name)?;
         // may_delete(): EROFS before the kind.
         let subvol = self.subvol_writable(resolved.subvol)?;
         let inode = subvol.inode(ino);
@@ -883,11 +983,7 @@ impl ModelFs {
         // do_renameat2() resolves both parents before it looks the source up.
         let (old_dir, old_name) = source.lookup_parent(&old.components)?;
         let (new_dir, new_name) = subvol.lookup_parent(&new.components)?;
-        let ino = *source
-            .inode(old_dir)
-            .entries
-            .get(old_name)
-            .ok_or(Errno::ENOENT)?;
+        let ino = source.entry(old_dir, old_name)?;
         if old.subvol != new.subvol {
             // vfs_rename() checks permission and kinds before btrfs_rename() refuses
             // two subvolumes (they are top-level names: no ancestry, no shared inode).
@@ -896,6 +992,7 @@ impl ModelFs {
             }
             let source_is_dir = source.inode(ino).kind == InodeKind::Dir;
             if let Some(&target) = subvol.inode(new_dir).entries.get(new_name) {
+                subvol.entry(new_dir, new_name)?;
                 match (source_is_dir, subvol.inode(target).kind == InodeKind::Dir) {
                     (true, false) => return Err(Errno::ENOTDIR),
                     (false, true) => return Err(Errno::EISDIR),
@@ -904,7 +1001,11 @@ impl ModelFs {
             }
             return Err(Errno::EXDEV);
         }
-        let target = subvol.inode(new_dir).entries.get(new_name).copied();
+        let target = match subvol.entry(new_dir, new_name) {
+            Ok(target) => Some(target),
+            Err(Errno::ENOENT) => None,
+            Err(errno) => return Err(errno),
+        };
         // do_renameat2()'s two ancestry checks come before any look at kinds: a source
         // directory that is an ancestor of the new parent is EINVAL, and a target that
         // is an ancestor of the old parent is ENOTEMPTY, whatever the source is.

@@ -112,7 +112,10 @@ pub fn export_tree(
             ));
             continue;
         };
-        if let Some(first) = first_link_of_inode.get(&entry.ino) {
+        // Directories have one name each; every subvolume entry lists as the same
+        // placeholder inode, and each is a directory of its own.
+        let linked = entry.kind != FileKind::Directory;
+        if let Some(first) = first_link_of_inode.get(&entry.ino).filter(|_| linked) {
             std::fs::hard_link(first, &target).map_err(|error| write_error(&target, error))?;
             continue;
         }

@@ -22,24 +22,19 @@ pub(super) fn record_first_divergence(
     report: &mut ScriptReport,
 ) -> Result<bool, ConformError> {
     let kernel_names = tree::names_in(&session.world())?;
-    let engine_names: Vec<(String, u64)> = stepped
-        .fs
-        .subvolumes()
-        .map(|(name, root_id)| (name.to_string(), root_id))
-        .collect();
+    let engine_names = engine_subvolumes(&mut stepped.fs)?;
     let mut lines = Vec::new();
-    let mut sorted_engine: Vec<&String> = engine_names.iter().map(|(name, _)| name).collect();
-    sorted_engine.sort();
-    if kernel_names.iter().collect::<Vec<_>>() != sorted_engine {
+    let top_level = top_level_names(&engine_names);
+    if kernel_names.iter().collect::<Vec<_>>() != top_level {
         lines.push(format!(
-            "subvolumes: Linux has {kernel_names:?}, the engine {sorted_engine:?}"
+            "subvolumes: Linux has {kernel_names:?}, the engine {top_level:?}"
         ));
     }
-    for (name, root_id) in &engine_names {
-        if !kernel_names.contains(name) {
+    for (name, root_id, path) in &engine_names {
+        let Some(kernel_path) = directory_beneath(&session.world(), path) else {
             continue;
-        }
-        let kernel = tree::read_tree(&session.world().join(name))?;
+        };
+        let kernel = tree::read_tree(&kernel_path)?;
         let engine = match stepped.fs.list_subvolume(TreeView::Current, *root_id) {
             Ok(listing) => Content::from_listing(&listing),
             Err(error) => return Err(ConformError::Script(format!("cannot list {name}: {error}"))),
@@ -204,25 +199,83 @@ pub(super) fn content_diff(
         .to_string()
 }
 
+/// Every subvolume of the engine: name, root id, and where the kernel has it below the
+/// world directory (its name, or `PARENT/dir/NAME` for a nested snapshot).
+fn engine_subvolumes(
+    fs: &mut cowproof_engine::FsInfo,
+) -> Result<Vec<(String, u64, String)>, ConformError> {
+    let names: Vec<(String, u64)> = fs
+        .subvolumes()
+        .map(|(name, root_id)| (name.to_string(), root_id))
+        .collect();
+    let mut subvolumes = Vec::new();
+    for (name, root_id) in names {
+        let path = fs
+            .subvolume_path(root_id)
+            .map_err(|error| ConformError::Script(format!("where is {name}: {error}")))?;
+        subvolumes.push((name, root_id, String::from_utf8_lossy(&path).into_owned()));
+    }
+    Ok(subvolumes)
+}
+
+/// `world/path` when every component of `path` is a plain name and a directory, never a
+/// symbolic link (`lstat` of each prefix): the walk cannot leave the mount.
+fn directory_beneath(world: &std::path::Path, path: &str) -> Option<std::path::PathBuf> {
+    let mut current = world.to_path_buf();
+    for component in path.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return None;
+        }
+        current.push(component);
+        let metadata = std::fs::symlink_metadata(&current).ok()?;
+        if !metadata.file_type().is_dir() {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+/// The names of the subvolumes the world directory holds itself (not nested), sorted.
+fn top_level_names(subvolumes: &[(String, u64, String)]) -> Vec<&String> {
+    let mut names: Vec<&String> = subvolumes
+        .iter()
+        .filter(|(_, _, path)| !path.contains('/'))
+        .map(|(name, _, _)| name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The kernel's content as the engine's export can show it: the export writes a
+/// subvolume entry as the plain empty directory it lists, which reads back unmarked.
+fn as_exported(mut content: Content) -> Content {
+    for entry in content.entries.values_mut() {
+        entry.subvolume_entry = false;
+    }
+    content
+}
+
 pub(super) fn compare_subvolumes(
     session: &Session,
+    fs: &mut cowproof_engine::FsInfo,
     report: &mut ScriptReport,
 ) -> Result<(), ConformError> {
     let kernel_names = tree::names_in(&session.world())?;
-    let engine_names = tree::names_in(&session.engine())?;
-    if kernel_names != engine_names {
+    let engine_subvolumes = engine_subvolumes(fs)?;
+    let top_level = top_level_names(&engine_subvolumes);
+    if kernel_names.iter().collect::<Vec<_>>() != top_level {
         report.differences.push(Difference {
             kind: DifferenceKind::Content,
             statement: None,
-            text: format!("subvolumes: Linux has {kernel_names:?}, the engine {engine_names:?}"),
+            text: format!("subvolumes: Linux has {kernel_names:?}, the engine {top_level:?}"),
             known: None,
         });
     }
-    for name in kernel_names
-        .iter()
-        .filter(|name| engine_names.contains(name))
-    {
-        let kernel = tree::read_tree(&session.world().join(name))?;
+    for (name, _, path) in &engine_subvolumes {
+        let Some(kernel_path) = directory_beneath(&session.world(), path) else {
+            continue;
+        };
+        let kernel = as_exported(tree::read_tree(&kernel_path)?);
         let engine = tree::read_tree(&session.engine().join(name))?;
         report.subvolumes_compared += 1;
         if kernel != engine {

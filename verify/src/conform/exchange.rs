@@ -75,7 +75,8 @@ fn kernel_stream_on_engine(
     receiver: &mut ModelFs,
     report: &mut ScriptReport,
 ) -> Result<(), ConformError> {
-    let kernel = tree::read_tree(&session.world().join(snapshot))?;
+    // Send carries no subvolume entry: the received side lacks them.
+    let kernel = tree::read_tree(&session.world().join(snapshot))?.without_subvolume_entries();
     // A name sent twice (two jobs of one snapshot) is received afresh, as the real
     // receive does into its own directory per job.
     if let Some(name) = stream_subvolume_name(stream) {
@@ -133,7 +134,11 @@ fn engine_stream_on_kernel(
     let text = match session.receive(&path, &directory) {
         Err(error) => Some(format!("btrfs receive refused it: {error}")),
         Ok(_) => {
-            let engine = tree::read_tree(&session.engine().join(snapshot))?;
+            // The export shows subvolume entries as plain directories: the kernel's
+            // snapshot says which paths they are, and send carries none.
+            let kernel = tree::read_tree(&session.world().join(snapshot))?;
+            let engine = tree::read_tree(&session.engine().join(snapshot))?
+                .without_subvolume_entries_of(&kernel);
             let received = read_received(&directory)?;
             (received != engine).then(|| {
                 content_diff(

@@ -363,7 +363,7 @@ pub fn conform_script(
         .clone()
         .ok_or_else(|| ConformError::Script("the engine run kept no world".into()))?;
     export_world(&mut world.fs, &session.engine()).map_err(|error| error.to_string())?;
-    compare_subvolumes(&session, &mut report)?;
+    compare_subvolumes(&session, &mut world.fs, &mut report)?;
     compare_streams(&session, script, &engine, &kernel_streams, &mut report)?;
     Ok(report)
 }

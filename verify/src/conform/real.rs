@@ -135,6 +135,11 @@ impl<'a> WorldDirectory<'a> {
                 destination,
                 read_only,
             } => self.snapshot(source, destination, *read_only).into(),
+            Op::SnapshotInto {
+                source,
+                destination,
+                read_only,
+            } => self.snapshot_into(source, destination, *read_only).into(),
             Op::Mkdir { path } => self.mkdir(path).into(),
             Op::Touch { path } => outcome(self.touch(path)),
             Op::Symlink { target, path } => self.symlink(target.as_bytes(), path).into(),
@@ -239,6 +244,31 @@ impl<'a> WorldDirectory<'a> {
             self.fd.as_fd(),
             source.as_fd(),
             destination.as_str().as_bytes(),
+            read_only,
+        )
+    }
+
+    /// `btrfs subvolume snapshot SRC DIR/NAME`: the ioctl on the directory, opened
+    /// beneath its subvolume (an ioctl needs a real open file, not an `O_PATH` one).
+    fn snapshot_into(
+        &self,
+        source: &Name,
+        destination: &ScriptPath,
+        read_only: bool,
+    ) -> Result<(), RawErrno> {
+        let source = self.subvolume(source, OFlags::RDONLY)?;
+        let (parent, name) = self.parent(destination)?;
+        let directory = rustix::fs::openat2(
+            &parent,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath(),
+        )?;
+        ioctl::snapshot_create(
+            directory.as_fd(),
+            source.as_fd(),
+            name.as_bytes(),
             read_only,
         )
     }

@@ -10,6 +10,11 @@
 //! stores; the walk is bounded in entries, depth and bytes read. Not compared:
 //! timestamps, inode numbers, and `security.*` xattrs (the host's security modules may
 //! label new files).
+//!
+//! A subvolume met below the walk's root (a directory with inode number 256, a
+//! subvolume's root, or 2, the placeholder Linux shows for a subvolume entry in a
+//! snapshot) is not entered: it is read as the engine lists a subvolume entry, an empty
+//! directory of mode 0755 ([`subvolume_entry`]).
 
 use cowproof_engine::reference::model_fs::{Content, Entry, FileData, InodeKind};
 use rustix::fs::SeekFrom;
@@ -62,8 +67,12 @@ pub fn read_tree(root: &Path) -> Result<Content, String> {
         if walk.entries > WALK_ENTRIES_MAX || depth > WALK_DEPTH_MAX {
             return Err(failure(root, "tree too large or too deep to compare"));
         }
-        let (entry, ino) = read_entry(&host, &mut walk)?;
-        if entry.kind == InodeKind::Dir {
+        let (mut entry, ino) = read_entry(&host, &mut walk)?;
+        let crosses = depth > 0 && entry.kind == InodeKind::Dir && SUBVOLUME_INOS.contains(&ino);
+        if crosses {
+            entry = subvolume_entry();
+        }
+        if entry.kind == InodeKind::Dir && !crosses {
             let mut children = Vec::new();
             for child in std::fs::read_dir(&host).map_err(|error| failure(&host, error))? {
                 let child = child.map_err(|error| failure(&host, error))?;
@@ -92,7 +101,33 @@ fn assign_first_links(entries: &mut BTreeMap<Vec<u8>, Entry>, inos: &BTreeMap<Ve
         first.entry(*ino).or_insert_with(|| path.clone());
     }
     for (path, entry) in entries.iter_mut() {
-        entry.first_link = first[&inos[path]].clone();
+        entry.first_link = if entry.subvolume_entry {
+            path.clone()
+        } else {
+            first[&inos[path]].clone()
+        };
+    }
+}
+
+/// Inode numbers of a subvolume's root (`BTRFS_FIRST_FREE_OBJECTID`) and of the
+/// placeholder of a subvolume entry (`BTRFS_EMPTY_SUBVOL_DIR_OBJECTID`).
+const SUBVOLUME_INOS: [u64; 2] = [256, 2];
+
+/// A subvolume entry as the engine lists it.
+fn subvolume_entry() -> Entry {
+    Entry {
+        kind: InodeKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        data: FileData::default(),
+        target: Vec::new(),
+        xattrs: BTreeMap::new(),
+        nlink: 1,
+        rdev: 0,
+        first_link: Vec::new(),
+        subvolume_entry: true,
     }
 }
 
@@ -145,6 +180,7 @@ fn read_entry(path: &Path, walk: &mut Walk) -> Result<(Entry, u64), String> {
         nlink: u32::try_from(metadata.nlink()).unwrap_or(u32::MAX),
         rdev: metadata.rdev(),
         first_link: Vec::new(),
+        subvolume_entry: false,
     };
     Ok((entry, metadata.ino()))
 }

@@ -119,11 +119,15 @@ pub enum Letter {
     SetSnapshotReadOnly,
     /// `sync`: every dirty page written back, then a commit.
     Sync,
+    /// `snapshot vol vol/nN ro`: a snapshot of the source whose entry goes into the
+    /// source's own root directory during the commit, after the copy (the window
+    /// FORCE_COW closes, `docs/windows.md`).
+    SnapshotIntoSource,
 }
 
 impl Letter {
     /// Every letter, in a fixed order.
-    pub const ALL: [Letter; 25] = [
+    pub const ALL: [Letter; 26] = [
         Letter::SendStart,
         Letter::SendStartIncremental,
         Letter::SendStep,
@@ -149,6 +153,7 @@ impl Letter {
         Letter::BufferedWriteSnapshot,
         Letter::SetSnapshotReadOnly,
         Letter::Sync,
+        Letter::SnapshotIntoSource,
     ];
 
     /// A short name for reports.
@@ -179,6 +184,7 @@ impl Letter {
             Letter::BufferedWriteSnapshot => "buffered-write-snapshot",
             Letter::SetSnapshotReadOnly => "set-snapshot-read-only",
             Letter::Sync => "sync",
+            Letter::SnapshotIntoSource => "snapshot-into-source",
         }
     }
 
@@ -202,6 +208,7 @@ impl Letter {
                 )),
                 read_only: true,
             }),
+            Letter::SnapshotIntoSource => Some(snapshot_into_source(world)),
             Letter::Commit => Some(Op::Commit),
             Letter::CleanerStep => {
                 (!world.fs.dead_roots().is_empty()).then_some(Op::CleanerStep { steps: 1 })
@@ -379,6 +386,24 @@ pub fn relocation_running(world: &World) -> bool {
 }
 
 /// The first name `make(n)`, n = 1, 2, ..., that `taken` says is free.
+/// `snapshot vol vol/nN ro` with the first N naming neither a subvolume nor an entry of
+/// `vol`'s root directory.
+fn snapshot_into_source(world: &World) -> Op {
+    let entries = root_entries(world, SOURCE);
+    let name = fresh(
+        |n| format!("n{n}"),
+        |candidate| {
+            world.fs.subvolume_id(candidate).is_ok()
+                || entries.iter().any(|entry| entry == candidate)
+        },
+    );
+    Op::SnapshotInto {
+        source: crate::generate::name(SOURCE),
+        destination: path(SOURCE, &[&name]),
+        read_only: true,
+    }
+}
+
 fn fresh(make: impl Fn(u32) -> String, taken: impl Fn(&str) -> bool) -> String {
     (1..)
         .map(make)

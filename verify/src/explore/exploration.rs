@@ -36,7 +36,7 @@ impl Config {
             race,
             depth,
             time_limit: None,
-            final_checks: false,
+            final_checks: race.spec().content_at_end,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }

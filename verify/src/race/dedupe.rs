@@ -45,6 +45,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ingredients: &[Ingredient::ExcludeDedupe],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 /// Under the exclusion the deduplication never overlaps the send: no engine rule is

@@ -52,6 +52,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ingredients: &[Ingredient::FlushDelalloc],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 /// The seed races' setup with the snapshot left writable: buffered writes may go into

@@ -54,6 +54,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ingredients: &[Ingredient::ProtectDeletion, Ingredient::DeadCheckLocked],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 fn setup() -> Vec<Op> {

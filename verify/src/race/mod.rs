@@ -4,7 +4,7 @@
 //! corpus replay (the expected verdict per policy), and the ablation study (which
 //! protections concern the race).
 //!
-//! Each race is a [`RaceSpec`] in its own file ([`snapshot`], [`relocation`]); the
+//! Each race is a [`RaceSpec`] in its own file ([`snapshot`], [`relocation`], ...); the
 //! [`Race`] enum names them and [`Race::spec`] maps one to the other. Adding a race is
 //! a new file with its `RaceSpec`, a variant of [`Race`], and its line in
 //! [`Race::ALL`] and [`Race::spec`] (`docs/windows.md`, "How to add a race").
@@ -21,6 +21,7 @@ pub mod readonly;
 pub mod relocation;
 pub mod relocation_incremental;
 pub mod snapshot;
+pub mod snapshot_nested;
 
 use crate::explore::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
 use crate::generate::interleave::Kind;
@@ -61,6 +62,9 @@ pub struct RaceSpec {
     /// The violation kinds that are this race's symptoms; any other violation in its
     /// search is an engine defect, never a verdict.
     pub symptoms: &'static [ViolationKind],
+    /// Whether the end of every explored path compares every subvolume with the model
+    /// (and runs fsck): for a race whose symptom is a subvolume's content, not a send's.
+    pub content_at_end: bool,
 }
 
 /// The symptom classes of the send races: send read an inconsistent buffer, hit a
@@ -92,11 +96,14 @@ pub enum Race {
     /// Send against block-group relocation, for an incremental send: the item
     /// processing window that `clone-leaves` closes.
     RelocationIncremental,
+    /// A snapshot whose entry goes into a directory of its own source inside the
+    /// commit: the window `force-cow` closes.
+    SnapshotNested,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 7] = [
+    pub const ALL: [Race; 8] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
@@ -104,6 +111,7 @@ impl Race {
         Race::Deletion,
         Race::Delalloc,
         Race::RelocationIncremental,
+        Race::SnapshotNested,
     ];
 
     /// The race's description.
@@ -116,6 +124,7 @@ impl Race {
             Race::Deletion => &deletion::RACE,
             Race::Delalloc => &delalloc::RACE,
             Race::RelocationIncremental => &relocation_incremental::RACE,
+            Race::SnapshotNested => &snapshot_nested::RACE,
         }
     }
 
@@ -364,7 +373,7 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 7])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 8])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -380,7 +389,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        Violation
+                        Violation,
+                        Safe
                     ]
                 ),
                 (
@@ -392,7 +402,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        Violation
+                        Violation,
+                        Safe
                     ]
                 ),
                 (
@@ -404,7 +415,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        SafeRefused
+                        SafeRefused,
+                        Safe
                     ]
                 ),
                 (
@@ -416,7 +428,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        SafeRefused
+                        SafeRefused,
+                        Safe
                     ]
                 ),
                 (
@@ -428,7 +441,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        SafeCompletes
+                        SafeCompletes,
+                        Safe
                     ]
                 ),
             ]
@@ -444,7 +458,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 7])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 8])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -453,7 +467,10 @@ mod tests {
             [
                 (
                     KernelEra::Linux4_19,
-                    [Violation, Violation, Violation, Violation, Violation, Violation, Violation]
+                    [
+                        Violation, Violation, Violation, Violation, Violation, Violation,
+                        Violation, Safe
+                    ]
                 ),
                 (
                     KernelEra::Linux5_2,
@@ -464,7 +481,8 @@ mod tests {
                         Violation,
                         Violation,
                         Safe,
-                        Violation
+                        Violation,
+                        Safe
                     ]
                 ),
                 (
@@ -476,7 +494,8 @@ mod tests {
                         Violation,
                         Violation,
                         Safe,
-                        SafeRefused
+                        SafeRefused,
+                        Safe
                     ]
                 ),
                 (
@@ -488,7 +507,8 @@ mod tests {
                         Violation,
                         Violation,
                         Safe,
-                        SafeRefused
+                        SafeRefused,
+                        Safe
                     ]
                 ),
                 (
@@ -500,7 +520,8 @@ mod tests {
                         Violation,
                         Violation,
                         Safe,
-                        SafeCompletes
+                        SafeCompletes,
+                        Safe
                     ]
                 ),
                 (
@@ -512,7 +533,8 @@ mod tests {
                         Violation,
                         Violation,
                         Safe,
-                        SafeCompletes
+                        SafeCompletes,
+                        Safe
                     ]
                 ),
                 (
@@ -524,7 +546,8 @@ mod tests {
                         SafeDenied,
                         Safe,
                         Safe,
-                        SafeCompletes
+                        SafeCompletes,
+                        Safe
                     ]
                 ),
             ]

@@ -47,6 +47,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ingredients: &[Ingredient::RoGuard, Ingredient::RoCheckLocked],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 /// Under both protections the snapshot never changes during the send: no engine rule

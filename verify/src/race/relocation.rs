@@ -60,6 +60,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 /// The verdicts of the race (and of its incremental variant): safe refused with both

@@ -66,6 +66,7 @@ pub static RACE: RaceSpec = RaceSpec {
     ingredients: &[Ingredient::CloneLeaves],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
+    content_at_end: false,
 };
 
 /// `vol` with one file, `parent`, the file rewritten, `snap`: the incremental send's

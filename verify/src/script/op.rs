@@ -49,6 +49,13 @@ pub enum Op {
         destination: Name,
         read_only: bool,
     },
+    /// `snapshot SRC SUBVOLUME/.../NAME [ro|rw]`: a snapshot whose entry NAME goes into a
+    /// directory of a subvolume during the commit (NAME is also its top-level name).
+    SnapshotInto {
+        source: Name,
+        destination: ScriptPath,
+        read_only: bool,
+    },
     /// `mkdir PATH`
     Mkdir { path: ScriptPath },
     /// `touch PATH`
@@ -195,6 +202,7 @@ impl Op {
             | Op::SubvolumeDelete { .. }
             | Op::SubvolumeSetReadOnly { .. }
             | Op::Snapshot { .. }
+            | Op::SnapshotInto { .. }
             | Op::Commit
             | Op::Sync
             | Op::Fsync { .. }
@@ -249,7 +257,7 @@ impl Op {
     /// filesystem (commit, relocation, remount, crash) and job steps name none.
     pub fn subvolumes_read(&self) -> Vec<&Name> {
         match self {
-            Op::Snapshot { source, .. } => vec![source],
+            Op::Snapshot { source, .. } | Op::SnapshotInto { source, .. } => vec![source],
             Op::Clone { source, .. } | Op::Dedupe { source, .. } => vec![source.subvolume()],
             Op::SendStart {
                 snapshot, parent, ..
@@ -265,6 +273,13 @@ impl Op {
             | Op::SubvolumeDelete { name }
             | Op::SubvolumeSetReadOnly { name, .. } => vec![name],
             Op::Snapshot { destination, .. } => vec![destination],
+            Op::SnapshotInto { destination, .. } => {
+                let name = destination
+                    .components()
+                    .last()
+                    .expect("the parser requires an entry inside the subvolume");
+                vec![destination.subvolume(), name]
+            }
             Op::Clone { destination, .. } | Op::Dedupe { destination, .. } => {
                 vec![destination.subvolume()]
             }

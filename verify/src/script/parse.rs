@@ -154,6 +154,14 @@ fn sub_commands(keyword: &str) -> (&'static str, &'static [&'static str]) {
     }
 }
 
+/// Where `snapshot` puts its snapshot.
+enum Destination {
+    /// A top-level name.
+    TopLevel(Name),
+    /// An entry inside a subvolume's directory.
+    Inside(ScriptPath),
+}
+
 /// Whether an operation's path may be the subvolume root itself.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PathRule {
@@ -336,18 +344,33 @@ impl Arguments<'_, '_> {
         })
     }
 
+    /// `snapshot SRC DST [ro|rw]`: DST is a top-level name, or a path `SUBVOLUME/.../NAME`
+    /// whose parent directory receives the entry NAME.
     fn snapshot(&mut self) -> Result<Op, ParseError> {
         let source = self.name("SRC")?;
-        let destination = self.name("DST")?;
+        let (word, start) = self.word("DST")?;
+        let nested = word.contains('/');
+        let destination = if nested {
+            Destination::Inside(self.path_at(word, start, "DST", PathRule::EntryInside)?)
+        } else {
+            Destination::TopLevel(self.name_at(word, start, "DST")?)
+        };
         let read_only = match self.optional_word() {
             None | Some(("ro", _)) => true,
             Some(("rw", _)) => false,
             Some((word, start)) => return Err(self.bad_keyword(start, word, "`ro` or `rw`")),
         };
-        Ok(Op::Snapshot {
-            source,
-            destination,
-            read_only,
+        Ok(match destination {
+            Destination::TopLevel(destination) => Op::Snapshot {
+                source,
+                destination,
+                read_only,
+            },
+            Destination::Inside(destination) => Op::SnapshotInto {
+                source,
+                destination,
+                read_only,
+            },
         })
     }
 
@@ -641,6 +664,16 @@ impl<'text> Arguments<'_, 'text> {
 
     fn path(&mut self, what: &str, rule: PathRule) -> Result<ScriptPath, ParseError> {
         let (word, start) = self.word(what)?;
+        self.path_at(word, start, what, rule)
+    }
+
+    fn path_at(
+        &self,
+        word: &str,
+        start: usize,
+        what: &str,
+        rule: PathRule,
+    ) -> Result<ScriptPath, ParseError> {
         if word.len() > PATH_LENGTH_MAX {
             let error = NameError::TooLong {
                 length_bytes: word.len(),

@@ -151,6 +151,14 @@ impl fmt::Display for Op {
                 let access = if *read_only { "ro" } else { "rw" };
                 write!(f, "snapshot {source} {destination} {access}")
             }
+            Op::SnapshotInto {
+                source,
+                destination,
+                read_only,
+            } => {
+                let access = if *read_only { "ro" } else { "rw" };
+                write!(f, "snapshot {source} {destination} {access}")
+            }
             Op::Mkdir { path } => write!(f, "mkdir {path}"),
             Op::Touch { path } => write!(f, "touch {path}"),
             Op::Symlink { target, path } => write!(f, "symlink {target} {path}"),

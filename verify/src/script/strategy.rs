@@ -116,6 +116,13 @@ fn subvolume_ops() -> Vec<BoxedStrategy<Op>> {
                 read_only,
             })
             .boxed(),
+        (name(), path(true), any::<bool>())
+            .prop_map(|(source, destination, read_only)| Op::SnapshotInto {
+                source,
+                destination,
+                read_only,
+            })
+            .boxed(),
         Just(Op::Commit).boxed(),
         (1u64..4)
             .prop_map(|steps| Op::CleanerStep { steps })

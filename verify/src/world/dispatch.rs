@@ -99,6 +99,24 @@ impl World {
                     *read_only,
                 ),
             ),
+            Op::SnapshotInto {
+                source,
+                destination,
+                read_only,
+            } => (
+                fs.snapshot_into(
+                    source.as_str(),
+                    destination.subvolume().as_str(),
+                    &components(destination),
+                    *read_only,
+                )
+                .map(drop),
+                model.snapshot_into(
+                    source.as_str().as_bytes(),
+                    &model_path(destination),
+                    *read_only,
+                ),
+            ),
             Op::Commit => (fs.commit_transaction().map(drop), Ok(())),
             Op::CommitStep { steps } => (commit_steps(fs, *steps), Ok(())),
             Op::CleanerStep { steps } => (cleaner_steps(fs, *steps), Ok(())),

@@ -36,6 +36,9 @@ pub struct Entry {
     pub rdev: u64,
     /// The smallest path naming the same inode (this path when it has one link).
     pub first_link: Vec<u8>,
+    /// Whether the path is a subvolume entry (a nested snapshot's name, shown as an
+    /// empty directory and not crossed).
+    pub subvolume_entry: bool,
 }
 
 /// Every path of one subvolume with its entry.
@@ -119,6 +122,7 @@ impl Content {
                 nlink: inode.nlink,
                 rdev: inode.rdev,
                 first_link: first_links.get(&ino).cloned().unwrap_or_default(),
+                subvolume_entry: inode.subvolume_entry,
             };
             entries.insert(path, entry);
         }
@@ -128,6 +132,7 @@ impl Content {
     /// The content of an engine subvolume listing, in the same canonical form: hard
     /// links named by their smallest path, modes as permission bits, data exact.
     pub fn from_listing(listing: &crate::fs::listing::Listing) -> Content {
+        use crate::fs::dir::EMPTY_SUBVOL_DIR_OBJECTID;
         use crate::fs::FileKind;
         let mut first_links: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for (path, entry) in listing {
@@ -148,6 +153,14 @@ impl Content {
                 let mut data = FileData::default();
                 data.write(0, &entry.data);
                 data.truncate(entry.data.len() as u64);
+                // Every subvolume entry lists as the same placeholder inode: each is
+                // its own first link.
+                let subvolume_entry = entry.ino == EMPTY_SUBVOL_DIR_OBJECTID;
+                let first_link = if subvolume_entry {
+                    path.clone()
+                } else {
+                    first_links[&entry.ino].clone()
+                };
                 let converted = Entry {
                     kind,
                     mode: entry.mode & 0o7777,
@@ -159,12 +172,52 @@ impl Content {
                     xattrs: entry.xattrs.clone(),
                     nlink: entry.nlink,
                     rdev: entry.rdev,
-                    first_link: first_links[&entry.ino].clone(),
+                    first_link,
+                    subvolume_entry,
                 };
                 (path.clone(), converted)
             })
             .collect();
         Content { entries }
+    }
+
+    /// What a receive of this subvolume holds: send never carries a subvolume entry
+    /// (it names no inode of the sent tree: the kernel's send finds names through
+    /// INODE_REF items, which a subvolume entry does not have), so the entries go and
+    /// their directories shrink by what the names counted.
+    pub fn without_subvolume_entries(&self) -> Content {
+        let mut kept = self.clone();
+        let nested: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.subvolume_entry)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in nested {
+            kept.entries.remove(&path);
+            let split = path.iter().rposition(|&byte| byte == b'/');
+            let (parent, name_len) = match split {
+                Some(slash) => (path[..slash].to_vec(), path.len() - slash - 1),
+                None => (Vec::new(), path.len()),
+            };
+            if let Some(directory) = kept.entries.get_mut(&parent) {
+                directory.size = directory.size.saturating_sub(2 * name_len as u64);
+            }
+        }
+        kept
+    }
+
+    /// [`without_subvolume_entries`](Self::without_subvolume_entries) for a tree that
+    /// cannot tell its subvolume entries (an exported copy, where each is a plain empty
+    /// directory): the paths `reference` marks as subvolume entries go.
+    pub fn without_subvolume_entries_of(&self, reference: &Content) -> Content {
+        let mut marked = self.clone();
+        for (path, entry) in &reference.entries {
+            if let Some(own) = marked.entries.get_mut(path) {
+                own.subvolume_entry = entry.subvolume_entry;
+            }
+        }
+        marked.without_subvolume_entries()
     }
 
     /// One line per difference between `self` (left) and `other` (right); empty when

@@ -404,6 +404,12 @@ impl<'a> Planner<'a> {
         else {
             return Ok(None);
         };
+        // A subvolume entry is no inode of the parent snapshot: the kernel's lookup
+        // answers ENOENT for a ROOT_ITEM location (`lookup_dir_item_inode()`), and
+        // receive never had the entry.
+        if entry.location.item_type == crate::key::item_type::ROOT_ITEM {
+            return Ok(None);
+        }
         let ino = entry.location.objectid;
         let generation = self.old_generation(ino)?.ok_or_else(|| {
             Error::errno(
