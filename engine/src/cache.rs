@@ -264,6 +264,22 @@ impl ExtentBufferCache {
         transid: u64,
         operation: &'static str,
     ) -> (EbHandle, Option<Reinitialised>) {
+        self.init_block_shared(Arc::new(content), transid, operation)
+    }
+
+    /// [`init_block`](Self::init_block) with content already in its own allocation (a
+    /// COW's copy, `Device::copy_of_block`), which must not be shared.
+    pub fn init_block_shared(
+        &mut self,
+        mut content: SharedContent,
+        transid: u64,
+        operation: &'static str,
+    ) -> (EbHandle, Option<Reinitialised>) {
+        assert!(
+            Arc::get_mut(&mut content).is_some(),
+            "new content of block {} is shared",
+            content.header.bytenr
+        );
         let bytenr = content.header.bytenr;
         let record = InitRecord {
             cause: InitCause::Allocated,
@@ -272,7 +288,6 @@ impl ExtentBufferCache {
             level: content.header.level,
             operation,
         };
-        let content = Arc::new(content);
         let Some(handle) = self.find(bytenr) else {
             return (self.map_new(bytenr, content, record), None);
         };

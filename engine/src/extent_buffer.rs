@@ -82,6 +82,18 @@ impl Clone for Leaf {
         data.extend_from_slice(&self.data);
         Leaf { items, data }
     }
+
+    /// The same copy into this leaf's buffers, which grow only if they are too small
+    /// (a COW into a retired block, `Device::copy_of_block`).
+    fn clone_from(&mut self, source: &Leaf) {
+        self.items.clear();
+        self.items
+            .reserve(source.items.len() + LEAF_COPY_SPARE_ITEMS);
+        self.items.extend_from_slice(&source.items);
+        self.data.clear();
+        self.data.reserve(source.data.len() + LEAF_COPY_SPARE_BYTES);
+        self.data.extend_from_slice(&source.data);
+    }
 }
 
 impl Leaf {
@@ -264,7 +276,7 @@ pub fn node_search(slots: &[NodeSlot], key: &Key) -> (usize, bool) {
 }
 
 /// A node's or a leaf's body.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub enum Body {
     /// Key pointers to children one level down.
     Node(Vec<NodeSlot>),
@@ -272,13 +284,46 @@ pub enum Body {
     Leaf(Leaf),
 }
 
+impl Clone for Body {
+    fn clone(&self) -> Body {
+        match self {
+            Body::Node(slots) => Body::Node(slots.clone()),
+            Body::Leaf(leaf) => Body::Leaf(leaf.clone()),
+        }
+    }
+
+    /// Copies into the buffers this body has when it is of the same kind.
+    fn clone_from(&mut self, source: &Body) {
+        match (self, source) {
+            (Body::Node(slots), Body::Node(source)) => slots.clone_from(source),
+            (Body::Leaf(leaf), Body::Leaf(source)) => leaf.clone_from(source),
+            (body, source) => *body = source.clone(),
+        }
+    }
+}
+
 /// The content of one tree block.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct BlockContent {
     /// The block header.
     pub header: Header,
     /// Slots or items.
     pub body: Body,
+}
+
+impl Clone for BlockContent {
+    fn clone(&self) -> BlockContent {
+        BlockContent {
+            header: self.header,
+            body: self.body.clone(),
+        }
+    }
+
+    /// Copies into this block's buffers (`Device::copy_of_block`).
+    fn clone_from(&mut self, source: &BlockContent) {
+        self.header = source.header;
+        self.body.clone_from(&source.body);
+    }
 }
 
 /// Where a tree block is and what a reader expects of it: the triple a parent slot or a

@@ -13,10 +13,13 @@ use crate::alloc::{BlockGroupKind, ExtentKind, ExtentRecord, ReferenceDropped};
 use crate::cache::EbHandle;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
-use crate::extent_buffer::{BlockContent, BlockPtr, Body, Header, HEADER_FLAG_RELOC};
+use crate::extent_buffer::{
+    BlockContent, BlockPtr, Body, Header, SharedContent, HEADER_FLAG_RELOC,
+};
 use crate::fs_info::FsInfo;
 use crate::items::data_reference;
 use crate::marks::{Event, Mark};
+use std::sync::Arc;
 
 impl FsInfo {
     /// Whether a block must be COWed before the running transaction may change it.
@@ -48,7 +51,8 @@ impl FsInfo {
         let original = self.cache.clone_content(handle);
         let level = original.level();
         let new_bytenr = self.reserve_tree_block()?;
-        let mut copy = (*original).clone();
+        let mut copy_content = self.device.copy_of_block(&original);
+        let copy = Arc::get_mut(&mut copy_content).expect("a fresh copy is not shared");
         copy.header = Header {
             bytenr: new_bytenr,
             generation: transid,
@@ -61,13 +65,13 @@ impl FsInfo {
             },
         };
         if self.extent_refs(original.header.bytenr) > 1 {
-            self.add_children_refs(&copy, 1);
+            self.add_children_refs(&copy_content, 1);
             self.marks.hit(Mark::SharedBlockCowed);
         }
         if parent.is_none() && self.cache.holders(handle) > 0 {
             self.marks.hit(Mark::RootCowedWhileHeld);
         }
-        let copy_handle = self.init_tree_block(copy, "cow");
+        let copy_handle = self.init_tree_block_shared(copy_content, "cow");
         let copy_pointer = BlockPtr {
             bytenr: new_bytenr,
             generation: transid,
@@ -142,6 +146,15 @@ impl FsInfo {
         content: BlockContent,
         operation: &'static str,
     ) -> EbHandle {
+        self.init_tree_block_shared(Arc::new(content), operation)
+    }
+
+    /// [`init_tree_block`](Self::init_tree_block) with the content in its own allocation.
+    fn init_tree_block_shared(
+        &mut self,
+        content: SharedContent,
+        operation: &'static str,
+    ) -> EbHandle {
         let transid = self.join_transaction();
         let header = content.header;
         assert_eq!(header.generation, transid);
@@ -157,7 +170,7 @@ impl FsInfo {
         let extent_tree = &self.device.super_block.extent_tree;
         self.delayed_refs
             .add_new_referenced_extent(extent_tree, header.bytenr, record);
-        let (handle, reinitialised) = self.cache.init_block(content, transid, operation);
+        let (handle, reinitialised) = self.cache.init_block_shared(content, transid, operation);
         if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
             self.note_held_buffer_reused(&report, &header, transid, operation);
         }
