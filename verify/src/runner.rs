@@ -233,6 +233,15 @@ pub fn run_prefix(script: &Script, options: RunOptions, count: usize) -> PausedR
     paused
 }
 
+/// Executes the statements of `script` after the ones `paused` executed, up to its
+/// first `count`: what [`run_prefix`] with `count` gives, from a shorter paused prefix
+/// of the same script (the interleaving fuzz target builds its setups on a shared
+/// shorter one).
+pub fn extend_prefix(mut paused: PausedRun, script: &Script, count: usize) -> PausedRun {
+    execute_until(&mut paused, script, count);
+    paused
+}
+
 fn empty_report(policy: Policy) -> RunReport {
     RunReport {
         policy,

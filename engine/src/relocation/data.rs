@@ -99,21 +99,36 @@ fn replace_file_extents(fs: &mut FsInfo, from: u64, to: u64) -> Result<u32> {
 }
 
 /// The file extent items of `root_id` that name the data extent at `disk_bytenr`.
+///
+/// Walks every item of the tree in key order as `items_in_range(Key::MIN, Key::MAX)`
+/// does (the same search, the same leaf reads, in the same order), but decodes only the
+/// EXTENT_DATA items and copies nothing else: this scan runs once per tree for every
+/// extent moved, and copying every item of every tree was most of a relocation step's
+/// cost in the fuzz targets (`docs/fuzzing.md`, "Per-run cost").
 fn items_naming(
     fs: &mut FsInfo,
     root_id: u64,
     disk_bytenr: u64,
 ) -> Result<Vec<(Key, FileExtentItem)>> {
-    let items = fs.items_in_range(root_id, Key::MIN, Key::MAX)?;
-    Ok(items
-        .into_iter()
-        .filter(|(key, _)| key.item_type == item_type::EXTENT_DATA)
-        .filter_map(|(key, data)| Some((key, FileExtentItem::decode(&data)?)))
-        .filter(|(_, item)| {
-            item.referenced_extent()
-                .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
-        })
-        .collect())
+    let mut naming = Vec::new();
+    let (mut path, _) = fs.search_slot(root_id, &Key::MIN, false)?;
+    if !fs.settle_on_item(root_id, &mut path)? {
+        return Ok(naming);
+    }
+    loop {
+        let (key, data) = fs.path_item(&path).expect("settled path has an item");
+        if key.item_type == item_type::EXTENT_DATA {
+            if let Some(item) = FileExtentItem::decode(data).filter(|item| {
+                item.referenced_extent()
+                    .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
+            }) {
+                naming.push((key, item));
+            }
+        }
+        if !fs.next_item(root_id, &mut path)? {
+            return Ok(naming);
+        }
+    }
 }
 
 /// `update_item` without counting the change as the subvolume's (its root item's

@@ -21,13 +21,17 @@
 //! of the generator's choices. [`run_interleaving`] therefore runs each distinct prefix
 //! once per thread, keeps the paused run (a [`PausedRun`], plain data: the world and the
 //! report so far) and clones it for every later input with the same prefix; only the
-//! interleaved operations and the end-of-run checks run per input. The result is the
-//! same report a fresh [`run`](crate::runner::run) gives (tested in this module on a few
-//! hundred inputs under every policy), so nothing is weakened.
+//! interleaved operations and the end-of-run checks run per input. A prefix not seen
+//! yet is built on the cached run of its common part (the subvolumes and files, which
+//! only the number of files varies), and the delayed-allocation setup's prefix ends at
+//! its writable snapshot, before the interleaved operations that start its send. The
+//! result is the same report a fresh [`run`](crate::runner::run) gives (tested in this
+//! module on a few hundred inputs under every policy, every way of finding a setup
+//! taken), so nothing is weakened (`docs/fuzzing.md`, "Per-run cost").
 
 use crate::generate::interleave::{interleaving_drawing, Kind, MaskWidth};
 use crate::race::{Race, Selection};
-use crate::runner::{resume, run_prefix, PausedRun, RunOptions, RunReport};
+use crate::runner::{extend_prefix, resume, run_prefix, PausedRun, RunOptions, RunReport};
 use crate::script::{print, GeometrySpec, Op, Script, Statement};
 use crate::world::Checks;
 use arbitrary::Unstructured;
@@ -230,43 +234,126 @@ pub fn check_interleave_as(data: &[u8], policy: Policy, race: Option<Race>) -> R
 }
 
 /// Runs `script` under `policy` with [`CHECKS`], reusing the paused run of its setup
-/// prefix (everything up to and including the first `send start`) when this thread has
-/// run that prefix before.
+/// prefix ([`setup_prefix_length`]) when this thread has run that prefix before.
 pub fn run_interleaving(script: &Script, policy: Policy) -> RunReport {
+    resume(paused_setup(script, policy), script)
+}
+
+/// The paused run of `script`'s setup prefix: from the cache, else built on the cached
+/// run of its common part ([`common_prefix_length`]: the subvolumes and the files, which
+/// only the number of files varies), else run afresh. Each way gives the same paused run
+/// (`run_prefix` of the whole prefix), as the tests check.
+fn paused_setup(script: &Script, policy: Policy) -> PausedRun {
     let options = RunOptions {
         policy: Some(policy),
         checks: CHECKS,
     };
     let prefix_length = setup_prefix_length(script);
-    let key = PrefixKey {
-        policy,
-        checks: CHECKS,
-        geometry: script.geometry.clone(),
-        statements: script.statements[..prefix_length].to_vec(),
+    let key = PrefixKey::of(script, policy, prefix_length);
+    if let Some(paused) = cached(&key) {
+        count(|counts| counts.hits += 1);
+        return paused;
+    }
+    let common_length = common_prefix_length(script).min(prefix_length);
+    let common_key = PrefixKey::of(script, policy, common_length);
+    let paused = match cached(&common_key) {
+        Some(common) => {
+            count(|counts| counts.built_on_common += 1);
+            extend_prefix(common, script, prefix_length)
+        }
+        None => {
+            count(|counts| counts.built_afresh += 1);
+            let common = run_prefix(script, options, common_length);
+            keep(common_key, common.clone());
+            extend_prefix(common, script, prefix_length)
+        }
     };
-    let paused = PAUSED_SETUPS.with(|setups| setups.borrow().get(&key).cloned());
-    let paused = paused.unwrap_or_else(|| {
-        let paused = run_prefix(script, options, prefix_length);
-        PAUSED_SETUPS.with(|setups| {
-            let mut setups = setups.borrow_mut();
-            if setups.len() >= CACHED_PREFIXES_MAX {
-                setups.clear();
-            }
-            setups.insert(key, paused.clone());
-        });
-        paused
-    });
-    resume(paused, script)
+    keep(key, paused.clone());
+    paused
 }
 
-/// The number of statements up to and including the first `send start` (the whole
-/// script if it has none).
+impl PrefixKey {
+    fn of(script: &Script, policy: Policy, length: usize) -> PrefixKey {
+        PrefixKey {
+            policy,
+            checks: CHECKS,
+            geometry: script.geometry.clone(),
+            statements: script.statements[..length].to_vec(),
+        }
+    }
+}
+
+fn cached(key: &PrefixKey) -> Option<PausedRun> {
+    PAUSED_SETUPS.with(|setups| setups.borrow().get(key).cloned())
+}
+
+fn keep(key: PrefixKey, paused: PausedRun) {
+    PAUSED_SETUPS.with(|setups| {
+        let mut setups = setups.borrow_mut();
+        if setups.len() >= CACHED_PREFIXES_MAX {
+            setups.clear();
+        }
+        setups.insert(key, paused);
+    });
+}
+
+/// How this thread's setups were found so far (a measurement aid: `target_loop` prints
+/// it, and the tests check that every way is taken).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetupCounts {
+    /// Setups found in the cache.
+    pub hits: u64,
+    /// Setups built on the cached common part.
+    pub built_on_common: u64,
+    /// Setups run from a fresh filesystem.
+    pub built_afresh: u64,
+}
+
+thread_local! {
+    static SETUP_COUNTS: RefCell<SetupCounts> = RefCell::new(SetupCounts::default());
+}
+
+fn count(update: impl FnOnce(&mut SetupCounts)) {
+    SETUP_COUNTS.with(|counts| update(&mut counts.borrow_mut()));
+}
+
+/// How this thread's `interleave` setups were found so far.
+pub fn setup_counts() -> SetupCounts {
+    SETUP_COUNTS.with(|counts| *counts.borrow())
+}
+
+/// The number of statements of the setup prefix: up to and including the first `send
+/// start`, or, under the delayed-allocation setup (the snapshot taken writable, the send
+/// started by a later step), up to and including that writable snapshot; the whole
+/// script if it has neither.
 pub fn setup_prefix_length(script: &Script) -> usize {
-    script
+    let send_start = script
         .statements
         .iter()
         .position(|statement| matches!(statement, Statement::Op(Op::SendStart { .. })))
-        .map_or(script.statements.len(), |index| index + 1)
+        .map_or(script.statements.len(), |index| index + 1);
+    script.statements[..send_start]
+        .iter()
+        .position(|statement| {
+            matches!(
+                statement,
+                Statement::Op(Op::Snapshot {
+                    read_only: false,
+                    ..
+                })
+            )
+        })
+        .map_or(send_start, |index| index + 1)
+}
+
+/// The number of statements before the first snapshot: the subvolumes and the files the
+/// setup writes, shared by every setup with as many files.
+pub fn common_prefix_length(script: &Script) -> usize {
+    script
+        .statements
+        .iter()
+        .position(|statement| matches!(statement, Statement::Op(Op::Snapshot { .. })))
+        .unwrap_or(script.statements.len())
 }
 
 #[cfg(test)]
@@ -281,9 +368,16 @@ mod tests {
 
     #[test]
     fn the_cached_setup_gives_the_same_report_as_a_fresh_run() {
+        let before = setup_counts();
         for policy in Policy::NAMED {
             for seed in 0..60 {
-                let script = decode_interleave(&input(seed), policy);
+                let mut bytes = input(seed);
+                // Every third input has the delayed-allocation setup, whose prefix ends
+                // at its writable snapshot.
+                if seed % 3 == 0 {
+                    bytes[0] = Layout::Race(Race::Delalloc).byte();
+                }
+                let script = decode_interleave(&bytes, policy);
                 let options = RunOptions {
                     policy: Some(policy),
                     checks: CHECKS,
@@ -300,6 +394,35 @@ mod tests {
                 }
             }
         }
+        let after = setup_counts();
+        assert!(after.hits > before.hits, "no setup was reused");
+        assert!(
+            after.built_on_common > before.built_on_common,
+            "no setup was built on a cached common part"
+        );
+        assert!(
+            after.built_afresh > before.built_afresh,
+            "no setup was run afresh"
+        );
+    }
+
+    #[test]
+    fn the_delayed_allocation_prefix_ends_at_its_writable_snapshot() {
+        let mut bytes = input(5);
+        bytes[0] = Layout::Race(Race::Delalloc).byte();
+        let script = decode_interleave(&bytes, Policy::CONCURRENT);
+        let length = setup_prefix_length(&script);
+        assert!(matches!(
+            script.statements[length - 1],
+            Statement::Op(Op::Snapshot {
+                read_only: false,
+                ..
+            })
+        ));
+        assert!(!script.statements[..length]
+            .iter()
+            .any(|statement| matches!(statement, Statement::Op(Op::SendStart { .. }))));
+        assert!(common_prefix_length(&script) < length);
     }
 
     #[test]
