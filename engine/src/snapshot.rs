@@ -155,7 +155,12 @@ impl FsInfo {
         let Some((key, bytes)) = nested.next() else {
             return Ok(None);
         };
-        assert!(nested.next().is_none(), "one nested entry per subvolume");
+        if nested.next().is_some() {
+            return Err(Error::errno(
+                Errno::EUCLEAN,
+                format!("subvolume {root_id} has two nested entries"),
+            ));
+        }
         RootRef::decode(key, &bytes).map(Some)
     }
 

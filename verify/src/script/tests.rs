@@ -533,3 +533,35 @@ fn headers_come_in_either_order_after_comments() {
     let error = parse("commit\n\tpolicy exclusive").unwrap_err();
     assert_eq!((error.line, error.column), (2, 2));
 }
+
+#[test]
+fn a_snapshot_destination_with_a_slash_is_an_entry_in_a_directory() {
+    let script = parse("snapshot vol vol/d/n1 ro\nsnapshot vol n2 rw\n").unwrap();
+    let ops: Vec<&Op> = script.statements.iter().filter_map(|s| s.op()).collect();
+    assert!(matches!(
+        ops[0],
+        Op::SnapshotInto { destination, read_only: true, .. }
+            if destination.to_string() == "vol/d/n1"
+    ));
+    assert!(matches!(
+        ops[1],
+        Op::Snapshot {
+            read_only: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        ops[0]
+            .subvolumes_written()
+            .iter()
+            .map(|name| name.as_str())
+            .collect::<Vec<_>>(),
+        ["vol", "n1"]
+    );
+    assert_eq!(
+        print(&script),
+        "snapshot vol vol/d/n1 ro\nsnapshot vol n2 rw\n"
+    );
+    let error = parse("snapshot vol vol/ ro\n").unwrap_err();
+    assert_eq!(error.line, 1);
+}

@@ -285,3 +285,35 @@ fn space_budget_turns_runaway_growth_into_enospc() {
     assert_eq!(fs.write(b"vol/f", 0, &[2; 4_000]), Err(Errno::ENOSPC));
     assert_eq!(fs.snapshot(b"vol", b"s", false), Err(Errno::ENOSPC));
 }
+
+#[test]
+fn a_nested_snapshot_is_a_placeholder_in_its_directory_and_not_in_itself() {
+    let mut fs = fs_with_vol();
+    fs.mkdir(b"vol/d").unwrap();
+    write_file(&mut fs, b"vol/d/f", b"x");
+    fs.snapshot_into(b"vol", b"vol/d/n1", true).unwrap();
+    let source = fs.content(b"vol").unwrap();
+    let entry = &source.entries[&b"d/n1".to_vec()];
+    assert!(entry.subvolume_entry && entry.kind == InodeKind::Dir);
+    assert_eq!((entry.mode, entry.size, entry.nlink), (0o755, 0, 1));
+    assert_eq!(source.entries[&b"d".to_vec()].size, 2 * (1 + 2));
+    let copy = fs.content(b"n1").unwrap();
+    assert!(!copy.entries.contains_key(b"d/n1".as_slice()));
+    assert_eq!(copy.entries[&b"d".to_vec()].size, 2);
+    let received = source.without_subvolume_entries();
+    assert!(!received.entries.contains_key(b"d/n1".as_slice()));
+    assert_eq!(received.entries[&b"d".to_vec()].size, 2);
+    assert_eq!(fs.stat(b"vol/d/n1").map(drop), Err(Errno::EXDEV));
+    assert_eq!(fs.unlink(b"vol/d/n1"), Err(Errno::EXDEV));
+    assert_eq!(fs.rename(b"vol/d/f", b"vol/d/n1"), Err(Errno::EXDEV));
+    assert_eq!(fs.mkdir(b"vol/d/n1"), Err(Errno::EEXIST));
+    assert_eq!(fs.subvolume_delete(b"vol"), Err(Errno::ENOTEMPTY));
+    fs.subvolume_delete(b"n1").unwrap();
+    assert!(!fs
+        .content(b"vol")
+        .unwrap()
+        .entries
+        .contains_key(b"d/n1".as_slice()));
+    fs.check();
+    fs.subvolume_delete(b"vol").unwrap();
+}
