@@ -224,11 +224,12 @@ impl Leaf {
 /// binary search of `btrfs_bin_search()`. Keys strictly increase within a block, so the
 /// slot is where `key` is or where it would go.
 ///
-/// Every step halves the range without a data-dependent jump around the halving, and
-/// compares the objectids alone unless they are equal: within a block most neighbouring
-/// keys differ in objectid, so a step is one 64-bit comparison, where the derived
-/// three-field `Ord` costs a chain of them and a match on its `Ordering`
-/// (`docs/hot-paths.md`).
+/// Every step halves the range and compares the objectids alone unless they are equal:
+/// within a block most neighbouring keys differ in objectid, so a step is one 64-bit
+/// comparison, where the derived three-field `Ord` costs a chain of them and a match on
+/// its `Ordering`. In the engine's build the step is a jump on that comparison, not a
+/// conditional move; a fully branch-free step was measured and was slower on trees out
+/// of cache (`docs/hot-paths.md`).
 #[inline(always)]
 pub fn lower_bound<T>(slots: &[T], key: &Key, key_of: impl Fn(&T) -> &Key) -> usize {
     if slots.is_empty() {
@@ -242,8 +243,8 @@ pub fn lower_bound<T>(slots: &[T], key: &Key, key_of: impl Fn(&T) -> &Key) -> us
     while rest.len() > 1 {
         let half = rest.len() / 2;
         let middle_key = key_of(&rest[half]);
-        // Spelled out rather than through `key_below`: in this form the compiler keeps
-        // the step a conditional move (a search of 493 slots: 56 instructions instead of
+        // Spelled out rather than through `key_below`: in this form the test program's
+        // step was a conditional move (a search of 493 slots: 56 instructions instead of
         // 74, callgrind, in a test program; `docs/hot-paths.md`).
         let below = middle_key.objectid < key.objectid
             || (middle_key.objectid == key.objectid

@@ -63,10 +63,12 @@ pub struct Device {
 }
 
 /// Retired blocks kept for reuse at most. A commit retires about as many blocks as its
-/// transaction COWed, and the next transaction's COWs take them back, so the pool must
-/// hold a transaction's worth: 1,000 random inserts into 10^5 items COW about 430 blocks.
-/// At the realistic 16 KiB nodesize a full pool holds about 7 MiB.
-pub const RETIRED_BLOCKS_MAX: usize = 1024;
+/// transaction COWed, and the next transaction's COWs take them back: 1,000 random
+/// inserts into 10^5 items COW about 430 blocks. The cap trades memory for allocations
+/// (`docs/hot-paths.md`): at 10^6 items a pool of 1,024 added 79 bytes an item to the
+/// engine's 69 (more than `BTreeMap`'s whole 70), a pool of 256 adds 12, and keeps half
+/// of the instructions that 1,024 saved.
+pub const RETIRED_BLOCKS_MAX: usize = 256;
 
 /// Allocations of overwritten blocks, each uniquely owned, kept for the next COW. Not
 /// state: equal to any other, hashes to nothing, and a clone starts empty (a branch of
