@@ -1,6 +1,6 @@
 //! `tree_lookup`: point lookups of random existing keys in a committed subvolume tree of
-//! 10^3 .. 10^6 items at the realistic geometry (`search_slot` without COW, then
-//! `path_item`), against `BTreeMap<Key, Vec<u8>>::get` on the same keys, probed in the
+//! 10^3 .. 10^6 items at the realistic geometry (`find_item`: the descent without a
+//! path, returning the item's data borrowed from the leaf), against `BTreeMap<Key, Vec<u8>>::get` on the same keys, probed in the
 //! same order, in the same benchmark group — so the ratio comes from one run.
 //!
 //! Target (docs/hot-paths.md): within 1.5x of `BTreeMap` at 10^6 items. Each size's
@@ -9,6 +9,7 @@
 mod common;
 
 use common::{loaded_btree_map, loaded_filesystem, probe_keys, sizes_for_run, SEED};
+use cowproof_engine::ctree::TreeView;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::time::Duration;
 
@@ -27,9 +28,10 @@ fn tree_lookup(c: &mut Criterion) {
             b.iter(|| {
                 let key = &probes[next % PROBES];
                 next += 1;
-                let (path, found) = fs.search_slot(root_id, key, false).expect("search");
-                assert!(found, "{key} was inserted");
-                black_box(fs.path_item(&path).map(|(_, data)| data.len()))
+                let data = fs
+                    .find_item(TreeView::Current, root_id, key)
+                    .expect("search");
+                black_box(data.expect("inserted").len())
             });
         });
         drop(fs);

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Phases (`PHASE COUNT`; every phase builds its structure outside the measured part):
-//! - `lookup-engine`, `lookup-btree-map`: 2^16 point lookups of existing keys;
+//! - `lookup-engine`, `lookup-btree-map`: 2^16 point lookups of existing keys
+//!   (`find_item` against `BTreeMap::get`); `lookup-engine-path`: the same through
+//!   `search_slot` and `path_item`, the search that builds a path;
 //! - `insert-engine`, `insert-btree-map`, `insert-ordmap`: COUNT inserts in random order,
 //!   the engine committing every 1,000 items and the persistent `im::OrdMap` cloned every
 //!   1,000 items (a commit's worth of structure kept);
@@ -24,6 +26,7 @@
 mod common;
 
 use common::{Allocator, Churn, Item, ITEMS_PER_COMMIT, SEED};
+use cowproof_engine::ctree::TreeView;
 use cowproof_engine::{FsInfo, Key};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -35,6 +38,20 @@ const ALLOC_OPERATIONS: usize = 1 << 16;
 
 #[inline(never)]
 fn measured_engine_lookups(fs: &mut FsInfo, root_id: u64, probes: &[Key]) -> usize {
+    let mut bytes = 0;
+    for key in probes {
+        let data = fs
+            .find_item(TreeView::Current, root_id, key)
+            .expect("search");
+        bytes += data.expect("inserted").len();
+    }
+    bytes
+}
+
+/// The same lookups through the path-building search (`search_slot`, then `path_item`),
+/// which the engine's callers use when they go on from the item they found.
+#[inline(never)]
+fn measured_engine_path_lookups(fs: &mut FsInfo, root_id: u64, probes: &[Key]) -> usize {
     let mut bytes = 0;
     for key in probes {
         let (path, found) = fs.search_slot(root_id, key, false).expect("search");
@@ -102,6 +119,12 @@ fn main() {
             let (mut fs, root_id) = common::loaded_filesystem(&items);
             let started = Instant::now();
             black_box(measured_engine_lookups(&mut fs, root_id, &probes));
+            (started, PROBES)
+        }
+        "lookup-engine-path" => {
+            let (mut fs, root_id) = common::loaded_filesystem(&items);
+            let started = Instant::now();
+            black_box(measured_engine_path_lookups(&mut fs, root_id, &probes));
             (started, PROBES)
         }
         "lookup-btree-map" => {

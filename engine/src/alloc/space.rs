@@ -498,6 +498,32 @@ impl SpaceInfo {
         in_groups + (unallocated / group_length) * group_length
     }
 
+    /// Whether at least `needed_bytes` of `kind` could be allocated now: the same answer
+    /// as comparing [`available_bytes`](Self::available_bytes), but the device's
+    /// unallocated space is counted first and the groups only until the sum suffices (every
+    /// item change asks, `docs/hot-paths.md`).
+    pub fn has_available_bytes(
+        &self,
+        kind: BlockGroupKind,
+        group_length: u64,
+        needed_bytes: u64,
+    ) -> bool {
+        let unallocated = self.device_bytes - self.group_bytes_total;
+        let mut available = (unallocated / group_length) * group_length;
+        if available >= needed_bytes {
+            return true;
+        }
+        for group in self.groups.values() {
+            if group.kind == kind && !group.read_only {
+                available += group.free_bytes;
+                if available >= needed_bytes {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Checks the module invariants.
     pub fn check(&self) -> Result<(), String> {
         for group in self.groups.values() {

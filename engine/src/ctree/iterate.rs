@@ -190,10 +190,7 @@ impl FsInfo {
         root_id: u64,
         key: &Key,
     ) -> Result<Option<Vec<u8>>> {
-        let (path, found) = match view {
-            TreeView::Current => self.search_slot(root_id, key, false)?,
-            TreeView::Commit => self.search_commit_root(root_id, key)?,
-        };
-        Ok(found.then(|| self.path_item(&path).expect("found item").1.to_vec()))
+        let data = self.find_item(view, root_id, key)?;
+        Ok(data.map(<[u8]>::to_vec))
     }
 }

@@ -157,10 +157,12 @@ impl FsInfo {
         let commit_blocks = per_item_blocks * (dirty_roots + 2);
         let needed_blocks = items * per_item_blocks + commit_blocks;
         let kind = crate::alloc::BlockGroupKind::Metadata;
-        let available = self
+        let needed_bytes = needed_blocks * self.geometry.nodesize_bytes;
+        let group_bytes = self.metadata_group_bytes();
+        if !self
             .space
-            .available_bytes(kind, self.metadata_group_bytes());
-        if available < needed_blocks * self.geometry.nodesize_bytes {
+            .has_available_bytes(kind, group_bytes, needed_bytes)
+        {
             return Err(Error::errno(
                 Errno::ENOSPC,
                 "metadata space reservation failed",

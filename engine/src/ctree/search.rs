@@ -3,7 +3,7 @@
 //! read-only search of a *commit root* that send uses without a transaction.
 
 use super::read::slot_pointer;
-use super::Path;
+use super::{Path, TreeView};
 use crate::cache::EbHandle;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{node_search, BlockPtr, Body};
@@ -108,7 +108,50 @@ impl FsInfo {
 
     /// Looks up one item in the current tree.
     pub fn lookup_item(&mut self, root_id: u64, key: &Key) -> Result<Option<Vec<u8>>> {
-        let (path, found) = self.search_slot(root_id, key, false)?;
-        Ok(found.then(|| self.path_item(&path).expect("found item").1.to_vec()))
+        let data = self.find_item(TreeView::Current, root_id, key)?;
+        Ok(data.map(<[u8]>::to_vec))
+    }
+
+    /// The data of the item `key` in the chosen version of a tree, borrowed from the
+    /// leaf: a point lookup that holds nothing afterwards, as the kernel's
+    /// `btrfs_lookup_*()` helpers release their path as soon as they have read the item.
+    ///
+    /// It reads exactly the blocks [`search_slot`](Self::search_slot) (or the commit-root
+    /// search) reads, with the same checks, in the same order, so it fails where they
+    /// fail and leaves the cache as they leave it; it only builds no [`Path`] and
+    /// returns no slot (`docs/hot-paths.md`).
+    pub fn find_item(&mut self, view: TreeView, root_id: u64, key: &Key) -> Result<Option<&[u8]>> {
+        let start = match view {
+            TreeView::Current => self.root(root_id)?.node,
+            TreeView::Commit => self.commit_root_of(root_id)?,
+        };
+        let mut handle = self.read_tree_block(root_id, start, None)?;
+        // Each read checks that the child is one level below its parent, and a block of
+        // level 0 is a leaf, so the loop ends within `MAX_LEVEL` reads.
+        let slot = loop {
+            let content = self.cache.content(handle);
+            let level = content.level();
+            let (pointer, first_key) = match &content.body {
+                Body::Leaf(leaf) if level == 0 => match leaf.search(key) {
+                    Ok(slot) => break slot,
+                    Err(_) => return Ok(None),
+                },
+                Body::Node(slots) if level > 0 => {
+                    let (slot, _) = node_search(slots, key);
+                    slot_pointer(content, slots, slot)?
+                }
+                _ => panic!(
+                    "block {} at level {level} has the other kind of body",
+                    content.header.bytenr
+                ),
+            };
+            handle = self.read_tree_block(root_id, pointer, Some(first_key))?;
+        };
+        let leaf = self
+            .cache
+            .content(handle)
+            .leaf()
+            .expect("the loop ends at a leaf");
+        Ok(Some(leaf.item_data(slot)))
     }
 }

@@ -6,6 +6,7 @@
 //! content after later changes to its source; a crash returns every tree to the model as
 //! of the last commit.
 
+use super::TreeView;
 use crate::fs_info::FsInfo;
 use crate::geometry::Geometry;
 use crate::items::FileExtentItem;
@@ -369,4 +370,94 @@ fn iteration_moves_both_ways_across_leaves() {
     }
     seen.reverse();
     assert_eq!(seen, keys);
+}
+
+/// What the path search finds, through `search_slot` (or the commit-root search) and
+/// `path_item`: the reference `find_item` must agree with.
+fn item_through_a_path(
+    fs: &mut FsInfo,
+    view: TreeView,
+    root_id: u64,
+    key: &Key,
+) -> crate::error::Result<Option<Vec<u8>>> {
+    let (path, found) = match view {
+        TreeView::Current => fs.search_slot(root_id, key, false)?,
+        TreeView::Commit => fs.search_commit_root(root_id, key)?,
+    };
+    Ok(found.then(|| fs.path_item(&path).expect("found").1.to_vec()))
+}
+
+/// The path-less point lookup finds what the path search finds, in the current tree and
+/// in the commit root, for every key present and for absent keys between and around
+/// them, on a tree of three levels whose current version differs from its commit root.
+#[test]
+fn find_item_agrees_with_the_path_search() {
+    let (mut fs, _) = setup(Geometry::tiny());
+    let root_id = fs.subvolume_id("v0").expect("v0");
+    for objectid in 0..80u64 {
+        let key = Key::new(objectid * 3, 1, 0);
+        fs.insert_item(root_id, key, &value(objectid, 5))
+            .expect("insert");
+    }
+    fs.commit_transaction().expect("commit");
+    for objectid in 0..40u64 {
+        let key = Key::new(objectid * 6 + 1, 1, 0);
+        fs.insert_item(root_id, key, &value(objectid, 3))
+            .expect("insert");
+    }
+    assert!(
+        fs.root(root_id).expect("root").node.level >= 2,
+        "three levels"
+    );
+    let mut found = [0usize; 2];
+    for view in [TreeView::Current, TreeView::Commit] {
+        for objectid in 0..250u64 {
+            for key in [Key::new(objectid, 1, 0), Key::new(objectid, 0, 9)] {
+                let expected = item_through_a_path(&mut fs, view, root_id, &key).expect("search");
+                let data = fs.find_item(view, root_id, &key).expect("find");
+                assert_eq!(data.map(<[u8]>::to_vec), expected, "{key} in {view:?}");
+                found[usize::from(view == TreeView::Commit)] += usize::from(expected.is_some());
+            }
+        }
+    }
+    assert_eq!(found, [120, 80], "every item found in each view");
+}
+
+/// A read check that fails fails at the same read for the path-less lookup as for the
+/// path search: a leaf whose keys were swapped on the device gives both searches the
+/// same first-key mismatch, and a missing tree the same ENOENT.
+#[test]
+fn find_item_fails_where_the_path_search_fails() {
+    let (mut fs, _) = setup(Geometry::tiny());
+    let root_id = fs.subvolume_id("v0").expect("v0");
+    for objectid in 0..40u64 {
+        let key = Key::new(objectid, 1, 0);
+        fs.insert_item(root_id, key, b"x").expect("insert");
+    }
+    fs.commit_transaction().expect("commit");
+    let mut leaf = fs.root(root_id).expect("root").node.bytenr;
+    while let Some(slots) = fs.device().read_block(leaf).expect("written").node_slots() {
+        leaf = slots[0].blockptr;
+    }
+    fs.device_mut_for_test()
+        .corrupt_block_for_test(leaf, |content| {
+            let leaf = content.leaf_mut();
+            let (first, second) = (leaf.key(0), leaf.key(1));
+            leaf.set_key(0, second);
+            leaf.set_key(1, first);
+        });
+    fs.remount().expect("remount");
+    let key = Key::new(0, 1, 0);
+    let expected = item_through_a_path(&mut fs, TreeView::Current, root_id, &key);
+    assert!(
+        matches!(expected, Err(crate::error::Error::FirstKeyMismatch { bytenr, .. }) if bytenr == leaf),
+        "{expected:?}"
+    );
+    fs.remount().expect("remount");
+    let data = fs.find_item(TreeView::Current, root_id, &key);
+    assert_eq!(data.map(|data| data.map(<[u8]>::to_vec)), expected);
+    let missing = fs.find_item(TreeView::Current, 999, &key).map(|_| ());
+    let expected = item_through_a_path(&mut fs, TreeView::Current, 999, &key).map(|_| ());
+    assert_eq!(missing, expected);
+    assert!(missing.is_err());
 }
