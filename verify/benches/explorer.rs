@@ -4,10 +4,15 @@
 //! how often two letters commute, which bounds what partial-order reduction could save.
 //!
 //! `cargo bench -p cowproof-verify --bench explorer -- [--depth N] [--commute-depth M]
-//! [--threads T] [--pairs]` (defaults 5, 3, 1; `--pairs` adds, per cell, how often each
-//! pair of letters commutes). One thread by default, so the seconds are one
-//! core's. Not a criterion benchmark: each figure is one search, printed as a table;
-//! nothing is asserted about time.
+//! [--threads T] [--pairs] [--no-memo] [--time-limit S] [--policy P] [--race R]`
+//! (defaults 5, 3, 1; `--pairs` adds, per cell, how often each pair of letters
+//! commutes; `--no-memo` runs the plain end-of-path check at every state instead of the
+//! memo, for the comparison; `--time-limit S` gives each cell S seconds and reports the
+//! depth it completed, and leaves the commutation out; `--policy` and `--race` select
+//! cells). One thread by default, so the seconds are one core's. Not a criterion
+//! benchmark: each figure is one search, printed as a table; nothing is asserted about
+//! time. The finishing columns: steps the memo's finishing walks applied, and end-of-path
+//! checks and walks an entry cut short.
 //!
 //! Commutation: from every state within `--commute-depth` letters of the initial world
 //! (reached breadth-first, deduplicated by fingerprint), for every unordered pair of
@@ -22,13 +27,17 @@ use cowproof_verify::explore::{explore, Config, Letter};
 use cowproof_verify::race::Race;
 use cowproof_verify::world::World;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Options {
     depth: usize,
     commute_depth: usize,
     threads: usize,
     pairs: bool,
+    memo: bool,
+    time_limit: Option<u64>,
+    policy: Option<Policy>,
+    race: Option<Race>,
 }
 
 fn options() -> Options {
@@ -43,7 +52,26 @@ fn options() -> Options {
                     .unwrap_or_else(|_| panic!("{flag} takes a number, not `{text}`"))
             })
     };
+    let text = |flag: &str| {
+        arguments
+            .iter()
+            .position(|argument| argument == flag)
+            .and_then(|index| arguments.get(index + 1))
+    };
     Options {
+        memo: !arguments.iter().any(|argument| argument == "--no-memo"),
+        time_limit: text("--time-limit").map(|seconds| {
+            seconds
+                .parse()
+                .unwrap_or_else(|_| panic!("--time-limit takes seconds, not `{seconds}`"))
+        }),
+        policy: text("--policy").map(|name| {
+            name.parse()
+                .unwrap_or_else(|error| panic!("--policy {name}: {error}"))
+        }),
+        race: text("--race").map(|name| {
+            Race::from_name(name).unwrap_or_else(|| panic!("--race {name}: no such race"))
+        }),
         depth: value("--depth", 5),
         commute_depth: value("--commute-depth", 3),
         threads: value("--threads", 1),
@@ -122,31 +150,46 @@ fn commutation(policy: Policy, race: Race, depth: usize) -> (u64, u64, u64, Pair
 
 fn main() {
     let options = options();
+    let commute = options.time_limit.is_none();
     println!(
         "| cell | depth | states | transitions | arrivals at a seen state | seconds | states/s | \
-         commuting pairs (states within {}) |",
+         finishing steps | memo hits | commuting pairs (states within {}) |",
         options.commute_depth
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut pair_tables = Vec::new();
     for policy in Policy::NAMED {
         for race in Race::ALL {
+            if options.policy.is_some_and(|chosen| chosen != policy)
+                || options.race.is_some_and(|chosen| chosen != race)
+            {
+                continue;
+            }
             let mut config = Config::new(policy, race, options.depth);
             config.threads = options.threads;
+            config.memoise_finish = options.memo;
+            config.time_limit = options.time_limit.map(Duration::from_secs);
             let started = Instant::now();
             let exploration = explore(config, &mut |_| {}).expect("the search runs");
             let seconds = started.elapsed().as_secs_f64();
             let arrivals_seen = exploration.transitions + 1 - exploration.states;
-            let (states, pairs, commuting, per_pair) =
-                commutation(policy, race, options.commute_depth);
-            pair_tables.push((policy, race, per_pair));
+            let commuted = if commute {
+                let (states, pairs, commuting, per_pair) =
+                    commutation(policy, race, options.commute_depth);
+                pair_tables.push((policy, race, per_pair));
+                format!("{commuting} of {pairs} over {states} states")
+            } else {
+                "-".to_string()
+            };
             println!(
                 "| {policy} x {race} | {} | {} | {} | {arrivals_seen} | {seconds:.2} | {:.0} | \
-                 {commuting} of {pairs} over {states} states |",
+                 {} | {} | {commuted} |",
                 exploration.depth_completed,
                 exploration.states,
                 exploration.transitions,
                 exploration.states as f64 / seconds.max(1e-9),
+                exploration.finish_steps,
+                exploration.finish_memo_hits,
             );
         }
     }

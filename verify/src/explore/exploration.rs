@@ -26,6 +26,9 @@ pub struct Config {
     pub final_checks: bool,
     /// Worker threads expanding a level (the result does not depend on it).
     pub threads: usize,
+    /// Share the end-of-path check between states by fingerprint (`finish_memo.rs`,
+    /// docs/exploration.md); off only to compare with the plain check and to measure.
+    pub memoise_finish: bool,
 }
 
 impl Config {
@@ -38,6 +41,7 @@ impl Config {
             time_limit: None,
             final_checks: race.spec().content_at_end,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
+            memoise_finish: true,
         }
     }
 }
@@ -87,6 +91,12 @@ pub struct Exploration {
     pub sends_incomplete: u64,
     /// Marks hit over every transition and end-of-path check, summed.
     pub marks: Marks,
+    /// Steps the end-of-path memo's finishing walks applied (a measurement: it depends
+    /// on the number of threads, each worker sharing only the levels merged before).
+    pub finish_steps: u64,
+    /// End-of-path checks and walks the memo cut short (a measurement, like
+    /// `finish_steps`).
+    pub finish_memo_hits: u64,
     /// Wall time.
     pub elapsed: Duration,
 }

@@ -25,9 +25,37 @@
 
 use crate::world::World;
 use cowproof_engine::digest::Digester;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 
 /// The fingerprint of a world.
 pub type Fingerprint = u128;
+
+/// Identity hashing for fingerprints, which are already uniformly distributed.
+#[derive(Default)]
+pub struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+/// A set of fingerprints (the search's visited states).
+pub type FingerprintSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
+
+/// A map keyed by fingerprint (the end-of-path memo).
+pub type FingerprintMap<V> = HashMap<Fingerprint, V, BuildHasherDefault<FingerprintHasher>>;
 
 /// The fingerprint of `world`.
 pub fn fingerprint(world: &World) -> Fingerprint {

@@ -7,6 +7,7 @@
 //! - [`alphabet`]: the letters and how each becomes a concrete operation in a world;
 //! - [`fingerprint`]: 128-bit world fingerprints, the deduplication key;
 //! - [`search`]: the breadth-first search and the end-of-path check;
+//! - `finish_memo`: the end-of-path check shared between states by fingerprint;
 //! - [`matrix`]: the expected policy x race matrix and its exploration;
 //! - [`ablation`]: every protection of every safe cell removed in turn.
 //!
@@ -33,6 +34,7 @@ pub mod alphabet;
 pub mod end_of_path;
 pub mod exploration;
 pub mod fingerprint;
+mod finish_memo;
 pub mod matrix;
 pub mod search;
 

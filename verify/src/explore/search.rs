@@ -5,7 +5,9 @@
 //! seen, which breadth-first order makes the shallowest); every state is checked when
 //! it is first reached — the oracles that run inside `World::apply` on the transition,
 //! then the end-of-path check ([`end_of_path`]) on a copy — so the first violation
-//! found has a shortest path.
+//! found has a shortest path. The end-of-path check goes through the memo of
+//! `finish_memo.rs` unless `Config::memoise_finish` is off: the same verdicts, and a
+//! violation is always reported from the plain check.
 //!
 //! Levels: the frontier is a list of paths; each level is split into contiguous chunks
 //! expanded by worker threads (rebuild the world of the path from the worlds of the
@@ -20,38 +22,17 @@ use super::end_of_path::{end_of_path, mark_delta, EndOfPath};
 pub use super::exploration::{
     Config, Counterexample, Exploration, ExploreError, Finding, Progress,
 };
-use super::fingerprint::{fingerprint, Fingerprint};
+use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet};
+use super::finish_memo::{finish, FinishMemo, Finished, MemoView};
 use crate::oracle::Violation;
 use crate::race::SetupError;
 use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::Marks;
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
-/// Identity hashing for fingerprints, which are already uniformly distributed.
-#[derive(Default)]
-struct FingerprintHasher(u64);
-
-impl std::hash::Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
-    }
-}
-
-type Visited = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
+type Visited = FingerprintSet;
 
 /// A state waiting to be expanded, kept as the path that reaches it: a level of the
 /// search then costs paths, not worlds (a world is hundreds of kilobytes), and the
@@ -84,6 +65,11 @@ struct Candidate {
 struct Chunk {
     candidates: Vec<Candidate>,
     timed_out: bool,
+    /// The end-of-path memo entries the worker wrote.
+    memo: FinishMemo,
+    /// Steps of finishing walks it applied, and walks an entry cut short.
+    finish_steps: u64,
+    finish_memo_hits: u64,
 }
 
 /// The search of one cell, with its running totals.
@@ -95,6 +81,8 @@ struct Search<'a> {
     /// ([`explore_after`]); empty for a whole cell.
     prefix: Vec<Op>,
     visited: Visited,
+    /// The end-of-path memo of the levels merged so far (`finish_memo.rs`).
+    memo: FinishMemo,
     result: Exploration,
     progress: &'a mut dyn FnMut(Progress),
 }
@@ -135,6 +123,7 @@ pub fn explore_after(
         initial,
         prefix: prefix.to_vec(),
         visited: Visited::default(),
+        memo: FinishMemo::default(),
         result: Exploration {
             config,
             finding: Finding::Safe,
@@ -145,6 +134,8 @@ pub fn explore_after(
             sends_completed: 0,
             sends_incomplete: 0,
             marks: Marks::default(),
+            finish_steps: 0,
+            finish_memo_hits: 0,
             elapsed: Duration::ZERO,
         },
         progress,
@@ -204,19 +195,17 @@ fn expand_chunk(
     config: Config,
     initial: &World,
     nodes: &[Node],
-    visited: &Visited,
+    (visited, memo): (&Visited, &FinishMemo),
     deadline: Option<Instant>,
     done: &AtomicU64,
 ) -> Result<Chunk, ScriptError> {
+    let mut memo = MemoView::new(memo);
     let mut seen_here = Visited::default();
     let mut candidates = Vec::new();
     let mut replayer = Replayer::new(initial);
     for node in nodes {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(Chunk {
-                candidates,
-                timed_out: true,
-            });
+            return Ok(chunk(candidates, true, memo));
         }
         let world = replayer.world_at(&node.path)?;
         for &letter in config.race.alphabet() {
@@ -231,7 +220,8 @@ fn expand_chunk(
             let violation = outcome.violations.into_iter().next();
             let fresh = !visited.contains(&fingerprint) && seen_here.insert(fingerprint);
             let end = if violation.is_none() && fresh {
-                Some(summarise(end_of_path(&child, config.final_checks)?))
+                let reach = config.depth.saturating_sub(path.len());
+                Some(check_end(config, &child, fingerprint, reach, &mut memo)?)
             } else {
                 None
             };
@@ -245,18 +235,55 @@ fn expand_chunk(
                 end,
             });
             if stop {
-                return Ok(Chunk {
-                    candidates,
-                    timed_out: false,
-                });
+                return Ok(chunk(candidates, false, memo));
             }
         }
         done.fetch_add(1, AtomicOrdering::Relaxed);
     }
-    Ok(Chunk {
+    Ok(chunk(candidates, false, memo))
+}
+
+fn chunk(candidates: Vec<Candidate>, timed_out: bool, memo: MemoView<'_>) -> Chunk {
+    Chunk {
         candidates,
-        timed_out: false,
-    })
+        timed_out,
+        finish_steps: memo.steps,
+        finish_memo_hits: memo.hits,
+        memo: memo.local,
+    }
+}
+
+/// The end-of-path check of `world` (fingerprint `key`): from the memo when
+/// `config.memoise_finish` (`finish_memo.rs`), the plain check otherwise. A violation
+/// is always reported from the plain check, which words it and lists the finishing
+/// operations of the counterexample exactly as without the memo.
+fn check_end(
+    config: Config,
+    world: &World,
+    key: Fingerprint,
+    reach: usize,
+    memo: &mut MemoView<'_>,
+) -> Result<EndSummary, ScriptError> {
+    if !config.memoise_finish {
+        return Ok(summarise(end_of_path(world, config.final_checks)?));
+    }
+    match finish(world, key, config.final_checks, reach, memo)? {
+        Finished::Clean(clean) => Ok(EndSummary {
+            finish: Vec::new(),
+            violation: None,
+            send_started: clean.send_started,
+            send_completed: clean.send_completed,
+            marks: clean.marks,
+        }),
+        Finished::Violating => {
+            let plain = summarise(end_of_path(world, config.final_checks)?);
+            assert!(
+                plain.violation.is_some(),
+                "the end-of-path memo found a violation the plain check does not"
+            );
+            Ok(plain)
+        }
+    }
 }
 
 fn summarise(end: EndOfPath) -> EndSummary {
@@ -271,9 +298,20 @@ fn summarise(end: EndOfPath) -> EndSummary {
 
 impl Search<'_> {
     fn run(&mut self) -> Result<(), ExploreError> {
-        self.visited.insert(fingerprint(&self.initial));
+        let key = fingerprint(&self.initial);
+        self.visited.insert(key);
         self.result.states = 1;
-        let end = summarise(end_of_path(&self.initial, self.config.final_checks)?);
+        let mut memo = MemoView::new(&self.memo);
+        let end = check_end(
+            self.config,
+            &self.initial,
+            key,
+            self.config.depth,
+            &mut memo,
+        )?;
+        let first = chunk(Vec::new(), false, memo);
+        self.absorb_memo(&first);
+        self.memo.extend(first.memo);
         if self.absorb_end(Vec::new(), end) {
             return Ok(());
         }
@@ -308,7 +346,8 @@ impl Search<'_> {
         let chunk_size = frontier.len().div_ceil(threads).max(1);
         let deadline = self.config.time_limit.map(|limit| self.started + limit);
         let done = AtomicU64::new(0);
-        let (config, initial, visited) = (self.config, &self.initial, &self.visited);
+        let (config, initial) = (self.config, &self.initial);
+        let seen = (&self.visited, &self.memo);
         let states = self.result.states;
         let progress = &mut self.progress;
         let results: Vec<Result<Chunk, ScriptError>> = std::thread::scope(|scope| {
@@ -316,9 +355,7 @@ impl Search<'_> {
                 .chunks(chunk_size)
                 .map(|nodes| {
                     let done = &done;
-                    scope.spawn(move || {
-                        expand_chunk(config, initial, nodes, visited, deadline, done)
-                    })
+                    scope.spawn(move || expand_chunk(config, initial, nodes, seen, deadline, done))
                 })
                 .collect();
             while !handles.iter().all(|handle| handle.is_finished()) {
@@ -343,7 +380,13 @@ impl Search<'_> {
 
     /// Merges a level's candidates in order: the first violation stops the search
     /// (`None`); otherwise the new states form the next frontier.
-    fn merge(&mut self, chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+    fn merge(&mut self, mut chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+        for chunk in &mut chunks {
+            self.absorb_memo(chunk);
+            for (key, finished) in std::mem::take(&mut chunk.memo) {
+                self.memo.entry(key).or_insert(finished);
+            }
+        }
         let mut next = Vec::new();
         for candidate in chunks.into_iter().flat_map(|chunk| chunk.candidates) {
             self.result.transitions += 1;
@@ -367,6 +410,12 @@ impl Search<'_> {
             });
         }
         Some(next)
+    }
+
+    /// Counts the finishing work of a chunk (measurements only).
+    fn absorb_memo(&mut self, chunk: &Chunk) {
+        self.result.finish_steps += chunk.finish_steps;
+        self.result.finish_memo_hits += chunk.finish_memo_hits;
     }
 
     /// Counts an end-of-path check; true when it found a violation (reported).

@@ -39,7 +39,8 @@ pub static RACE: RaceSpec = RaceSpec {
         Kind::XattrOther,
     ],
     minimum_depth: 5,
-    default_depth: 6,
+    // Its longest ablation counterexample (5 letters) plus 3 (README, ablation).
+    default_depth: 8,
     window_mark: Mark::DedupeIntoRootUnderSend,
     verdicts: &[(&[Ingredient::ExcludeDedupe], Expected::SafeRefused)],
     ingredients: &[Ingredient::ExcludeDedupe],

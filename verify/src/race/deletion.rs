@@ -45,7 +45,8 @@ pub static RACE: RaceSpec = RaceSpec {
     // the deletion) and a step past it. Without the protections the shortest
     // counterexample has 5 operations, inside the default depth.
     minimum_depth: 3,
-    default_depth: 6,
+    // Its longest ablation counterexample (5 letters) plus 3 (README, ablation).
+    default_depth: 8,
     window_mark: Mark::DeletionRefusedDuringSend,
     verdicts: &[(
         &[Ingredient::ProtectDeletion, Ingredient::DeadCheckLocked],
