@@ -165,21 +165,8 @@ impl FsInfo {
         ino: u64,
         ft: u8,
     ) -> Result<()> {
-        let index = self.next_dir_index(root_id, dir)?;
-        let entry = DirItem {
-            location: Key::new(ino, item_type::INODE_ITEM, 0),
-            transid: self.join_transaction(),
-            file_type: ft,
-            name: name.to_vec(),
-            data: Vec::new(),
-        };
-        self.insert_dir_item(root_id, dir, &entry)?;
-        let index_key = Key::new(dir, item_type::DIR_INDEX, index);
-        self.insert_item(
-            root_id,
-            index_key,
-            &DirItem::encode_all(std::slice::from_ref(&entry)),
-        )?;
+        let location = Key::new(ino, item_type::INODE_ITEM, 0);
+        let index = self.insert_dir_item_and_index(root_id, dir, name, location, ft)?;
         let inode_name = InodeName {
             parent: dir,
             index,
@@ -270,11 +257,28 @@ impl FsInfo {
         name: &[u8],
         child_root: u64,
     ) -> Result<u64> {
+        let location = Key::new(child_root, item_type::ROOT_ITEM, u64::MAX);
+        let index = self.insert_dir_item_and_index(root_id, dir, name, location, file_type::DIR)?;
+        self.resize_dir(root_id, dir, name.len(), true)?;
+        Ok(index)
+    }
+
+    /// Inserts the DIR_ITEM and the next DIR_INDEX of the entry `name` -> `location` in
+    /// `dir`, the part of `btrfs_insert_dir_item()` both kinds of entry share. Returns the
+    /// DIR_INDEX number.
+    fn insert_dir_item_and_index(
+        &mut self,
+        root_id: u64,
+        dir: u64,
+        name: &[u8],
+        location: Key,
+        ft: u8,
+    ) -> Result<u64> {
         let index = self.next_dir_index(root_id, dir)?;
         let entry = DirItem {
-            location: Key::new(child_root, item_type::ROOT_ITEM, u64::MAX),
+            location,
             transid: self.join_transaction(),
-            file_type: file_type::DIR,
+            file_type: ft,
             name: name.to_vec(),
             data: Vec::new(),
         };
@@ -285,7 +289,6 @@ impl FsInfo {
             index_key,
             &DirItem::encode_all(std::slice::from_ref(&entry)),
         )?;
-        self.resize_dir(root_id, dir, name.len(), true)?;
         Ok(index)
     }
 
