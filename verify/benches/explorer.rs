@@ -4,15 +4,19 @@
 //! how often two letters commute, which bounds what partial-order reduction could save.
 //!
 //! `cargo bench -p cowproof-verify --bench explorer -- [--depth N] [--commute-depth M]
-//! [--threads T] [--pairs] [--no-memo] [--time-limit S] [--policy P] [--race R]`
+//! [--threads T] [--pairs] [--no-memo] [--no-reduction] [--time-limit S] [--policy P]
+//! [--race R]`
 //! (defaults 5, 3, 1; `--pairs` adds, per cell, how often each pair of letters
 //! commutes; `--no-memo` runs the plain end-of-path check at every state instead of the
-//! memo, for the comparison; `--time-limit S` gives each cell S seconds and reports the
+//! memo, for the comparison; `--no-reduction` explores every interleaving, without the
+//! partial-order reduction of `reduction.rs`; `--time-limit S` gives each cell S seconds and reports the
 //! depth it completed, and leaves the commutation out; `--policy` and `--race` select
 //! cells). One thread by default, so the seconds are one core's. Not a criterion
 //! benchmark: each figure is one search, printed as a table; nothing is asserted about
 //! time. The finishing columns: steps the memo's finishing walks applied, and end-of-path
-//! checks and walks an entry cut short.
+//! checks and walks an entry cut short. The reduction columns: states whose send letter
+//! was left out and states where it had to be taken, and the operations the checks
+//! applied.
 //!
 //! Commutation: from every state within `--commute-depth` letters of the initial world
 //! (reached breadth-first, deduplicated by fingerprint), for every unordered pair of
@@ -35,6 +39,7 @@ struct Options {
     threads: usize,
     pairs: bool,
     memo: bool,
+    reduction: bool,
     time_limit: Option<u64>,
     policy: Option<Policy>,
     race: Option<Race>,
@@ -60,6 +65,9 @@ fn options() -> Options {
     };
     Options {
         memo: !arguments.iter().any(|argument| argument == "--no-memo"),
+        reduction: !arguments
+            .iter()
+            .any(|argument| argument == "--no-reduction"),
         time_limit: text("--time-limit").map(|seconds| {
             seconds
                 .parse()
@@ -153,10 +161,11 @@ fn main() {
     let commute = options.time_limit.is_none();
     println!(
         "| cell | depth | states | transitions | arrivals at a seen state | seconds | states/s | \
-         finishing steps | memo hits | commuting pairs (states within {}) |",
+         finishing steps | memo hits | send letters deferred / kept | check steps | \
+         commuting pairs (states within {}) |",
         options.commute_depth
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut pair_tables = Vec::new();
     for policy in Policy::NAMED {
         for race in Race::ALL {
@@ -168,6 +177,7 @@ fn main() {
             let mut config = Config::new(policy, race, options.depth);
             config.threads = options.threads;
             config.memoise_finish = options.memo;
+            config.reduction = options.reduction;
             config.time_limit = options.time_limit.map(Duration::from_secs);
             let started = Instant::now();
             let exploration = explore(config, &mut |_| {}).expect("the search runs");
@@ -183,14 +193,24 @@ fn main() {
             };
             println!(
                 "| {policy} x {race} | {} | {} | {} | {arrivals_seen} | {seconds:.2} | {:.0} | \
-                 {} | {} | {commuted} |",
+                 {} | {} | {} / {} | {} | {commuted} |",
                 exploration.depth_completed,
                 exploration.states,
                 exploration.transitions,
                 exploration.states as f64 / seconds.max(1e-9),
                 exploration.finish_steps,
                 exploration.finish_memo_hits,
+                exploration.reduction.deferred,
+                exploration.reduction.kept,
+                exploration.reduction.check_steps,
             );
+            eprintln!("  reduction: {:?}", exploration.reduction);
+            if std::env::var_os("EXPLORER_MARKS").is_some() {
+                eprintln!(
+                    "  marks: {:?}",
+                    exploration.marks.iter().collect::<Vec<_>>()
+                );
+            }
         }
     }
     if options.pairs {

@@ -72,6 +72,10 @@ pub struct CheckArgs {
     /// Also remove every protection of every safe cell in turn and print the table.
     #[arg(long, conflicts_with = "merge")]
     pub ablate: bool,
+    /// Explore every interleaving, without the partial-order reduction (the same
+    /// verdicts and counterexample lengths, more states; for comparison).
+    #[arg(long, conflicts_with = "merge")]
+    pub no_reduction: bool,
     /// Write each ablation counterexample to DIR/ablate-<policy>-<removed>.cows.
     #[arg(long, value_name = "DIR", requires = "ablate")]
     pub write_counterexamples: Option<std::path::PathBuf>,
@@ -93,6 +97,14 @@ impl CheckArgs {
     /// The depth a cell is explored to.
     pub fn depth_of(&self, policy: Policy, race: Race) -> usize {
         self.depth.unwrap_or_else(|| default_depth(policy, race))
+    }
+
+    /// The search of one cell (or ablation row) of `policy` explored for `race` to the
+    /// depth of the cell of `depth_policy`.
+    fn config(&self, policy: Policy, race: Race, depth_policy: Policy) -> Config {
+        let mut config = Config::new(policy, race, self.depth_of(depth_policy, race));
+        config.reduction = !self.no_reduction;
+        config
     }
 }
 
@@ -155,7 +167,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         let explored = explore_matrix(
             &[policy],
             &[race],
-            |policy, race| Config::new(policy, race, args.depth_of(policy, race)),
+            |policy, race| args.config(policy, race, policy),
             &mut progress,
         );
         match explored {
@@ -181,7 +193,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         };
         match explore_ablations(
             &rows,
-            |row| Config::new(row.ablated(), row.race, args.depth_of(row.policy, row.race)),
+            |row| args.config(row.ablated(), row.race, row.policy),
             &mut row_progress,
         ) {
             Ok(results) => Some(results),

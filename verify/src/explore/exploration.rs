@@ -2,6 +2,7 @@
 //! [`Finding`], [`Counterexample`]), the progress it reports and why it may not run
 //! ([`ExploreError`]). The search itself is `search.rs`.
 
+use super::reduction::ReductionCounts;
 use crate::oracle::Violation;
 use crate::race::{Race, SetupError};
 use crate::script::{Op, Script};
@@ -29,6 +30,9 @@ pub struct Config {
     /// Share the end-of-path check between states by fingerprint (`finish_memo.rs`,
     /// docs/exploration.md); off only to compare with the plain check and to measure.
     pub memoise_finish: bool,
+    /// Leave the send letter out of states where it commutes with every other letter
+    /// (`reduction.rs`, docs/exploration.md); off only to compare and to measure.
+    pub reduction: bool,
 }
 
 impl Config {
@@ -42,6 +46,7 @@ impl Config {
             final_checks: race.spec().content_at_end,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             memoise_finish: true,
+            reduction: true,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct Exploration {
     /// End-of-path checks and walks the memo cut short (a measurement, like
     /// `finish_steps`).
     pub finish_memo_hits: u64,
+    /// What the partial-order reduction did (zero when it is off).
+    pub reduction: ReductionCounts,
     /// Wall time.
     pub elapsed: Duration,
 }

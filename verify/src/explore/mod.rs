@@ -36,6 +36,7 @@ pub mod exploration;
 pub mod fingerprint;
 mod finish_memo;
 pub mod matrix;
+pub mod reduction;
 pub mod search;
 
 pub use crate::race::{Expected, Race, SetupError};

@@ -24,6 +24,7 @@ pub use super::exploration::{
 };
 use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet};
 use super::finish_memo::{finish, FinishMemo, Finished, MemoView};
+use super::reduction::{deferred_send_letter, ReductionCounts};
 use crate::oracle::Violation;
 use crate::race::SetupError;
 use crate::script::{Expect, Identifier, Op, Script, Statement};
@@ -70,6 +71,8 @@ struct Chunk {
     /// Steps of finishing walks it applied, and walks an entry cut short.
     finish_steps: u64,
     finish_memo_hits: u64,
+    /// What the partial-order reduction did.
+    reduction: ReductionCounts,
 }
 
 /// The search of one cell, with its running totals.
@@ -136,6 +139,7 @@ pub fn explore_after(
             marks: Marks::default(),
             finish_steps: 0,
             finish_memo_hits: 0,
+            reduction: ReductionCounts::default(),
             elapsed: Duration::ZERO,
         },
         progress,
@@ -203,12 +207,22 @@ fn expand_chunk(
     let mut seen_here = Visited::default();
     let mut candidates = Vec::new();
     let mut replayer = Replayer::new(initial);
+    let mut reduction = ReductionCounts::default();
     for node in nodes {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(chunk(candidates, true, memo));
+            return Ok(chunk(candidates, true, memo, reduction));
         }
         let world = replayer.world_at(&node.path)?;
+        let deferred = if config.reduction {
+            let remaining = config.depth.saturating_sub(node.path.len()).max(1);
+            deferred_send_letter(config, world, remaining, &mut reduction)?
+        } else {
+            None
+        };
         for &letter in config.race.alphabet() {
+            if Some(letter) == deferred {
+                continue;
+            }
             let Some(op) = letter.op(world) else {
                 continue;
             };
@@ -235,16 +249,22 @@ fn expand_chunk(
                 end,
             });
             if stop {
-                return Ok(chunk(candidates, false, memo));
+                return Ok(chunk(candidates, false, memo, reduction));
             }
         }
         done.fetch_add(1, AtomicOrdering::Relaxed);
     }
-    Ok(chunk(candidates, false, memo))
+    Ok(chunk(candidates, false, memo, reduction))
 }
 
-fn chunk(candidates: Vec<Candidate>, timed_out: bool, memo: MemoView<'_>) -> Chunk {
+fn chunk(
+    candidates: Vec<Candidate>,
+    timed_out: bool,
+    memo: MemoView<'_>,
+    reduction: ReductionCounts,
+) -> Chunk {
     Chunk {
+        reduction,
         candidates,
         timed_out,
         finish_steps: memo.steps,
@@ -309,7 +329,7 @@ impl Search<'_> {
             self.config.depth,
             &mut memo,
         )?;
-        let first = chunk(Vec::new(), false, memo);
+        let first = chunk(Vec::new(), false, memo, ReductionCounts::default());
         self.absorb_memo(&first);
         self.memo.extend(first.memo);
         if self.absorb_end(Vec::new(), end) {
@@ -416,6 +436,7 @@ impl Search<'_> {
     fn absorb_memo(&mut self, chunk: &Chunk) {
         self.result.finish_steps += chunk.finish_steps;
         self.result.finish_memo_hits += chunk.finish_memo_hits;
+        self.result.reduction.absorb(&chunk.reduction);
     }
 
     /// Counts an end-of-path check; true when it found a violation (reported).

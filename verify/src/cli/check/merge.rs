@@ -62,6 +62,7 @@ fn options_json(args: &CheckArgs) -> Value {
         "race": args.race,
         "depth": args.depth,
         "ablate": args.ablate,
+        "reduction": !args.no_reduction,
     })
 }
 

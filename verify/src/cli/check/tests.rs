@@ -6,6 +6,7 @@ fn args(policy: &str, depth: Option<usize>) -> CheckArgs {
         race: "all".to_string(),
         depth,
         ablate: false,
+        no_reduction: false,
         write_counterexamples: None,
         json: false,
         shard: None,
