@@ -76,7 +76,8 @@ pub struct CheckArgs {
     /// verdicts and counterexample lengths, more states; for comparison).
     #[arg(long, conflicts_with = "merge")]
     pub no_reduction: bool,
-    /// Write each ablation counterexample to DIR/ablate-<policy>-<removed>.cows.
+    /// Write each ablation counterexample to DIR/ablate-<policy>-<removed>.cows (with
+    /// `-in-<race>` before `.cows` when an earlier race has a row of the same name).
     #[arg(long, value_name = "DIR", requires = "ablate")]
     pub write_counterexamples: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
