@@ -307,13 +307,16 @@ impl FsInfo {
         let dropped = self
             .delayed_refs
             .run(&mut self.device.super_block.extent_tree);
-        let pin = self.policy.enforces(EngineRule::PinUntilCommit);
+        if self.policy.enforces(EngineRule::PinUntilCommit) {
+            let extents: Vec<(u64, u64)> = dropped
+                .iter()
+                .map(|extent| (extent.bytenr, extent.record.num_bytes))
+                .collect();
+            self.space.pin_sorted(&extents);
+            return;
+        }
         for extent in dropped {
             let (bytenr, num_bytes) = (extent.bytenr, extent.record.num_bytes);
-            if pin {
-                self.space.pin(bytenr, num_bytes);
-                continue;
-            }
             self.space.free_now(bytenr, num_bytes);
             if self.space.group(bytenr).kind == BlockGroupKind::Data {
                 self.device.discard_data(bytenr);
