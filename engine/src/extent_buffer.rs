@@ -88,11 +88,23 @@ impl Clone for Leaf {
     fn clone_from(&mut self, source: &Leaf) {
         self.items.clear();
         self.items
-            .reserve(source.items.len() + LEAF_COPY_SPARE_ITEMS);
+            .reserve_exact(source.items.len() + LEAF_COPY_SPARE_ITEMS);
         self.items.extend_from_slice(&source.items);
         self.data.clear();
-        self.data.reserve(source.data.len() + LEAF_COPY_SPARE_BYTES);
+        self.data
+            .reserve_exact(source.data.len() + LEAF_COPY_SPARE_BYTES);
         self.data.extend_from_slice(&source.data);
+    }
+}
+
+impl Leaf {
+    /// Bytes of the leaf's two vectors: allocated, and in use.
+    fn buffer_bytes(&self) -> (usize, usize) {
+        let item_bytes = std::mem::size_of::<ItemSlot>();
+        (
+            self.items.capacity() * item_bytes + self.data.capacity(),
+            self.items.len() * item_bytes + self.data.len(),
+        )
     }
 }
 
@@ -299,6 +311,20 @@ impl Clone for Body {
             (Body::Node(slots), Body::Node(source)) => slots.clone_from(source),
             (Body::Leaf(leaf), Body::Leaf(source)) => leaf.clone_from(source),
             (body, source) => *body = source.clone(),
+        }
+    }
+}
+
+impl Body {
+    /// Bytes of the body's buffers: allocated, and in use (a node's slots, a leaf's items
+    /// and data).
+    pub fn buffer_bytes(&self) -> (usize, usize) {
+        match self {
+            Body::Node(slots) => {
+                let slot_bytes = std::mem::size_of::<NodeSlot>();
+                (slots.capacity() * slot_bytes, slots.len() * slot_bytes)
+            }
+            Body::Leaf(leaf) => leaf.buffer_bytes(),
         }
     }
 }
