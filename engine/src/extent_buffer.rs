@@ -86,15 +86,29 @@ impl Clone for Leaf {
     /// The same copy into this leaf's buffers, which grow only if they are too small
     /// (a COW into a retired block, `Device::copy_of_block`).
     fn clone_from(&mut self, source: &Leaf) {
-        self.items.clear();
-        self.items
-            .reserve_exact(source.items.len() + LEAF_COPY_SPARE_ITEMS);
-        self.items.extend_from_slice(&source.items);
-        self.data.clear();
-        self.data
-            .reserve_exact(source.data.len() + LEAF_COPY_SPARE_BYTES);
-        self.data.extend_from_slice(&source.data);
+        copy_into_reused(
+            &mut self.items,
+            &source.items,
+            source.items.len() + LEAF_COPY_SPARE_ITEMS,
+        );
+        copy_into_reused(
+            &mut self.data,
+            &source.data,
+            source.data.len() + LEAF_COPY_SPARE_BYTES,
+        );
     }
+}
+
+/// Makes `target` a copy of `source` with room for `capacity` elements, in `target`'s
+/// allocation when it is large enough, else in a new one of exactly that capacity (a
+/// reallocation would copy the old content, which is garbage).
+fn copy_into_reused<T: Copy>(target: &mut Vec<T>, source: &[T], capacity: usize) {
+    if target.capacity() < capacity {
+        *target = Vec::with_capacity(capacity);
+    } else {
+        target.clear();
+    }
+    target.extend_from_slice(source);
 }
 
 impl Leaf {

@@ -72,7 +72,11 @@ pub struct Transaction {
     pub dirty_roots: BTreeSet<u64>,
     /// Trees whose items changed (their ctransid moves).
     pub changed_roots: BTreeSet<u64>,
-    /// Tree blocks created in this transaction and still allocated.
+    /// Tree blocks created in this transaction, still allocated, whose delayed refs have
+    /// run. Those whose refs have not run yet are listed by the heads of their new
+    /// extents ([`DelayedRefs::new_tree_blocks`](crate::alloc::DelayedRefs::new_tree_blocks)):
+    /// a COW touches one index, and each run moves its blocks here in one pass
+    /// (`docs/hot-paths.md`). [`FsInfo::dirty_block_bytenrs`] gives both.
     pub dirty_blocks: BTreeSet<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
@@ -304,9 +308,17 @@ impl FsInfo {
     /// Applies delayed refs; extents reaching zero references are pinned (or, with
     /// `pin-until-commit` ablated, given back to free space at once).
     fn run_delayed_refs(&mut self) {
-        let dropped = self
-            .delayed_refs
-            .run(&mut self.device.super_block.extent_tree);
+        let mut new_tree_blocks = Vec::new();
+        let dropped = self.delayed_refs.run_listing_new_tree_blocks(
+            &mut self.device.super_block.extent_tree,
+            &mut new_tree_blocks,
+        );
+        let dirty_blocks = &mut self.running.as_mut().expect("committing").dirty_blocks;
+        if dirty_blocks.is_empty() {
+            *dirty_blocks = BTreeSet::from_iter(new_tree_blocks);
+        } else {
+            dirty_blocks.extend(new_tree_blocks);
+        }
         if self.policy.enforces(EngineRule::PinUntilCommit) {
             let extents: Vec<(u64, u64)> = dropped
                 .iter()
@@ -392,7 +404,22 @@ impl FsInfo {
         }
     }
 
+    /// Every block the running transaction created and must write: those whose delayed
+    /// refs ran and those whose refs are pending, lowest first (fsck reads them).
+    pub(crate) fn dirty_block_bytenrs(&self) -> BTreeSet<u64> {
+        let Some(transaction) = &self.running else {
+            return BTreeSet::new();
+        };
+        let mut dirty = transaction.dirty_blocks.clone();
+        dirty.extend(self.delayed_refs.new_tree_blocks());
+        dirty
+    }
+
     fn write_dirty_blocks(&mut self, transid: u64) {
+        assert!(
+            self.delayed_refs.new_tree_blocks().next().is_none(),
+            "writing dirty blocks before the delayed refs of every new block ran"
+        );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");

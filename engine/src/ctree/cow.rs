@@ -174,7 +174,6 @@ impl FsInfo {
         if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
             self.note_held_buffer_reused(&report, &header, transid, operation);
         }
-        self.transaction_mut().dirty_blocks.insert(header.bytenr);
         handle
     }
 
@@ -213,10 +212,17 @@ impl FsInfo {
         let extent_tree = &self.device.super_block.extent_tree;
         match self.delayed_refs.drop_reference(extent_tree, bytenr) {
             ReferenceDropped::UnreferencedNew(record) => {
+                // Its head was the transaction's record of a block to write: dropping the
+                // head forgets the block (`Transaction::dirty_blocks`).
                 assert!(record.is_tree_block());
+                assert!(
+                    !self
+                        .running
+                        .as_ref()
+                        .is_some_and(|transaction| transaction.dirty_blocks.contains(&bytenr)),
+                    "new block {bytenr} listed dirty before its delayed refs ran"
+                );
                 self.space.free_now(bytenr, record.num_bytes);
-                let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
-                assert!(was_dirty, "a block created in this transaction is dirty");
             }
             ReferenceDropped::Unreferenced => {
                 // Created in this transaction but its delayed refs already ran (a COW
