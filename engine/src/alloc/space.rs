@@ -350,6 +350,30 @@ impl BlockGroup {
         }
     }
 
+    /// Asserts that no byte of `extents` (lowest first, disjoint, in this group) is free:
+    /// [`overlaps_free`](Self::overlaps_free) for each, as one walk of the free ranges
+    /// from the first extent to the last.
+    fn assert_none_free_sorted(&self, extents: &[(u64, u64)]) {
+        let Some(&(first, _)) = extents.first() else {
+            return;
+        };
+        let from = self
+            .free
+            .range(..=first)
+            .next_back()
+            .map_or(self.start, |(&start, _)| start);
+        let mut free = self.free.range(from..).peekable();
+        for &(bytenr, length) in extents {
+            while free
+                .next_if(|&(&start, &free_length)| start + free_length <= bytenr)
+                .is_some()
+            {}
+            if let Some((&start, _)) = free.peek() {
+                assert!(start >= bytenr + length, "pinning free space {bytenr}");
+            }
+        }
+    }
+
     /// Whether the fit index holds, for every bucket, its longest free range.
     fn check_fit(&self) -> Result<(), String> {
         let buckets = usize::try_from(self.length.div_ceil(FIT_BUCKET_BYTES)).unwrap_or(0);
@@ -537,11 +561,12 @@ impl SpaceInfo {
             }
             return;
         }
-        for &(bytenr, length) in extents {
-            assert!(
-                !self.group(bytenr).overlaps_free(bytenr, length),
-                "pinning free space {bytenr}"
-            );
+        let mut rest = extents;
+        while let Some(&(first, _)) = rest.first() {
+            let group = self.group(first);
+            let in_group = rest.partition_point(|&(bytenr, _)| bytenr < group.end());
+            group.assert_none_free_sorted(&rest[..in_group]);
+            rest = &rest[in_group..];
         }
         self.pinned = BTreeMap::from_iter(extents.iter().copied());
     }
@@ -936,6 +961,23 @@ mod tests {
         );
         assert_eq!(space.alloc(BlockGroupKind::Data, SECTOR), Some(start));
         assert_eq!(space.check(), Ok(()));
+    }
+
+    /// `pin_sorted` walks the free ranges once: a free range before the extents it
+    /// checks is passed over, and a later extent that is free is still caught.
+    #[test]
+    #[should_panic(expected = "pinning free space")]
+    fn pinning_a_batch_with_a_free_extent_is_an_invariant_violation() {
+        let mut space = SpaceInfo::new(1 << 20, 4096);
+        space
+            .add_group(BlockGroupKind::Metadata, 8 * 4096)
+            .expect("group");
+        let blocks: Vec<u64> = (0..8)
+            .map(|_| space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc"))
+            .collect();
+        space.free_now(blocks[2], 4096);
+        space.free_now(blocks[5], 4096);
+        space.pin_sorted(&[(blocks[0], 4096), (blocks[4], 4096), (blocks[5], 4096)]);
     }
 
     #[test]
