@@ -66,7 +66,7 @@ pub struct Device {
 /// transaction COWed, and the next transaction's COWs take them back: 1,000 random
 /// inserts into 10^5 items COW about 430 blocks. The cap trades memory for allocations
 /// (`docs/hot-paths.md`): with blocks whose buffers outgrew their content let go
-/// ([`RETIRED_BLOCK_SLACK_BYTES`]), a pool of 512 adds about 13 bytes an item to the
+/// (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 adds about 13 bytes an item to the
 /// engine's 69 at 10^6 items (`BTreeMap`: 70) and a pool of 1,024 about 28.
 pub const RETIRED_BLOCKS_MAX: usize = 512;
 

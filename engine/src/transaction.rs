@@ -19,6 +19,10 @@
 //! what the commit unpinned before the record. The record happens at the next commit
 //! step, commit, remount or crash (`docs/windows.md`).
 //!
+//! The blocks a transaction must write at step 5 are listed by the delayed-ref heads of
+//! their new extents until those run, and by `Transaction::dirty_blocks` after: a COW
+//! touches one index, and each run moves its blocks over in one pass (`docs/hot-paths.md`).
+//!
 //! Send steps, crash and remount may come between two steps; anything that needs a
 //! transaction while a commit is in progress first waits for it, i.e. finishes it (the
 //! model has no second transaction running beside a committing one). Generations grow
@@ -76,7 +80,7 @@ pub struct Transaction {
     /// run. Those whose refs have not run yet are listed by the heads of their new
     /// extents ([`DelayedRefs::new_tree_blocks`](crate::alloc::DelayedRefs::new_tree_blocks)):
     /// a COW touches one index, and each run moves its blocks here in one pass
-    /// (`docs/hot-paths.md`). [`FsInfo::dirty_block_bytenrs`] gives both.
+    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both.
     pub dirty_blocks: BTreeSet<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
