@@ -4,8 +4,9 @@
 //! or the row is a *model defect* (a window or an order the model lacks).
 //!
 //! Which protections concern which race is part of the race's description
-//! ([`crate::race::RaceSpec`]): the snapshot race is closed by `clone-roots`, and its
-//! nested variant (a snapshot whose entry goes into its own source) by `force-cow`; the
+//! ([`crate::race::RaceSpec`]): the snapshot race is closed by `clone-roots` (and so is
+//! its incremental variant, on the parent's root), and its nested variant (a snapshot
+//! whose entry goes into its own source) by `force-cow`; the
 //! relocation race by the two exclusions, `restart` and
 //! `write-fallback` (and, where send and relocation may overlap, on `pin-until-commit`
 //! and `reloc-trans-before-unpin`); its incremental variant by `clone-leaves`, whose
@@ -86,9 +87,32 @@ impl Ablation {
             .map(|(_, _, _, window)| *window)
     }
 
-    /// The corpus script name of its counterexample: `ablate-<policy>-<removed>.cows`.
+    /// The corpus script name of its counterexample: `ablate-<policy>-<removed>.cows`,
+    /// or `ablate-<policy>-<removed>-in-<race>.cows` when a race earlier in
+    /// [`Race::ALL`] has a row of the same policy and protection (a setup variant that
+    /// shows the protection in another window: `snapshot-incremental`'s `clone-roots`).
     pub fn script_name(&self) -> String {
-        format!("ablate-{}-{}.cows", self.policy, self.removed)
+        if self.shared_with_an_earlier_race() {
+            format!(
+                "ablate-{}-{}-in-{}.cows",
+                self.policy, self.removed, self.race
+            )
+        } else {
+            format!("ablate-{}-{}.cows", self.policy, self.removed)
+        }
+    }
+
+    /// Whether a race before this row's in [`Race::ALL`] has the same policy and
+    /// removed protection among its rows.
+    fn shared_with_an_earlier_race(&self) -> bool {
+        Race::ALL
+            .into_iter()
+            .take_while(|&race| race != self.race)
+            .any(|race| {
+                ablations(&[self.policy], &[race])
+                    .iter()
+                    .any(|row| row.removed == self.removed)
+            })
     }
 }
 
@@ -194,6 +218,7 @@ mod tests {
                 || name.contains(" snapshot-nested ")
                 || name.contains(" relocation ")
                 || name.contains(" relocation-incremental ")
+                || name.contains(" snapshot-incremental ")
         };
         let (seed_rows, zoo_rows): (Vec<&String>, Vec<&String>) = names.iter().partition(seed_race);
         let zoo_expected: Vec<String> = Policy::NAMED
@@ -216,6 +241,7 @@ mod tests {
                 "unprotected snapshot-nested force-cow",
                 "clone-root snapshot clone-roots",
                 "clone-root snapshot-nested force-cow",
+                "clone-root snapshot-incremental clone-roots",
                 "exclusive-only relocation exclude-relocation",
                 "exclusive-only relocation exclude-send",
                 "exclusive-only snapshot-nested force-cow",
@@ -223,6 +249,7 @@ mod tests {
                 "exclusive relocation exclude-relocation",
                 "exclusive relocation exclude-send",
                 "exclusive snapshot-nested force-cow",
+                "exclusive snapshot-incremental clone-roots",
                 "concurrent snapshot clone-roots",
                 "concurrent relocation restart",
                 "concurrent relocation write-fallback",
@@ -230,6 +257,7 @@ mod tests {
                 "concurrent relocation reloc-trans-before-unpin",
                 "concurrent relocation-incremental clone-leaves",
                 "concurrent snapshot-nested force-cow",
+                "concurrent snapshot-incremental clone-roots",
             ]
             .iter()
             .collect::<Vec<_>>()
@@ -264,6 +292,14 @@ mod tests {
                 .ablated()
                 .to_string(),
             "concurrent~pin-until-commit"
+        );
+        assert_eq!(
+            row("clone-root snapshot clone-roots").script_name(),
+            "ablate-clone-root-clone-roots.cows"
+        );
+        assert_eq!(
+            row("clone-root snapshot-incremental clone-roots").script_name(),
+            "ablate-clone-root-clone-roots-in-snapshot-incremental.cows"
         );
         let ro_check = row("concurrent readonly ro-check-locked");
         assert_eq!(ro_check.ablated().to_string(), "concurrent-ro-check-locked");

@@ -21,6 +21,7 @@ pub mod readonly;
 pub mod relocation;
 pub mod relocation_incremental;
 pub mod snapshot;
+pub mod snapshot_incremental;
 pub mod snapshot_nested;
 
 use crate::explore::alphabet::{Letter, OTHER, SEND_SNAPSHOT, SOURCE};
@@ -99,11 +100,14 @@ pub enum Race {
     /// A snapshot whose entry goes into a directory of its own source inside the
     /// commit: the window `force-cow` closes.
     SnapshotNested,
+    /// Send against snapshot creation, for an incremental send: a snapshot of the
+    /// parent COWs the parent's root node while the send holds its commit root.
+    SnapshotIncremental,
 }
 
 impl Race {
     /// Every race, in matrix order.
-    pub const ALL: [Race; 8] = [
+    pub const ALL: [Race; 9] = [
         Race::Snapshot,
         Race::Relocation,
         Race::Dedupe,
@@ -112,6 +116,7 @@ impl Race {
         Race::Delalloc,
         Race::RelocationIncremental,
         Race::SnapshotNested,
+        Race::SnapshotIncremental,
     ];
 
     /// The race's description.
@@ -125,6 +130,7 @@ impl Race {
             Race::Delalloc => &delalloc::RACE,
             Race::RelocationIncremental => &relocation_incremental::RACE,
             Race::SnapshotNested => &snapshot_nested::RACE,
+            Race::SnapshotIncremental => &snapshot_incremental::RACE,
         }
     }
 
@@ -373,7 +379,7 @@ mod tests {
     #[test]
     fn the_matrix_is_the_one_of_docs_policies() {
         use Expected::*;
-        let matrix: Vec<(Policy, [Expected; 8])> = Policy::NAMED
+        let matrix: Vec<(Policy, [Expected; 9])> = Policy::NAMED
             .into_iter()
             .map(|policy| (policy, Race::ALL.map(|race| race.expected(policy))))
             .collect();
@@ -390,7 +396,8 @@ mod tests {
                         Safe,
                         Safe,
                         Violation,
-                        Safe
+                        Safe,
+                        Violation
                     ]
                 ),
                 (
@@ -403,6 +410,7 @@ mod tests {
                         Safe,
                         Safe,
                         Violation,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -416,7 +424,8 @@ mod tests {
                         Safe,
                         Safe,
                         SafeRefused,
-                        Safe
+                        Safe,
+                        Violation
                     ]
                 ),
                 (
@@ -429,6 +438,7 @@ mod tests {
                         Safe,
                         Safe,
                         SafeRefused,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -442,6 +452,7 @@ mod tests {
                         Safe,
                         Safe,
                         SafeCompletes,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -458,7 +469,7 @@ mod tests {
     fn the_era_matrix_is_the_one_of_docs_bug_zoo() {
         use cowproof_engine::KernelEra;
         use Expected::*;
-        let matrix: Vec<(KernelEra, [Expected; 8])> = KernelEra::ALL
+        let matrix: Vec<(KernelEra, [Expected; 9])> = KernelEra::ALL
             .into_iter()
             .map(|era| (era, Race::ALL.map(|race| race.expected(era.into()))))
             .collect();
@@ -469,7 +480,7 @@ mod tests {
                     KernelEra::Linux4_19,
                     [
                         Violation, Violation, Violation, Violation, Violation, Violation,
-                        Violation, Safe
+                        Violation, Safe, Violation
                     ]
                 ),
                 (
@@ -482,6 +493,7 @@ mod tests {
                         Violation,
                         Safe,
                         Violation,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -495,6 +507,7 @@ mod tests {
                         Violation,
                         Safe,
                         SafeRefused,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -508,6 +521,7 @@ mod tests {
                         Violation,
                         Safe,
                         SafeRefused,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -521,6 +535,7 @@ mod tests {
                         Violation,
                         Safe,
                         SafeCompletes,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -534,6 +549,7 @@ mod tests {
                         Violation,
                         Safe,
                         SafeCompletes,
+                        Safe,
                         Safe
                     ]
                 ),
@@ -547,6 +563,7 @@ mod tests {
                         Safe,
                         Safe,
                         SafeCompletes,
+                        Safe,
                         Safe
                     ]
                 ),

@@ -70,8 +70,9 @@ pub static RACE: RaceSpec = RaceSpec {
 };
 
 /// `vol` with one file, `parent`, the file rewritten, `snap`: the incremental send's
-/// only change is `f00`'s INODE_ITEM and EXTENT_DATA, in one leaf.
-fn setup() -> Vec<Op> {
+/// only change is `f00`'s INODE_ITEM and EXTENT_DATA, in one leaf. The setup of
+/// [`super::snapshot_incremental`] too.
+pub(super) fn setup() -> Vec<Op> {
     let write = |data: &str| Op::Write {
         path: path(SOURCE, &["f00"]),
         offset: 0,

@@ -40,12 +40,16 @@ pub static RACE: RaceSpec = RaceSpec {
     minimum_depth: 3,
     default_depth: 7,
     window_mark: Mark::SnapshotOfRootUnderSend,
-    verdicts: &[(&[Ingredient::CloneRoots], Expected::Safe)],
+    verdicts: VERDICTS,
     ingredients: &[Ingredient::CloneRoots],
     rules: concerned_rules,
     symptoms: SEND_SYMPTOMS,
     content_at_end: false,
 };
+
+/// The verdicts of the race (and of its incremental variant): safe with the clone of
+/// the commit roots.
+pub const VERDICTS: &[(&[Ingredient], Expected)] = &[(&[Ingredient::CloneRoots], Expected::Safe)];
 
 /// No engine rule is shown here: `force-cow` concerns a writer of the source inside
 /// the commit, after the copy, which this race's setup has none of; its row is the
