@@ -410,7 +410,7 @@ impl FsInfo {
         let Some(transaction) = &self.running else {
             return Ok(());
         };
-        for &bytenr in &transaction.dirty_blocks {
+        for bytenr in self.dirty_block_bytenrs() {
             let content = self
                 .cache
                 .find(bytenr)

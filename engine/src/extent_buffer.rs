@@ -86,13 +86,39 @@ impl Clone for Leaf {
     /// The same copy into this leaf's buffers, which grow only if they are too small
     /// (a COW into a retired block, `Device::copy_of_block`).
     fn clone_from(&mut self, source: &Leaf) {
-        self.items.clear();
-        self.items
-            .reserve(source.items.len() + LEAF_COPY_SPARE_ITEMS);
-        self.items.extend_from_slice(&source.items);
-        self.data.clear();
-        self.data.reserve(source.data.len() + LEAF_COPY_SPARE_BYTES);
-        self.data.extend_from_slice(&source.data);
+        copy_into_reused(
+            &mut self.items,
+            &source.items,
+            source.items.len() + LEAF_COPY_SPARE_ITEMS,
+        );
+        copy_into_reused(
+            &mut self.data,
+            &source.data,
+            source.data.len() + LEAF_COPY_SPARE_BYTES,
+        );
+    }
+}
+
+/// Makes `target` a copy of `source` with room for `capacity` elements, in `target`'s
+/// allocation when it is large enough, else in a new one of exactly that capacity (a
+/// reallocation would copy the old content, which is garbage).
+fn copy_into_reused<T: Copy>(target: &mut Vec<T>, source: &[T], capacity: usize) {
+    if target.capacity() < capacity {
+        *target = Vec::with_capacity(capacity);
+    } else {
+        target.clear();
+    }
+    target.extend_from_slice(source);
+}
+
+impl Leaf {
+    /// Bytes of the leaf's two vectors: allocated, and in use.
+    fn buffer_bytes(&self) -> (usize, usize) {
+        let item_bytes = std::mem::size_of::<ItemSlot>();
+        (
+            self.items.capacity() * item_bytes + self.data.capacity(),
+            self.items.len() * item_bytes + self.data.len(),
+        )
     }
 }
 
@@ -299,6 +325,20 @@ impl Clone for Body {
             (Body::Node(slots), Body::Node(source)) => slots.clone_from(source),
             (Body::Leaf(leaf), Body::Leaf(source)) => leaf.clone_from(source),
             (body, source) => *body = source.clone(),
+        }
+    }
+}
+
+impl Body {
+    /// Bytes of the body's buffers: allocated, and in use (a node's slots, a leaf's items
+    /// and data).
+    pub fn buffer_bytes(&self) -> (usize, usize) {
+        match self {
+            Body::Node(slots) => {
+                let slot_bytes = std::mem::size_of::<NodeSlot>();
+                (slots.capacity() * slot_bytes, slots.len() * slot_bytes)
+            }
+            Body::Leaf(leaf) => leaf.buffer_bytes(),
         }
     }
 }

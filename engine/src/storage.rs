@@ -65,10 +65,13 @@ pub struct Device {
 /// Retired blocks kept for reuse at most. A commit retires about as many blocks as its
 /// transaction COWed, and the next transaction's COWs take them back: 1,000 random
 /// inserts into 10^5 items COW about 430 blocks. The cap trades memory for allocations
-/// (`docs/hot-paths.md`): at 10^6 items a pool of 1,024 added 79 bytes an item to the
-/// engine's 69 (more than `BTreeMap`'s whole 70), a pool of 256 adds 12, and keeps half
-/// of the instructions that 1,024 saved.
-pub const RETIRED_BLOCKS_MAX: usize = 256;
+/// (`docs/hot-paths.md`): with blocks whose buffers outgrew their content let go
+/// (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 adds about 13 bytes an item to the
+/// engine's 69 at 10^6 items (`BTreeMap`: 70) and a pool of 1,024 about 28.
+pub const RETIRED_BLOCKS_MAX: usize = 512;
+
+/// Bytes a retired block's buffers may hold beyond twice what its content uses.
+const RETIRED_BLOCK_SLACK_BYTES: usize = 4096;
 
 /// Allocations of overwritten blocks, each uniquely owned, kept for the next COW. Not
 /// state: equal to any other, hashes to nothing, and a clone starts empty (a branch of
@@ -123,8 +126,14 @@ impl Device {
     }
 
     /// Keeps the allocation of an overwritten block if nobody else holds its content.
+    /// A block whose buffers grew to more than twice what it uses (and a few KiB) is let
+    /// go: the pool would keep that growth for the life of the filesystem.
     fn retire(&mut self, mut content: SharedContent) {
-        if self.retired.0.len() < RETIRED_BLOCKS_MAX && Arc::get_mut(&mut content).is_some() {
+        let (allocated, used) = content.body.buffer_bytes();
+        if self.retired.0.len() < RETIRED_BLOCKS_MAX
+            && allocated <= 2 * used + RETIRED_BLOCK_SLACK_BYTES
+            && Arc::get_mut(&mut content).is_some()
+        {
             self.retired.0.push(content);
         }
     }
@@ -261,5 +270,23 @@ mod tests {
         let mut without_pool = device.clone();
         let fresh = without_pool.copy_of_block(&leaf);
         assert_eq!(*fresh, leaf, "a copy with no retired block");
+    }
+
+    /// A block whose buffers hold far more than its content uses is not retired: the
+    /// pool would keep that memory.
+    #[test]
+    fn a_block_that_outgrew_its_content_is_not_retired() {
+        let mut device = Device::default();
+        let mut shrunk = written_leaf(4096, 1, 400);
+        for _ in 0..390 {
+            shrunk.leaf_mut().remove(0);
+        }
+        let (allocated, used) = shrunk.body.buffer_bytes();
+        assert!(allocated > 2 * used + RETIRED_BLOCK_SLACK_BYTES);
+        device.write_block(Arc::new(shrunk));
+        device.write_block(Arc::new(written_leaf(4096, 2, 10)));
+        assert!(device.retired.0.is_empty(), "the grown block was let go");
+        device.write_block(Arc::new(written_leaf(4096, 3, 10)));
+        assert_eq!(device.retired.0.len(), 1, "a block of its size is retired");
     }
 }

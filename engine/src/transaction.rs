@@ -19,6 +19,10 @@
 //! what the commit unpinned before the record. The record happens at the next commit
 //! step, commit, remount or crash (`docs/windows.md`).
 //!
+//! The blocks a transaction must write at step 5 are listed by the delayed-ref heads of
+//! their new extents until those run, and by `Transaction::dirty_blocks` after: a COW
+//! touches one index, and each run moves its blocks over in one pass (`docs/hot-paths.md`).
+//!
 //! Send steps, crash and remount may come between two steps; anything that needs a
 //! transaction while a commit is in progress first waits for it, i.e. finishes it (the
 //! model has no second transaction running beside a committing one). Generations grow
@@ -72,7 +76,11 @@ pub struct Transaction {
     pub dirty_roots: BTreeSet<u64>,
     /// Trees whose items changed (their ctransid moves).
     pub changed_roots: BTreeSet<u64>,
-    /// Tree blocks created in this transaction and still allocated.
+    /// Tree blocks created in this transaction, still allocated, whose delayed refs have
+    /// run. Those whose refs have not run yet are listed by the heads of their new
+    /// extents ([`DelayedRefs::new_tree_blocks`](crate::alloc::DelayedRefs::new_tree_blocks)):
+    /// a COW touches one index, and each run moves its blocks here in one pass
+    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both.
     pub dirty_blocks: BTreeSet<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
@@ -304,16 +312,27 @@ impl FsInfo {
     /// Applies delayed refs; extents reaching zero references are pinned (or, with
     /// `pin-until-commit` ablated, given back to free space at once).
     fn run_delayed_refs(&mut self) {
-        let dropped = self
-            .delayed_refs
-            .run(&mut self.device.super_block.extent_tree);
-        let pin = self.policy.enforces(EngineRule::PinUntilCommit);
+        let mut new_tree_blocks = Vec::new();
+        let dropped = self.delayed_refs.run_listing_new_tree_blocks(
+            &mut self.device.super_block.extent_tree,
+            &mut new_tree_blocks,
+        );
+        let dirty_blocks = &mut self.running.as_mut().expect("committing").dirty_blocks;
+        if dirty_blocks.is_empty() {
+            *dirty_blocks = BTreeSet::from_iter(new_tree_blocks);
+        } else {
+            dirty_blocks.extend(new_tree_blocks);
+        }
+        if self.policy.enforces(EngineRule::PinUntilCommit) {
+            let extents: Vec<(u64, u64)> = dropped
+                .iter()
+                .map(|extent| (extent.bytenr, extent.record.num_bytes))
+                .collect();
+            self.space.pin_sorted(&extents);
+            return;
+        }
         for extent in dropped {
             let (bytenr, num_bytes) = (extent.bytenr, extent.record.num_bytes);
-            if pin {
-                self.space.pin(bytenr, num_bytes);
-                continue;
-            }
             self.space.free_now(bytenr, num_bytes);
             if self.space.group(bytenr).kind == BlockGroupKind::Data {
                 self.device.discard_data(bytenr);
@@ -389,7 +408,22 @@ impl FsInfo {
         }
     }
 
+    /// Every block the running transaction created and must write: those whose delayed
+    /// refs ran and those whose refs are pending, lowest first (fsck reads them).
+    pub(crate) fn dirty_block_bytenrs(&self) -> BTreeSet<u64> {
+        let Some(transaction) = &self.running else {
+            return BTreeSet::new();
+        };
+        let mut dirty = transaction.dirty_blocks.clone();
+        dirty.extend(self.delayed_refs.new_tree_blocks());
+        dirty
+    }
+
     fn write_dirty_blocks(&mut self, transid: u64) {
+        assert!(
+            self.delayed_refs.new_tree_blocks().next().is_none(),
+            "writing dirty blocks before the delayed refs of every new block ran"
+        );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");

@@ -342,6 +342,27 @@ impl DelayedRefs {
     /// Applies every pending change to `tree` (`btrfs_run_delayed_refs()`), returning the
     /// extents whose count reached zero, lowest bytenr first.
     pub fn run(&mut self, tree: &mut ExtentTree) -> Vec<DroppedExtent> {
+        self.run_listing_new_tree_blocks(tree, &mut Vec::new())
+    }
+
+    /// Tree blocks reserved since the last run, lowest first: until the run, the heads
+    /// of their new extents are the running transaction's record of the blocks it must
+    /// write (`docs/hot-paths.md`).
+    pub fn new_tree_blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.heads
+            .iter()
+            .filter(|(_, head)| head.new_extent.is_some_and(|record| record.is_tree_block()))
+            .map(|(&bytenr, _)| bytenr)
+    }
+
+    /// [`run`](Self::run), first appending [`new_tree_blocks`](Self::new_tree_blocks) to
+    /// `new_tree_blocks` (the run consumes the heads that listed them).
+    pub fn run_listing_new_tree_blocks(
+        &mut self,
+        tree: &mut ExtentTree,
+        new_tree_blocks: &mut Vec<u64>,
+    ) -> Vec<DroppedExtent> {
+        new_tree_blocks.extend(self.new_tree_blocks());
         let heads = std::mem::take(&mut self.heads);
         let mut dropped = Vec::new();
         if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {

@@ -16,6 +16,12 @@
 //! coalesced, inside the group, and add up to `free_bytes`; the fit index holds, for every
 //! bucket, the longest free range starting in it; a pinned range is never free; a
 //! read-only group hands out nothing.
+//!
+//! A commit pins and unpins hundreds of extents at once, lowest first: the first run of
+//! its delayed refs builds the pinned map in one pass ([`SpaceInfo::pin_sorted`]), and the
+//! unpin merges each group's ranges into its free ranges in one pass
+//! (`BlockGroup::give_back_sorted`), with the same result and the same checks as the
+//! extent-by-extent calls (`docs/hot-paths.md`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -226,6 +232,32 @@ impl BlockGroup {
         start
     }
 
+    /// Takes `length` bytes at the lowest free address that fits ([`first_fit`]), taking
+    /// the lowest free range out of the map in one step when it fits (every tree block
+    /// allocation) rather than searching for it again (`docs/hot-paths.md`).
+    ///
+    /// [`first_fit`]: Self::first_fit
+    fn take_first_fit(&mut self, length: u64) -> Option<u64> {
+        if self.read_only || self.free_bytes < length {
+            return None;
+        }
+        let lowest = self.free.first_entry()?;
+        if *lowest.get() < length {
+            let bytenr = self.first_fit(length)?;
+            self.take(bytenr, length);
+            return Some(bytenr);
+        }
+        let (start, free_length) = lowest.remove_entry();
+        let tail = free_length - length;
+        if tail > 0 {
+            self.free.insert(start + length, tail);
+            self.fit_range_added(start + length, tail);
+        }
+        self.fit_range_removed(start, free_length);
+        self.free_bytes -= length;
+        Some(start)
+    }
+
     fn take(&mut self, bytenr: u64, length: u64) {
         let (&start, &free_length) = self
             .free
@@ -278,6 +310,76 @@ impl BlockGroup {
         self.free_bytes += length;
     }
 
+    /// Gives back several ranges of this group at once, lowest first and disjoint (what a
+    /// commit unpins in it). With at least one range for [`MERGE_GIVE_BACK_RANGES_PER_FREE`]
+    /// free ranges, the two address-ordered lists are merged in one pass and the map is
+    /// rebuilt from the result, instead of a search and an update of the map per range;
+    /// the fit index is then summarised again in every bucket where a range started or
+    /// starts now. Fewer ranges go back one by one, so a small commit on a fragmented
+    /// group stays proportional to its own extents (`docs/hot-paths.md`).
+    fn give_back_sorted(&mut self, ranges: &[(u64, u64)]) {
+        if ranges.len() * MERGE_GIVE_BACK_RANGES_PER_FREE < self.free.len() {
+            for &(bytenr, length) in ranges {
+                self.give_back(bytenr, length);
+            }
+            return;
+        }
+        let mut merged = FreeRangeMerge {
+            ranges: Vec::with_capacity(self.free.len() + ranges.len()),
+            touched_starts: Vec::new(),
+        };
+        let mut old = std::mem::take(&mut self.free).into_iter().peekable();
+        for &(bytenr, length) in ranges {
+            assert!(
+                bytenr >= self.start && bytenr + length <= self.end(),
+                "freeing outside the group"
+            );
+            while let Some(range) = old.next_if(|&(start, _)| start < bytenr) {
+                merged.push(range, false);
+            }
+            merged.push((bytenr, length), true);
+            self.free_bytes += length;
+        }
+        for range in old {
+            merged.push(range, false);
+        }
+        self.free = BTreeMap::from_iter(merged.ranges);
+        let mut buckets: Vec<usize> = merged
+            .touched_starts
+            .iter()
+            .map(|&start| self.bucket_of(start))
+            .collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        for bucket in buckets {
+            self.refresh_fit(self.start + bucket as u64 * FIT_BUCKET_BYTES);
+        }
+    }
+
+    /// Asserts that no byte of `extents` (lowest first, disjoint, in this group) is free:
+    /// [`overlaps_free`](Self::overlaps_free) for each, as one walk of the free ranges
+    /// from the first extent to the last.
+    fn assert_none_free_sorted(&self, extents: &[(u64, u64)]) {
+        let Some(&(first, _)) = extents.first() else {
+            return;
+        };
+        let from = self
+            .free
+            .range(..=first)
+            .next_back()
+            .map_or(self.start, |(&start, _)| start);
+        let mut free = self.free.range(from..).peekable();
+        for &(bytenr, length) in extents {
+            while free
+                .next_if(|&(&start, &free_length)| start + free_length <= bytenr)
+                .is_some()
+            {}
+            if let Some((&start, _)) = free.peek() {
+                assert!(start >= bytenr + length, "pinning free space {bytenr}");
+            }
+        }
+    }
+
     /// Whether the fit index holds, for every bucket, its longest free range.
     fn check_fit(&self) -> Result<(), String> {
         let buckets = usize::try_from(self.length.div_ceil(FIT_BUCKET_BYTES)).unwrap_or(0);
@@ -301,6 +403,45 @@ impl BlockGroup {
     /// Free ranges, lowest first.
     pub fn free_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.free.iter().map(|(&start, &length)| (start, length))
+    }
+}
+
+/// [`BlockGroup::give_back_sorted`] merges when it gives back at least one range for this
+/// many free ranges of the group, and gives back range by range otherwise.
+const MERGE_GIVE_BACK_RANGES_PER_FREE: usize = 4;
+
+/// The free ranges of a group being merged with ranges given back, in address order, and
+/// the starts of the ranges whose fit-index bucket must be summarised again: a range
+/// given back, a range that grew, a range absorbed into the one before it.
+struct FreeRangeMerge {
+    ranges: Vec<(u64, u64)>,
+    touched_starts: Vec<u64>,
+}
+
+impl FreeRangeMerge {
+    /// Appends a range starting at or after the last one, coalescing the two when they
+    /// touch. Panics on an overlap: a given-back range that was already free.
+    fn push(&mut self, (start, length): (u64, u64), given_back: bool) {
+        let Some(last) = self.ranges.last_mut() else {
+            self.ranges.push((start, length));
+            self.touched_starts.push(start);
+            return;
+        };
+        let last_end = last.0 + last.1;
+        assert!(
+            last_end <= start,
+            "double free of {start}+{length} (free up to {last_end})"
+        );
+        if last_end == start {
+            last.1 += length;
+            self.touched_starts.push(last.0);
+            self.touched_starts.push(start);
+            return;
+        }
+        self.ranges.push((start, length));
+        if given_back {
+            self.touched_starts.push(start);
+        }
     }
 }
 
@@ -381,11 +522,7 @@ impl SpaceInfo {
         self.groups
             .values_mut()
             .filter(|group| group.kind == kind)
-            .find_map(|group| {
-                let bytenr = group.first_fit(length)?;
-                group.take(bytenr, length);
-                Some(bytenr)
-            })
+            .find_map(|group| group.take_first_fit(length))
     }
 
     /// Marks `[bytenr, bytenr + length)` allocated (rebuilding free space on mount).
@@ -412,6 +549,34 @@ impl SpaceInfo {
         assert!(previous.is_none(), "{bytenr} pinned twice");
     }
 
+    /// Pins extents given lowest first and disjoint (those a delayed-ref run dropped): the
+    /// same as [`pin`](Self::pin) on each, but when nothing is pinned yet (the first run
+    /// of a commit) the pinned map is built from the sorted list in one pass instead of
+    /// by an insert per extent (`docs/hot-paths.md`).
+    pub fn pin_sorted(&mut self, extents: &[(u64, u64)]) {
+        for pair in extents.windows(2) {
+            let [(first, first_length), (second, _)] = [pair[0], pair[1]];
+            assert!(
+                first + first_length <= second,
+                "pinning {first}+{first_length} and {second}: not lowest first and disjoint"
+            );
+        }
+        if !self.pinned.is_empty() {
+            for &(bytenr, length) in extents {
+                self.pin(bytenr, length);
+            }
+            return;
+        }
+        let mut rest = extents;
+        while let Some(&(first, _)) = rest.first() {
+            let group = self.group(first);
+            let in_group = rest.partition_point(|&(bytenr, _)| bytenr < group.end());
+            group.assert_none_free_sorted(&rest[..in_group]);
+            rest = &rest[in_group..];
+        }
+        self.pinned = BTreeMap::from_iter(extents.iter().copied());
+    }
+
     /// Whether the extent starting at `bytenr` is pinned.
     pub fn is_pinned(&self, bytenr: u64) -> bool {
         self.pinned.contains_key(&bytenr)
@@ -430,7 +595,9 @@ impl SpaceInfo {
         // go back as one range (freeing them one by one would coalesce them anyway).
         let mut groups = self.groups.values_mut();
         let mut group = groups.next();
+        // The ranges of one group go back together (`BlockGroup::give_back_sorted`).
         let mut extents = unpinned.iter().copied().peekable();
+        let mut group_ranges = Vec::new();
         while let Some((bytenr, mut length)) = extents.next() {
             while group.as_ref().is_some_and(|group| group.end() <= bytenr) {
                 group = groups.next();
@@ -443,7 +610,11 @@ impl SpaceInfo {
             {
                 length += next_length;
             }
-            group.give_back(bytenr, length);
+            group_ranges.push((bytenr, length));
+            if extents.peek().is_none_or(|&(next, _)| next >= group.end()) {
+                group.give_back_sorted(&group_ranges);
+                group_ranges.clear();
+            }
         }
         unpinned
     }
@@ -710,6 +881,66 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Extents allocated at random over two data groups, some freed at once, then a
+        /// random subset (of at most `pinned_max`) pinned with `pin_sorted` and unpinned: the groups end equal (free
+        /// ranges, free bytes, fit index) to the same subset freed extent by extent with
+        /// `free_now`, whether `give_back_sorted` merged or went range by range. Counts
+        /// that both strategies ran.
+        #[test]
+        fn pinning_and_unpinning_a_batch_equals_freeing_one_by_one(
+            cases in proptest::collection::vec(
+                (
+                    proptest::collection::vec(0u64..8, 20..120),
+                    proptest::collection::vec(0u8..3, 120),
+                    1usize..40,
+                ),
+                8,
+            ),
+        ) {
+            const SECTOR: u64 = 4096;
+            let mut strategies = [0usize; 2];
+            for (sizes, fates, pinned_max) in cases {
+                let mut space = SpaceInfo::new(1 << 30, 1 << 20);
+                for _ in 0..2 {
+                    space.add_group(BlockGroupKind::Data, 1 << 20).expect("group");
+                }
+                let extents: Vec<(u64, u64)> = sizes
+                    .iter()
+                    .filter_map(|&sectors| {
+                        let length = (1 + sectors) * SECTOR;
+                        space.alloc(BlockGroupKind::Data, length).map(|bytenr| (bytenr, length))
+                    })
+                    .collect();
+                let mut pinned = Vec::new();
+                for (&(bytenr, length), &fate) in extents.iter().zip(&fates) {
+                    match fate {
+                        0 => space.free_now(bytenr, length),
+                        1 => pinned.push((bytenr, length)),
+                        _ => {}
+                    }
+                }
+                pinned.truncate(pinned_max);
+                pinned.sort_unstable();
+                let free_ranges: usize = space
+                    .groups()
+                    .map(|group| group.free.len())
+                    .sum();
+                strategies[usize::from(pinned.len() * MERGE_GIVE_BACK_RANGES_PER_FREE >= free_ranges)] += 1;
+                let mut one_by_one = space.clone();
+                for &(bytenr, length) in &pinned {
+                    one_by_one.free_now(bytenr, length);
+                }
+                space.pin_sorted(&pinned);
+                proptest::prop_assert_eq!(space.pinned().collect::<Vec<_>>(), pinned.clone());
+                proptest::prop_assert_eq!(space.unpin_all(), pinned);
+                proptest::prop_assert_eq!(space.check(), Ok(()));
+                proptest::prop_assert_eq!(&space, &one_by_one);
+            }
+            proptest::prop_assume!(strategies[0] > 0 && strategies[1] > 0, "one strategy never ran");
+        }
+    }
+
     /// A group whose first buckets hold only one-sector holes: a long allocation skips
     /// them all and lands in the first bucket with a long enough range, and a short one
     /// still takes the lowest hole.
@@ -736,6 +967,23 @@ mod tests {
         );
         assert_eq!(space.alloc(BlockGroupKind::Data, SECTOR), Some(start));
         assert_eq!(space.check(), Ok(()));
+    }
+
+    /// `pin_sorted` walks the free ranges once: a free range before the extents it
+    /// checks is passed over, and a later extent that is free is still caught.
+    #[test]
+    #[should_panic(expected = "pinning free space")]
+    fn pinning_a_batch_with_a_free_extent_is_an_invariant_violation() {
+        let mut space = SpaceInfo::new(1 << 20, 4096);
+        space
+            .add_group(BlockGroupKind::Metadata, 8 * 4096)
+            .expect("group");
+        let blocks: Vec<u64> = (0..8)
+            .map(|_| space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc"))
+            .collect();
+        space.free_now(blocks[2], 4096);
+        space.free_now(blocks[5], 4096);
+        space.pin_sorted(&[(blocks[0], 4096), (blocks[4], 4096), (blocks[5], 4096)]);
     }
 
     #[test]

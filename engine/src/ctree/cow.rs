@@ -64,7 +64,15 @@ impl FsInfo {
                 0
             },
         };
-        if self.extent_refs(original.header.bytenr) > 1 {
+        // The original's reference is dropped where the kernel reads its count
+        // (`update_ref_for_cow()`): one visit of its delayed-ref head reads the count and
+        // drops it. A reference left means it was shared; what the drop frees is freed
+        // after the pointer switch below, as `btrfs_free_tree_block()` does.
+        let extent_tree = &self.device.super_block.extent_tree;
+        let original_dropped = self
+            .delayed_refs
+            .drop_reference(extent_tree, original.header.bytenr);
+        if original_dropped == ReferenceDropped::Referenced {
             self.add_children_refs(&copy_content, 1);
             self.marks.hit(Mark::SharedBlockCowed);
         }
@@ -89,7 +97,7 @@ impl FsInfo {
                 node_slot.generation = transid;
             }
         }
-        self.free_tree_block(original.header.bytenr);
+        self.finish_free_tree_block(original.header.bytenr, original_dropped);
         Ok(copy_handle)
     }
 
@@ -174,7 +182,6 @@ impl FsInfo {
         if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
             self.note_held_buffer_reused(&report, &header, transid, operation);
         }
-        self.transaction_mut().dirty_blocks.insert(header.bytenr);
         handle
     }
 
@@ -211,12 +218,27 @@ impl FsInfo {
     /// space; anything else waits for the delayed refs to run and is pinned then.
     pub(crate) fn free_tree_block(&mut self, bytenr: u64) {
         let extent_tree = &self.device.super_block.extent_tree;
-        match self.delayed_refs.drop_reference(extent_tree, bytenr) {
+        let dropped = self.delayed_refs.drop_reference(extent_tree, bytenr);
+        self.finish_free_tree_block(bytenr, dropped);
+    }
+
+    /// What follows the drop of a tree block's reference: its space back at once if the
+    /// running transaction created it and nobody references it, its dirty mark gone if it
+    /// no longer needs writing.
+    fn finish_free_tree_block(&mut self, bytenr: u64, dropped: ReferenceDropped) {
+        match dropped {
             ReferenceDropped::UnreferencedNew(record) => {
+                // Its head was the transaction's record of a block to write: dropping the
+                // head forgets the block (`Transaction::dirty_blocks`).
                 assert!(record.is_tree_block());
+                assert!(
+                    !self
+                        .running
+                        .as_ref()
+                        .is_some_and(|transaction| transaction.dirty_blocks.contains(&bytenr)),
+                    "new block {bytenr} listed dirty before its delayed refs ran"
+                );
                 self.space.free_now(bytenr, record.num_bytes);
-                let was_dirty = self.transaction_mut().dirty_blocks.remove(&bytenr);
-                assert!(was_dirty, "a block created in this transaction is dirty");
             }
             ReferenceDropped::Unreferenced => {
                 // Created in this transaction but its delayed refs already ran (a COW
