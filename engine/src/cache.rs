@@ -24,6 +24,7 @@
 
 use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// A reference to a buffer object in the cache: its block index, which names one object
@@ -94,7 +95,7 @@ pub struct VerifiedRead {
 /// What a search touches of an object: its content (with its digest, for the explorer's
 /// state fingerprint: a block unchanged since the last hash is not walked again), and
 /// the read check that passed on this version of it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct HotBuffer {
     content: DigestMemo<SharedContent>,
     verified: Option<VerifiedRead>,
@@ -102,7 +103,7 @@ struct HotBuffer {
 
 /// What the cache knows of an object besides its content and read check: cold, read by
 /// bookkeeping only.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct CachedBuffer {
     bytenr: u64,
     holders: u32,
@@ -113,7 +114,15 @@ struct CachedBuffer {
 const UNMAPPED: u32 = u32::MAX;
 
 /// The cache of extent buffers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Its `Hash` (the explorer's state fingerprint) covers what decides the engine's
+/// behaviour: each mapped object's block index, content and holder count. It leaves
+/// out what does not: the remembered read checks (a check that is skipped would have
+/// passed: the memo only saves work), the order of the cold arena (slots are internal
+/// names; two caches that mapped the same objects in another order behave alike), the
+/// length of the index arrays, and the initialisation records, which only word a
+/// violation's attribution. Equality stays exact, so equal caches hash equally.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtentBufferCache {
     /// By block index: the hot half of each mapped object.
     hot: Vec<Option<HotBuffer>>,
@@ -123,6 +132,25 @@ pub struct ExtentBufferCache {
     nodesize_bytes: u64,
     /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
     nodesize_shift: u32,
+}
+
+impl Hash for ExtentBufferCache {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.nodesize_bytes.hash(state);
+        let mut mapped = 0_u64;
+        for (index, hot) in self.hot.iter().enumerate() {
+            let Some(hot) = hot else {
+                continue;
+            };
+            index.hash(state);
+            hot.content.hash(state);
+            self.buffers[self.cold_slot[index] as usize]
+                .holders
+                .hash(state);
+            mapped += 1;
+        }
+        mapped.hash(state);
+    }
 }
 
 impl ExtentBufferCache {
@@ -446,6 +474,48 @@ mod tests {
         cache.content_mut(handle).leaf_mut().remove(0);
         assert_eq!(cache.content(handle).nritems(), 0);
         assert_eq!(clone.nritems(), 1);
+    }
+
+    /// The fingerprint sees what decides behaviour and nothing else: the same objects
+    /// mapped in another order, with or without a remembered read check and with another
+    /// initialisation history, hash alike; another holder count or content does not.
+    #[test]
+    fn hash_ignores_arena_order_read_memo_and_init_history() {
+        use crate::digest::Digester;
+        let read = VerifiedRead {
+            generation: 1,
+            first_key: None,
+            root_id: 5,
+            level: 0,
+        };
+        let mut forward = ExtentBufferCache::new(4096);
+        let (low, _) = forward.init_block(leaf(0, 1, 256), 1, "forward");
+        forward.init_block(leaf(8192, 1, 257), 1, "forward");
+        forward.remember_verified(low, read);
+        let mut backward = ExtentBufferCache::new(4096);
+        backward.insert_loaded(Arc::new(leaf(8192, 1, 257)), 3);
+        let (low_again, _) = backward.init_block(leaf(0, 9, 1), 2, "backward");
+        backward.init_block(leaf(0, 1, 256), 2, "backward");
+        assert_ne!(forward, backward, "equality stays exact");
+        assert_eq!(
+            Digester::digest_of(&forward),
+            Digester::digest_of(&backward)
+        );
+        backward.hold(low_again);
+        assert_ne!(
+            Digester::digest_of(&forward),
+            Digester::digest_of(&backward)
+        );
+        forward.hold(low);
+        assert_eq!(
+            Digester::digest_of(&forward),
+            Digester::digest_of(&backward)
+        );
+        forward.content_mut(low).leaf_mut().remove(0);
+        assert_ne!(
+            Digester::digest_of(&forward),
+            Digester::digest_of(&backward)
+        );
     }
 
     #[test]

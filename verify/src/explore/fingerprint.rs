@@ -21,7 +21,10 @@
 //! visit millions. The price is the chance that two different worlds collide and one is
 //! wrongly skipped: for n states about n²/2¹²⁹, below 10⁻²⁴ for a million states.
 //! What takes part in the hash is exactly what `World: Hash` covers (engine, jobs,
-//! ghosts, models; not marks, event logs or report history).
+//! ghosts, models; not marks, event logs or report history). The engine's extent buffer
+//! cache hashes by behaviour: mapped blocks with their content and holders, not its
+//! read-check memo, arena order or initialisation records (`docs/exploration.md`,
+//! "State abstraction").
 
 use crate::world::World;
 use cowproof_engine::digest::Digester;
