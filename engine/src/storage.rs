@@ -58,7 +58,6 @@ pub struct Device {
     data: BTreeMap<u64, DigestMemo<Arc<Vec<u8>>>>,
     /// The super block (its extent tree is updated in place during a commit).
     pub super_block: SuperBlock,
-    block_writes: u64,
     retired: RetiredBlocks,
 }
 
@@ -119,7 +118,6 @@ impl Device {
         let replaced = self
             .blocks
             .insert(content.header.bytenr, DigestMemo::new(content));
-        self.block_writes += 1;
         if let Some(replaced) = replaced {
             self.retire(replaced.into_inner());
         }
@@ -149,11 +147,6 @@ impl Device {
             .expect("a retired block is uniquely owned")
             .clone_from(source);
         copy
-    }
-
-    /// Tree blocks written so far, in total.
-    pub fn block_writes(&self) -> u64 {
-        self.block_writes
     }
 
     /// Writes a new data extent's bytes.
