@@ -31,6 +31,7 @@ use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::Marks;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Visited = FingerprintSet;
@@ -39,27 +40,77 @@ type Visited = FingerprintSet;
 /// search then costs paths, not worlds (a world is hundreds of kilobytes), and the
 /// world is rebuilt by replaying the path from the initial world when it is expanded.
 struct Node {
-    path: Vec<Op>,
+    path: Trail,
 }
 
-/// The end-of-path check of a candidate state, as a worker computed it.
+/// A path from the initial world, sharing all but its last operation with the path of
+/// the state it extends: a candidate costs one link, not a copy of its parent's path
+/// with every name in it. The copies were most of the search's memory (a level's
+/// candidates hold a path each; `docs/exploration.md`, "Memory").
+#[derive(Clone, Default)]
+struct Trail(Option<Arc<TrailLink>>);
+
+struct TrailLink {
+    parent: Trail,
+    op: Op,
+    len: usize,
+}
+
+impl Trail {
+    /// Operations on the path.
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |link| link.len)
+    }
+
+    /// This path with `op` after it.
+    fn then(&self, op: Op) -> Trail {
+        Trail(Some(Arc::new(TrailLink {
+            parent: self.clone(),
+            op,
+            len: self.len() + 1,
+        })))
+    }
+
+    /// The operations, first to last.
+    fn ops(&self) -> Vec<&Op> {
+        let mut ops = Vec::with_capacity(self.len());
+        let mut at = self;
+        while let Some(link) = &at.0 {
+            ops.push(&link.op);
+            at = &link.parent;
+        }
+        ops.reverse();
+        debug_assert_eq!(ops.len(), self.len());
+        ops
+    }
+
+    /// The operations, first to last, as a script's.
+    fn to_vec(&self) -> Vec<Op> {
+        self.ops().into_iter().cloned().collect()
+    }
+}
+
+/// The end-of-path check of a candidate state, as a worker computed it. The rare parts
+/// (a violation) are boxed: a level holds one of these for each new state.
 struct EndSummary {
     finish: Vec<Op>,
-    violation: Option<Violation>,
+    violation: Option<Box<Violation>>,
     send_started: bool,
     send_completed: bool,
     marks: Marks,
 }
 
-/// One transition, as a worker computed it; the merge decides whether it is new.
+/// One transition, as a worker computed it; the merge decides whether it is new. A
+/// level holds one for each of its transitions until the merge, so what is large or
+/// absent on most of them is boxed (about 90 bytes inline instead of several hundred).
 struct Candidate {
-    path: Vec<Op>,
+    path: Trail,
     fingerprint: Fingerprint,
-    violation: Option<Violation>,
+    violation: Option<Box<Violation>>,
     marks: Marks,
     /// Computed for the first occurrence of a fingerprint in the worker's chunk that
     /// was not visited before the level (so for every state the merge finds new).
-    end: Option<EndSummary>,
+    end: Option<Box<EndSummary>>,
 }
 
 /// What one worker produced for its chunk of a level.
@@ -173,16 +224,16 @@ impl<'a> Replayer<'a> {
     }
 
     /// The world at the end of `path`.
-    fn world_at(&mut self, path: &[Op]) -> Result<&World, ScriptError> {
+    fn world_at(&mut self, path: &[&Op]) -> Result<&World, ScriptError> {
         let common = self
             .path
             .iter()
             .zip(path)
-            .take_while(|(kept, wanted)| kept == wanted)
+            .take_while(|(kept, wanted)| kept == *wanted)
             .count();
         self.path.truncate(common);
         self.worlds.truncate(common);
-        for op in &path[common..] {
+        for &op in &path[common..] {
             let mut next = self.worlds.last().unwrap_or(self.initial).clone();
             next.apply(op)?;
             self.worlds.push(next);
@@ -212,7 +263,7 @@ fn expand_chunk(
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Ok(chunk(candidates, true, memo, reduction));
         }
-        let world = replayer.world_at(&node.path)?;
+        let world = replayer.world_at(&node.path.ops())?;
         let deferred = if config.reduction {
             let remaining = config.depth.saturating_sub(node.path.len()).max(1);
             deferred_send_letter(config, world, remaining, &mut reduction)?
@@ -228,14 +279,19 @@ fn expand_chunk(
             };
             let mut child = world.clone();
             let outcome = child.apply(&op)?;
-            let mut path = node.path.clone();
-            path.push(op);
+            let path = node.path.then(op);
             let fingerprint = fingerprint(&child);
-            let violation = outcome.violations.into_iter().next();
+            let violation = outcome.violations.into_iter().next().map(Box::new);
             let fresh = !visited.contains(&fingerprint) && seen_here.insert(fingerprint);
             let end = if violation.is_none() && fresh {
                 let reach = config.depth.saturating_sub(path.len());
-                Some(check_end(config, &child, fingerprint, reach, &mut memo)?)
+                Some(Box::new(check_end(
+                    config,
+                    &child,
+                    fingerprint,
+                    reach,
+                    &mut memo,
+                )?))
             } else {
                 None
             };
@@ -309,7 +365,7 @@ fn check_end(
 fn summarise(end: EndOfPath) -> EndSummary {
     EndSummary {
         finish: end.finish,
-        violation: end.violations.into_iter().next(),
+        violation: end.violations.into_iter().next().map(Box::new),
         send_started: end.send_started,
         send_completed: end.send_completed,
         marks: end.marks,
@@ -332,10 +388,12 @@ impl Search<'_> {
         let first = chunk(Vec::new(), false, memo, ReductionCounts::default());
         self.absorb_memo(&first);
         self.memo.extend(first.memo);
-        if self.absorb_end(Vec::new(), end) {
+        if self.absorb_end(&Trail::default(), end) {
             return Ok(());
         }
-        let mut frontier = vec![Node { path: Vec::new() }];
+        let mut frontier = vec![Node {
+            path: Trail::default(),
+        }];
         for depth in 1..=self.config.depth {
             let chunks = self.expand_level(&frontier, depth)?;
             let timed_out = chunks.iter().any(|chunk| chunk.timed_out);
@@ -412,7 +470,7 @@ impl Search<'_> {
             self.result.transitions += 1;
             self.result.marks.absorb(&candidate.marks);
             if let Some(violation) = candidate.violation {
-                self.report(candidate.path, Vec::new(), violation);
+                self.report(&candidate.path, Vec::new(), *violation);
                 return None;
             }
             if !self.visited.insert(candidate.fingerprint) {
@@ -422,7 +480,7 @@ impl Search<'_> {
             let end = candidate
                 .end
                 .expect("the first occurrence of a new state was checked");
-            if self.absorb_end(candidate.path.clone(), end) {
+            if self.absorb_end(&candidate.path, *end) {
                 return None;
             }
             next.push(Node {
@@ -440,7 +498,7 @@ impl Search<'_> {
     }
 
     /// Counts an end-of-path check; true when it found a violation (reported).
-    fn absorb_end(&mut self, path: Vec<Op>, end: EndSummary) -> bool {
+    fn absorb_end(&mut self, path: &Trail, end: EndSummary) -> bool {
         self.result.marks.absorb(&end.marks);
         if end.send_completed {
             self.result.sends_completed += 1;
@@ -449,14 +507,15 @@ impl Search<'_> {
         }
         match end.violation {
             Some(violation) => {
-                self.report(path, end.finish, violation);
+                self.report(path, end.finish, *violation);
                 true
             }
             None => false,
         }
     }
 
-    fn report(&mut self, path: Vec<Op>, finish: Vec<Op>, violation: Violation) {
+    fn report(&mut self, path: &Trail, finish: Vec<Op>, violation: Violation) {
+        let path = path.to_vec();
         let whole: Vec<Op> = self.prefix.iter().chain(&path).cloned().collect();
         let script = counterexample_script(self.config, &whole, &finish, &violation);
         self.result.finding = Finding::Violation(Box::new(Counterexample {

@@ -39,7 +39,8 @@ fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
             .take_while(|(kept, wanted)| kept == wanted)
             .count();
         reused += common;
-        let rebuilt = fingerprint(replayer.world_at(path).expect("the path replays"));
+        let ops: Vec<&Op> = path.iter().collect();
+        let rebuilt = fingerprint(replayer.world_at(&ops).expect("the path replays"));
         let mut replayed = initial.clone();
         for op in path {
             replayed.apply(op).expect("the path replays");
@@ -51,4 +52,36 @@ fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
         reused > all.len(),
         "the prefixes were not reused ({reused})"
     );
+}
+
+/// A trail is its parent's path plus one operation, and siblings share the parent's
+/// links rather than copies of them.
+#[test]
+fn trails_share_their_parents_links() {
+    let race = Race::Snapshot;
+    let initial = race
+        .initial_world(Policy::CONCURRENT)
+        .expect("the setup runs");
+    let mut all = Vec::new();
+    paths(race, &initial, 2, &mut Vec::new(), &mut all);
+    let longest = all.iter().max_by_key(|path| path.len()).expect("some path");
+    assert!(longest.len() >= 2, "{longest:?}");
+    let mut trail = Trail::default();
+    for op in longest {
+        trail = trail.then(op.clone());
+    }
+    assert_eq!(trail.len(), longest.len());
+    assert_eq!(&trail.to_vec(), longest);
+    let parent = trail.0.as_ref().expect("a link").parent.clone();
+    let sibling = parent.then(longest[0].clone());
+    fn parent_link(trail: &Trail) -> &std::sync::Arc<TrailLink> {
+        let link = trail.0.as_ref().expect("a link");
+        link.parent.0.as_ref().expect("a parent")
+    }
+    assert!(std::sync::Arc::ptr_eq(
+        parent_link(&trail),
+        parent_link(&sibling)
+    ));
+    assert_eq!(sibling.len(), longest.len());
+    assert_eq!(Trail::default().to_vec(), Vec::<Op>::new());
 }
