@@ -6,8 +6,11 @@
 //! the `clone-roots` ingredient.
 //!
 //! Setup: `vol` with three small files and the read-only snapshot `snap`. Letters: send
-//! start and step, a snapshot of the send root, commit, writes in `vol` and `other`. No
-//! relocation letters: the cell isolates the snapshot race.
+//! start and step, a snapshot of the send root, commit and commit step (a send step may
+//! run between the snapshot's creation inside the commit, the commit-root switch and the
+//! unpin), writes in `vol` and `other`, the attempt to delete the send root (EPERM while
+//! the send counts itself in it), crash and remount. No relocation letters: the cell
+//! isolates the snapshot race.
 
 use super::{seed_setup, Expected, RaceSpec, SEND_SYMPTOMS};
 use crate::explore::alphabet::Letter;
@@ -24,8 +27,12 @@ pub static RACE: RaceSpec = RaceSpec {
         Letter::SendStep,
         Letter::SnapshotOfSendRoot,
         Letter::Commit,
+        Letter::CommitStep,
         Letter::WriteSource,
         Letter::WriteOther,
+        Letter::DeleteSendRoot,
+        Letter::Crash,
+        Letter::Remount,
     ],
     generator_kinds: &[
         Kind::SendStep,
