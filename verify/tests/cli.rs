@@ -72,8 +72,8 @@ fn seed_scripts_expecting_violations_fail_under_concurrent() {
     for script in corpus_scripts() {
         let source = std::fs::read_to_string(&script).expect("readable");
         // conform-*.cows expect the engine's model violation of a known difference under
-        // every policy (docs/conformance.md), and open-*.cows an open engine bug's; only
-        // race scripts are clean under concurrent.
+        // every policy (docs/conformance.md), and open-*.cows (none today) an open
+        // engine bug's; only race scripts are clean under concurrent.
         let conform_regression = text(&script).contains("/conform-");
         let open_bug = text(&script).contains("/open-");
         if !source.contains("expect violation") || conform_regression || open_bug {

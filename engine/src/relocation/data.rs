@@ -15,11 +15,13 @@
 //! for inode changes, never for relocation; a received snapshot is found by it).
 //!
 //! Work per step: one extent, and a read of every leaf of every tree (the model scans
-//! instead of walking backrefs). Invariant: afterwards the old extent has no references;
-//! otherwise some item escaped the scan — EUCLEAN rather than a loop.
+//! instead of walking backrefs). The trees are those of [`relocatable_roots`]: a deleted
+//! subvolume the cleaner has not started on is rewritten like a live one, as the kernel
+//! does. Invariant: afterwards the old extent has no references; otherwise some item
+//! escaped the scan — EUCLEAN rather than a loop.
 
-use super::lowest_allocated;
-use crate::alloc::ExtentKind;
+use super::{lowest_allocated, relocatable_roots};
+use crate::alloc::{ExtentKind, ExtentRecord};
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
@@ -34,16 +36,18 @@ pub(super) struct DataExtentMoved {
     pub(super) items: u32,
 }
 
-/// Moves the lowest referenced data extent in `[start, end)`; `None` if there is none.
-pub(super) fn relocate_next_data_extent(
+/// The lowest referenced data extent in `[start, end)`, with its record.
+pub(super) fn next_data_extent(fs: &FsInfo, start: u64, end: u64) -> Option<(u64, ExtentRecord)> {
+    lowest_allocated(fs, start, end, |record| !record.is_tree_block())
+}
+
+/// Moves the data extent at `from` (found by [`next_data_extent`]); `None` if its
+/// record is not a data extent's.
+pub(super) fn relocate_data_extent(
     fs: &mut FsInfo,
-    start: u64,
-    end: u64,
+    from: u64,
+    record: ExtentRecord,
 ) -> Result<Option<DataExtentMoved>> {
-    let is_data = |record: &crate::alloc::ExtentRecord| !record.is_tree_block();
-    let Some((from, record)) = lowest_allocated(fs, start, end, is_data) else {
-        return Ok(None);
-    };
     let ExtentKind::Data {
         root,
         objectid,
@@ -75,9 +79,10 @@ pub(super) fn relocate_next_data_extent(
     Ok(Some(DataExtentMoved { from, to, items }))
 }
 
-/// Rewrites every EXTENT_DATA item of every tree that names `from` to name `to`.
+/// Rewrites every EXTENT_DATA item of every relocatable tree that names `from` to name
+/// `to`.
 fn replace_file_extents(fs: &mut FsInfo, from: u64, to: u64) -> Result<u32> {
-    let root_ids: Vec<u64> = fs.roots().map(|root| root.root_id).collect();
+    let root_ids = relocatable_roots(fs);
     let mut rewritten = 0;
     for root_id in root_ids {
         if fs.extent_refs(from) == 0 {

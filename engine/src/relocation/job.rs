@@ -12,13 +12,14 @@
 //! balance after mount); `relocation_cow` is off; `relocation_running` is set until the
 //! release commit is done or the job is aborted.
 
-use super::data::relocate_next_data_extent;
+use super::data::{next_data_extent, relocate_data_extent};
 use super::tree_blocks::{next_tree_block, relocate_tree_block};
 use super::{
-    lowest_allocated, lowest_used_group, RelocationStats, RelocationTarget, StepOutcome,
-    COMMIT_INTERVAL_UNITS,
+    half_dropped_root, lowest_allocated, lowest_used_group, RelocationStats, RelocationTarget,
+    StepOutcome, COMMIT_INTERVAL_UNITS,
 };
 use crate::alloc::BlockGroupKind;
+use crate::cleaner::CleanerStep;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
@@ -71,9 +72,6 @@ impl RelocationJob {
                 "cannot relocate while a send is running",
             ));
         }
-        // Modelling choice (docs/bug-zoo.md): relocation finds the trees of a block
-        // among the live roots only, so it lets the cleaner finish dead roots first.
-        fs.clean_all()?;
         let group_start = resolve_target(fs, target)?;
         let group = fs.space().group(group_start);
         let mut job = RelocationJob {
@@ -236,6 +234,7 @@ impl RelocationJob {
             return self.commit(fs).map(Some);
         }
         match next_tree_block(fs, self.group_start, self.group_end)? {
+            Some(_) if half_dropped_root(fs).is_some() => self.wait_for_cleaner(fs).map(Some),
             Some(block) => {
                 let trees = relocate_tree_block(fs, block)?;
                 self.units_since_commit += 1;
@@ -255,7 +254,13 @@ impl RelocationJob {
         if self.units_since_commit >= COMMIT_INTERVAL_UNITS {
             return self.commit(fs).map(Some);
         }
-        match relocate_next_data_extent(fs, self.group_start, self.group_end)? {
+        let Some((from, record)) = next_data_extent(fs, self.group_start, self.group_end) else {
+            return self.end_stage(fs, RelocationStage::Release);
+        };
+        if half_dropped_root(fs).is_some() {
+            return self.wait_for_cleaner(fs).map(Some);
+        }
+        match relocate_data_extent(fs, from, record)? {
             Some(moved) => {
                 self.units_since_commit += 1;
                 self.stats.data_extents_moved += 1;
@@ -268,6 +273,25 @@ impl RelocationJob {
             }
             None => self.end_stage(fs, RelocationStage::Release),
         }
+    }
+
+    /// A deleted subvolume is half dropped (module documentation of `relocation`): the
+    /// step runs the cleaner until no root is, as the kernel's drop runs to its end
+    /// before relocation meets the tree. Counted as one unit of work.
+    fn wait_for_cleaner(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
+        let mut cleaner_steps = 0;
+        while let Some(root_id) = half_dropped_root(fs) {
+            let step = fs.clean_step()?;
+            assert_ne!(
+                step,
+                CleanerStep::Idle,
+                "half-dropped root {root_id} is dead"
+            );
+            cleaner_steps += 1;
+        }
+        self.units_since_commit += 1;
+        self.stats.cleaner_steps += cleaner_steps;
+        Ok(StepOutcome::WaitedForCleaner { cleaner_steps })
     }
 
     /// Moves to `next`; commits first if the stage did work since the last commit.

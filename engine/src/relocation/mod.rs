@@ -14,9 +14,19 @@
 //! 2. data extents ([`data`]): the lowest allocated data extent is copied to a new
 //!    extent and every EXTENT_DATA item naming it, in every tree, is rewritten to name
 //!    the copy (`replace_file_extents()`); inode items are never touched;
-//! 3. a commit after every [`COMMIT_INTERVAL_UNITS`] units and at the end of each stage,
+//! 3. deleted subvolumes: a dead root the cleaner has not started on is relocated like a
+//!    live one (its tree COWed, its items rewritten; it stays dead, for the cleaner), as
+//!    the kernel does — on a loop-mounted btrfs, a full balance right after a deletion
+//!    leaves the deleted subvolume's root item intact (`drop_progress` 0) with its root
+//!    node in a new chunk. A root the cleaner has half dropped is never relocated: the
+//!    kernel refuses one with EUCLEAN (6.17, "btrfs: do not allow relocation of
+//!    partially dropped subvolumes"), a state it says normal operation does not reach,
+//!    because a drop runs to its end before relocation meets the tree. The model's
+//!    cleaner drops a block a step, so the job meets such roots; it then waits for the
+//!    cleaner, in one step, until no root is half dropped;
+//! 4. a commit after every [`COMMIT_INTERVAL_UNITS`] units and at the end of each stage,
 //!    so other work interleaves between the job's transactions;
-//! 4. release: once a commit has unpinned everything freed, the group is removed
+//! 5. release: once a commit has unpinned everything freed, the group is removed
 //!    (`btrfs_remove_block_group()`), the removal is committed, `relocation_running` is
 //!    cleared (`reloc_chunk_end()`).
 //!
@@ -42,6 +52,7 @@ pub use job::{RelocationJob, RelocationStage};
 
 use crate::alloc::{BlockGroupKind, ExtentRecord};
 use crate::fs_info::FsInfo;
+use crate::key::Key;
 use std::collections::BTreeSet;
 
 /// Units of work (tree blocks or data extents moved) between two commits of a stage.
@@ -79,6 +90,12 @@ pub enum StepOutcome {
         /// EXTENT_DATA items rewritten.
         items: u32,
     },
+    /// A deleted subvolume was half dropped, so the job waited for the cleaner to
+    /// finish it (and any other it started on the way).
+    WaitedForCleaner {
+        /// Cleaner steps run.
+        cleaner_steps: u64,
+    },
     /// The job committed the running transaction.
     Committed {
         /// The committed transid.
@@ -110,6 +127,27 @@ pub struct RelocationStats {
     pub data_extents_moved: u64,
     /// EXTENT_DATA items rewritten.
     pub file_extent_items_rewritten: u64,
+    /// Cleaner steps the job waited for (half-dropped deleted subvolumes).
+    pub cleaner_steps: u64,
+}
+
+/// The trees relocation COWs and rewrites: the live roots and the dead roots the cleaner
+/// has not started on (their trees are whole), by id.
+pub(crate) fn relocatable_roots(fs: &FsInfo) -> Vec<u64> {
+    fs.roots
+        .values()
+        .filter(|root| !root.deleted)
+        .filter(|root| !root.item.is_dead() || root.item.drop_progress == Key::MIN)
+        .map(|root| root.root_id)
+        .collect()
+}
+
+/// The lowest dead root the cleaner has started dropping and not finished, if any.
+pub(crate) fn half_dropped_root(fs: &FsInfo) -> Option<u64> {
+    fs.dead_roots().into_iter().find(|&root_id| {
+        fs.root(root_id)
+            .is_ok_and(|root| root.item.drop_progress != Key::MIN)
+    })
 }
 
 /// The lowest-address extent in `[start, end)` that is still referenced (pending delayed

@@ -1,7 +1,8 @@
 //! Relocation tests: whole metadata and data groups relocated with fsck after every
 //! step, the send exclusion per policy, reuse of the blocks relocation frees (the seed-1
-//! mechanism), crash resume, and a property test interleaving relocation steps with
-//! inserts, deletes, data writes, commits, snapshots, subvolume deletion and crashes
+//! mechanism), crash resume, subvolumes deleted while a job runs (the job waits for the
+//! cleaner), and a property test interleaving relocation steps with inserts, deletes,
+//! data writes, commits, snapshots, subvolume deletion, cleaner steps and crashes
 //! against the item-tree twin (`reference/item_trees.rs`; a crash returns it to the last
 //! commit). Not covered
 //! here: sends running alongside (the send engine's harness does that).
@@ -513,6 +514,7 @@ enum Operation {
     DeleteSnapshot {
         pick: usize,
     },
+    CleanerStep,
     RelocationStep,
     Crash,
 }
@@ -526,6 +528,7 @@ fn operation_strategy() -> impl Strategy<Value = Operation> {
         1 => Just(Operation::Commit),
         1 => (0..2usize).prop_map(|volume| Operation::Snapshot { volume }),
         1 => any::<usize>().prop_map(|pick| Operation::DeleteSnapshot { pick }),
+        1 => Just(Operation::CleanerStep),
         6 => Just(Operation::RelocationStep),
         1 => Just(Operation::Crash),
     ]
@@ -541,6 +544,8 @@ struct World {
     committed_snapshots: Vec<String>,
     job: Option<RelocationJob>,
     relocations_done: u32,
+    /// Relocation steps that waited for the cleaner (a deleted snapshot held the unit).
+    cleaner_waits: u32,
     serial: u64,
 }
 
@@ -561,6 +566,7 @@ impl World {
             snapshots,
             job: None,
             relocations_done: 0,
+            cleaner_waits: 0,
             serial: 0,
         }
     }
@@ -589,6 +595,9 @@ impl World {
             }
             Operation::Snapshot { volume } => self.snapshot(volume),
             Operation::DeleteSnapshot { pick } => self.delete_snapshot(pick),
+            Operation::CleanerStep => {
+                self.fs.clean_step().expect("cleaner step");
+            }
             Operation::RelocationStep => self.relocation_step(),
             Operation::Crash => {
                 self.fs.crash().expect("crash");
@@ -647,8 +656,8 @@ impl World {
             return;
         }
         let name = self.snapshots.remove(pick % self.snapshots.len());
-        let root_id = self.fs.subvolume_id(&name).expect("snapshot");
-        self.fs.delete_subvolume(&name).expect("delete subvolume");
+        // The tree stays for the cleaner: relocation steps may meet it half dropped.
+        let root_id = self.fs.unlink_subvolume(&name).expect("delete subvolume");
         self.model.delete_tree(&root_id).expect("a live root");
     }
 
@@ -662,7 +671,11 @@ impl World {
             self.job = Some(RelocationJob::start(&mut self.fs, target).expect("start"));
             return;
         };
-        if let StepOutcome::Released { .. } = job.step(&mut self.fs).expect("relocation step") {
+        let outcome = job.step(&mut self.fs).expect("relocation step");
+        if let StepOutcome::WaitedForCleaner { .. } = outcome {
+            self.cleaner_waits += 1;
+        }
+        if let StepOutcome::Released { .. } = outcome {
             self.job = None;
             self.relocations_done += 1;
         }
@@ -730,16 +743,17 @@ fn a_snapshot_of_a_root_relocation_cowed_in_the_same_transaction_commits() {
 }
 
 /// The interleaving generator is not vacuous: a long seeded run completes metadata and
-/// data relocations while the other work goes on — trees change, appear and vanish, and
-/// crashes throw away uncommitted moves between the job's steps. (Run over 300 seeds
-/// while developing, with no failure; one seed is kept to bound the test's time.)
+/// data relocations while the other work goes on — trees change, appear and vanish
+/// (deleted snapshots wait for the cleaner, so jobs wait for it too), and crashes throw
+/// away uncommitted moves between the job's steps. (Run over 300 seeds while developing,
+/// with no failure; one seed is kept to bound the test's time.)
 #[test]
 fn interleaving_completes_metadata_and_data_relocations() {
     let mut rng = crate::testing::SplitMix64::new(0x5EED_0001);
     let mut world = World::new();
     let mut history = Vec::new();
     for _ in 0..400 {
-        let operation = match rng.below(18) {
+        let operation = match rng.below(22) {
             0..=3 => Operation::Insert {
                 volume: rng.below(2) as usize,
                 ino: 256 + rng.below(64),
@@ -761,6 +775,7 @@ fn interleaving_completes_metadata_and_data_relocations() {
                 pick: rng.below(100) as usize,
             },
             11 => Operation::Crash,
+            12..=15 => Operation::CleanerStep,
             _ => Operation::RelocationStep,
         };
         world.apply(&operation);
@@ -772,4 +787,128 @@ fn interleaving_completes_metadata_and_data_relocations() {
         "relocations done: {}",
         world.relocations_done
     );
+    assert!(
+        world.cleaner_waits > 0,
+        "a deleted snapshot held a unit of some job"
+    );
+}
+
+/// The group holding the last leaf (for `Metadata`) or the last data extent (for `Data`)
+/// that only `root_id` owns.
+fn group_holding(fs: &FsInfo, root_id: u64, target: RelocationTarget) -> u64 {
+    let owned = fs
+        .extent_tree()
+        .range(0, u64::MAX)
+        .filter(|(_, record)| record.refs == 1)
+        .filter(|(_, record)| match (target, record.kind) {
+            (RelocationTarget::Metadata, ExtentKind::TreeBlock { owner, level }) => {
+                owner == root_id && level == 0
+            }
+            (RelocationTarget::Data, ExtentKind::Data { root, .. }) => root == root_id,
+            _ => false,
+        })
+        .map(|(bytenr, _)| bytenr)
+        .last()
+        .expect("an extent only the root owns");
+    fs.space().find_group(owned).expect("its group").start
+}
+
+/// A subvolume deleted while a job runs, its tree half dropped by the cleaner: the job
+/// waits for the cleaner (in one step) until the tree is gone, never COWing it, and
+/// moves the live trees' blocks; then the same for a data job. fsck
+/// holds after every step, and the live trees keep their content.
+#[test]
+fn a_job_waits_for_the_cleaner_to_finish_a_half_dropped_subvolume() {
+    for target in [RelocationTarget::Metadata, RelocationTarget::Data] {
+        let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
+        let unshared = populate_volume(&mut fs, "doomed", 40);
+        fs.commit_transaction().expect("commit");
+        let before = content(&mut fs);
+        let group = group_holding(&fs, unshared, target);
+        let mut job =
+            RelocationJob::start(&mut fs, RelocationTarget::BlockGroup(group)).expect("start");
+        let dead = fs.unlink_subvolume("doomed").expect("delete");
+        assert_eq!(dead, unshared);
+        let dead_node = fs.roots.get(&dead).expect("dead root").node;
+        fs.clean_step().expect("one cleaner step");
+        let progress = fs.roots.get(&dead).expect("dead root").item.drop_progress;
+        assert_ne!(progress, Key::MIN, "the dead tree is half dropped");
+        let mut waited = 0;
+        for _ in 0..1000 {
+            if let Some(root) = fs.roots.get(&dead).filter(|root| !root.deleted) {
+                assert_eq!(
+                    root.node, dead_node,
+                    "relocation never COWs a half-dropped tree"
+                );
+            }
+            let outcome = job.step(&mut fs).expect("step");
+            fs.check()
+                .unwrap_or_else(|error| panic!("fsck after {outcome:?}: {error}"));
+            if let StepOutcome::WaitedForCleaner { cleaner_steps } = outcome {
+                assert!(cleaner_steps > 0);
+                assert!(
+                    fs.roots.get(&dead).is_none_or(|root| root.deleted),
+                    "the wait ends with the tree dropped"
+                );
+                waited += cleaner_steps;
+            }
+            if let StepOutcome::Released { .. } = outcome {
+                break;
+            }
+        }
+        assert!(job.is_done(), "{target:?}: the job finished");
+        assert!(waited > 0, "{target:?}: the job met the half-dropped tree");
+        assert_eq!(job.stats().cleaner_steps, waited);
+        assert!(
+            fs.roots.get(&dead).is_none_or(|root| root.deleted),
+            "{target:?}: the cleaner finished the tree before the job went on"
+        );
+        let mut expected = before;
+        expected.remove(&dead);
+        assert_eq!(content(&mut fs), expected, "{target:?}");
+    }
+}
+
+/// A subvolume deleted while a job runs, the cleaner not started on it: its tree is
+/// relocated like a live one (its blocks COWed out of the group, its file extent items
+/// rewritten) and stays dead and whole for the cleaner, as on Linux, where a balance
+/// right after a deletion leaves the deleted subvolume's root item intact with its root
+/// node in a new chunk. The cleaner then drops it, and fsck holds throughout.
+#[test]
+fn a_job_relocates_a_deleted_subvolume_the_cleaner_has_not_started_on() {
+    for target in [RelocationTarget::Metadata, RelocationTarget::Data] {
+        let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
+        let unshared = populate_volume(&mut fs, "doomed", 40);
+        fs.commit_transaction().expect("commit");
+        let dead_items = fs
+            .items_in_range(unshared, Key::MIN, Key::MAX)
+            .expect("read")
+            .len();
+        let group = group_holding(&fs, unshared, target);
+        let mut job =
+            RelocationJob::start(&mut fs, RelocationTarget::BlockGroup(group)).expect("start");
+        let dead = fs.unlink_subvolume("doomed").expect("delete");
+        let stats = run_checked(&mut fs, &mut job);
+        assert_eq!(stats.cleaner_steps, 0, "{target:?}: nothing to wait for");
+        let root = fs.roots.get(&dead).expect("the dead root stays");
+        assert!(!root.deleted && root.item.is_dead(), "{target:?}");
+        assert_eq!(root.item.drop_progress, Key::MIN, "{target:?}: still whole");
+        // `group_holding` chose a group with an extent only the dead tree holds; the group
+        // is gone and the tree reads whole, so relocation moved that extent for it.
+        assert!(fs
+            .space()
+            .find_group(group)
+            .is_none_or(|g| g.start != group));
+        assert_eq!(
+            fs.items_in_range(dead, Key::MIN, Key::MAX)
+                .expect("read the dead tree")
+                .len(),
+            dead_items,
+            "{target:?}: the dead tree keeps its items"
+        );
+        fs.clean_all().expect("the cleaner drops it");
+        fs.commit_transaction().expect("commit");
+        fs.check().expect("fsck once the dead tree is gone");
+        assert!(fs.roots.get(&dead).is_none_or(|root| root.deleted));
+    }
 }

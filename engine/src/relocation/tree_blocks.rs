@@ -9,12 +9,14 @@
 //! if so a COW search to that level copies the whole path, the block included, with the
 //! RELOC flag. A block reached only through a parent in the same group is found through
 //! that parent and copied with it, or on its own turn later. Each tree gets its own copy
-//! of a shared block (see the module documentation of `relocation`).
+//! of a shared block (see the module documentation of `relocation`). The trees are those
+//! of [`relocatable_roots`]: a deleted subvolume the cleaner has not started on is COWed
+//! like a live one, as the kernel does.
 //!
 //! Invariant: after every tree was visited the block has no references left; if it
 //! still has some, no tree reaches it and the extent tree is wrong — EUCLEAN, not a loop.
 
-use super::lowest_allocated;
+use super::{lowest_allocated, relocatable_roots};
 use crate::alloc::ExtentKind;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -70,10 +72,12 @@ pub(super) fn next_tree_block(
 /// COWs `block` out of its group in every tree that reaches it. Returns how many trees
 /// got a copy.
 pub(super) fn relocate_tree_block(fs: &mut FsInfo, block: TreeBlockToMove) -> Result<u32> {
-    let candidates: Vec<u64> = fs
-        .roots()
-        .filter(|root| root.node.level >= block.level)
-        .map(|root| root.root_id)
+    let candidates: Vec<u64> = relocatable_roots(fs)
+        .into_iter()
+        .filter(|&root_id| {
+            fs.root(root_id)
+                .is_ok_and(|root| root.node.level >= block.level)
+        })
         .collect();
     let mut copies = 0;
     for root_id in candidates {
