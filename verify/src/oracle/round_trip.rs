@@ -4,8 +4,16 @@
 //! ([`Content::without_subvolume_entries`]). The receive side is a model filesystem standing for
 //! the receiving machine; a parent it has not received yet is sent to it first by a
 //! full send run alone on a copy of the engine.
+//!
+//! Receiving is a pure function of the receive side, the name and the stream, and the
+//! explorer finishes thousands of states whose sends wrote the same stream to the same
+//! receive side: [`receive_fresh`] remembers, per thread, what each such receive gave
+//! (the receive side after it and the result), keyed by their 128-bit digest as the
+//! explorer's states are (`docs/hot-paths.md`, "Explorer state cost"). A hit gives the
+//! same receive side and result as receiving again, so no verdict depends on the memo.
 
 use super::{Symptom, Violation, ViolationKind};
+use cowproof_engine::digest::Digester;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
@@ -33,11 +41,42 @@ pub fn committed_snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content
     Ok(Content::from_listing(&listing))
 }
 
+/// Entries the per-thread receive memo keeps before it starts over (a bound on memory:
+/// a receive side shares its subvolumes, so an entry is small).
+const RECEIVE_MEMO_ENTRIES_MAX: usize = 4096;
+
+/// What a receive gave: the receive side after it, and the result.
+type ReceiveMemo = std::collections::HashMap<u128, (ModelFs, Result<(), String>)>;
+
+thread_local! {
+    static RECEIVE_MEMO: std::cell::RefCell<ReceiveMemo> =
+        std::cell::RefCell::new(ReceiveMemo::new());
+}
+
+/// Receives `stream` as subvolume `name` ([`receive_uncached`]), through the per-thread
+/// memo of the module documentation.
+fn receive_fresh(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<(), String> {
+    let key = Digester::digest_of(&(&*receiver, name, stream));
+    if let Some((after, result)) = RECEIVE_MEMO.with(|memo| memo.borrow().get(&key).cloned()) {
+        *receiver = after;
+        return result;
+    }
+    let result = receive_uncached(receiver, name, stream);
+    RECEIVE_MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= RECEIVE_MEMO_ENTRIES_MAX {
+            memo.clear();
+        }
+        memo.insert(key, (receiver.clone(), result.clone()));
+    });
+    result
+}
+
 /// Receives `stream` as subvolume `name`. A subvolume of that name the receive side
 /// already holds is moved aside first and deleted only once the stream is in: it may be
 /// the stream's own parent (`send start j s parent=s`), which receive finds by uuid. On
 /// failure the old subvolume is put back.
-fn receive_fresh(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<(), String> {
+fn receive_uncached(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<(), String> {
     let aside = format!("{name} (being replaced)");
     let replaced = receiver.subvolume(name.as_bytes()).is_some();
     if replaced {
@@ -127,4 +166,56 @@ pub fn check(
             expected.diff_report(&received)
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cowproof_engine::{Geometry, SendPolicy};
+
+    /// The stream of a full send of a read-only snapshot holding one file.
+    fn full_stream() -> Vec<u8> {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.write(vol, &["f"], 0, b"round trip").expect("write");
+        fs.commit_transaction().expect("commit");
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        fs.commit_transaction().expect("commit");
+        let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send");
+        job.finish(&mut fs).expect("finish");
+        job.stream().to_vec()
+    }
+
+    fn memo_entries() -> usize {
+        RECEIVE_MEMO.with(|memo| memo.borrow().len())
+    }
+
+    /// A remembered receive gives the receive side and the result that receiving again
+    /// gives, for a stream that receives and for one that fails; the second of two equal
+    /// receives is a hit (the memo does not grow).
+    #[test]
+    fn a_remembered_receive_equals_receiving_again() {
+        let stream = full_stream();
+        let mut garbage = stream.clone();
+        garbage.truncate(garbage.len() / 2);
+        for bytes in [&stream, &garbage] {
+            let start = ModelFs::new();
+            let mut uncached = start.clone();
+            let expected = receive_uncached(&mut uncached, "snap", bytes);
+            assert_eq!(expected.is_ok(), bytes == &stream, "{expected:?}");
+            let mut first = start.clone();
+            let entries = memo_entries();
+            assert_eq!(receive_fresh(&mut first, "snap", bytes), expected);
+            assert_eq!(memo_entries(), entries + 1, "a new receive is remembered");
+            let mut second = start.clone();
+            assert_eq!(receive_fresh(&mut second, "snap", bytes), expected);
+            assert_eq!(memo_entries(), entries + 1, "the same receive is a hit");
+            assert_eq!(first, uncached);
+            assert_eq!(second, uncached);
+        }
+        assert!(receive_fresh(&mut ModelFs::new(), "snap", &stream).is_ok());
+        let mut received = ModelFs::new();
+        receive_fresh(&mut received, "snap", &stream).expect("receive");
+        assert!(received.subvolume(b"snap").is_some());
+    }
 }

@@ -10,9 +10,11 @@ use crate::oracle::ghost::Ghost;
 use crate::oracle::reads::check_reads;
 use crate::oracle::{round_trip, symptom, Violation, ViolationKind};
 use crate::script::RelocateTarget;
+use cowproof_engine::digest::DigestMemo;
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
 use cowproof_engine::Errno;
+use std::sync::Arc;
 
 impl World {
     pub(super) fn send_start(
@@ -36,7 +38,10 @@ impl World {
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);
-        let expected = round_trip::snapshot_content(&mut self.fs, snapshot);
+        let expected = Arc::new(DigestMemo::new(round_trip::snapshot_content(
+            &mut self.fs,
+            snapshot,
+        )));
         let mut run = SendRun {
             job,
             ghost,
@@ -140,7 +145,7 @@ impl World {
         let now = (self.fs.subvolume_id(&run.snapshot).ok() == Some(run.job.send_root()))
             .then(|| round_trip::snapshot_content(&mut self.fs, &run.snapshot));
         round_trip::check(
-            now.as_ref().unwrap_or(&run.expected),
+            now.as_ref().unwrap_or(&**run.expected),
             &mut self.receiver,
             name,
             &run.snapshot,

@@ -23,6 +23,7 @@ use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
 use cowproof_engine::ctree::TreeView;
+use cowproof_engine::digest::DigestMemo;
 use cowproof_engine::marks::Marks;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
@@ -30,6 +31,7 @@ use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Which of the costly checks run, and when (docs/oracles.md, "Cost of the checks").
 /// `cowproof run --checks every|commit|end` chooses among [`Checks::THOROUGH`],
@@ -145,7 +147,9 @@ pub struct SendRun {
     /// The snapshot's content when the send started (its commit root): what the
     /// received copy must equal if the snapshot is deleted while the send runs (while
     /// it exists, the received copy must equal its content when the send finishes).
-    pub expected: Result<Content, String>,
+    /// Never changes while the send runs, so a branch shares it and the fingerprint
+    /// hashes its remembered digest (`docs/hot-paths.md`, "Explorer state cost").
+    pub expected: Arc<DigestMemo<Result<Content, String>>>,
 }
 
 /// The outcome of one operation.
