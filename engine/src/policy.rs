@@ -836,6 +836,10 @@ mod tests {
             "reloc-trans-before-unpin"
         );
         assert_eq!(SendPolicy::ExclusiveOnly.to_string(), "exclusive-only");
+        assert_eq!(KernelEra::Linux5_17.to_string(), "linux-5.17");
+        for era in KernelEra::ALL {
+            assert_eq!(era.to_string(), era.name());
+        }
     }
 
     #[test]
@@ -913,6 +917,20 @@ mod tests {
                     policy.ingredients().count() + usize::from(!policy.has(ingredient))
                 );
             }
+            for ingredient in policy.ingredients() {
+                assert_eq!(
+                    policy.with(ingredient),
+                    policy,
+                    "adding what it has changes nothing"
+                );
+            }
+            assert_eq!(
+                policy
+                    .ablating(EngineRule::ForceCow)
+                    .ablating(EngineRule::ForceCow),
+                policy.ablating(EngineRule::ForceCow),
+                "ablating a rule twice is ablating it once"
+            );
             let ablated = policy
                 .ablating(EngineRule::ForceCow)
                 .with(Ingredient::Restart);
