@@ -201,6 +201,15 @@ pub struct PausedRun {
 }
 
 impl PausedRun {
+    /// Lets the rest of the run remember its round trips' receives
+    /// ([`World::remember_receives`]): for runs that repeat receives, as the `interleave`
+    /// fuzz target's runs on shared setups do.
+    pub fn remember_receives(&mut self) {
+        if let Some(world) = self.world.as_mut() {
+            world.remember_receives = true;
+        }
+    }
+
     /// How many statements ran.
     pub fn executed(&self) -> usize {
         self.executed

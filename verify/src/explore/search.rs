@@ -161,6 +161,7 @@ pub fn explore_after(
         .race
         .initial_world(config.policy)
         .map_err(ExploreError::Setup)?;
+    initial.remember_receives = true;
     for op in prefix {
         let outcome = initial.apply(op)?;
         if let Some(problem) = outcome

@@ -147,6 +147,7 @@ impl World {
         round_trip::check(
             now.as_ref().unwrap_or(&**run.expected),
             &mut self.receiver,
+            self.remember_receives,
             name,
             &run.snapshot,
             &stream,

@@ -197,6 +197,11 @@ pub struct World {
     pub streams: BTreeMap<String, Vec<u8>>,
     /// Which checks run after each operation.
     pub checks: Checks,
+    /// Whether the round trip of a finished send remembers its receives
+    /// (`oracle::round_trip`): the explorer's worlds do, where thousands of states finish
+    /// with the same stream; a fuzz run or a script, whose receives rarely repeat, would
+    /// only pay for the digests.
+    pub remember_receives: bool,
     /// The marks the operation being applied hit so far (a ghost, like the engine's).
     observed_marks: Marks,
 }
@@ -236,6 +241,7 @@ impl World {
             relocations: BTreeMap::new(),
             streams: BTreeMap::new(),
             checks,
+            remember_receives: false,
             observed_marks: Marks::default(),
         }
     }
