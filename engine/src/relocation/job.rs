@@ -276,8 +276,8 @@ impl RelocationJob {
     }
 
     /// A deleted subvolume is half dropped (module documentation of `relocation`): the
-    /// step runs the cleaner until no root is, as the kernel's drop runs to its end
-    /// before relocation meets the tree. Counted as one unit of work.
+    /// step runs the cleaner until no root is, so that relocation, as in the kernel,
+    /// never meets a half-dropped tree. Counted as one unit of work.
     fn wait_for_cleaner(&mut self, fs: &mut FsInfo) -> Result<StepOutcome> {
         let mut cleaner_steps = 0;
         while let Some(root_id) = half_dropped_root(fs) {

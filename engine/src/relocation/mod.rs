@@ -20,10 +20,11 @@
 //!    leaves the deleted subvolume's root item intact (`drop_progress` 0) with its root
 //!    node in a new chunk. A root the cleaner has half dropped is never relocated: the
 //!    kernel refuses one with EUCLEAN (6.17, "btrfs: do not allow relocation of
-//!    partially dropped subvolumes"), a state it says normal operation does not reach,
-//!    because a drop runs to its end before relocation meets the tree. The model's
-//!    cleaner drops a block a step, so the job meets such roots; it then waits for the
-//!    cleaner, in one step, until no root is half dropped;
+//!    partially dropped subvolumes"), a state its pull request calls normally
+//!    impossible, reported on old filesystems. The model's cleaner drops a block a
+//!    step, so the job meets such roots; it then waits for the cleaner, in one step,
+//!    until no root is half dropped (a modelling choice: the kernel never relocates one,
+//!    and the model neither fails nor relocates it);
 //! 4. a commit after every [`COMMIT_INTERVAL_UNITS`] units and at the end of each stage,
 //!    so other work interleaves between the job's transactions;
 //! 5. release: once a commit has unpinned everything freed, the group is removed
