@@ -483,7 +483,13 @@ fn shards_against_whole(
     let merged_report: serde_json::Value =
         serde_json::from_str(&stdout(&merged)).expect("the merged JSON");
     let merged_report = without_seconds(merged_report);
-    for key in ["verdict", "cells", "ablations", "engine_defects"] {
+    for key in [
+        "verdict",
+        "cells",
+        "ablations",
+        "engine_defects",
+        "depth_rule",
+    ] {
         assert_eq!(
             merged_report[key], whole_report[key],
             "{key} with {count} shards"
@@ -510,6 +516,27 @@ fn shards_merge_into_the_unsharded_matrix_and_incomplete_sets_are_refused() {
             Some(0),
             "the snapshot column is as expected at depth 3"
         );
+        // The depth rule is judged on the merge (a shard may lack a cell's rows), and at
+        // a given depth only reported: clone-roots shows in 3 letters, so 6 is short.
+        let merged_rule = cowproof(
+            &[
+                &["check", "--json", "--merge"][..],
+                &files.iter().map(String::as_str).collect::<Vec<_>>(),
+            ]
+            .concat(),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout(&merged_rule)).expect("the merged JSON");
+        let lines = report["depth_rule"].as_array().expect("the rule's lines");
+        assert!(!lines.is_empty());
+        for line in lines {
+            assert_eq!(
+                (line["required"].as_u64(), line["verified"].as_u64()),
+                (Some(6), Some(3)),
+                "{line}"
+            );
+            assert_eq!(line["as_expected"], true, "{line}");
+        }
 
         let mut missing = vec!["check", "--merge"];
         missing.extend(files[1..].iter().map(String::as_str));

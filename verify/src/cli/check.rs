@@ -6,6 +6,8 @@
 //! With `--ablate`, it then prints the ablation table (`docs/policies.md`): every
 //! protection of every safe cell removed in turn, with the shortest counterexample found
 //! (length, symptom, time, script) or the model defect that hides it.
+//! Then the depth rule: every safe cell verified to its longest ablation counterexample
+//! plus three, or listed for the deep job (`explore/depth_rule.rs`).
 //!
 //! Depths: each cell has a default ([`default_depth`]); `--depth N` sets every cell's,
 //! and a depth below a race's minimum is refused (a "safe" verdict there would say
@@ -24,7 +26,8 @@
 //! (README.md, "The cowproof command"). Progress goes to stderr, and only to a terminal without
 //! `--json`.
 
-use crate::explore::ablation::{ablations, explore_ablations, AblationResult};
+use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
+use crate::explore::depth_rule::{self, RuleLine, SafeCell, ShownRow};
 use crate::explore::matrix::engine_defect;
 use crate::explore::{explore_matrix, Cell, Config, Finding, Progress};
 use crate::race::Race;
@@ -44,15 +47,14 @@ pub use report::{ablation_report, finding_name, json_report, text_report};
 /// The exit status of an engine defect found by the search.
 pub const EXIT_ENGINE_DEFECT: i32 = 3;
 
-/// The depth a cell (and its ablation rows) is explored to when `--depth` is not given,
-/// which each race states ([`crate::race::RaceSpec::default_depth`]): every expected
-/// violation and every ablation counterexample is within it, and the whole `check
-/// --ablate` stays within minutes on two cores (measured in the README). The snapshot
-/// race is verified to its longest ablation counterexample (3) plus 4; the relocation
-/// race, whose alphabet is larger, to 6, one short of that rule's 8.
+/// The depth a cell (and its ablation rows) is explored to when `--depth` is not given:
+/// its race's ([`crate::race::RaceSpec::default_depth`]), or deeper where the depth
+/// rule needs it and the budget allows ([`depth_rule::RAISED_DEFAULTS`]). Every expected
+/// violation and every ablation counterexample is within it, and every safe cell is
+/// verified to its longest ablation counterexample plus three, except the cells listed
+/// for the deep job ([`depth_rule::DEEP_JOB_CELLS`]); `check --ablate` judges that.
 pub fn default_depth(policy: Policy, race: Race) -> usize {
-    let _ = policy;
-    race.default_depth()
+    depth_rule::raised_default(policy, race).unwrap_or_else(|| race.default_depth())
 }
 
 /// Arguments of `cowproof check`.
@@ -226,10 +228,18 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             })
         })
         .collect();
-    let matches =
-        cells.iter().all(Cell::matches) && results.iter().all(AblationResult::as_expected);
+    // The rule needs a cell and its rows together: a shard may hold one without the
+    // other, so shards leave it to the merge.
+    let rule =
+        (args.ablate && shard == Shard::WHOLE).then(|| judge_depth_rule(args, &cells, results));
+    let matches = cells.iter().all(Cell::matches)
+        && results.iter().all(AblationResult::as_expected)
+        && rule.iter().flatten().all(|line| line.status.as_expected());
     if args.json {
         let mut report = json_report(args, &cells, ablated.as_deref(), matches, &defects);
+        if let Some(rule) = &rule {
+            report["depth_rule"] = depth_rule_json(rule);
+        }
         let total = pairs.len() + ablations(&policies, &races).len() * usize::from(args.ablate);
         merge::annotate(
             &mut report,
@@ -248,6 +258,9 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         if let Some(results) = &ablated {
             print!("{}", ablation_report(results));
         }
+        if let Some(rule) = &rule {
+            print!("{}", depth_rule::report(rule));
+        }
         for defect in &defects {
             println!("ENGINE DEFECT (exit {EXIT_ENGINE_DEFECT}): {defect}");
         }
@@ -256,6 +269,50 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         return EXIT_ENGINE_DEFECT;
     }
     i32::from(!matches)
+}
+
+/// The depth rule over the cells found safe as expected and the rows shown necessary.
+fn judge_depth_rule(args: &CheckArgs, cells: &[Cell], rows: &[AblationResult]) -> Vec<RuleLine> {
+    let safe: Vec<SafeCell> = cells
+        .iter()
+        .filter(|cell| cell.matches() && matches!(cell.exploration.finding, Finding::Safe))
+        .map(|cell| SafeCell {
+            policy: cell.exploration.config.policy,
+            race: cell.exploration.config.race,
+            verified: cell.exploration.depth_completed,
+        })
+        .collect();
+    let shown: Vec<ShownRow> = rows
+        .iter()
+        .filter(|row| row.verdict() == RowVerdict::Necessary)
+        .filter_map(|row| match &row.exploration.finding {
+            Finding::Violation(counterexample) => Some(ShownRow {
+                policy: row.ablation.policy,
+                race: row.ablation.race,
+                length: counterexample.path.len(),
+            }),
+            Finding::Safe => None,
+        })
+        .collect();
+    depth_rule::judge(&safe, &shown, args.depth.is_none())
+}
+
+pub(crate) fn depth_rule_json(lines: &[RuleLine]) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| {
+            serde_json::json!({
+                "policy": line.policy.name(),
+                "race": line.race.name(),
+                "longest": line.longest,
+                "required": line.required,
+                "verified": line.verified,
+                "status": line.status.to_string(),
+                "as_expected": line.status.as_expected(),
+            })
+        })
+        .collect();
+    serde_json::Value::from(lines)
 }
 
 fn write_counterexamples(

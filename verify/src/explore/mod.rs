@@ -9,7 +9,8 @@
 //! - [`search`]: the breadth-first search and the end-of-path check;
 //! - `finish_memo`: the end-of-path check shared between states by fingerprint;
 //! - [`matrix`]: the expected policy x race matrix and its exploration;
-//! - [`ablation`]: every protection of every safe cell removed in turn.
+//! - [`ablation`]: every protection of every safe cell removed in turn;
+//! - [`depth_rule`]: how deep a safe cell must be verified, judged against the rows.
 //!
 //! Decisions:
 //!
@@ -31,6 +32,7 @@
 
 pub mod ablation;
 pub mod alphabet;
+pub mod depth_rule;
 pub mod end_of_path;
 pub mod exploration;
 pub mod fingerprint;

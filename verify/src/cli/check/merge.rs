@@ -7,12 +7,17 @@
 //! `p` belongs to shard `p mod N + 1`. Every cell and row is judged on its own, so each
 //! shard's results are exact and the union of the shards is the unsharded result: the
 //! same verdicts, the same shortest counterexamples, the same exit status.
+//! The one judgement that needs a cell and its rows together, the depth rule
+//! (`explore/depth_rule.rs`), is left out of the shards and made on the merge.
 //!
 //! Invariants of a merge: every report names the same count N and the same options
 //! (policy, race, depth, ablate) and the same number of positions; shards 1..N each
 //! appear exactly once; the positions of their cells and rows are exactly 0..total.
 
 use super::CheckArgs;
+use crate::explore::depth_rule::{self, RuleLine, SafeCell, ShownRow};
+use crate::race::Race;
+use cowproof_engine::Policy;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -228,8 +233,12 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Value, String> {
         entries.into_values().partition(|(key, _)| *key == "cells");
     let cells: Vec<Value> = cells.into_iter().map(|(_, item)| item).collect();
     let rows: Vec<Value> = rows.into_iter().map(|(_, item)| item).collect();
+    let rule = ablate
+        .then(|| depth_rule_of(&cells, &rows, first.options["depth"].is_null()))
+        .transpose()?;
     let matches = cells.iter().all(|cell| cell["matches"] == true)
-        && rows.iter().all(|row| row["as_expected"] == true);
+        && rows.iter().all(|row| row["as_expected"] == true)
+        && rule.iter().flatten().all(|line| line.status.as_expected());
     let verdict = match (defects.is_empty(), matches) {
         (false, _) => "error",
         (true, true) => "ok",
@@ -247,7 +256,57 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Value, String> {
     if ablate {
         merged["ablations"] = Value::from(rows);
     }
+    if let Some(rule) = &rule {
+        merged["depth_rule"] = super::depth_rule_json(rule);
+    }
     Ok(merged)
+}
+
+/// The depth rule over the merged cells and rows, as the unsharded run judges it.
+fn depth_rule_of(
+    cells: &[Value],
+    rows: &[Value],
+    default_depths: bool,
+) -> Result<Vec<RuleLine>, String> {
+    let cell_of = |item: &Value| -> Result<(Policy, Race), String> {
+        let policy = text_of(&item["policy"]);
+        let race = text_of(&item["race"]);
+        let parsed_policy = policy
+            .parse::<Policy>()
+            .map_err(|error| format!("policy {policy}: {error}"))?;
+        let parsed_race = Race::from_name(&race).ok_or_else(|| format!("unknown race {race}"))?;
+        Ok((parsed_policy, parsed_race))
+    };
+    let count = |value: &Value| {
+        value
+            .as_u64()
+            .and_then(|number| usize::try_from(number).ok())
+    };
+    let mut safe = Vec::new();
+    for cell in cells
+        .iter()
+        .filter(|cell| cell["matches"] == true && cell["found"] == "safe")
+    {
+        let (policy, race) = cell_of(cell)?;
+        let verified = count(&cell["depth_completed"]).ok_or("a cell without depth_completed")?;
+        safe.push(SafeCell {
+            policy,
+            race,
+            verified,
+        });
+    }
+    let mut shown = Vec::new();
+    for row in rows.iter().filter(|row| row["verdict"] == "Necessary") {
+        let (policy, race) = cell_of(row)?;
+        let length = count(&row["counterexample"]["operations"])
+            .ok_or("a necessary row without a counterexample")?;
+        shown.push(ShownRow {
+            policy,
+            race,
+            length,
+        });
+    }
+    Ok(depth_rule::judge(&safe, &shown, default_depths))
 }
 
 /// Prints a merged report (JSON or text) and returns the unsharded run's exit status.
@@ -382,6 +441,13 @@ fn merged_text(merged: &Value) -> String {
                     text_of(&counterexample["script"])
                 ));
             }
+        }
+    }
+    if merged["ablations"].is_array() {
+        let cells = merged["cells"].as_array().cloned().unwrap_or_default();
+        let rows = merged["ablations"].as_array().cloned().unwrap_or_default();
+        if let Ok(rule) = depth_rule_of(&cells, &rows, merged["depth"].is_null()) {
+            out.push_str(&depth_rule::report(&rule));
         }
     }
     for defect in merged["engine_defects"].as_array().into_iter().flatten() {
