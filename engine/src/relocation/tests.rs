@@ -813,6 +813,21 @@ fn group_holding(fs: &FsInfo, root_id: u64, target: RelocationTarget) -> u64 {
     fs.space().find_group(owned).expect("its group").start
 }
 
+/// Starts a job on the `target` group holding an extent only the subvolume `doomed`
+/// (tree `unshared`) owns, then deletes `doomed` (its tree left to the cleaner): the
+/// job, the dead tree's id and the group's start.
+fn relocate_while_deleting(
+    fs: &mut FsInfo,
+    unshared: u64,
+    target: RelocationTarget,
+) -> (RelocationJob, u64, u64) {
+    let group = group_holding(fs, unshared, target);
+    let job = RelocationJob::start(fs, RelocationTarget::BlockGroup(group)).expect("start");
+    let dead = fs.unlink_subvolume("doomed").expect("delete");
+    assert_eq!(dead, unshared);
+    (job, dead, group)
+}
+
 /// A subvolume deleted while a job runs, its tree half dropped by the cleaner: the job
 /// waits for the cleaner (in one step) until the tree is gone, never COWing it, and
 /// moves the live trees' blocks; then the same for a data job. fsck
@@ -824,11 +839,7 @@ fn a_job_waits_for_the_cleaner_to_finish_a_half_dropped_subvolume() {
         let unshared = populate_volume(&mut fs, "doomed", 40);
         fs.commit_transaction().expect("commit");
         let before = content(&mut fs);
-        let group = group_holding(&fs, unshared, target);
-        let mut job =
-            RelocationJob::start(&mut fs, RelocationTarget::BlockGroup(group)).expect("start");
-        let dead = fs.unlink_subvolume("doomed").expect("delete");
-        assert_eq!(dead, unshared);
+        let (mut job, dead, _) = relocate_while_deleting(&mut fs, unshared, target);
         let dead_node = fs.roots.get(&dead).expect("dead root").node;
         fs.clean_step().expect("one cleaner step");
         let progress = fs.roots.get(&dead).expect("dead root").item.drop_progress;
@@ -884,10 +895,7 @@ fn a_job_relocates_a_deleted_subvolume_the_cleaner_has_not_started_on() {
             .items_in_range(unshared, Key::MIN, Key::MAX)
             .expect("read")
             .len();
-        let group = group_holding(&fs, unshared, target);
-        let mut job =
-            RelocationJob::start(&mut fs, RelocationTarget::BlockGroup(group)).expect("start");
-        let dead = fs.unlink_subvolume("doomed").expect("delete");
+        let (mut job, dead, group) = relocate_while_deleting(&mut fs, unshared, target);
         let stats = run_checked(&mut fs, &mut job);
         assert_eq!(stats.cleaner_steps, 0, "{target:?}: nothing to wait for");
         let root = fs.roots.get(&dead).expect("the dead root stays");

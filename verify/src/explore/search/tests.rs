@@ -18,14 +18,21 @@ fn paths(race: Race, world: &World, depth: usize, prefix: &mut Vec<Op>, out: &mu
     }
 }
 
-#[test]
-fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
+/// The snapshot race's initial world under `concurrent`, and every path of up to two
+/// letters from it.
+fn snapshot_paths_of_two() -> (World, Vec<Vec<Op>>) {
     let race = Race::Snapshot;
     let initial = race
         .initial_world(Policy::CONCURRENT)
         .expect("the setup runs");
     let mut all = Vec::new();
     paths(race, &initial, 2, &mut Vec::new(), &mut all);
+    (initial, all)
+}
+
+#[test]
+fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
+    let (initial, all) = snapshot_paths_of_two();
     // Forwards (long shared prefixes, as a level's chunk has), then backwards (every
     // step abandons most of the path), so both the reuse and the rebuild are used.
     let order: Vec<&Vec<Op>> = all.iter().chain(all.iter().rev()).collect();
@@ -58,12 +65,7 @@ fn the_replayer_rebuilds_the_world_a_replay_from_the_initial_world_gives() {
 /// links rather than copies of them.
 #[test]
 fn trails_share_their_parents_links() {
-    let race = Race::Snapshot;
-    let initial = race
-        .initial_world(Policy::CONCURRENT)
-        .expect("the setup runs");
-    let mut all = Vec::new();
-    paths(race, &initial, 2, &mut Vec::new(), &mut all);
+    let (_, all) = snapshot_paths_of_two();
     let longest = all.iter().max_by_key(|path| path.len()).expect("some path");
     assert!(longest.len() >= 2, "{longest:?}");
     let mut trail = Trail::default();
