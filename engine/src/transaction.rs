@@ -90,7 +90,8 @@ pub struct Transaction {
     pub commit_stage: Option<CommitStage>,
     /// The extent tree as the last complete commit left it, kept from the commit's first
     /// step (delayed refs change the super block's copy) until its super block is
-    /// written: a crash in between restores it.
+    /// written: a crash in between restores it. It shares its records with the super
+    /// block's tree until the first run changes that one, so keeping it costs no copy.
     pub extent_tree_before_commit: Option<ExtentTree>,
 }
 

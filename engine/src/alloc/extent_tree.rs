@@ -11,10 +11,16 @@
 //! (`btrfs_run_delayed_refs()`) applies the heads in address order, merging them into the
 //! map in one pass when they are many for its size (`docs/hot-paths.md`).
 //!
+//! The records sit behind an `Arc`, so a copy of the tree (the commit keeps the last
+//! committed one until its super block is written, `Transaction::extent_tree_before_commit`;
+//! the explorer branches worlds) shares them; a run that changes a shared tree builds or
+//! copies its own map (`docs/hot-paths.md`).
+//!
 //! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What an extent holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,10 +63,11 @@ impl ExtentRecord {
     }
 }
 
-/// The committed reference counts.
+/// The committed reference counts. A clone shares the records until one of the two
+/// changes them; equality and hashing are those of the records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtentTree {
-    records: BTreeMap<u64, ExtentRecord>,
+    records: Arc<BTreeMap<u64, ExtentRecord>>,
 }
 
 impl ExtentTree {
@@ -96,7 +103,7 @@ impl ExtentTree {
     /// Direct access for corruption-injection tests.
     #[doc(hidden)]
     pub fn record_mut_for_test(&mut self, bytenr: u64) -> Option<&mut ExtentRecord> {
-        self.records.get_mut(&bytenr)
+        Arc::make_mut(&mut self.records).get_mut(&bytenr)
     }
 }
 
@@ -366,13 +373,15 @@ impl DelayedRefs {
         let heads = std::mem::take(&mut self.heads);
         let mut dropped = Vec::new();
         if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {
+            // A shared tree (the copy a commit keeps) is copied here, once.
+            let records = Arc::make_mut(&mut tree.records);
             for (bytenr, head) in heads {
-                let existing = tree.records.get(&bytenr).copied();
+                let existing = records.get(&bytenr).copied();
                 match head.apply(bytenr, existing) {
-                    Ok(record) => tree.records.insert(bytenr, record),
+                    Ok(record) => records.insert(bytenr, record),
                     Err(gone) => {
                         dropped.push(gone);
-                        tree.records.remove(&bytenr)
+                        records.remove(&bytenr)
                     }
                 };
             }
@@ -380,10 +389,14 @@ impl DelayedRefs {
         }
         // Many heads for the size of the tree (a commit after a burst of COWs): one merge
         // of the two address-ordered sequences, and the tree rebuilt from the sorted
-        // result, instead of a search and an update of the tree per head.
+        // result, instead of a search and an update of the tree per head. The old records
+        // are read, not consumed: a copy of the tree may still share them.
         let old = std::mem::take(&mut tree.records);
         let mut merged = Vec::with_capacity(old.len() + heads.len());
-        let mut records = old.into_iter().peekable();
+        let mut records = old
+            .iter()
+            .map(|(&start, &record)| (start, record))
+            .peekable();
         for (bytenr, head) in heads {
             while let Some(record) = records.next_if(|&(start, _)| start < bytenr) {
                 merged.push(record);
@@ -397,7 +410,7 @@ impl DelayedRefs {
             }
         }
         merged.extend(records);
-        tree.records = BTreeMap::from_iter(merged);
+        tree.records = Arc::new(BTreeMap::from_iter(merged));
         dropped
     }
 
@@ -516,11 +529,40 @@ mod tests {
                 }
             }
             let case = format!("{records} records, {heads} heads, merged: {merged_run}");
-            assert_eq!(tree.records, expected, "{case}");
+            assert_eq!(*tree.records, expected, "{case}");
             assert_eq!(dropped, expected_dropped, "{case}");
             assert!(!dropped.is_empty(), "{case}");
         }
         assert_eq!(strategies, [1, 2], "both strategies ran");
+    }
+
+    /// A run on a tree whose records a copy shares (the commit's copy of the last
+    /// committed tree) leaves the copy as it was, with either strategy.
+    #[test]
+    fn a_run_leaves_a_copy_of_the_tree_unchanged() {
+        for (records, heads) in [(400u64, 40u64), (40, 40)] {
+            let mut tree = ExtentTree::default();
+            let mut delayed = DelayedRefs::default();
+            for index in 0..records {
+                delayed.add_new_referenced_extent(&tree, index * 4096, tree_block(0));
+            }
+            delayed.run(&mut tree);
+            let before: BTreeMap<u64, ExtentRecord> = (*tree.records).clone();
+            let copy = tree.clone();
+            assert!(Arc::ptr_eq(&copy.records, &tree.records), "a copy shares");
+            for index in 0..heads {
+                delayed.modify(&tree, index * 4096, if index % 2 == 0 { -1 } else { 1 });
+            }
+            let dropped = delayed.run(&mut tree);
+            assert_eq!(dropped.len() as u64, heads.div_ceil(2), "{records}/{heads}");
+            assert_eq!(
+                *copy.records, before,
+                "{records}/{heads}: the copy is unchanged"
+            );
+            assert_ne!(copy, tree, "{records}/{heads}");
+            assert_eq!(tree.get(4096).map(|record| record.refs), Some(2));
+            assert!(tree.get(0).is_none());
+        }
     }
 
     #[test]
