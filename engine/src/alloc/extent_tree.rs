@@ -168,39 +168,84 @@ pub enum ReferenceDropped {
     UnreferencedNew(ExtentRecord),
 }
 
-/// Reference changes not yet applied to the extent tree, by bytenr.
+/// Reference changes not yet applied to the extent tree, by bytenr, in two disjoint
+/// sets: the heads of extents reserved since the last run (`new_extents`, a vector kept
+/// lowest first: the lowest-first allocator hands out rising addresses within a
+/// transaction, so a new head is nearly always appended) and the heads of every other
+/// extent (`heads`, an ordered map: their bytenrs come in any order). Together they are
+/// one map from bytenr to head, split by whether the head reserves its extent, so the
+/// pair is a one-to-one function of that map (`docs/hot-paths.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DelayedRefs {
+    /// Heads of extents not reserved since the last run: `new_extent` is always `None`.
     heads: BTreeMap<u64, DelayedRefHead>,
+    /// Heads of extents reserved since the last run, strictly rising bytenrs:
+    /// `new_extent` is always `Some` and `base_refs` 0.
+    new_extents: Vec<(u64, DelayedRefHead)>,
 }
 
 impl DelayedRefs {
-    /// Registers a newly reserved extent (with no references yet).
-    pub fn add_new_extent(&mut self, tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+    /// Where the head of the new extent at `bytenr` is (`Ok`) or would go (`Err`) in
+    /// `new_extents`; an append is found without a search.
+    fn new_extent_index(&self, bytenr: u64) -> std::result::Result<usize, usize> {
+        match self.new_extents.last() {
+            None => Err(0),
+            Some(&(last, _)) if last < bytenr => Err(self.new_extents.len()),
+            Some(_) => self
+                .new_extents
+                .binary_search_by_key(&bytenr, |&(start, _)| start),
+        }
+    }
+
+    /// The head at `bytenr`, new or not.
+    fn head(&self, bytenr: u64) -> Option<&DelayedRefHead> {
+        match self.new_extent_index(bytenr) {
+            Ok(index) => Some(&self.new_extents[index].1),
+            Err(_) => self.heads.get(&bytenr),
+        }
+    }
+
+    /// Adds the head of a newly reserved extent, which must have none yet.
+    fn insert_new_extent_head(&mut self, tree: &ExtentTree, bytenr: u64, head: DelayedRefHead) {
         assert!(
             tree.get(bytenr).is_none(),
             "new extent {bytenr} already has a record"
         );
-        assert_eq!(record.refs, 0);
-        let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
-            delta: 0,
-            base_refs: 0,
-            new_extent: None,
-        });
-        assert!(
-            head.new_extent.is_none() && head.delta == 0,
-            "extent {bytenr} reserved twice"
+        assert_eq!(head.new_extent.map(|record| record.refs), Some(0));
+        assert_eq!(head.base_refs, 0);
+        let index = match self.new_extent_index(bytenr) {
+            Err(index) if !self.heads.contains_key(&bytenr) => index,
+            _ => panic!("extent {bytenr} reserved twice"),
+        };
+        self.new_extents.insert(index, (bytenr, head));
+    }
+
+    /// Registers a newly reserved extent (with no references yet).
+    pub fn add_new_extent(&mut self, tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+        self.insert_new_extent_head(
+            tree,
+            bytenr,
+            DelayedRefHead {
+                delta: 0,
+                base_refs: 0,
+                new_extent: Some(record),
+            },
         );
-        head.new_extent = Some(record);
     }
 
     /// Adds `delta` references to the extent at `bytenr`.
     pub fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
-        let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
-            delta: 0,
-            base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
-            new_extent: None,
-        });
+        let (head, in_map) = match self.new_extent_index(bytenr) {
+            Ok(index) => (&mut self.new_extents[index].1, false),
+            Err(_) => {
+                let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
+                    delta: 0,
+                    base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
+                    new_extent: None,
+                });
+                (head, true)
+            }
+        };
         head.delta += delta;
         let base = head.base_refs;
         assert!(
@@ -208,7 +253,7 @@ impl DelayedRefs {
             "extent {bytenr}: references would go below zero ({base} {:+})",
             head.delta
         );
-        if head.delta == 0 && head.new_extent.is_none() {
+        if in_map && head.delta == 0 {
             self.heads.remove(&bytenr);
         }
     }
@@ -221,12 +266,8 @@ impl DelayedRefs {
         bytenr: u64,
         record: ExtentRecord,
     ) {
-        assert!(
-            tree.get(bytenr).is_none(),
-            "new extent {bytenr} already has a record"
-        );
-        assert_eq!(record.refs, 0);
-        let previous = self.heads.insert(
+        self.insert_new_extent_head(
+            tree,
             bytenr,
             DelayedRefHead {
                 delta: 1,
@@ -234,7 +275,6 @@ impl DelayedRefs {
                 new_extent: Some(record),
             },
         );
-        assert!(previous.is_none(), "extent {bytenr} reserved twice");
     }
 
     /// Drops one reference of `bytenr` (`modify(-1)`) and says what is left, in one visit
@@ -243,6 +283,21 @@ impl DelayedRefs {
     /// returned, so its space can go straight back.
     pub fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
         use std::collections::btree_map::Entry;
+        if let Ok(index) = self.new_extent_index(bytenr) {
+            let state = &mut self.new_extents[index].1;
+            state.delta -= 1;
+            let record = state.new_extent.expect("a new extent's head");
+            assert!(
+                state.delta >= 0,
+                "extent {bytenr}: references would go below zero (0 {:+})",
+                state.delta
+            );
+            if state.delta > 0 {
+                return ReferenceDropped::Referenced;
+            }
+            self.new_extents.remove(index);
+            return ReferenceDropped::UnreferencedNew(record);
+        }
         let mut head = match self.heads.entry(bytenr) {
             Entry::Occupied(head) => head,
             Entry::Vacant(vacant) => {
@@ -271,25 +326,18 @@ impl DelayedRefs {
             state.base_refs,
             state.delta
         );
-        match (refs, state.new_extent) {
-            (0, Some(record)) => {
-                assert_eq!(state.delta, 0, "a new extent's references are its delta");
-                head.remove();
-                ReferenceDropped::UnreferencedNew(record)
-            }
-            (0, None) => ReferenceDropped::Unreferenced,
-            _ => {
-                if state.delta == 0 && state.new_extent.is_none() {
-                    head.remove();
-                }
-                ReferenceDropped::Referenced
-            }
+        if refs == 0 {
+            return ReferenceDropped::Unreferenced;
         }
+        if state.delta == 0 {
+            head.remove();
+        }
+        ReferenceDropped::Referenced
     }
 
     /// References of `bytenr` with pending changes applied, or `None` if no such extent.
     pub fn effective_refs(&self, tree: &ExtentTree, bytenr: u64) -> Option<u64> {
-        let Some(head) = self.heads.get(&bytenr) else {
+        let Some(head) = self.head(bytenr) else {
             return tree.get(bytenr).map(|record| record.refs);
         };
         let refs = head.base_refs as i64 + head.delta;
@@ -298,7 +346,7 @@ impl DelayedRefs {
 
     /// The record of `bytenr` as the pending changes will leave it (refs may be zero).
     pub fn effective_record(&self, tree: &ExtentTree, bytenr: u64) -> Option<ExtentRecord> {
-        let head = self.heads.get(&bytenr);
+        let head = self.head(bytenr);
         let mut record = match head.and_then(|head| head.new_extent) {
             Some(record) => record,
             None => *tree.get(bytenr)?,
@@ -310,13 +358,15 @@ impl DelayedRefs {
     /// Forgets a new extent that ends the transaction unreferenced, so its space can be
     /// returned at once. Returns its record; panics if it still has references.
     pub fn forget_new_extent(&mut self, bytenr: u64) -> ExtentRecord {
-        let head = self
-            .heads
-            .remove(&bytenr)
-            .expect("forgetting an extent with no head");
-        let record = head
-            .new_extent
-            .expect("forgetting an extent that is not new");
+        let Ok(index) = self.new_extent_index(bytenr) else {
+            assert!(
+                !self.heads.contains_key(&bytenr),
+                "forgetting an extent that is not new"
+            );
+            panic!("forgetting an extent with no head");
+        };
+        let (_, head) = self.new_extents.remove(index);
+        let record = head.new_extent.expect("a new extent's head");
         assert_eq!(
             head.delta, 0,
             "forgetting extent {bytenr} that still has references"
@@ -326,24 +376,32 @@ impl DelayedRefs {
 
     /// Whether `bytenr` was reserved in the running transaction.
     pub fn is_new_extent(&self, bytenr: u64) -> bool {
-        self.heads
-            .get(&bytenr)
-            .is_some_and(|head| head.new_extent.is_some())
+        self.new_extent_index(bytenr).is_ok()
     }
 
     /// Bytenrs with pending changes, lowest first.
     pub fn bytenrs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.heads.keys().copied()
+        let mut new = self
+            .new_extents
+            .iter()
+            .map(|&(bytenr, _)| bytenr)
+            .peekable();
+        let mut others = self.heads.keys().copied().peekable();
+        std::iter::from_fn(move || match (new.peek(), others.peek()) {
+            (Some(&first), Some(&second)) if first < second => new.next(),
+            (Some(_), None) => new.next(),
+            _ => others.next(),
+        })
     }
 
     /// Number of pending heads.
     pub fn len(&self) -> usize {
-        self.heads.len()
+        self.heads.len() + self.new_extents.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.heads.is_empty()
+        self.heads.is_empty() && self.new_extents.is_empty()
     }
 
     /// Applies every pending change to `tree` (`btrfs_run_delayed_refs()`), returning the
@@ -356,10 +414,24 @@ impl DelayedRefs {
     /// of their new extents are the running transaction's record of the blocks it must
     /// write (`docs/hot-paths.md`).
     pub fn new_tree_blocks(&self) -> impl Iterator<Item = u64> + '_ {
-        self.heads
+        self.new_extents
             .iter()
             .filter(|(_, head)| head.new_extent.is_some_and(|record| record.is_tree_block()))
-            .map(|(&bytenr, _)| bytenr)
+            .map(|&(bytenr, _)| bytenr)
+    }
+
+    /// Every head, lowest bytenr first, leaving none (the two sets merged).
+    fn take_heads(&mut self) -> Vec<(u64, DelayedRefHead)> {
+        let mut heads = Vec::with_capacity(self.len());
+        let mut new = self.new_extents.drain(..).peekable();
+        for (bytenr, head) in std::mem::take(&mut self.heads) {
+            while let Some(new_head) = new.next_if(|&(start, _)| start < bytenr) {
+                heads.push(new_head);
+            }
+            heads.push((bytenr, head));
+        }
+        heads.extend(new);
+        heads
     }
 
     /// [`run`](Self::run), first appending [`new_tree_blocks`](Self::new_tree_blocks) to
@@ -370,7 +442,7 @@ impl DelayedRefs {
         new_tree_blocks: &mut Vec<u64>,
     ) -> Vec<DroppedExtent> {
         new_tree_blocks.extend(self.new_tree_blocks());
-        let heads = std::mem::take(&mut self.heads);
+        let heads = self.take_heads();
         let mut dropped = Vec::new();
         if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {
             // A shared tree (the copy a commit keeps) is copied here, once.
@@ -417,6 +489,7 @@ impl DelayedRefs {
     /// Drops every pending change (crash).
     pub fn clear(&mut self) {
         self.heads.clear();
+        self.new_extents.clear();
     }
 }
 
@@ -474,6 +547,178 @@ mod tests {
             vec![4096],
             "a head back at zero change is dropped"
         );
+    }
+
+    /// The heads kept as one map, as they were before new extents got a vector of their
+    /// own: the reference the split representation must agree with.
+    #[derive(Default)]
+    struct OneMap {
+        heads: BTreeMap<u64, DelayedRefHead>,
+    }
+
+    impl OneMap {
+        fn add_new(&mut self, bytenr: u64, delta: i64) {
+            let head = DelayedRefHead {
+                delta,
+                base_refs: 0,
+                new_extent: Some(tree_block(0)),
+            };
+            assert!(self.heads.insert(bytenr, head).is_none());
+        }
+
+        fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
+            let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
+                delta: 0,
+                base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
+                new_extent: None,
+            });
+            head.delta += delta;
+            if head.delta == 0 && head.new_extent.is_none() {
+                self.heads.remove(&bytenr);
+            }
+        }
+
+        /// `drop_reference`'s answer, from the map.
+        fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
+            self.modify(tree, bytenr, -1);
+            let Some(head) = self.heads.get(&bytenr) else {
+                return ReferenceDropped::Referenced;
+            };
+            let refs = head.base_refs as i64 + head.delta;
+            match (refs, head.new_extent) {
+                (0, Some(record)) => {
+                    self.heads.remove(&bytenr);
+                    ReferenceDropped::UnreferencedNew(record)
+                }
+                (0, None) => ReferenceDropped::Unreferenced,
+                _ => ReferenceDropped::Referenced,
+            }
+        }
+
+        fn refs(&self, tree: &ExtentTree, bytenr: u64) -> u64 {
+            self.heads.get(&bytenr).map_or_else(
+                || tree.get(bytenr).map_or(0, |record| record.refs),
+                |head| (head.base_refs as i64 + head.delta) as u64,
+            )
+        }
+    }
+
+    /// Random reservations (mostly at rising addresses, some below the last), reference
+    /// changes and drops of committed and new extents, and runs: the split heads answer
+    /// every query as the single map does, list the same bytenrs in the same order, and
+    /// leave the same extent tree and drops.
+    #[test]
+    fn split_heads_agree_with_one_map() {
+        use crate::splitmix::SplitMix64;
+        let mut rng = SplitMix64::new(0x5eed_0f_de1a_7ed);
+        let mut tree = ExtentTree::default();
+        let mut split = DelayedRefs::default();
+        let mut model = OneMap::default();
+        let mut model_tree = BTreeMap::new();
+        let mut next_new = 0u64;
+        let mut operations = [0usize; 5];
+        for round in 0..40 {
+            for _ in 0..60 {
+                let operation = rng.below(5) as usize;
+                operations[operation] += 1;
+                let existing: Vec<u64> = model_tree
+                    .keys()
+                    .copied()
+                    .chain(model.heads.keys().copied())
+                    .collect();
+                match operation {
+                    0 | 1 => {
+                        // Mostly rising; now and then a hole below the last reservation.
+                        let bytenr = if operation == 1 && next_new > 8 {
+                            rng.below(next_new) * 4096
+                        } else {
+                            next_new += 1 + rng.below(3);
+                            next_new * 4096
+                        };
+                        if model.heads.contains_key(&bytenr) || tree.get(bytenr).is_some() {
+                            continue;
+                        }
+                        let delta = i64::from(rng.below(2) == 0);
+                        if delta == 1 {
+                            split.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+                        } else {
+                            split.add_new_extent(&tree, bytenr, tree_block(0));
+                        }
+                        model.add_new(bytenr, delta);
+                    }
+                    2 if !existing.is_empty() => {
+                        let bytenr = existing[rng.below(existing.len() as u64) as usize];
+                        split.modify(&tree, bytenr, 1);
+                        model.modify(&tree, bytenr, 1);
+                    }
+                    3 | 4 if !existing.is_empty() => {
+                        let bytenr = existing[rng.below(existing.len() as u64) as usize];
+                        if model.refs(&tree, bytenr) == 0 {
+                            continue;
+                        }
+                        assert_eq!(
+                            split.drop_reference(&tree, bytenr),
+                            model.drop_reference(&tree, bytenr),
+                            "round {round}: drop of {bytenr}"
+                        );
+                    }
+                    _ => {}
+                }
+                let listed: Vec<u64> = split.bytenrs().collect();
+                assert_eq!(listed, model.heads.keys().copied().collect::<Vec<_>>());
+                assert_eq!(split.len(), model.heads.len());
+                for &bytenr in &listed {
+                    assert_eq!(
+                        split.effective_refs(&tree, bytenr),
+                        Some(model.refs(&tree, bytenr))
+                    );
+                    assert_eq!(
+                        split.is_new_extent(bytenr),
+                        model.heads[&bytenr].new_extent.is_some()
+                    );
+                }
+            }
+            // Unreferenced new extents are forgotten before a run, as a transaction does.
+            let unreferenced: Vec<u64> = model
+                .heads
+                .iter()
+                .filter(|(_, head)| head.new_extent.is_some() && head.delta == 0)
+                .map(|(&bytenr, _)| bytenr)
+                .collect();
+            for bytenr in unreferenced {
+                assert_eq!(split.forget_new_extent(bytenr), tree_block(0));
+                model.heads.remove(&bytenr);
+            }
+            let new_blocks: Vec<u64> = split.new_tree_blocks().collect();
+            let expected_new: Vec<u64> = model
+                .heads
+                .iter()
+                .filter(|(_, head)| head.new_extent.is_some())
+                .map(|(&bytenr, _)| bytenr)
+                .collect();
+            assert_eq!(new_blocks, expected_new);
+            let dropped = split.run(&mut tree);
+            let mut expected_dropped = Vec::new();
+            for (bytenr, head) in std::mem::take(&mut model.heads) {
+                match head.apply(bytenr, model_tree.get(&bytenr).copied()) {
+                    Ok(record) => {
+                        model_tree.insert(bytenr, record);
+                    }
+                    Err(gone) => {
+                        model_tree.remove(&bytenr);
+                        expected_dropped.push(gone);
+                    }
+                }
+            }
+            assert_eq!(dropped, expected_dropped, "round {round}");
+            assert_eq!(*tree.records, model_tree, "round {round}");
+            assert!(split.is_empty());
+        }
+        assert!(
+            operations.iter().all(|&count| count > 100),
+            "{operations:?}"
+        );
+        assert!(!tree.is_empty());
     }
 
     /// A tree of `records` committed extents at the even block indexes, then `heads`
