@@ -1,20 +1,21 @@
 //! Extent reference counts and delayed references (btrfs's extent tree and
 //! `delayed-ref.c`).
 //!
-//! The model keeps the extent tree as an ordered map persisted with the super block
-//! instead of as a B-tree of its own: it changes only inside a commit (when delayed refs
-//! run), so the copy in the last super block is always the committed one and a crash
-//! simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
+//! The model keeps the extent tree as a sorted vector of records persisted with the
+//! super block instead of as a B-tree of its own: it changes only inside a commit (when
+//! delayed refs run), so the copy in the last super block is always the committed one and
+//! a crash simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
 //! block's count is the number of parent slots and root pointers naming it, counted once
 //! per distinct parent block; a data extent's count is the number of EXTENT_DATA items
 //! naming it, counted once per distinct leaf. Running the delayed refs
-//! (`btrfs_run_delayed_refs()`) applies the heads in address order, merging them into the
-//! map in one pass when they are many for its size (`docs/hot-paths.md`).
+//! (`btrfs_run_delayed_refs()`) applies the heads in address order: in place when they
+//! are very few for the tree's size and nothing shares it, else as one merge that copies
+//! the runs of untouched records between heads whole (`docs/hot-paths.md`).
 //!
 //! The records sit behind an `Arc`, so a copy of the tree (the commit keeps the last
 //! committed one until its super block is written, `Transaction::extent_tree_before_commit`;
-//! the explorer branches worlds) shares them; a run that changes a shared tree builds or
-//! copies its own map (`docs/hot-paths.md`).
+//! the explorer branches worlds) shares them; a run that changes a shared tree builds its
+//! own vector (`docs/hot-paths.md`).
 //!
 //! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
@@ -63,31 +64,50 @@ impl ExtentRecord {
     }
 }
 
-/// The committed reference counts. A clone shares the records until one of the two
-/// changes them; equality and hashing are those of the records.
+/// The committed reference counts: records by bytenr, strictly rising. A clone shares
+/// the records until one of the two changes them; equality and hashing are those of the
+/// records (hashing writes what an ordered map of them writes: the length, then each
+/// bytenr and record in order).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtentTree {
-    records: Arc<BTreeMap<u64, ExtentRecord>>,
+    records: Arc<Vec<(u64, ExtentRecord)>>,
 }
 
 impl ExtentTree {
+    /// Where the record of `bytenr` is (`Ok`) or would go (`Err`).
+    fn position(&self, bytenr: u64) -> std::result::Result<usize, usize> {
+        self.records
+            .binary_search_by_key(&bytenr, |&(start, _)| start)
+    }
+
     /// The record of the extent starting at `bytenr`.
     pub fn get(&self, bytenr: u64) -> Option<&ExtentRecord> {
-        self.records.get(&bytenr)
+        let index = self.position(bytenr).ok()?;
+        Some(&self.records[index].1)
     }
 
     /// All records, lowest bytenr first.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &ExtentRecord)> {
         self.records
             .iter()
-            .map(|(&bytenr, record)| (bytenr, record))
+            .map(|(bytenr, record)| (*bytenr, record))
     }
 
     /// Records starting in `[start, end)`.
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, &ExtentRecord)> {
-        self.records
-            .range(start..end)
-            .map(|(&bytenr, record)| (bytenr, record))
+        let first = self.records.partition_point(|&(bytenr, _)| bytenr < start);
+        let end = first.max(self.records.partition_point(|&(bytenr, _)| bytenr < end));
+        self.records[first..end]
+            .iter()
+            .map(|(bytenr, record)| (*bytenr, record))
+    }
+
+    /// Checks that the records are strictly rising.
+    fn assert_sorted(&self) {
+        assert!(
+            self.records.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "extent tree records out of order"
+        );
     }
 
     /// Number of records.
@@ -103,7 +123,8 @@ impl ExtentTree {
     /// Direct access for corruption-injection tests.
     #[doc(hidden)]
     pub fn record_mut_for_test(&mut self, bytenr: u64) -> Option<&mut ExtentRecord> {
-        Arc::make_mut(&mut self.records).get_mut(&bytenr)
+        let index = self.position(bytenr).ok()?;
+        Some(&mut Arc::make_mut(&mut self.records)[index].1)
     }
 }
 
@@ -117,9 +138,10 @@ struct DelayedRefHead {
     new_extent: Option<ExtentRecord>,
 }
 
-/// [`DelayedRefs::run`] merges its heads into the extent tree in one pass when there is
-/// at least one head for this many records, and updates the tree head by head otherwise.
-const MERGE_RUN_HEADS_PER_RECORDS: usize = 4;
+/// [`DelayedRefs::run`] updates an extent tree nothing else shares head by head, in
+/// place, when it has more than this many records a head (each insert or removal moves
+/// the records after it), and merges the heads into a new vector in one pass otherwise.
+const IN_PLACE_RUN_RECORDS_PER_HEAD: usize = 64;
 
 impl DelayedRefHead {
     /// The extent's record after this head's changes (`existing` is the extent tree's
@@ -443,46 +465,21 @@ impl DelayedRefs {
     ) -> Vec<DroppedExtent> {
         new_tree_blocks.extend(self.new_tree_blocks());
         let heads = self.take_heads();
-        let mut dropped = Vec::new();
-        if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {
-            // A shared tree (the copy a commit keeps) is copied here, once.
-            let records = Arc::make_mut(&mut tree.records);
-            for (bytenr, head) in heads {
-                let existing = records.get(&bytenr).copied();
-                match head.apply(bytenr, existing) {
-                    Ok(record) => records.insert(bytenr, record),
-                    Err(gone) => {
-                        dropped.push(gone);
-                        records.remove(&bytenr)
-                    }
-                };
-            }
-            return dropped;
+        if heads.is_empty() {
+            return Vec::new();
         }
-        // Many heads for the size of the tree (a commit after a burst of COWs): one merge
-        // of the two address-ordered sequences, and the tree rebuilt from the sorted
-        // result, instead of a search and an update of the tree per head. The old records
-        // are read, not consumed: a copy of the tree may still share them.
-        let old = std::mem::take(&mut tree.records);
-        let mut merged = Vec::with_capacity(old.len() + heads.len());
-        let mut records = old
-            .iter()
-            .map(|(&start, &record)| (start, record))
-            .peekable();
-        for (bytenr, head) in heads {
-            while let Some(record) = records.next_if(|&(start, _)| start < bytenr) {
-                merged.push(record);
+        let few = heads.len() * IN_PLACE_RUN_RECORDS_PER_HEAD < tree.records.len();
+        let dropped = match Arc::get_mut(&mut tree.records) {
+            Some(records) if few => run_in_place(records, heads),
+            _ => {
+                let (merged, dropped) = run_merged(&tree.records, heads);
+                tree.records = Arc::new(merged);
+                dropped
             }
-            let existing = records
-                .next_if(|&(start, _)| start == bytenr)
-                .map(|(_, record)| record);
-            match head.apply(bytenr, existing) {
-                Ok(record) => merged.push((bytenr, record)),
-                Err(gone) => dropped.push(gone),
-            }
+        };
+        if cfg!(debug_assertions) {
+            tree.assert_sorted();
         }
-        merged.extend(records);
-        tree.records = Arc::new(BTreeMap::from_iter(merged));
         dropped
     }
 
@@ -493,9 +490,116 @@ impl DelayedRefs {
     }
 }
 
+/// Applies `heads` (lowest first) to `records` in place: a search a head, and a move of
+/// the records after it for each insert or removal. Returns the drops, lowest first.
+fn run_in_place(
+    records: &mut Vec<(u64, ExtentRecord)>,
+    heads: Vec<(u64, DelayedRefHead)>,
+) -> Vec<DroppedExtent> {
+    let mut dropped = Vec::new();
+    for (bytenr, head) in heads {
+        match records.binary_search_by_key(&bytenr, |&(start, _)| start) {
+            Ok(index) => match head.apply(bytenr, Some(records[index].1)) {
+                Ok(record) => records[index].1 = record,
+                Err(gone) => {
+                    dropped.push(gone);
+                    records.remove(index);
+                }
+            },
+            Err(index) => match head.apply(bytenr, None) {
+                Ok(record) => records.insert(index, (bytenr, record)),
+                Err(gone) => dropped.push(gone),
+            },
+        }
+    }
+    dropped
+}
+
+/// Merges `heads` (lowest first) with `records` into a new vector: the records between
+/// two heads are copied as one slice. Returns the new records and the drops, lowest
+/// first. `records` is only read: a copy of the tree may share it.
+fn run_merged(
+    records: &[(u64, ExtentRecord)],
+    heads: Vec<(u64, DelayedRefHead)>,
+) -> (Vec<(u64, ExtentRecord)>, Vec<DroppedExtent>) {
+    let mut merged = Vec::with_capacity(records.len() + heads.len());
+    let mut dropped = Vec::new();
+    let mut rest = records;
+    for (bytenr, head) in heads {
+        let before = match rest.first() {
+            Some(&(start, _)) if start < bytenr => {
+                rest.partition_point(|&(start, _)| start < bytenr)
+            }
+            _ => 0,
+        };
+        merged.extend_from_slice(&rest[..before]);
+        rest = &rest[before..];
+        let existing = match rest.first() {
+            Some(&(start, record)) if start == bytenr => {
+                rest = &rest[1..];
+                Some(record)
+            }
+            _ => None,
+        };
+        match head.apply(bytenr, existing) {
+            Ok(record) => merged.push((bytenr, record)),
+            Err(gone) => dropped.push(gone),
+        }
+    }
+    merged.extend_from_slice(rest);
+    (merged, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ExtentTree {
+        fn as_map(&self) -> BTreeMap<u64, ExtentRecord> {
+            self.iter()
+                .map(|(bytenr, record)| (bytenr, *record))
+                .collect()
+        }
+    }
+
+    /// The tree hashes as the ordered map of its records did, and `get` and `range`
+    /// answer as the map's lookups do, at and between records.
+    #[test]
+    fn the_tree_reads_and_hashes_as_an_ordered_map() {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        for index in 1..50u64 {
+            let record = ExtentRecord {
+                generation: index,
+                ..tree_block(0)
+            };
+            delayed.add_new_referenced_extent(&tree, index * 3 * 4096, record);
+        }
+        delayed.run(&mut tree);
+        let map = tree.as_map();
+        assert_eq!(map.len(), 49);
+        let digest = |value: &dyn Fn(&mut DefaultHasher)| {
+            let mut hasher = DefaultHasher::new();
+            value(&mut hasher);
+            hasher.finish()
+        };
+        assert_eq!(
+            digest(&|hasher| tree.hash(hasher)),
+            digest(&|hasher| map.hash(hasher))
+        );
+        for bytenr in (0..160u64).map(|index| index * 4096) {
+            assert_eq!(tree.get(bytenr), map.get(&bytenr), "{bytenr}");
+            for end in [bytenr, bytenr + 4096, bytenr + 40_000, 1 << 40] {
+                let expected: Vec<(u64, &ExtentRecord)> = map
+                    .range(bytenr..end.max(bytenr))
+                    .map(|(&start, record)| (start, record))
+                    .collect();
+                assert_eq!(tree.range(bytenr, end).collect::<Vec<_>>(), expected);
+            }
+        }
+        assert!(tree.range(5 * 4096, 0).next().is_none(), "an empty range");
+    }
 
     fn tree_block(refs: u64) -> ExtentRecord {
         ExtentRecord {
@@ -711,7 +815,7 @@ mod tests {
                 }
             }
             assert_eq!(dropped, expected_dropped, "round {round}");
-            assert_eq!(*tree.records, model_tree, "round {round}");
+            assert_eq!(tree.as_map(), model_tree, "round {round}");
             assert!(split.is_empty());
         }
         assert!(
@@ -748,8 +852,8 @@ mod tests {
     #[test]
     fn a_merged_run_and_a_run_head_by_head_agree() {
         let mut strategies = [0usize; 2];
-        for (records, heads) in [(400u64, 40u64), (40, 40), (40, 80)] {
-            let merged_run = heads * MERGE_RUN_HEADS_PER_RECORDS as u64 >= records;
+        for (records, heads) in [(4000u64, 40u64), (40, 40), (40, 80)] {
+            let merged_run = heads * IN_PLACE_RUN_RECORDS_PER_HEAD as u64 >= records;
             strategies[usize::from(merged_run)] += 1;
             let (tree, dropped) = run_changes(records, heads);
             let mut expected = BTreeMap::new();
@@ -774,7 +878,7 @@ mod tests {
                 }
             }
             let case = format!("{records} records, {heads} heads, merged: {merged_run}");
-            assert_eq!(*tree.records, expected, "{case}");
+            assert_eq!(tree.as_map(), expected, "{case}");
             assert_eq!(dropped, expected_dropped, "{case}");
             assert!(!dropped.is_empty(), "{case}");
         }
@@ -792,7 +896,7 @@ mod tests {
                 delayed.add_new_referenced_extent(&tree, index * 4096, tree_block(0));
             }
             delayed.run(&mut tree);
-            let before: BTreeMap<u64, ExtentRecord> = (*tree.records).clone();
+            let before = tree.as_map();
             let copy = tree.clone();
             assert!(Arc::ptr_eq(&copy.records, &tree.records), "a copy shares");
             for index in 0..heads {
@@ -801,7 +905,8 @@ mod tests {
             let dropped = delayed.run(&mut tree);
             assert_eq!(dropped.len() as u64, heads.div_ceil(2), "{records}/{heads}");
             assert_eq!(
-                *copy.records, before,
+                copy.as_map(),
+                before,
                 "{records}/{heads}: the copy is unchanged"
             );
             assert_ne!(copy, tree, "{records}/{heads}");
