@@ -714,7 +714,7 @@ mod tests {
     #[test]
     fn split_heads_agree_with_one_map() {
         use crate::splitmix::SplitMix64;
-        let mut rng = SplitMix64::new(0x5eed_0f_de1a_7ed);
+        let mut rng = SplitMix64::new(0x0005_eed0_fde1_a7ed);
         let mut tree = ExtentTree::default();
         let mut split = DelayedRefs::default();
         let mut model = OneMap::default();
