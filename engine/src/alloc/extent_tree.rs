@@ -170,9 +170,10 @@ impl DelayedRefHead {
         bytenr: u64,
         existing: Option<ExtentRecord>,
     ) -> std::result::Result<ExtentRecord, DroppedExtent> {
-        let mut record = match self.new_extent {
-            Some(record) => record,
-            None => existing.expect("delayed ref for an extent with no record"),
+        let mut record = match (self.new_extent, existing) {
+            (Some(_), Some(_)) => panic!("new extent {bytenr} already has a record"),
+            (Some(record), None) => record,
+            (None, existing) => existing.expect("delayed ref for an extent with no record"),
         };
         assert_eq!(
             record.refs, self.base_refs,
@@ -246,25 +247,22 @@ impl DelayedRefs {
         }
     }
 
-    /// Adds the head of a newly reserved extent, which must have none yet.
-    fn insert_new_extent_head(&mut self, tree: &ExtentTree, bytenr: u64, head: DelayedRefHead) {
-        assert!(
-            tree.get(bytenr).is_none(),
-            "new extent {bytenr} already has a record"
-        );
+    /// Adds the head of a newly reserved extent, which must have none yet. That the
+    /// extent has no record and no head in the other set is checked when the heads run
+    /// (`DelayedRefHead::apply`, [`take_heads`](Self::take_heads)), in the passes that
+    /// meet both sequences anyway, rather than by two searches a COW here.
+    fn insert_new_extent_head(&mut self, bytenr: u64, head: DelayedRefHead) {
         assert_eq!(head.new_extent.map(|record| record.refs), Some(0));
         assert_eq!(head.base_refs, 0);
-        let index = match self.new_extent_index(bytenr) {
-            Err(index) if !self.heads.contains_key(&bytenr) => index,
-            _ => panic!("extent {bytenr} reserved twice"),
+        let Err(index) = self.new_extent_index(bytenr) else {
+            panic!("extent {bytenr} reserved twice");
         };
         self.new_extents.insert(index, (bytenr, head));
     }
 
     /// Registers a newly reserved extent (with no references yet).
-    pub fn add_new_extent(&mut self, tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+    pub fn add_new_extent(&mut self, _tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
         self.insert_new_extent_head(
-            tree,
             bytenr,
             DelayedRefHead {
                 delta: 0,
@@ -303,12 +301,11 @@ impl DelayedRefs {
     /// then `modify(+1)`, in one visit of the head (a new tree block on every COW).
     pub fn add_new_referenced_extent(
         &mut self,
-        tree: &ExtentTree,
+        _tree: &ExtentTree,
         bytenr: u64,
         record: ExtentRecord,
     ) {
         self.insert_new_extent_head(
-            tree,
             bytenr,
             DelayedRefHead {
                 delta: 1,
@@ -468,6 +465,10 @@ impl DelayedRefs {
             while let Some(new_head) = new.next_if(|&(start, _)| start < bytenr) {
                 heads.push(new_head);
             }
+            assert!(
+                new.peek().is_none_or(|&(start, _)| start != bytenr),
+                "extent {bytenr} reserved twice"
+            );
             heads.push((bytenr, change.head()));
         }
         heads.extend(new);
@@ -967,6 +968,33 @@ mod tests {
         assert!(delayed.is_new_extent(4096));
         assert_eq!(delayed.forget_new_extent(4096).num_bytes, 4096);
         assert!(delayed.is_empty());
+    }
+
+    /// A new extent reserved where a record exists is caught when the heads run.
+    #[test]
+    #[should_panic(expected = "new extent 8192 already has a record")]
+    fn a_new_extent_over_a_record_is_an_invariant_violation() {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        for bytenr in [4096, 8192, 12288] {
+            delayed.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+        }
+        delayed.run(&mut tree);
+        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.run(&mut tree);
+    }
+
+    /// A new extent reserved where a head of the other set exists is caught when the
+    /// heads run.
+    #[test]
+    #[should_panic(expected = "extent 8192 reserved twice")]
+    fn a_new_extent_over_another_head_is_an_invariant_violation() {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        delayed.modify(&tree, 8192, 1);
+        delayed.add_new_referenced_extent(&tree, 4096, tree_block(0));
+        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.run(&mut tree);
     }
 
     #[test]
