@@ -28,11 +28,10 @@ impl FsInfo {
             return true;
         };
         let header = &self.cache.content(handle).header;
-        let force_cow = self.roots.get(&root_id).is_some_and(|root| root.force_cow);
         let modifiable_in_place = header.generation == transid
             && !header.is_written()
             && header.flags & HEADER_FLAG_RELOC == 0
-            && !force_cow;
+            && !self.roots.get(&root_id).is_some_and(|root| root.force_cow);
         !modifiable_in_place
     }
 
