@@ -161,7 +161,19 @@ pub enum CommitProgress {
 impl FsInfo {
     /// Joins the running transaction or starts one. Returns its transid.
     /// A commit in progress is finished first (a writer waits for it in the kernel).
+    /// Inlined: every COW and every writing search joins, nearly always a transaction
+    /// that runs and is not committing; the other cases are out of line.
+    #[inline]
     pub(crate) fn join_transaction(&mut self) -> u64 {
+        match &self.running {
+            Some(transaction) if transaction.commit_stage.is_none() => self.generation + 1,
+            _ => self.join_transaction_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn join_transaction_slow(&mut self) -> u64 {
         if self.commit_waits_to_finish() {
             self.commit_transaction()
                 .expect("a commit in progress completes: its space was reserved");
