@@ -36,7 +36,10 @@ impl FsInfo {
     }
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
-    /// at the copy. Returns the block to modify.
+    /// at the copy. Returns the block to modify. Inlined: a writing search asks at every
+    /// level, and most blocks of the path are already this transaction's; the copy is
+    /// out of line.
+    #[inline]
     pub(crate) fn cow_block(
         &mut self,
         root_id: u64,
@@ -46,6 +49,17 @@ impl FsInfo {
         if !self.should_cow_block(root_id, handle) {
             return Ok(handle);
         }
+        self.cow_block_copy(root_id, handle, parent)
+    }
+
+    /// The copy of [`cow_block`](Self::cow_block) (`btrfs_cow_block()` proper).
+    #[inline(never)]
+    fn cow_block_copy(
+        &mut self,
+        root_id: u64,
+        handle: EbHandle,
+        parent: Option<(EbHandle, usize)>,
+    ) -> Result<EbHandle> {
         let transid = self.join_transaction();
         let original = self.cache.clone_content(handle);
         let level = original.level();
