@@ -80,8 +80,9 @@ pub struct Transaction {
     /// run. Those whose refs have not run yet are listed by the heads of their new
     /// extents ([`DelayedRefs::new_tree_blocks`](crate::alloc::DelayedRefs::new_tree_blocks)):
     /// a COW touches one index, and each run moves its blocks here in one pass
-    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both.
-    pub dirty_blocks: BTreeSet<u64>,
+    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both. Strictly rising:
+    /// a run appends its blocks in one merge and the write step takes them whole.
+    pub dirty_blocks: Vec<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
     /// Set while a commit step runs: it spends the global reserve, not a reservation.
@@ -183,7 +184,7 @@ impl FsInfo {
             transid,
             dirty_roots: BTreeSet::new(),
             changed_roots: BTreeSet::new(),
-            dirty_blocks: BTreeSet::new(),
+            dirty_blocks: Vec::new(),
             pending_snapshots: Vec::new(),
             committing: false,
             commit_stage: None,
@@ -332,9 +333,9 @@ impl FsInfo {
         );
         let dirty_blocks = &mut self.running.as_mut().expect("committing").dirty_blocks;
         if dirty_blocks.is_empty() {
-            *dirty_blocks = BTreeSet::from_iter(new_tree_blocks);
+            *dirty_blocks = new_tree_blocks;
         } else {
-            dirty_blocks.extend(new_tree_blocks);
+            *dirty_blocks = merge_disjoint_sorted(dirty_blocks, &new_tree_blocks);
         }
         if self.policy.enforces(EngineRule::PinUntilCommit) {
             let extents: Vec<(u64, u64)> = dropped
@@ -427,7 +428,7 @@ impl FsInfo {
         let Some(transaction) = &self.running else {
             return BTreeSet::new();
         };
-        let mut dirty = transaction.dirty_blocks.clone();
+        let mut dirty = BTreeSet::from_iter(transaction.dirty_blocks.iter().copied());
         dirty.extend(self.delayed_refs.new_tree_blocks());
         dirty
     }
@@ -455,7 +456,7 @@ impl FsInfo {
     /// Every block to write has an extent record and none is pinned: one walk of the
     /// extent records and one of the pinned extents beside the dirty set, all three in
     /// address order, instead of two searches a block.
-    fn assert_allocated_and_unpinned(&self, dirty: &BTreeSet<u64>) {
+    fn assert_allocated_and_unpinned(&self, dirty: &[u64]) {
         let mut records = self.device.super_block.extent_tree.iter().peekable();
         let mut pinned = self.space.pinned().peekable();
         for &bytenr in dirty {
@@ -501,6 +502,28 @@ impl FsInfo {
     fn finish_dropped_roots(&mut self) {
         self.roots.retain(|_, root| !root.deleted);
     }
+}
+
+/// The union of two strictly rising lists with no element in common, strictly rising.
+fn merge_disjoint_sorted(first: &[u64], second: &[u64]) -> Vec<u64> {
+    let mut merged = Vec::with_capacity(first.len() + second.len());
+    let (mut first, mut second) = (first.iter().peekable(), second.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (first.peek(), second.peek()) {
+        assert_ne!(a, b, "block {a} listed dirty twice");
+        if a < b {
+            merged.push(a);
+            first.next();
+        } else {
+            merged.push(b);
+            second.next();
+        }
+    }
+    merged.extend(first.chain(second));
+    assert!(
+        merged.windows(2).all(|pair| pair[0] < pair[1]),
+        "dirty blocks out of order"
+    );
+    merged
 }
 
 #[cfg(test)]
@@ -667,6 +690,23 @@ mod tests {
         let middle = *dirty.iter().nth(dirty.len() / 2).expect("a dirty block");
         fs.space.pin(middle, 4096);
         let _ = fs.commit_step();
+    }
+
+    /// The dirty list of a later run merges with the list the first run left.
+    #[test]
+    fn dirty_lists_merge_in_order() {
+        use super::merge_disjoint_sorted;
+        assert_eq!(
+            merge_disjoint_sorted(&[4096, 12288, 40960], &[8192, 16384, 20480, 45056]),
+            vec![4096, 8192, 12288, 16384, 20480, 40960, 45056]
+        );
+        assert_eq!(merge_disjoint_sorted(&[], &[8192]), vec![8192]);
+        assert_eq!(merge_disjoint_sorted(&[8192], &[]), vec![8192]);
+        let twice = std::panic::catch_unwind(|| merge_disjoint_sorted(&[4096], &[4096]));
+        assert!(
+            twice.is_err(),
+            "a block listed twice is an invariant violation"
+        );
     }
 
     #[test]

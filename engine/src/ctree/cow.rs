@@ -245,10 +245,10 @@ impl FsInfo {
                 // head forgets the block (`Transaction::dirty_blocks`).
                 assert!(record.is_tree_block());
                 assert!(
-                    !self
-                        .running
-                        .as_ref()
-                        .is_some_and(|transaction| transaction.dirty_blocks.contains(&bytenr)),
+                    !self.running.as_ref().is_some_and(|transaction| transaction
+                        .dirty_blocks
+                        .binary_search(&bytenr)
+                        .is_ok()),
                     "new block {bytenr} listed dirty before its delayed refs ran"
                 );
                 self.space.free_now(bytenr, record.num_bytes);
@@ -258,7 +258,9 @@ impl FsInfo {
                 // inside the commit, e.g. of a RELOC-flagged root by snapshot creation),
                 // or committed: the next run pins it, so it must not be written.
                 if let Some(transaction) = self.running.as_mut() {
-                    transaction.dirty_blocks.remove(&bytenr);
+                    if let Ok(index) = transaction.dirty_blocks.binary_search(&bytenr) {
+                        transaction.dirty_blocks.remove(index);
+                    }
                 }
             }
             ReferenceDropped::Referenced => {}
