@@ -245,10 +245,10 @@ impl FsInfo {
                 // head forgets the block (`Transaction::dirty_blocks`).
                 assert!(record.is_tree_block());
                 assert!(
-                    !self.running.as_ref().is_some_and(|transaction| transaction
+                    self.running.as_ref().is_none_or(|transaction| transaction
                         .dirty_blocks
                         .binary_search(&bytenr)
-                        .is_ok()),
+                        .is_err()),
                     "new block {bytenr} listed dirty before its delayed refs ran"
                 );
                 self.space.free_now(bytenr, record.num_bytes);
