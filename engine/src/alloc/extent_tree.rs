@@ -260,7 +260,8 @@ impl DelayedRefs {
         self.new_extents.insert(index, (bytenr, head));
     }
 
-    /// Registers a newly reserved extent (with no references yet).
+    /// Registers a newly reserved extent (with no references yet). The tree is not read
+    /// here: that the extent has no record is checked when the heads run against it.
     pub fn add_new_extent(&mut self, _tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
         self.insert_new_extent_head(
             bytenr,
@@ -298,7 +299,8 @@ impl DelayedRefs {
     }
 
     /// Registers a newly reserved extent with its first reference: `add_new_extent`
-    /// then `modify(+1)`, in one visit of the head (a new tree block on every COW).
+    /// then `modify(+1)`, in one visit of the head (a new tree block on every COW). As
+    /// there, the tree is read only when the heads run.
     pub fn add_new_referenced_extent(
         &mut self,
         _tree: &ExtentTree,
