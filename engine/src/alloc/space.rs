@@ -17,9 +17,10 @@
 //! bucket, the longest free range starting in it; a pinned range is never free; a
 //! read-only group hands out nothing.
 //!
-//! A commit pins and unpins hundreds of extents at once, lowest first: the first run of
-//! its delayed refs builds the pinned map in one pass ([`SpaceInfo::pin_sorted`]), and the
-//! unpin merges each group's ranges into its free ranges in one pass
+//! A commit pins and unpins hundreds of extents at once, lowest first: the pinned extents
+//! are a sorted vector, which the first run of its delayed refs builds from its sorted
+//! drops ([`SpaceInfo::pin_sorted`]) and the unpin takes whole, and the unpin merges each
+//! group's ranges into its free ranges in one pass
 //! (`BlockGroup::give_back_sorted`), with the same result and the same checks as the
 //! extent-by-extent calls (`docs/hot-paths.md`).
 
