@@ -80,8 +80,9 @@ pub struct Transaction {
     /// run. Those whose refs have not run yet are listed by the heads of their new
     /// extents ([`DelayedRefs::new_tree_blocks`](crate::alloc::DelayedRefs::new_tree_blocks)):
     /// a COW touches one index, and each run moves its blocks here in one pass
-    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both.
-    pub dirty_blocks: BTreeSet<u64>,
+    /// (`docs/hot-paths.md`). `FsInfo::dirty_block_bytenrs` gives both. Strictly rising:
+    /// a run appends its blocks in one merge and the write step takes them whole.
+    pub dirty_blocks: Vec<u64>,
     /// Snapshots to create during the commit.
     pub pending_snapshots: Vec<PendingSnapshot>,
     /// Set while a commit step runs: it spends the global reserve, not a reservation.
@@ -90,7 +91,8 @@ pub struct Transaction {
     pub commit_stage: Option<CommitStage>,
     /// The extent tree as the last complete commit left it, kept from the commit's first
     /// step (delayed refs change the super block's copy) until its super block is
-    /// written: a crash in between restores it.
+    /// written: a crash in between restores it. It shares its records with the super
+    /// block's tree until the first run changes that one, so keeping it costs no copy.
     pub extent_tree_before_commit: Option<ExtentTree>,
 }
 
@@ -160,7 +162,19 @@ pub enum CommitProgress {
 impl FsInfo {
     /// Joins the running transaction or starts one. Returns its transid.
     /// A commit in progress is finished first (a writer waits for it in the kernel).
+    /// Inlined: every COW and every writing search joins, nearly always a transaction
+    /// that runs and is not committing; the other cases are out of line.
+    #[inline]
     pub(crate) fn join_transaction(&mut self) -> u64 {
+        match &self.running {
+            Some(transaction) if transaction.commit_stage.is_none() => self.generation + 1,
+            _ => self.join_transaction_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn join_transaction_slow(&mut self) -> u64 {
         if self.commit_waits_to_finish() {
             self.commit_transaction()
                 .expect("a commit in progress completes: its space was reserved");
@@ -170,7 +184,7 @@ impl FsInfo {
             transid,
             dirty_roots: BTreeSet::new(),
             changed_roots: BTreeSet::new(),
-            dirty_blocks: BTreeSet::new(),
+            dirty_blocks: Vec::new(),
             pending_snapshots: Vec::new(),
             committing: false,
             commit_stage: None,
@@ -319,9 +333,9 @@ impl FsInfo {
         );
         let dirty_blocks = &mut self.running.as_mut().expect("committing").dirty_blocks;
         if dirty_blocks.is_empty() {
-            *dirty_blocks = BTreeSet::from_iter(new_tree_blocks);
+            *dirty_blocks = new_tree_blocks;
         } else {
-            dirty_blocks.extend(new_tree_blocks);
+            *dirty_blocks = merge_disjoint_sorted(dirty_blocks, &new_tree_blocks);
         }
         if self.policy.enforces(EngineRule::PinUntilCommit) {
             let extents: Vec<(u64, u64)> = dropped
@@ -414,7 +428,7 @@ impl FsInfo {
         let Some(transaction) = &self.running else {
             return BTreeSet::new();
         };
-        let mut dirty = transaction.dirty_blocks.clone();
+        let mut dirty = BTreeSet::from_iter(transaction.dirty_blocks.iter().copied());
         dirty.extend(self.delayed_refs.new_tree_blocks());
         dirty
     }
@@ -425,16 +439,9 @@ impl FsInfo {
             "writing dirty blocks before the delayed refs of every new block ran"
         );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
+        self.assert_allocated_and_unpinned(&dirty);
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");
-            assert!(
-                self.device.super_block.extent_tree.get(bytenr).is_some(),
-                "writing block {bytenr}, which is not allocated"
-            );
-            assert!(
-                !self.space.is_pinned(bytenr),
-                "writing pinned block {bytenr}"
-            );
             let content = self.cache.content_mut(handle);
             assert_eq!(
                 content.header.generation, transid,
@@ -443,6 +450,26 @@ impl FsInfo {
             content.header.flags |= HEADER_FLAG_WRITTEN;
             let written = self.cache.clone_content(handle);
             self.device.write_block(written);
+        }
+    }
+
+    /// Every block to write has an extent record and none is pinned: one walk of the
+    /// extent records and one of the pinned extents beside the dirty set, all three in
+    /// address order, instead of two searches a block.
+    fn assert_allocated_and_unpinned(&self, dirty: &[u64]) {
+        let mut records = self.device.super_block.extent_tree.iter().peekable();
+        let mut pinned = self.space.pinned().peekable();
+        for &bytenr in dirty {
+            while records.next_if(|&(start, _)| start < bytenr).is_some() {}
+            assert!(
+                records.next_if(|&(start, _)| start == bytenr).is_some(),
+                "writing block {bytenr}, which is not allocated"
+            );
+            while pinned.next_if(|&(start, _)| start < bytenr).is_some() {}
+            assert!(
+                pinned.peek().is_none_or(|&(start, _)| start != bytenr),
+                "writing pinned block {bytenr}"
+            );
         }
     }
 
@@ -475,6 +502,28 @@ impl FsInfo {
     fn finish_dropped_roots(&mut self) {
         self.roots.retain(|_, root| !root.deleted);
     }
+}
+
+/// The union of two strictly rising lists with no element in common, strictly rising.
+fn merge_disjoint_sorted(first: &[u64], second: &[u64]) -> Vec<u64> {
+    let mut merged = Vec::with_capacity(first.len() + second.len());
+    let (mut first, mut second) = (first.iter().peekable(), second.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (first.peek(), second.peek()) {
+        assert_ne!(a, b, "block {a} listed dirty twice");
+        if a < b {
+            merged.push(a);
+            first.next();
+        } else {
+            merged.push(b);
+            second.next();
+        }
+    }
+    merged.extend(first.chain(second));
+    assert!(
+        merged.windows(2).all(|pair| pair[0] < pair[1]),
+        "dirty blocks out of order"
+    );
+    merged
 }
 
 #[cfg(test)]
@@ -620,6 +669,44 @@ mod tests {
         assert_eq!(fs.commit_in_progress(), None);
         assert_eq!(CommitStage::Unpin.next(), None);
         fs.check().expect("fsck");
+    }
+
+    /// The write step's check that no block it writes is pinned (a walk beside the
+    /// pinned extents) finds a pinned one among several dirty blocks.
+    #[test]
+    #[should_panic(expected = "writing pinned block")]
+    fn writing_a_pinned_block_is_an_invariant_violation() {
+        use super::CommitStage;
+        let (mut fs, volume) = filesystem_with_volume();
+        for objectid in 300..400 {
+            fs.insert_item(volume, Key::new(objectid, 1, 0), &[7; 40])
+                .expect("insert");
+        }
+        while fs.commit_in_progress() != Some(CommitStage::WriteDirtyBlocks) {
+            fs.commit_step().expect("step");
+        }
+        let dirty = fs.dirty_block_bytenrs();
+        assert!(dirty.len() > 2, "{dirty:?}");
+        let middle = *dirty.iter().nth(dirty.len() / 2).expect("a dirty block");
+        fs.space.pin(middle, 4096);
+        let _ = fs.commit_step();
+    }
+
+    /// The dirty list of a later run merges with the list the first run left.
+    #[test]
+    fn dirty_lists_merge_in_order() {
+        use super::merge_disjoint_sorted;
+        assert_eq!(
+            merge_disjoint_sorted(&[4096, 12288, 40960], &[8192, 16384, 20480, 45056]),
+            vec![4096, 8192, 12288, 16384, 20480, 40960, 45056]
+        );
+        assert_eq!(merge_disjoint_sorted(&[], &[8192]), vec![8192]);
+        assert_eq!(merge_disjoint_sorted(&[8192], &[]), vec![8192]);
+        let twice = std::panic::catch_unwind(|| merge_disjoint_sorted(&[4096], &[4096]));
+        assert!(
+            twice.is_err(),
+            "a block listed twice is an invariant violation"
+        );
     }
 
     #[test]

@@ -1,20 +1,27 @@
 //! Extent reference counts and delayed references (btrfs's extent tree and
 //! `delayed-ref.c`).
 //!
-//! The model keeps the extent tree as an ordered map persisted with the super block
-//! instead of as a B-tree of its own: it changes only inside a commit (when delayed refs
-//! run), so the copy in the last super block is always the committed one and a crash
-//! simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
+//! The model keeps the extent tree as a sorted vector of records persisted with the
+//! super block instead of as a B-tree of its own: it changes only inside a commit (when
+//! delayed refs run), so the copy in the last super block is always the committed one and
+//! a crash simply drops the delayed refs. Reference counting follows btrfs's lazy scheme: a tree
 //! block's count is the number of parent slots and root pointers naming it, counted once
 //! per distinct parent block; a data extent's count is the number of EXTENT_DATA items
 //! naming it, counted once per distinct leaf. Running the delayed refs
-//! (`btrfs_run_delayed_refs()`) applies the heads in address order, merging them into the
-//! map in one pass when they are many for its size (`docs/hot-paths.md`).
+//! (`btrfs_run_delayed_refs()`) applies the heads in address order: in place when they
+//! are very few for the tree's size and nothing shares it, else as one merge that copies
+//! the runs of untouched records between heads whole (`docs/hot-paths.md`).
+//!
+//! The records sit behind an `Arc`, so a copy of the tree (the commit keeps the last
+//! committed one until its super block is written, `Transaction::extent_tree_before_commit`;
+//! the explorer branches worlds) shares them; a run that changes a shared tree builds its
+//! own vector (`docs/hot-paths.md`).
 //!
 //! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What an extent holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,30 +64,50 @@ impl ExtentRecord {
     }
 }
 
-/// The committed reference counts.
+/// The committed reference counts: records by bytenr, strictly rising. A clone shares
+/// the records until one of the two changes them; equality and hashing are those of the
+/// records (hashing writes what an ordered map of them writes: the length, then each
+/// bytenr and record in order).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtentTree {
-    records: BTreeMap<u64, ExtentRecord>,
+    records: Arc<Vec<(u64, ExtentRecord)>>,
 }
 
 impl ExtentTree {
+    /// Where the record of `bytenr` is (`Ok`) or would go (`Err`).
+    fn position(&self, bytenr: u64) -> std::result::Result<usize, usize> {
+        self.records
+            .binary_search_by_key(&bytenr, |&(start, _)| start)
+    }
+
     /// The record of the extent starting at `bytenr`.
     pub fn get(&self, bytenr: u64) -> Option<&ExtentRecord> {
-        self.records.get(&bytenr)
+        let index = self.position(bytenr).ok()?;
+        Some(&self.records[index].1)
     }
 
     /// All records, lowest bytenr first.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &ExtentRecord)> {
         self.records
             .iter()
-            .map(|(&bytenr, record)| (bytenr, record))
+            .map(|(bytenr, record)| (*bytenr, record))
     }
 
     /// Records starting in `[start, end)`.
     pub fn range(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, &ExtentRecord)> {
-        self.records
-            .range(start..end)
-            .map(|(&bytenr, record)| (bytenr, record))
+        let first = self.records.partition_point(|&(bytenr, _)| bytenr < start);
+        let end = first.max(self.records.partition_point(|&(bytenr, _)| bytenr < end));
+        self.records[first..end]
+            .iter()
+            .map(|(bytenr, record)| (*bytenr, record))
+    }
+
+    /// Checks that the records are strictly rising.
+    fn assert_sorted(&self) {
+        assert!(
+            self.records.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "extent tree records out of order"
+        );
     }
 
     /// Number of records.
@@ -96,23 +123,44 @@ impl ExtentTree {
     /// Direct access for corruption-injection tests.
     #[doc(hidden)]
     pub fn record_mut_for_test(&mut self, bytenr: u64) -> Option<&mut ExtentRecord> {
-        self.records.get_mut(&bytenr)
+        let index = self.position(bytenr).ok()?;
+        Some(&mut Arc::make_mut(&mut self.records)[index].1)
     }
 }
 
 /// Pending changes of one extent. `base_refs` is the committed count when the head was
 /// created (0 for a new extent); the extent tree changes only when heads run, so it stays
 /// right for the head's whole life and spares a tree lookup on every change.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct DelayedRefHead {
     delta: i64,
     base_refs: u64,
     new_extent: Option<ExtentRecord>,
 }
 
-/// [`DelayedRefs::run`] merges its heads into the extent tree in one pass when there is
-/// at least one head for this many records, and updates the tree head by head otherwise.
-const MERGE_RUN_HEADS_PER_RECORDS: usize = 4;
+/// The head of an extent not reserved since the last run, as [`DelayedRefs`] keeps it in
+/// its map: a [`DelayedRefHead`] without the record it never has, so the map moves 16
+/// bytes a head rather than 72.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RefChange {
+    delta: i64,
+    base_refs: u64,
+}
+
+impl RefChange {
+    fn head(self) -> DelayedRefHead {
+        DelayedRefHead {
+            delta: self.delta,
+            base_refs: self.base_refs,
+            new_extent: None,
+        }
+    }
+}
+
+/// [`DelayedRefs::run`] updates an extent tree nothing else shares head by head, in
+/// place, when it has more than this many records a head (each insert or removal moves
+/// the records after it), and merges the heads into a new vector in one pass otherwise.
+const IN_PLACE_RUN_RECORDS_PER_HEAD: usize = 64;
 
 impl DelayedRefHead {
     /// The extent's record after this head's changes (`existing` is the extent tree's
@@ -122,9 +170,10 @@ impl DelayedRefHead {
         bytenr: u64,
         existing: Option<ExtentRecord>,
     ) -> std::result::Result<ExtentRecord, DroppedExtent> {
-        let mut record = match self.new_extent {
-            Some(record) => record,
-            None => existing.expect("delayed ref for an extent with no record"),
+        let mut record = match (self.new_extent, existing) {
+            (Some(_), Some(_)) => panic!("new extent {bytenr} already has a record"),
+            (Some(record), None) => record,
+            (None, existing) => existing.expect("delayed ref for an extent with no record"),
         };
         assert_eq!(
             record.refs, self.base_refs,
@@ -161,65 +210,104 @@ pub enum ReferenceDropped {
     UnreferencedNew(ExtentRecord),
 }
 
-/// Reference changes not yet applied to the extent tree, by bytenr.
+/// Reference changes not yet applied to the extent tree, by bytenr, in two disjoint
+/// sets: the heads of extents reserved since the last run (`new_extents`, a vector kept
+/// lowest first: the lowest-first allocator hands out rising addresses within a
+/// transaction, so a new head is nearly always appended) and the heads of every other
+/// extent (`heads`, an ordered map: their bytenrs come in any order). Together they are
+/// one map from bytenr to head, split by whether the head reserves its extent, so the
+/// pair is a one-to-one function of that map (`docs/hot-paths.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DelayedRefs {
-    heads: BTreeMap<u64, DelayedRefHead>,
+    /// Heads of extents not reserved since the last run.
+    heads: BTreeMap<u64, RefChange>,
+    /// Heads of extents reserved since the last run, strictly rising bytenrs:
+    /// `new_extent` is always `Some` and `base_refs` 0.
+    new_extents: Vec<(u64, DelayedRefHead)>,
 }
 
 impl DelayedRefs {
-    /// Registers a newly reserved extent (with no references yet).
-    pub fn add_new_extent(&mut self, tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
-        assert!(
-            tree.get(bytenr).is_none(),
-            "new extent {bytenr} already has a record"
+    /// Where the head of the new extent at `bytenr` is (`Ok`) or would go (`Err`) in
+    /// `new_extents`; an append is found without a search.
+    fn new_extent_index(&self, bytenr: u64) -> std::result::Result<usize, usize> {
+        match self.new_extents.last() {
+            None => Err(0),
+            Some(&(last, _)) if last < bytenr => Err(self.new_extents.len()),
+            Some(_) => self
+                .new_extents
+                .binary_search_by_key(&bytenr, |&(start, _)| start),
+        }
+    }
+
+    /// The head at `bytenr`, new or not.
+    fn head(&self, bytenr: u64) -> Option<DelayedRefHead> {
+        match self.new_extent_index(bytenr) {
+            Ok(index) => Some(self.new_extents[index].1),
+            Err(_) => self.heads.get(&bytenr).map(|change| change.head()),
+        }
+    }
+
+    /// Adds the head of a newly reserved extent, which must have none yet. That the
+    /// extent has no record and no head in the other set is checked when the heads run
+    /// (`DelayedRefHead::apply`, [`take_heads`](Self::take_heads)), in the passes that
+    /// meet both sequences anyway, rather than by two searches a COW here.
+    fn insert_new_extent_head(&mut self, bytenr: u64, head: DelayedRefHead) {
+        assert_eq!(head.new_extent.map(|record| record.refs), Some(0));
+        assert_eq!(head.base_refs, 0);
+        let Err(index) = self.new_extent_index(bytenr) else {
+            panic!("extent {bytenr} reserved twice");
+        };
+        self.new_extents.insert(index, (bytenr, head));
+    }
+
+    /// Registers a newly reserved extent (with no references yet). The tree is not read
+    /// here: that the extent has no record is checked when the heads run against it.
+    pub fn add_new_extent(&mut self, _tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+        self.insert_new_extent_head(
+            bytenr,
+            DelayedRefHead {
+                delta: 0,
+                base_refs: 0,
+                new_extent: Some(record),
+            },
         );
-        assert_eq!(record.refs, 0);
-        let head = self.heads.entry(bytenr).or_insert(DelayedRefHead {
-            delta: 0,
-            base_refs: 0,
-            new_extent: None,
-        });
-        assert!(
-            head.new_extent.is_none() && head.delta == 0,
-            "extent {bytenr} reserved twice"
-        );
-        head.new_extent = Some(record);
     }
 
     /// Adds `delta` references to the extent at `bytenr`.
     pub fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
-        let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
+        let assert_not_below_zero = |base: u64, head_delta: i64| {
+            assert!(
+                base as i64 + head_delta >= 0,
+                "extent {bytenr}: references would go below zero ({base} {head_delta:+})"
+            );
+        };
+        if let Ok(index) = self.new_extent_index(bytenr) {
+            let head = &mut self.new_extents[index].1;
+            head.delta += delta;
+            assert_not_below_zero(head.base_refs, head.delta);
+            return;
+        }
+        let change = self.heads.entry(bytenr).or_insert_with(|| RefChange {
             delta: 0,
             base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
-            new_extent: None,
         });
-        head.delta += delta;
-        let base = head.base_refs;
-        assert!(
-            base as i64 + head.delta >= 0,
-            "extent {bytenr}: references would go below zero ({base} {:+})",
-            head.delta
-        );
-        if head.delta == 0 && head.new_extent.is_none() {
+        change.delta += delta;
+        assert_not_below_zero(change.base_refs, change.delta);
+        if change.delta == 0 {
             self.heads.remove(&bytenr);
         }
     }
 
     /// Registers a newly reserved extent with its first reference: `add_new_extent`
-    /// then `modify(+1)`, in one visit of the head (a new tree block on every COW).
+    /// then `modify(+1)`, in one visit of the head (a new tree block on every COW). As
+    /// there, the tree is read only when the heads run.
     pub fn add_new_referenced_extent(
         &mut self,
-        tree: &ExtentTree,
+        _tree: &ExtentTree,
         bytenr: u64,
         record: ExtentRecord,
     ) {
-        assert!(
-            tree.get(bytenr).is_none(),
-            "new extent {bytenr} already has a record"
-        );
-        assert_eq!(record.refs, 0);
-        let previous = self.heads.insert(
+        self.insert_new_extent_head(
             bytenr,
             DelayedRefHead {
                 delta: 1,
@@ -227,7 +315,6 @@ impl DelayedRefs {
                 new_extent: Some(record),
             },
         );
-        assert!(previous.is_none(), "extent {bytenr} reserved twice");
     }
 
     /// Drops one reference of `bytenr` (`modify(-1)`) and says what is left, in one visit
@@ -236,6 +323,21 @@ impl DelayedRefs {
     /// returned, so its space can go straight back.
     pub fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
         use std::collections::btree_map::Entry;
+        if let Ok(index) = self.new_extent_index(bytenr) {
+            let state = &mut self.new_extents[index].1;
+            state.delta -= 1;
+            let record = state.new_extent.expect("a new extent's head");
+            assert!(
+                state.delta >= 0,
+                "extent {bytenr}: references would go below zero (0 {:+})",
+                state.delta
+            );
+            if state.delta > 0 {
+                return ReferenceDropped::Referenced;
+            }
+            self.new_extents.remove(index);
+            return ReferenceDropped::UnreferencedNew(record);
+        }
         let mut head = match self.heads.entry(bytenr) {
             Entry::Occupied(head) => head,
             Entry::Vacant(vacant) => {
@@ -244,10 +346,9 @@ impl DelayedRefs {
                     base_refs > 0,
                     "extent {bytenr}: references would go below zero"
                 );
-                vacant.insert(DelayedRefHead {
+                vacant.insert(RefChange {
                     delta: -1,
                     base_refs,
-                    new_extent: None,
                 });
                 return match base_refs {
                     1 => ReferenceDropped::Unreferenced,
@@ -264,25 +365,18 @@ impl DelayedRefs {
             state.base_refs,
             state.delta
         );
-        match (refs, state.new_extent) {
-            (0, Some(record)) => {
-                assert_eq!(state.delta, 0, "a new extent's references are its delta");
-                head.remove();
-                ReferenceDropped::UnreferencedNew(record)
-            }
-            (0, None) => ReferenceDropped::Unreferenced,
-            _ => {
-                if state.delta == 0 && state.new_extent.is_none() {
-                    head.remove();
-                }
-                ReferenceDropped::Referenced
-            }
+        if refs == 0 {
+            return ReferenceDropped::Unreferenced;
         }
+        if state.delta == 0 {
+            head.remove();
+        }
+        ReferenceDropped::Referenced
     }
 
     /// References of `bytenr` with pending changes applied, or `None` if no such extent.
     pub fn effective_refs(&self, tree: &ExtentTree, bytenr: u64) -> Option<u64> {
-        let Some(head) = self.heads.get(&bytenr) else {
+        let Some(head) = self.head(bytenr) else {
             return tree.get(bytenr).map(|record| record.refs);
         };
         let refs = head.base_refs as i64 + head.delta;
@@ -291,7 +385,7 @@ impl DelayedRefs {
 
     /// The record of `bytenr` as the pending changes will leave it (refs may be zero).
     pub fn effective_record(&self, tree: &ExtentTree, bytenr: u64) -> Option<ExtentRecord> {
-        let head = self.heads.get(&bytenr);
+        let head = self.head(bytenr);
         let mut record = match head.and_then(|head| head.new_extent) {
             Some(record) => record,
             None => *tree.get(bytenr)?,
@@ -303,13 +397,15 @@ impl DelayedRefs {
     /// Forgets a new extent that ends the transaction unreferenced, so its space can be
     /// returned at once. Returns its record; panics if it still has references.
     pub fn forget_new_extent(&mut self, bytenr: u64) -> ExtentRecord {
-        let head = self
-            .heads
-            .remove(&bytenr)
-            .expect("forgetting an extent with no head");
-        let record = head
-            .new_extent
-            .expect("forgetting an extent that is not new");
+        let Ok(index) = self.new_extent_index(bytenr) else {
+            assert!(
+                !self.heads.contains_key(&bytenr),
+                "forgetting an extent that is not new"
+            );
+            panic!("forgetting an extent with no head");
+        };
+        let (_, head) = self.new_extents.remove(index);
+        let record = head.new_extent.expect("a new extent's head");
         assert_eq!(
             head.delta, 0,
             "forgetting extent {bytenr} that still has references"
@@ -319,24 +415,32 @@ impl DelayedRefs {
 
     /// Whether `bytenr` was reserved in the running transaction.
     pub fn is_new_extent(&self, bytenr: u64) -> bool {
-        self.heads
-            .get(&bytenr)
-            .is_some_and(|head| head.new_extent.is_some())
+        self.new_extent_index(bytenr).is_ok()
     }
 
     /// Bytenrs with pending changes, lowest first.
     pub fn bytenrs(&self) -> impl Iterator<Item = u64> + '_ {
-        self.heads.keys().copied()
+        let mut new = self
+            .new_extents
+            .iter()
+            .map(|&(bytenr, _)| bytenr)
+            .peekable();
+        let mut others = self.heads.keys().copied().peekable();
+        std::iter::from_fn(move || match (new.peek(), others.peek()) {
+            (Some(&first), Some(&second)) if first < second => new.next(),
+            (Some(_), None) => new.next(),
+            _ => others.next(),
+        })
     }
 
     /// Number of pending heads.
     pub fn len(&self) -> usize {
-        self.heads.len()
+        self.heads.len() + self.new_extents.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.heads.is_empty()
+        self.heads.is_empty() && self.new_extents.is_empty()
     }
 
     /// Applies every pending change to `tree` (`btrfs_run_delayed_refs()`), returning the
@@ -349,10 +453,28 @@ impl DelayedRefs {
     /// of their new extents are the running transaction's record of the blocks it must
     /// write (`docs/hot-paths.md`).
     pub fn new_tree_blocks(&self) -> impl Iterator<Item = u64> + '_ {
-        self.heads
+        self.new_extents
             .iter()
             .filter(|(_, head)| head.new_extent.is_some_and(|record| record.is_tree_block()))
-            .map(|(&bytenr, _)| bytenr)
+            .map(|&(bytenr, _)| bytenr)
+    }
+
+    /// Every head, lowest bytenr first, leaving none (the two sets merged).
+    fn take_heads(&mut self) -> Vec<(u64, DelayedRefHead)> {
+        let mut heads = Vec::with_capacity(self.len());
+        let mut new = self.new_extents.drain(..).peekable();
+        for (bytenr, change) in std::mem::take(&mut self.heads) {
+            while let Some(new_head) = new.next_if(|&(start, _)| start < bytenr) {
+                heads.push(new_head);
+            }
+            assert!(
+                new.peek().is_none_or(|&(start, _)| start != bytenr),
+                "extent {bytenr} reserved twice"
+            );
+            heads.push((bytenr, change.head()));
+        }
+        heads.extend(new);
+        heads
     }
 
     /// [`run`](Self::run), first appending [`new_tree_blocks`](Self::new_tree_blocks) to
@@ -363,53 +485,142 @@ impl DelayedRefs {
         new_tree_blocks: &mut Vec<u64>,
     ) -> Vec<DroppedExtent> {
         new_tree_blocks.extend(self.new_tree_blocks());
-        let heads = std::mem::take(&mut self.heads);
-        let mut dropped = Vec::new();
-        if heads.len() * MERGE_RUN_HEADS_PER_RECORDS < tree.records.len() {
-            for (bytenr, head) in heads {
-                let existing = tree.records.get(&bytenr).copied();
-                match head.apply(bytenr, existing) {
-                    Ok(record) => tree.records.insert(bytenr, record),
-                    Err(gone) => {
-                        dropped.push(gone);
-                        tree.records.remove(&bytenr)
-                    }
-                };
-            }
-            return dropped;
+        let heads = self.take_heads();
+        if heads.is_empty() {
+            return Vec::new();
         }
-        // Many heads for the size of the tree (a commit after a burst of COWs): one merge
-        // of the two address-ordered sequences, and the tree rebuilt from the sorted
-        // result, instead of a search and an update of the tree per head.
-        let old = std::mem::take(&mut tree.records);
-        let mut merged = Vec::with_capacity(old.len() + heads.len());
-        let mut records = old.into_iter().peekable();
-        for (bytenr, head) in heads {
-            while let Some(record) = records.next_if(|&(start, _)| start < bytenr) {
-                merged.push(record);
+        let few = heads.len() * IN_PLACE_RUN_RECORDS_PER_HEAD < tree.records.len();
+        let dropped = match Arc::get_mut(&mut tree.records) {
+            Some(records) if few => run_in_place(records, heads),
+            _ => {
+                let (merged, dropped) = run_merged(&tree.records, heads);
+                tree.records = Arc::new(merged);
+                dropped
             }
-            let existing = records
-                .next_if(|&(start, _)| start == bytenr)
-                .map(|(_, record)| record);
-            match head.apply(bytenr, existing) {
-                Ok(record) => merged.push((bytenr, record)),
-                Err(gone) => dropped.push(gone),
-            }
+        };
+        if cfg!(debug_assertions) {
+            tree.assert_sorted();
         }
-        merged.extend(records);
-        tree.records = BTreeMap::from_iter(merged);
         dropped
     }
 
     /// Drops every pending change (crash).
     pub fn clear(&mut self) {
         self.heads.clear();
+        self.new_extents.clear();
     }
+}
+
+/// Applies `heads` (lowest first) to `records` in place: a search a head, and a move of
+/// the records after it for each insert or removal. Returns the drops, lowest first.
+fn run_in_place(
+    records: &mut Vec<(u64, ExtentRecord)>,
+    heads: Vec<(u64, DelayedRefHead)>,
+) -> Vec<DroppedExtent> {
+    let mut dropped = Vec::new();
+    for (bytenr, head) in heads {
+        match records.binary_search_by_key(&bytenr, |&(start, _)| start) {
+            Ok(index) => match head.apply(bytenr, Some(records[index].1)) {
+                Ok(record) => records[index].1 = record,
+                Err(gone) => {
+                    dropped.push(gone);
+                    records.remove(index);
+                }
+            },
+            Err(index) => match head.apply(bytenr, None) {
+                Ok(record) => records.insert(index, (bytenr, record)),
+                Err(gone) => dropped.push(gone),
+            },
+        }
+    }
+    dropped
+}
+
+/// Merges `heads` (lowest first) with `records` into a new vector: the records between
+/// two heads are copied as one slice. Returns the new records and the drops, lowest
+/// first. `records` is only read: a copy of the tree may share it.
+fn run_merged(
+    records: &[(u64, ExtentRecord)],
+    heads: Vec<(u64, DelayedRefHead)>,
+) -> (Vec<(u64, ExtentRecord)>, Vec<DroppedExtent>) {
+    let mut merged = Vec::with_capacity(records.len() + heads.len());
+    let mut dropped = Vec::new();
+    let mut rest = records;
+    for (bytenr, head) in heads {
+        let before = match rest.first() {
+            Some(&(start, _)) if start < bytenr => {
+                rest.partition_point(|&(start, _)| start < bytenr)
+            }
+            _ => 0,
+        };
+        merged.extend_from_slice(&rest[..before]);
+        rest = &rest[before..];
+        let existing = match rest.first() {
+            Some(&(start, record)) if start == bytenr => {
+                rest = &rest[1..];
+                Some(record)
+            }
+            _ => None,
+        };
+        match head.apply(bytenr, existing) {
+            Ok(record) => merged.push((bytenr, record)),
+            Err(gone) => dropped.push(gone),
+        }
+    }
+    merged.extend_from_slice(rest);
+    (merged, dropped)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ExtentTree {
+        fn as_map(&self) -> BTreeMap<u64, ExtentRecord> {
+            self.iter()
+                .map(|(bytenr, record)| (bytenr, *record))
+                .collect()
+        }
+    }
+
+    /// The tree hashes as the ordered map of its records did, and `get` and `range`
+    /// answer as the map's lookups do, at and between records.
+    #[test]
+    fn the_tree_reads_and_hashes_as_an_ordered_map() {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        for index in 1..50u64 {
+            let record = ExtentRecord {
+                generation: index,
+                ..tree_block(0)
+            };
+            delayed.add_new_referenced_extent(&tree, index * 3 * 4096, record);
+        }
+        delayed.run(&mut tree);
+        let map = tree.as_map();
+        assert_eq!(map.len(), 49);
+        let digest = |value: &dyn Fn(&mut DefaultHasher)| {
+            let mut hasher = DefaultHasher::new();
+            value(&mut hasher);
+            hasher.finish()
+        };
+        assert_eq!(
+            digest(&|hasher| tree.hash(hasher)),
+            digest(&|hasher| map.hash(hasher))
+        );
+        for bytenr in (0..160u64).map(|index| index * 4096) {
+            assert_eq!(tree.get(bytenr), map.get(&bytenr), "{bytenr}");
+            for end in [bytenr, bytenr + 4096, bytenr + 40_000, 1 << 40] {
+                let expected: Vec<(u64, &ExtentRecord)> = map
+                    .range(bytenr..end.max(bytenr))
+                    .map(|(&start, record)| (start, record))
+                    .collect();
+                assert_eq!(tree.range(bytenr, end).collect::<Vec<_>>(), expected);
+            }
+        }
+        assert!(tree.range(5 * 4096, 0).next().is_none(), "an empty range");
+    }
 
     fn tree_block(refs: u64) -> ExtentRecord {
         ExtentRecord {
@@ -463,6 +674,178 @@ mod tests {
         );
     }
 
+    /// The heads kept as one map, as they were before new extents got a vector of their
+    /// own: the reference the split representation must agree with.
+    #[derive(Default)]
+    struct OneMap {
+        heads: BTreeMap<u64, DelayedRefHead>,
+    }
+
+    impl OneMap {
+        fn add_new(&mut self, bytenr: u64, delta: i64) {
+            let head = DelayedRefHead {
+                delta,
+                base_refs: 0,
+                new_extent: Some(tree_block(0)),
+            };
+            assert!(self.heads.insert(bytenr, head).is_none());
+        }
+
+        fn modify(&mut self, tree: &ExtentTree, bytenr: u64, delta: i64) {
+            let head = self.heads.entry(bytenr).or_insert_with(|| DelayedRefHead {
+                delta: 0,
+                base_refs: tree.get(bytenr).map_or(0, |record| record.refs),
+                new_extent: None,
+            });
+            head.delta += delta;
+            if head.delta == 0 && head.new_extent.is_none() {
+                self.heads.remove(&bytenr);
+            }
+        }
+
+        /// `drop_reference`'s answer, from the map.
+        fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
+            self.modify(tree, bytenr, -1);
+            let Some(head) = self.heads.get(&bytenr) else {
+                return ReferenceDropped::Referenced;
+            };
+            let refs = head.base_refs as i64 + head.delta;
+            match (refs, head.new_extent) {
+                (0, Some(record)) => {
+                    self.heads.remove(&bytenr);
+                    ReferenceDropped::UnreferencedNew(record)
+                }
+                (0, None) => ReferenceDropped::Unreferenced,
+                _ => ReferenceDropped::Referenced,
+            }
+        }
+
+        fn refs(&self, tree: &ExtentTree, bytenr: u64) -> u64 {
+            self.heads.get(&bytenr).map_or_else(
+                || tree.get(bytenr).map_or(0, |record| record.refs),
+                |head| (head.base_refs as i64 + head.delta) as u64,
+            )
+        }
+    }
+
+    /// Random reservations (mostly at rising addresses, some below the last), reference
+    /// changes and drops of committed and new extents, and runs: the split heads answer
+    /// every query as the single map does, list the same bytenrs in the same order, and
+    /// leave the same extent tree and drops.
+    #[test]
+    fn split_heads_agree_with_one_map() {
+        use crate::splitmix::SplitMix64;
+        let mut rng = SplitMix64::new(0x0005_eed0_fde1_a7ed);
+        let mut tree = ExtentTree::default();
+        let mut split = DelayedRefs::default();
+        let mut model = OneMap::default();
+        let mut model_tree = BTreeMap::new();
+        let mut next_new = 0u64;
+        let mut operations = [0usize; 5];
+        for round in 0..40 {
+            for _ in 0..60 {
+                let operation = rng.below(5) as usize;
+                operations[operation] += 1;
+                let existing: Vec<u64> = model_tree
+                    .keys()
+                    .copied()
+                    .chain(model.heads.keys().copied())
+                    .collect();
+                match operation {
+                    0 | 1 => {
+                        // Mostly rising; now and then a hole below the last reservation.
+                        let bytenr = if operation == 1 && next_new > 8 {
+                            rng.below(next_new) * 4096
+                        } else {
+                            next_new += 1 + rng.below(3);
+                            next_new * 4096
+                        };
+                        if model.heads.contains_key(&bytenr) || tree.get(bytenr).is_some() {
+                            continue;
+                        }
+                        let delta = i64::from(rng.below(2) == 0);
+                        if delta == 1 {
+                            split.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+                        } else {
+                            split.add_new_extent(&tree, bytenr, tree_block(0));
+                        }
+                        model.add_new(bytenr, delta);
+                    }
+                    2 if !existing.is_empty() => {
+                        let bytenr = existing[rng.below(existing.len() as u64) as usize];
+                        split.modify(&tree, bytenr, 1);
+                        model.modify(&tree, bytenr, 1);
+                    }
+                    3 | 4 if !existing.is_empty() => {
+                        let bytenr = existing[rng.below(existing.len() as u64) as usize];
+                        if model.refs(&tree, bytenr) == 0 {
+                            continue;
+                        }
+                        assert_eq!(
+                            split.drop_reference(&tree, bytenr),
+                            model.drop_reference(&tree, bytenr),
+                            "round {round}: drop of {bytenr}"
+                        );
+                    }
+                    _ => {}
+                }
+                let listed: Vec<u64> = split.bytenrs().collect();
+                assert_eq!(listed, model.heads.keys().copied().collect::<Vec<_>>());
+                assert_eq!(split.len(), model.heads.len());
+                for &bytenr in &listed {
+                    assert_eq!(
+                        split.effective_refs(&tree, bytenr),
+                        Some(model.refs(&tree, bytenr))
+                    );
+                    assert_eq!(
+                        split.is_new_extent(bytenr),
+                        model.heads[&bytenr].new_extent.is_some()
+                    );
+                }
+            }
+            // Unreferenced new extents are forgotten before a run, as a transaction does.
+            let unreferenced: Vec<u64> = model
+                .heads
+                .iter()
+                .filter(|(_, head)| head.new_extent.is_some() && head.delta == 0)
+                .map(|(&bytenr, _)| bytenr)
+                .collect();
+            for bytenr in unreferenced {
+                assert_eq!(split.forget_new_extent(bytenr), tree_block(0));
+                model.heads.remove(&bytenr);
+            }
+            let new_blocks: Vec<u64> = split.new_tree_blocks().collect();
+            let expected_new: Vec<u64> = model
+                .heads
+                .iter()
+                .filter(|(_, head)| head.new_extent.is_some())
+                .map(|(&bytenr, _)| bytenr)
+                .collect();
+            assert_eq!(new_blocks, expected_new);
+            let dropped = split.run(&mut tree);
+            let mut expected_dropped = Vec::new();
+            for (bytenr, head) in std::mem::take(&mut model.heads) {
+                match head.apply(bytenr, model_tree.get(&bytenr).copied()) {
+                    Ok(record) => {
+                        model_tree.insert(bytenr, record);
+                    }
+                    Err(gone) => {
+                        model_tree.remove(&bytenr);
+                        expected_dropped.push(gone);
+                    }
+                }
+            }
+            assert_eq!(dropped, expected_dropped, "round {round}");
+            assert_eq!(tree.as_map(), model_tree, "round {round}");
+            assert!(split.is_empty());
+        }
+        assert!(
+            operations.iter().all(|&count| count > 100),
+            "{operations:?}"
+        );
+        assert!(!tree.is_empty());
+    }
+
     /// A tree of `records` committed extents at the even block indexes, then `heads`
     /// changes at block indexes `0..heads`: a new extent at each odd index, and at each
     /// even one a reference dropped (to zero) or added, alternately.
@@ -490,8 +873,8 @@ mod tests {
     #[test]
     fn a_merged_run_and_a_run_head_by_head_agree() {
         let mut strategies = [0usize; 2];
-        for (records, heads) in [(400u64, 40u64), (40, 40), (40, 80)] {
-            let merged_run = heads * MERGE_RUN_HEADS_PER_RECORDS as u64 >= records;
+        for (records, heads) in [(4000u64, 40u64), (40, 40), (40, 80)] {
+            let merged_run = heads * IN_PLACE_RUN_RECORDS_PER_HEAD as u64 >= records;
             strategies[usize::from(merged_run)] += 1;
             let (tree, dropped) = run_changes(records, heads);
             let mut expected = BTreeMap::new();
@@ -516,11 +899,41 @@ mod tests {
                 }
             }
             let case = format!("{records} records, {heads} heads, merged: {merged_run}");
-            assert_eq!(tree.records, expected, "{case}");
+            assert_eq!(tree.as_map(), expected, "{case}");
             assert_eq!(dropped, expected_dropped, "{case}");
             assert!(!dropped.is_empty(), "{case}");
         }
         assert_eq!(strategies, [1, 2], "both strategies ran");
+    }
+
+    /// A run on a tree whose records a copy shares (the commit's copy of the last
+    /// committed tree) leaves the copy as it was, with either strategy.
+    #[test]
+    fn a_run_leaves_a_copy_of_the_tree_unchanged() {
+        for (records, heads) in [(400u64, 40u64), (40, 40)] {
+            let mut tree = ExtentTree::default();
+            let mut delayed = DelayedRefs::default();
+            for index in 0..records {
+                delayed.add_new_referenced_extent(&tree, index * 4096, tree_block(0));
+            }
+            delayed.run(&mut tree);
+            let before = tree.as_map();
+            let copy = tree.clone();
+            assert!(Arc::ptr_eq(&copy.records, &tree.records), "a copy shares");
+            for index in 0..heads {
+                delayed.modify(&tree, index * 4096, if index % 2 == 0 { -1 } else { 1 });
+            }
+            let dropped = delayed.run(&mut tree);
+            assert_eq!(dropped.len() as u64, heads.div_ceil(2), "{records}/{heads}");
+            assert_eq!(
+                copy.as_map(),
+                before,
+                "{records}/{heads}: the copy is unchanged"
+            );
+            assert_ne!(copy, tree, "{records}/{heads}");
+            assert_eq!(tree.get(4096).map(|record| record.refs), Some(2));
+            assert!(tree.get(0).is_none());
+        }
     }
 
     #[test]
@@ -557,6 +970,33 @@ mod tests {
         assert!(delayed.is_new_extent(4096));
         assert_eq!(delayed.forget_new_extent(4096).num_bytes, 4096);
         assert!(delayed.is_empty());
+    }
+
+    /// A new extent reserved where a record exists is caught when the heads run.
+    #[test]
+    #[should_panic(expected = "new extent 8192 already has a record")]
+    fn a_new_extent_over_a_record_is_an_invariant_violation() {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        for bytenr in [4096, 8192, 12288] {
+            delayed.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+        }
+        delayed.run(&mut tree);
+        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.run(&mut tree);
+    }
+
+    /// A new extent reserved where a head of the other set exists is caught when the
+    /// heads run.
+    #[test]
+    #[should_panic(expected = "extent 8192 reserved twice")]
+    fn a_new_extent_over_another_head_is_an_invariant_violation() {
+        let mut tree = ExtentTree::default();
+        let mut delayed = DelayedRefs::default();
+        delayed.modify(&tree, 8192, 1);
+        delayed.add_new_referenced_extent(&tree, 4096, tree_block(0));
+        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.run(&mut tree);
     }
 
     #[test]

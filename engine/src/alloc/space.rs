@@ -17,9 +17,10 @@
 //! bucket, the longest free range starting in it; a pinned range is never free; a
 //! read-only group hands out nothing.
 //!
-//! A commit pins and unpins hundreds of extents at once, lowest first: the first run of
-//! its delayed refs builds the pinned map in one pass ([`SpaceInfo::pin_sorted`]), and the
-//! unpin merges each group's ranges into its free ranges in one pass
+//! A commit pins and unpins hundreds of extents at once, lowest first: the pinned extents
+//! are a sorted vector, which the first run of its delayed refs builds from its sorted
+//! drops ([`SpaceInfo::pin_sorted`]) and the unpin takes whole, and the unpin merges each
+//! group's ranges into its free ranges in one pass
 //! (`BlockGroup::give_back_sorted`), with the same result and the same checks as the
 //! extent-by-extent calls (`docs/hot-paths.md`).
 
@@ -449,7 +450,10 @@ impl FreeRangeMerge {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SpaceInfo {
     groups: BTreeMap<u64, BlockGroup>,
-    pinned: BTreeMap<u64, u64>,
+    /// Pinned extents (start, length), strictly rising: built in one piece by a commit's
+    /// first delayed-ref run and taken whole by its unpin, so a sorted vector (it hashes
+    /// as the ordered map it replaced: the length, then each pair in order).
+    pinned: Vec<(u64, u64)>,
     next_group_start: u64,
     device_bytes: u64,
     group_bytes_total: u64,
@@ -460,7 +464,7 @@ impl SpaceInfo {
     pub fn new(device_bytes: u64, first_start: u64) -> SpaceInfo {
         SpaceInfo {
             groups: BTreeMap::new(),
-            pinned: BTreeMap::new(),
+            pinned: Vec::new(),
             next_group_start: first_start,
             device_bytes,
             group_bytes_total: 0,
@@ -545,8 +549,10 @@ impl SpaceInfo {
             !self.group(bytenr).overlaps_free(bytenr, length),
             "pinning free space {bytenr}"
         );
-        let previous = self.pinned.insert(bytenr, length);
-        assert!(previous.is_none(), "{bytenr} pinned twice");
+        match self.pinned_position(bytenr) {
+            Ok(_) => panic!("{bytenr} pinned twice"),
+            Err(index) => self.pinned.insert(index, (bytenr, length)),
+        }
     }
 
     /// Pins extents given lowest first and disjoint (those a delayed-ref run dropped): the
@@ -574,22 +580,28 @@ impl SpaceInfo {
             group.assert_none_free_sorted(&rest[..in_group]);
             rest = &rest[in_group..];
         }
-        self.pinned = BTreeMap::from_iter(extents.iter().copied());
+        self.pinned = extents.to_vec();
+    }
+
+    /// Where the pinned extent starting at `bytenr` is (`Ok`) or would go (`Err`).
+    fn pinned_position(&self, bytenr: u64) -> std::result::Result<usize, usize> {
+        self.pinned
+            .binary_search_by_key(&bytenr, |&(start, _)| start)
     }
 
     /// Whether the extent starting at `bytenr` is pinned.
     pub fn is_pinned(&self, bytenr: u64) -> bool {
-        self.pinned.contains_key(&bytenr)
+        self.pinned_position(bytenr).is_ok()
     }
 
     /// Pinned extents, lowest first.
     pub fn pinned(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.pinned.iter().map(|(&start, &length)| (start, length))
+        self.pinned.iter().copied()
     }
 
     /// Unpins everything (`btrfs_finish_extent_commit()`), returning what was unpinned.
     pub fn unpin_all(&mut self) -> Vec<(u64, u64)> {
-        let unpinned: Vec<(u64, u64)> = std::mem::take(&mut self.pinned).into_iter().collect();
+        let unpinned = std::mem::take(&mut self.pinned);
         // Pinned extents and groups are both in address order: one pass over the groups
         // finds each extent's group without a lookup per extent, and extents that touch
         // go back as one range (freeing them one by one would coalesce them anyway).
@@ -724,7 +736,7 @@ impl SpaceInfo {
             }
             group.check_fit()?;
         }
-        for (&bytenr, &length) in &self.pinned {
+        for &(bytenr, length) in &self.pinned {
             if self
                 .find_group(bytenr)
                 .is_none_or(|group| group.overlaps_free(bytenr, length))
@@ -759,6 +771,54 @@ mod tests {
         space.free_now(first, 4096);
         assert_eq!(space.alloc(BlockGroupKind::Metadata, 4096), Some(first));
         assert_eq!(space.check(), Ok(()));
+    }
+
+    /// Pins one by one in any order, and in a batch lowest first: the pinned extents are
+    /// listed lowest first either way, are found, and hash as the ordered map of them.
+    #[test]
+    fn pinned_extents_stay_sorted_and_hash_as_a_map() {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut one_by_one = SpaceInfo::new(1 << 30, 1 << 20);
+        one_by_one
+            .add_group(BlockGroupKind::Metadata, 1 << 20)
+            .expect("group");
+        let blocks: Vec<u64> = (0..16)
+            .map(|_| {
+                one_by_one
+                    .alloc(BlockGroupKind::Metadata, 4096)
+                    .expect("alloc")
+            })
+            .collect();
+        let mut batched = one_by_one.clone();
+        let chosen = [9, 2, 14, 0, 5, 11];
+        for index in chosen {
+            one_by_one.pin(blocks[index], 4096);
+        }
+        let mut sorted: Vec<(u64, u64)> =
+            chosen.iter().map(|&index| (blocks[index], 4096)).collect();
+        sorted.sort_unstable();
+        batched.pin_sorted(&sorted);
+        assert_eq!(one_by_one.pinned().collect::<Vec<_>>(), sorted);
+        assert_eq!(one_by_one, batched);
+        for (index, &bytenr) in blocks.iter().enumerate() {
+            assert_eq!(
+                one_by_one.is_pinned(bytenr),
+                chosen.contains(&index),
+                "{index}"
+            );
+        }
+        let map: BTreeMap<u64, u64> = sorted.iter().copied().collect();
+        let digest = |value: &dyn Fn(&mut DefaultHasher)| {
+            let mut hasher = DefaultHasher::new();
+            value(&mut hasher);
+            hasher.finish()
+        };
+        assert_eq!(
+            digest(&|hasher| one_by_one.pinned.hash(hasher)),
+            digest(&|hasher| map.hash(hasher))
+        );
+        assert_eq!(one_by_one.check(), Ok(()));
+        assert_eq!(one_by_one.unpin_all(), sorted);
     }
 
     #[test]

@@ -28,16 +28,18 @@ impl FsInfo {
             return true;
         };
         let header = &self.cache.content(handle).header;
-        let force_cow = self.roots.get(&root_id).is_some_and(|root| root.force_cow);
         let modifiable_in_place = header.generation == transid
             && !header.is_written()
             && header.flags & HEADER_FLAG_RELOC == 0
-            && !force_cow;
+            && !self.roots.get(&root_id).is_some_and(|root| root.force_cow);
         !modifiable_in_place
     }
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
-    /// at the copy. Returns the block to modify.
+    /// at the copy. Returns the block to modify. Inlined: a writing search asks at every
+    /// level, and most blocks of the path are already this transaction's; the copy is
+    /// out of line.
+    #[inline]
     pub(crate) fn cow_block(
         &mut self,
         root_id: u64,
@@ -47,6 +49,17 @@ impl FsInfo {
         if !self.should_cow_block(root_id, handle) {
             return Ok(handle);
         }
+        self.cow_block_copy(root_id, handle, parent)
+    }
+
+    /// The copy of [`cow_block`](Self::cow_block) (`btrfs_cow_block()` proper).
+    #[inline(never)]
+    fn cow_block_copy(
+        &mut self,
+        root_id: u64,
+        handle: EbHandle,
+        parent: Option<(EbHandle, usize)>,
+    ) -> Result<EbHandle> {
         let transid = self.join_transaction();
         let original = self.cache.clone_content(handle);
         let level = original.level();
@@ -232,10 +245,10 @@ impl FsInfo {
                 // head forgets the block (`Transaction::dirty_blocks`).
                 assert!(record.is_tree_block());
                 assert!(
-                    !self
-                        .running
-                        .as_ref()
-                        .is_some_and(|transaction| transaction.dirty_blocks.contains(&bytenr)),
+                    self.running.as_ref().is_none_or(|transaction| transaction
+                        .dirty_blocks
+                        .binary_search(&bytenr)
+                        .is_err()),
                     "new block {bytenr} listed dirty before its delayed refs ran"
                 );
                 self.space.free_now(bytenr, record.num_bytes);
@@ -245,7 +258,9 @@ impl FsInfo {
                 // inside the commit, e.g. of a RELOC-flagged root by snapshot creation),
                 // or committed: the next run pins it, so it must not be written.
                 if let Some(transaction) = self.running.as_mut() {
-                    transaction.dirty_blocks.remove(&bytenr);
+                    if let Ok(index) = transaction.dirty_blocks.binary_search(&bytenr) {
+                        transaction.dirty_blocks.remove(index);
+                    }
                 }
             }
             ReferenceDropped::Referenced => {}
