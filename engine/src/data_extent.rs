@@ -44,8 +44,7 @@ impl FsInfo {
                 offset,
             },
         };
-        self.delayed_refs
-            .add_new_extent(&self.device.super_block.extent_tree, bytenr, record);
+        self.delayed_refs.add_new_extent(bytenr, record);
         let mut bytes = data.to_vec();
         bytes.resize(num_bytes as usize, 0);
         self.device.write_data(bytenr, bytes);

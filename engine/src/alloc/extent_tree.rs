@@ -262,7 +262,7 @@ impl DelayedRefs {
 
     /// Registers a newly reserved extent (with no references yet). The tree is not read
     /// here: that the extent has no record is checked when the heads run against it.
-    pub fn add_new_extent(&mut self, _tree: &ExtentTree, bytenr: u64, record: ExtentRecord) {
+    pub fn add_new_extent(&mut self, bytenr: u64, record: ExtentRecord) {
         self.insert_new_extent_head(
             bytenr,
             DelayedRefHead {
@@ -300,13 +300,8 @@ impl DelayedRefs {
 
     /// Registers a newly reserved extent with its first reference: `add_new_extent`
     /// then `modify(+1)`, in one visit of the head (a new tree block on every COW). As
-    /// there, the tree is read only when the heads run.
-    pub fn add_new_referenced_extent(
-        &mut self,
-        _tree: &ExtentTree,
-        bytenr: u64,
-        record: ExtentRecord,
-    ) {
+    /// there, the tree is not read here but when the heads run.
+    pub fn add_new_referenced_extent(&mut self, bytenr: u64, record: ExtentRecord) {
         self.insert_new_extent_head(
             bytenr,
             DelayedRefHead {
@@ -595,7 +590,7 @@ mod tests {
                 generation: index,
                 ..tree_block(0)
             };
-            delayed.add_new_referenced_extent(&tree, index * 3 * 4096, record);
+            delayed.add_new_referenced_extent(index * 3 * 4096, record);
         }
         delayed.run(&mut tree);
         let map = tree.as_map();
@@ -638,15 +633,15 @@ mod tests {
     fn batched_calls_match_the_calls_they_replace() {
         let mut tree = ExtentTree::default();
         let mut one_by_one = DelayedRefs::default();
-        one_by_one.add_new_extent(&tree, 4096, tree_block(0));
+        one_by_one.add_new_extent(4096, tree_block(0));
         one_by_one.modify(&tree, 4096, 1);
         one_by_one.run(&mut tree);
-        one_by_one.add_new_extent(&tree, 8192, tree_block(0));
+        one_by_one.add_new_extent(8192, tree_block(0));
         one_by_one.modify(&tree, 8192, 2);
         one_by_one.run(&mut tree);
         let mut batched = DelayedRefs::default();
-        batched.add_new_referenced_extent(&tree, 12288, tree_block(0));
-        one_by_one.add_new_extent(&tree, 12288, tree_block(0));
+        batched.add_new_referenced_extent(12288, tree_block(0));
+        one_by_one.add_new_extent(12288, tree_block(0));
         one_by_one.modify(&tree, 12288, 1);
         assert_eq!(batched, one_by_one);
         assert_eq!(
@@ -765,9 +760,9 @@ mod tests {
                         }
                         let delta = i64::from(rng.below(2) == 0);
                         if delta == 1 {
-                            split.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+                            split.add_new_referenced_extent(bytenr, tree_block(0));
                         } else {
-                            split.add_new_extent(&tree, bytenr, tree_block(0));
+                            split.add_new_extent(bytenr, tree_block(0));
                         }
                         model.add_new(bytenr, delta);
                     }
@@ -853,13 +848,13 @@ mod tests {
         let mut tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
         for index in 0..records {
-            delayed.add_new_referenced_extent(&tree, index * 2 * 4096, tree_block(0));
+            delayed.add_new_referenced_extent(index * 2 * 4096, tree_block(0));
         }
         delayed.run(&mut tree);
         for index in 0..heads {
             let bytenr = index * 4096;
             match index % 4 {
-                1 | 3 => delayed.add_new_referenced_extent(&tree, bytenr, tree_block(0)),
+                1 | 3 => delayed.add_new_referenced_extent(bytenr, tree_block(0)),
                 0 => delayed.modify(&tree, bytenr, -1),
                 _ => delayed.modify(&tree, bytenr, 1),
             }
@@ -914,7 +909,7 @@ mod tests {
             let mut tree = ExtentTree::default();
             let mut delayed = DelayedRefs::default();
             for index in 0..records {
-                delayed.add_new_referenced_extent(&tree, index * 4096, tree_block(0));
+                delayed.add_new_referenced_extent(index * 4096, tree_block(0));
             }
             delayed.run(&mut tree);
             let before = tree.as_map();
@@ -940,9 +935,9 @@ mod tests {
     fn delayed_refs_apply_at_run_and_report_drops() {
         let mut tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
-        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.add_new_extent(4096, tree_block(0));
         delayed.modify(&tree, 4096, 1);
-        delayed.add_new_extent(&tree, 8192, tree_block(0));
+        delayed.add_new_extent(8192, tree_block(0));
         delayed.modify(&tree, 8192, 2);
         assert_eq!(delayed.effective_refs(&tree, 8192), Some(2));
         assert!(delayed.run(&mut tree).is_empty());
@@ -964,7 +959,7 @@ mod tests {
     fn a_new_extent_dropped_in_its_transaction_can_be_forgotten() {
         let tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
-        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.add_new_extent(4096, tree_block(0));
         delayed.modify(&tree, 4096, 1);
         delayed.modify(&tree, 4096, -1);
         assert!(delayed.is_new_extent(4096));
@@ -979,10 +974,10 @@ mod tests {
         let mut tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
         for bytenr in [4096, 8192, 12288] {
-            delayed.add_new_referenced_extent(&tree, bytenr, tree_block(0));
+            delayed.add_new_referenced_extent(bytenr, tree_block(0));
         }
         delayed.run(&mut tree);
-        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.add_new_referenced_extent(8192, tree_block(0));
         delayed.run(&mut tree);
     }
 
@@ -994,8 +989,8 @@ mod tests {
         let mut tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
         delayed.modify(&tree, 8192, 1);
-        delayed.add_new_referenced_extent(&tree, 4096, tree_block(0));
-        delayed.add_new_referenced_extent(&tree, 8192, tree_block(0));
+        delayed.add_new_referenced_extent(4096, tree_block(0));
+        delayed.add_new_referenced_extent(8192, tree_block(0));
         delayed.run(&mut tree);
     }
 
@@ -1004,7 +999,7 @@ mod tests {
     fn dropping_below_zero_is_an_invariant_violation() {
         let tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
-        delayed.add_new_extent(&tree, 4096, tree_block(0));
+        delayed.add_new_extent(4096, tree_block(0));
         delayed.modify(&tree, 4096, -1);
     }
 }

@@ -188,9 +188,8 @@ impl FsInfo {
                 owner: header.owner,
             },
         };
-        let extent_tree = &self.device.super_block.extent_tree;
         self.delayed_refs
-            .add_new_referenced_extent(extent_tree, header.bytenr, record);
+            .add_new_referenced_extent(header.bytenr, record);
         let (handle, reinitialised) = self.cache.init_block_shared(content, transid, operation);
         if let Some(report) = reinitialised.filter(|report| report.holders > 0) {
             self.note_held_buffer_reused(&report, &header, transid, operation);

@@ -844,7 +844,7 @@ fn build_device(
     let mut extent_tree = ExtentTree::default();
     let mut delayed = DelayedRefs::default();
     let mut add = |bytenr: u64, record: ExtentRecord, refs: u64, tree: &ExtentTree| {
-        delayed.add_new_extent(tree, bytenr, ExtentRecord { refs: 0, ..record });
+        delayed.add_new_extent(bytenr, ExtentRecord { refs: 0, ..record });
         delayed.modify(tree, bytenr, refs as i64);
     };
     for (&bytenr, content) in &imported.blocks {
