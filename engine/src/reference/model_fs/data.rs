@@ -50,7 +50,7 @@ impl FileData {
     /// a non-zero page, so only an all-zero chunk needs the page scanned afterwards; a
     /// chunk equal to what the page holds changes nothing and leaves the page shared.
     fn write_in_page(&mut self, index: u64, in_page: usize, chunk: &[u8]) {
-        let chunk_is_zero = chunk.iter().all(|&byte| byte == 0);
+        let chunk_is_zero = is_zero(chunk);
         match self.pages.entry(index) {
             Entry::Vacant(vacant) => {
                 if !chunk_is_zero {
@@ -65,7 +65,7 @@ impl FileData {
                 }
                 let page = Arc::make_mut(occupied.get_mut());
                 page[in_page..in_page + chunk.len()].copy_from_slice(chunk);
-                if chunk_is_zero && page.iter().all(|&byte| byte == 0) {
+                if chunk_is_zero && is_zero(page) {
                     occupied.remove();
                 }
             }
@@ -76,14 +76,20 @@ impl FileData {
     /// [`FileData::write`] of `bytes` at 0 and [`FileData::truncate`] to their length
     /// give on empty data, one page at a time without the writes (a listing's file
     /// content becomes model data this way).
+    ///
+    /// The pages are gathered in a vector sized for every page first (a filtered
+    /// iterator would grow it from empty, copying it at every doubling: most of the cost
+    /// for a large file), then built into the map in one pass, as they come sorted.
     pub fn from_bytes(bytes: &[u8]) -> FileData {
-        let pages = bytes
-            .chunks(PAGE_BYTES as usize)
-            .enumerate()
-            .filter(|(_, chunk)| chunk.iter().any(|&byte| byte != 0))
-            .map(|(index, chunk)| (index as u64, Arc::new(page_of(chunk))))
-            .collect();
-        FileData { pages }
+        let mut stored = Vec::with_capacity(bytes.len().div_ceil(PAGE_BYTES as usize));
+        for (index, chunk) in bytes.chunks(PAGE_BYTES as usize).enumerate() {
+            if !is_zero(chunk) {
+                stored.push((index as u64, Arc::new(page_of(chunk))));
+            }
+        }
+        FileData {
+            pages: BTreeMap::from_iter(stored),
+        }
     }
 
     /// Reads `len` bytes at `offset` (zeros for holes and beyond the data).
@@ -145,12 +151,12 @@ impl FileData {
             occupied.remove();
             return;
         }
-        if occupied.get()[from..to].iter().all(|&byte| byte == 0) {
+        if is_zero(&occupied.get()[from..to]) {
             return;
         }
         let page = Arc::make_mut(occupied.get_mut());
         page[from..to].fill(0);
-        if page.iter().all(|&byte| byte == 0) {
+        if is_zero(page) {
             occupied.remove();
         }
     }
@@ -191,6 +197,14 @@ impl FileData {
             Some(index * PAGE_BYTES + position as u64)
         })
     }
+}
+
+/// A page of zeros, to compare with (a slice comparison runs a word at a time).
+static ZERO_PAGE: [u8; PAGE_BYTES as usize] = [0; PAGE_BYTES as usize];
+
+/// Whether `chunk` (at most a page) is all zeros.
+fn is_zero(chunk: &[u8]) -> bool {
+    *chunk == ZERO_PAGE[..chunk.len()]
 }
 
 /// A page holding `chunk` (at most a page) from its start, zeros after it.
@@ -248,6 +262,20 @@ mod tests {
                 .collect(),
         );
         patterns
+    }
+
+    #[test]
+    fn a_chunk_is_zero_only_when_every_byte_is() {
+        let page = PAGE_BYTES as usize;
+        assert!(super::is_zero(&[]));
+        assert!(super::is_zero(&vec![0; page]));
+        for len in [1, 7, 8, 9, page - 1, page] {
+            for at in [0, len / 2, len - 1] {
+                let mut chunk = vec![0; len];
+                chunk[at] = 0x80;
+                assert!(!super::is_zero(&chunk), "byte {at} of {len}");
+            }
+        }
     }
 
     #[test]
