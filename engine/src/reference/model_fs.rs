@@ -246,7 +246,7 @@ impl Subvolume {
     /// Resolves relative `components` to an inode, following symlinks before the last
     /// component (not in it).
     fn lookup(&self, components: &[&[u8]]) -> Result<u64, Errno> {
-        self.resolve_beneath(components, FollowLast::No)?
+        self.resolve_names(components, FollowLast::No)?
             .1
             .ok_or(Errno::ENOENT)
     }
@@ -256,7 +256,7 @@ impl Subvolume {
     fn lookup_parent<'p>(&self, components: &[&'p [u8]]) -> Result<(u64, &'p [u8]), Errno> {
         let (name, parents) = components.split_last().ok_or(Errno::EBUSY)?;
         let dir = self
-            .resolve_beneath(parents, FollowLast::Yes)?
+            .resolve_names(parents, FollowLast::Yes)?
             .1
             .ok_or(Errno::ENOENT)?;
         if self.inode(dir).kind != InodeKind::Dir {
@@ -275,8 +275,20 @@ impl Subvolume {
         components: &[&[u8]],
         follow_last: FollowLast,
     ) -> Result<(Vec<Vec<u8>>, Option<u64>), Errno> {
-        let mut pending: VecDeque<Vec<u8>> = components.iter().map(|name| name.to_vec()).collect();
-        let mut resolved: Vec<(Vec<u8>, u64)> = Vec::new();
+        let (names, ino) = self.resolve_names(components, follow_last)?;
+        Ok((names.into_iter().map(<[u8]>::to_vec).collect(), ino))
+    }
+
+    /// [`resolve_beneath`](Self::resolve_beneath) with the components borrowed from
+    /// the caller's path and the symlink targets, copied by none of the lookups that
+    /// only want the inode.
+    fn resolve_names<'a>(
+        &'a self,
+        components: &[&'a [u8]],
+        follow_last: FollowLast,
+    ) -> Result<(Vec<&'a [u8]>, Option<u64>), Errno> {
+        let mut pending: VecDeque<&'a [u8]> = components.iter().copied().collect();
+        let mut resolved: Vec<(&'a [u8], u64)> = Vec::new();
         let mut followed = 0;
         while let Some(name) = pending.pop_front() {
             let is_last = pending.is_empty();
@@ -284,7 +296,7 @@ impl Subvolume {
             if dir.kind != InodeKind::Dir {
                 return Err(Errno::ENOTDIR);
             }
-            match name.as_slice() {
+            match name {
                 b"." => continue,
                 b".." => {
                     resolved.pop().ok_or(Errno::EXDEV)?;
@@ -292,11 +304,11 @@ impl Subvolume {
                 }
                 _ => {}
             }
-            let Some(&ino) = dir.entries.get(&name) else {
+            let Some(&ino) = dir.entries.get(name) else {
                 if !is_last {
                     return Err(Errno::ENOENT);
                 }
-                let mut names: Vec<Vec<u8>> = resolved.into_iter().map(|(name, _)| name).collect();
+                let mut names: Vec<&[u8]> = resolved.into_iter().map(|(name, _)| name).collect();
                 names.push(name);
                 return Ok((names, None));
             };
@@ -318,7 +330,7 @@ impl Subvolume {
             }
             for part in inode.target.split(|&byte| byte == b'/').rev() {
                 if !part.is_empty() {
-                    pending.push_front(part.to_vec());
+                    pending.push_front(part);
                 }
             }
         }

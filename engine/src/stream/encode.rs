@@ -40,7 +40,8 @@ impl StreamWriter {
         }
     }
 
-    /// Appends `command`; on error nothing is appended.
+    /// Appends `command`; on error nothing is appended. The payload is encoded in
+    /// place after a header whose length and CRC are filled in last.
     pub fn push(&mut self, command: &Command) -> Result<(), StreamError> {
         let start = self.bytes.len();
         let error_at = |kind| StreamError {
@@ -48,17 +49,24 @@ impl StreamWriter {
             offset: start,
             command_index: Some(self.commands_count),
         };
-        let payload = encode_payload(command).map_err(error_at)?;
-        let total = COMMAND_HEADER_BYTES as u64 + payload.len() as u64;
-        if total > COMMAND_SIZE_MAX_BYTES as u64 {
-            return Err(error_at(StreamErrorKind::CommandTooLarge { len: total }));
-        }
-        let len = u32::try_from(payload.len()).expect("payload is below 64 KiB");
-        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(&[0; 4]);
         self.bytes
             .extend_from_slice(&command.command_type().number().to_le_bytes());
         self.bytes.extend_from_slice(&[0; 4]);
-        self.bytes.extend_from_slice(&payload);
+        let payload_start = self.bytes.len();
+        debug_assert_eq!(payload_start - start, COMMAND_HEADER_BYTES);
+        if let Err(kind) = encode_payload_into(&mut self.bytes, command) {
+            self.bytes.truncate(start);
+            return Err(error_at(kind));
+        }
+        let payload_len = self.bytes.len() - payload_start;
+        let total = COMMAND_HEADER_BYTES as u64 + payload_len as u64;
+        if total > COMMAND_SIZE_MAX_BYTES as u64 {
+            self.bytes.truncate(start);
+            return Err(error_at(StreamErrorKind::CommandTooLarge { len: total }));
+        }
+        let len = u32::try_from(payload_len).expect("payload is below 64 KiB");
+        self.bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
         let crc = btrfs_crc32c(&self.bytes[start..]);
         self.bytes[start + 6..start + 10].copy_from_slice(&crc.to_le_bytes());
         self.commands_count += 1;
@@ -191,8 +199,9 @@ fn values(command: &Command) -> Vec<Value<'_>> {
     }
 }
 
-/// The TLV payload of `command`, after checking every value against its layout.
-fn encode_payload(command: &Command) -> Result<Vec<u8>, StreamErrorKind> {
+/// Appends the TLV payload of `command` to `payload`, after checking every value against
+/// its layout; on error part of it may have been appended (the caller truncates).
+fn encode_payload_into(payload: &mut Vec<u8>, command: &Command) -> Result<(), StreamErrorKind> {
     let layout = layout(command.command_type());
     let values = values(command);
     assert_eq!(
@@ -200,11 +209,10 @@ fn encode_payload(command: &Command) -> Result<Vec<u8>, StreamErrorKind> {
         values.len(),
         "layout and values of {command:?} disagree"
     );
-    let mut payload = Vec::new();
     for (&(attribute, kind), value) in layout.iter().zip(values) {
-        put_value(&mut payload, attribute, kind, value)?;
+        put_value(payload, attribute, kind, value)?;
     }
-    Ok(payload)
+    Ok(())
 }
 
 fn put_value(

@@ -485,3 +485,38 @@ fn first_path_is_the_path_attribute_and_end_has_none() {
     );
     assert_eq!(Command::End.path_mut(), None);
 }
+
+/// The writer encodes a payload in place: a command refused by its attributes or by its
+/// size leaves the stream exactly as it was, and the next command lands where the refused
+/// one would have.
+#[test]
+fn a_refused_command_leaves_the_writer_unchanged() {
+    use super::encode::StreamWriter;
+    let chmod = Command::Chmod {
+        path: b"f".to_vec(),
+        mode: 0o644,
+    };
+    let mut writer = StreamWriter::new();
+    writer.push(&chmod).unwrap();
+    let before = writer.clone();
+    let refused = [
+        Command::Subvol {
+            path: b"a/b".to_vec(),
+            uuid: [0; 16],
+            ctransid: 1,
+        },
+        Command::Write {
+            path: b"f".to_vec(),
+            file_offset: 0,
+            data: vec![1; 65535],
+        },
+    ];
+    for command in &refused {
+        let error = writer.push(command).unwrap_err();
+        assert_eq!(error.offset, before.as_bytes().len());
+        assert_eq!(error.command_index, Some(1));
+        assert_eq!(writer, before, "{error}");
+    }
+    writer.push(&Command::End).unwrap();
+    assert_eq!(writer.into_bytes(), encode(&[chmod, Command::End]).unwrap());
+}

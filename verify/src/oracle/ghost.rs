@@ -83,6 +83,11 @@ fn same_but_written(expected: &SharedContent, found: &SharedContent) -> bool {
     without_written(expected) == without_written(found)
 }
 
+/// Whether two reads are of the same bytenr through the same content object.
+fn same_read(previous: &BufferAccess, access: &BufferAccess) -> bool {
+    previous.bytenr == access.bytenr && SharedContent::ptr_eq(&previous.content, &access.content)
+}
+
 impl Ghost {
     /// Records the commit roots of `roots` as they are now.
     pub fn take(fs: &FsInfo, roots: &[u64], epoch: u32) -> Ghost {
@@ -120,6 +125,13 @@ impl Ghost {
 
     /// Checks logged reads; the first inconsistent one is reported. `attribute` names the
     /// operation that last re-initialised a bytenr, if known.
+    ///
+    /// A walk reads the block it holds many times in a row. A read of the same bytenr
+    /// through the same content object as the read just found consistent is consistent
+    /// too, and is not looked up again: the content behind a `SharedContent` never
+    /// changes, the slice keeps the previous one alive (so its address names it), and the
+    /// record it was checked against is the same until a new epoch retakes it, which
+    /// forgets the previous read.
     pub fn check(
         &mut self,
         fs: &FsInfo,
@@ -130,20 +142,26 @@ impl Ghost {
         if self.inconsistent_block.is_some() {
             return None;
         }
+        let mut previous: Option<&BufferAccess> = None;
         for access in accesses {
             if access.epoch > self.epoch {
                 *self = Ghost {
                     checked: self.checked,
                     ..Ghost::take(fs, &self.roots.clone(), access.epoch)
                 };
+                previous = None;
             }
             self.checked += 1;
+            if previous.is_some_and(|previous| same_read(previous, access)) {
+                continue;
+            }
             let expected = self.images.get(&access.bytenr);
             let consistent = expected.is_some_and(|expected| {
                 SharedContent::ptr_eq(expected, &access.content)
                     || same_but_written(expected, &access.content)
             });
             if consistent {
+                previous = Some(access);
                 continue;
             }
             self.inconsistent_block = Some(access.bytenr);
@@ -240,6 +258,48 @@ mod tests {
         assert_eq!(ghost.inconsistent_block, Some(bytenr));
         // The walk already went wrong: the same read is not reported twice.
         assert_eq!(ghost.check(&fs, "s", &reads, &|_| None), None);
+    }
+
+    /// The shortcut for a repeated read takes only the same bytenr through the same
+    /// object: an equal but separate object is compared, a read of another bytenr is
+    /// looked up, and a rewritten object after good reads of the same bytenr still fires.
+    #[test]
+    fn repeated_reads_are_checked_as_a_fresh_read_would_be() {
+        let (fs, root_id) = committed_subvolume();
+        let reference = Ghost::take(&fs, &[root_id], 0);
+        let (&bytenr, content) = reference.images.iter().next().expect("a recorded block");
+        let copy = Arc::new((**content).clone());
+        let mut rewritten = (**content).clone();
+        rewritten.header.generation += 1;
+        let rewritten = Arc::new(rewritten);
+        let unknown = reference.images.keys().max().expect("a block") + (1 << 20);
+        let good = || access(root_id, bytenr, Arc::clone(content));
+        let cases: [(Vec<BufferAccess>, Option<u64>); 4] = [
+            (vec![good(), good(), good()], None),
+            (
+                vec![good(), access(root_id, bytenr, copy.clone()), good()],
+                None,
+            ),
+            (
+                vec![good(), good(), access(root_id, bytenr, rewritten)],
+                Some(bytenr),
+            ),
+            (
+                vec![good(), access(root_id, unknown, Arc::clone(content))],
+                Some(unknown),
+            ),
+        ];
+        for (reads, fires_at) in cases {
+            let mut ghost = reference.clone();
+            let violation = ghost.check(&fs, "s", &reads, &|_| None);
+            assert_eq!(violation.and_then(|violation| violation.block), fires_at);
+            assert_eq!(ghost.inconsistent_block, fires_at);
+            assert_eq!(
+                ghost.checked,
+                reads.len() as u64,
+                "every read counts, the last fired"
+            );
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn content_differences(fs: &mut FsInfo, model: &ModelFs) -> Vec<Violation> {
             continue;
         };
         let engine = match fs.list_subvolume(TreeView::Current, root_id) {
-            Ok(listing) => Content::from_listing(&listing),
+            Ok(listing) => Content::from_owned_listing(listing),
             Err(error) => {
                 violations.push(Violation {
                     kind: ViolationKind::Model,

@@ -33,7 +33,7 @@ pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> 
     let listing = fs
         .list_subvolume_as_read(root_id)
         .map_err(|error| error.to_string())?;
-    Ok(Content::from_listing(&listing))
+    Ok(Content::from_owned_listing(listing))
 }
 
 /// The content of a snapshot as its commit root alone holds it (what an image of the
@@ -43,7 +43,7 @@ pub fn committed_snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content
     let listing = fs
         .list_subvolume(cowproof_engine::ctree::TreeView::Commit, root_id)
         .map_err(|error| error.to_string())?;
-    Ok(Content::from_listing(&listing))
+    Ok(Content::from_owned_listing(listing))
 }
 
 /// Entries the per-thread receive memo keeps before it starts over (a bound on memory:
@@ -164,14 +164,14 @@ pub fn check(
     // Send never carries a subvolume entry (a nested snapshot's name): the received
     // side lacks it, and its directory counts one name less.
     let expected = match expected {
-        Ok(content) => content.without_subvolume_entries(),
+        Ok(content) => content.without_subvolume_entries_borrowed(),
         Err(message) => {
             return Some(failure(format!(
                 "cannot list snapshot {snapshot}: {message}"
             )))
         }
     };
-    (received != expected).then(|| {
+    (received != *expected).then(|| {
         failure(format!(
             "received {snapshot} differs from the snapshot:\n{}",
             expected.diff_report(&received)

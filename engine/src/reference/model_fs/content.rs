@@ -84,6 +84,66 @@ fn walk(subvol: &Subvolume) -> Vec<(Vec<u8>, u64)> {
     found
 }
 
+/// The model's kind for a listed file kind.
+fn inode_kind_of(kind: crate::fs::FileKind) -> InodeKind {
+    use crate::fs::FileKind;
+    match kind {
+        FileKind::RegularFile => InodeKind::File,
+        FileKind::Directory => InodeKind::Dir,
+        FileKind::Symlink => InodeKind::Symlink,
+        FileKind::Fifo => InodeKind::Fifo,
+        FileKind::Socket => InodeKind::Socket,
+        FileKind::CharDevice => InodeKind::CharDevice,
+        FileKind::BlockDevice => InodeKind::BlockDevice,
+    }
+}
+
+/// The first link of each inode of a listing visited in path order: the first path met
+/// naming an inode is its smallest.
+#[derive(Default)]
+struct FirstLinks {
+    by_ino: BTreeMap<u64, Vec<u8>>,
+}
+
+impl FirstLinks {
+    /// The first link of the inode `ino` that `path` names, `path` being the next path
+    /// of the listing.
+    fn of(&mut self, path: &[u8], ino: u64) -> Vec<u8> {
+        // Every subvolume entry lists as the same placeholder inode: each is its own
+        // first link.
+        if ino == crate::fs::dir::EMPTY_SUBVOL_DIR_OBJECTID {
+            return path.to_vec();
+        }
+        self.by_ino
+            .entry(ino)
+            .or_insert_with(|| path.to_vec())
+            .clone()
+    }
+}
+
+/// The content entry of a listed path, given its target, xattrs and first link.
+fn listed_entry(
+    entry: &crate::fs::listing::ListingEntry,
+    target: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    first_link: Vec<u8>,
+) -> Entry {
+    Entry {
+        kind: inode_kind_of(entry.kind),
+        mode: entry.mode & 0o7777,
+        uid: u64::from(entry.uid),
+        gid: u64::from(entry.gid),
+        size: entry.size,
+        data: FileData::from_bytes(&entry.data),
+        target,
+        xattrs,
+        nlink: entry.nlink,
+        rdev: entry.rdev,
+        first_link,
+        subvolume_entry: entry.ino == crate::fs::dir::EMPTY_SUBVOL_DIR_OBJECTID,
+    }
+}
+
 /// A directory's size as btrfs reports it: twice the sum of its entries' name lengths
 /// (each name is counted once by its DIR_ITEM and once by its DIR_INDEX).
 fn directory_size(inode: &super::Inode) -> u64 {
@@ -132,50 +192,34 @@ impl Content {
     /// The content of an engine subvolume listing, in the same canonical form: hard
     /// links named by their smallest path, modes as permission bits, data exact.
     pub fn from_listing(listing: &crate::fs::listing::Listing) -> Content {
-        use crate::fs::dir::EMPTY_SUBVOL_DIR_OBJECTID;
-        use crate::fs::FileKind;
-        let mut first_links: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for (path, entry) in listing {
-            first_links.entry(entry.ino).or_insert_with(|| path.clone());
-        }
+        let mut first_links = FirstLinks::default();
         let entries = listing
             .iter()
             .map(|(path, entry)| {
-                let kind = match entry.kind {
-                    FileKind::RegularFile => InodeKind::File,
-                    FileKind::Directory => InodeKind::Dir,
-                    FileKind::Symlink => InodeKind::Symlink,
-                    FileKind::Fifo => InodeKind::Fifo,
-                    FileKind::Socket => InodeKind::Socket,
-                    FileKind::CharDevice => InodeKind::CharDevice,
-                    FileKind::BlockDevice => InodeKind::BlockDevice,
-                };
-                let mut data = FileData::default();
-                data.write(0, &entry.data);
-                data.truncate(entry.data.len() as u64);
-                // Every subvolume entry lists as the same placeholder inode: each is
-                // its own first link.
-                let subvolume_entry = entry.ino == EMPTY_SUBVOL_DIR_OBJECTID;
-                let first_link = if subvolume_entry {
-                    path.clone()
-                } else {
-                    first_links[&entry.ino].clone()
-                };
-                let converted = Entry {
-                    kind,
-                    mode: entry.mode & 0o7777,
-                    uid: u64::from(entry.uid),
-                    gid: u64::from(entry.gid),
-                    size: entry.size,
-                    data,
-                    target: entry.target.clone(),
-                    xattrs: entry.xattrs.clone(),
-                    nlink: entry.nlink,
-                    rdev: entry.rdev,
+                let first_link = first_links.of(path, entry.ino);
+                let converted = listed_entry(
+                    entry,
+                    entry.target.clone(),
+                    entry.xattrs.clone(),
                     first_link,
-                    subvolume_entry,
-                };
+                );
                 (path.clone(), converted)
+            })
+            .collect();
+        Content { entries }
+    }
+
+    /// [`Content::from_listing`] of a listing the caller no longer needs: its paths,
+    /// targets and xattrs move into the content instead of being copied.
+    pub fn from_owned_listing(listing: crate::fs::listing::Listing) -> Content {
+        let mut first_links = FirstLinks::default();
+        let entries = listing
+            .into_iter()
+            .map(|(path, mut entry)| {
+                let first_link = first_links.of(&path, entry.ino);
+                let target = std::mem::take(&mut entry.target);
+                let xattrs = std::mem::take(&mut entry.xattrs);
+                (path, listed_entry(&entry, target, xattrs, first_link))
             })
             .collect();
         Content { entries }
@@ -186,6 +230,19 @@ impl Content {
     /// INODE_REF items, which a subvolume entry does not have), so the entries go and
     /// their directories shrink by what the names counted.
     pub fn without_subvolume_entries(&self) -> Content {
+        self.without_subvolume_entries_borrowed().into_owned()
+    }
+
+    /// [`without_subvolume_entries`](Self::without_subvolume_entries), borrowing `self`
+    /// when it has no subvolume entry (then there is nothing to take away).
+    pub fn without_subvolume_entries_borrowed(&self) -> std::borrow::Cow<'_, Content> {
+        if !self.entries.values().any(|entry| entry.subvolume_entry) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        std::borrow::Cow::Owned(self.subvolume_entries_removed())
+    }
+
+    fn subvolume_entries_removed(&self) -> Content {
         let mut kept = self.clone();
         let nested: Vec<Vec<u8>> = self
             .entries

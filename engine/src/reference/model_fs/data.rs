@@ -9,6 +9,7 @@
 //! Every loop is bounded by the bytes given or by the pages already stored, never by an
 //! offset or length taken from a stream, so a WRITE at offset 2^62 costs two pages.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,18 +46,49 @@ impl FileData {
         }
     }
 
+    /// Writes `chunk` at `in_page` of page `index`. A chunk with a non-zero byte leaves
+    /// a non-zero page, so only an all-zero chunk needs the page scanned afterwards; a
+    /// chunk equal to what the page holds changes nothing and leaves the page shared.
     fn write_in_page(&mut self, index: u64, in_page: usize, chunk: &[u8]) {
-        let missing = !self.pages.contains_key(&index);
-        if missing && chunk.iter().all(|&byte| byte == 0) {
-            return;
+        let chunk_is_zero = is_zero(chunk);
+        match self.pages.entry(index) {
+            Entry::Vacant(vacant) => {
+                if !chunk_is_zero {
+                    let mut page = vec![0; PAGE_BYTES as usize];
+                    page[in_page..in_page + chunk.len()].copy_from_slice(chunk);
+                    vacant.insert(Arc::new(page));
+                }
+            }
+            Entry::Occupied(mut occupied) => {
+                if occupied.get()[in_page..in_page + chunk.len()] == *chunk {
+                    return;
+                }
+                let page = Arc::make_mut(occupied.get_mut());
+                page[in_page..in_page + chunk.len()].copy_from_slice(chunk);
+                if chunk_is_zero && is_zero(page) {
+                    occupied.remove();
+                }
+            }
         }
-        let page = self
-            .pages
-            .entry(index)
-            .or_insert_with(|| Arc::new(vec![0; PAGE_BYTES as usize]));
-        Arc::make_mut(page)[in_page..in_page + chunk.len()].copy_from_slice(chunk);
-        if page.iter().all(|&byte| byte == 0) {
-            self.pages.remove(&index);
+    }
+
+    /// The data of a file whose bytes are exactly `bytes` (its size their length): what
+    /// [`FileData::write`] of `bytes` at 0 and [`FileData::truncate`] to their length
+    /// give on empty data, one page at a time without the writes (a listing's file
+    /// content becomes model data this way).
+    ///
+    /// The pages are gathered in a vector sized for every page first (a filtered
+    /// iterator would grow it from empty, copying it at every doubling: most of the cost
+    /// for a large file), then built into the map in one pass, as they come sorted.
+    pub fn from_bytes(bytes: &[u8]) -> FileData {
+        let mut stored = Vec::with_capacity(bytes.len().div_ceil(PAGE_BYTES as usize));
+        for (index, chunk) in bytes.chunks(PAGE_BYTES as usize).enumerate() {
+            if !is_zero(chunk) {
+                stored.push((index as u64, Arc::new(page_of(chunk))));
+            }
+        }
+        FileData {
+            pages: BTreeMap::from_iter(stored),
         }
     }
 
@@ -103,10 +135,29 @@ impl FileData {
             .collect();
         for index in touched {
             let page_start = index * PAGE_BYTES;
-            let from = offset.max(page_start);
-            let to = end.min(page_start + PAGE_BYTES);
-            let zeros = vec![0; (to - from) as usize];
-            self.write_in_page(index, (from - page_start) as usize, &zeros);
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + PAGE_BYTES) - page_start;
+            self.zero_in_page(index, from as usize, to as usize);
+        }
+    }
+
+    /// Zeros `[from, to)` of stored page `index`; a page left all zeros goes (a page
+    /// zeroed whole goes without being copied or scanned).
+    fn zero_in_page(&mut self, index: u64, from: usize, to: usize) {
+        let Entry::Occupied(mut occupied) = self.pages.entry(index) else {
+            return;
+        };
+        if from == 0 && to == PAGE_BYTES as usize {
+            occupied.remove();
+            return;
+        }
+        if is_zero(&occupied.get()[from..to]) {
+            return;
+        }
+        let page = Arc::make_mut(occupied.get_mut());
+        page[from..to].fill(0);
+        if is_zero(page) {
+            occupied.remove();
         }
     }
 
@@ -145,5 +196,147 @@ impl FileData {
             let position = left.iter().zip(right.iter()).position(|(a, b)| a != b)?;
             Some(index * PAGE_BYTES + position as u64)
         })
+    }
+}
+
+/// A page of zeros, to compare with (a slice comparison runs a word at a time).
+static ZERO_PAGE: [u8; PAGE_BYTES as usize] = [0; PAGE_BYTES as usize];
+
+/// Whether `chunk` (at most a page) is all zeros.
+fn is_zero(chunk: &[u8]) -> bool {
+    *chunk == ZERO_PAGE[..chunk.len()]
+}
+
+/// A page holding `chunk` (at most a page) from its start, zeros after it.
+fn page_of(chunk: &[u8]) -> Vec<u8> {
+    let mut page = Vec::with_capacity(PAGE_BYTES as usize);
+    page.extend_from_slice(chunk);
+    page.resize(PAGE_BYTES as usize, 0);
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileData, PAGE_BYTES};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// The writes of the old page writer: a page made of zeros, the chunk copied in, the
+    /// page dropped when all zeros, with no shortcut.
+    fn write_plainly(data: &mut FileData, offset: u64, bytes: &[u8]) {
+        for (done, &byte) in bytes.iter().enumerate() {
+            let position = offset + done as u64;
+            let page = data
+                .pages
+                .entry(position / PAGE_BYTES)
+                .or_insert_with(|| Arc::new(vec![0; PAGE_BYTES as usize]));
+            Arc::make_mut(page)[(position % PAGE_BYTES) as usize] = byte;
+        }
+        data.pages
+            .retain(|_, page| page.iter().any(|&byte| byte != 0));
+    }
+
+    /// Byte patterns over a few pages: zeros, runs, and edges at page boundaries.
+    fn patterns() -> Vec<Vec<u8>> {
+        let page = PAGE_BYTES as usize;
+        let mut patterns = vec![
+            Vec::new(),
+            vec![0; 10],
+            vec![7; 10],
+            vec![0; page],
+            vec![1; page],
+            vec![0; 3 * page + 5],
+        ];
+        let mut mixed = vec![0; 3 * page + 100];
+        mixed[page - 1] = 9;
+        mixed[2 * page + 50] = 3;
+        patterns.push(mixed);
+        let mut tail = vec![0; 2 * page + 1];
+        tail[2 * page] = 4;
+        patterns.push(tail);
+        let seeded = crate::testing::seeded_bytes(2 * page + 77, 5);
+        patterns.push(
+            seeded
+                .iter()
+                .map(|&b| if b < 200 { 0 } else { b })
+                .collect(),
+        );
+        patterns
+    }
+
+    #[test]
+    fn a_chunk_is_zero_only_when_every_byte_is() {
+        let page = PAGE_BYTES as usize;
+        assert!(super::is_zero(&[]));
+        assert!(super::is_zero(&vec![0; page]));
+        for len in [1, 7, 8, 9, page - 1, page] {
+            for at in [0, len / 2, len - 1] {
+                let mut chunk = vec![0; len];
+                chunk[at] = 0x80;
+                assert!(!super::is_zero(&chunk), "byte {at} of {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_bytes_is_the_write_and_truncate_it_stands_for() {
+        for bytes in patterns() {
+            let mut written = FileData::default();
+            written.write(0, &bytes);
+            written.truncate(bytes.len() as u64);
+            assert_eq!(
+                FileData::from_bytes(&bytes),
+                written,
+                "{} bytes",
+                bytes.len()
+            );
+            let mut plain = FileData::default();
+            write_plainly(&mut plain, 0, &bytes);
+            assert_eq!(FileData::from_bytes(&bytes), plain);
+        }
+    }
+
+    #[test]
+    fn writes_and_holes_keep_the_canonical_form() {
+        let page = PAGE_BYTES;
+        let mut fast = FileData::default();
+        let mut plain = FileData::default();
+        let steps: Vec<(u64, Vec<u8>)> = vec![
+            (0, vec![5; 100]),
+            (page - 10, vec![6; 30]),
+            (50, vec![5; 20]),
+            (0, vec![0; 100]),
+            (page - 10, vec![0; 10]),
+            (2 * page, vec![0; 5]),
+            (page, vec![0; page as usize]),
+            (3 * page + 1, vec![8; 3]),
+        ];
+        for (offset, bytes) in steps {
+            fast.write(offset, &bytes);
+            write_plainly(&mut plain, offset, &bytes);
+            assert_eq!(fast, plain, "after a write of {} at {offset}", bytes.len());
+        }
+        for (offset, len) in [(3 * page, 2), (3 * page, page), (60, page), (0, 10 * page)] {
+            fast.zero_range(offset, len);
+            write_plainly(&mut plain, offset, &vec![0; len as usize]);
+            assert_eq!(fast, plain, "after a hole of {len} at {offset}");
+        }
+        assert!(fast.pages.is_empty());
+    }
+
+    #[test]
+    fn a_shared_page_is_copied_on_write_and_the_other_file_keeps_it() {
+        let mut original = FileData::default();
+        original.write(0, &[3; 64]);
+        let mut copy = original.clone();
+        copy.write(0, &[3; 64]);
+        let shared = |a: &FileData, b: &FileData| Arc::ptr_eq(&a.pages[&0], &b.pages[&0]);
+        assert!(shared(&original, &copy), "an unchanged page stays shared");
+        copy.zero_range(10, 5);
+        assert!(!shared(&original, &copy));
+        assert_eq!(original.read(10, 5), vec![3; 5]);
+        assert_eq!(copy.read(10, 5), vec![0; 5]);
+        let pages: BTreeMap<u64, usize> = copy.pages.iter().map(|(&i, p)| (i, p.len())).collect();
+        assert_eq!(pages, BTreeMap::from([(0, PAGE_BYTES as usize)]));
     }
 }

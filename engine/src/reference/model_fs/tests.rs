@@ -317,3 +317,95 @@ fn a_nested_snapshot_is_a_placeholder_in_its_directory_and_not_in_itself() {
     fs.check();
     fs.subvolume_delete(b"vol").unwrap();
 }
+
+/// A listing as the engine gives it: a root, a directory, a file with a hole and a
+/// zero tail, two hard links to one file, a symlink, a file with xattrs and a subvolume
+/// entry.
+fn sample_listing() -> crate::fs::listing::Listing {
+    use crate::fs::listing::{subvolume_entry_placeholder, ListingEntry};
+    use crate::fs::FileKind;
+    let plain = |ino: u64, kind: FileKind, mode: u32| ListingEntry {
+        ino,
+        kind,
+        mode,
+        uid: 1,
+        gid: 2,
+        size: 0,
+        nlink: 1,
+        rdev: 0,
+        data: Vec::new(),
+        target: Vec::new(),
+        xattrs: std::collections::BTreeMap::new(),
+    };
+    let mut sparse = plain(257, FileKind::RegularFile, 0o100644);
+    sparse.data = vec![0; 2 * PAGE_BYTES as usize + 9];
+    sparse.data[PAGE_BYTES as usize + 3] = 7;
+    sparse.size = sparse.data.len() as u64;
+    let mut linked = plain(258, FileKind::RegularFile, 0o100600);
+    linked.nlink = 2;
+    linked.data = b"shared".to_vec();
+    linked.size = 6;
+    let mut symlink = plain(259, FileKind::Symlink, 0o120777);
+    symlink.target = b"../elsewhere".to_vec();
+    let mut tagged = plain(260, FileKind::RegularFile, 0o104755);
+    tagged.xattrs.insert(b"user.a".to_vec(), b"value".to_vec());
+    // Twice the names of its entries, "second" and "snap".
+    let mut directory = plain(261, FileKind::Directory, 0o40700);
+    directory.size = 20;
+    crate::fs::listing::Listing::from([
+        (Vec::new(), plain(256, FileKind::Directory, 0o40755)),
+        (b"d".to_vec(), directory),
+        (b"d/second".to_vec(), linked.clone()),
+        (b"d/snap".to_vec(), subvolume_entry_placeholder()),
+        (b"first".to_vec(), linked),
+        (b"l".to_vec(), symlink),
+        (b"snap".to_vec(), subvolume_entry_placeholder()),
+        (b"sparse".to_vec(), sparse),
+        (b"tagged".to_vec(), tagged),
+    ])
+}
+
+#[test]
+fn a_listing_converts_to_the_same_content_owned_or_borrowed() {
+    let listing = sample_listing();
+    let borrowed = Content::from_listing(&listing);
+    let owned = Content::from_owned_listing(listing.clone());
+    assert_eq!(owned, borrowed);
+    let entries = &owned.entries;
+    assert_eq!(entries[&b"d/second"[..]].first_link, b"d/second");
+    assert_eq!(entries[&b"first"[..]].first_link, b"d/second");
+    assert_eq!(entries[&b"snap"[..]].first_link, b"snap");
+    assert!(entries[&b"d/snap"[..]].subvolume_entry);
+    assert_eq!(entries[&b"d/snap"[..]].first_link, b"d/snap");
+    assert_eq!(entries[&b"tagged"[..]].mode, 0o4755);
+    assert_eq!(entries[&b"tagged"[..]].xattrs[&b"user.a"[..]], b"value");
+    assert_eq!(entries[&b"l"[..]].target, b"../elsewhere");
+    let sparse = &entries[&b"sparse"[..]];
+    assert_eq!(
+        sparse.data.stored_bytes(),
+        PAGE_BYTES,
+        "holes are not stored"
+    );
+    assert_eq!(
+        sparse.data.read(0, listing[&b"sparse"[..]].data.len()),
+        listing[&b"sparse"[..]].data
+    );
+}
+
+#[test]
+fn without_subvolume_entries_borrows_only_when_there_is_none() {
+    let with = Content::from_listing(&sample_listing());
+    let taken = with.without_subvolume_entries_borrowed();
+    assert!(matches!(taken, std::borrow::Cow::Owned(_)));
+    assert!(!taken.entries.contains_key(&b"snap"[..]));
+    assert!(!taken.entries.contains_key(&b"d/snap"[..]));
+    assert_eq!(
+        taken.entries[&b"d"[..]].size + 2 * "snap".len() as u64,
+        with.entries[&b"d"[..]].size
+    );
+    let without = taken.into_owned();
+    let again = without.without_subvolume_entries_borrowed();
+    assert!(matches!(again, std::borrow::Cow::Borrowed(_)));
+    assert_eq!(*again, without);
+    assert_eq!(without.without_subvolume_entries(), without);
+}
