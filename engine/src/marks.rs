@@ -242,6 +242,18 @@ impl Observation {
             _ => None,
         })
     }
+
+    /// The send reads among the events, in order, moved out (no content handle is
+    /// cloned and dropped again).
+    pub fn into_reads(self) -> Vec<BufferAccess> {
+        self.events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::BufferRead(access) => Some(access),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl FsInfo {
@@ -324,6 +336,54 @@ impl Hash for EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `into_reads` moves out exactly the reads `reads` shows, in order, whatever other
+    /// events lie between them (a send with a snapshot committed under it).
+    #[test]
+    fn into_reads_gives_the_reads_in_order() {
+        use crate::geometry::Geometry;
+        use crate::policy::SendPolicy;
+        use crate::send::SendJob;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        for index in 0..12 {
+            fs.write(vol, &[format!("f{index:02}")], 0, b"x")
+                .expect("write");
+        }
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        fs.events.set_recording(true);
+        let mut job = SendJob::start(&mut fs, "snap", None, true).expect("send start");
+        for _ in 0..4 {
+            job.step(&mut fs).expect("send step");
+        }
+        fs.snapshot("snap", "again", true)
+            .expect("snapshot under the send");
+        job.finish(&mut fs).expect("send");
+        let observation = fs.observe();
+        let kinds = |event: &Event| std::mem::discriminant(event);
+        let distinct: std::collections::BTreeSet<_> = observation
+            .events
+            .iter()
+            .map(|event| format!("{:?}", kinds(event)))
+            .collect();
+        assert!(distinct.len() > 1, "reads and other events interleave");
+        let borrowed: Vec<BufferAccess> = observation.reads().cloned().collect();
+        assert!(borrowed.len() > 4, "the send read blocks");
+        let moved = observation.into_reads();
+        assert_eq!(moved.len(), borrowed.len());
+        for (moved, borrowed) in moved.iter().zip(&borrowed) {
+            assert_eq!(
+                (moved.root_id, moved.bytenr, moved.shared, moved.epoch),
+                (
+                    borrowed.root_id,
+                    borrowed.bytenr,
+                    borrowed.shared,
+                    borrowed.epoch
+                )
+            );
+            assert!(Arc::ptr_eq(&moved.content, &borrowed.content));
+        }
+    }
 
     /// Counts add up per mark, iterate in mark order whatever the order of the hits,
     /// and an observation takes the unobserved hits and leaves the totals.

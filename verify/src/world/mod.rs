@@ -322,10 +322,9 @@ impl World {
     pub(crate) fn observe(&mut self) -> Vec<BufferAccess> {
         let observation = self.fs.observe();
         self.observed_marks.absorb(&observation.marks);
-        observation.reads().cloned().collect()
+        observation.into_reads()
     }
 
-    /// The checks that run at the end of a run: fsck and model content (none when the
     /// The checks that run at the end of a run: fsck and model content (none when the
     /// checks leave out the end of the run).
     pub fn final_checks(&mut self) -> Vec<Violation> {

@@ -166,7 +166,7 @@ fn step_until_the_bad_read(
         }
         let held_before = held_levels(&run.job);
         let result = run.job.step(&mut world.fs);
-        let accesses: Vec<_> = world.fs.observe().reads().cloned().collect();
+        let accesses = world.fs.observe().into_reads();
         let inconsistent = run
             .ghost
             .check(&world.fs, job, &accesses, &|_| None)
