@@ -94,6 +94,22 @@ pub enum InodeKind {
     BlockDevice,
 }
 
+impl From<crate::fs::FileKind> for InodeKind {
+    /// The model's kind of a file kind the engine lists.
+    fn from(kind: crate::fs::FileKind) -> InodeKind {
+        use crate::fs::FileKind;
+        match kind {
+            FileKind::RegularFile => InodeKind::File,
+            FileKind::Directory => InodeKind::Dir,
+            FileKind::Symlink => InodeKind::Symlink,
+            FileKind::Fifo => InodeKind::Fifo,
+            FileKind::Socket => InodeKind::Socket,
+            FileKind::CharDevice => InodeKind::CharDevice,
+            FileKind::BlockDevice => InodeKind::BlockDevice,
+        }
+    }
+}
+
 impl InodeKind {
     /// The `S_IFMT` bits of this kind.
     pub fn mode_type_bits(self) -> u32 {

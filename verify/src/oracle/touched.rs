@@ -97,18 +97,6 @@ fn touched_by(op: &Op) -> Vec<Touched> {
     touched
 }
 
-fn kind_of(kind: FileKind) -> InodeKind {
-    match kind {
-        FileKind::RegularFile => InodeKind::File,
-        FileKind::Directory => InodeKind::Dir,
-        FileKind::Symlink => InodeKind::Symlink,
-        FileKind::Fifo => InodeKind::Fifo,
-        FileKind::Socket => InodeKind::Socket,
-        FileKind::CharDevice => InodeKind::CharDevice,
-        FileKind::BlockDevice => InodeKind::BlockDevice,
-    }
-}
-
 /// The engine's entry at `path` (`Ok(None)`: it does not resolve), or why it cannot be
 /// read.
 fn engine_seen(
@@ -127,7 +115,7 @@ fn engine_seen(
         data.write(0, &entry.data);
         data.truncate(entry.data.len() as u64);
         Seen {
-            kind: kind_of(entry.kind),
+            kind: InodeKind::from(entry.kind),
             mode: entry.mode & 0o7777,
             uid: u64::from(entry.uid),
             gid: u64::from(entry.gid),

@@ -84,20 +84,6 @@ fn walk(subvol: &Subvolume) -> Vec<(Vec<u8>, u64)> {
     found
 }
 
-/// The model's kind for a listed file kind.
-fn inode_kind_of(kind: crate::fs::FileKind) -> InodeKind {
-    use crate::fs::FileKind;
-    match kind {
-        FileKind::RegularFile => InodeKind::File,
-        FileKind::Directory => InodeKind::Dir,
-        FileKind::Symlink => InodeKind::Symlink,
-        FileKind::Fifo => InodeKind::Fifo,
-        FileKind::Socket => InodeKind::Socket,
-        FileKind::CharDevice => InodeKind::CharDevice,
-        FileKind::BlockDevice => InodeKind::BlockDevice,
-    }
-}
-
 /// The first link of each inode of a listing visited in path order: the first path met
 /// naming an inode is its smallest.
 #[derive(Default)]
@@ -129,7 +115,7 @@ fn listed_entry(
     first_link: Vec<u8>,
 ) -> Entry {
     Entry {
-        kind: inode_kind_of(entry.kind),
+        kind: InodeKind::from(entry.kind),
         mode: entry.mode & 0o7777,
         uid: u64::from(entry.uid),
         gid: u64::from(entry.gid),
