@@ -626,6 +626,26 @@ mod tests {
         }
     }
 
+    /// The check a debug build makes after every run: records strictly rising, or a
+    /// panic (a run that merged heads out of order, or twice at one bytenr).
+    #[test]
+    fn records_out_of_order_or_repeated_fail_the_check() {
+        let sorted = ExtentTree {
+            records: Arc::new(vec![(4096, tree_block(1)), (8192, tree_block(1))]),
+        };
+        sorted.assert_sorted();
+        for records in [
+            vec![(8192, tree_block(1)), (4096, tree_block(1))],
+            vec![(4096, tree_block(1)), (4096, tree_block(2))],
+        ] {
+            let broken = ExtentTree {
+                records: Arc::new(records),
+            };
+            let outcome = std::panic::catch_unwind(|| broken.assert_sorted());
+            assert!(outcome.is_err(), "{broken:?}");
+        }
+    }
+
     /// `drop_reference` and `add_new_referenced_extent` leave the same state as the
     /// calls they batch, on a committed extent with two references, a committed extent
     /// with one, and a new one.
