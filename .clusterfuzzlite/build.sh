@@ -31,8 +31,16 @@ if [ -z "$targets" ]; then
     exit 1
 fi
 
-# shellcheck disable=SC2086 # COWPROOF_FUZZ_BUILD_ARGS is a list of words on purpose.
-(cd "$fuzz_directory" && cargo fuzz build -O ${COWPROOF_FUZZ_BUILD_ARGS:-})
+# The images set SANITIZER (address, memory, undefined, coverage): their builds keep the
+# system allocator, which the sanitizers intercept, and do not compile mimalloc's C with
+# the images' CFLAGS (fuzz/Cargo.toml, feature `fast-allocator`). Local builds keep it.
+allocator_args=""
+if [ -n "${SANITIZER:-}" ]; then
+    allocator_args="--no-default-features"
+fi
+
+# shellcheck disable=SC2086 # the argument lists are lists of words on purpose.
+(cd "$fuzz_directory" && cargo fuzz build -O $allocator_args ${COWPROOF_FUZZ_BUILD_ARGS:-})
 
 binary_directory="$fuzz_directory/target/$build_target/release"
 for target in $targets; do

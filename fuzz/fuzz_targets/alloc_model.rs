@@ -7,7 +7,11 @@
 //! invariant violation (double free, pinning free space).
 #![no_main]
 
+use cowproof_verify::allocator::Allocator;
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fuzz_target!(|data: &[u8]| {
     cowproof_verify::fuzz_input::target("alloc_model")

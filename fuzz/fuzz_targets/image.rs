@@ -6,7 +6,11 @@
 //! relocation, several subvolumes, geometries other than tiny, kernel-made images.
 #![no_main]
 
+use cowproof_verify::allocator::Allocator;
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fuzz_target!(|data: &[u8]| {
     cowproof_verify::fuzz_input::target("image")

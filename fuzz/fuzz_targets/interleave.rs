@@ -17,7 +17,11 @@
 //! xattrs (see `send_receive`).
 #![no_main]
 
+use cowproof_verify::allocator::Allocator;
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fuzz_target!(|data: &[u8]| {
     cowproof_verify::fuzz_input::target("interleave")

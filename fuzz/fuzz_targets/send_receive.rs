@@ -11,7 +11,11 @@
 //! (listed in `verify/src/fuzz_input/send_receive.rs`).
 #![no_main]
 
+use cowproof_verify::allocator::Allocator;
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fuzz_target!(|data: &[u8]| {
     cowproof_verify::fuzz_input::target("send_receive")

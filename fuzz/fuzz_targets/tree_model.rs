@@ -6,7 +6,11 @@
 //! INODE_ITEM, or larger geometries.
 #![no_main]
 
+use cowproof_verify::allocator::Allocator;
 use libfuzzer_sys::fuzz_target;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fuzz_target!(|data: &[u8]| {
     cowproof_verify::fuzz_input::target("tree_model")

@@ -26,12 +26,16 @@
 //! use at best: a reduction built on footprints can only find fewer independent pairs.
 
 use cowproof_engine::Policy;
+use cowproof_verify::allocator::Allocator;
 use cowproof_verify::explore::fingerprint::{fingerprint, Fingerprint};
 use cowproof_verify::explore::{explore, Config, Letter};
 use cowproof_verify::race::Race;
 use cowproof_verify::world::World;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 struct Options {
     depth: usize,

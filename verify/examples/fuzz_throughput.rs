@@ -2,8 +2,12 @@
 //! deterministic pseudo-random inputs (no coverage feedback: a floor for what libFuzzer
 //! measures). `cargo run --release --example fuzz_throughput [SECONDS] [TARGET...]`;
 //! the `interleave` target runs under `COWPROOF_POLICY` (default `concurrent`).
+use cowproof_verify::allocator::Allocator;
 use cowproof_verify::fuzz_input::TARGETS;
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fn main() {
     let mut arguments = std::env::args().skip(1);

@@ -11,11 +11,15 @@
 //! the script of the first N to standard output instead, for `cowproof run`. Timings vary
 //! with the machine; the verdicts do not.
 
+use cowproof_verify::allocator::Allocator;
 use cowproof_verify::runner::{run, RunOptions};
 use cowproof_verify::script::parse;
 use cowproof_verify::world::Checks;
 use std::fmt::Write as _;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 /// Files per directory.
 const FILES_PER_DIRECTORY: usize = 100;

@@ -5,7 +5,11 @@
 //! setups, `cowproof_verify::fuzz_input::interleave`). The inputs are the same for
 //! every run of the same arguments; only the printed rate depends on the machine.
 //! Usage: `cargo run --release -p cowproof-verify --example target_loop -- TARGET SEEDS`
+use cowproof_verify::allocator::Allocator;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 fn main() {
     let mut args = std::env::args().skip(1);

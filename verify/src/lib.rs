@@ -2,6 +2,7 @@
 //! judge every step, and the runner that ties them together.
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod cli;
 pub mod conform;
 pub mod explore;
