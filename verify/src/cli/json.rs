@@ -27,7 +27,10 @@ pub fn violation(statement_index: Option<usize>, line: Option<usize>, found: &Vi
         "line": line,
         "kind": found.kind.name(),
         "symptom": found.symptom.map(|symptom| symptom.name()),
-        "user_view": found.symptom.map(|symptom| symptom.user_view()),
+        "user_view": found
+            .symptom
+            .zip(found.command)
+            .map(|(symptom, command)| symptom.user_view(command)),
         "job": found.job,
         "message": found.message,
     })
@@ -61,13 +64,14 @@ pub fn run_report(report: &RunReport, lines: &[usize]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oracle::{Symptom, ViolationKind};
+    use crate::oracle::{Symptom, UserCommand, ViolationKind};
 
     #[test]
     fn a_violation_names_its_statement_from_one() {
         let found = Violation {
             kind: ViolationKind::KernelSymptom,
             symptom: Some(Symptom::TransidEio),
+            command: Some(UserCommand::Send),
             job: Some("s".to_string()),
             block: None,
             message: "send failed".to_string(),

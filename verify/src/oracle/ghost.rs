@@ -199,6 +199,7 @@ impl Ghost {
         Violation {
             kind: ViolationKind::ReadConsistency,
             symptom: None,
+            command: None,
             job: Some(job.to_string()),
             block: Some(access.bytenr),
             message,

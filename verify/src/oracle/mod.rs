@@ -82,18 +82,46 @@ impl Symptom {
         }
     }
 
-    /// How a user would have met it.
-    pub fn user_view(self) -> &'static str {
+    /// How a user would have met it, running `command`.
+    pub fn user_view(self, command: UserCommand) -> String {
+        let ran = command.name();
         match self {
-            Symptom::TransidEio => "send fails with EIO, dmesg: parent transid verify failed",
-            Symptom::ReadNodeSlotBug => {
-                "kernel BUG at fs/btrfs/ctree.c (read_node_slot) from btrfs_compare_trees"
+            Symptom::TransidEio => {
+                format!("{ran} fails with EIO, dmesg: parent transid verify failed")
             }
-            Symptom::BackrefEio => "send fails with EIO, dmesg: did not find backref in send_root",
-            Symptom::OtherEio => "send fails with EIO",
-            Symptom::Euclean => "send fails with EUCLEAN (structure needs cleaning)",
-            Symptom::Enoent => "send fails with ENOENT",
-            Symptom::WrongStream => "send succeeds but the received subvolume differs",
+            Symptom::ReadNodeSlotBug => format!(
+                "kernel BUG at fs/btrfs/ctree.c (read_node_slot) {}",
+                match command {
+                    UserCommand::Send => "from btrfs_compare_trees",
+                    UserCommand::Balance => "during balance",
+                }
+            ),
+            Symptom::BackrefEio => {
+                format!("{ran} fails with EIO, dmesg: did not find backref in send_root")
+            }
+            Symptom::OtherEio => format!("{ran} fails with EIO"),
+            Symptom::Euclean => format!("{ran} fails with EUCLEAN (structure needs cleaning)"),
+            Symptom::Enoent => format!("{ran} fails with ENOENT"),
+            Symptom::WrongStream => "send succeeds but the received subvolume differs".to_string(),
+        }
+    }
+}
+
+/// The command a user ran whose failure a symptom is: `btrfs send`, or `btrfs balance`
+/// for a relocation job (the kernel relocates block groups for a balance, and the error
+/// of a relocation ends the balance with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UserCommand {
+    Send,
+    Balance,
+}
+
+impl UserCommand {
+    /// The command's name, as in `btrfs send` and `btrfs balance`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserCommand::Send => "send",
+            UserCommand::Balance => "balance",
         }
     }
 }
@@ -105,6 +133,8 @@ pub struct Violation {
     pub kind: ViolationKind,
     /// The user-visible symptom, when there is one.
     pub symptom: Option<Symptom>,
+    /// The command whose failure the symptom is: set exactly when `symptom` is.
+    pub command: Option<UserCommand>,
     /// The send or relocation job involved.
     pub job: Option<String>,
     /// The block where this violation's chain of consequences began: the block a send
@@ -146,7 +176,8 @@ impl fmt::Display for Violation {
             write!(f, " (job {job})")?;
         }
         if let Some(symptom) = self.symptom {
-            write!(f, " [{}: {}]", symptom.name(), symptom.user_view())?;
+            let command = self.command.expect("a symptom names its command");
+            write!(f, " [{}: {}]", symptom.name(), symptom.user_view(command))?;
         }
         write!(f, ": {}", self.message)
     }

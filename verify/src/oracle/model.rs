@@ -73,6 +73,7 @@ pub fn compare(op: &Op, engine: Result<(), Error>, model: Result<(), Errno>) -> 
         outcome.violations.push(Violation {
             kind: ViolationKind::Model,
             symptom: None,
+            command: None,
             job: None,
             block: None,
             message: format!(
@@ -99,6 +100,7 @@ pub fn content_differences(fs: &mut FsInfo, model: &ModelFs) -> Vec<Violation> {
                 violations.push(Violation {
                     kind: ViolationKind::Model,
                     symptom: None,
+                    command: None,
                     job: None,
                     block: None,
                     message: format!("cannot list {name}: {error}"),
@@ -111,6 +113,7 @@ pub fn content_differences(fs: &mut FsInfo, model: &ModelFs) -> Vec<Violation> {
             Ok(model) => violations.push(Violation {
                 kind: ViolationKind::Model,
                 symptom: None,
+                command: None,
                 job: None,
                 block: None,
                 message: format!(
@@ -121,6 +124,7 @@ pub fn content_differences(fs: &mut FsInfo, model: &ModelFs) -> Vec<Violation> {
             Err(errno) => violations.push(Violation {
                 kind: ViolationKind::Model,
                 symptom: None,
+                command: None,
                 job: None,
                 block: None,
                 message: format!("the model has no subvolume {name}: {errno}"),

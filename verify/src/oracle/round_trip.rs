@@ -17,7 +17,7 @@
 //!
 //! [`World::remember_receives`]: crate::world::World::remember_receives
 
-use super::{Symptom, Violation, ViolationKind};
+use super::{Symptom, UserCommand, Violation, ViolationKind};
 use cowproof_engine::digest::Digester;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
@@ -141,6 +141,7 @@ pub fn check(
     let failure = |message: String| Violation {
         kind: ViolationKind::RoundTrip,
         symptom: Some(Symptom::WrongStream),
+        command: Some(UserCommand::Send),
         job: Some(job_name.to_string()),
         block: inconsistent_block,
         message,

@@ -211,6 +211,7 @@ fn difference(op: &Op, path: &Touched, follow: FollowLast, what: String) -> Viol
     Violation {
         kind: ViolationKind::Model,
         symptom: None,
+        command: None,
         job: None,
         block: None,
         message: format!(

@@ -247,12 +247,13 @@ mod fixed_policies {
 mod expectation_chains {
     use super::super::judge;
     use super::*;
-    use crate::oracle::{Symptom, Violation, ViolationKind};
+    use crate::oracle::{Symptom, UserCommand, Violation, ViolationKind};
 
     fn violation(kind: ViolationKind, symptom: Option<Symptom>, block: Option<u64>) -> Violation {
         Violation {
             kind,
             symptom,
+            command: symptom.map(|_| UserCommand::Send),
             job: Some("s".to_string()),
             block,
             message: format!("{kind:?} at {block:?}"),

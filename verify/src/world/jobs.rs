@@ -8,7 +8,7 @@
 use super::{errno_of, Outcome, ScriptError, SendRun, World};
 use crate::oracle::ghost::Ghost;
 use crate::oracle::reads::check_reads;
-use crate::oracle::{round_trip, symptom, Violation, ViolationKind};
+use crate::oracle::{round_trip, symptom, UserCommand, Violation, ViolationKind};
 use crate::script::RelocateTarget;
 use cowproof_engine::digest::DigestMemo;
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
@@ -61,6 +61,7 @@ impl World {
                 violations.push(Violation {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
+                    command: None,
                     job: Some(name.to_string()),
                     block: None,
                     message,
@@ -108,7 +109,7 @@ impl World {
             if let Err(error) = result {
                 outcome.violations.extend(symptom::violation(
                     name,
-                    "send",
+                    UserCommand::Send,
                     &error,
                     run.ghost.inconsistent_block,
                 ));
@@ -132,6 +133,7 @@ impl World {
                 return Some(Violation {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
+                    command: None,
                     job: Some(name.to_string()),
                     block: None,
                     message,
@@ -204,9 +206,12 @@ impl World {
         while !job.is_done() && steps.is_none_or(|steps| taken < steps) {
             taken += 1;
             if let Err(error) = job.step(&mut self.fs) {
-                outcome
-                    .violations
-                    .extend(symptom::violation(name, "relocation", &error, None));
+                outcome.violations.extend(symptom::violation(
+                    name,
+                    UserCommand::Balance,
+                    &error,
+                    None,
+                ));
                 outcome.error = Some(errno_of(&error));
                 break;
             }

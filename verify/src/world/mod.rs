@@ -342,6 +342,7 @@ impl World {
             Err(error) => vec![Violation {
                 kind: ViolationKind::Fsck,
                 symptom: None,
+                command: None,
                 job: None,
                 block: None,
                 message: error.to_string(),
