@@ -955,14 +955,22 @@ mod tests {
     fn delayed_refs_apply_at_run_and_report_drops() {
         let mut tree = ExtentTree::default();
         let mut delayed = DelayedRefs::default();
+        assert!(delayed.is_empty());
         delayed.add_new_extent(4096, tree_block(0));
+        // Pending: only a new extent's head (no head of an existing record).
+        assert!(!delayed.is_empty());
+        assert_eq!(delayed.len(), 1);
         delayed.modify(&tree, 4096, 1);
         delayed.add_new_extent(8192, tree_block(0));
         delayed.modify(&tree, 8192, 2);
         assert_eq!(delayed.effective_refs(&tree, 8192), Some(2));
         assert!(delayed.run(&mut tree).is_empty());
+        assert!(delayed.is_empty(), "a run leaves nothing pending");
         assert_eq!(tree.get(8192).map(|record| record.refs), Some(2));
         delayed.modify(&tree, 4096, -1);
+        // Pending: only the head of an existing record.
+        assert!(!delayed.is_empty());
+        assert_eq!(delayed.len(), 1);
         assert_eq!(delayed.effective_refs(&tree, 4096), Some(0));
         assert_eq!(
             tree.get(4096).map(|record| record.refs),
