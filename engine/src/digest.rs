@@ -210,6 +210,39 @@ impl<T: Hash> DigestMemo<T> {
     }
 }
 
+impl<U: Hash + ?Sized> DigestMemo<std::sync::Arc<U>> {
+    /// The digest of the value, taken from `twin` when it holds the very same shared
+    /// value (`Arc::ptr_eq`) and has its digest already: equal values have equal
+    /// digests, so the one computed there is this one. Remembered here either way.
+    ///
+    /// The engine's written blocks are held twice, by the device and by the cache
+    /// (a commit writes the cache's content), each in its own memo: without this, a
+    /// fingerprint would hash every written block's content twice.
+    /// `twin` is only asked for when no digest is remembered here (finding it costs a
+    /// search of the device's block map).
+    pub fn digest_from_twin<'t>(
+        &self,
+        twin: impl FnOnce() -> Option<&'t DigestMemo<std::sync::Arc<U>>>,
+    ) -> u128
+    where
+        U: 't,
+    {
+        if let Some(digest) = self.digest.get() {
+            return digest;
+        }
+        let shared = twin()
+            .filter(|twin| std::sync::Arc::ptr_eq(&twin.value, &self.value))
+            .and_then(|twin| twin.digest.get());
+        match shared {
+            Some(digest) => {
+                self.digest.set(digest);
+                digest
+            }
+            None => self.digest(),
+        }
+    }
+}
+
 impl<T> Deref for DigestMemo<T> {
     type Target = T;
 
@@ -372,6 +405,68 @@ mod tests {
         let straight = build(false);
         assert!(paused == straight, "the two builds are the same filesystem");
         assert_eq!(Digester::digest_of(&paused), Digester::digest_of(&straight));
+    }
+
+    /// A memo takes its digest from a twin holding the very same `Arc` once the twin
+    /// knows it, and computes its own otherwise (an equal value behind another `Arc`
+    /// included): either way the digest is the value's.
+    #[test]
+    fn a_twin_lends_its_digest_only_for_the_same_shared_value() {
+        use std::sync::Arc;
+        let value = Arc::new(map(&[(1, "a"), (2, "b")]));
+        let expected = Digester::digest_of(&value);
+        let twin = DigestMemo::new(Arc::clone(&value));
+        let memo = DigestMemo::new(Arc::clone(&value));
+        assert_eq!(memo.digest_from_twin(|| Some(&twin)), expected);
+        assert!(memo.is_digested() && !twin.is_digested(), "an undigested twin lends nothing");
+        twin.digest();
+        let fresh = DigestMemo::new(Arc::clone(&value));
+        assert_eq!(fresh.digest_from_twin(|| Some(&twin)), expected);
+        assert!(fresh.is_digested());
+        let other = DigestMemo::new(Arc::new(map(&[(1, "a"), (2, "b")])));
+        assert_eq!(other.digest_from_twin(|| Some(&twin)), expected);
+        let none = DigestMemo::new(Arc::clone(&value));
+        assert_eq!(none.digest_from_twin(|| None), expected);
+    }
+
+    /// An engine's `Hash` (the cache taking written blocks' digests from the device) is
+    /// the field-by-field hash with every part digested on its own, after commits (blocks
+    /// held by both) and with a transaction running (blocks the cache alone holds).
+    #[test]
+    fn an_engine_hashes_as_its_parts_hashed_alone() {
+        use crate::fs_info::FsInfo;
+        use crate::geometry::Geometry;
+        use crate::policy::SendPolicy;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let root_id = fs.create_subvolume_with_root("vol").expect("subvolume");
+        for round in 0..3 {
+            for index in 0..8 {
+                let name = format!("f{round}-{index}");
+                fs.create_file(root_id, &[name.as_bytes()]).expect("file");
+            }
+            fs.commit_transaction().expect("commit");
+            for running in [false, true] {
+                if running {
+                    fs.create_file(root_id, &[format!("g{round}").as_bytes()])
+                        .expect("file");
+                }
+                // Clones of a never-hashed engine: nothing is remembered in either.
+                let twinned = fs.clone();
+                let alone = fs.clone();
+                assert_eq!(
+                    Digester::digest_of(&twinned),
+                    fs_info_parts_digest(&alone),
+                    "round {round}, running {running}"
+                );
+            }
+        }
+    }
+
+    /// `FsInfo`'s hash as a derive writes it: every field on its own.
+    fn fs_info_parts_digest(fs: &crate::fs_info::FsInfo) -> u128 {
+        let mut digester = Digester::new();
+        fs.hash_fields_alone(&mut digester);
+        digester.finish_128()
     }
 
     /// Byte strings of different lengths differ even when one is the other padded with
