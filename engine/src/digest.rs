@@ -418,7 +418,10 @@ mod tests {
         let twin = DigestMemo::new(Arc::clone(&value));
         let memo = DigestMemo::new(Arc::clone(&value));
         assert_eq!(memo.digest_from_twin(|| Some(&twin)), expected);
-        assert!(memo.is_digested() && !twin.is_digested(), "an undigested twin lends nothing");
+        assert!(
+            memo.is_digested() && !twin.is_digested(),
+            "an undigested twin lends nothing"
+        );
         twin.digest();
         let fresh = DigestMemo::new(Arc::clone(&value));
         assert_eq!(fresh.digest_from_twin(|| Some(&twin)), expected);
