@@ -243,6 +243,12 @@ impl<U: Hash + ?Sized> DigestMemo<std::sync::Arc<U>> {
     }
 }
 
+impl<T: Default> Default for DigestMemo<T> {
+    fn default() -> DigestMemo<T> {
+        DigestMemo::new(T::default())
+    }
+}
+
 impl<T> Deref for DigestMemo<T> {
     type Target = T;
 
