@@ -24,6 +24,7 @@
 
 use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
+use crate::storage::Device;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -136,6 +137,16 @@ pub struct ExtentBufferCache {
 
 impl Hash for ExtentBufferCache {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        self.hash_beside(None, state);
+    }
+}
+
+impl ExtentBufferCache {
+    /// The cache's `Hash`, taking each object's content digest from `device` when the
+    /// device holds the very same content at that bytenr with its digest known (a block
+    /// the last commit wrote: the device hashed it just before, `FsInfo`'s `Hash`). The
+    /// words written are the same as without the device: a content's digest.
+    pub(crate) fn hash_beside<H: Hasher>(&self, device: Option<&Device>, state: &mut H) {
         self.nodesize_bytes.hash(state);
         let mut mapped = 0_u64;
         for (index, hot) in self.hot.iter().enumerate() {
@@ -143,10 +154,10 @@ impl Hash for ExtentBufferCache {
                 continue;
             };
             index.hash(state);
-            hot.content.hash(state);
-            self.buffers[self.cold_slot[index] as usize]
-                .holders
-                .hash(state);
+            let cold = &self.buffers[self.cold_slot[index] as usize];
+            let twin = || device.and_then(|device| device.block_memo(cold.bytenr));
+            state.write_u128(hot.content.digest_from_twin(twin));
+            cold.holders.hash(state);
             mapped += 1;
         }
         mapped.hash(state);

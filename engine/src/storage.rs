@@ -108,6 +108,12 @@ impl Device {
         self.blocks.get(&bytenr).map(|block| Arc::clone(block))
     }
 
+    /// The written block at `bytenr` with its remembered digest (the cache's hash takes
+    /// the digest from here when it holds the same content, `ExtentBufferCache::hash_beside`).
+    pub(crate) fn block_memo(&self, bytenr: u64) -> Option<&DigestMemo<SharedContent>> {
+        self.blocks.get(&bytenr)
+    }
+
     /// Writes a tree block (commit only).
     pub fn write_block(&mut self, content: SharedContent) {
         assert!(

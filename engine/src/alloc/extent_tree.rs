@@ -20,6 +20,7 @@
 //! Invariants: a committed record has `refs > 0`; applying a delayed ref never takes a
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
 
+use crate::digest::DigestMemo;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,12 +66,14 @@ impl ExtentRecord {
 }
 
 /// The committed reference counts: records by bytenr, strictly rising. A clone shares
-/// the records until one of the two changes them; equality and hashing are those of the
-/// records (hashing writes what an ordered map of them writes: the length, then each
-/// bytenr and record in order).
+/// the records until one of the two changes them; equality is that of the records, and
+/// hashing writes their remembered digest ([`DigestMemo`]: the digest of what an ordered
+/// map of them writes, the length, then each bytenr and record in order). The records
+/// change only when delayed refs run (at a commit), and the explorer's fingerprint
+/// hashed all of them (hundreds) in every state it met between commits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ExtentTree {
-    records: Arc<Vec<(u64, ExtentRecord)>>,
+    records: DigestMemo<Arc<Vec<(u64, ExtentRecord)>>>,
 }
 
 impl ExtentTree {
@@ -124,7 +127,7 @@ impl ExtentTree {
     #[doc(hidden)]
     pub fn record_mut_for_test(&mut self, bytenr: u64) -> Option<&mut ExtentRecord> {
         let index = self.position(bytenr).ok()?;
-        Some(&mut Arc::make_mut(&mut self.records)[index].1)
+        Some(&mut Arc::make_mut(self.records.get_mut())[index].1)
     }
 }
 
@@ -485,11 +488,12 @@ impl DelayedRefs {
             return Vec::new();
         }
         let few = heads.len() * IN_PLACE_RUN_RECORDS_PER_HEAD < tree.records.len();
-        let dropped = match Arc::get_mut(&mut tree.records) {
+        let records = tree.records.get_mut();
+        let dropped = match Arc::get_mut(records) {
             Some(records) if few => run_in_place(records, heads),
             _ => {
-                let (merged, dropped) = run_merged(&tree.records, heads);
-                tree.records = Arc::new(merged);
+                let (merged, dropped) = run_merged(records, heads);
+                *records = Arc::new(merged);
                 dropped
             }
         };
@@ -578,7 +582,7 @@ mod tests {
         }
     }
 
-    /// The tree hashes as the ordered map of its records did, and `get` and `range`
+    /// The tree hashes as the digest of the ordered map of its records, and `get` and `range`
     /// answer as the map's lookups do, at and between records.
     #[test]
     fn the_tree_reads_and_hashes_as_an_ordered_map() {
@@ -602,7 +606,7 @@ mod tests {
         };
         assert_eq!(
             digest(&|hasher| tree.hash(hasher)),
-            digest(&|hasher| map.hash(hasher))
+            digest(&|hasher| hasher.write_u128(crate::digest::Digester::digest_of(&map)))
         );
         for bytenr in (0..160u64).map(|index| index * 4096) {
             assert_eq!(tree.get(bytenr), map.get(&bytenr), "{bytenr}");
@@ -631,7 +635,7 @@ mod tests {
     #[test]
     fn records_out_of_order_or_repeated_fail_the_check() {
         let sorted = ExtentTree {
-            records: Arc::new(vec![(4096, tree_block(1)), (8192, tree_block(1))]),
+            records: DigestMemo::new(Arc::new(vec![(4096, tree_block(1)), (8192, tree_block(1))])),
         };
         sorted.assert_sorted();
         for records in [
@@ -639,7 +643,7 @@ mod tests {
             vec![(4096, tree_block(1)), (4096, tree_block(2))],
         ] {
             let broken = ExtentTree {
-                records: Arc::new(records),
+                records: DigestMemo::new(Arc::new(records)),
             };
             let outcome = std::panic::catch_unwind(|| broken.assert_sorted());
             assert!(outcome.is_err(), "{broken:?}");

@@ -18,11 +18,12 @@
 //! [`World::remember_receives`]: crate::world::World::remember_receives
 
 use super::{Symptom, UserCommand, Violation, ViolationKind};
-use cowproof_engine::digest::Digester;
+use cowproof_engine::digest::{DigestMemo, Digester};
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::FsInfo;
+use std::sync::Arc;
 
 /// The content of a snapshot as a reader sees it: its commit root and its dirty pages.
 pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> {
@@ -34,6 +35,55 @@ pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> 
         .list_subvolume_as_read(root_id)
         .map_err(|error| error.to_string())?;
     Ok(Content::from_owned_listing(listing))
+}
+
+/// A snapshot's content, shared: [`snapshot_content`] as a send start keeps it (the
+/// value the round trip compares with if the snapshot is deleted), reusing the last one
+/// this thread built, digest included, when the value is the same.
+///
+/// Why: every explored state whose send starts lists the snapshot, and its content is
+/// nearly always the one the previous state listed. Building it anew cost its pages
+/// (copied out of the listing) and, in the state's fingerprint, their digest: about a
+/// tenth of the relocation cells' instructions. The value returned is the listing's
+/// whichever way it is built, so no verdict depends on the reuse.
+pub fn shared_snapshot_content(fs: &mut FsInfo, name: &str) -> SharedSnapshotContent {
+    LAST_SNAPSHOT_CONTENT.with(|last| {
+        let mut last = last.borrow_mut();
+        let content = match last.as_deref().map(|memo| &**memo) {
+            Some(Ok(like)) => snapshot_content_like(fs, name, like),
+            _ => snapshot_content(fs, name),
+        };
+        if let Some(known) = last.as_ref().filter(|known| ****known == content) {
+            return Arc::clone(known);
+        }
+        let shared = Arc::new(DigestMemo::new(content));
+        *last = Some(Arc::clone(&shared));
+        shared
+    })
+}
+
+/// [`snapshot_content`], sharing the file data of `like` where it is the same
+/// (`Content::from_owned_listing_like`): the same value.
+pub fn snapshot_content_like(
+    fs: &mut FsInfo,
+    name: &str,
+    like: &Content,
+) -> Result<Content, String> {
+    let root_id = fs.subvolume_id(name).map_err(|error| error.to_string())?;
+    let listing = fs
+        .list_subvolume_as_read(root_id)
+        .map_err(|error| error.to_string())?;
+    Ok(Content::from_owned_listing_like(listing, like))
+}
+
+/// A snapshot's content as a send keeps it: shared between the explorer's branches,
+/// with its digest remembered (`docs/hot-paths.md`, "Explorer state cost").
+pub type SharedSnapshotContent = Arc<DigestMemo<Result<Content, String>>>;
+
+thread_local! {
+    /// The last content [`shared_snapshot_content`] gave on this thread.
+    static LAST_SNAPSHOT_CONTENT: std::cell::RefCell<Option<SharedSnapshotContent>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The content of a snapshot as its commit root alone holds it (what an image of the
@@ -228,5 +278,42 @@ mod tests {
         let mut received = ModelFs::new();
         remembered_receive(&mut received, "snap", &stream).expect("receive");
         assert!(received.subvolume(b"snap").is_some());
+    }
+
+    /// The shared content is the listed content, reused (the same `Arc`, digest kept)
+    /// while the snapshot lists the same, built anew when it changes; the content built
+    /// like another is the plain one, whatever the other holds.
+    #[test]
+    fn shared_snapshot_content_is_the_listed_content() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.write(vol, &["f"], 0, &vec![3; 5000]).expect("write");
+        fs.write(vol, &["g"], 0, b"small").expect("write");
+        fs.commit_transaction().expect("commit");
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        fs.commit_transaction().expect("commit");
+        let first = shared_snapshot_content(&mut fs, "snap");
+        assert_eq!(**first, snapshot_content(&mut fs, "snap"));
+        let again = shared_snapshot_content(&mut fs, "snap");
+        assert!(Arc::ptr_eq(&first, &again), "the same content is reused");
+        fs.write(vol, &["f"], 4096, b"other").expect("write");
+        fs.commit_transaction().expect("commit");
+        let vol_content = shared_snapshot_content(&mut fs, "vol");
+        assert_eq!(**vol_content, snapshot_content(&mut fs, "vol"));
+        assert_ne!(**vol_content, **first);
+        let Ok(snap) = &**first else {
+            panic!("the snapshot lists");
+        };
+        assert_eq!(
+            snapshot_content_like(&mut fs, "vol", snap),
+            snapshot_content(&mut fs, "vol")
+        );
+        let Ok(vol_listed) = &**vol_content else {
+            panic!("the subvolume lists");
+        };
+        assert_eq!(
+            snapshot_content_like(&mut fs, "snap", vol_listed),
+            snapshot_content(&mut fs, "snap")
+        );
     }
 }

@@ -10,11 +10,9 @@ use crate::oracle::ghost::Ghost;
 use crate::oracle::reads::check_reads;
 use crate::oracle::{round_trip, symptom, UserCommand, Violation, ViolationKind};
 use crate::script::RelocateTarget;
-use cowproof_engine::digest::DigestMemo;
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
 use cowproof_engine::Errno;
-use std::sync::Arc;
 
 impl World {
     pub(super) fn send_start(
@@ -38,10 +36,7 @@ impl World {
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);
-        let expected = Arc::new(DigestMemo::new(round_trip::snapshot_content(
-            &mut self.fs,
-            snapshot,
-        )));
+        let expected = round_trip::shared_snapshot_content(&mut self.fs, snapshot);
         let mut run = SendRun {
             job,
             ghost,
@@ -144,8 +139,15 @@ impl World {
         // root the send started on (a snapshot made writable under the send may have
         // changed: the readonly race's wrong stream); once it is deleted, as it was when
         // the send started (the deletion race).
-        let now = (self.fs.subvolume_id(&run.snapshot).ok() == Some(run.job.send_root()))
-            .then(|| round_trip::snapshot_content(&mut self.fs, &run.snapshot));
+        let now =
+            (self.fs.subvolume_id(&run.snapshot).ok() == Some(run.job.send_root())).then(|| {
+                match &**run.expected {
+                    Ok(like) => {
+                        round_trip::snapshot_content_like(&mut self.fs, &run.snapshot, like)
+                    }
+                    Err(_) => round_trip::snapshot_content(&mut self.fs, &run.snapshot),
+                }
+            });
         round_trip::check(
             now.as_ref().unwrap_or(&**run.expected),
             &mut self.receiver,

@@ -114,13 +114,26 @@ fn listed_entry(
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     first_link: Vec<u8>,
 ) -> Entry {
+    let data = FileData::from_bytes(&entry.data);
+    entry_of(entry, data, target, xattrs, first_link)
+}
+
+/// The content entry of a listed path whose data is `data` (the listing's bytes as
+/// model data).
+fn entry_of(
+    entry: &crate::fs::listing::ListingEntry,
+    data: FileData,
+    target: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    first_link: Vec<u8>,
+) -> Entry {
     Entry {
         kind: InodeKind::from(entry.kind),
         mode: entry.mode & 0o7777,
         uid: u64::from(entry.uid),
         gid: u64::from(entry.gid),
         size: entry.size,
-        data: FileData::from_bytes(&entry.data),
+        data,
         target,
         xattrs,
         nlink: entry.nlink,
@@ -206,6 +219,31 @@ impl Content {
                 let target = std::mem::take(&mut entry.target);
                 let xattrs = std::mem::take(&mut entry.xattrs);
                 (path, listed_entry(&entry, target, xattrs, first_link))
+            })
+            .collect();
+        Content { entries }
+    }
+
+    /// [`Content::from_owned_listing`], sharing the file data of `like` wherever a path
+    /// holds exactly the data it holds there (`FileData::from_bytes_like`): the same
+    /// value, built without copying pages that are already in memory.
+    pub fn from_owned_listing_like(
+        listing: crate::fs::listing::Listing,
+        like: &Content,
+    ) -> Content {
+        let mut first_links = FirstLinks::default();
+        let entries = listing
+            .into_iter()
+            .map(|(path, mut entry)| {
+                let first_link = first_links.of(&path, entry.ino);
+                let target = std::mem::take(&mut entry.target);
+                let xattrs = std::mem::take(&mut entry.xattrs);
+                let data = match like.entries.get(&path) {
+                    Some(known) => FileData::from_bytes_like(&entry.data, &known.data),
+                    None => FileData::from_bytes(&entry.data),
+                };
+                let built = entry_of(&entry, data, target, xattrs, first_link);
+                (path, built)
             })
             .collect();
         Content { entries }
