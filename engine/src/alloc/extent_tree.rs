@@ -502,12 +502,6 @@ impl DelayedRefs {
         }
         dropped
     }
-
-    /// Drops every pending change (crash).
-    pub fn clear(&mut self) {
-        self.heads.clear();
-        self.new_extents.clear();
-    }
 }
 
 /// Applies `heads` (lowest first) to `records` in place: a search a head, and a move of
