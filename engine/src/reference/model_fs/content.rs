@@ -211,17 +211,7 @@ impl Content {
     /// [`Content::from_listing`] of a listing the caller no longer needs: its paths,
     /// targets and xattrs move into the content instead of being copied.
     pub fn from_owned_listing(listing: crate::fs::listing::Listing) -> Content {
-        let mut first_links = FirstLinks::default();
-        let entries = listing
-            .into_iter()
-            .map(|(path, mut entry)| {
-                let first_link = first_links.of(&path, entry.ino);
-                let target = std::mem::take(&mut entry.target);
-                let xattrs = std::mem::take(&mut entry.xattrs);
-                (path, listed_entry(&entry, target, xattrs, first_link))
-            })
-            .collect();
-        Content { entries }
+        Content::from_owned_listing_sharing(listing, None)
     }
 
     /// [`Content::from_owned_listing`], sharing the file data of `like` wherever a path
@@ -231,6 +221,14 @@ impl Content {
         listing: crate::fs::listing::Listing,
         like: &Content,
     ) -> Content {
+        Content::from_owned_listing_sharing(listing, Some(like))
+    }
+
+    /// The two above: each path's data shared with `like`'s where it is the same.
+    fn from_owned_listing_sharing(
+        listing: crate::fs::listing::Listing,
+        like: Option<&Content>,
+    ) -> Content {
         let mut first_links = FirstLinks::default();
         let entries = listing
             .into_iter()
@@ -238,7 +236,7 @@ impl Content {
                 let first_link = first_links.of(&path, entry.ino);
                 let target = std::mem::take(&mut entry.target);
                 let xattrs = std::mem::take(&mut entry.xattrs);
-                let data = match like.entries.get(&path) {
+                let data = match like.and_then(|like| like.entries.get(&path)) {
                     Some(known) => FileData::from_bytes_like(&entry.data, &known.data),
                     None => FileData::from_bytes(&entry.data),
                 };
