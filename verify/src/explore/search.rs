@@ -9,13 +9,14 @@
 //! `finish_memo.rs` unless `Config::memoise_finish` is off: the same verdicts, and a
 //! violation is always reported from the plain check.
 //!
-//! Levels: the frontier is a list of paths; each level is split into contiguous chunks
-//! expanded by worker threads (rebuild the world of the path from the worlds of the
-//! previous node's shared prefix, apply every letter, fingerprint, and run the
-//! end-of-path check for states not visited before). The chunks are then
-//! merged *in order* on one thread, which alone decides which states are new and which
-//! violation is first, so the result (states, counterexample, marks) does not depend
-//! on the number of threads or on timing. Clocks serve reporting and the optional time
+//! Levels: the frontier is a list of paths; each level is cut into contiguous pieces,
+//! sixteen a worker, which the worker threads take in order as they come free (rebuild
+//! the world of the path from the worlds of the previous node's shared prefix, apply
+//! every letter, fingerprint, and run the end-of-path check for states not visited
+//! before). The pieces are then merged *in order* on one thread, which alone decides
+//! which states are new and which violation is first, so the result (states,
+//! counterexample, marks) does not depend on the number of threads, on which worker
+//! took which piece, or on timing. Clocks serve reporting and the optional time
 //! limit only; a level cut short by the limit does not count as completed.
 
 use super::end_of_path::{end_of_path, mark_delta, EndOfPath};
@@ -30,7 +31,7 @@ use crate::race::SetupError;
 use crate::script::{Expect, Identifier, Op, Script, Statement};
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::Marks;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,12 +109,14 @@ struct Candidate {
     fingerprint: Fingerprint,
     violation: Option<Box<Violation>>,
     marks: Marks,
-    /// Computed for the first occurrence of a fingerprint in the worker's chunk that
-    /// was not visited before the level (so for every state the merge finds new).
+    /// Computed for the first occurrence of a fingerprint among its worker's candidates
+    /// of the level that was not visited before the level (so for every state the merge
+    /// finds new).
     end: Option<Box<EndSummary>>,
 }
 
-/// What one worker produced for its chunk of a level.
+/// What one worker produced in a level (the candidates of all, in order, are moved into
+/// the first worker's).
 struct Chunk {
     candidates: Vec<Candidate>,
     timed_out: bool,
@@ -203,7 +206,7 @@ pub fn explore_after(
 
 /// The worlds along the path of the node a worker rebuilt last: breadth-first order
 /// keeps the children of one parent together and the parents in order, so consecutive
-/// nodes of a chunk share all of their path but the last letter or two; the next node
+/// nodes of a piece share all of their path but the last letter or two; the next node
 /// then costs the letters past the common prefix, not its whole path. The worlds are
 /// exactly those a replay from the initial world gives (`World::apply` is a function
 /// of the world and the operation), so the search's result does not change.
@@ -245,29 +248,51 @@ impl<'a> Replayer<'a> {
     }
 }
 
-/// Expands a worker's chunk of a level. Stops at the first violation (the merge never
-/// looks past it) or when `deadline` passes.
-fn expand_chunk(
+/// What a worker keeps from one piece of a level to the next it takes: the worlds of
+/// the last path it rebuilt, the states it saw this level, the memo entries it wrote.
+struct Worker<'a> {
+    replayer: Replayer<'a>,
+    seen_here: Visited,
+    memo: MemoView<'a>,
+    reduction: ReductionCounts,
+}
+
+/// The candidates of one piece of a level, and whether it stopped early: at a
+/// violation (the merge never looks past it) or at the deadline.
+struct Piece {
+    candidates: Vec<Candidate>,
+    violation: bool,
+    timed_out: bool,
+}
+
+/// Expands a piece of a level. Stops at the first violation or when `deadline` passes.
+///
+/// A worker's `seen_here` spans every piece it takes, and it takes pieces in
+/// increasing order, so the first occurrence of a state in the merge's order (pieces
+/// in order) is the first in its worker's order too: that occurrence carries the
+/// end-of-path check, as the merge expects.
+fn expand_piece(
     config: Config,
-    initial: &World,
     nodes: &[Node],
-    (visited, memo): (&Visited, &FinishMemo),
+    visited: &Visited,
+    worker: &mut Worker<'_>,
     deadline: Option<Instant>,
     done: &AtomicU64,
-) -> Result<Chunk, ScriptError> {
-    let mut memo = MemoView::new(memo);
-    let mut seen_here = Visited::default();
+) -> Result<Piece, ScriptError> {
     let mut candidates = Vec::new();
-    let mut replayer = Replayer::new(initial);
-    let mut reduction = ReductionCounts::default();
+    let piece = |candidates, violation, timed_out| Piece {
+        candidates,
+        violation,
+        timed_out,
+    };
     for node in nodes {
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(chunk(candidates, true, memo, reduction));
+            return Ok(piece(candidates, false, true));
         }
-        let world = replayer.world_at(&node.path.ops())?;
+        let world = worker.replayer.world_at(&node.path.ops())?;
         let deferred = if config.reduction {
             let remaining = config.depth.saturating_sub(node.path.len()).max(1);
-            deferred_send_letter(config, world, remaining, &mut reduction)?
+            deferred_send_letter(config, world, remaining, &mut worker.reduction)?
         } else {
             None
         };
@@ -283,7 +308,7 @@ fn expand_chunk(
             let path = node.path.then(op);
             let fingerprint = fingerprint(&child);
             let violation = outcome.violations.into_iter().next().map(Box::new);
-            let fresh = !visited.contains(&fingerprint) && seen_here.insert(fingerprint);
+            let fresh = !visited.contains(&fingerprint) && worker.seen_here.insert(fingerprint);
             let end = if violation.is_none() && fresh {
                 let reach = config.depth.saturating_sub(path.len());
                 Some(Box::new(check_end(
@@ -291,7 +316,7 @@ fn expand_chunk(
                     &child,
                     fingerprint,
                     reach,
-                    &mut memo,
+                    &mut worker.memo,
                 )?))
             } else {
                 None
@@ -306,12 +331,59 @@ fn expand_chunk(
                 end,
             });
             if stop {
-                return Ok(chunk(candidates, false, memo, reduction));
+                return Ok(piece(candidates, true, false));
             }
         }
         done.fetch_add(1, AtomicOrdering::Relaxed);
     }
-    Ok(chunk(candidates, false, memo, reduction))
+    Ok(piece(candidates, false, false))
+}
+
+/// The pieces a level is cut into, for each worker: enough that the last pieces even
+/// out what the workers' shares cost (the states of one part of a level can cost
+/// several times those of another), few enough that a piece's nodes still share long
+/// path prefixes for the replayer.
+const PIECES_PER_WORKER: usize = 16;
+
+/// What a worker did in a level: the pieces it took, by index, and its memo entries
+/// and counts (a chunk without candidates).
+type WorkerLevel = (Vec<(usize, Piece)>, Chunk);
+
+/// A worker's loop over a level: takes the next piece not yet taken, in increasing
+/// order, until none is left, a piece before the next has found a violation, or the
+/// deadline has passed. Returns its pieces by index and what it kept.
+fn work_level<'a>(
+    config: Config,
+    (initial, pieces, visited, memo): (&'a World, &[&[Node]], &Visited, &'a FinishMemo),
+    (next, first_violation): (&AtomicUsize, &AtomicUsize),
+    deadline: Option<Instant>,
+    done: &AtomicU64,
+) -> Result<WorkerLevel, ScriptError> {
+    let mut worker = Worker {
+        replayer: Replayer::new(initial),
+        seen_here: Visited::default(),
+        memo: MemoView::new(memo),
+        reduction: ReductionCounts::default(),
+    };
+    let mut taken = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let index = next.fetch_add(1, AtomicOrdering::Relaxed);
+        if index >= pieces.len() || index > first_violation.load(AtomicOrdering::Relaxed) {
+            break;
+        }
+        let piece = expand_piece(config, pieces[index], visited, &mut worker, deadline, done)?;
+        if piece.violation {
+            first_violation.fetch_min(index, AtomicOrdering::Relaxed);
+        }
+        timed_out |= piece.timed_out;
+        taken.push((index, piece));
+        if timed_out {
+            break;
+        }
+    }
+    let summary = chunk(Vec::new(), timed_out, worker.memo, worker.reduction);
+    Ok((taken, summary))
 }
 
 fn chunk(
@@ -414,27 +486,33 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Expands a level on `config.threads` workers, each taking a contiguous chunk;
-    /// this thread reports progress meanwhile.
+    /// Expands a level on `config.threads` workers, which take the level's pieces in
+    /// order as they come free; this thread reports progress meanwhile. The chunks are
+    /// returned in the pieces' order: the first holds every candidate, in order, and
+    /// each worker's memo entries and counts, the others those of the other workers.
     fn expand_level(
         &mut self,
         frontier: &[Node],
         depth: usize,
     ) -> Result<Vec<Chunk>, ExploreError> {
         let threads = self.config.threads.max(1);
-        let chunk_size = frontier.len().div_ceil(threads).max(1);
+        let piece_size = frontier.len().div_ceil(threads * PIECES_PER_WORKER).max(1);
+        let pieces: Vec<&[Node]> = frontier.chunks(piece_size).collect();
         let deadline = self.config.time_limit.map(|limit| self.started + limit);
         let done = AtomicU64::new(0);
-        let (config, initial) = (self.config, &self.initial);
-        let seen = (&self.visited, &self.memo);
+        let next = AtomicUsize::new(0);
+        let first_violation = AtomicUsize::new(usize::MAX);
+        let config = self.config;
+        let shared = (&self.initial, &pieces[..], &self.visited, &self.memo);
         let states = self.result.states;
         let progress = &mut self.progress;
-        let results: Vec<Result<Chunk, ScriptError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = frontier
-                .chunks(chunk_size)
-                .map(|nodes| {
-                    let done = &done;
-                    scope.spawn(move || expand_chunk(config, initial, nodes, seen, deadline, done))
+        let results: Vec<Result<WorkerLevel, ScriptError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.min(pieces.len()).max(1))
+                .map(|_| {
+                    let (done, next, first_violation) = (&done, &next, &first_violation);
+                    scope.spawn(move || {
+                        work_level(config, shared, (next, first_violation), deadline, done)
+                    })
                 })
                 .collect();
             while !handles.iter().all(|handle| handle.is_finished()) {
@@ -451,10 +529,20 @@ impl Search<'_> {
                 .map(|handle| handle.join().expect("an explorer worker panicked"))
                 .collect()
         });
-        results
+        let mut chunks = Vec::new();
+        let mut taken = Vec::new();
+        for result in results {
+            let (pieces, chunk) = result.map_err(ExploreError::Script)?;
+            taken.extend(pieces);
+            chunks.push(chunk);
+        }
+        taken.sort_by_key(|(index, _)| *index);
+        let in_order = taken
             .into_iter()
-            .map(|result| result.map_err(ExploreError::Script))
-            .collect()
+            .flat_map(|(_, piece)| piece.candidates)
+            .collect();
+        chunks[0].candidates = in_order;
+        Ok(chunks)
     }
 
     /// Merges a level's candidates in order: the first violation stops the search
