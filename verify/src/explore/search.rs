@@ -470,7 +470,8 @@ impl Search<'_> {
         for depth in 1..=self.config.depth {
             let chunks = self.expand_level(&frontier, depth)?;
             let timed_out = chunks.iter().any(|chunk| chunk.timed_out);
-            let Some(next) = self.merge(chunks) else {
+            let last = depth == self.config.depth;
+            let Some(next) = self.merge(chunks, last) else {
                 return Ok(());
             };
             if timed_out {
@@ -546,11 +547,17 @@ impl Search<'_> {
     }
 
     /// Merges a level's candidates in order: the first violation stops the search
-    /// (`None`); otherwise the new states form the next frontier.
-    fn merge(&mut self, mut chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+    /// (`None`); otherwise the new states form the next frontier. The memo entries of
+    /// the `last` level are dropped: no walk will look them up, and at the depth bound
+    /// they are most of the memo (the frontier's walks wrote them).
+    fn merge(&mut self, mut chunks: Vec<Chunk>, last: bool) -> Option<Vec<Node>> {
         for chunk in &mut chunks {
             self.absorb_memo(chunk);
-            for (key, finished) in std::mem::take(&mut chunk.memo) {
+            let entries = std::mem::take(&mut chunk.memo);
+            if last {
+                continue;
+            }
+            for (key, finished) in entries {
                 self.memo.entry(key).or_insert(finished);
             }
         }
