@@ -115,10 +115,11 @@ struct Candidate {
     end: Option<Box<EndSummary>>,
 }
 
-/// What one worker produced in a level (the candidates of all, in order, are moved into
-/// the first worker's).
+/// What one worker produced in a level. The candidates of every piece, in the pieces'
+/// order, are moved into the first worker's: a vector a piece, not one concatenation,
+/// which would hold a level's candidates twice while it is built.
 struct Chunk {
-    candidates: Vec<Candidate>,
+    candidates: Vec<Vec<Candidate>>,
     timed_out: bool,
     /// The end-of-path memo entries the worker wrote.
     memo: FinishMemo,
@@ -387,7 +388,7 @@ fn work_level<'a>(
 }
 
 fn chunk(
-    candidates: Vec<Candidate>,
+    candidates: Vec<Vec<Candidate>>,
     timed_out: bool,
     memo: MemoView<'_>,
     reduction: ReductionCounts,
@@ -538,11 +539,10 @@ impl Search<'_> {
             chunks.push(chunk);
         }
         taken.sort_by_key(|(index, _)| *index);
-        let in_order = taken
+        chunks[0].candidates = taken
             .into_iter()
-            .flat_map(|(_, piece)| piece.candidates)
+            .map(|(_, piece)| piece.candidates)
             .collect();
-        chunks[0].candidates = in_order;
         Ok(chunks)
     }
 
@@ -562,7 +562,8 @@ impl Search<'_> {
             }
         }
         let mut next = Vec::new();
-        for candidate in chunks.into_iter().flat_map(|chunk| chunk.candidates) {
+        let pieces = chunks.into_iter().flat_map(|chunk| chunk.candidates);
+        for candidate in pieces.flatten() {
             self.result.transitions += 1;
             self.result.marks.absorb(&candidate.marks);
             if let Some(violation) = candidate.violation {
