@@ -24,6 +24,7 @@
 
 use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
+use crate::key::{is_fs_tree, objectid};
 use crate::storage::Device;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -87,10 +88,25 @@ pub struct VerifiedRead {
     pub generation: u64,
     /// The first key the reader expected, if it expected one.
     pub first_key: Option<crate::key::Key>,
-    /// The tree the reader searched (the owner check depends on it).
-    pub root_id: u64,
+    /// The owner check the reader's tree asks for ([`owner_check`]): every subvolume
+    /// tree asks for the same one, so a block shared by a subvolume and its snapshots,
+    /// read through one tree and then another, is checked once.
+    pub owner_check: u64,
     /// The level the reader expected.
     pub level: u8,
+}
+
+/// The owner check a read through tree `root_id` runs, as one number: `verify_tree_block`
+/// accepts any subvolume tree's owner when the reader's tree is a subvolume tree (a
+/// snapshot shares its source's blocks), and only its own id otherwise. So every
+/// subvolume tree gives `FS_TREE`'s id and every other tree its own, and two reads with
+/// the same number pass or fail that check alike.
+pub fn owner_check(root_id: u64) -> u64 {
+    if is_fs_tree(root_id) {
+        objectid::FS_TREE
+    } else {
+        root_id
+    }
 }
 
 /// What a search touches of an object: its content (with its digest, for the explorer's
@@ -496,7 +512,7 @@ mod tests {
         let read = VerifiedRead {
             generation: 1,
             first_key: None,
-            root_id: 5,
+            owner_check: owner_check(5),
             level: 0,
         };
         let mut forward = ExtentBufferCache::new(4096);

@@ -11,7 +11,7 @@
 //! failing expectation is never remembered and any change of content (COW in place,
 //! re-initialisation of the object) forgets what was (`docs/hot-paths.md`).
 
-use crate::cache::{EbHandle, VerifiedRead};
+use crate::cache::{owner_check, EbHandle, VerifiedRead};
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockContent, BlockPtr, NodeSlot};
 use crate::fs_info::FsInfo;
@@ -127,22 +127,25 @@ impl FsInfo {
         let read = VerifiedRead {
             generation: expected.generation,
             first_key,
-            root_id,
+            owner_check: owner_check(root_id),
             level: expected.level,
         };
         match self.cache.find_verified(expected.bytenr, &read) {
             Some(handle) => Ok(handle),
-            None => self.read_and_verify(expected, read),
+            None => self.read_and_verify(root_id, expected, read),
         }
     }
 
     /// A read whose expectation did not pass on this content before: the checks in full,
     /// and a load on a cache miss.
     #[inline(never)]
-    fn read_and_verify(&mut self, expected: BlockPtr, read: VerifiedRead) -> Result<EbHandle> {
-        let VerifiedRead {
-            first_key, root_id, ..
-        } = read;
+    fn read_and_verify(
+        &mut self,
+        root_id: u64,
+        expected: BlockPtr,
+        read: VerifiedRead,
+    ) -> Result<EbHandle> {
+        let first_key = read.first_key;
         let handle = match self.cache.find_for_read(expected.bytenr) {
             Some((handle, content, _)) => {
                 verify_tree_block(content, expected, first_key, root_id)?;
@@ -188,5 +191,54 @@ impl FsInfo {
     pub(crate) fn read_root_node(&mut self, root_id: u64) -> Result<EbHandle> {
         let node = self.root(root_id)?.node;
         self.read_tree_block(root_id, node, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::owner_check;
+    use crate::key::objectid;
+
+    /// Two readers with the same `owner_check` get the same verdict on every owner, so
+    /// remembering a passed check by that number rather than by the tree is exact; and
+    /// readers whose verdicts can differ get different numbers.
+    #[test]
+    fn readers_with_one_owner_check_get_one_verdict() {
+        let trees = [
+            objectid::ROOT_TREE,
+            objectid::EXTENT_TREE,
+            objectid::FS_TREE,
+            objectid::FIRST_FREE,
+            objectid::FIRST_FREE + 1,
+            300,
+            objectid::LAST_FREE,
+            objectid::LAST_FREE + 1,
+        ];
+        let expected = BlockPtr {
+            bytenr: 4096,
+            generation: 3,
+            level: 0,
+        };
+        let passes = |owner: u64, reader: u64| {
+            let content = BlockContent::empty(4096, 3, owner, 0);
+            verify_tree_block(&content, expected, None, reader).is_ok()
+        };
+        for reader in trees {
+            for other in trees {
+                let same = trees
+                    .iter()
+                    .all(|&owner| passes(owner, reader) == passes(owner, other));
+                assert_eq!(
+                    owner_check(reader) == owner_check(other),
+                    same,
+                    "readers {reader} and {other}"
+                );
+            }
+        }
+        assert!(
+            passes(objectid::FIRST_FREE, objectid::FS_TREE),
+            "a snapshot's reader"
+        );
     }
 }
