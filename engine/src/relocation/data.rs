@@ -15,10 +15,12 @@
 //! for inode changes, never for relocation; a received snapshot is found by it).
 //!
 //! Work per step: one extent, and a read of every leaf of every tree (the model scans
-//! instead of walking backrefs). The trees are those of [`relocatable_roots`]: a deleted
-//! subvolume the cleaner has not started on is rewritten like a live one, as the kernel
-//! does. Invariant: afterwards the old extent has no references; otherwise some item
-//! escaped the scan — EUCLEAN rather than a loop.
+//! instead of walking backrefs), each leaf read once and its slots looked at in place
+//! (`FsInfo::for_each_leaf`), with the reads a walk of every item would make. The trees
+//! are those of [`relocatable_roots`]: a deleted subvolume the cleaner has not started
+//! on is rewritten like a live one, as the kernel does. Invariant: afterwards the old
+//! extent has no references; otherwise some item escaped the scan — EUCLEAN rather than
+//! a loop.
 
 use super::{lowest_allocated, relocatable_roots};
 use crate::alloc::{ExtentKind, ExtentRecord};
