@@ -1,9 +1,16 @@
 //! Walking items in key order: `btrfs_next_leaf()`, `btrfs_next_item()`, the previous
-//! item, and range reads built on them. Works on a path from the current root or from a
-//! commit root alike; reads only, so it needs no transaction.
+//! item, range reads built on them, and a walk of whole leaves for scans that look at
+//! every item of a tree. Works on a path from the current root or from a commit root
+//! alike; reads only, so it needs no transaction.
+//!
+//! Invariant of every walk here: the blocks are read through `read_tree_block` (with
+//! its checks, its cache loads and its remembered checks) in key order, one search from
+//! the start key and then `next_leaf`, so two walks over the same leaves read the same
+//! blocks in the same order and fail at the same read.
 
 use super::Path;
 use crate::error::Result;
+use crate::extent_buffer::Leaf;
 use crate::fs_info::FsInfo;
 use crate::geometry::MAX_LEVEL;
 use crate::key::Key;
@@ -97,6 +104,34 @@ impl FsInfo {
             }
         }
         Ok(false)
+    }
+
+    /// Calls `visit` with every leaf of the current tree of `root_id`, in key order.
+    ///
+    /// It reads what a walk of [`next_item`](Self::next_item) from `Key::MIN` to the end
+    /// reads (`items_in_range(Key::MIN, Key::MAX)`): one search for `Key::MIN`, then
+    /// [`next_leaf`](Self::next_leaf) until the end, so the cache, the read checks and
+    /// any error are the same. Only the steps from item to item are gone: a scan that
+    /// looks at every item sees a leaf's slots in place instead of moving a path and
+    /// borrowing the leaf again for each one (`docs/hot-paths.md`, "Relocation steps").
+    pub(crate) fn for_each_leaf(
+        &mut self,
+        root_id: u64,
+        mut visit: impl FnMut(&Leaf),
+    ) -> Result<()> {
+        let (mut path, _) = self.search_slot(root_id, &Key::MIN, false)?;
+        loop {
+            let leaf = path.leaf().expect("a search reaches a leaf");
+            visit(
+                self.cache
+                    .content(leaf)
+                    .leaf()
+                    .expect("a block of level 0 is a leaf"),
+            );
+            if !self.next_leaf(root_id, &mut path)? {
+                return Ok(());
+            }
+        }
     }
 
     /// Every item with `first <= key <= last` in the current tree, in key order.

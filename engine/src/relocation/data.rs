@@ -15,10 +15,12 @@
 //! for inode changes, never for relocation; a received snapshot is found by it).
 //!
 //! Work per step: one extent, and a read of every leaf of every tree (the model scans
-//! instead of walking backrefs). The trees are those of [`relocatable_roots`]: a deleted
-//! subvolume the cleaner has not started on is rewritten like a live one, as the kernel
-//! does. Invariant: afterwards the old extent has no references; otherwise some item
-//! escaped the scan — EUCLEAN rather than a loop.
+//! instead of walking backrefs), each leaf read once and its slots looked at in place
+//! (`FsInfo::for_each_leaf`), with the reads a walk of every item would make. The trees
+//! are those of [`relocatable_roots`]: a deleted subvolume the cleaner has not started
+//! on is rewritten like a live one, as the kernel does. Invariant: afterwards the old
+//! extent has no references; otherwise some item escaped the scan — EUCLEAN rather than
+//! a loop.
 
 use super::{lowest_allocated, relocatable_roots};
 use crate::alloc::{ExtentKind, ExtentRecord};
@@ -105,35 +107,48 @@ fn replace_file_extents(fs: &mut FsInfo, from: u64, to: u64) -> Result<u32> {
 
 /// The file extent items of `root_id` that name the data extent at `disk_bytenr`.
 ///
-/// Walks every item of the tree in key order as `items_in_range(Key::MIN, Key::MAX)`
-/// does (the same search, the same leaf reads, in the same order), but decodes only the
-/// EXTENT_DATA items and copies nothing else: this scan runs once per tree for every
-/// extent moved, and copying every item of every tree was most of a relocation step's
-/// cost in the fuzz targets (`docs/fuzzing.md`, "Per-run cost").
+/// Reads the tree's leaves as `items_in_range(Key::MIN, Key::MAX)` does (the same
+/// search, the same leaf reads, in the same order: [`FsInfo::for_each_leaf`]) and looks
+/// at each leaf's slots in place: only EXTENT_DATA keys, and of those only the bytes of
+/// the `disk_bytenr` field, before decoding anything. This scan runs once per tree for
+/// every extent moved (`docs/hot-paths.md`, "Relocation steps").
 fn items_naming(
     fs: &mut FsInfo,
     root_id: u64,
     disk_bytenr: u64,
 ) -> Result<Vec<(Key, FileExtentItem)>> {
     let mut naming = Vec::new();
-    let (mut path, _) = fs.search_slot(root_id, &Key::MIN, false)?;
-    if !fs.settle_on_item(root_id, &mut path)? {
-        return Ok(naming);
-    }
-    loop {
-        let (key, data) = fs.path_item(&path).expect("settled path has an item");
-        if key.item_type == item_type::EXTENT_DATA {
-            if let Some(item) = FileExtentItem::decode(data).filter(|item| {
-                item.referenced_extent()
-                    .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
-            }) {
-                naming.push((key, item));
+    fs.for_each_leaf(root_id, |leaf| {
+        for (slot, item) in leaf.items().iter().enumerate() {
+            if item.key.item_type != item_type::EXTENT_DATA {
+                continue;
+            }
+            if let Some(found) = file_extent_naming(leaf.item_data(slot), disk_bytenr) {
+                naming.push((item.key, found));
             }
         }
-        if !fs.next_item(root_id, &mut path)? {
-            return Ok(naming);
-        }
+    })?;
+    Ok(naming)
+}
+
+/// Where `disk_bytenr` lies in btrfs's file extent item layout: after generation (8),
+/// ram_bytes (8), compression (1), encryption (1), other_encoding (2) and type (1).
+const DISK_BYTENR_AT: usize = 21;
+
+/// The file extent item `data` decodes to, if it references the data extent at
+/// `disk_bytenr`. An item that does has those eight bytes at [`DISK_BYTENR_AT`] (a
+/// regular or prealloc item is 53 bytes, the field at a fixed place), so comparing them
+/// first skips the decode of every other item; the decode and the check that follow
+/// are the whole test, so the answer is the decode's.
+fn file_extent_naming(data: &[u8], disk_bytenr: u64) -> Option<FileExtentItem> {
+    let field = data.get(DISK_BYTENR_AT..DISK_BYTENR_AT + 8)?;
+    if field != disk_bytenr.to_le_bytes() {
+        return None;
     }
+    FileExtentItem::decode(data).filter(|item| {
+        item.referenced_extent()
+            .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
+    })
 }
 
 /// `update_item` without counting the change as the subvolume's (its root item's
@@ -156,4 +171,244 @@ fn update_item_keeping_ctransid(
         fs.transaction_mut().changed_roots.remove(&root_id);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{file_extent_naming, items_naming, relocatable_roots, DISK_BYTENR_AT};
+    use crate::error::Result;
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::items::{FileExtentItem, FILE_EXTENT_INLINE, FILE_EXTENT_PREALLOC};
+    use crate::key::{item_type, Key};
+    use crate::policy::SendPolicy;
+
+    /// The scan as it was before the leaf walk: item by item through `next_item` and
+    /// `path_item`, decoding every EXTENT_DATA item. The reference the leaf scan must
+    /// equal, in what it finds and in what it reads.
+    fn items_naming_item_by_item(
+        fs: &mut FsInfo,
+        root_id: u64,
+        disk_bytenr: u64,
+    ) -> Result<Vec<(Key, FileExtentItem)>> {
+        let mut naming = Vec::new();
+        let (mut path, _) = fs.search_slot(root_id, &Key::MIN, false)?;
+        if !fs.settle_on_item(root_id, &mut path)? {
+            return Ok(naming);
+        }
+        loop {
+            let (key, data) = fs.path_item(&path).expect("settled path has an item");
+            if key.item_type == item_type::EXTENT_DATA {
+                if let Some(item) = FileExtentItem::decode(data).filter(|item| {
+                    item.referenced_extent()
+                        .is_some_and(|(bytenr, _)| bytenr == disk_bytenr)
+                }) {
+                    naming.push((key, item));
+                }
+            }
+            if !fs.next_item(root_id, &mut path)? {
+                return Ok(naming);
+            }
+        }
+    }
+
+    /// Writes a data extent for `ino` in `volume` and its file extent item.
+    fn write_extent(fs: &mut FsInfo, volume: u64, ino: u64, fill: u8) -> FileExtentItem {
+        let (bytenr, length) = fs
+            .alloc_data_extent(volume, ino, 0, &[fill; 8192])
+            .expect("data extent");
+        let transid = fs.running_transid().expect("running");
+        let item = FileExtentItem::regular(transid, bytenr, length, 0, length);
+        let key = Key::new(ino, item_type::EXTENT_DATA, 0);
+        fs.insert_item(volume, key, &item.encode()).expect("insert");
+        item
+    }
+
+    /// Inode items for `inos` in `volume`: filler between the file extent items, so
+    /// those land in different leaves of a tree several levels high.
+    fn fill_inodes(fs: &mut FsInfo, volume: u64, inos: std::ops::Range<u64>) {
+        for ino in inos {
+            let key = Key::new(ino, item_type::INODE_ITEM, 0);
+            fs.insert_item(volume, key, format!("inode {ino}").as_bytes())
+                .expect("insert");
+        }
+    }
+
+    /// Reflinks of `shared` (half of it, from `offset`) at `inos` of `volume`.
+    fn reflink(fs: &mut FsInfo, volume: u64, shared: &FileExtentItem, inos: &[u64], offset: u64) {
+        let item = FileExtentItem {
+            offset,
+            num_bytes: 4096,
+            ..shared.clone()
+        };
+        for &ino in inos {
+            let key = Key::new(ino, item_type::EXTENT_DATA, offset);
+            fs.insert_item(volume, key, &item.encode())
+                .expect("reflink");
+        }
+    }
+
+    /// Two subvolumes, a read-only snapshot sharing its leaves with its source until the
+    /// source changes some, trees of three levels at the tiny geometry, and file extent
+    /// items naming one extent in many leaves of every tree (plus items naming others,
+    /// a prealloc and an inline one). Written and remounted, so scans load from the
+    /// device. Returns the filesystem and the shared extent's bytenr.
+    fn trees_naming_one_extent() -> (FsInfo, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let a = fs.create_subvolume("a").expect("create");
+        let b = fs.create_subvolume("b").expect("create");
+        fill_inodes(&mut fs, a, 256..320);
+        fill_inodes(&mut fs, b, 256..300);
+        let shared = write_extent(&mut fs, a, 256, 1);
+        write_extent(&mut fs, a, 257, 2);
+        write_extent(&mut fs, b, 256, 3);
+        let inline = FileExtentItem {
+            extent_type: FILE_EXTENT_INLINE,
+            inline_data: shared.disk_bytenr.to_le_bytes().repeat(3),
+            ..FileExtentItem::regular(1, 0, 0, 0, 0)
+        };
+        let key = Key::new(258, item_type::EXTENT_DATA, 0);
+        fs.insert_item(a, key, &inline.encode()).expect("inline");
+        let prealloc = FileExtentItem {
+            extent_type: FILE_EXTENT_PREALLOC,
+            ..shared.clone()
+        };
+        fs.insert_item(
+            a,
+            Key::new(259, item_type::EXTENT_DATA, 0),
+            &prealloc.encode(),
+        )
+        .expect("prealloc");
+        reflink(&mut fs, a, &shared, &[270, 290, 310, 319], 0);
+        reflink(&mut fs, b, &shared, &[257, 280, 299], 4096);
+        fs.commit_transaction().expect("commit");
+        fs.snapshot("a", "a-snap", true).expect("snapshot");
+        fs.commit_transaction().expect("commit");
+        reflink(&mut fs, a, &shared, &[300, 311], 4096);
+        fs.remount().expect("remount");
+        for root_id in [a, b] {
+            assert!(
+                fs.root(root_id).expect("root").node.level >= 2,
+                "three levels"
+            );
+        }
+        (fs, shared.disk_bytenr)
+    }
+
+    /// The leaf scan finds exactly what the item-by-item scan found, in every tree, and
+    /// reads the same blocks: the whole filesystem (the cache, its loads and remembered
+    /// read checks included) is equal after the two scans.
+    #[test]
+    fn the_leaf_scan_finds_and_reads_what_the_item_scan_did() {
+        let (fs, shared) = trees_naming_one_extent();
+        let mut by_leaf = fs.clone();
+        let mut by_item = fs.clone();
+        let mut found = Vec::new();
+        for root_id in relocatable_roots(&fs) {
+            for disk_bytenr in [shared, shared + 4096, 0] {
+                let leaf_scan = items_naming(&mut by_leaf, root_id, disk_bytenr).expect("scan");
+                let item_scan =
+                    items_naming_item_by_item(&mut by_item, root_id, disk_bytenr).expect("scan");
+                assert_eq!(leaf_scan, item_scan, "tree {root_id}, extent {disk_bytenr}");
+                if disk_bytenr == shared {
+                    found.push(leaf_scan.len());
+                }
+            }
+            assert!(by_leaf == by_item, "same reads in tree {root_id}");
+        }
+        found.retain(|&count| count > 0);
+        assert_eq!(found, [8, 3, 6], "a, b, a-snap (the prealloc item counted)");
+    }
+
+    /// A leaf that fails its read check fails both scans at the same read, with the same
+    /// error and the same state after.
+    #[test]
+    fn the_leaf_scan_fails_where_the_item_scan_failed() {
+        let (mut fs, shared) = trees_naming_one_extent();
+        let a = fs.subvolume_id("a").expect("a");
+        let leaves = leaves_of(&mut fs, a);
+        let leaf = leaves[leaves.len() / 2];
+        fs.device_mut_for_test()
+            .corrupt_block_for_test(leaf, |content| {
+                let leaf = content.leaf_mut();
+                let (first, second) = (leaf.key(0), leaf.key(1));
+                leaf.set_key(0, second);
+                leaf.set_key(1, first);
+            });
+        fs.remount().expect("remount");
+        let mut by_leaf = fs.clone();
+        let mut by_item = fs.clone();
+        let leaf_scan = items_naming(&mut by_leaf, a, shared);
+        let item_scan = items_naming_item_by_item(&mut by_item, a, shared);
+        assert!(
+            matches!(leaf_scan, Err(crate::error::Error::FirstKeyMismatch { bytenr, .. }) if bytenr == leaf),
+            "{leaf_scan:?}"
+        );
+        assert_eq!(leaf_scan, item_scan);
+        assert!(by_leaf == by_item, "same reads up to the failing one");
+    }
+
+    /// The bytenrs of the leaves of a tree, in key order.
+    fn leaves_of(fs: &mut FsInfo, root_id: u64) -> Vec<u64> {
+        let mut first_keys = Vec::new();
+        fs.for_each_leaf(root_id, |leaf| first_keys.push(leaf.key(0)))
+            .expect("walk");
+        first_keys
+            .into_iter()
+            .map(|key| {
+                let (path, _) = fs.search_slot(root_id, &key, false).expect("search");
+                fs.cache().bytenr(path.leaf().expect("leaf"))
+            })
+            .collect()
+    }
+
+    /// The field test before the decode answers as the decode and check alone do, for
+    /// items that name the extent, name another, are holes, inline (with the bytenr's
+    /// bytes where a regular item has the field), prealloc, truncated or of a bad type.
+    #[test]
+    fn the_field_test_answers_as_the_decode_does() {
+        let bytenr: u64 = 1 << 22;
+        let regular = FileExtentItem::regular(7, bytenr, 8192, 0, 8192);
+        let inline = FileExtentItem {
+            extent_type: FILE_EXTENT_INLINE,
+            inline_data: bytenr.to_le_bytes().repeat(4),
+            ..FileExtentItem::regular(7, 0, 0, 0, 0)
+        };
+        let prealloc = FileExtentItem {
+            extent_type: FILE_EXTENT_PREALLOC,
+            ..regular.clone()
+        };
+        let other = FileExtentItem::regular(7, bytenr + 4096, 8192, 0, 8192);
+        let hole = FileExtentItem::regular(7, 0, 0, 0, 4096);
+        let mut cases: Vec<Vec<u8>> = [regular, inline, prealloc, other, hole]
+            .iter()
+            .map(FileExtentItem::encode)
+            .collect();
+        let encoded = cases[0].clone();
+        assert_eq!(
+            encoded[DISK_BYTENR_AT..DISK_BYTENR_AT + 8],
+            bytenr.to_le_bytes()
+        );
+        cases.push(encoded[..40].to_vec());
+        cases.push(encoded[..DISK_BYTENR_AT + 4].to_vec());
+        let mut bad_type = encoded.clone();
+        bad_type[20] = 9;
+        cases.push(bad_type);
+        let mut longer = encoded;
+        longer.push(0);
+        cases.push(longer);
+        for data in &cases {
+            for wanted in [bytenr, bytenr + 4096, 0] {
+                let decoded = FileExtentItem::decode(data).filter(|item| {
+                    item.referenced_extent()
+                        .is_some_and(|(found, _)| found == wanted)
+                });
+                assert_eq!(
+                    file_extent_naming(data, wanted),
+                    decoded,
+                    "{data:?} for {wanted}"
+                );
+            }
+        }
+    }
 }

@@ -54,7 +54,6 @@ pub use job::{RelocationJob, RelocationStage};
 use crate::alloc::{BlockGroupKind, ExtentRecord};
 use crate::fs_info::FsInfo;
 use crate::key::Key;
-use std::collections::BTreeSet;
 
 /// Units of work (tree blocks or data extents moved) between two commits of a stage.
 pub const COMMIT_INTERVAL_UNITS: u32 = 4;
@@ -153,6 +152,12 @@ pub(crate) fn half_dropped_root(fs: &FsInfo) -> Option<u64> {
 
 /// The lowest-address extent in `[start, end)` that is still referenced (pending delayed
 /// refs included) and whose record satisfies `wanted`.
+///
+/// The candidates are the extent tree's records in the range and the pending heads in
+/// it, both lowest first; they are merged as they are read and the first that
+/// qualifies ends the search, so a step that finds an extent at the start of a group
+/// does not collect the whole group's bytenrs first (`docs/hot-paths.md`, "Relocation
+/// steps").
 pub(crate) fn lowest_allocated(
     fs: &FsInfo,
     start: u64,
@@ -163,12 +168,33 @@ pub(crate) fn lowest_allocated(
     let pending = fs
         .delayed_refs
         .bytenrs()
-        .filter(|&bytenr| (start..end).contains(&bytenr));
-    let candidates: BTreeSet<u64> = committed.chain(pending).collect();
-    candidates.into_iter().find_map(|bytenr| {
+        .skip_while(|&bytenr| bytenr < start)
+        .take_while(|&bytenr| bytenr < end);
+    union_ascending(committed, pending).find_map(|bytenr| {
         fs.extent_record(bytenr)
             .filter(|record| record.refs > 0 && wanted(record))
             .map(|record| (bytenr, record))
+    })
+}
+
+/// The values of two ascending sequences, ascending, each once: what collecting both
+/// into an ordered set and iterating it yields, without the set.
+fn union_ascending(
+    first: impl Iterator<Item = u64>,
+    second: impl Iterator<Item = u64>,
+) -> impl Iterator<Item = u64> {
+    let (mut first, mut second) = (first.peekable(), second.peekable());
+    let mut last = None;
+    std::iter::from_fn(move || loop {
+        let next = match (first.peek(), second.peek()) {
+            (Some(&a), Some(&b)) if a <= b => first.next(),
+            (Some(_), None) => first.next(),
+            _ => second.next(),
+        }?;
+        if last != Some(next) {
+            last = Some(next);
+            return Some(next);
+        }
     })
 }
 

@@ -920,3 +920,31 @@ fn a_job_relocates_a_deleted_subvolume_the_cleaner_has_not_started_on() {
         assert!(fs.roots.get(&dead).is_none_or(|root| root.deleted));
     }
 }
+
+/// The lazy union of the candidates yields what the ordered set it replaced did: every
+/// value of either ascending sequence once, ascending, with repeats inside and across
+/// the two (the pending heads list a new extent once, but the union must not rely on
+/// it) and either side empty.
+#[test]
+fn the_union_of_candidates_is_the_ordered_set_of_both() {
+    let sequences: [&[u64]; 6] = [
+        &[],
+        &[4],
+        &[1, 3, 5, 7],
+        &[2, 3, 3, 8, 9],
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        &[7, 7, 7],
+    ];
+    for first in sequences {
+        for second in sequences {
+            let union: Vec<u64> =
+                super::union_ascending(first.iter().copied(), second.iter().copied()).collect();
+            let set: BTreeSet<u64> = first.iter().chain(second).copied().collect();
+            assert_eq!(
+                union,
+                set.into_iter().collect::<Vec<_>>(),
+                "{first:?} {second:?}"
+            );
+        }
+    }
+}
