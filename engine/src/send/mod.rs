@@ -592,9 +592,18 @@ impl SendJob {
             falls_back_to_write: self.write_fallback,
             send_identity: (send_item.uuid, send_item.ctransid),
         };
-        let mut changes = self.changes.clone();
-        changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
-        let commands = Planner::new(fs, roots, &changes)?.plan()?;
+        // The plan reads the root directory always. The walk nearly always saw it; only
+        // when it did not is the change set copied to add it.
+        let with_root;
+        let changes = if self.changes.inodes.contains_key(&crate::fs::ROOT_DIR_INO) {
+            &self.changes
+        } else {
+            let mut changes = self.changes.clone();
+            changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
+            with_root = changes;
+            &with_root
+        };
+        let commands = Planner::new(fs, roots, changes)?.plan()?;
         self.pending.push_back(header);
         self.pending.extend(commands);
         self.pending.push_back(Command::End);
