@@ -142,8 +142,13 @@ impl TreeCursor {
 
     /// The leaf item at the cursor.
     fn item(&self, fs: &FsInfo, log: &mut AccessLog) -> Result<(Key, Vec<u8>)> {
-        let (content, key) = self.leaf_item(fs, log)?;
-        Ok((key, self.item_data(&content).to_vec()))
+        let content = self.content(fs, log, 0);
+        let leaf = content
+            .leaf()
+            .ok_or_else(|| corrupt(content.header.bytenr, "held as a leaf is now a node"))?;
+        let slot = self.path.slots[0];
+        let key = key_at(&content, slot)?;
+        Ok((key, leaf.item_data(slot).to_vec()))
     }
 
     /// The leaf at the cursor as read now, and the key of the item at the cursor: the
