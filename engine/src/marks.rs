@@ -438,12 +438,21 @@ mod tests {
         assert_eq!(batched.drain(), one_by_one.drain());
         let mut reads = vec![read(0), read(4096)];
         batched.push_reads(&mut reads);
-        assert_eq!(batched.drain(), (0..2).map(|index| Event::BufferRead(read(4096 * index))).collect::<Vec<_>>());
+        assert_eq!(
+            batched.drain(),
+            (0..2)
+                .map(|index| Event::BufferRead(read(4096 * index)))
+                .collect::<Vec<_>>()
+        );
         batched.set_recording(false);
         let mut reads = vec![read(0)];
         batched.push_reads(&mut reads);
         assert!(reads.is_empty() && batched.drain().is_empty());
-        assert_eq!(Arc::strong_count(&content), 1, "every dropped read let go of its content");
+        assert_eq!(
+            Arc::strong_count(&content),
+            1,
+            "every dropped read let go of its content"
+        );
     }
 
     /// Counts add up per mark, iterate in mark order whatever the order of the hits,

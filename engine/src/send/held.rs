@@ -220,6 +220,9 @@ mod tests {
             crate::send::compare::commit_roots(&fs, &roots).expect("roots")
         );
         assert_ne!(log.epoch_roots, first);
-        assert!(log.enter_roots(&fs, &[vol, 999]).is_err(), "a tree without a root");
+        assert!(
+            log.enter_roots(&fs, &[vol, 999]).is_err(),
+            "a tree without a root"
+        );
     }
 }

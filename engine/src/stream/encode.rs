@@ -154,7 +154,9 @@ fn values(command: &Command) -> Values<'_> {
             U(clone_uuid),
             N(*clone_ctransid),
         ]),
-        Command::Mkfile { path, ino } | Command::Mkdir { path, ino } => Values::of(&[B(path), N(*ino)]),
+        Command::Mkfile { path, ino } | Command::Mkdir { path, ino } => {
+            Values::of(&[B(path), N(*ino)])
+        }
         Command::Mknod {
             path,
             ino,
@@ -172,9 +174,7 @@ fn values(command: &Command) -> Values<'_> {
             ino,
             rdev,
             mode,
-        } => {
-            Values::of(&[B(path), N(*ino), N(*rdev), N(*mode)])
-        }
+        } => Values::of(&[B(path), N(*ino), N(*rdev), N(*mode)]),
         Command::Symlink { path, ino, target } => Values::of(&[B(path), N(*ino), B(target)]),
         Command::Rename { path, path_to } => Values::of(&[B(path), B(path_to)]),
         Command::Link { path, path_link } => Values::of(&[B(path), B(path_link)]),
@@ -211,17 +211,13 @@ fn values(command: &Command) -> Values<'_> {
             atime,
             mtime,
             ctime,
-        } => {
-            Values::of(&[B(path), T(*atime), T(*mtime), T(*ctime)])
-        }
+        } => Values::of(&[B(path), T(*atime), T(*mtime), T(*ctime)]),
         Command::End => Values::of(&[]),
         Command::UpdateExtent {
             path,
             file_offset,
             size,
-        } => {
-            Values::of(&[B(path), N(*file_offset), N(*size)])
-        }
+        } => Values::of(&[B(path), N(*file_offset), N(*size)]),
     }
 }
 
@@ -285,8 +281,8 @@ fn timespec_to_bytes(time: Timespec) -> [u8; 12] {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::command::CommandType;
+    use super::*;
 
     /// Every command's layout fits the values kept on the stack.
     #[test]

@@ -716,11 +716,9 @@ impl<'a> Planner<'a> {
     /// Whether an inode's names change (it has a wanted link it does not hold yet).
     fn is_moving(&self, id: InodeId) -> bool {
         self.new.get(&id.ino).is_some_and(|state| {
-            state
-                .as_ref()
-                .is_some_and(|state| {
-                    state.id == id && state.links.as_slice() != self.namespace.links_of(id)
-                })
+            state.as_ref().is_some_and(|state| {
+                state.id == id && state.links.as_slice() != self.namespace.links_of(id)
+            })
         })
     }
 
