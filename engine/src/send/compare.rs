@@ -151,6 +151,29 @@ impl TreeCursor {
         Ok((key, leaf.item_data(slot).to_vec()))
     }
 
+    /// The leaf at the cursor as read now, and the key of the item at the cursor: the
+    /// reads and checks of [`TreeCursor::item`] without the copy of the data.
+    fn leaf_item(&self, fs: &FsInfo, log: &mut AccessLog) -> Result<(SharedContent, Key)> {
+        let content = self.content(fs, log, 0);
+        if content.leaf().is_none() {
+            return Err(corrupt(
+                content.header.bytenr,
+                "held as a leaf is now a node",
+            ));
+        }
+        let key = key_at(&content, self.path.slots[0])?;
+        Ok((content, key))
+    }
+
+    /// The data of the item at the cursor in `content`, a leaf [`TreeCursor::leaf_item`]
+    /// returned.
+    fn item_data<'c>(&self, content: &'c SharedContent) -> &'c [u8] {
+        content
+            .leaf()
+            .expect("leaf_item checked the leaf")
+            .item_data(self.path.slots[0])
+    }
+
     /// The node slot at the cursor: (key, blockptr, generation).
     fn node_pointer(&self, fs: &FsInfo, log: &mut AccessLog) -> Result<(Key, u64, u64)> {
         let content = self.content(fs, log, self.level);
@@ -418,13 +441,16 @@ fn compare_items(
     left: &mut TreeCursor,
     right: &mut TreeCursor,
 ) -> Result<CompareOutcome> {
-    let (left_key, left_data) = left.item(fs, log)?;
-    let (right_key, right_data) = right.item(fs, log)?;
+    let (left_content, left_key) = left.leaf_item(fs, log)?;
+    let (right_content, right_key) = right.leaf_item(fs, log)?;
+    // The data is compared in the leaves, not copied out of them first.
+    let same_data = || left.item_data(&left_content) == right.item_data(&right_content);
     Ok(match left_key.cmp(&right_key) {
         Ordering::Less => CompareOutcome::Item(PendingItem::New),
         Ordering::Greater => CompareOutcome::Item(PendingItem::Deleted),
-        Ordering::Equal if left_data != right_data => CompareOutcome::Item(PendingItem::Changed),
+        Ordering::Equal if !same_data() => CompareOutcome::Item(PendingItem::Changed),
         Ordering::Equal => {
+            drop((left_content, right_content));
             left.advance(fs, log, rules, false)?;
             right.advance(fs, log, rules, false)?;
             CompareOutcome::Moved

@@ -96,11 +96,19 @@ impl AccessLog {
     /// A search is about to start from the commit roots `roots`: a new epoch if they
     /// are not the ones the current epoch reads from (a commit switched them), so an
     /// observer compares what follows with the roots as they are now.
-    pub fn enter_roots(&mut self, roots: Vec<(u64, BlockPtr)>) {
-        if roots != self.epoch_roots {
-            self.epoch += 1;
-            self.epoch_roots = roots;
+    /// The roots are compared where they are: a search starts at every lookup, and
+    /// the list it would build is nearly always the one kept.
+    pub fn enter_roots(&mut self, fs: &FsInfo, root_ids: &[u64]) -> Result<()> {
+        let mut same = self.epoch_roots.len() == root_ids.len();
+        for (index, &root_id) in root_ids.iter().enumerate() {
+            let root = fs.commit_root_of(root_id)?;
+            same &= self.epoch_roots.get(index) == Some(&(root_id, root));
         }
+        if !same {
+            self.epoch += 1;
+            self.epoch_roots = super::compare::commit_roots(fs, root_ids)?;
+        }
+        Ok(())
     }
 
     fn record(&mut self, root_id: u64, buffer: &HeldBuffer, content: &SharedContent) {
@@ -179,5 +187,42 @@ impl HeldPath {
     /// Whether the path holds nothing.
     pub fn is_empty(&self) -> bool {
         self.nodes.iter().all(Option::is_none)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Geometry;
+    use crate::policy::SendPolicy;
+
+    /// Entering the roots an epoch reads from keeps the epoch; roots a commit switched
+    /// start a new one with them, as the list built and compared did.
+    #[test]
+    fn entering_roots_starts_an_epoch_only_when_they_changed() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.commit_transaction().expect("commit");
+        let roots = [vol];
+        let mut log = AccessLog::default();
+        log.enter_roots(&fs, &roots).expect("roots");
+        assert_eq!(log.epoch, 1, "an empty log reads from no roots yet");
+        let first = crate::send::compare::commit_roots(&fs, &roots).expect("roots");
+        assert_eq!(log.epoch_roots, first);
+        log.enter_roots(&fs, &roots).expect("roots");
+        assert_eq!(log.epoch, 1);
+        fs.write(vol, &["f".to_string()], 0, b"x").expect("write");
+        fs.commit_transaction().expect("commit");
+        log.enter_roots(&fs, &roots).expect("roots");
+        assert_eq!(log.epoch, 2);
+        assert_eq!(
+            log.epoch_roots,
+            crate::send::compare::commit_roots(&fs, &roots).expect("roots")
+        );
+        assert_ne!(log.epoch_roots, first);
+        assert!(
+            log.enter_roots(&fs, &[vol, 999]).is_err(),
+            "a tree without a root"
+        );
     }
 }

@@ -209,34 +209,38 @@ impl Lookups {
         rules: HoldRules,
         restarts: bool,
     ) -> Result<()> {
-        let Some(mut running) = self.running.take() else {
+        let Some(running) = self.running.as_mut() else {
             let Some(lookup) = self.queue.pop_front() else {
                 return Ok(());
             };
             self.running = Some(start(fs, log, rules, &self.roots, lookup)?);
             return Ok(());
         };
+        // The descent is stepped where it lies: moving it out and back (some 400
+        // bytes, its held path and slots) was a third of a lookup step.
         if restarts && fs.last_reloc_trans() != running.last_reloc_trans {
             running.path.release_all(fs);
             fs.marks.hit(Mark::SendRestartedAfterRelocation);
-            self.running = Some(start(fs, log, rules, &self.roots, running.lookup)?);
+            let lookup = running.lookup;
+            self.running = None;
+            self.running = Some(start(fs, log, rules, &self.roots, lookup)?);
             return Ok(());
         }
         if !running.spanned_commit && fs.generation() != running.generation {
             running.spanned_commit = true;
             fs.marks.hit(Mark::SearchSpannedCommit);
         }
-        match level_step(fs, log, rules, &mut running) {
-            Ok(None) => {
-                self.running = Some(running);
-                Ok(())
-            }
+        let reached = level_step(fs, log, rules, running);
+        match reached {
+            Ok(None) => Ok(()),
             Ok(Some(leaf)) => {
+                let mut running = self.running.take().expect("the descent just stepped");
                 let finished = self.finish(fs, log, rules, &mut running, &leaf);
                 running.path.release_all(fs);
                 finished
             }
             Err(error) => {
+                let mut running = self.running.take().expect("the descent just stepped");
                 running.path.release_all(fs);
                 Err(error)
             }
@@ -332,7 +336,7 @@ fn start(
     lookup: Lookup,
 ) -> Result<Running> {
     let (descent, root) = Descent::start(fs, lookup.root_id, lookup.key)?;
-    log.enter_roots(super::compare::commit_roots(fs, roots)?);
+    log.enter_roots(fs, roots)?;
     let clone = rules.clone_root || (root.level == 0 && rules.clone_leaves);
     let buffer = acquire(fs, log, lookup.root_id, root, None, clone)?;
     let mut path = HeldPath::default();

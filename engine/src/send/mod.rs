@@ -47,7 +47,7 @@ pub mod plan;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
-use crate::marks::{Event, Mark};
+use crate::marks::Mark;
 use crate::policy::{Ingredient, Policy};
 use crate::stream::{Command, StreamWriter};
 use changes::ChangeSet;
@@ -376,10 +376,9 @@ impl SendJob {
     /// The log keeps its vector's capacity: a step logs about as many reads as the last
     /// one, and growing the vector from empty every step was a visible share of a step's
     /// cost (`docs/fuzzing.md`, "Per-run cost"). Capacity is not part of the job's value.
+    /// The reads go over as one batch ([`crate::marks::EventLog::push_reads`]).
     fn publish_accesses(&mut self, fs: &mut FsInfo) {
-        for access in self.log.accesses.drain(..) {
-            fs.events.push(Event::BufferRead(access));
-        }
+        fs.events.push_reads(&mut self.log.accesses);
     }
 
     /// Does one bounded piece of work. An error ends the job (it releases everything
@@ -593,9 +592,18 @@ impl SendJob {
             falls_back_to_write: self.write_fallback,
             send_identity: (send_item.uuid, send_item.ctransid),
         };
-        let mut changes = self.changes.clone();
-        changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
-        let commands = Planner::new(fs, roots, &changes)?.plan()?;
+        // The plan reads the root directory always. The walk nearly always saw it; only
+        // when it did not is the change set copied to add it.
+        let with_root;
+        let changes = if self.changes.inodes.contains_key(&crate::fs::ROOT_DIR_INO) {
+            &self.changes
+        } else {
+            let mut changes = self.changes.clone();
+            changes.inodes.entry(crate::fs::ROOT_DIR_INO).or_default();
+            with_root = changes;
+            &with_root
+        };
+        let commands = Planner::new(fs, roots, changes)?.plan()?;
         self.pending.push_back(header);
         self.pending.extend(commands);
         self.pending.push_back(Command::End);

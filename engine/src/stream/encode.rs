@@ -99,6 +99,7 @@ pub fn encode(commands: &[Command]) -> Result<Vec<u8>, StreamError> {
 }
 
 /// One attribute value as the encoder sees it.
+#[derive(Clone, Copy)]
 enum Value<'a> {
     U64(u64),
     Uuid(&'a Uuid),
@@ -106,29 +107,56 @@ enum Value<'a> {
     Bytes(&'a [u8]),
 }
 
+/// The most attributes a command has (CLONE's seven).
+const VALUES_MAX: usize = 7;
+
+/// The attribute values of one command, kept on the stack: a vector of them was an
+/// allocation a command.
+struct Values<'a> {
+    items: [Value<'a>; VALUES_MAX],
+    len: usize,
+}
+
+impl<'a> Values<'a> {
+    fn of(values: &[Value<'a>]) -> Values<'a> {
+        let mut items = [Value::U64(0); VALUES_MAX];
+        items[..values.len()].copy_from_slice(values);
+        Values {
+            items,
+            len: values.len(),
+        }
+    }
+
+    fn as_slice(&self) -> &[Value<'a>] {
+        &self.items[..self.len]
+    }
+}
+
 /// The attribute values of `command`, in the order of [`layout`].
-fn values(command: &Command) -> Vec<Value<'_>> {
+fn values(command: &Command) -> Values<'_> {
     use Value::{Bytes as B, Timespec as T, Uuid as U, U64 as N};
     match command {
         Command::Subvol {
             path,
             uuid,
             ctransid,
-        } => vec![B(path), U(uuid), N(*ctransid)],
+        } => Values::of(&[B(path), U(uuid), N(*ctransid)]),
         Command::Snapshot {
             path,
             uuid,
             ctransid,
             clone_uuid,
             clone_ctransid,
-        } => vec![
+        } => Values::of(&[
             B(path),
             U(uuid),
             N(*ctransid),
             U(clone_uuid),
             N(*clone_ctransid),
-        ],
-        Command::Mkfile { path, ino } | Command::Mkdir { path, ino } => vec![B(path), N(*ino)],
+        ]),
+        Command::Mkfile { path, ino } | Command::Mkdir { path, ino } => {
+            Values::of(&[B(path), N(*ino)])
+        }
         Command::Mknod {
             path,
             ino,
@@ -146,20 +174,18 @@ fn values(command: &Command) -> Vec<Value<'_>> {
             ino,
             rdev,
             mode,
-        } => {
-            vec![B(path), N(*ino), N(*rdev), N(*mode)]
-        }
-        Command::Symlink { path, ino, target } => vec![B(path), N(*ino), B(target)],
-        Command::Rename { path, path_to } => vec![B(path), B(path_to)],
-        Command::Link { path, path_link } => vec![B(path), B(path_link)],
-        Command::Unlink { path } | Command::Rmdir { path } => vec![B(path)],
-        Command::SetXattr { path, name, data } => vec![B(path), B(name), B(data)],
-        Command::RemoveXattr { path, name } => vec![B(path), B(name)],
+        } => Values::of(&[B(path), N(*ino), N(*rdev), N(*mode)]),
+        Command::Symlink { path, ino, target } => Values::of(&[B(path), N(*ino), B(target)]),
+        Command::Rename { path, path_to } => Values::of(&[B(path), B(path_to)]),
+        Command::Link { path, path_link } => Values::of(&[B(path), B(path_link)]),
+        Command::Unlink { path } | Command::Rmdir { path } => Values::of(&[B(path)]),
+        Command::SetXattr { path, name, data } => Values::of(&[B(path), B(name), B(data)]),
+        Command::RemoveXattr { path, name } => Values::of(&[B(path), B(name)]),
         Command::Write {
             path,
             file_offset,
             data,
-        } => vec![B(path), N(*file_offset), B(data)],
+        } => Values::of(&[B(path), N(*file_offset), B(data)]),
         Command::Clone {
             file_offset,
             clone_len,
@@ -168,7 +194,7 @@ fn values(command: &Command) -> Vec<Value<'_>> {
             clone_ctransid,
             clone_path,
             clone_offset,
-        } => vec![
+        } => Values::of(&[
             N(*file_offset),
             N(*clone_len),
             B(path),
@@ -176,26 +202,22 @@ fn values(command: &Command) -> Vec<Value<'_>> {
             N(*clone_ctransid),
             B(clone_path),
             N(*clone_offset),
-        ],
-        Command::Truncate { path, size } => vec![B(path), N(*size)],
-        Command::Chmod { path, mode } => vec![B(path), N(*mode)],
-        Command::Chown { path, uid, gid } => vec![B(path), N(*uid), N(*gid)],
+        ]),
+        Command::Truncate { path, size } => Values::of(&[B(path), N(*size)]),
+        Command::Chmod { path, mode } => Values::of(&[B(path), N(*mode)]),
+        Command::Chown { path, uid, gid } => Values::of(&[B(path), N(*uid), N(*gid)]),
         Command::Utimes {
             path,
             atime,
             mtime,
             ctime,
-        } => {
-            vec![B(path), T(*atime), T(*mtime), T(*ctime)]
-        }
-        Command::End => vec![],
+        } => Values::of(&[B(path), T(*atime), T(*mtime), T(*ctime)]),
+        Command::End => Values::of(&[]),
         Command::UpdateExtent {
             path,
             file_offset,
             size,
-        } => {
-            vec![B(path), N(*file_offset), N(*size)]
-        }
+        } => Values::of(&[B(path), N(*file_offset), N(*size)]),
     }
 }
 
@@ -204,12 +226,13 @@ fn values(command: &Command) -> Vec<Value<'_>> {
 fn encode_payload_into(payload: &mut Vec<u8>, command: &Command) -> Result<(), StreamErrorKind> {
     let layout = layout(command.command_type());
     let values = values(command);
+    let values = values.as_slice();
     assert_eq!(
         layout.len(),
         values.len(),
         "layout and values of {command:?} disagree"
     );
-    for (&(attribute, kind), value) in layout.iter().zip(values) {
+    for (&(attribute, kind), &value) in layout.iter().zip(values) {
         put_value(payload, attribute, kind, value)?;
     }
     Ok(())
@@ -254,4 +277,42 @@ fn timespec_to_bytes(time: Timespec) -> [u8; 12] {
     bytes[..8].copy_from_slice(&time.sec.to_le_bytes());
     bytes[8..].copy_from_slice(&time.nsec.to_le_bytes());
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::command::CommandType;
+    use super::*;
+
+    /// Every command's layout fits the values kept on the stack.
+    #[test]
+    fn every_layout_fits_the_values_kept() {
+        for command_type in CommandType::ALL {
+            assert!(layout(command_type).len() <= VALUES_MAX, "{command_type:?}");
+        }
+    }
+
+    /// The values kept are the values given, in order, and a command's values match
+    /// its layout in number (random commands of every type).
+    #[test]
+    fn values_keep_their_order_and_match_the_layouts() {
+        let path = b"a/b".to_vec();
+        let kept = Values::of(&[Value::Bytes(&path), Value::U64(7), Value::U64(9)]);
+        let numbers: Vec<Option<u64>> = kept
+            .as_slice()
+            .iter()
+            .map(|value| match value {
+                Value::U64(number) => Some(*number),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(numbers, vec![None, Some(7), Some(9)]);
+        for command in crate::testing::random_commands(0x5eed, 400) {
+            assert_eq!(
+                values(&command).as_slice().len(),
+                layout(command.command_type()).len(),
+                "{command:?}"
+            );
+        }
+    }
 }

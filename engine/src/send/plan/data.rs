@@ -8,7 +8,7 @@
 //! source range the receiver has whole (within the source's size, or how far the file
 //! being sent has been sent); a WRITE chunk is at most [`WRITE_BYTES_MAX`] bytes.
 
-use super::{join, InodeId, InodeState, Planner, PATH_DEPTH_MAX, WRITE_BYTES_MAX};
+use super::{path_from_bottom_up, InodeId, InodeState, Planner, PATH_DEPTH_MAX, WRITE_BYTES_MAX};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -564,9 +564,6 @@ impl Planner<'_> {
             names.push(name.name);
             current = name.parent;
         }
-        Ok(names
-            .iter()
-            .rev()
-            .fold(Vec::new(), |path, name| join(&path, name)))
+        Ok(path_from_bottom_up(&names))
     }
 }

@@ -33,7 +33,8 @@ use crate::fs::{FileKind, ROOT_DIR_INO};
 use crate::fs_info::FsInfo;
 use crate::marks::Mark;
 use crate::stream::{Command, Timespec};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::rc::Rc;
 
 mod data;
 
@@ -53,9 +54,16 @@ pub struct InodeId {
     pub generation: u64,
 }
 
-/// A directory entry: (parent directory, name).
-type Link = (InodeId, Vec<u8>);
+/// A name of a directory entry. Shared: a name moves between the states, the
+/// namespace's maps and the pending links of a plan many times, and a copy of its bytes
+/// each time was a large part of planning.
+type Name = Rc<[u8]>;
 
+/// A directory entry: (parent directory, name).
+type Link = (InodeId, Name);
+
+/// An inode's state in one snapshot. Shared (`Rc`) by the planner's phases, which list
+/// the states they visit before visiting them.
 #[derive(Clone, Debug)]
 struct InodeState {
     id: InodeId,
@@ -94,33 +102,101 @@ enum Blocker {
 }
 
 /// The receiver's namespace as the emitted commands leave it.
+///
+/// `entries` holds every name the commands touched: its inode, or `None` once vacated
+/// (a name the parent snapshot may still list but the receiver no longer has). One map
+/// for both: a name is never occupied and vacated at once, and a rename updated two
+/// ordered maps of names on each side.
 #[derive(Default)]
 struct Namespace {
     links: BTreeMap<InodeId, Vec<Link>>,
-    entries: BTreeMap<Link, InodeId>,
-    vacated: BTreeSet<Link>,
+    entries: BTreeMap<Link, Option<InodeId>>,
     orphan_counts: BTreeMap<InodeId, u64>,
 }
 
 impl Namespace {
     fn add(&mut self, id: InodeId, link: Link) {
-        self.vacated.remove(&link);
-        self.entries.insert(link.clone(), id);
+        self.entries.insert(link.clone(), Some(id));
         self.links.entry(id).or_default().push(link);
     }
 
     fn remove(&mut self, id: InodeId, link: &Link) {
         let links = self.links.entry(id).or_default();
         links.retain(|existing| existing != link);
-        self.entries.remove(link);
-        self.vacated.insert(link.clone());
+        match self.entries.get_mut(link) {
+            Some(entry) => *entry = None,
+            None => {
+                self.entries.insert(link.clone(), None);
+            }
+        }
     }
 
     fn orphan_link(&mut self, id: InodeId, root: InodeId) -> Link {
         let count = self.orphan_counts.entry(id).or_insert(0);
-        let name = format!("o{}-{}-{}", id.ino, id.generation, count).into_bytes();
+        let name = orphan_name(id, *count);
         *count += 1;
-        (root, name)
+        (root, name.into())
+    }
+
+    /// The links `id` has now (none if the namespace does not track it).
+    fn links_of(&self, id: InodeId) -> &[Link] {
+        self.links.get(&id).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `o<ino>-<generation>-<count>`, the orphan name btrfs gives (`gen_unique_name()`),
+/// written digit by digit: `format!` cost a thousand instructions a name.
+fn orphan_name(id: InodeId, count: u64) -> Vec<u8> {
+    let mut name = Vec::with_capacity(32);
+    name.push(b'o');
+    push_decimal(&mut name, id.ino);
+    name.push(b'-');
+    push_decimal(&mut name, id.generation);
+    name.push(b'-');
+    push_decimal(&mut name, count);
+    name
+}
+
+/// Appends `value` in decimal, as `Display` writes it.
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// The inode generations the planner read, by (tree, inode): a search of an inode item
+/// is made once per plan. Every link's parent directory is looked up for its
+/// generation, and it is nearly always an inode already read (the subvolume's root
+/// directory above all). The commit roots do not change while a plan is made, so a
+/// search made again would read the same blocks and find the same item.
+#[derive(Default)]
+struct Generations {
+    known: BTreeMap<(u64, u64), Option<u64>>,
+}
+
+impl Generations {
+    /// Remembers what a search of inode `ino`'s item in `root_id` found.
+    fn note(&mut self, root_id: u64, ino: u64, item: Option<&InodeItem>) {
+        self.known
+            .insert((root_id, ino), item.map(|item| item.generation));
+    }
+
+    /// The generation of inode `ino` in `root_id`, searched if not known yet.
+    fn get(&mut self, fs: &mut FsInfo, root_id: u64, ino: u64) -> Result<Option<u64>> {
+        if let Some(&generation) = self.known.get(&(root_id, ino)) {
+            return Ok(generation);
+        }
+        let item = fs.inode_item_in(TreeView::Commit, root_id, ino)?;
+        self.note(root_id, ino, item.as_ref());
+        Ok(item.map(|item| item.generation))
     }
 }
 
@@ -128,9 +204,9 @@ impl Namespace {
 pub struct Planner<'a> {
     fs: &'a mut FsInfo,
     roots: SendRoots,
-    old: BTreeMap<u64, Option<InodeState>>,
-    new: BTreeMap<u64, Option<InodeState>>,
-    old_generations: BTreeMap<u64, Option<u64>>,
+    old: BTreeMap<u64, Option<Rc<InodeState>>>,
+    new: BTreeMap<u64, Option<Rc<InodeState>>>,
+    generations: Generations,
     namespace: Namespace,
     root_dir: InodeId,
     changed: BTreeMap<u64, Vec<(u64, u64)>>,
@@ -138,9 +214,16 @@ pub struct Planner<'a> {
     commands: Vec<Command>,
 }
 
-fn state_in(fs: &mut FsInfo, root_id: u64, ino: u64) -> Result<Option<InodeState>> {
+fn state_in(
+    fs: &mut FsInfo,
+    generations: &mut Generations,
+    root_id: u64,
+    ino: u64,
+) -> Result<Option<Rc<InodeState>>> {
     let view = TreeView::Commit;
-    let Some(item) = fs.inode_item_in(view, root_id, ino)? else {
+    let item = fs.inode_item_in(view, root_id, ino)?;
+    generations.note(root_id, ino, item.as_ref());
+    let Some(item) = item else {
         return Ok(None);
     };
     let kind = FileKind::from_mode(item.mode).ok_or_else(|| {
@@ -152,21 +235,19 @@ fn state_in(fs: &mut FsInfo, root_id: u64, ino: u64) -> Result<Option<InodeState
     let mut links = Vec::new();
     if ino != ROOT_DIR_INO {
         for name in fs.inode_refs_in(view, root_id, ino)? {
-            let parent_generation = fs
-                .inode_item_in(view, root_id, name.parent)?
-                .ok_or_else(|| {
+            let parent_generation =
+                generations.get(fs, root_id, name.parent)?.ok_or_else(|| {
                     Error::errno(
                         Errno::EUCLEAN,
                         format!("send: parent {} of inode {ino} missing", name.parent),
                     )
-                })?
-                .generation;
+                })?;
             links.push((
                 InodeId {
                     ino: name.parent,
                     generation: parent_generation,
                 },
-                name.name,
+                name.name.into(),
             ));
         }
     }
@@ -175,13 +256,13 @@ fn state_in(fs: &mut FsInfo, root_id: u64, ino: u64) -> Result<Option<InodeState
         ino,
         generation: item.generation,
     };
-    Ok(Some(InodeState {
+    Ok(Some(Rc::new(InodeState {
         id,
         item,
         kind,
         links,
         xattrs,
-    }))
+    })))
 }
 
 fn timespec(time: crate::fs::format::Timespec) -> Timespec {
@@ -191,13 +272,23 @@ fn timespec(time: crate::fs::format::Timespec) -> Timespec {
     }
 }
 
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() {
-        return name.to_vec();
+/// Appends `name` to `path` below it: `path/name`, or `name` alone when `path` is
+/// empty (the subvolume's root).
+fn push_name(path: &mut Vec<u8>, name: &[u8]) {
+    if !path.is_empty() {
+        path.push(b'/');
     }
-    let mut path = parent.to_vec();
-    path.push(b'/');
     path.extend_from_slice(name);
+}
+
+/// The path of the names from the subvolume's root down: `names` lists them from the
+/// bottom up, as a walk to the root finds them.
+fn path_from_bottom_up<N: AsRef<[u8]>>(names: &[N]) -> Vec<u8> {
+    let length = names.iter().map(|name| name.as_ref().len() + 1).sum();
+    let mut path = Vec::with_capacity(length);
+    for name in names.iter().rev() {
+        push_name(&mut path, name.as_ref());
+    }
     path
 }
 
@@ -206,10 +297,11 @@ impl<'a> Planner<'a> {
     pub fn new(fs: &'a mut FsInfo, roots: SendRoots, changes: &ChangeSet) -> Result<Planner<'a>> {
         let mut old = BTreeMap::new();
         let mut new = BTreeMap::new();
+        let mut generations = Generations::default();
         for &ino in changes.inodes.keys() {
-            let new_state = state_in(fs, roots.send, ino)?;
+            let new_state = state_in(fs, &mut generations, roots.send, ino)?;
             let old_state = match roots.parent {
-                Some(parent) => state_in(fs, parent, ino)?,
+                Some(parent) => state_in(fs, &mut generations, parent, ino)?,
                 None => None,
             };
             if new_state.is_none() && old_state.is_none() {
@@ -220,16 +312,15 @@ impl<'a> Planner<'a> {
             new.insert(ino, new_state);
             old.insert(ino, old_state);
         }
-        let root_generation = fs
-            .inode_item_in(TreeView::Commit, roots.send, ROOT_DIR_INO)?
-            .ok_or_else(|| Error::not_found("send: the send snapshot has no root directory"))?
-            .generation;
+        let root_generation = generations
+            .get(fs, roots.send, ROOT_DIR_INO)?
+            .ok_or_else(|| Error::not_found("send: the send snapshot has no root directory"))?;
         let mut planner = Planner {
             fs,
             roots,
             old,
             new,
-            old_generations: BTreeMap::new(),
+            generations,
             namespace: Namespace::default(),
             root_dir: InodeId {
                 ino: ROOT_DIR_INO,
@@ -248,16 +339,15 @@ impl<'a> Planner<'a> {
     }
 
     fn seed_namespace(&mut self) {
-        let old_states: Vec<InodeState> = self.old.values().flatten().cloned().collect();
-        for state in old_states {
+        for state in self.old.values().flatten() {
             self.namespace.links.entry(state.id).or_default();
-            for link in state.links {
-                self.namespace.add(state.id, link);
+            for link in &state.links {
+                self.namespace.add(state.id, link.clone());
             }
         }
     }
 
-    fn deleted(&self) -> Vec<InodeState> {
+    fn deleted(&self) -> Vec<Rc<InodeState>> {
         self.old
             .iter()
             .filter_map(|(ino, old)| {
@@ -268,7 +358,7 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn created(&self) -> Vec<InodeState> {
+    fn created(&self) -> Vec<Rc<InodeState>> {
         self.new
             .iter()
             .filter_map(|(ino, new)| {
@@ -279,7 +369,7 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn present_after(&self) -> Vec<(InodeState, bool)> {
+    fn present_after(&self) -> Vec<(Rc<InodeState>, bool)> {
         self.new
             .iter()
             .filter_map(|(ino, new)| {
@@ -303,18 +393,10 @@ impl<'a> Planner<'a> {
     // ---- paths ----
 
     fn old_generation(&mut self, ino: u64) -> Result<Option<u64>> {
-        if let Some(&generation) = self.old_generations.get(&ino) {
-            return Ok(generation);
+        match self.roots.parent {
+            Some(parent) => self.generations.get(self.fs, parent, ino),
+            None => Ok(None),
         }
-        let generation = match self.roots.parent {
-            Some(parent) => self
-                .fs
-                .inode_item_in(TreeView::Commit, parent, ino)?
-                .map(|item| item.generation),
-            None => None,
-        };
-        self.old_generations.insert(ino, generation);
-        Ok(generation)
     }
 
     /// The current location of a directory or inode the namespace does not track: as it
@@ -344,7 +426,7 @@ impl<'a> Planner<'a> {
                 ino: name.parent,
                 generation,
             },
-            name.name,
+            name.name.into(),
         ))
     }
 
@@ -374,23 +456,19 @@ impl<'a> Planner<'a> {
             names.push(name);
             current = parent;
         }
-        Ok(names
-            .iter()
-            .rev()
-            .fold(Vec::new(), |path, name| join(&path, name)))
+        Ok(path_from_bottom_up(&names))
     }
 
     fn link_path(&mut self, link: &Link) -> Result<Vec<u8>> {
-        let parent = self.path_of(link.0)?;
-        Ok(join(&parent, &link.1))
+        let mut path = self.path_of(link.0)?;
+        push_name(&mut path, &link.1);
+        Ok(path)
     }
 
     fn occupant(&mut self, link: &Link) -> Result<Option<InodeId>> {
-        if let Some(&id) = self.namespace.entries.get(link) {
-            return Ok(Some(id));
-        }
-        if self.namespace.vacated.contains(link) {
-            return Ok(None);
+        if let Some(&entry) = self.namespace.entries.get(link) {
+            // Occupied, or vacated by an earlier command.
+            return Ok(entry);
         }
         let Some(parent) = self.roots.parent else {
             return Ok(None);
@@ -452,7 +530,7 @@ impl<'a> Planner<'a> {
     }
 
     fn current_links(&self, id: InodeId) -> Vec<Link> {
-        self.namespace.links.get(&id).cloned().unwrap_or_default()
+        self.namespace.links_of(id).to_vec()
     }
 
     fn unlink(&mut self, id: InodeId, link: &Link) -> Result<()> {
@@ -463,13 +541,13 @@ impl<'a> Planner<'a> {
     }
 
     /// Every wanted link not yet in the namespace, in inode order.
-    fn pending_links(&self) -> Vec<(InodeState, Link)> {
+    fn pending_links(&self) -> Vec<(Rc<InodeState>, Link)> {
         let mut pending = Vec::new();
         for (state, _) in self.present_after() {
             if state.id.ino == ROOT_DIR_INO {
                 continue;
             }
-            let current = self.current_links(state.id);
+            let current = self.namespace.links_of(state.id);
             for wanted in &state.links {
                 if !current.contains(wanted) {
                     pending.push((state.clone(), wanted.clone()));
@@ -518,10 +596,17 @@ impl<'a> Planner<'a> {
 
     /// Places `wanted` for `state` if nothing stands in the way; returns what does.
     fn try_place(&mut self, state: &InodeState, wanted: &Link) -> Result<Option<Blocker>> {
-        let current = self.current_links(state.id);
+        let current = self.namespace.links_of(state.id);
         if current.contains(wanted) {
             return Ok(None);
         }
+        // What the move needs of the inode's names, taken before the occupant's
+        // names change.
+        let stale = current
+            .iter()
+            .find(|link| !state.links.contains(link))
+            .cloned();
+        let existing = current.first().cloned();
         if let Some(occupant) = self.occupant(wanted)? {
             if occupant != state.id {
                 if !self.is_deleted(occupant) {
@@ -535,10 +620,6 @@ impl<'a> Planner<'a> {
                 return Ok(Some(Blocker::Ancestor(ancestor)));
             }
         }
-        let stale = current
-            .iter()
-            .find(|link| !state.links.contains(link))
-            .cloned();
         match (state.kind == FileKind::Directory, stale) {
             (_, Some(stale)) => self.rename(state.id, &stale, wanted.clone())?,
             (true, None) => {
@@ -548,7 +629,7 @@ impl<'a> Planner<'a> {
                 ))
             }
             (false, None) => {
-                let existing = current.first().cloned().ok_or_else(|| {
+                let existing = existing.ok_or_else(|| {
                     Error::errno(
                         Errno::EUCLEAN,
                         format!("send: inode {} has no name to link from", state.id.ino),
@@ -580,12 +661,13 @@ impl<'a> Planner<'a> {
     }
 
     fn is_empty_directory(&self, directory: InodeId) -> bool {
-        let start: Link = (directory, Vec::new());
-        self.namespace
+        let start: Link = (directory, Rc::from(&[][..]));
+        !self
+            .namespace
             .entries
             .range(start..)
-            .next()
-            .is_none_or(|((parent, _), _)| *parent != directory)
+            .take_while(|((parent, _), _)| *parent == directory)
+            .any(|(_, occupant)| occupant.is_some())
     }
 
     /// When directory `moving` would go beneath `target_parent` while `target_parent`
@@ -634,9 +716,9 @@ impl<'a> Planner<'a> {
     /// Whether an inode's names change (it has a wanted link it does not hold yet).
     fn is_moving(&self, id: InodeId) -> bool {
         self.new.get(&id.ino).is_some_and(|state| {
-            state
-                .as_ref()
-                .is_some_and(|state| state.id == id && state.links != self.current_links(id))
+            state.as_ref().is_some_and(|state| {
+                state.id == id && state.links.as_slice() != self.namespace.links_of(id)
+            })
         })
     }
 
@@ -669,7 +751,7 @@ impl<'a> Planner<'a> {
                         format!("send: unchanged inode {} holds a wanted name", occupant.ino),
                     ));
                 };
-                let keeps_a_name = self.current_links(occupant).len() > 1;
+                let keeps_a_name = self.namespace.links_of(occupant).len() > 1;
                 if state.kind != FileKind::Directory && keeps_a_name && !state.links.contains(&link)
                 {
                     return self.unlink(occupant, &link);
@@ -680,7 +762,7 @@ impl<'a> Planner<'a> {
     }
 
     fn is_directory(&self, id: InodeId) -> bool {
-        let matches = |state: &Option<InodeState>| {
+        let matches = |state: &Option<Rc<InodeState>>| {
             state
                 .as_ref()
                 .is_some_and(|state| state.id == id && state.kind == FileKind::Directory)
@@ -706,7 +788,7 @@ impl<'a> Planner<'a> {
             if state.kind != FileKind::Directory {
                 continue;
             }
-            if let Some(link) = self.current_links(state.id).first().cloned() {
+            if let Some(link) = self.namespace.links_of(state.id).first().cloned() {
                 let path = self.link_path(&link)?;
                 directories.push((path, state.id, link));
             }
@@ -781,10 +863,10 @@ impl<'a> Planner<'a> {
             };
             let path = self.path_of(state.id)?;
             if state.kind == FileKind::RegularFile {
-                self.send_file_data(&state, old.as_ref(), &path)?;
+                self.send_file_data(&state, old.as_deref(), &path)?;
             }
-            self.send_xattrs(&state, old.as_ref(), &path);
-            self.send_attributes(&state, old.as_ref(), &path);
+            self.send_xattrs(&state, old.as_deref(), &path);
+            self.send_attributes(&state, old.as_deref(), &path);
         }
         Ok(())
     }
@@ -836,5 +918,93 @@ impl<'a> Planner<'a> {
                 name: name.clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Geometry;
+    use crate::policy::SendPolicy;
+
+    /// The orphan names written digit by digit are the names `format!` wrote.
+    #[test]
+    fn orphan_names_are_formatted_as_before() {
+        let values = [0, 1, 9, 10, 99, 256, 1_000_007, u64::MAX / 3, u64::MAX];
+        for &ino in &values {
+            for &generation in &values {
+                for &count in &[0, 1, 12, u64::MAX] {
+                    let id = InodeId { ino, generation };
+                    assert_eq!(
+                        orphan_name(id, count),
+                        format!("o{ino}-{generation}-{count}").into_bytes()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A path built once from the names bottom up is the path the joins built level by
+    /// level, an empty name (which no tree holds) included.
+    #[test]
+    fn paths_from_names_match_the_level_by_level_joins() {
+        fn joined(names: &[&[u8]]) -> Vec<u8> {
+            names.iter().rev().fold(Vec::new(), |path, name| {
+                if path.is_empty() {
+                    return name.to_vec();
+                }
+                let mut path = path.clone();
+                path.push(b'/');
+                path.extend_from_slice(name);
+                path
+            })
+        }
+        let cases: [&[&[u8]]; 6] = [
+            &[],
+            &[b"a"],
+            &[b"file", b"dir", b"top"],
+            &[b"x", b"", b"y"],
+            &[b"", b"y"],
+            &[b"x", b""],
+        ];
+        for names in cases {
+            assert_eq!(path_from_bottom_up(names), joined(names), "{names:?}");
+            let mut below = path_from_bottom_up(names);
+            push_name(&mut below, b"leaf");
+            let mut with_leaf = vec![&b"leaf"[..]];
+            with_leaf.extend_from_slice(names);
+            assert_eq!(below, joined(&with_leaf), "{names:?} and a leaf");
+        }
+    }
+
+    /// The generations memo answers what a search answers, present or absent, and does
+    /// not search again for what it noted.
+    #[test]
+    fn generations_answer_as_the_searches_do() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.write(vol, &["f".to_string()], 0, b"x").expect("write");
+        fs.commit_transaction().expect("commit");
+        let mut generations = Generations::default();
+        for ino in [ROOT_DIR_INO, ROOT_DIR_INO + 1, ROOT_DIR_INO + 40] {
+            let searched = fs
+                .inode_item_in(TreeView::Commit, vol, ino)
+                .expect("search")
+                .map(|item| item.generation);
+            assert_eq!(generations.get(&mut fs, vol, ino).expect("memo"), searched);
+            assert_eq!(generations.known.get(&(vol, ino)), Some(&searched));
+        }
+        let noted = InodeItem {
+            generation: 77,
+            ..fs.inode_item_in(TreeView::Commit, vol, ROOT_DIR_INO)
+                .expect("search")
+                .expect("root directory")
+        };
+        generations.note(vol, ROOT_DIR_INO, Some(&noted));
+        assert_eq!(
+            generations.get(&mut fs, vol, ROOT_DIR_INO).expect("memo"),
+            Some(77),
+            "a noted generation is not searched again"
+        );
     }
 }
