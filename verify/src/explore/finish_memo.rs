@@ -33,6 +33,7 @@ use crate::script::Op;
 use crate::world::{ScriptError, World};
 use cowproof_engine::marks::Marks;
 use cowproof_engine::send::SendStage;
+use std::sync::Mutex;
 
 /// What finishing from a world gave.
 #[derive(Clone, Debug)]
@@ -55,12 +56,60 @@ pub(crate) struct CleanFinish {
 /// Finished outcomes by world fingerprint.
 pub(crate) type FinishMemo = FingerprintMap<Finished>;
 
-/// What a worker sees of the memo: the entries of the levels before (shared, read only)
-/// and its own of this level, added to the shared ones when the level is merged.
+/// Shards of [`LevelMemo`]: enough that two or a few workers seldom wait on one lock.
+const LEVEL_MEMO_SHARDS: usize = 64;
+
+/// The entries written during one level, shared by its workers as they write them: a
+/// state one worker's walk passed through is often a state another worker checks in
+/// the same level (a parent's walk takes the step a sibling's letter took), and each
+/// worker keeping its own entries until the merge made both walk it. Sharded by the
+/// fingerprint's high bits, each shard behind its own lock. Which worker writes an
+/// entry first does not matter: an entry is a function of its key.
+pub(crate) struct LevelMemo {
+    shards: Vec<Mutex<FinishMemo>>,
+}
+
+impl Default for LevelMemo {
+    fn default() -> LevelMemo {
+        LevelMemo {
+            shards: (0..LEVEL_MEMO_SHARDS)
+                .map(|_| Mutex::new(FinishMemo::default()))
+                .collect(),
+        }
+    }
+}
+
+impl LevelMemo {
+    fn shard(&self, key: Fingerprint) -> std::sync::MutexGuard<'_, FinishMemo> {
+        let index = (key >> 64) as usize % LEVEL_MEMO_SHARDS;
+        self.shards[index]
+            .lock()
+            .expect("a worker panicked holding the level memo")
+    }
+
+    fn get(&self, key: Fingerprint) -> Option<Finished> {
+        self.shard(key).get(&key).cloned()
+    }
+
+    fn insert_if_absent(&self, key: Fingerprint, finished: Finished) {
+        self.shard(key).entry(key).or_insert(finished);
+    }
+
+    /// Every entry, for the merge into the memo of the levels before.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (Fingerprint, Finished)> {
+        self.shards.into_iter().flat_map(|shard| {
+            shard
+                .into_inner()
+                .expect("a worker panicked holding the level memo")
+        })
+    }
+}
+
+/// What a worker sees of the memo: the entries of the levels before (read only) and
+/// those of this level, which every worker of the level writes and reads.
 pub(crate) struct MemoView<'a> {
     shared: &'a FinishMemo,
-    /// This worker's new entries.
-    pub local: FinishMemo,
+    level: &'a LevelMemo,
     /// Steps of finishing walks applied (for measurements; depends on the threads).
     pub steps: u64,
     /// Finishing walks cut short by an entry (for measurements; depends on the threads).
@@ -68,17 +117,20 @@ pub(crate) struct MemoView<'a> {
 }
 
 impl<'a> MemoView<'a> {
-    pub(crate) fn new(shared: &'a FinishMemo) -> MemoView<'a> {
+    pub(crate) fn new(shared: &'a FinishMemo, level: &'a LevelMemo) -> MemoView<'a> {
         MemoView {
             shared,
-            local: FinishMemo::default(),
+            level,
             steps: 0,
             hits: 0,
         }
     }
 
-    fn get(&self, key: Fingerprint) -> Option<&Finished> {
-        self.shared.get(&key).or_else(|| self.local.get(&key))
+    fn get(&self, key: Fingerprint) -> Option<Finished> {
+        match self.shared.get(&key) {
+            Some(known) => Some(known.clone()),
+            None => self.level.get(key),
+        }
     }
 }
 
@@ -120,7 +172,7 @@ pub(crate) fn finish(
     reach: usize,
     memo: &mut MemoView<'_>,
 ) -> Result<Finished, ScriptError> {
-    if let Some(known) = memo.get(key).cloned() {
+    if let Some(known) = memo.get(key) {
         memo.hits += 1;
         return Ok(known);
     }
@@ -313,7 +365,7 @@ impl Walk<'_, '_> {
             return Met::Inexact;
         }
         let key = fingerprint(&self.copy);
-        match self.memo.get(key).cloned() {
+        match self.memo.get(key) {
             Some(Finished::Clean(tail)) => {
                 self.memo.hits += 1;
                 self.tail = Some(tail);
@@ -393,8 +445,8 @@ fn record(
         if first.is_none() {
             first = Some(finished.clone());
         }
-        if memo.get(key).is_none() {
-            memo.local.insert(key, finished);
+        if !memo.shared.contains_key(&key) {
+            memo.level.insert_if_absent(key, finished);
         }
     }
     first.expect("a walk starts at the world it finishes")

@@ -24,7 +24,7 @@ pub use super::exploration::{
     Config, Counterexample, Exploration, ExploreError, Finding, Progress,
 };
 use super::fingerprint::{fingerprint, Fingerprint, FingerprintSet};
-use super::finish_memo::{finish, FinishMemo, Finished, MemoView};
+use super::finish_memo::{finish, FinishMemo, Finished, LevelMemo, MemoView};
 use super::reduction::{deferred_send_letter, ReductionCounts};
 use crate::oracle::Violation;
 use crate::race::SetupError;
@@ -121,8 +121,6 @@ struct Candidate {
 struct Chunk {
     candidates: Vec<Vec<Candidate>>,
     timed_out: bool,
-    /// The end-of-path memo entries the worker wrote.
-    memo: FinishMemo,
     /// Steps of finishing walks it applied, and walks an entry cut short.
     finish_steps: u64,
     finish_memo_hits: u64,
@@ -250,7 +248,7 @@ impl<'a> Replayer<'a> {
 }
 
 /// What a worker keeps from one piece of a level to the next it takes: the worlds of
-/// the last path it rebuilt, the states it saw this level, the memo entries it wrote.
+/// the last path it rebuilt, the states it saw this level, its view of the memo.
 struct Worker<'a> {
     replayer: Replayer<'a>,
     seen_here: Visited,
@@ -346,8 +344,8 @@ fn expand_piece(
 /// path prefixes for the replayer.
 const PIECES_PER_WORKER: usize = 16;
 
-/// What a worker did in a level: the pieces it took, by index, and its memo entries
-/// and counts (a chunk without candidates).
+/// What a worker did in a level: the pieces it took, by index, and its counts (a chunk
+/// without candidates).
 type WorkerLevel = (Vec<(usize, Piece)>, Chunk);
 
 /// A worker's loop over a level: takes the next piece not yet taken, in increasing
@@ -355,7 +353,8 @@ type WorkerLevel = (Vec<(usize, Piece)>, Chunk);
 /// deadline has passed. Returns its pieces by index and what it kept.
 fn work_level<'a>(
     config: Config,
-    (initial, pieces, visited, memo): (&'a World, &[&[Node]], &Visited, &'a FinishMemo),
+    (initial, pieces, visited): (&'a World, &[&[Node]], &Visited),
+    (memo, level): (&'a FinishMemo, &'a LevelMemo),
     (next, first_violation): (&AtomicUsize, &AtomicUsize),
     deadline: Option<Instant>,
     done: &AtomicU64,
@@ -363,7 +362,7 @@ fn work_level<'a>(
     let mut worker = Worker {
         replayer: Replayer::new(initial),
         seen_here: Visited::default(),
-        memo: MemoView::new(memo),
+        memo: MemoView::new(memo, level),
         reduction: ReductionCounts::default(),
     };
     let mut taken = Vec::new();
@@ -399,7 +398,6 @@ fn chunk(
         timed_out,
         finish_steps: memo.steps,
         finish_memo_hits: memo.hits,
-        memo: memo.local,
     }
 }
 
@@ -451,7 +449,8 @@ impl Search<'_> {
         let key = fingerprint(&self.initial);
         self.visited.insert(key);
         self.result.states = 1;
-        let mut memo = MemoView::new(&self.memo);
+        let level = LevelMemo::default();
+        let mut memo = MemoView::new(&self.memo, &level);
         let end = check_end(
             self.config,
             &self.initial,
@@ -461,7 +460,7 @@ impl Search<'_> {
         )?;
         let first = chunk(Vec::new(), false, memo, ReductionCounts::default());
         self.absorb_memo(&first);
-        self.memo.extend(first.memo);
+        self.memo.extend(level.into_entries());
         if self.absorb_end(&Trail::default(), end) {
             return Ok(());
         }
@@ -469,10 +468,18 @@ impl Search<'_> {
             path: Trail::default(),
         }];
         for depth in 1..=self.config.depth {
-            let chunks = self.expand_level(&frontier, depth)?;
+            let level = LevelMemo::default();
+            let chunks = self.expand_level(&frontier, depth, &level)?;
             let timed_out = chunks.iter().any(|chunk| chunk.timed_out);
-            let last = depth == self.config.depth;
-            let Some(next) = self.merge(chunks, last) else {
+            // The last level's memo entries are dropped: no walk will look them up, and
+            // at the depth bound they are most of the memo (the frontier's walks wrote
+            // them).
+            if depth < self.config.depth {
+                for (key, finished) in level.into_entries() {
+                    self.memo.entry(key).or_insert(finished);
+                }
+            }
+            let Some(next) = self.merge(chunks) else {
                 return Ok(());
             };
             if timed_out {
@@ -496,6 +503,7 @@ impl Search<'_> {
         &mut self,
         frontier: &[Node],
         depth: usize,
+        level: &LevelMemo,
     ) -> Result<Vec<Chunk>, ExploreError> {
         let threads = self.config.threads.max(1);
         let piece_size = frontier.len().div_ceil(threads * PIECES_PER_WORKER).max(1);
@@ -505,7 +513,8 @@ impl Search<'_> {
         let next = AtomicUsize::new(0);
         let first_violation = AtomicUsize::new(usize::MAX);
         let config = self.config;
-        let shared = (&self.initial, &pieces[..], &self.visited, &self.memo);
+        let shared = (&self.initial, &pieces[..], &self.visited);
+        let memo = (&self.memo, level);
         let states = self.result.states;
         let progress = &mut self.progress;
         let results: Vec<Result<WorkerLevel, ScriptError>> = std::thread::scope(|scope| {
@@ -513,7 +522,14 @@ impl Search<'_> {
                 .map(|_| {
                     let (done, next, first_violation) = (&done, &next, &first_violation);
                     scope.spawn(move || {
-                        work_level(config, shared, (next, first_violation), deadline, done)
+                        work_level(
+                            config,
+                            shared,
+                            memo,
+                            (next, first_violation),
+                            deadline,
+                            done,
+                        )
                     })
                 })
                 .collect();
@@ -547,19 +563,10 @@ impl Search<'_> {
     }
 
     /// Merges a level's candidates in order: the first violation stops the search
-    /// (`None`); otherwise the new states form the next frontier. The memo entries of
-    /// the `last` level are dropped: no walk will look them up, and at the depth bound
-    /// they are most of the memo (the frontier's walks wrote them).
-    fn merge(&mut self, mut chunks: Vec<Chunk>, last: bool) -> Option<Vec<Node>> {
-        for chunk in &mut chunks {
+    /// (`None`); otherwise the new states form the next frontier.
+    fn merge(&mut self, chunks: Vec<Chunk>) -> Option<Vec<Node>> {
+        for chunk in &chunks {
             self.absorb_memo(chunk);
-            let entries = std::mem::take(&mut chunk.memo);
-            if last {
-                continue;
-            }
-            for (key, finished) in entries {
-                self.memo.entry(key).or_insert(finished);
-            }
         }
         let mut next = Vec::new();
         let pieces = chunks.into_iter().flat_map(|chunk| chunk.candidates);

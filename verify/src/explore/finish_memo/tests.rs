@@ -50,7 +50,8 @@ struct Tally {
 /// order with one memo, so later states meet the entries earlier walks wrote.
 fn compare(policy: Policy, race: Race, depth: usize, tally: &mut Tally) {
     let shared = FinishMemo::default();
-    let mut memo = MemoView::new(&shared);
+    let level = LevelMemo::default();
+    let mut memo = MemoView::new(&shared, &level);
     for world in states(policy, race, depth) {
         let key = fingerprint(&world);
         let hits_before = memo.hits;
@@ -161,4 +162,38 @@ fn the_search_finds_the_same_with_and_without_the_memo() {
         assert!(with.finish_memo_hits > 0, "{policy} x {race}: no hit");
         assert_eq!(result(&with), result(&without), "{policy} x {race}");
     }
+}
+
+/// The level memo, written by two workers at once, keeps one entry a key (the first
+/// written; a second write of the same key changes nothing), answers for every key from
+/// either worker, and gives each entry back once for the merge.
+#[test]
+fn the_level_memo_keeps_one_entry_a_key_written_by_any_worker() {
+    let level = LevelMemo::default();
+    let keys: Vec<Fingerprint> = (0..2_000u128).map(|i| (i << 64) | (i * 7)).collect();
+    let clean = |send_started| {
+        Finished::Clean(CleanFinish {
+            marks: Marks::default(),
+            send_started,
+            send_completed: false,
+        })
+    };
+    std::thread::scope(|scope| {
+        for worker in [false, true] {
+            let (level, keys) = (&level, &keys);
+            scope.spawn(move || {
+                for &key in keys {
+                    level.insert_if_absent(key, clean(worker));
+                }
+            });
+        }
+    });
+    level.insert_if_absent(keys[0], Finished::Violating);
+    let first = level.get(keys[0]);
+    assert!(matches!(first, Some(Finished::Clean(_))), "{first:?}");
+    assert!(keys.iter().all(|&key| level.get(key).is_some()));
+    assert!(level.get(1).is_none());
+    let mut merged: Vec<Fingerprint> = level.into_entries().map(|(key, _)| key).collect();
+    merged.sort_unstable();
+    assert_eq!(merged, keys);
 }
