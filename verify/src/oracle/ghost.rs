@@ -10,10 +10,15 @@
 //! walk now legitimately reads.
 
 use super::{Violation, ViolationKind};
+use cowproof_engine::digest::DigestMemo;
 use cowproof_engine::extent_buffer::{BlockContent, BlockPtr, SharedContent, HEADER_FLAG_WRITTEN};
 use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::FsInfo;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The commit-root blocks a ghost record holds, shared and with their digest remembered.
+pub type CommitRootImages = Arc<DigestMemo<BTreeMap<u64, SharedContent>>>;
 
 /// The record for one send job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -22,8 +27,10 @@ pub struct Ghost {
     pub epoch: u32,
     /// The trees the send reads.
     pub roots: Vec<u64>,
-    /// Content of every block of their commit roots, by bytenr.
-    pub images: BTreeMap<u64, SharedContent>,
+    /// Content of every block of their commit roots, by bytenr. Never changes within an
+    /// epoch, so the explorer's branches share it and a world's fingerprint hashes its
+    /// remembered digest (two words), not every block's content again.
+    pub images: CommitRootImages,
     /// Accesses checked so far.
     pub checked: u64,
     /// The first block of this epoch's walk read inconsistently, once one was: later
@@ -117,7 +124,7 @@ impl Ghost {
         Ghost {
             epoch,
             roots: roots.to_vec(),
-            images,
+            images: Arc::new(DigestMemo::new(images)),
             checked: 0,
             inconsistent_block: None,
         }
@@ -211,7 +218,6 @@ impl Ghost {
 mod tests {
     use super::*;
     use cowproof_engine::{Geometry, SendPolicy};
-    use std::sync::Arc;
 
     fn committed_subvolume() -> (FsInfo, u64) {
         let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
@@ -313,5 +319,25 @@ mod tests {
             .check(&fs, "s", &[access(root_id, unknown, content)], &|_| None)
             .expect("the oracle fires on an unknown block");
         assert!(violation.message.contains("no such block"), "{violation}");
+    }
+
+    /// A ghost's record of the commit roots is shared by its clones and hashed by its
+    /// remembered digest: two records taken of the same roots hash alike, shared or not,
+    /// and a record of other content hashes otherwise.
+    #[test]
+    fn clones_share_the_record_and_equal_records_hash_alike() {
+        use cowproof_engine::digest::Digester;
+        let (mut fs, root_id) = committed_subvolume();
+        let ghost = Ghost::take(&fs, &[root_id], 0);
+        let clone = ghost.clone();
+        assert!(Arc::ptr_eq(&ghost.images, &clone.images));
+        let again = Ghost::take(&fs, &[root_id], 0);
+        assert!(!Arc::ptr_eq(&ghost.images, &again.images));
+        assert_eq!(Digester::digest_of(&clone), Digester::digest_of(&again));
+        fs.write(root_id, &["f"], 0, b"new").expect("write");
+        fs.commit_transaction().expect("commit");
+        let later = Ghost::take(&fs, &[root_id], 0);
+        assert_ne!(later.images, ghost.images);
+        assert_ne!(Digester::digest_of(&later), Digester::digest_of(&ghost));
     }
 }

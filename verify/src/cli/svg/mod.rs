@@ -201,7 +201,7 @@ fn step_until_the_bad_read(
         };
         return Ok(Moment {
             expected: run.ghost.images.get(&bytenr).cloned(),
-            commit_root_blocks: run.ghost.images.clone(),
+            commit_root_blocks: BTreeMap::clone(&run.ghost.images),
             reinitialised_by: crate::oracle::reads::reinitialised_by(&world.fs, bytenr),
             job: job.to_string(),
             statement_index,
