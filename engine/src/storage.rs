@@ -9,8 +9,10 @@
 //! covers.
 //!
 //! Written blocks and data extents never change, so each keeps its digest beside it
-//! ([`DigestMemo`]): hashing a device (the explorer's state fingerprint) costs two words
-//! a block, not the block's content (`docs/hot-paths.md`).
+//! ([`DigestMemo`]), and each map of them is shared between clones of the device until
+//! one writes, with the whole map's digest remembered: hashing a device (the explorer's
+//! state fingerprint) costs two words a block after a write and two words in all while
+//! nothing is written, and cloning one costs a reference count (`docs/hot-paths.md`).
 //!
 //! A block overwritten by a commit whose old content nobody else holds is *retired*: its
 //! allocation is kept (up to [`RETIRED_BLOCKS_MAX`]) for the next COW to copy into, so a
@@ -51,11 +53,23 @@ pub struct SuperBlock {
     pub next_group_start: u64,
 }
 
+/// A map of written things by address, shared between clones of the device until one
+/// of them writes (`Arc::make_mut`), with the digest of the whole map remembered: a
+/// world cloned from another shares its device in one word, and a fingerprint hashes an
+/// unchanged device in two words, not a pair a block (`docs/hot-paths.md`).
+type SharedMap<V> = DigestMemo<Arc<BTreeMap<u64, DigestMemo<V>>>>;
+
+/// The map of `memo`, to change: its remembered digest is forgotten, and a map another
+/// clone of the device shares is copied first.
+fn map_mut<V: Clone>(memo: &mut SharedMap<V>) -> &mut BTreeMap<u64, DigestMemo<V>> {
+    Arc::make_mut(memo.get_mut())
+}
+
 /// The device.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Device {
-    blocks: BTreeMap<u64, DigestMemo<SharedContent>>,
-    data: BTreeMap<u64, DigestMemo<Arc<Vec<u8>>>>,
+    blocks: SharedMap<SharedContent>,
+    data: SharedMap<Arc<Vec<u8>>>,
     /// The super block (its extent tree is updated in place during a commit).
     pub super_block: SuperBlock,
     retired: RetiredBlocks,
@@ -121,9 +135,8 @@ impl Device {
             "writing block {} without WRITTEN",
             content.header.bytenr
         );
-        let replaced = self
-            .blocks
-            .insert(content.header.bytenr, DigestMemo::new(content));
+        let replaced =
+            map_mut(&mut self.blocks).insert(content.header.bytenr, DigestMemo::new(content));
         if let Some(replaced) = replaced {
             self.retire(replaced.into_inner());
         }
@@ -161,7 +174,7 @@ impl Device {
             self.super_block.extent_tree.get(bytenr).is_none(),
             "data write at {bytenr} would overwrite a committed extent"
         );
-        self.data.insert(bytenr, DigestMemo::new(Arc::new(bytes)));
+        map_mut(&mut self.data).insert(bytenr, DigestMemo::new(Arc::new(bytes)));
     }
 
     /// The bytes of the data extent starting at `bytenr`.
@@ -171,14 +184,15 @@ impl Device {
 
     /// Forgets the bytes of a data extent whose space was freed.
     pub fn discard_data(&mut self, bytenr: u64) {
-        self.data.remove(&bytenr);
+        if self.data.contains_key(&bytenr) {
+            map_mut(&mut self.data).remove(&bytenr);
+        }
     }
 
     /// Forgets data extents the super block does not record (after a crash).
     pub fn discard_uncommitted_data(&mut self) {
         let extent_tree = &self.super_block.extent_tree;
-        self.data
-            .retain(|bytenr, _| extent_tree.get(*bytenr).is_some());
+        map_mut(&mut self.data).retain(|bytenr, _| extent_tree.get(*bytenr).is_some());
     }
 
     /// Corrupts a written block, for tests of the read checks and of fsck.
@@ -188,8 +202,7 @@ impl Device {
         bytenr: u64,
         edit: impl FnOnce(&mut crate::extent_buffer::BlockContent),
     ) {
-        let content = self
-            .blocks
+        let content = map_mut(&mut self.blocks)
             .get_mut(&bytenr)
             .expect("corrupting a block never written");
         edit(Arc::make_mut(content.get_mut()));
@@ -287,5 +300,46 @@ mod tests {
         assert!(device.retired.0.is_empty(), "the grown block was let go");
         device.write_block(Arc::new(written_leaf(4096, 3, 10)));
         assert_eq!(device.retired.0.len(), 1, "a block of its size is retired");
+    }
+
+    /// A clone shares the device's maps until one of the two writes: the writer's copy
+    /// changes alone, the other keeps its blocks, data and remembered digest; and a
+    /// device's hash is a function of what it holds, whatever it shared or remembered.
+    #[test]
+    fn clones_share_the_written_maps_until_one_writes() {
+        let mut device = Device::default();
+        device.write_block(Arc::new(written_leaf(4096, 1, 30)));
+        device.write_data(1 << 20, vec![7; 4096]);
+        let digest_before = Digester::digest_of(&device);
+        let mut clone = device.clone();
+        assert!(
+            Arc::ptr_eq(&device.blocks, &clone.blocks),
+            "the blocks are shared"
+        );
+        assert!(Arc::ptr_eq(&device.data, &clone.data), "the data is shared");
+        assert!(clone.blocks.is_digested(), "the clone keeps the digest");
+        clone.write_block(Arc::new(written_node(8192, 2)));
+        clone.write_data(2 << 20, vec![8; 4096]);
+        clone.discard_data(1 << 20);
+        assert!(
+            device.read_block(8192).is_none(),
+            "the original keeps its blocks"
+        );
+        assert!(device.read_data(1 << 20).is_some(), "and its data");
+        assert!(device.read_data(2 << 20).is_none());
+        assert_eq!(Digester::digest_of(&device), digest_before);
+        assert!(!clone.blocks.is_digested(), "a write forgets the digest");
+        let mut fresh = Device::default();
+        fresh.write_block(Arc::new(written_leaf(4096, 1, 30)));
+        fresh.write_block(Arc::new(written_node(8192, 2)));
+        fresh.write_data(2 << 20, vec![8; 4096]);
+        assert_eq!(clone, fresh);
+        assert_eq!(Digester::digest_of(&clone), Digester::digest_of(&fresh));
+        assert_ne!(Digester::digest_of(&clone), digest_before);
+        clone.discard_data(3 << 20);
+        assert!(
+            clone.data.is_digested(),
+            "discarding nothing changes nothing"
+        );
     }
 }
