@@ -139,7 +139,7 @@ const UNMAPPED: u32 = u32::MAX;
 /// names; two caches that mapped the same objects in another order behave alike), the
 /// length of the index arrays, and the initialisation records, which only word a
 /// violation's attribution. Equality stays exact, so equal caches hash equally.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ExtentBufferCache {
     /// By block index: the hot half of each mapped object.
     hot: Vec<Option<HotBuffer>>,
@@ -149,6 +149,34 @@ pub struct ExtentBufferCache {
     nodesize_bytes: u64,
     /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
     nodesize_shift: u32,
+}
+
+/// Block indexes and objects a clone of the cache can take without reallocating.
+///
+/// The explorer clones a world for every transition, and a vector cloned holds exactly
+/// its length: the clone's first mapping above the highest block index (a relocation's
+/// COW into a new block group, a commit's new blocks) then reallocated and copied the
+/// whole index array, about 30 KiB in the tiny geometry (`docs/hot-paths.md`). A block
+/// group of the tiny geometry is 16 blocks.
+const CLONE_SPARE_BLOCKS: usize = 64;
+
+/// `source`'s elements in a vector with room for `spare` more.
+fn clone_with_spare<T: Clone>(source: &[T], spare: usize) -> Vec<T> {
+    let mut copy = Vec::with_capacity(source.len() + spare);
+    copy.extend_from_slice(source);
+    copy
+}
+
+impl Clone for ExtentBufferCache {
+    fn clone(&self) -> ExtentBufferCache {
+        ExtentBufferCache {
+            hot: clone_with_spare(&self.hot, CLONE_SPARE_BLOCKS),
+            cold_slot: clone_with_spare(&self.cold_slot, CLONE_SPARE_BLOCKS),
+            buffers: clone_with_spare(&self.buffers, CLONE_SPARE_BLOCKS),
+            nodesize_bytes: self.nodesize_bytes,
+            nodesize_shift: self.nodesize_shift,
+        }
+    }
 }
 
 impl Hash for ExtentBufferCache {
@@ -551,5 +579,34 @@ mod tests {
         let mut cache = ExtentBufferCache::new(4096);
         let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
         cache.release(handle);
+    }
+
+    /// A clone of the cache is equal to it, hashes alike, and maps a block group's
+    /// worth of new blocks above its highest block index without reallocating.
+    #[test]
+    fn a_clone_is_equal_and_has_room_above_its_highest_block() {
+        let mut cache = ExtentBufferCache::new(4096);
+        for index in 0..20u64 {
+            cache.init_block(leaf(index * 4096, 1, 256 + index), 1, "test");
+        }
+        let mut clone = cache.clone();
+        assert_eq!(clone, cache);
+        assert_eq!(
+            crate::digest::Digester::digest_of(&clone),
+            crate::digest::Digester::digest_of(&cache)
+        );
+        let (hot, cold, buffers) = (
+            clone.hot.as_ptr(),
+            clone.cold_slot.as_ptr(),
+            clone.buffers.as_ptr(),
+        );
+        for index in 20..36u64 {
+            clone.init_block(leaf(index * 4096, 2, 256 + index), 2, "test");
+        }
+        assert_eq!(clone.hot.as_ptr(), hot, "the index array was not moved");
+        assert_eq!(clone.cold_slot.as_ptr(), cold);
+        assert_eq!(clone.buffers.as_ptr(), buffers);
+        assert_ne!(clone, cache);
+        assert_eq!(clone.check(), Ok(()));
     }
 }
