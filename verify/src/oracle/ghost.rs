@@ -18,7 +18,39 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The commit-root blocks a ghost record holds, shared and with their digest remembered.
-pub type CommitRootImages = Arc<DigestMemo<BTreeMap<u64, SharedContent>>>;
+pub type CommitRootImages = Arc<DigestMemo<BlockImages>>;
+
+/// Blocks by bytenr, in a vector sorted by bytenr: taken once per walk epoch and looked
+/// up at every read a send logs, where a binary search of one array costs about half
+/// the search of a `BTreeMap` (`docs/hot-paths.md`, "Explorer per-state cost").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockImages(Vec<(u64, SharedContent)>);
+
+impl BlockImages {
+    /// The blocks of `map`, in its order.
+    pub fn from_map(map: BTreeMap<u64, SharedContent>) -> BlockImages {
+        BlockImages(map.into_iter().collect())
+    }
+
+    /// The content recorded for `bytenr`.
+    pub fn get(&self, bytenr: u64) -> Option<&SharedContent> {
+        let slot = self.0.partition_point(|&(recorded, _)| recorded < bytenr);
+        self.0
+            .get(slot)
+            .filter(|(recorded, _)| *recorded == bytenr)
+            .map(|(_, content)| content)
+    }
+
+    /// The blocks, by rising bytenr.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &SharedContent)> + '_ {
+        self.0.iter().map(|(bytenr, content)| (*bytenr, content))
+    }
+
+    /// The blocks as a map.
+    pub fn to_map(&self) -> BTreeMap<u64, SharedContent> {
+        self.0.iter().cloned().collect()
+    }
+}
 
 /// The record for one send job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -124,7 +156,7 @@ impl Ghost {
         Ghost {
             epoch,
             roots: roots.to_vec(),
-            images: Arc::new(DigestMemo::new(images)),
+            images: Arc::new(DigestMemo::new(BlockImages::from_map(images))),
             checked: 0,
             inconsistent_block: None,
         }
@@ -162,7 +194,7 @@ impl Ghost {
             if previous.is_some_and(|previous| same_read(previous, access)) {
                 continue;
             }
-            let expected = self.images.get(&access.bytenr);
+            let expected = self.images.get(access.bytenr);
             let consistent = expected.is_some_and(|expected| {
                 SharedContent::ptr_eq(expected, &access.content)
                     || same_but_written(expected, &access.content)
@@ -240,7 +272,7 @@ mod tests {
     fn a_read_of_the_commit_root_content_is_consistent() {
         let (fs, root_id) = committed_subvolume();
         let mut ghost = Ghost::take(&fs, &[root_id], 0);
-        let (&bytenr, content) = ghost.images.iter().next().expect("a recorded block");
+        let (bytenr, content) = ghost.images.iter().next().expect("a recorded block");
         let reads = [access(root_id, bytenr, Arc::clone(content))];
         assert_eq!(ghost.check(&fs, "s", &reads, &|_| None), None);
         assert_eq!(ghost.checked, 1);
@@ -250,7 +282,7 @@ mod tests {
     fn a_mismatching_read_fires_once_and_names_its_block() {
         let (fs, root_id) = committed_subvolume();
         let mut ghost = Ghost::take(&fs, &[root_id], 0);
-        let (&bytenr, content) = ghost.images.iter().next().expect("a recorded block");
+        let (bytenr, content) = ghost.images.iter().next().expect("a recorded block");
         let mut rewritten = (**content).clone();
         rewritten.header.generation += 1;
         rewritten.header.owner += 1;
@@ -274,12 +306,18 @@ mod tests {
     fn repeated_reads_are_checked_as_a_fresh_read_would_be() {
         let (fs, root_id) = committed_subvolume();
         let reference = Ghost::take(&fs, &[root_id], 0);
-        let (&bytenr, content) = reference.images.iter().next().expect("a recorded block");
+        let (bytenr, content) = reference.images.iter().next().expect("a recorded block");
         let copy = Arc::new((**content).clone());
         let mut rewritten = (**content).clone();
         rewritten.header.generation += 1;
         let rewritten = Arc::new(rewritten);
-        let unknown = reference.images.keys().max().expect("a block") + (1 << 20);
+        let unknown = reference
+            .images
+            .iter()
+            .map(|(bytenr, _)| bytenr)
+            .max()
+            .expect("a block")
+            + (1 << 20);
         let good = || access(root_id, bytenr, Arc::clone(content));
         let cases: [(Vec<BufferAccess>, Option<u64>); 4] = [
             (vec![good(), good(), good()], None),
@@ -313,8 +351,14 @@ mod tests {
     fn a_read_of_a_block_outside_the_commit_roots_fires() {
         let (fs, root_id) = committed_subvolume();
         let mut ghost = Ghost::take(&fs, &[root_id], 0);
-        let content = Arc::clone(ghost.images.values().next().expect("a recorded block"));
-        let unknown = ghost.images.keys().max().expect("a block") + (1 << 20);
+        let content = Arc::clone(ghost.images.iter().next().expect("a recorded block").1);
+        let unknown = ghost
+            .images
+            .iter()
+            .map(|(bytenr, _)| bytenr)
+            .max()
+            .expect("a block")
+            + (1 << 20);
         let violation = ghost
             .check(&fs, "s", &[access(root_id, unknown, content)], &|_| None)
             .expect("the oracle fires on an unknown block");
@@ -339,5 +383,38 @@ mod tests {
         let later = Ghost::take(&fs, &[root_id], 0);
         assert_ne!(later.images, ghost.images);
         assert_ne!(Digester::digest_of(&later), Digester::digest_of(&ghost));
+    }
+
+    /// The sorted vector finds what the map it was made of finds, for every recorded
+    /// bytenr and for bytenrs below, between and above them, and gives the map back.
+    #[test]
+    fn block_images_find_what_their_map_finds() {
+        let (fs, root_id) = committed_subvolume();
+        let content = Arc::clone(
+            Ghost::take(&fs, &[root_id], 0)
+                .images
+                .iter()
+                .next()
+                .expect("a block")
+                .1,
+        );
+        for count in [0u64, 1, 2, 7, 64] {
+            let map: BTreeMap<u64, SharedContent> = (0..count)
+                .map(|index| ((index * 3 + 1) * 4096, Arc::clone(&content)))
+                .collect();
+            let images = BlockImages::from_map(map.clone());
+            for bytenr in (0..=(count * 3 + 2)).map(|index| index * 4096) {
+                assert_eq!(
+                    images.get(bytenr).map(Arc::as_ptr),
+                    map.get(&bytenr).map(Arc::as_ptr),
+                    "bytenr {bytenr} of {count} blocks"
+                );
+            }
+            assert_eq!(images.to_map(), map);
+            assert!(images
+                .iter()
+                .map(|(bytenr, _)| bytenr)
+                .eq(map.keys().copied()));
+        }
     }
 }

@@ -32,6 +32,7 @@ pub use draw::dot_source;
 
 use super::dump_tree::block_now;
 use super::CliError;
+use crate::oracle::ghost::BlockImages;
 use crate::oracle::ViolationKind;
 use crate::runner::{run, run_prefix, RunOptions};
 use crate::script::{Op, Script, Statement};
@@ -200,8 +201,8 @@ fn step_until_the_bad_read(
             (None, Ok(_)) => continue,
         };
         return Ok(Moment {
-            expected: run.ghost.images.get(&bytenr).cloned(),
-            commit_root_blocks: BTreeMap::clone(&run.ghost.images),
+            expected: run.ghost.images.get(bytenr).cloned(),
+            commit_root_blocks: run.ghost.images.to_map(),
             reinitialised_by: crate::oracle::reads::reinitialised_by(&world.fs, bytenr),
             job: job.to_string(),
             statement_index,
@@ -221,14 +222,11 @@ fn step_until_the_bad_read(
 }
 
 /// The first read whose content is not the commit root's, as the ghost oracle judges.
-fn first_inconsistent(
-    images: &BTreeMap<u64, SharedContent>,
-    accesses: &[BufferAccess],
-) -> Option<BufferAccess> {
+fn first_inconsistent(images: &BlockImages, accesses: &[BufferAccess]) -> Option<BufferAccess> {
     accesses
         .iter()
         .find(|access| {
-            !images.get(&access.bytenr).is_some_and(|expected| {
+            !images.get(access.bytenr).is_some_and(|expected| {
                 SharedContent::ptr_eq(expected, &access.content) || **expected == *access.content
             })
         })
