@@ -471,6 +471,25 @@ mod tests {
         }
     }
 
+    /// A root changed through `root_mut` forgets its remembered digest: the engine's
+    /// digest follows the change, and changing the root back gives the digest back.
+    #[test]
+    fn a_changed_root_is_digested_again() {
+        use crate::fs_info::FsInfo;
+        use crate::geometry::Geometry;
+        use crate::policy::SendPolicy;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let root_id = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.commit_transaction().expect("commit");
+        let before = Digester::digest_of(&fs);
+        fs.root_mut(root_id).expect("root").send_users += 1;
+        let during = Digester::digest_of(&fs);
+        assert_ne!(during, before);
+        assert_eq!(during, fs_info_parts_digest(&fs.clone()));
+        fs.root_mut(root_id).expect("root").send_users -= 1;
+        assert_eq!(Digester::digest_of(&fs), before);
+    }
+
     /// `FsInfo`'s hash as a derive writes it: every field on its own.
     fn fs_info_parts_digest(fs: &crate::fs_info::FsInfo) -> u128 {
         let mut digester = Digester::new();

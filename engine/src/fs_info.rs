@@ -13,6 +13,7 @@
 
 use crate::alloc::{BlockGroupKind, DelayedRefs, ExtentTree, SpaceInfo};
 use crate::cache::ExtentBufferCache;
+use crate::digest::DigestMemo;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::BlockPtr;
@@ -66,7 +67,9 @@ pub struct FsInfo {
     pub(crate) cache: ExtentBufferCache,
     pub(crate) space: SpaceInfo,
     pub(crate) delayed_refs: DelayedRefs,
-    pub(crate) roots: BTreeMap<u64, Root>,
+    /// Loaded roots by id, each with its digest remembered: a fingerprint hashes an
+    /// unchanged root in two words (`docs/hot-paths.md`, "Explorer per-state cost").
+    pub(crate) roots: BTreeMap<u64, DigestMemo<Root>>,
     pub(crate) subvolume_names: BTreeMap<String, u64>,
     pub(crate) generation: u64,
     pub(crate) running: Option<Transaction>,
@@ -199,7 +202,11 @@ impl FsInfo {
             .ok_or_else(|| Error::errno(Errno::EINVAL, "no root tree in the super block"))?;
         fs.roots.insert(
             objectid::ROOT_TREE,
-            FsInfo::loaded_root(objectid::ROOT_TREE, root_tree, RootItem::default()),
+            DigestMemo::new(FsInfo::loaded_root(
+                objectid::ROOT_TREE,
+                root_tree,
+                RootItem::default(),
+            )),
         );
         fs.load_roots()?;
         Ok(fs)
@@ -245,8 +252,8 @@ impl FsInfo {
                         generation: item.generation,
                         level: item.level,
                     };
-                    self.roots
-                        .insert(key.objectid, FsInfo::loaded_root(key.objectid, node, item));
+                    let root = FsInfo::loaded_root(key.objectid, node, item);
+                    self.roots.insert(key.objectid, DigestMemo::new(root));
                     self.next_root_id = self.next_root_id.max(key.objectid + 1);
                 }
                 item_type::ROOT_REF if key.objectid == objectid::FS_TREE => {
@@ -313,7 +320,7 @@ impl FsInfo {
     /// Sets FORCE_COW on a root, as snapshot creation does (tests of COW rules).
     #[doc(hidden)]
     pub fn set_root_force_cow_for_test(&mut self, root_id: u64) {
-        self.roots.get_mut(&root_id).expect("root").force_cow = true;
+        self.loaded_root_mut(root_id).expect("root").force_cow = true;
     }
 
     /// The geometry.
@@ -389,15 +396,21 @@ impl FsInfo {
 
     pub(crate) fn root_mut(&mut self, root_id: u64) -> Result<&mut Root> {
         match self.roots.get_mut(&root_id) {
-            Some(root) if !root.deleted => Ok(root),
+            Some(root) if !root.deleted => Ok(root.get_mut()),
             _ => Err(Error::not_found(format!("no tree with root id {root_id}"))),
         }
+    }
+
+    /// A loaded root to change, deleted or not (its remembered digest is forgotten).
+    pub(crate) fn loaded_root_mut(&mut self, root_id: u64) -> Option<&mut Root> {
+        self.roots.get_mut(&root_id).map(DigestMemo::get_mut)
     }
 
     /// Every loaded root that is neither deleted nor dead (waiting for the cleaner), by id.
     pub fn roots(&self) -> impl Iterator<Item = &Root> {
         self.roots
             .values()
+            .map(|root| &**root)
             .filter(|root| !root.deleted && !root.item.is_dead())
     }
 

@@ -7,6 +7,7 @@
 //! index is rebuilt from them at mount. Invariant: the name index and the ROOT_REF items
 //! agree, and every named root has a ROOT_ITEM.
 
+use crate::digest::DigestMemo;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockContent, BlockPtr};
@@ -49,7 +50,7 @@ impl FsInfo {
             send_users: 0,
             dedupe_users: 0,
         };
-        self.roots.insert(root_id, root);
+        self.roots.insert(root_id, DigestMemo::new(root));
         self.mark_root_dirty(root_id);
         Ok(())
     }

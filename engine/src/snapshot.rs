@@ -24,6 +24,7 @@
 //! nested entry cannot be deleted (ENOTEMPTY, `may_destroy_subvol()`); deleting the
 //! nested snapshot removes its entry and both refs (`btrfs_unlink_subvol()`).
 
+use crate::digest::DigestMemo;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockPtr, Header};
@@ -352,7 +353,7 @@ impl FsInfo {
         };
         self.roots.insert(
             snapshot.root_id,
-            Root {
+            DigestMemo::new(Root {
                 root_id: snapshot.root_id,
                 node,
                 commit_root: None,
@@ -361,7 +362,7 @@ impl FsInfo {
                 deleted: false,
                 send_users: 0,
                 dedupe_users: 0,
-            },
+            }),
         );
         self.mark_root_dirty(snapshot.root_id);
         self.insert_root_item(snapshot.root_id)?;

@@ -413,6 +413,7 @@ impl FsInfo {
             let Some(root) = self.roots.get_mut(&root_id).filter(|root| !root.deleted) else {
                 continue;
             };
+            let root = root.get_mut();
             root.commit_root = Some(root.node);
             self.events.push(Event::CommitRootSwitched {
                 root_id,

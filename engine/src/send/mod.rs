@@ -650,7 +650,7 @@ impl SendJob {
         );
         if self.counted {
             for root_id in std::iter::once(self.send_root).chain(self.parent_root) {
-                if let Some(root) = fs.roots.get_mut(&root_id) {
+                if let Some(root) = fs.loaded_root_mut(root_id) {
                     assert!(
                         root.send_users > 0,
                         "a counted send found its root uncounted"
