@@ -154,11 +154,13 @@ fn receive_fresh(receiver: &mut ModelFs, name: &str, stream: &[u8]) -> Result<()
     received
 }
 
-/// Makes sure the receive side has `parent`, sending it in full from a copy of `fs`.
+/// Makes sure the receive side has `parent`, sending it in full from a copy of `fs`;
+/// with `remember`, the receive goes through the per-thread memo, as [`check`]'s does.
 pub fn ensure_parent_received(
     fs: &FsInfo,
     receiver: &mut ModelFs,
     parent: &str,
+    remember: bool,
 ) -> Result<(), String> {
     if receiver.subvolume(parent.as_bytes()).is_some() {
         return Ok(());
@@ -168,7 +170,11 @@ pub fn ensure_parent_received(
         .map_err(|error| format!("full send of parent {parent}: {error}"))?;
     job.finish(&mut copy)
         .map_err(|error| format!("full send of parent {parent}: {error}"))?;
-    receive_fresh(receiver, parent, job.stream())
+    if remember {
+        remembered_receive(receiver, parent, job.stream())
+    } else {
+        receive_fresh(receiver, parent, job.stream())
+    }
 }
 
 /// Receives a finished job's stream and compares the result with `expected`, the

@@ -50,9 +50,12 @@ impl World {
         if let Some(parent) = parent {
             // The receiving side needs the parent before the stream; it is read-only, so
             // receiving it now or when the send finishes gives the same subvolume.
-            if let Err(message) =
-                round_trip::ensure_parent_received(&self.fs, &mut self.receiver, parent)
-            {
+            if let Err(message) = round_trip::ensure_parent_received(
+                &self.fs,
+                &mut self.receiver,
+                parent,
+                self.remember_receives,
+            ) {
                 violations.push(Violation {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
@@ -122,9 +125,12 @@ impl World {
         let stream = run.job.stream().to_vec();
         self.streams.insert(name.to_string(), stream.clone());
         if let Some(parent) = &run.parent {
-            if let Err(message) =
-                round_trip::ensure_parent_received(&self.fs, &mut self.receiver, parent)
-            {
+            if let Err(message) = round_trip::ensure_parent_received(
+                &self.fs,
+                &mut self.receiver,
+                parent,
+                self.remember_receives,
+            ) {
                 return Some(Violation {
                     kind: ViolationKind::RoundTrip,
                     symptom: None,
