@@ -164,9 +164,11 @@ enum Phase {
 }
 
 /// The end-of-path verdict of `world` (whose fingerprint is `key`), from the memo or by
-/// finishing it step by step and remembering every world met where that is exact.
+/// finishing it step by step and remembering every world met where that is exact. The
+/// walk advances `world` itself: a state's own world is not needed after its check, and
+/// a copy of it cost a world's clone and drop per state (`docs/hot-paths.md`).
 pub(crate) fn finish(
-    world: &World,
+    world: World,
     key: Fingerprint,
     final_checks: bool,
     reach: usize,
@@ -176,9 +178,10 @@ pub(crate) fn finish(
         memo.hits += 1;
         return Ok(known);
     }
+    let marks = world.fs.marks.clone();
     let mut walk = Walk {
-        copy: world.clone(),
-        points: vec![(key, world.fs.marks.clone())],
+        copy: world,
+        points: vec![(key, marks)],
         memo,
         tail: None,
         reach,

@@ -304,15 +304,21 @@ fn expand_piece(
             };
             let mut child = world.clone();
             let outcome = child.apply(&op)?;
-            let path = node.path.then(op);
             let fingerprint = fingerprint(&child);
             let violation = outcome.violations.into_iter().next().map(Box::new);
             let fresh = !visited.contains(&fingerprint) && worker.seen_here.insert(fingerprint);
+            let marks = mark_delta(&world.fs.marks, &child.fs.marks);
             let end = if violation.is_none() && fresh {
-                let reach = config.depth.saturating_sub(path.len());
+                let reach = config.depth.saturating_sub(node.path.len() + 1);
+                let rebuild = || {
+                    let mut again = world.clone();
+                    again.apply(&op)?;
+                    Ok(again)
+                };
                 Some(Box::new(check_end(
                     config,
-                    &child,
+                    child,
+                    rebuild,
                     fingerprint,
                     reach,
                     &mut worker.memo,
@@ -323,10 +329,10 @@ fn expand_piece(
             let stop =
                 violation.is_some() || end.as_ref().is_some_and(|end| end.violation.is_some());
             candidates.push(Candidate {
-                path,
+                path: node.path.then(op),
                 fingerprint,
                 violation,
-                marks: mark_delta(&world.fs.marks, &child.fs.marks),
+                marks,
                 end,
             });
             if stop {
@@ -405,15 +411,20 @@ fn chunk(
 /// `config.memoise_finish` (`finish_memo.rs`), the plain check otherwise. A violation
 /// is always reported from the plain check, which words it and lists the finishing
 /// operations of the counterexample exactly as without the memo.
+///
+/// The memo's walk consumes `world`; `rebuild` makes it again (from its parent: the
+/// explorer's operations are deterministic) for the plain check of a violating state,
+/// which is rare.
 fn check_end(
     config: Config,
-    world: &World,
+    world: World,
+    rebuild: impl FnOnce() -> Result<World, ScriptError>,
     key: Fingerprint,
     reach: usize,
     memo: &mut MemoView<'_>,
 ) -> Result<EndSummary, ScriptError> {
     if !config.memoise_finish {
-        return Ok(summarise(end_of_path(world, config.final_checks)?));
+        return Ok(summarise(end_of_path(&world, config.final_checks)?));
     }
     match finish(world, key, config.final_checks, reach, memo)? {
         Finished::Clean(clean) => Ok(EndSummary {
@@ -424,7 +435,13 @@ fn check_end(
             marks: clean.marks,
         }),
         Finished::Violating => {
-            let plain = summarise(end_of_path(world, config.final_checks)?);
+            let world = rebuild()?;
+            assert_eq!(
+                fingerprint(&world),
+                key,
+                "a rebuilt world is the same world"
+            );
+            let plain = summarise(end_of_path(&world, config.final_checks)?);
             assert!(
                 plain.violation.is_some(),
                 "the end-of-path memo found a violation the plain check does not"
@@ -453,7 +470,8 @@ impl Search<'_> {
         let mut memo = MemoView::new(&self.memo, &level);
         let end = check_end(
             self.config,
-            &self.initial,
+            self.initial.clone(),
+            || Ok(self.initial.clone()),
             key,
             self.config.depth,
             &mut memo,

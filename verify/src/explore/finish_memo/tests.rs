@@ -55,7 +55,8 @@ fn compare(policy: Policy, race: Race, depth: usize, tally: &mut Tally) {
     for world in states(policy, race, depth) {
         let key = fingerprint(&world);
         let hits_before = memo.hits;
-        let memoised = finish(&world, key, false, depth, &mut memo).expect("the finish runs");
+        let memoised =
+            finish(world.clone(), key, false, depth, &mut memo).expect("the finish runs");
         let plain = end_of_path(&world, false).expect("the finish runs");
         tally.states += 1;
         match memoised {
