@@ -241,7 +241,7 @@ fn receive_kernel_stream(
 ) -> Result<(), String> {
     let mut receiver = ModelFs::new();
     if let Some(parent) = parent {
-        ensure_parent_received(fs, &mut receiver, parent)?;
+        ensure_parent_received(fs, &mut receiver, parent, false)?;
     }
     receive_bytes(&mut receiver, stream)
         .map_err(|error| format!("engine receive of the kernel's stream: {error:?}"))?;
