@@ -287,10 +287,69 @@ impl<T: std::fmt::Debug> std::fmt::Debug for DigestMemo<T> {
     }
 }
 
+/// A [`DigestMemo`] changed in place through `DerefMut`: every mutable borrow forgets
+/// the remembered digest, whether or not it changes the value. For a value that many
+/// callers change through `&mut` (the world's model filesystems), where a `get_mut` at
+/// every call site would be noise; a borrow that changes nothing only costs a digest.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct DigestMemoMut<T>(DigestMemo<T>);
+
+impl<T> DigestMemoMut<T> {
+    /// Wraps `value`; its digest is computed when first hashed.
+    pub fn new(value: T) -> DigestMemoMut<T> {
+        DigestMemoMut(DigestMemo::new(value))
+    }
+
+    /// Whether a digest is remembered (for tests of the memo itself).
+    pub fn is_digested(&self) -> bool {
+        self.0.is_digested()
+    }
+}
+
+impl<T> Deref for DigestMemoMut<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for DigestMemoMut<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_mut()
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for DigestMemoMut<T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// A mutable borrow forgets the digest; reads and clones keep it; the digest is the
+    /// value's whichever way it was reached.
+    #[test]
+    fn a_mutable_borrow_forgets_the_digest() {
+        let mut memo = DigestMemoMut::new(map(&[(1, "a")]));
+        let first = Digester::digest_of(&memo);
+        assert!(memo.is_digested());
+        assert_eq!(memo.len(), 1, "a read");
+        assert!(memo.is_digested(), "a read keeps the digest");
+        assert!(memo.clone().is_digested(), "a clone keeps it");
+        memo.insert(2, "b".to_string());
+        assert!(!memo.is_digested(), "a change forgets it");
+        assert_eq!(
+            Digester::digest_of(&memo),
+            Digester::digest_of(&DigestMemoMut::new(map(&[(1, "a"), (2, "b")])))
+        );
+        memo.remove(&2);
+        assert_eq!(Digester::digest_of(&memo), first);
+    }
 
     fn map(entries: &[(u64, &str)]) -> BTreeMap<u64, String> {
         entries

@@ -23,7 +23,7 @@ use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
 use cowproof_engine::ctree::TreeView;
-use cowproof_engine::digest::DigestMemo;
+use cowproof_engine::digest::{DigestMemo, DigestMemoMut};
 use cowproof_engine::marks::Marks;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
@@ -183,18 +183,21 @@ pub struct ScriptError(pub String);
 pub struct World {
     /// The engine.
     pub fs: FsInfo,
-    /// The model, live.
-    pub model: ModelFs,
+    /// The model, live. Each model filesystem remembers its digest until something
+    /// borrows it mutably: most operations change at most one of the three, so a
+    /// fingerprint rehashes only that one (`docs/hot-paths.md`).
+    pub model: DigestMemoMut<ModelFs>,
     /// The model as of the engine's last commit.
-    pub model_committed: ModelFs,
+    pub model_committed: DigestMemoMut<ModelFs>,
     /// The receiving machine.
-    pub receiver: ModelFs,
+    pub receiver: DigestMemoMut<ModelFs>,
     /// Send jobs by name.
     pub sends: BTreeMap<String, SendRun>,
     /// Relocation jobs by name.
     pub relocations: BTreeMap<String, RelocationJob>,
-    /// Finished send streams by job name.
-    pub streams: BTreeMap<String, Vec<u8>>,
+    /// Finished send streams by job name, with their digest remembered until a send
+    /// finishes.
+    pub streams: DigestMemoMut<BTreeMap<String, Vec<u8>>>,
     /// Which checks run after each operation.
     pub checks: Checks,
     /// Whether the round trip of a finished send remembers its receives
@@ -234,12 +237,12 @@ impl World {
         fs.events.set_recording(true);
         World {
             fs,
-            model: model.clone(),
-            model_committed: model,
-            receiver,
+            model: DigestMemoMut::new(model.clone()),
+            model_committed: DigestMemoMut::new(model),
+            receiver: DigestMemoMut::new(receiver),
             sends: BTreeMap::new(),
             relocations: BTreeMap::new(),
-            streams: BTreeMap::new(),
+            streams: DigestMemoMut::default(),
             checks,
             remember_receives: false,
             observed_marks: Marks::default(),
