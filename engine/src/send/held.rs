@@ -17,6 +17,7 @@ use crate::extent_buffer::{BlockPtr, SharedContent};
 use crate::fs_info::FsInfo;
 use crate::geometry::MAX_LEVEL;
 use crate::key::Key;
+use crate::marks::ReadBatch;
 
 /// A buffer a walk holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -84,8 +85,8 @@ pub struct HoldRules {
 pub struct AccessLog {
     /// Current epoch.
     pub epoch: u32,
-    /// Reads not yet drained by an observer.
-    pub accesses: Vec<BufferAccess>,
+    /// Reads not yet handed to the event log (at the end of every step).
+    pub accesses: ReadBatch,
     /// Whether reads are recorded (an oracle turns this on).
     pub recording: bool,
     /// The commit roots (tree, root pointer) the current epoch reads from.
