@@ -602,10 +602,13 @@ impl SendJob {
             with_root = changes;
             &with_root
         };
-        let commands = Planner::new(fs, roots, changes)?.plan()?;
-        self.pending.push_back(header);
-        self.pending.extend(commands);
-        self.pending.push_back(Command::End);
+        let mut commands = Planner::new(fs, roots, changes)?.plan(header)?;
+        commands.push(Command::End);
+        // The planned vector becomes the queue in place (`VecDeque::from` keeps its
+        // buffer): copying every command into a growing queue was a visible part of a
+        // plan step.
+        assert!(self.pending.is_empty(), "a send job plans once");
+        self.pending = VecDeque::from(commands);
         self.stage = SendStage::Emit;
         Ok(StepOutcome::Progress)
     }

@@ -809,3 +809,77 @@ fn an_aborted_send_releases_every_buffer_it_holds() {
         fs.remount().expect("nothing is held");
     }
 }
+
+/// The queue of commands a plan step makes from the planned vector in place (header
+/// first, END last) compares and hashes as the queue filled command by command did:
+/// a job's hash (the explorer's fingerprint) sees its elements, not its capacity or
+/// where the buffer starts.
+#[test]
+fn a_queue_made_from_the_planned_vector_is_the_queue_filled_one_by_one() {
+    use crate::digest::Digester;
+    use crate::stream::Command;
+    use std::collections::VecDeque;
+    let header = Command::Subvol {
+        path: b"snap".to_vec(),
+        uuid: [7; 16],
+        ctransid: 9,
+    };
+    let planned: Vec<Command> = (0..5)
+        .map(|index| Command::Unlink {
+            path: format!("f{index}").into_bytes(),
+        })
+        .collect();
+    let mut one_by_one = VecDeque::new();
+    one_by_one.push_back(header.clone());
+    one_by_one.extend(planned.clone());
+    one_by_one.push_back(Command::End);
+    let mut vector = Vec::with_capacity(64);
+    vector.push(header);
+    vector.extend(planned);
+    vector.push(Command::End);
+    let in_place = VecDeque::from(vector);
+    assert_eq!(in_place, one_by_one);
+    assert_eq!(
+        Digester::digest_of(&in_place),
+        Digester::digest_of(&one_by_one)
+    );
+    let mut emptied = in_place.clone();
+    emptied.pop_front();
+    assert_ne!(
+        Digester::digest_of(&emptied),
+        Digester::digest_of(&one_by_one)
+    );
+}
+
+/// A send job's plan step leaves the stream's commands queued in order: the
+/// SUBVOL header first, END last, and the stream the whole job writes is what the
+/// commands of the queue encode to, one by one.
+#[test]
+fn a_plan_step_queues_the_header_first_and_end_last() {
+    use crate::stream::{Command, StreamWriter};
+    let (mut fs, vol) = filesystem();
+    fs.mkdir(vol, &["dir"]).expect("mkdir");
+    fs.write(vol, &["dir", "file"], 0, &[7u8; 10_000])
+        .expect("write");
+    fs.snapshot("vol", "s1", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "s1", None, false).expect("send start");
+    while job.stage() != &SendStage::Emit {
+        job.step(&mut fs).expect("send step");
+    }
+    let queued: Vec<Command> = job.pending.iter().cloned().collect();
+    assert!(matches!(queued.first(), Some(Command::Subvol { .. })));
+    assert_eq!(queued.last(), Some(&Command::End));
+    assert_eq!(
+        queued
+            .iter()
+            .filter(|command| **command == Command::End)
+            .count(),
+        1
+    );
+    job.finish(&mut fs).expect("send");
+    let mut writer = StreamWriter::new();
+    for command in &queued {
+        writer.push(command).expect("encode");
+    }
+    assert_eq!(writer.as_bytes(), job.stream());
+}

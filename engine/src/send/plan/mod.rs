@@ -380,8 +380,12 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Runs every phase and returns the commands (without SUBVOL/SNAPSHOT and END).
-    pub fn plan(mut self) -> Result<Vec<Command>> {
+    /// Runs every phase and returns the stream's commands but END: `header` (the
+    /// SUBVOL or SNAPSHOT command) first, then the planned ones. The header opens the
+    /// vector the phases fill, so the job queues the commands without moving them.
+    pub fn plan(mut self, header: Command) -> Result<Vec<Command>> {
+        debug_assert!(self.commands.is_empty(), "a planner plans once");
+        self.commands.push(header);
         self.remove_deleted_files()?;
         self.create_new()?;
         self.place_links()?;
