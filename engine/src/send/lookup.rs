@@ -27,7 +27,7 @@
 //! is empty once the descent ends (found, absent, or failed).
 
 use super::changes::ChangeSet;
-use super::held::{acquire, read_held, AccessLog, HeldPath, HoldRules};
+use super::held::{acquire, look_held, AccessLog, HeldPath, HoldRules};
 use crate::ctree::descent::{Descent, DescentStep};
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -363,10 +363,10 @@ fn level_step(
     let buffer = running.path.nodes[level]
         .as_ref()
         .expect("a running descent holds its level");
-    let content = read_held(fs, log, running.lookup.root_id, buffer);
-    match running.descent.visit(&content)? {
+    let content = look_held(fs, log, running.lookup.root_id, buffer);
+    match running.descent.visit(content)? {
         DescentStep::Leaf { slot, found } => Ok(Some(LeafReached {
-            content,
+            content: content.clone(),
             slot,
             found,
         })),
@@ -397,7 +397,7 @@ fn next_leaf_key(fs: &FsInfo, log: &mut AccessLog, running: &Running) -> Result<
         let Some(buffer) = running.path.nodes[level].as_ref() else {
             continue;
         };
-        let content = read_held(fs, log, running.lookup.root_id, buffer);
+        let content = look_held(fs, log, running.lookup.root_id, buffer);
         let slot = running.descent.slots[level] + 1;
         if content.leaf().is_some() || slot >= content.nritems() {
             continue;
