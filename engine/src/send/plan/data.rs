@@ -506,12 +506,12 @@ impl Planner<'_> {
         let key = Key::new(objectid, item_type::EXTENT_DATA, first_offset);
         let Some(source) = self
             .fs
-            .lookup_item_in(TreeView::Commit, parent, &key)?
-            .and_then(|data| crate::items::FileExtentItem::decode(&data))
+            .find_item(TreeView::Commit, parent, &key)?
+            .and_then(crate::items::FileExtentItem::decode)
         else {
             return Ok(None);
         };
-        let Some(source_inode) = self.fs.inode_item_in(TreeView::Commit, parent, objectid)? else {
+        let Some(source_inode) = super::inode_item(self.fs, parent, objectid)? else {
             return Ok(None);
         };
         if source.disk_bytenr != extent.item.disk_bytenr
