@@ -174,6 +174,11 @@ impl Lookups {
         self.running.is_none() && self.queue.is_empty()
     }
 
+    /// Lookups queued, not started yet.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Lookups completed.
     pub fn done(&self) -> u64 {
         self.done

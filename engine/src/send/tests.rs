@@ -883,3 +883,47 @@ fn a_plan_step_queues_the_header_first_and_end_last() {
     }
     assert_eq!(writer.as_bytes(), job.stream());
 }
+
+/// The lookups of a full send of a tree of several levels (names long enough to fill
+/// several leaves) all complete, each built, judged and ended in its slot: each planned
+/// lookup is done once (a directory named by several children is looked up once), a
+/// running descent holds its path between steps, and nothing is held once the stage
+/// ends.
+#[test]
+fn every_planned_lookup_completes_once_and_lets_go_of_its_path() {
+    let (mut fs, vol) = filesystem();
+    fs.mkdir(vol, &["d1"]).expect("mkdir");
+    fs.mkdir(vol, &["d1", "d2"]).expect("mkdir");
+    for index in 0..40 {
+        let name = format!("file-with-a-long-name-{index:03}");
+        fs.write(vol, &["d1", "d2", name.as_str()], 0, b"data")
+            .expect("write");
+    }
+    fs.snapshot("vol", "s1", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "s1", None, true).expect("send start");
+    while job.stage() != &SendStage::Lookup {
+        job.step(&mut fs).expect("send step");
+    }
+    let planned = super::lookup::Lookups::plan(&job.changes, job.send_root, job.parent_root);
+    let planned_count = planned.queued() as u64;
+    assert!(
+        planned_count > 80,
+        "item, first reference and extent lookups"
+    );
+    let mut lookup_steps = 0;
+    while job.stage() == &SendStage::Lookup {
+        job.step(&mut fs).expect("lookup step");
+        lookup_steps += 1;
+        if let Some((_, path)) = job.lookup_held() {
+            assert!(!path.is_empty(), "a running descent holds its path");
+        }
+    }
+    assert_eq!(job.lookups_done(), planned_count);
+    assert!(
+        lookup_steps > planned_count,
+        "a descent of several levels a lookup"
+    );
+    assert!(job.lookup_held().is_none());
+    assert_eq!(fs.cache().holders_total(), 0);
+    job.finish(&mut fs).expect("send");
+}
