@@ -276,6 +276,64 @@ pub struct EventLog {
     reinitialised: BTreeMap<u64, Reinitialisation>,
 }
 
+/// The reads of a send step not yet in the log, each already the
+/// [`Event::BufferRead`] the log keeps: handing a step's reads over is then a trade of
+/// vectors ([`EventLog::push_reads`]), where a copy of every read into a new vector of
+/// events was a visible part of a step. Only reads enter a batch.
+///
+/// Part of a send job's value (`SendJob: Hash`): it compares, hashes and prints as the
+/// list of its reads (`Vec<BufferAccess>`) did, so the explorer's fingerprint of a job
+/// is unchanged. Its capacity is not part of it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    events: Vec<Event>,
+}
+
+/// Reads a send step is expected to make before the next observation: a batch that
+/// starts empty (the log took its vector) reserves this many at its first read,
+/// rather than growing through the vector's growth path.
+const READS_RESERVED: usize = 8;
+
+impl ReadBatch {
+    /// Appends a read.
+    #[inline]
+    pub fn push(&mut self, access: BufferAccess) {
+        if self.events.capacity() == 0 {
+            self.events = Vec::with_capacity(READS_RESERVED);
+        }
+        self.events.push(Event::BufferRead(access));
+    }
+
+    /// Whether the batch holds no read.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The reads, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &BufferAccess> {
+        self.events.iter().map(|event| match event {
+            Event::BufferRead(access) => access,
+            other => unreachable!("a read batch holds only reads, not {other:?}"),
+        })
+    }
+}
+
+impl Hash for ReadBatch {
+    /// As `Vec<BufferAccess>` hashes: the length, then each read.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.events.len());
+        for access in self.iter() {
+            access.hash(state);
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadBatch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
 impl EventLog {
     /// Starts or stops recording.
     pub fn set_recording(&mut self, recording: bool) {
@@ -316,22 +374,19 @@ impl EventLog {
     }
 
     /// Records a send step's reads, in order, if recording is on (else drops them),
-    /// leaving `reads` empty with its capacity: one check of the flag and one
-    /// reservation for the batch, where a push each paid both per read.
-    pub fn push_reads(&mut self, reads: &mut Vec<BufferAccess>) {
+    /// leaving `reads` empty. The batch already holds the events the log keeps, so when
+    /// nothing waits in the log (the observer drained it after the last step) the two
+    /// vectors trade places and no read is moved; else the batch is appended.
+    pub fn push_reads(&mut self, reads: &mut ReadBatch) {
         if !self.recording {
-            reads.clear();
+            reads.events.clear();
             return;
         }
-        if self.events.capacity() == 0 {
-            // The observer took the last vector: a new one of the batch's size, made
-            // directly (the growth path costs as much again as the allocation).
-            self.events = Vec::with_capacity(reads.len());
+        if self.events.is_empty() {
+            std::mem::swap(&mut self.events, &mut reads.events);
+            reads.events.clear();
         } else {
-            self.events.reserve(reads.len());
-        }
-        for access in reads.drain(..) {
-            self.events.push(Event::BufferRead(access));
+            self.events.append(&mut reads.events);
         }
     }
 
@@ -405,19 +460,32 @@ mod tests {
         }
     }
 
-    /// A batch of reads lands after the events before it, in order, as pushing each did;
-    /// the batch is left empty; without recording the reads are dropped.
+    fn read_of(content: &crate::extent_buffer::SharedContent, bytenr: u64) -> BufferAccess {
+        BufferAccess {
+            root_id: 5,
+            bytenr,
+            content: Arc::clone(content),
+            shared: bytenr % 2 == 0,
+            epoch: 1,
+        }
+    }
+
+    fn batch_of(reads: &[BufferAccess]) -> ReadBatch {
+        let mut batch = ReadBatch::default();
+        for access in reads {
+            batch.push(access.clone());
+        }
+        batch
+    }
+
+    /// A batch of reads lands after the events before it, in order, as pushing each did,
+    /// whether the log held events (the batch is appended) or none (the vectors trade
+    /// places); the batch is left empty; without recording the reads are dropped.
     #[test]
     fn pushed_reads_keep_their_order_after_earlier_events() {
         use crate::extent_buffer::{BlockContent, SharedContent};
         let content: SharedContent = Arc::new(BlockContent::empty(4096, 1, 5, 0));
-        let read = |bytenr: u64| BufferAccess {
-            root_id: 5,
-            bytenr,
-            content: Arc::clone(&content),
-            shared: bytenr % 2 == 0,
-            epoch: 1,
-        };
+        let read = |bytenr: u64| read_of(&content, bytenr);
         let switched = Event::CommitRootSwitched {
             root_id: 5,
             transid: 9,
@@ -429,29 +497,77 @@ mod tests {
             log.set_recording(true);
             log.push(switched.clone());
         }
-        let mut reads: Vec<BufferAccess> = (0..5).map(|index| read(4096 * index)).collect();
+        let reads: Vec<BufferAccess> = (0..5).map(|index| read(4096 * index)).collect();
         for access in reads.clone() {
             one_by_one.push(Event::BufferRead(access));
         }
-        batched.push_reads(&mut reads);
-        assert!(reads.is_empty());
+        let mut batch = batch_of(&reads);
+        batched.push_reads(&mut batch);
+        assert!(batch.is_empty());
         assert_eq!(batched.drain(), one_by_one.drain());
-        let mut reads = vec![read(0), read(4096)];
-        batched.push_reads(&mut reads);
+        // Drained: the batch's vector becomes the log's, and the batch is empty again.
+        let mut batch = batch_of(&[read(0), read(4096)]);
+        batched.push_reads(&mut batch);
+        assert!(batch.is_empty());
+        let mut batch = batch_of(&[read(8192)]);
+        batched.push_reads(&mut batch);
         assert_eq!(
             batched.drain(),
-            (0..2)
+            (0..3)
                 .map(|index| Event::BufferRead(read(4096 * index)))
                 .collect::<Vec<_>>()
         );
+        let mut empty = ReadBatch::default();
+        batched.push_reads(&mut empty);
+        assert!(batched.drain().is_empty());
         batched.set_recording(false);
-        let mut reads = vec![read(0)];
-        batched.push_reads(&mut reads);
-        assert!(reads.is_empty() && batched.drain().is_empty());
+        let mut batch = batch_of(&[read(0)]);
+        batched.push_reads(&mut batch);
+        assert!(batch.is_empty() && batched.drain().is_empty());
+        drop(reads);
         assert_eq!(
             Arc::strong_count(&content),
             1,
             "every dropped read let go of its content"
+        );
+    }
+
+    /// A batch compares, hashes and prints as the vector of its reads did (a send job's
+    /// value, which the explorer fingerprints, holds one).
+    #[test]
+    fn a_read_batch_hashes_and_prints_as_its_reads() {
+        use crate::extent_buffer::{BlockContent, SharedContent};
+        use std::collections::hash_map::DefaultHasher;
+        fn hash_of<T: Hash>(value: &T) -> (u64, u128) {
+            let mut hasher = DefaultHasher::new();
+            value.hash(&mut hasher);
+            (hasher.finish(), crate::digest::Digester::digest_of(value))
+        }
+        let content: SharedContent = Arc::new(BlockContent::empty(4096, 1, 5, 0));
+        let lists: [Vec<BufferAccess>; 3] = [
+            Vec::new(),
+            vec![read_of(&content, 0)],
+            (0..11)
+                .map(|index| read_of(&content, 4096 * index))
+                .collect(),
+        ];
+        for reads in &lists {
+            let batch = batch_of(reads);
+            assert_eq!(hash_of(&batch), hash_of(reads));
+            assert_eq!(format!("{batch:?}"), format!("{reads:?}"));
+            assert!(batch.iter().eq(reads.iter()));
+        }
+        assert_ne!(hash_of(&batch_of(&lists[1])), hash_of(&batch_of(&lists[2])));
+        assert_ne!(batch_of(&lists[1]), batch_of(&lists[2]));
+        let mut drained = batch_of(&lists[2]);
+        let mut log = EventLog::default();
+        log.set_recording(true);
+        log.push_reads(&mut drained);
+        assert_eq!(hash_of(&drained), hash_of(&lists[0]));
+        assert_eq!(
+            drained,
+            ReadBatch::default(),
+            "capacity is no part of a batch"
         );
     }
 

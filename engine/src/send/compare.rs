@@ -18,7 +18,7 @@
 //! re-initialised shared buffer) gives the kernel's symptoms — the `read_node_slot` BUG,
 //! transid EIO from `read_tree_block`, EUCLEAN for impossible shapes — never a panic.
 
-use super::held::{acquire, read_held, release, AccessLog, HeldPath, HoldRules};
+use super::held::{acquire, look_held, read_held, release, AccessLog, HeldPath, HoldRules};
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockPtr, SharedContent};
@@ -121,11 +121,17 @@ impl TreeCursor {
         Ok(cursor)
     }
 
-    fn content(&self, fs: &FsInfo, log: &mut AccessLog, level: usize) -> SharedContent {
+    /// The held content at `level` as read now, logged, lent ([`look_held`]).
+    fn content<'a>(
+        &'a self,
+        fs: &'a FsInfo,
+        log: &mut AccessLog,
+        level: usize,
+    ) -> &'a SharedContent {
         let buffer = self.path.nodes[level]
             .as_ref()
             .expect("cursor holds its level");
-        read_held(fs, log, self.root_id, buffer)
+        look_held(fs, log, self.root_id, buffer)
     }
 
     /// Re-reads the key at the cursor (ending the walk on an empty root).
@@ -136,7 +142,8 @@ impl TreeCursor {
             self.current_key = None;
             return Ok(());
         }
-        self.current_key = Some(key_at(&content, self.path.slots[self.level])?);
+        let key = key_at(content, self.path.slots[self.level])?;
+        self.current_key = Some(key);
         Ok(())
     }
 
@@ -147,7 +154,7 @@ impl TreeCursor {
             .leaf()
             .ok_or_else(|| corrupt(content.header.bytenr, "held as a leaf is now a node"))?;
         let slot = self.path.slots[0];
-        let key = key_at(&content, slot)?;
+        let key = key_at(content, slot)?;
         Ok((key, leaf.item_data(slot).to_vec()))
     }
 
@@ -161,8 +168,8 @@ impl TreeCursor {
                 "held as a leaf is now a node",
             ));
         }
-        let key = key_at(&content, self.path.slots[0])?;
-        Ok((content, key))
+        let key = key_at(content, self.path.slots[0])?;
+        Ok((content.clone(), key))
     }
 
     /// The data of the item at the cursor in `content`, a leaf [`TreeCursor::leaf_item`]
@@ -178,7 +185,7 @@ impl TreeCursor {
     fn node_pointer(&self, fs: &FsInfo, log: &mut AccessLog) -> Result<(Key, u64, u64)> {
         let content = self.content(fs, log, self.level);
         let (pointer, key) =
-            crate::ctree::read::child_pointer(&content, self.path.slots[self.level])?;
+            crate::ctree::read::child_pointer(content, self.path.slots[self.level])?;
         Ok((key, pointer.bytenr, pointer.generation))
     }
 
@@ -215,7 +222,7 @@ impl TreeCursor {
     fn move_down(&mut self, fs: &mut FsInfo, log: &mut AccessLog, rules: HoldRules) -> Result<()> {
         let content = self.content(fs, log, self.level);
         let (pointer, key) =
-            crate::ctree::read::child_pointer(&content, self.path.slots[self.level])?;
+            crate::ctree::read::child_pointer(content, self.path.slots[self.level])?;
         let clone = pointer.level == 0 && rules.clone_leaves;
         let child = acquire(fs, log, self.root_id, pointer, Some(key), clone)?;
         self.level -= 1;

@@ -17,6 +17,7 @@ use crate::extent_buffer::{BlockPtr, SharedContent};
 use crate::fs_info::FsInfo;
 use crate::geometry::MAX_LEVEL;
 use crate::key::Key;
+use crate::marks::ReadBatch;
 
 /// A buffer a walk holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -84,8 +85,8 @@ pub struct HoldRules {
 pub struct AccessLog {
     /// Current epoch.
     pub epoch: u32,
-    /// Reads not yet drained by an observer.
-    pub accesses: Vec<BufferAccess>,
+    /// Reads not yet handed to the event log (at the end of every step).
+    pub accesses: ReadBatch,
     /// Whether reads are recorded (an oracle turns this on).
     pub recording: bool,
     /// The commit roots (tree, root pointer) the current epoch reads from.
@@ -132,11 +133,24 @@ pub fn read_held(
     root_id: u64,
     buffer: &HeldBuffer,
 ) -> SharedContent {
+    look_held(fs, log, root_id, buffer).clone()
+}
+
+/// [`read_held`] lent: the read is logged the same, and the content is borrowed from
+/// the cache's object or the clone for the caller to look at. A read that only looks
+/// (a descent's next slot, a key) then costs the log's reference alone, where an owned
+/// copy added a reference to take and one to drop.
+pub fn look_held<'a>(
+    fs: &'a FsInfo,
+    log: &mut AccessLog,
+    root_id: u64,
+    buffer: &'a HeldBuffer,
+) -> &'a SharedContent {
     let content = match buffer {
-        HeldBuffer::Shared { handle, .. } => fs.cache().clone_content(*handle),
-        HeldBuffer::Clone { content, .. } => content.clone(),
+        HeldBuffer::Shared { handle, .. } => fs.cache().content(*handle),
+        HeldBuffer::Clone { content, .. } => content,
     };
-    log.record(root_id, buffer, &content);
+    log.record(root_id, buffer, content);
     content
 }
 
@@ -163,7 +177,7 @@ pub fn acquire(
             bytenr: pointer.bytenr,
         }
     };
-    read_held(fs, log, root_id, &buffer);
+    look_held(fs, log, root_id, &buffer);
     Ok(buffer)
 }
 
@@ -195,6 +209,56 @@ mod tests {
     use super::*;
     use crate::geometry::Geometry;
     use crate::policy::SendPolicy;
+
+    /// A lent read logs what an owned read logs, in the same order, and lends the
+    /// very content the owned read returns, for a shared buffer and for a clone; the
+    /// log holds the only new reference.
+    #[test]
+    fn a_lent_read_logs_and_sees_what_an_owned_read_does() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.commit_transaction().expect("commit");
+        let root = fs.commit_root_of(vol).expect("commit root");
+        let mut owned_log = AccessLog {
+            recording: true,
+            ..AccessLog::default()
+        };
+        let mut lent_log = owned_log.clone();
+        for clone in [false, true] {
+            let buffer = acquire(&mut fs, &mut owned_log, vol, root, None, clone).expect("read");
+            let lent_buffer =
+                acquire(&mut fs, &mut lent_log, vol, root, None, clone).expect("read");
+            let count = |buffer: &HeldBuffer| {
+                let content = match buffer {
+                    HeldBuffer::Shared { handle, .. } => fs.cache().content(*handle),
+                    HeldBuffer::Clone { content, .. } => content,
+                };
+                std::sync::Arc::strong_count(content)
+            };
+            let before = count(&lent_buffer);
+            let owned = read_held(&fs, &mut owned_log, vol, &buffer);
+            assert_eq!(
+                count(&lent_buffer),
+                before + 2,
+                "the log's and the caller's"
+            );
+            let lent = look_held(&fs, &mut lent_log, vol, &lent_buffer);
+            assert!(std::sync::Arc::ptr_eq(&owned, lent));
+            assert_eq!(count(&lent_buffer), before + 3, "the log's alone");
+            drop(owned);
+            release(&mut fs, buffer);
+            release(&mut fs, lent_buffer);
+        }
+        assert_eq!(owned_log.accesses.iter().count(), 4);
+        let shape = |log: &AccessLog| -> Vec<(u64, u64, bool, u32)> {
+            log.accesses
+                .iter()
+                .map(|access| (access.root_id, access.bytenr, access.shared, access.epoch))
+                .collect()
+        };
+        assert_eq!(shape(&owned_log), shape(&lent_log));
+        assert_eq!(fs.cache().holders_total(), 0);
+    }
 
     /// Entering the roots an epoch reads from keeps the epoch; roots a commit switched
     /// start a new one with them, as the list built and compared did.

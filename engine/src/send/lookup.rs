@@ -27,7 +27,7 @@
 //! is empty once the descent ends (found, absent, or failed).
 
 use super::changes::ChangeSet;
-use super::held::{acquire, read_held, AccessLog, HeldPath, HoldRules};
+use super::held::{acquire, look_held, AccessLog, HeldPath, HoldRules};
 use crate::ctree::descent::{Descent, DescentStep};
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -174,6 +174,11 @@ impl Lookups {
         self.running.is_none() && self.queue.is_empty()
     }
 
+    /// Lookups queued, not started yet.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Lookups completed.
     pub fn done(&self) -> u64 {
         self.done
@@ -213,95 +218,107 @@ impl Lookups {
             let Some(lookup) = self.queue.pop_front() else {
                 return Ok(());
             };
-            self.running = Some(start(fs, log, rules, &self.roots, lookup)?);
-            return Ok(());
+            return start(fs, log, rules, &self.roots, lookup, &mut self.running);
         };
-        // The descent is stepped where it lies: moving it out and back (some 400
-        // bytes, its held path and slots) was a third of a lookup step.
+        // The descent is stepped, judged and ended where it lies, and a new one is
+        // built in place: moving it (some 400 bytes, its held path and slots) out and
+        // back, or out to end it, was a third of a lookup step.
         if restarts && fs.last_reloc_trans() != running.last_reloc_trans {
             running.path.release_all(fs);
             fs.marks.hit(Mark::SendRestartedAfterRelocation);
             let lookup = running.lookup;
             self.running = None;
-            self.running = Some(start(fs, log, rules, &self.roots, lookup)?);
-            return Ok(());
+            return start(fs, log, rules, &self.roots, lookup, &mut self.running);
         }
         if !running.spanned_commit && fs.generation() != running.generation {
             running.spanned_commit = true;
             fs.marks.hit(Mark::SearchSpannedCommit);
         }
-        let reached = level_step(fs, log, rules, running);
-        match reached {
-            Ok(None) => Ok(()),
-            Ok(Some(leaf)) => {
-                let mut running = self.running.take().expect("the descent just stepped");
-                let finished = self.finish(fs, log, rules, &mut running, &leaf);
-                running.path.release_all(fs);
-                finished
-            }
-            Err(error) => {
-                let mut running = self.running.take().expect("the descent just stepped");
-                running.path.release_all(fs);
-                Err(error)
-            }
-        }
-    }
-
-    /// Judges the leaf a descent reached, and queues what follows from it.
-    fn finish(
-        &mut self,
-        fs: &mut FsInfo,
-        log: &mut AccessLog,
-        rules: HoldRules,
-        running: &mut Running,
-        leaf: &LeafReached,
-    ) -> Result<()> {
+        let judged = match level_step(fs, log, rules, running) {
+            Ok(None) => return Ok(()),
+            Ok(Some(leaf)) => judge(fs, log, running, &leaf),
+            Err(error) => Err(error),
+        };
+        running.path.release_all(fs);
         let lookup = running.lookup;
-        match lookup.kind {
-            LookupKind::InodeInfo => {
-                let data = leaf
-                    .found_data()
-                    .ok_or_else(|| not_found(&lookup, "inode item"))?;
-                InodeItem::decode(data).ok_or_else(|| corrupt(&lookup, "inode item"))?;
+        self.running = None;
+        match judged? {
+            Judged::Found => {}
+            Judged::Named { parent } => self.push_first_ref(lookup.root_id, parent),
+            Judged::Again(again) => {
+                return start(fs, log, rules, &self.roots, again, &mut self.running);
             }
-            LookupKind::ExtentItem { disk_bytenr } => {
-                let data = leaf.found_data().ok_or_else(|| {
-                    Error::errno(
-                        Errno::EIO,
-                        format!(
-                            "did not find backref in send_root. inode={}, offset={}, disk_byte={disk_bytenr}",
-                            lookup.ino, lookup.key.offset
-                        ),
-                    )
-                })?;
-                FileExtentItem::decode(data).ok_or_else(|| corrupt(&lookup, "file extent item"))?;
-            }
-            LookupKind::FirstRef => match leaf.item_at_slot() {
-                Some((key, data)) => self.judge_first_ref(&lookup, key, data)?,
-                None => {
-                    let next = next_leaf_key(fs, log, running)?
-                        .filter(|key| key.objectid == lookup.ino)
-                        .ok_or_else(|| not_found(&lookup, "first reference"))?;
-                    let mut again = lookup;
-                    again.key = next;
-                    running.path.release_all(fs);
-                    self.running = Some(start(fs, log, rules, &self.roots, again)?);
-                    return Ok(());
-                }
-            },
         }
         self.done += 1;
         Ok(())
     }
+}
 
-    fn judge_first_ref(&mut self, lookup: &Lookup, key: Key, data: &[u8]) -> Result<()> {
-        if key.objectid != lookup.ino || key.item_type != item_type::INODE_REF {
-            return Err(not_found(lookup, "first reference"));
+/// What the leaf a descent reached says of its lookup.
+enum Judged {
+    /// The item is there.
+    Found,
+    /// The first reference is there, naming this parent directory (whose own first
+    /// reference is looked up next).
+    Named {
+        /// The parent directory.
+        parent: u64,
+    },
+    /// The first reference search ran off its leaf: search again for the first key of
+    /// the next leaf (`btrfs_next_leaf()`).
+    Again(Lookup),
+}
+
+/// Judges the leaf a descent reached (the reads of a first reference that ran off its
+/// leaf included); the descent still holds its path.
+fn judge(
+    fs: &FsInfo,
+    log: &mut AccessLog,
+    running: &Running,
+    leaf: &LeafReached,
+) -> Result<Judged> {
+    let lookup = running.lookup;
+    match lookup.kind {
+        LookupKind::InodeInfo => {
+            let data = leaf
+                .found_data()
+                .ok_or_else(|| not_found(&lookup, "inode item"))?;
+            InodeItem::decode(data).ok_or_else(|| corrupt(&lookup, "inode item"))?;
+            Ok(Judged::Found)
         }
-        InodeRef::decode_all(data).ok_or_else(|| corrupt(lookup, "inode reference"))?;
-        self.push_first_ref(lookup.root_id, key.offset);
-        Ok(())
+        LookupKind::ExtentItem { disk_bytenr } => {
+            let data = leaf.found_data().ok_or_else(|| {
+                Error::errno(
+                    Errno::EIO,
+                    format!(
+                        "did not find backref in send_root. inode={}, offset={}, disk_byte={disk_bytenr}",
+                        lookup.ino, lookup.key.offset
+                    ),
+                )
+            })?;
+            FileExtentItem::decode(data).ok_or_else(|| corrupt(&lookup, "file extent item"))?;
+            Ok(Judged::Found)
+        }
+        LookupKind::FirstRef => match leaf.item_at_slot() {
+            Some((key, data)) => judge_first_ref(&lookup, key, data),
+            None => {
+                let next = next_leaf_key(fs, log, running)?
+                    .filter(|key| key.objectid == lookup.ino)
+                    .ok_or_else(|| not_found(&lookup, "first reference"))?;
+                let mut again = lookup;
+                again.key = next;
+                Ok(Judged::Again(again))
+            }
+        },
     }
+}
+
+fn judge_first_ref(lookup: &Lookup, key: Key, data: &[u8]) -> Result<Judged> {
+    if key.objectid != lookup.ino || key.item_type != item_type::INODE_REF {
+        return Err(not_found(lookup, "first reference"));
+    }
+    InodeRef::decode_all(data).ok_or_else(|| corrupt(lookup, "inode reference"))?;
+    Ok(Judged::Named { parent: key.offset })
 }
 
 /// The leaf a descent reached: its content as read, the slot, and whether the key is
@@ -327,28 +344,32 @@ impl LeafReached {
 }
 
 /// Takes the commit root (in a new walk epoch if a commit switched the commit roots of
-/// the send's trees since the last search) and holds it.
+/// the send's trees since the last search) and holds it: the descent is built in
+/// `slot`, which holds none (on an error it still holds none).
 fn start(
     fs: &mut FsInfo,
     log: &mut AccessLog,
     rules: HoldRules,
     roots: &[u64],
     lookup: Lookup,
-) -> Result<Running> {
+    slot: &mut Option<Running>,
+) -> Result<()> {
+    assert!(slot.is_none(), "one descent at a time");
     let (descent, root) = Descent::start(fs, lookup.root_id, lookup.key)?;
     log.enter_roots(fs, roots)?;
     let clone = rules.clone_root || (root.level == 0 && rules.clone_leaves);
     let buffer = acquire(fs, log, lookup.root_id, root, None, clone)?;
-    let mut path = HeldPath::default();
-    path.nodes[descent.level] = Some(buffer);
-    Ok(Running {
+    let level = descent.level;
+    let running = slot.insert(Running {
         lookup,
         descent,
-        path,
+        path: HeldPath::default(),
         last_reloc_trans: fs.last_reloc_trans(),
         generation: fs.generation(),
         spanned_commit: false,
-    })
+    });
+    running.path.nodes[level] = Some(buffer);
+    Ok(())
 }
 
 /// Reads the block held at the descent's level as it is now; holds the child it names
@@ -363,10 +384,10 @@ fn level_step(
     let buffer = running.path.nodes[level]
         .as_ref()
         .expect("a running descent holds its level");
-    let content = read_held(fs, log, running.lookup.root_id, buffer);
-    match running.descent.visit(&content)? {
+    let content = look_held(fs, log, running.lookup.root_id, buffer);
+    match running.descent.visit(content)? {
         DescentStep::Leaf { slot, found } => Ok(Some(LeafReached {
-            content,
+            content: content.clone(),
             slot,
             found,
         })),
@@ -397,7 +418,7 @@ fn next_leaf_key(fs: &FsInfo, log: &mut AccessLog, running: &Running) -> Result<
         let Some(buffer) = running.path.nodes[level].as_ref() else {
             continue;
         };
-        let content = read_held(fs, log, running.lookup.root_id, buffer);
+        let content = look_held(fs, log, running.lookup.root_id, buffer);
         let slot = running.descent.slots[level] + 1;
         if content.leaf().is_some() || slot >= content.nritems() {
             continue;

@@ -373,10 +373,9 @@ impl SendJob {
 
     /// Moves the buffer reads logged so far into the engine's observation channel
     /// (`FsInfo::observe`, docs/architecture.md): at the end of `start` and of every step.
-    /// The log keeps its vector's capacity: a step logs about as many reads as the last
-    /// one, and growing the vector from empty every step was a visible share of a step's
-    /// cost (`docs/fuzzing.md`, "Per-run cost"). Capacity is not part of the job's value.
-    /// The reads go over as one batch ([`crate::marks::EventLog::push_reads`]).
+    /// The reads are logged as the events the channel keeps, and go over as one batch
+    /// ([`crate::marks::EventLog::push_reads`]): when the observer drained the channel
+    /// since the last step, the batch's vector becomes the channel's.
     fn publish_accesses(&mut self, fs: &mut FsInfo) {
         fs.events.push_reads(&mut self.log.accesses);
     }
@@ -603,10 +602,13 @@ impl SendJob {
             with_root = changes;
             &with_root
         };
-        let commands = Planner::new(fs, roots, changes)?.plan()?;
-        self.pending.push_back(header);
-        self.pending.extend(commands);
-        self.pending.push_back(Command::End);
+        let mut commands = Planner::new(fs, roots, changes)?.plan(header)?;
+        commands.push(Command::End);
+        // The planned vector becomes the queue in place (`VecDeque::from` keeps its
+        // buffer): copying every command into a growing queue was a visible part of a
+        // plan step.
+        assert!(self.pending.is_empty(), "a send job plans once");
+        self.pending = VecDeque::from(commands);
         self.stage = SendStage::Emit;
         Ok(StepOutcome::Progress)
     }

@@ -809,3 +809,121 @@ fn an_aborted_send_releases_every_buffer_it_holds() {
         fs.remount().expect("nothing is held");
     }
 }
+
+/// The queue of commands a plan step makes from the planned vector in place (header
+/// first, END last) compares and hashes as the queue filled command by command did:
+/// a job's hash (the explorer's fingerprint) sees its elements, not its capacity or
+/// where the buffer starts.
+#[test]
+fn a_queue_made_from_the_planned_vector_is_the_queue_filled_one_by_one() {
+    use crate::digest::Digester;
+    use crate::stream::Command;
+    use std::collections::VecDeque;
+    let header = Command::Subvol {
+        path: b"snap".to_vec(),
+        uuid: [7; 16],
+        ctransid: 9,
+    };
+    let planned: Vec<Command> = (0..5)
+        .map(|index| Command::Unlink {
+            path: format!("f{index}").into_bytes(),
+        })
+        .collect();
+    let mut one_by_one = VecDeque::new();
+    one_by_one.push_back(header.clone());
+    one_by_one.extend(planned.clone());
+    one_by_one.push_back(Command::End);
+    let mut vector = Vec::with_capacity(64);
+    vector.push(header);
+    vector.extend(planned);
+    vector.push(Command::End);
+    let in_place = VecDeque::from(vector);
+    assert_eq!(in_place, one_by_one);
+    assert_eq!(
+        Digester::digest_of(&in_place),
+        Digester::digest_of(&one_by_one)
+    );
+    let mut emptied = in_place.clone();
+    emptied.pop_front();
+    assert_ne!(
+        Digester::digest_of(&emptied),
+        Digester::digest_of(&one_by_one)
+    );
+}
+
+/// A send job's plan step leaves the stream's commands queued in order: the
+/// SUBVOL header first, END last, and the stream the whole job writes is what the
+/// commands of the queue encode to, one by one.
+#[test]
+fn a_plan_step_queues_the_header_first_and_end_last() {
+    use crate::stream::{Command, StreamWriter};
+    let (mut fs, vol) = filesystem();
+    fs.mkdir(vol, &["dir"]).expect("mkdir");
+    fs.write(vol, &["dir", "file"], 0, &[7u8; 10_000])
+        .expect("write");
+    fs.snapshot("vol", "s1", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "s1", None, false).expect("send start");
+    while job.stage() != &SendStage::Emit {
+        job.step(&mut fs).expect("send step");
+    }
+    let queued: Vec<Command> = job.pending.iter().cloned().collect();
+    assert!(matches!(queued.first(), Some(Command::Subvol { .. })));
+    assert_eq!(queued.last(), Some(&Command::End));
+    assert_eq!(
+        queued
+            .iter()
+            .filter(|command| **command == Command::End)
+            .count(),
+        1
+    );
+    job.finish(&mut fs).expect("send");
+    let mut writer = StreamWriter::new();
+    for command in &queued {
+        writer.push(command).expect("encode");
+    }
+    assert_eq!(writer.as_bytes(), job.stream());
+}
+
+/// The lookups of a full send of a tree of several levels (names long enough to fill
+/// several leaves) all complete, each built, judged and ended in its slot: each planned
+/// lookup is done once (a directory named by several children is looked up once), a
+/// running descent holds its path between steps, and nothing is held once the stage
+/// ends.
+#[test]
+fn every_planned_lookup_completes_once_and_lets_go_of_its_path() {
+    let (mut fs, vol) = filesystem();
+    fs.mkdir(vol, &["d1"]).expect("mkdir");
+    fs.mkdir(vol, &["d1", "d2"]).expect("mkdir");
+    for index in 0..40 {
+        let name = format!("file-with-a-long-name-{index:03}");
+        fs.write(vol, &["d1", "d2", name.as_str()], 0, b"data")
+            .expect("write");
+    }
+    fs.snapshot("vol", "s1", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "s1", None, true).expect("send start");
+    while job.stage() != &SendStage::Lookup {
+        job.step(&mut fs).expect("send step");
+    }
+    let planned = super::lookup::Lookups::plan(&job.changes, job.send_root, job.parent_root);
+    let planned_count = planned.queued() as u64;
+    assert!(
+        planned_count > 80,
+        "item, first reference and extent lookups"
+    );
+    let mut lookup_steps = 0;
+    while job.stage() == &SendStage::Lookup {
+        job.step(&mut fs).expect("lookup step");
+        lookup_steps += 1;
+        if let Some((_, path)) = job.lookup_held() {
+            assert!(!path.is_empty(), "a running descent holds its path");
+        }
+    }
+    assert_eq!(job.lookups_done(), planned_count);
+    assert!(
+        lookup_steps > planned_count,
+        "a descent of several levels a lookup"
+    );
+    assert!(job.lookup_held().is_none());
+    assert_eq!(fs.cache().holders_total(), 0);
+    job.finish(&mut fs).expect("send");
+}

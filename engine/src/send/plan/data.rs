@@ -135,7 +135,7 @@ impl Planner<'_> {
         }
         let first_data_command = self.commands.len();
         for piece in pieces {
-            self.emit_piece(state, path, piece)?;
+            self.emit_piece(state, &extents, path, piece)?;
         }
         self.index_sent_extents(state.id, size, &extents);
         // finish_inode_if_needed(): TRUNCATE after the data, and only when the last
@@ -286,9 +286,15 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn emit_piece(&mut self, state: &InodeState, path: &[u8], piece: DataPiece) -> Result<()> {
+    fn emit_piece(
+        &mut self,
+        state: &InodeState,
+        extents: &[crate::fs::FileExtent],
+        path: &[u8],
+        piece: DataPiece,
+    ) -> Result<()> {
         match piece {
-            DataPiece::Write { start, end } => self.write_range(state, path, start, end),
+            DataPiece::Write { start, end } => self.write_range(state, extents, path, start, end),
             DataPiece::Clone(clone) => {
                 self.commands.push(Command::Clone {
                     file_offset: clone.file_offset,
@@ -304,18 +310,23 @@ impl Planner<'_> {
         }
     }
 
-    fn write_range(&mut self, state: &InodeState, path: &[u8], start: u64, end: u64) -> Result<()> {
+    /// WRITE commands for `[start, end)`, read from the file's items `extents` as the
+    /// data phase read them: searching them again for each chunk would read the same
+    /// blocks of the same commit root and find the same items.
+    fn write_range(
+        &mut self,
+        state: &InodeState,
+        extents: &[crate::fs::FileExtent],
+        path: &[u8],
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
         let mut offset = start;
         while offset < end {
             let chunk_end = end.min(offset + WRITE_BYTES_MAX);
-            let data = self.fs.read_range_in(
-                TreeView::Commit,
-                self.roots.send,
-                state.id.ino,
-                offset,
-                chunk_end,
-                state.item.size,
-            )?;
+            let data = self
+                .fs
+                .read_range_of(extents, offset, chunk_end, state.item.size)?;
             self.commands.push(Command::Write {
                 path: path.to_vec(),
                 file_offset: offset,
@@ -495,12 +506,12 @@ impl Planner<'_> {
         let key = Key::new(objectid, item_type::EXTENT_DATA, first_offset);
         let Some(source) = self
             .fs
-            .lookup_item_in(TreeView::Commit, parent, &key)?
-            .and_then(|data| crate::items::FileExtentItem::decode(&data))
+            .find_item(TreeView::Commit, parent, &key)?
+            .and_then(crate::items::FileExtentItem::decode)
         else {
             return Ok(None);
         };
-        let Some(source_inode) = self.fs.inode_item_in(TreeView::Commit, parent, objectid)? else {
+        let Some(source_inode) = super::inode_item(self.fs, parent, objectid)? else {
             return Ok(None);
         };
         if source.disk_bytenr != extent.item.disk_bytenr

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fs::format::InodeItem;
 use crate::fs::{FileKind, ROOT_DIR_INO};
 use crate::fs_info::FsInfo;
+use crate::key::{item_type, Key};
 use crate::marks::Mark;
 use crate::stream::{Command, Timespec};
 use std::collections::BTreeMap;
@@ -135,7 +136,7 @@ impl Namespace {
         let count = self.orphan_counts.entry(id).or_insert(0);
         let name = orphan_name(id, *count);
         *count += 1;
-        (root, name.into())
+        (root, name)
     }
 
     /// The links `id` has now (none if the namespace does not track it).
@@ -144,21 +145,29 @@ impl Namespace {
     }
 }
 
+/// The longest orphan name: `o`, two dashes and three numbers of at most 20 digits.
+const ORPHAN_NAME_BYTES_MAX: usize = 3 + 3 * 20;
+
 /// `o<ino>-<generation>-<count>`, the orphan name btrfs gives (`gen_unique_name()`),
-/// written digit by digit: `format!` cost a thousand instructions a name.
-fn orphan_name(id: InodeId, count: u64) -> Vec<u8> {
-    let mut name = Vec::with_capacity(32);
-    name.push(b'o');
-    push_decimal(&mut name, id.ino);
-    name.push(b'-');
-    push_decimal(&mut name, id.generation);
-    name.push(b'-');
-    push_decimal(&mut name, count);
-    name
+/// written digit by digit (`format!` cost a thousand instructions a name) into a buffer
+/// on the stack, then shared: one allocation, where a vector turned into an `Rc` made two.
+fn orphan_name(id: InodeId, count: u64) -> Name {
+    let mut name = [0_u8; ORPHAN_NAME_BYTES_MAX];
+    let mut length = 0;
+    for (separator, value) in [(b'o', id.ino), (b'-', id.generation), (b'-', count)] {
+        name[length] = separator;
+        length += 1;
+        let (digits, start) = decimal(value);
+        let written = &digits[start..];
+        name[length..length + written.len()].copy_from_slice(written);
+        length += written.len();
+    }
+    Rc::from(&name[..length])
 }
 
-/// Appends `value` in decimal, as `Display` writes it.
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+/// `value` in decimal, as `Display` writes it: the digits end the array and start at
+/// the index returned.
+fn decimal(mut value: u64) -> ([u8; 20], usize) {
     let mut digits = [0_u8; 20];
     let mut start = digits.len();
     loop {
@@ -169,7 +178,20 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    (digits, start)
+}
+
+/// The inode item of `ino` in the commit root of `root_id`, if it exists:
+/// `FsInfo::inode_item_in` decoding the item where the search found it rather than from
+/// a copy of its bytes (the same search, the same reads, the same errors).
+fn inode_item(fs: &mut FsInfo, root_id: u64, ino: u64) -> Result<Option<InodeItem>> {
+    let key = Key::new(ino, item_type::INODE_ITEM, 0);
+    match fs.find_item(TreeView::Commit, root_id, &key)? {
+        None => Ok(None),
+        Some(data) => InodeItem::decode(data)
+            .map(Some)
+            .ok_or_else(|| crate::fs::corrupt(key, "INODE_ITEM")),
+    }
 }
 
 /// The inode generations the planner read, by (tree, inode): a search of an inode item
@@ -194,7 +216,7 @@ impl Generations {
         if let Some(&generation) = self.known.get(&(root_id, ino)) {
             return Ok(generation);
         }
-        let item = fs.inode_item_in(TreeView::Commit, root_id, ino)?;
+        let item = inode_item(fs, root_id, ino)?;
         self.note(root_id, ino, item.as_ref());
         Ok(item.map(|item| item.generation))
     }
@@ -221,7 +243,7 @@ fn state_in(
     ino: u64,
 ) -> Result<Option<Rc<InodeState>>> {
     let view = TreeView::Commit;
-    let item = fs.inode_item_in(view, root_id, ino)?;
+    let item = inode_item(fs, root_id, ino)?;
     generations.note(root_id, ino, item.as_ref());
     let Some(item) = item else {
         return Ok(None);
@@ -380,8 +402,12 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Runs every phase and returns the commands (without SUBVOL/SNAPSHOT and END).
-    pub fn plan(mut self) -> Result<Vec<Command>> {
+    /// Runs every phase and returns the stream's commands but END: `header` (the
+    /// SUBVOL or SNAPSHOT command) first, then the planned ones. The header opens the
+    /// vector the phases fill, so the job queues the commands without moving them.
+    pub fn plan(mut self, header: Command) -> Result<Vec<Command>> {
+        debug_assert!(self.commands.is_empty(), "a planner plans once");
+        self.commands.push(header);
         self.remove_deleted_files()?;
         self.create_new()?;
         self.place_links()?;
@@ -936,8 +962,8 @@ mod tests {
                 for &count in &[0, 1, 12, u64::MAX] {
                     let id = InodeId { ino, generation };
                     assert_eq!(
-                        orphan_name(id, count),
-                        format!("o{ino}-{generation}-{count}").into_bytes()
+                        &*orphan_name(id, count),
+                        format!("o{ino}-{generation}-{count}").as_bytes()
                     );
                 }
             }
@@ -975,6 +1001,30 @@ mod tests {
             with_leaf.extend_from_slice(names);
             assert_eq!(below, joined(&with_leaf), "{names:?} and a leaf");
         }
+    }
+
+    /// The inode item decoded where the search found it is the item
+    /// `FsInfo::inode_item_in` decodes from a copy, present or absent.
+    #[test]
+    fn inode_items_decoded_in_place_match_the_copied_ones() {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.write(vol, &["f".to_string()], 0, b"x").expect("write");
+        fs.mkdir(vol, &["d"]).expect("mkdir");
+        fs.commit_transaction().expect("commit");
+        let mut present = 0;
+        for ino in ROOT_DIR_INO..ROOT_DIR_INO + 5 {
+            let copied = fs
+                .inode_item_in(TreeView::Commit, vol, ino)
+                .expect("search");
+            present += usize::from(copied.is_some());
+            assert_eq!(inode_item(&mut fs, vol, ino).expect("search"), copied);
+        }
+        assert_eq!(present, 3, "the root directory, the file and the directory");
+        assert!(
+            inode_item(&mut fs, 999, ROOT_DIR_INO).is_err(),
+            "no such tree"
+        );
     }
 
     /// The generations memo answers what a search answers, present or absent, and does
