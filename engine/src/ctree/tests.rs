@@ -6,7 +6,9 @@
 //! content after later changes to its source; a crash returns every tree to the model as
 //! of the last commit.
 
+use super::read::verify_tree_block;
 use super::TreeView;
+use crate::extent_buffer::BlockPtr;
 use crate::fs_info::FsInfo;
 use crate::geometry::Geometry;
 use crate::items::FileExtentItem;
@@ -267,6 +269,62 @@ fn assert_agrees(fs: &mut FsInfo, model: &Model, history: &[String]) {
     if let Err(difference) = model.trees.compare_with_subvolumes(fs) {
         panic!("{difference}\nafter: {history:#?}");
     }
+    assert_remembered_checks_pass(fs, history);
+}
+
+/// Inserts behind the first item of a leaf keep its read check (remembered by the read
+/// or by the COW that made the leaf), and every remembered check passes: after each
+/// insert of a run with commits between, the leaf that took the item still has one.
+#[test]
+fn read_checks_kept_through_cows_and_inserts_pass() {
+    let (mut fs, _) = setup(Geometry::small());
+    let root_id = fs.create_subvolume("keep").expect("subvolume");
+    let mut history = Vec::new();
+    let mut kept = 0;
+    for index in 0..400u64 {
+        let objectid = 256 + (index * 7919) % 400;
+        let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, &value(index, 12))
+            .expect("insert");
+        history.push(format!("insert {key}"));
+        let leaf_kept_its_check = fs.cache().remembered_checks().any(|(content, _)| {
+            content
+                .leaf()
+                .is_some_and(|leaf| matches!(leaf.search(&key), Ok(slot) if slot > 0))
+        });
+        kept += usize::from(leaf_kept_its_check);
+        if index % 50 == 49 {
+            fs.commit_transaction().expect("commit");
+            history.push("commit".into());
+        }
+        assert_remembered_checks_pass(&fs, &history);
+    }
+    assert!(
+        kept > 300,
+        "{kept} of 400 inserts kept the leaf's read check"
+    );
+}
+
+/// Every read check the cache remembers passes on the content it is remembered for: the
+/// checks that passed, those kept through changes of fields no check reads, and those
+/// a COW remembers for its copy (`ExtentBufferCache::modify_unchecked_fields`).
+fn assert_remembered_checks_pass(fs: &FsInfo, history: &[String]) -> usize {
+    let mut checked = 0;
+    for (content, read) in fs.cache().remembered_checks() {
+        let pointer = BlockPtr {
+            bytenr: content.header.bytenr,
+            generation: read.generation,
+            level: read.level,
+        };
+        // `owner_check` gives a reader's tree id back for every tree but the subvolume
+        // trees, and for those the id of one of them: the same verdicts.
+        let verdict = verify_tree_block(content, pointer, read.first_key, read.owner_check);
+        if let Err(error) = verdict {
+            panic!("remembered read check {read:?} fails: {error}\nafter: {history:#?}");
+        }
+        checked += 1;
+    }
+    checked
 }
 
 fn run_steps(geometry: Geometry, steps: &[Step]) -> FsInfo {
