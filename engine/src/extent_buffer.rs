@@ -167,9 +167,7 @@ impl Leaf {
         self.data.extend_from_slice(data);
         self.data.copy_within(start..tail_end, start + data.len());
         self.data[start..start + data.len()].copy_from_slice(data);
-        for later in &mut self.items[slot..] {
-            later.offset += size;
-        }
+        shift_offsets(&mut self.items[slot..], size);
         self.items.insert(slot, ItemSlot { key, offset, size });
     }
 
@@ -243,6 +241,24 @@ impl Leaf {
             Some(item) => item.offset,
             None => self.data.len() as u32,
         }
+    }
+}
+
+/// Adds `size` to the data offset of every item of `items`: the items after an insert,
+/// whose data moved up by the new item's. Four items a step: the offsets are 32 bytes
+/// apart, so the loop cannot be vectorised, and one item a step costs a pointer
+/// increment, a comparison and a jump besides the addition (`docs/hot-paths.md`).
+#[inline]
+fn shift_offsets(items: &mut [ItemSlot], size: u32) {
+    let mut quads = items.chunks_exact_mut(4);
+    for quad in &mut quads {
+        quad[0].offset += size;
+        quad[1].offset += size;
+        quad[2].offset += size;
+        quad[3].offset += size;
+    }
+    for item in quads.into_remainder() {
+        item.offset += size;
     }
 }
 
@@ -540,6 +556,58 @@ mod tests {
             body: Body::Leaf(leaf),
         };
         assert_eq!(content.check_shape(), Ok(()));
+    }
+
+    /// Offsets shifted four items a step equal offsets shifted one by one, for every
+    /// length and remainder.
+    #[test]
+    fn shift_offsets_matches_the_plain_loop() {
+        for length in 0..20u32 {
+            let items: Vec<ItemSlot> = (0..length)
+                .map(|index| ItemSlot {
+                    key: key(u64::from(index)),
+                    offset: index * 3,
+                    size: 3,
+                })
+                .collect();
+            let mut shifted = items.clone();
+            shift_offsets(&mut shifted, 7);
+            let mut plain = items;
+            for item in &mut plain {
+                item.offset += 7;
+            }
+            assert_eq!(shifted, plain, "{length} items");
+        }
+    }
+
+    proptest::proptest! {
+        /// Inserts at random slots keep the data packed in key order: each item's data
+        /// is what was inserted with its key, as a plain sorted list of items says.
+        #[test]
+        fn inserts_agree_with_a_sorted_list(
+            inserts in proptest::collection::vec((0..200u64, 0..40usize), 0..150)
+        ) {
+            let mut leaf = Leaf::default();
+            let mut plain: Vec<(Key, Vec<u8>)> = Vec::new();
+            for (objectid, length) in inserts {
+                let key = key(objectid);
+                let data: Vec<u8> = (0..length).map(|byte| (byte as u64 ^ objectid) as u8).collect();
+                let Err(slot) = leaf.search(&key) else { continue };
+                leaf.insert(slot, key, &data);
+                let index = plain.partition_point(|(other, _)| *other < key);
+                plain.insert(index, (key, data));
+            }
+            proptest::prop_assert_eq!(leaf.nritems(), plain.len());
+            for (slot, (key, data)) in plain.iter().enumerate() {
+                proptest::prop_assert_eq!(leaf.key(slot), *key);
+                proptest::prop_assert_eq!(leaf.item_data(slot), &data[..]);
+            }
+            let content = BlockContent {
+                header: Header { bytenr: 0, generation: 1, owner: 5, level: 0, flags: 0 },
+                body: Body::Leaf(leaf),
+            };
+            proptest::prop_assert_eq!(content.check_shape(), Ok(()));
+        }
     }
 
     #[test]
