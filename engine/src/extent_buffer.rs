@@ -327,10 +327,20 @@ pub enum Body {
     Leaf(Leaf),
 }
 
+/// Slots a copied node can take without reallocating: a node is copied to be changed
+/// (COW), and a split below it adds a pointer, which in an exactly-sized copy reallocates
+/// (and copies) the whole slot array.
+const NODE_COPY_SPARE_SLOTS: usize = 4;
+
 impl Clone for Body {
+    /// A copy with a little spare capacity, as [`Leaf`]'s.
     fn clone(&self) -> Body {
         match self {
-            Body::Node(slots) => Body::Node(slots.clone()),
+            Body::Node(slots) => {
+                let mut copy = Vec::with_capacity(slots.len() + NODE_COPY_SPARE_SLOTS);
+                copy.extend_from_slice(slots);
+                Body::Node(copy)
+            }
             Body::Leaf(leaf) => Body::Leaf(leaf.clone()),
         }
     }
@@ -338,7 +348,9 @@ impl Clone for Body {
     /// Copies into the buffers this body has when it is of the same kind.
     fn clone_from(&mut self, source: &Body) {
         match (self, source) {
-            (Body::Node(slots), Body::Node(source)) => slots.clone_from(source),
+            (Body::Node(slots), Body::Node(source)) => {
+                copy_into_reused(slots, source, source.len() + NODE_COPY_SPARE_SLOTS);
+            }
             (Body::Leaf(leaf), Body::Leaf(source)) => leaf.clone_from(source),
             (body, source) => *body = source.clone(),
         }
@@ -623,6 +635,33 @@ mod tests {
         assert_eq!(right.item_data(1), &[5u8; 3]);
         leaf.append(&right);
         assert_eq!(leaf, original);
+    }
+
+    /// A copied node, fresh or into a reused body, takes a pointer without growing its
+    /// slot array, and equals its original.
+    #[test]
+    fn a_copied_node_takes_a_pointer_in_place() {
+        let mut original = BlockContent::empty(0, 1, 5, 1);
+        for objectid in 0..10 {
+            original.node_slots_mut().push(NodeSlot {
+                key: key(objectid),
+                blockptr: objectid * 4096,
+                generation: 1,
+            });
+        }
+        original.node_slots_mut().shrink_to_fit();
+        let mut reused = BlockContent::empty(4096, 1, 5, 1);
+        reused.clone_from(&original);
+        for mut copy in [original.clone(), reused] {
+            assert_eq!(copy, original);
+            let capacity = copy.node_slots_mut().capacity();
+            copy.node_slots_mut().push(NodeSlot {
+                key: key(10),
+                blockptr: 40960,
+                generation: 2,
+            });
+            assert_eq!(copy.node_slots_mut().capacity(), capacity);
+        }
     }
 
     #[test]
