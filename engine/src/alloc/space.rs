@@ -254,9 +254,28 @@ impl BlockGroup {
             self.free.insert(start + length, tail);
             self.fit_range_added(start + length, tail);
         }
-        self.fit_range_removed(start, free_length);
+        if self.fit.bucket_longest(self.bucket_of(start)) == free_length {
+            self.refresh_fit_of_lowest(start);
+        }
         self.free_bytes -= length;
         Some(start)
+    }
+
+    /// [`refresh_fit`](Self::refresh_fit) for the bucket of `bytenr`, the start of the
+    /// lowest free range just taken: no range starts below it, so the ranges left in its
+    /// bucket are the first ones of the map, walked from the map's start without the
+    /// search of a range query (`docs/hot-paths.md`).
+    fn refresh_fit_of_lowest(&mut self, bytenr: u64) {
+        let bucket = self.bucket_of(bytenr);
+        let bucket_end = self.start + (bucket as u64 + 1) * FIT_BUCKET_BYTES;
+        let longest = self
+            .free
+            .iter()
+            .take_while(|(&start, _)| start < bucket_end)
+            .map(|(_, &length)| length)
+            .max()
+            .unwrap_or(0);
+        self.fit.set(bucket, longest);
     }
 
     fn take(&mut self, bytenr: u64, length: u64) {
@@ -903,6 +922,55 @@ mod tests {
             .flat_map(|group| group.free_ranges())
             .find(|&(_, free_length)| free_length >= length)
             .map(|(start, _)| start)
+    }
+
+    /// Tree-block-sized allocations out of a fragmented group take the lowest free range
+    /// each time; when it was its bucket's longest, the bucket is summarised again from
+    /// the ranges left at the front of the map (`refresh_fit_of_lowest`). After each one
+    /// the fit index equals what a range query of every bucket gives (`check`), and every
+    /// allocation is the lowest free address. Counts the allocations that left other
+    /// ranges in the bucket of the one taken.
+    #[test]
+    fn taking_the_lowest_range_keeps_the_fit_index() {
+        const BLOCK: u64 = 16 << 10;
+        let mut space = SpaceInfo::new(1 << 30, 1 << 20);
+        space
+            .add_group(BlockGroupKind::Metadata, 4 << 20)
+            .expect("group");
+        let mut blocks = Vec::new();
+        while let Some(bytenr) = space.alloc(BlockGroupKind::Metadata, BLOCK) {
+            blocks.push(bytenr);
+        }
+        // Free one block, two blocks or three blocks apart, in a pattern that leaves
+        // ranges of one and two blocks mixed within buckets.
+        for (index, &bytenr) in blocks.iter().enumerate() {
+            if index % 5 == 0 || index % 7 == 1 || index % 11 == 3 {
+                space.free_now(bytenr, BLOCK);
+            }
+        }
+        assert_eq!(space.check(), Ok(()));
+        let mut left_others = 0;
+        loop {
+            let lowest = space.groups().next().and_then(|group| {
+                let mut ranges = group.free_ranges();
+                let (start, _) = ranges.next()?;
+                let bucket_end =
+                    group.start + (group.bucket_of(start) as u64 + 1) * FIT_BUCKET_BYTES;
+                let others = ranges.take_while(|&(other, _)| other < bucket_end).count();
+                Some((start, others))
+            });
+            let found = space.alloc(BlockGroupKind::Metadata, BLOCK);
+            assert_eq!(found, lowest.map(|(start, _)| start));
+            assert_eq!(space.check(), Ok(()));
+            match lowest {
+                Some((_, others)) => left_others += usize::from(others > 0),
+                None => break,
+            }
+        }
+        assert!(
+            left_others > 20,
+            "{left_others} allocations left ranges in the bucket"
+        );
     }
 
     proptest::proptest! {
