@@ -26,15 +26,22 @@ use std::sync::Arc;
 impl FsInfo {
     /// Whether a block must be COWed before the running transaction may change it.
     pub(crate) fn should_cow_block(&self, root_id: u64, handle: EbHandle) -> bool {
+        !self.header_allows_change_in_place(handle)
+            || self.roots.get(&root_id).is_some_and(|root| root.force_cow)
+    }
+
+    /// The header half of [`should_cow_block`](Self::should_cow_block): the block is the
+    /// running transaction's, not yet written, and not relocation's. The other half is
+    /// the root's FORCE_COW.
+    #[inline]
+    fn header_allows_change_in_place(&self, handle: EbHandle) -> bool {
         let Some(transid) = self.running_transid() else {
-            return true;
+            return false;
         };
         let header = &self.cache.content(handle).header;
-        let modifiable_in_place = header.generation == transid
+        header.generation == transid
             && !header.is_written()
             && header.flags & HEADER_FLAG_RELOC == 0
-            && !self.roots.get(&root_id).is_some_and(|root| root.force_cow);
-        !modifiable_in_place
     }
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
@@ -49,6 +56,29 @@ impl FsInfo {
         parent: Option<(EbHandle, usize)>,
     ) -> Result<EbHandle> {
         if !self.should_cow_block(root_id, handle) {
+            return Ok(handle);
+        }
+        self.cow_block_copy(root_id, handle, parent)
+    }
+
+    /// [`cow_block`](Self::cow_block) for a search that read the root's FORCE_COW once
+    /// when it took the root (`force_cow`): nothing a search does between two levels
+    /// sets or clears it (a snapshot's creation and the end of a commit do), so every
+    /// level gets the answer a lookup of the root would give, without the lookup.
+    #[inline]
+    pub(crate) fn cow_block_in_search(
+        &mut self,
+        root_id: u64,
+        force_cow: bool,
+        handle: EbHandle,
+        parent: Option<(EbHandle, usize)>,
+    ) -> Result<EbHandle> {
+        debug_assert_eq!(
+            force_cow,
+            self.roots.get(&root_id).is_some_and(|root| root.force_cow),
+            "FORCE_COW of tree {root_id} changed during a search"
+        );
+        if self.header_allows_change_in_place(handle) && !force_cow {
             return Ok(handle);
         }
         self.cow_block_copy(root_id, handle, parent)

@@ -519,3 +519,53 @@ fn find_item_fails_where_the_path_search_fails() {
     assert_eq!(missing, expected);
     assert!(missing.is_err());
 }
+
+/// A writing search COWs exactly the blocks of its path that `should_cow_block` (the
+/// plain way, a lookup of the root's FORCE_COW at each block) says must be COWed, with
+/// FORCE_COW set and without: the search reads FORCE_COW once, when it takes the root.
+#[test]
+fn a_writing_search_cows_what_should_cow_block_says() {
+    let (mut fs, _) = setup(Geometry::tiny());
+    let root_id = fs.create_subvolume("forced").expect("subvolume");
+    for objectid in 256..300 {
+        let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, b"item").expect("insert");
+    }
+    let mut copies = [0; 2];
+    for force_cow in [false, true] {
+        if force_cow {
+            fs.set_root_force_cow_for_test(root_id);
+        }
+        for objectid in [256, 280, 299] {
+            let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+            let (before, _) = fs.search_slot(root_id, &key, false).expect("search");
+            let expected: Vec<(u64, bool)> = before
+                .handles()
+                .map(|handle| {
+                    (
+                        fs.cache().bytenr(handle),
+                        fs.should_cow_block(root_id, handle),
+                    )
+                })
+                .collect();
+            let (after, _) = fs.search_slot(root_id, &key, true).expect("search");
+            let found: Vec<u64> = after
+                .handles()
+                .map(|handle| fs.cache().bytenr(handle))
+                .collect();
+            assert_eq!(expected.len(), found.len());
+            for ((old, should_cow), new) in expected.into_iter().zip(found) {
+                assert_eq!(old != new, should_cow, "force_cow {force_cow}, key {key}");
+                copies[usize::from(force_cow)] += usize::from(should_cow);
+            }
+        }
+    }
+    assert_eq!(
+        copies[0], 0,
+        "without FORCE_COW the path was this transaction's"
+    );
+    assert!(
+        copies[1] >= 6,
+        "FORCE_COW copies every block of every path: {copies:?}"
+    );
+}
