@@ -628,7 +628,7 @@ impl SpaceInfo {
         let mut group = groups.next();
         // The ranges of one group go back together (`BlockGroup::give_back_sorted`).
         let mut extents = unpinned.iter().copied().peekable();
-        let mut group_ranges = Vec::new();
+        let mut group_ranges = Vec::with_capacity(unpinned.len());
         while let Some((bytenr, mut length)) = extents.next() {
             while group.as_ref().is_some_and(|group| group.end() <= bytenr) {
                 group = groups.next();
