@@ -17,10 +17,13 @@
 //!
 //! Invariants: a block index is mapped in `hot` exactly when `cold_slot` maps it, and
 //! that cold buffer has that bytenr; a buffer's content header names its bytenr; hold
-//! counts never go negative; a remembered read check belongs to the current version of
-//! the content (every change of content — [`ExtentBufferCache::content_mut`], a
-//! re-initialisation — forgets it), and so does a remembered content digest (the
-//! explorer's fingerprint, `crate::digest`).
+//! counts never go negative; a remembered read check passes on the current version of
+//! the content: every change of content — [`ExtentBufferCache::content_mut`], a
+//! re-initialisation — forgets it, except a change through
+//! [`ExtentBufferCache::modify_unchecked_fields`], which leaves every field the check
+//! reads as it was; and a check is remembered only after it passed or for content
+//! built to pass it (a COW's copy, `ctree::cow`). A remembered content digest (the explorer's
+//! fingerprint, `crate::digest`) is forgotten by every change.
 
 use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
@@ -309,6 +312,42 @@ impl ExtentBufferCache {
         Arc::make_mut(hot.content.get_mut())
     }
 
+    /// Changes the content through `change`, which must leave every field a read check
+    /// reads as it was ([`CheckedFields`]: a new child pointer in a node, an item added to
+    /// a leaf after its first, the written flag), and keeps the remembered read check:
+    /// the check is a function of those fields and the reader's expectation, so its
+    /// verdict on the new content is the one remembered. That `change` keeps them is
+    /// asserted in debug builds (the tests); [`content_mut`](Self::content_mut) is for
+    /// every other change.
+    #[inline]
+    pub fn modify_unchecked_fields<R>(
+        &mut self,
+        handle: EbHandle,
+        change: impl FnOnce(&mut BlockContent) -> R,
+    ) -> R {
+        let content = Arc::make_mut(self.hot_mut(handle).content.get_mut());
+        #[cfg(debug_assertions)]
+        let before = crate::ctree::read::CheckedFields::of(content);
+        let result = change(content);
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            before,
+            crate::ctree::read::CheckedFields::of(content),
+            "a change that keeps the read check changed a field it reads"
+        );
+        result
+    }
+
+    /// Every mapped object's content with the read check remembered on it, if any: what
+    /// the tests hold against `verify_tree_block`.
+    #[cfg(test)]
+    pub(crate) fn remembered_checks(&self) -> impl Iterator<Item = (&BlockContent, VerifiedRead)> {
+        self.hot
+            .iter()
+            .flatten()
+            .filter_map(|hot| hot.verified.map(|read| (&**hot.content, read)))
+    }
+
     /// A private copy of the object's current content (`btrfs_clone_extent_buffer()`).
     pub fn clone_content(&self, handle: EbHandle) -> SharedContent {
         Arc::clone(self.content(handle))
@@ -571,6 +610,41 @@ mod tests {
             Digester::digest_of(&forward),
             Digester::digest_of(&backward)
         );
+    }
+
+    /// A change that leaves the fields a read check reads keeps the remembered check;
+    /// any change through `content_mut` forgets it.
+    #[test]
+    fn only_changes_of_unchecked_fields_keep_the_read_check() {
+        let mut cache = ExtentBufferCache::new(4096);
+        let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
+        let read = VerifiedRead {
+            generation: 1,
+            first_key: Some(Key::new(256, 1, 0)),
+            owner_check: owner_check(5),
+            level: 0,
+        };
+        cache.remember_verified(handle, read);
+        cache.modify_unchecked_fields(handle, |content| {
+            content.leaf_mut().insert(1, Key::new(300, 1, 0), b"y");
+            content.header.flags |= crate::extent_buffer::HEADER_FLAG_WRITTEN;
+        });
+        assert_eq!(cache.find_verified(0, &read), Some(handle));
+        assert_eq!(cache.remembered_checks().count(), 1);
+        cache.content_mut(handle).leaf_mut().remove(1);
+        assert_eq!(cache.find_verified(0, &read), None, "forgotten");
+        assert_eq!(cache.remembered_checks().count(), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed a field it reads")]
+    fn a_change_of_a_checked_field_may_not_keep_the_read_check() {
+        let mut cache = ExtentBufferCache::new(4096);
+        let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
+        cache.modify_unchecked_fields(handle, |content| {
+            content.leaf_mut().insert(0, Key::new(1, 1, 0), b"y");
+        });
     }
 
     #[test]

@@ -443,12 +443,15 @@ impl FsInfo {
         self.assert_allocated_and_unpinned(&dirty);
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");
-            let content = self.cache.content_mut(handle);
-            assert_eq!(
-                content.header.generation, transid,
-                "dirty block {bytenr} from another transaction"
-            );
-            content.header.flags |= HEADER_FLAG_WRITTEN;
+            // The written flag is not among the fields a read checks: the block's
+            // remembered read check stays (`ExtentBufferCache::modify_unchecked_fields`).
+            self.cache.modify_unchecked_fields(handle, |content| {
+                assert_eq!(
+                    content.header.generation, transid,
+                    "dirty block {bytenr} from another transaction"
+                );
+                content.header.flags |= HEADER_FLAG_WRITTEN;
+            });
             let written = self.cache.clone_content(handle);
             self.device.write_block(written);
         }

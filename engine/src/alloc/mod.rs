@@ -8,6 +8,7 @@
 //! commit roots -> free again.
 
 pub mod extent_tree;
+mod free_ranges;
 pub mod space;
 
 pub use extent_tree::{DelayedRefs, ExtentKind, ExtentRecord, ExtentTree, ReferenceDropped};

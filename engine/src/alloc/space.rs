@@ -10,7 +10,9 @@
 //! its free ranges by address, a [`FitIndex`] — the longest free range starting in each
 //! bucket of [`FIT_BUCKET_BYTES`], summarised by a max-tree — so finding the lowest range
 //! that fits descends the tree to the first bucket that has one and scans only that
-//! bucket's ranges, instead of walking the whole free list.
+//! bucket's ranges, instead of walking the whole free list. The free ranges themselves
+//! are a [`FreeRanges`]: a map by address with the lowest ranges kept apart in a vector,
+//! so that taking from the lowest costs no B-tree update.
 //!
 //! Invariants (checked by [`SpaceInfo::check`]): within a group, free ranges are disjoint,
 //! coalesced, inside the group, and add up to `free_bytes`; the fit index holds, for every
@@ -24,6 +26,7 @@
 //! (`BlockGroup::give_back_sorted`), with the same result and the same checks as the
 //! extent-by-extent calls (`docs/hot-paths.md`).
 
+use super::free_ranges::FreeRanges;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -56,7 +59,7 @@ pub struct BlockGroup {
     pub kind: BlockGroupKind,
     /// Set while relocation empties the group: nothing is allocated from it.
     pub read_only: bool,
-    free: BTreeMap<u64, u64>,
+    free: FreeRanges,
     free_bytes: u64,
     fit: FitIndex,
 }
@@ -130,7 +133,7 @@ impl BlockGroup {
             length,
             kind,
             read_only: false,
-            free: BTreeMap::from([(start, length)]),
+            free: FreeRanges::from_sorted(vec![(start, length)]),
             free_bytes: length,
             fit: FitIndex::new(length),
         };
@@ -143,10 +146,10 @@ impl BlockGroup {
     }
 
     /// Free ranges starting in bucket `bucket`.
-    fn bucket_ranges(&self, bucket: usize) -> impl Iterator<Item = (&u64, &u64)> {
+    fn bucket_ranges(&self, bucket: usize) -> impl Iterator<Item = (u64, u64)> + '_ {
         let bucket_start = self.start + bucket as u64 * FIT_BUCKET_BYTES;
         self.free
-            .range(bucket_start..bucket_start.saturating_add(FIT_BUCKET_BYTES))
+            .range(bucket_start, bucket_start.saturating_add(FIT_BUCKET_BYTES))
     }
 
     /// Recomputes the fit index of the bucket holding `bytenr` from its free ranges.
@@ -154,7 +157,7 @@ impl BlockGroup {
         let bucket = self.bucket_of(bytenr);
         let longest = self
             .bucket_ranges(bucket)
-            .map(|(_, &length)| length)
+            .map(|(_, length)| length)
             .max()
             .unwrap_or(0);
         self.fit.set(bucket, longest);
@@ -193,20 +196,20 @@ impl BlockGroup {
 
     /// Whether `[bytenr, bytenr + length)` is entirely free.
     pub fn is_free(&self, bytenr: u64, length: u64) -> bool {
-        match self.free.range(..=bytenr).next_back() {
-            Some((&start, &free_length)) => bytenr + length <= start + free_length,
+        match self.free.at_or_before(bytenr) {
+            Some((start, free_length)) => bytenr + length <= start + free_length,
             None => false,
         }
     }
 
     /// Whether any byte of `[bytenr, bytenr + length)` is free.
     pub fn overlaps_free(&self, bytenr: u64, length: u64) -> bool {
-        if let Some((&start, &free_length)) = self.free.range(..=bytenr).next_back() {
+        if let Some((start, free_length)) = self.free.at_or_before(bytenr) {
             if start + free_length > bytenr {
                 return true;
             }
         }
-        self.free.range(bytenr..bytenr + length).next().is_some()
+        self.free.range(bytenr, bytenr + length).next().is_some()
     }
 
     /// The lowest free address with `length` bytes free after it: the lowest free range
@@ -216,7 +219,7 @@ impl BlockGroup {
         if self.read_only || self.free_bytes < length {
             return None;
         }
-        if let Some((&lowest, &free_length)) = self.free.first_key_value() {
+        if let Some((lowest, free_length)) = self.free.first() {
             if free_length >= length {
                 return Some(lowest);
             }
@@ -224,8 +227,8 @@ impl BlockGroup {
         let bucket = self.fit.first_bucket_fitting(length)?;
         let start = self
             .bucket_ranges(bucket)
-            .find(|(_, &free_length)| free_length >= length)
-            .map(|(&start, _)| start);
+            .find(|&(_, free_length)| free_length >= length)
+            .map(|(start, _)| start);
         assert!(
             start.is_some(),
             "fit index promises a range in bucket {bucket}"
@@ -234,42 +237,62 @@ impl BlockGroup {
     }
 
     /// Takes `length` bytes at the lowest free address that fits ([`first_fit`]), taking
-    /// the lowest free range out of the map in one step when it fits (every tree block
-    /// allocation) rather than searching for it again (`docs/hot-paths.md`).
+    /// from the lowest free range in place when it fits (every tree block allocation):
+    /// it is the last element of [`FreeRanges`]' vector of the lowest ranges, so that is
+    /// a pop or a change of one element (`docs/hot-paths.md`).
     ///
     /// [`first_fit`]: Self::first_fit
     fn take_first_fit(&mut self, length: u64) -> Option<u64> {
         if self.read_only || self.free_bytes < length {
             return None;
         }
-        let lowest = self.free.first_entry()?;
-        if *lowest.get() < length {
+        let (start, free_length) = self.free.first()?;
+        if free_length < length {
             let bytenr = self.first_fit(length)?;
             self.take(bytenr, length);
             return Some(bytenr);
         }
-        let (start, free_length) = lowest.remove_entry();
         let tail = free_length - length;
         if tail > 0 {
-            self.free.insert(start + length, tail);
+            self.free.replace_first(start + length, tail);
             self.fit_range_added(start + length, tail);
+        } else {
+            self.free.pop_first();
         }
-        self.fit_range_removed(start, free_length);
+        if self.fit.bucket_longest(self.bucket_of(start)) == free_length {
+            self.refresh_fit_of_lowest(start);
+        }
         self.free_bytes -= length;
         Some(start)
     }
 
-    fn take(&mut self, bytenr: u64, length: u64) {
-        let (&start, &free_length) = self
+    /// [`refresh_fit`](Self::refresh_fit) for the bucket of `bytenr`, the start of the
+    /// lowest free range just taken: no range starts below it, so the ranges left in its
+    /// bucket are the first ones, walked from the lowest without the search of a range
+    /// query (`docs/hot-paths.md`).
+    fn refresh_fit_of_lowest(&mut self, bytenr: u64) {
+        let bucket = self.bucket_of(bytenr);
+        let bucket_end = self.start + (bucket as u64 + 1) * FIT_BUCKET_BYTES;
+        let longest = self
             .free
-            .range(..=bytenr)
-            .next_back()
+            .iter()
+            .take_while(|&(start, _)| start < bucket_end)
+            .map(|(_, length)| length)
+            .max()
+            .unwrap_or(0);
+        self.fit.set(bucket, longest);
+    }
+
+    fn take(&mut self, bytenr: u64, length: u64) {
+        let (start, free_length) = self
+            .free
+            .at_or_before(bytenr)
             .expect("taking space that is not free");
         assert!(
             bytenr + length <= start + free_length,
             "taking {bytenr}+{length}: not free"
         );
-        self.free.remove(&start);
+        self.free.remove(start);
         if start < bytenr {
             self.free.insert(start, bytenr - start);
         }
@@ -293,14 +316,14 @@ impl BlockGroup {
         );
         let mut start = bytenr;
         let mut end = bytenr + length;
-        if let Some((&before, &before_length)) = self.free.range(..bytenr).next_back() {
+        if let Some((before, before_length)) = self.free.before(bytenr) {
             if before + before_length == bytenr {
-                self.free.remove(&before);
+                self.free.remove(before);
                 start = before;
             }
         }
-        if let Some(&after_length) = self.free.get(&end) {
-            self.free.remove(&end);
+        if let Some(after_length) = self.free.get(end) {
+            self.free.remove(end);
             if self.bucket_of(end) != self.bucket_of(start) {
                 self.fit_range_removed(end, after_length);
             }
@@ -329,7 +352,7 @@ impl BlockGroup {
             ranges: Vec::with_capacity(self.free.len() + ranges.len()),
             touched_starts: Vec::new(),
         };
-        let mut old = std::mem::take(&mut self.free).into_iter().peekable();
+        let mut old = self.free.take_all().peekable();
         for &(bytenr, length) in ranges {
             assert!(
                 bytenr >= self.start && bytenr + length <= self.end(),
@@ -344,7 +367,7 @@ impl BlockGroup {
         for range in old {
             merged.push(range, false);
         }
-        self.free = BTreeMap::from_iter(merged.ranges);
+        self.free = FreeRanges::from_sorted(merged.ranges);
         let mut buckets: Vec<usize> = merged
             .touched_starts
             .iter()
@@ -366,16 +389,15 @@ impl BlockGroup {
         };
         let from = self
             .free
-            .range(..=first)
-            .next_back()
-            .map_or(self.start, |(&start, _)| start);
-        let mut free = self.free.range(from..).peekable();
+            .at_or_before(first)
+            .map_or(self.start, |(start, _)| start);
+        let mut free = self.free.range(from, u64::MAX).peekable();
         for &(bytenr, length) in extents {
             while free
-                .next_if(|&(&start, &free_length)| start + free_length <= bytenr)
+                .next_if(|&(start, free_length)| start + free_length <= bytenr)
                 .is_some()
             {}
-            if let Some((&start, _)) = free.peek() {
+            if let Some(&(start, _)) = free.peek() {
                 assert!(start >= bytenr + length, "pinning free space {bytenr}");
             }
         }
@@ -387,7 +409,7 @@ impl BlockGroup {
         for bucket in 0..buckets.max(1) {
             let longest = self
                 .bucket_ranges(bucket)
-                .map(|(_, &length)| length)
+                .map(|(_, length)| length)
                 .max()
                 .unwrap_or(0);
             if self.fit.bucket_longest(bucket) != longest {
@@ -403,7 +425,7 @@ impl BlockGroup {
 
     /// Free ranges, lowest first.
     pub fn free_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.free.iter().map(|(&start, &length)| (start, length))
+        self.free.iter()
     }
 }
 
@@ -609,7 +631,7 @@ impl SpaceInfo {
         let mut group = groups.next();
         // The ranges of one group go back together (`BlockGroup::give_back_sorted`).
         let mut extents = unpinned.iter().copied().peekable();
-        let mut group_ranges = Vec::new();
+        let mut group_ranges = Vec::with_capacity(unpinned.len());
         while let Some((bytenr, mut length)) = extents.next() {
             while group.as_ref().is_some_and(|group| group.end() <= bytenr) {
                 group = groups.next();
@@ -712,7 +734,7 @@ impl SpaceInfo {
         for group in self.groups.values() {
             let mut total = 0;
             let mut previous_end = group.start;
-            for (&start, &length) in &group.free {
+            for (start, length) in group.free.iter() {
                 if length == 0 || start < previous_end || start + length > group.end() {
                     return Err(format!(
                         "group {}: bad free range {start}+{length}",
@@ -903,6 +925,55 @@ mod tests {
             .flat_map(|group| group.free_ranges())
             .find(|&(_, free_length)| free_length >= length)
             .map(|(start, _)| start)
+    }
+
+    /// Tree-block-sized allocations out of a fragmented group take the lowest free range
+    /// each time; when it was its bucket's longest, the bucket is summarised again from
+    /// the ranges left at the front of the map (`refresh_fit_of_lowest`). After each one
+    /// the fit index equals what a range query of every bucket gives (`check`), and every
+    /// allocation is the lowest free address. Counts the allocations that left other
+    /// ranges in the bucket of the one taken.
+    #[test]
+    fn taking_the_lowest_range_keeps_the_fit_index() {
+        const BLOCK: u64 = 16 << 10;
+        let mut space = SpaceInfo::new(1 << 30, 1 << 20);
+        space
+            .add_group(BlockGroupKind::Metadata, 4 << 20)
+            .expect("group");
+        let mut blocks = Vec::new();
+        while let Some(bytenr) = space.alloc(BlockGroupKind::Metadata, BLOCK) {
+            blocks.push(bytenr);
+        }
+        // Free one block, two blocks or three blocks apart, in a pattern that leaves
+        // ranges of one and two blocks mixed within buckets.
+        for (index, &bytenr) in blocks.iter().enumerate() {
+            if index % 5 == 0 || index % 7 == 1 || index % 11 == 3 {
+                space.free_now(bytenr, BLOCK);
+            }
+        }
+        assert_eq!(space.check(), Ok(()));
+        let mut left_others = 0;
+        loop {
+            let lowest = space.groups().next().and_then(|group| {
+                let mut ranges = group.free_ranges();
+                let (start, _) = ranges.next()?;
+                let bucket_end =
+                    group.start + (group.bucket_of(start) as u64 + 1) * FIT_BUCKET_BYTES;
+                let others = ranges.take_while(|&(other, _)| other < bucket_end).count();
+                Some((start, others))
+            });
+            let found = space.alloc(BlockGroupKind::Metadata, BLOCK);
+            assert_eq!(found, lowest.map(|(start, _)| start));
+            assert_eq!(space.check(), Ok(()));
+            match lowest {
+                Some((_, others)) => left_others += usize::from(others > 0),
+                None => break,
+            }
+        }
+        assert!(
+            left_others > 20,
+            "{left_others} allocations left ranges in the bucket"
+        );
     }
 
     proptest::proptest! {

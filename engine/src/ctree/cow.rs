@@ -10,7 +10,8 @@
 //! the copy and frees the original.
 
 use crate::alloc::{BlockGroupKind, ExtentKind, ExtentRecord, ReferenceDropped};
-use crate::cache::EbHandle;
+use crate::cache::{owner_check, EbHandle, VerifiedRead};
+use crate::ctree::read::verify_tree_block;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{
@@ -18,21 +19,29 @@ use crate::extent_buffer::{
 };
 use crate::fs_info::FsInfo;
 use crate::items::data_reference;
+use crate::key::Key;
 use crate::marks::{Event, Mark};
 use std::sync::Arc;
 
 impl FsInfo {
     /// Whether a block must be COWed before the running transaction may change it.
     pub(crate) fn should_cow_block(&self, root_id: u64, handle: EbHandle) -> bool {
+        !self.header_allows_change_in_place(handle)
+            || self.roots.get(&root_id).is_some_and(|root| root.force_cow)
+    }
+
+    /// The header half of [`should_cow_block`](Self::should_cow_block): the block is the
+    /// running transaction's, not yet written, and not relocation's. The other half is
+    /// the root's FORCE_COW.
+    #[inline]
+    fn header_allows_change_in_place(&self, handle: EbHandle) -> bool {
         let Some(transid) = self.running_transid() else {
-            return true;
+            return false;
         };
         let header = &self.cache.content(handle).header;
-        let modifiable_in_place = header.generation == transid
+        header.generation == transid
             && !header.is_written()
             && header.flags & HEADER_FLAG_RELOC == 0
-            && !self.roots.get(&root_id).is_some_and(|root| root.force_cow);
-        !modifiable_in_place
     }
 
     /// COWs `handle` for `root_id` if needed, re-pointing `parent`'s slot (or the root)
@@ -47,6 +56,29 @@ impl FsInfo {
         parent: Option<(EbHandle, usize)>,
     ) -> Result<EbHandle> {
         if !self.should_cow_block(root_id, handle) {
+            return Ok(handle);
+        }
+        self.cow_block_copy(root_id, handle, parent)
+    }
+
+    /// [`cow_block`](Self::cow_block) for a search that read the root's FORCE_COW once
+    /// when it took the root (`force_cow`): nothing a search does between two levels
+    /// sets or clears it (a snapshot's creation and the end of a commit do), so every
+    /// level gets the answer a lookup of the root would give, without the lookup.
+    #[inline]
+    pub(crate) fn cow_block_in_search(
+        &mut self,
+        root_id: u64,
+        force_cow: bool,
+        handle: EbHandle,
+        parent: Option<(EbHandle, usize)>,
+    ) -> Result<EbHandle> {
+        debug_assert_eq!(
+            force_cow,
+            self.roots.get(&root_id).is_some_and(|root| root.force_cow),
+            "FORCE_COW of tree {root_id} changed during a search"
+        );
+        if self.header_allows_change_in_place(handle) && !force_cow {
             return Ok(handle);
         }
         self.cow_block_copy(root_id, handle, parent)
@@ -98,20 +130,71 @@ impl FsInfo {
             generation: transid,
             level,
         };
-        match parent {
-            None => self.set_root_node(root_id, copy_pointer)?,
-            Some((parent, slot)) => {
-                let node_slot = &mut self.writable(parent).node_slots_mut()[slot];
+        let parent_key = match parent {
+            None => {
+                self.set_root_node(root_id, copy_pointer)?;
+                None
+            }
+            Some((parent, slot)) => Some(self.change_unchecked_fields(parent, |content| {
+                let node_slot = &mut content.node_slots_mut()[slot];
                 assert_eq!(
                     node_slot.blockptr, original.header.bytenr,
                     "COW parent slot mismatch"
                 );
                 node_slot.blockptr = new_bytenr;
                 node_slot.generation = transid;
-            }
-        }
+                node_slot.key
+            })),
+        };
+        self.remember_copy_read_check(root_id, copy_handle, copy_pointer, parent_key);
         self.finish_free_tree_block(original.header.bytenr, original_dropped);
         Ok(copy_handle)
+    }
+
+    /// The read check the copy passes by construction, remembered so that the next
+    /// search through it skips the work: a reader comes with the pointer just written
+    /// (the new bytenr, this transaction, the original's level) and the parent slot's key
+    /// (none for a root), and the copy has that header, this tree as owner, and the
+    /// original's first key. Only a key that is the copy's first key is remembered; the
+    /// check itself asserts the claim.
+    fn remember_copy_read_check(
+        &mut self,
+        root_id: u64,
+        copy: EbHandle,
+        pointer: BlockPtr,
+        parent_key: Option<Key>,
+    ) {
+        let content = self.cache.content(copy);
+        if parent_key.is_some() && content.first_key() != parent_key {
+            return;
+        }
+        debug_assert!(verify_tree_block(content, pointer, parent_key, root_id).is_ok());
+        let read = VerifiedRead {
+            generation: pointer.generation,
+            first_key: parent_key,
+            owner_check: owner_check(root_id),
+            level: pointer.level,
+        };
+        self.cache.remember_verified(copy, read);
+    }
+
+    /// Changes a block the running transaction may change in place, as
+    /// [`writable`](Self::writable) allows, through `change`, which must leave the fields
+    /// a read check reads as they were; the block keeps its remembered read check
+    /// (`ExtentBufferCache::modify_unchecked_fields`).
+    #[inline]
+    pub(crate) fn change_unchecked_fields<R>(
+        &mut self,
+        handle: EbHandle,
+        change: impl FnOnce(&mut BlockContent) -> R,
+    ) -> R {
+        let transid = self
+            .running_transid()
+            .expect("modifying a block outside a transaction");
+        self.cache.modify_unchecked_fields(handle, |content| {
+            assert_writable(content, transid);
+            change(content)
+        })
     }
 
     /// Mutable content of a block the running transaction may change in place.
@@ -120,13 +203,7 @@ impl FsInfo {
             .running_transid()
             .expect("modifying a block outside a transaction");
         let content = self.cache.content_mut(handle);
-        assert!(
-            content.header.generation == transid && !content.header.is_written(),
-            "block {} (generation {}, flags {:#x}) modified in place in transaction {transid}",
-            content.header.bytenr,
-            content.header.generation,
-            content.header.flags
-        );
+        assert_writable(content, transid);
         content
     }
 
@@ -287,4 +364,16 @@ impl FsInfo {
             }
         }
     }
+}
+
+/// The invariant of every change in place: the block is the running transaction's and
+/// not yet written.
+fn assert_writable(content: &BlockContent, transid: u64) {
+    assert!(
+        content.header.generation == transid && !content.header.is_written(),
+        "block {} (generation {}, flags {:#x}) modified in place in transaction {transid}",
+        content.header.bytenr,
+        content.header.generation,
+        content.header.flags
+    );
 }

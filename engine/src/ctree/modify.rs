@@ -37,9 +37,13 @@ impl FsInfo {
         }
         let leaf = path.leaf().expect("split keeps a leaf");
         let slot = path.slots[0];
-        self.writable(leaf).leaf_mut().insert(slot, key, data);
         if slot == 0 {
+            self.writable(leaf).leaf_mut().insert(slot, key, data);
             self.fixup_low_keys(&path, 1, key);
+        } else {
+            // Behind the first item: the leaf's header and first key stay.
+            let insert = |content: &mut BlockContent| content.leaf_mut().insert(slot, key, data);
+            self.change_unchecked_fields(leaf, insert);
         }
         self.add_item_refs(&key, data, 1);
         self.note_content_change(root_id);

@@ -17,6 +17,40 @@ use crate::extent_buffer::{BlockContent, BlockPtr, NodeSlot};
 use crate::fs_info::FsInfo;
 use crate::key::{is_fs_tree, Key};
 
+/// Everything of a block's content that [`verify_tree_block`] reads: the header fields it
+/// compares and the first key. The check is a function of these and of what the reader
+/// expects, so a change of content that leaves them as they were leaves every check's
+/// verdict as it was (`ExtentBufferCache::modify_unchecked_fields` keeps a remembered
+/// check through such a change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedFields {
+    /// The header's bytenr.
+    pub bytenr: u64,
+    /// The header's generation.
+    pub generation: u64,
+    /// The header's level.
+    pub level: u8,
+    /// The header's owner.
+    pub owner: u64,
+    /// The block's first key, if it has items.
+    pub first_key: Option<Key>,
+}
+
+impl CheckedFields {
+    /// The fields of `content`.
+    #[inline]
+    pub fn of(content: &BlockContent) -> CheckedFields {
+        let header = &content.header;
+        CheckedFields {
+            bytenr: header.bytenr,
+            generation: header.generation,
+            level: header.level,
+            owner: header.owner,
+            first_key: content.first_key(),
+        }
+    }
+}
+
 /// Checks a block's header and first key against what its parent (or root item) says.
 pub fn verify_tree_block(
     content: &BlockContent,
@@ -24,46 +58,55 @@ pub fn verify_tree_block(
     first_key: Option<Key>,
     root_id: u64,
 ) -> Result<()> {
-    let header = &content.header;
-    if header.bytenr != expected.bytenr {
+    verify_checked_fields(&CheckedFields::of(content), expected, first_key, root_id)
+}
+
+/// [`verify_tree_block`] on the fields it reads, and nothing else of the content.
+fn verify_checked_fields(
+    fields: &CheckedFields,
+    expected: BlockPtr,
+    first_key: Option<Key>,
+    root_id: u64,
+) -> Result<()> {
+    if fields.bytenr != expected.bytenr {
         return Err(Error::BytenrMismatch {
             bytenr: expected.bytenr,
-            found: header.bytenr,
+            found: fields.bytenr,
         });
     }
-    if header.generation != expected.generation {
+    if fields.generation != expected.generation {
         return Err(Error::TransidMismatch {
             bytenr: expected.bytenr,
             wanted: expected.generation,
-            found: header.generation,
+            found: fields.generation,
         });
     }
-    if header.level != expected.level {
+    if fields.level != expected.level {
         return Err(Error::LevelMismatch {
             bytenr: expected.bytenr,
             wanted: expected.level,
-            found: header.level,
+            found: fields.level,
         });
     }
     if let Some(wanted) = first_key {
-        if content.first_key() != Some(wanted) {
+        if fields.first_key != Some(wanted) {
             return Err(Error::FirstKeyMismatch {
                 bytenr: expected.bytenr,
                 wanted,
-                found: content.first_key(),
+                found: fields.first_key,
             });
         }
     }
     let owner_fits = if is_fs_tree(root_id) {
-        is_fs_tree(header.owner)
+        is_fs_tree(fields.owner)
     } else {
-        header.owner == root_id
+        fields.owner == root_id
     };
     if !owner_fits {
         return Err(Error::OwnerMismatch {
             bytenr: expected.bytenr,
             root: root_id,
-            owner: header.owner,
+            owner: fields.owner,
         });
     }
     Ok(())

@@ -31,10 +31,12 @@ impl FsInfo {
         if cow {
             self.join_transaction();
         }
-        let start = self.root(root_id)?.node;
+        let root = self.root(root_id)?;
+        let (start, force_cow) = (root.node, root.force_cow);
         let mut handle = self.read_tree_block(root_id, start, None)?;
-        if cow {
-            handle = self.cow_block(root_id, handle, None)?;
+        let cow = cow.then_some(force_cow);
+        if let Some(force_cow) = cow {
+            handle = self.cow_block_in_search(root_id, force_cow, handle, None)?;
         }
         self.descend(root_id, handle, key, cow, lowest_level)
     }
@@ -43,7 +45,7 @@ impl FsInfo {
     pub(crate) fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
         let start = self.commit_root_of(root_id)?;
         let handle = self.read_tree_block(root_id, start, None)?;
-        self.descend(root_id, handle, key, false, 0)
+        self.descend(root_id, handle, key, None, 0)
     }
 
     /// The commit root of `root_id`; ENOENT if the tree was never committed.
@@ -56,13 +58,14 @@ impl FsInfo {
     /// The loop of `btrfs_search_slot()` below the root: one slot search and one read a
     /// level. The node's slot array is searched in place and the child's pointer taken
     /// from the same borrow of the content, so a level costs one cache access for the
-    /// node and one for the child (`docs/hot-paths.md`).
+    /// node and one for the child (`docs/hot-paths.md`). With `cow`, every child is
+    /// COWed; `cow` holds the root's FORCE_COW, read when the search took the root.
     fn descend(
         &mut self,
         root_id: u64,
         mut handle: EbHandle,
         key: &Key,
-        cow: bool,
+        cow: Option<bool>,
         lowest_level: u8,
     ) -> Result<(Path, bool)> {
         let mut path = Path::default();
@@ -92,8 +95,9 @@ impl FsInfo {
             }
             let (pointer, first_key) = slot_pointer(content, slots, slot)?;
             let mut child = self.read_tree_block(root_id, pointer, Some(first_key))?;
-            if cow {
-                child = self.cow_block(root_id, child, Some((handle, slot)))?;
+            if let Some(force_cow) = cow {
+                child =
+                    self.cow_block_in_search(root_id, force_cow, child, Some((handle, slot)))?;
             }
             handle = child;
         }

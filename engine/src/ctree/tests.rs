@@ -6,7 +6,9 @@
 //! content after later changes to its source; a crash returns every tree to the model as
 //! of the last commit.
 
+use super::read::verify_tree_block;
 use super::TreeView;
+use crate::extent_buffer::BlockPtr;
 use crate::fs_info::FsInfo;
 use crate::geometry::Geometry;
 use crate::items::FileExtentItem;
@@ -267,6 +269,62 @@ fn assert_agrees(fs: &mut FsInfo, model: &Model, history: &[String]) {
     if let Err(difference) = model.trees.compare_with_subvolumes(fs) {
         panic!("{difference}\nafter: {history:#?}");
     }
+    assert_remembered_checks_pass(fs, history);
+}
+
+/// Inserts behind the first item of a leaf keep its read check (remembered by the read
+/// or by the COW that made the leaf), and every remembered check passes: after each
+/// insert of a run with commits between, the leaf that took the item still has one.
+#[test]
+fn read_checks_kept_through_cows_and_inserts_pass() {
+    let (mut fs, _) = setup(Geometry::small());
+    let root_id = fs.create_subvolume("keep").expect("subvolume");
+    let mut history = Vec::new();
+    let mut kept = 0;
+    for index in 0..400u64 {
+        let objectid = 256 + (index * 7919) % 400;
+        let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, &value(index, 12))
+            .expect("insert");
+        history.push(format!("insert {key}"));
+        let leaf_kept_its_check = fs.cache().remembered_checks().any(|(content, _)| {
+            content
+                .leaf()
+                .is_some_and(|leaf| matches!(leaf.search(&key), Ok(slot) if slot > 0))
+        });
+        kept += usize::from(leaf_kept_its_check);
+        if index % 50 == 49 {
+            fs.commit_transaction().expect("commit");
+            history.push("commit".into());
+        }
+        assert_remembered_checks_pass(&fs, &history);
+    }
+    assert!(
+        kept > 300,
+        "{kept} of 400 inserts kept the leaf's read check"
+    );
+}
+
+/// Every read check the cache remembers passes on the content it is remembered for: the
+/// checks that passed, those kept through changes of fields no check reads, and those
+/// a COW remembers for its copy (`ExtentBufferCache::modify_unchecked_fields`).
+fn assert_remembered_checks_pass(fs: &FsInfo, history: &[String]) -> usize {
+    let mut checked = 0;
+    for (content, read) in fs.cache().remembered_checks() {
+        let pointer = BlockPtr {
+            bytenr: content.header.bytenr,
+            generation: read.generation,
+            level: read.level,
+        };
+        // `owner_check` gives a reader's tree id back for every tree but the subvolume
+        // trees, and for those the id of one of them: the same verdicts.
+        let verdict = verify_tree_block(content, pointer, read.first_key, read.owner_check);
+        if let Err(error) = verdict {
+            panic!("remembered read check {read:?} fails: {error}\nafter: {history:#?}");
+        }
+        checked += 1;
+    }
+    checked
 }
 
 fn run_steps(geometry: Geometry, steps: &[Step]) -> FsInfo {
@@ -460,4 +518,54 @@ fn find_item_fails_where_the_path_search_fails() {
     let expected = item_through_a_path(&mut fs, TreeView::Current, 999, &key).map(|_| ());
     assert_eq!(missing, expected);
     assert!(missing.is_err());
+}
+
+/// A writing search COWs exactly the blocks of its path that `should_cow_block` (the
+/// plain way, a lookup of the root's FORCE_COW at each block) says must be COWed, with
+/// FORCE_COW set and without: the search reads FORCE_COW once, when it takes the root.
+#[test]
+fn a_writing_search_cows_what_should_cow_block_says() {
+    let (mut fs, _) = setup(Geometry::tiny());
+    let root_id = fs.create_subvolume("forced").expect("subvolume");
+    for objectid in 256..300 {
+        let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, b"item").expect("insert");
+    }
+    let mut copies = [0; 2];
+    for force_cow in [false, true] {
+        if force_cow {
+            fs.set_root_force_cow_for_test(root_id);
+        }
+        for objectid in [256, 280, 299] {
+            let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+            let (before, _) = fs.search_slot(root_id, &key, false).expect("search");
+            let expected: Vec<(u64, bool)> = before
+                .handles()
+                .map(|handle| {
+                    (
+                        fs.cache().bytenr(handle),
+                        fs.should_cow_block(root_id, handle),
+                    )
+                })
+                .collect();
+            let (after, _) = fs.search_slot(root_id, &key, true).expect("search");
+            let found: Vec<u64> = after
+                .handles()
+                .map(|handle| fs.cache().bytenr(handle))
+                .collect();
+            assert_eq!(expected.len(), found.len());
+            for ((old, should_cow), new) in expected.into_iter().zip(found) {
+                assert_eq!(old != new, should_cow, "force_cow {force_cow}, key {key}");
+                copies[usize::from(force_cow)] += usize::from(should_cow);
+            }
+        }
+    }
+    assert_eq!(
+        copies[0], 0,
+        "without FORCE_COW the path was this transaction's"
+    );
+    assert!(
+        copies[1] >= 6,
+        "FORCE_COW copies every block of every path: {copies:?}"
+    );
 }
