@@ -269,6 +269,12 @@ mod tests {
         }
     }
 
+    /// A bytenr 1 MiB above every block `ghost` recorded.
+    fn bytenr_outside(ghost: &Ghost) -> u64 {
+        let highest = ghost.images.iter().map(|(bytenr, _)| bytenr).max();
+        highest.expect("a recorded block") + (1 << 20)
+    }
+
     #[test]
     fn a_read_of_the_commit_root_content_is_consistent() {
         let (fs, root_id) = committed_subvolume();
@@ -312,13 +318,7 @@ mod tests {
         let mut rewritten = (**content).clone();
         rewritten.header.generation += 1;
         let rewritten = Arc::new(rewritten);
-        let unknown = reference
-            .images
-            .iter()
-            .map(|(bytenr, _)| bytenr)
-            .max()
-            .expect("a block")
-            + (1 << 20);
+        let unknown = bytenr_outside(&reference);
         let good = || access(root_id, bytenr, Arc::clone(content));
         let cases: [(Vec<BufferAccess>, Option<u64>); 4] = [
             (vec![good(), good(), good()], None),
@@ -353,13 +353,7 @@ mod tests {
         let (fs, root_id) = committed_subvolume();
         let mut ghost = Ghost::take(&fs, &[root_id], 0);
         let content = Arc::clone(ghost.images.iter().next().expect("a recorded block").1);
-        let unknown = ghost
-            .images
-            .iter()
-            .map(|(bytenr, _)| bytenr)
-            .max()
-            .expect("a block")
-            + (1 << 20);
+        let unknown = bytenr_outside(&ghost);
         let violation = ghost
             .check(&fs, "s", &[access(root_id, unknown, content)], &|_| None)
             .expect("the oracle fires on an unknown block");
