@@ -10,7 +10,8 @@
 //! re-initialisation never reaches it.
 //!
 //! Layout for the descent (`docs/hot-paths.md`): an object is named by its block index
-//! (`bytenr / nodesize`), and the array indexed by it holds what every search touches —
+//! (`bytenr / nodesize`), and the array indexed by it (from the lowest block index
+//! mapped, not from 0) holds what every search touches —
 //! the content pointer and the last read check that passed on this version of the
 //! content — so a read on a cache hit is one array access. What only bookkeeping reads
 //! (holders, init records) lives in a cold arena reached through `cold_slot`.
@@ -144,10 +145,17 @@ const UNMAPPED: u32 = u32::MAX;
 /// violation's attribution. Equality stays exact, so equal caches hash equally.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ExtentBufferCache {
-    /// By block index: the hot half of each mapped object.
+    /// By block index less `first_index`: the hot half of each mapped object.
     hot: Vec<Option<HotBuffer>>,
-    /// By block index: the object's slot in `buffers`, or `UNMAPPED`.
+    /// By block index less `first_index`: the object's slot in `buffers`, or `UNMAPPED`.
     cold_slot: Vec<u32>,
+    /// The block index of `hot[0]` and `cold_slot[0]`: the lowest mapped, so the
+    /// arrays start at the first block group rather than at address 0. The first
+    /// megabyte holds no tree block (`FIRST_BLOCK_GROUP_START`), and indexed from 0
+    /// the arrays began with 256 empty entries in the tiny geometry, twice what the
+    /// rest of them held, copied by every clone of a world and walked by every hash
+    /// (`docs/hot-paths.md`). A block mapped below it moves the arrays up.
+    first_index: usize,
     buffers: Vec<CachedBuffer>,
     nodesize_bytes: u64,
     /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
@@ -175,6 +183,7 @@ impl Clone for ExtentBufferCache {
         ExtentBufferCache {
             hot: clone_with_spare(&self.hot, CLONE_SPARE_BLOCKS),
             cold_slot: clone_with_spare(&self.cold_slot, CLONE_SPARE_BLOCKS),
+            first_index: self.first_index,
             buffers: clone_with_spare(&self.buffers, CLONE_SPARE_BLOCKS),
             nodesize_bytes: self.nodesize_bytes,
             nodesize_shift: self.nodesize_shift,
@@ -196,12 +205,12 @@ impl ExtentBufferCache {
     pub(crate) fn hash_beside<H: Hasher>(&self, device: Option<&Device>, state: &mut H) {
         self.nodesize_bytes.hash(state);
         let mut mapped = 0_u64;
-        for (index, hot) in self.hot.iter().enumerate() {
+        for (position, hot) in self.hot.iter().enumerate() {
             let Some(hot) = hot else {
                 continue;
             };
-            index.hash(state);
-            let cold = &self.buffers[self.cold_slot[index] as usize];
+            (self.first_index + position).hash(state);
+            let cold = &self.buffers[self.cold_slot[position] as usize];
             let twin = || device.and_then(|device| device.block_memo(cold.bytenr));
             state.write_u128(hot.content.digest_from_twin(twin));
             cold.holders.hash(state);
@@ -218,6 +227,7 @@ impl ExtentBufferCache {
         ExtentBufferCache {
             hot: Vec::new(),
             cold_slot: Vec::new(),
+            first_index: 0,
             buffers: Vec::new(),
             nodesize_bytes,
             nodesize_shift: nodesize_bytes.trailing_zeros(),
@@ -234,32 +244,46 @@ impl ExtentBufferCache {
         usize::try_from(bytenr >> self.nodesize_shift).expect("block index fits usize")
     }
 
+    /// Where the block at `bytenr` sits in the index arrays, if at or above the first.
+    #[inline]
+    fn position(&self, bytenr: u64) -> Option<usize> {
+        self.block_index(bytenr).checked_sub(self.first_index)
+    }
+
+    /// Where a mapped object sits in the index arrays.
+    #[inline]
+    fn position_of(&self, handle: EbHandle) -> usize {
+        handle.0 as usize - self.first_index
+    }
+
     #[inline]
     fn hot(&self, handle: EbHandle) -> &HotBuffer {
-        self.hot[handle.0 as usize]
+        self.hot[self.position_of(handle)]
             .as_ref()
             .expect("a handle names a mapped object")
     }
 
     fn hot_mut(&mut self, handle: EbHandle) -> &mut HotBuffer {
-        self.hot[handle.0 as usize]
+        let position = self.position_of(handle);
+        self.hot[position]
             .as_mut()
             .expect("a handle names a mapped object")
     }
 
     fn cold(&self, handle: EbHandle) -> &CachedBuffer {
-        &self.buffers[self.cold_slot[handle.0 as usize] as usize]
+        &self.buffers[self.cold_slot[self.position_of(handle)] as usize]
     }
 
     fn cold_mut(&mut self, handle: EbHandle) -> &mut CachedBuffer {
-        &mut self.buffers[self.cold_slot[handle.0 as usize] as usize]
+        let slot = self.cold_slot[self.position_of(handle)];
+        &mut self.buffers[slot as usize]
     }
 
     /// The object mapped at `bytenr`, if any (`find_extent_buffer()`).
     pub fn find(&self, bytenr: u64) -> Option<EbHandle> {
-        let index = self.block_index(bytenr);
-        match self.hot.get(index) {
-            Some(Some(_)) => Some(EbHandle(index as u32)),
+        let position = self.position(bytenr)?;
+        match self.hot.get(position) {
+            Some(Some(_)) => Some(EbHandle((self.first_index + position) as u32)),
             _ => None,
         }
     }
@@ -270,9 +294,10 @@ impl ExtentBufferCache {
         &self,
         bytenr: u64,
     ) -> Option<(EbHandle, &SharedContent, Option<VerifiedRead>)> {
-        let index = self.block_index(bytenr);
-        let hot = self.hot.get(index)?.as_ref()?;
-        Some((EbHandle(index as u32), &hot.content, hot.verified))
+        let position = self.position(bytenr)?;
+        let hot = self.hot.get(position)?.as_ref()?;
+        let handle = EbHandle((self.first_index + position) as u32);
+        Some((handle, &hot.content, hot.verified))
     }
 
     /// The object mapped at `bytenr` if `read` is the check that last passed on its
@@ -280,9 +305,11 @@ impl ExtentBufferCache {
     /// and no call.
     #[inline(always)]
     pub fn find_verified(&self, bytenr: u64, read: &VerifiedRead) -> Option<EbHandle> {
-        let index = self.block_index(bytenr);
-        match self.hot.get(index) {
-            Some(Some(hot)) if hot.verified.as_ref() == Some(read) => Some(EbHandle(index as u32)),
+        let position = self.position(bytenr)?;
+        match self.hot.get(position) {
+            Some(Some(hot)) if hot.verified.as_ref() == Some(read) => {
+                Some(EbHandle((self.first_index + position) as u32))
+            }
             _ => None,
         }
     }
@@ -431,10 +458,7 @@ impl ExtentBufferCache {
     fn map_new(&mut self, bytenr: u64, content: SharedContent, record: InitRecord) -> EbHandle {
         let index = self.block_index(bytenr);
         let handle = EbHandle(u32::try_from(index).expect("fewer than 2^32 tree blocks"));
-        if self.hot.len() <= index {
-            self.hot.resize(index + 1, None);
-            self.cold_slot.resize(index + 1, UNMAPPED);
-        }
+        let index = self.make_room_for(index);
         let slot = u32::try_from(self.buffers.len()).expect("fewer than 2^32 buffers");
         assert_ne!(slot, UNMAPPED);
         assert!(self.hot[index].is_none() && self.cold_slot[index] == UNMAPPED);
@@ -450,6 +474,27 @@ impl ExtentBufferCache {
         });
         self.cold_slot[index] = slot;
         handle
+    }
+
+    /// Grows the index arrays to reach block index `index`, down (moving what they hold
+    /// up) or up, and gives its position.
+    fn make_room_for(&mut self, index: usize) -> usize {
+        if self.hot.is_empty() {
+            self.first_index = index;
+        }
+        if index < self.first_index {
+            let below = self.first_index - index;
+            self.hot.splice(0..0, std::iter::repeat_n(None, below));
+            self.cold_slot
+                .splice(0..0, std::iter::repeat_n(UNMAPPED, below));
+            self.first_index = index;
+        }
+        let position = index - self.first_index;
+        if self.hot.len() <= position {
+            self.hot.resize(position + 1, None);
+            self.cold_slot.resize(position + 1, UNMAPPED);
+        }
+        position
     }
 
     /// Takes a reference on an object (`atomic_inc(&eb->refs)`).
@@ -495,8 +540,8 @@ impl ExtentBufferCache {
     /// Checks the map/arena agreement of the module invariants.
     pub fn check(&self) -> Result<(), String> {
         let mut mapped = 0usize;
-        for (index, (hot, &slot)) in self.hot.iter().zip(&self.cold_slot).enumerate() {
-            let bytenr = index as u64 * self.nodesize_bytes;
+        for (position, (hot, &slot)) in self.hot.iter().zip(&self.cold_slot).enumerate() {
+            let bytenr = (self.first_index + position) as u64 * self.nodesize_bytes;
             let (hot, slot) = match (hot, slot) {
                 (None, UNMAPPED) => continue,
                 (Some(hot), slot) if slot != UNMAPPED => (hot, slot),
@@ -653,6 +698,37 @@ mod tests {
         let mut cache = ExtentBufferCache::new(4096);
         let (handle, _) = cache.init_block(leaf(0, 1, 256), 1, "test");
         cache.release(handle);
+    }
+
+    /// The index arrays start at the lowest mapped block, not at address 0; a block
+    /// mapped below it moves them up, and every handle taken before still names its
+    /// object, found at its bytenr.
+    #[test]
+    fn the_index_arrays_start_at_the_lowest_mapped_block() {
+        let first_group = 1 << 20;
+        let mut cache = ExtentBufferCache::new(4096);
+        let (high, _) = cache.init_block(leaf(first_group + 5 * 4096, 1, 300), 1, "test");
+        let (low, _) = cache.init_block(leaf(first_group, 1, 256), 1, "test");
+        assert_eq!(cache.hot.len(), 6, "nothing kept for the first megabyte");
+        let (lowest, _) = cache.init_block(leaf(4096, 1, 1), 1, "test");
+        assert_eq!(cache.hot.len(), 256 + 5);
+        for (handle, bytenr, objectid) in [
+            (high, first_group + 5 * 4096, 300),
+            (low, first_group, 256),
+            (lowest, 4096, 1),
+        ] {
+            assert_eq!(cache.find(bytenr), Some(handle));
+            assert_eq!(cache.content(handle).header.bytenr, bytenr);
+            assert_eq!(
+                cache.content(handle).first_key(),
+                Some(Key::new(objectid, 1, 0))
+            );
+        }
+        assert_eq!(cache.find(0), None, "below the arrays");
+        assert_eq!(cache.find(first_group + 9 * 4096), None, "above them");
+        cache.hold(low);
+        assert_eq!(cache.holders(low), 1);
+        assert_eq!(cache.check(), Ok(()));
     }
 
     /// A clone of the cache is equal to it, hashes alike, and maps a block group's
