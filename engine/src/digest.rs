@@ -83,6 +83,7 @@ impl Digester {
 }
 
 impl Hasher for Digester {
+    #[inline(always)]
     fn finish(&self) -> u64 {
         self.finish_lane(0)
     }
@@ -99,27 +100,33 @@ impl Hasher for Digester {
         self.word(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
     }
 
+    #[inline(always)]
     fn write_u8(&mut self, value: u8) {
         self.word(u64::from(value));
     }
 
+    #[inline(always)]
     fn write_u16(&mut self, value: u16) {
         self.word(u64::from(value));
     }
 
+    #[inline(always)]
     fn write_u32(&mut self, value: u32) {
         self.word(u64::from(value));
     }
 
+    #[inline(always)]
     fn write_u64(&mut self, value: u64) {
         self.word(value);
     }
 
+    #[inline(always)]
     fn write_u128(&mut self, value: u128) {
         self.word(value as u64);
         self.word((value >> 64) as u64);
     }
 
+    #[inline(always)]
     fn write_usize(&mut self, value: usize) {
         self.word(value as u64);
     }
