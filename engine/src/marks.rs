@@ -394,6 +394,17 @@ impl EventLog {
     pub fn drain(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
+
+    /// Gives back the vector of a drained observation once the observer is done with
+    /// it: its events are dropped and its allocation kept for the next ones. A send
+    /// step's reads then go into it ([`push_reads`](Self::push_reads) trades vectors
+    /// with an empty log), where every step allocated a new one.
+    pub fn recycle(&mut self, mut events: Vec<Event>) {
+        events.clear();
+        if self.events.is_empty() && self.events.capacity() < events.capacity() {
+            self.events = events;
+        }
+    }
 }
 
 impl PartialEq for EventLog {
@@ -411,6 +422,60 @@ impl Hash for EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The log keeps a recycled observation's allocation for the next events (a log
+    /// that holds events keeps them instead), and the reads observed step after step
+    /// are exactly those of a log that never recycles.
+    #[test]
+    fn a_recycled_vector_holds_the_next_reads() {
+        use crate::geometry::Geometry;
+        use crate::policy::SendPolicy;
+        use crate::send::SendJob;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        for index in 0..12 {
+            fs.write(vol, &[format!("f{index:02}")], 0, b"x")
+                .expect("write");
+        }
+        fs.snapshot("vol", "snap", true).expect("snapshot");
+        fs.events.set_recording(true);
+        let mut job = SendJob::start(&mut fs, "snap", None, true).expect("send start");
+        let mut fresh = fs.clone();
+        let mut fresh_job = job.clone();
+        fs.observe();
+        fresh.observe();
+        let summary = |observation: &Observation| -> Vec<(u64, u64, u32)> {
+            observation
+                .reads()
+                .map(|read| (read.root_id, read.bytenr, read.epoch))
+                .collect()
+        };
+        let mut kept = 0;
+        for _ in 0..12 {
+            job.step(&mut fs).expect("send step");
+            fresh_job.step(&mut fresh).expect("send step");
+            let observation = fs.observe();
+            assert_eq!(summary(&observation), summary(&fresh.observe()));
+            let pointer = observation.events.as_ptr();
+            let capacity = observation.events.capacity();
+            fs.events.recycle(observation.events);
+            assert!(fs.events.events.is_empty());
+            if capacity > 0 {
+                assert_eq!(fs.events.events.as_ptr(), pointer, "the allocation is kept");
+                kept += 1;
+            }
+        }
+        fs.events.push(Event::CommitRootSwitched {
+            root_id: 5,
+            transid: 1,
+            relocation_running: false,
+        });
+        let pending = fs.events.events.as_ptr();
+        fs.events.recycle(Vec::with_capacity(64));
+        assert_eq!(fs.events.events.len(), 1, "a log holding events keeps them");
+        assert_eq!(fs.events.events.as_ptr(), pending);
+        assert!(kept > 0, "no step read a block");
+    }
 
     /// `into_reads` moves out exactly the reads `reads` shows, in order, whatever other
     /// events lie between them (a send with a snapshot committed under it).

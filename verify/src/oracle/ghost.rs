@@ -172,11 +172,11 @@ impl Ghost {
     /// changes, the slice keeps the previous one alive (so its address names it), and the
     /// record it was checked against is the same until a new epoch retakes it, which
     /// forgets the previous read.
-    pub fn check(
+    pub fn check<'r>(
         &mut self,
         fs: &FsInfo,
         job: &str,
-        accesses: &[BufferAccess],
+        accesses: impl IntoIterator<Item = &'r BufferAccess>,
         attribute: &dyn Fn(u64) -> Option<String>,
     ) -> Option<Violation> {
         if self.inconsistent_block.is_some() {

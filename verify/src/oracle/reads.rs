@@ -13,11 +13,11 @@ use cowproof_engine::FsInfo;
 
 /// Checks the reads send job `name` made in its last step (drained from the engine's
 /// observation channel by the world) against its ghost record.
-pub fn check_reads(
+pub fn check_reads<'r>(
     fs: &FsInfo,
     name: &str,
     run: &mut SendRun,
-    reads: &[BufferAccess],
+    reads: impl IntoIterator<Item = &'r BufferAccess>,
 ) -> Vec<Violation> {
     let attribute = |bytenr: u64| {
         if let Some(words) = reinitialised_by(fs, bytenr) {

@@ -44,8 +44,9 @@ impl World {
             parent: parent.map(str::to_string),
             expected,
         };
-        let reads = self.observe();
-        let mut violations = check_reads(&self.fs, name, &mut run, &reads);
+        let observation = self.observe();
+        let mut violations = check_reads(&self.fs, name, &mut run, observation.reads());
+        self.recycle(observation);
         self.sends.insert(name.to_string(), run);
         if let Some(parent) = parent {
             // The receiving side needs the parent before the stream; it is read-only, so
@@ -100,10 +101,11 @@ impl World {
         while !run.job.is_over() && steps.is_none_or(|steps| taken < steps) {
             taken += 1;
             let result = run.job.step(&mut self.fs);
-            let reads = self.observe();
+            let observation = self.observe();
             outcome
                 .violations
-                .extend(check_reads(&self.fs, name, run, &reads));
+                .extend(check_reads(&self.fs, name, run, observation.reads()));
+            self.recycle(observation);
             if let Err(error) = result {
                 outcome.violations.extend(symptom::violation(
                     name,

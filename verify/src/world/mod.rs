@@ -24,10 +24,9 @@ use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};
 use crate::script::Op;
 use cowproof_engine::ctree::TreeView;
 use cowproof_engine::digest::{DigestMemo, DigestMemoMut};
-use cowproof_engine::marks::Marks;
+use cowproof_engine::marks::{Marks, Observation};
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::relocation::RelocationJob;
-use cowproof_engine::send::held::BufferAccess;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::{Errno, Error, FsInfo, Geometry, Policy};
 use std::collections::BTreeMap;
@@ -288,7 +287,8 @@ impl World {
                 }
             },
         };
-        self.observe();
+        let observation = self.observe();
+        self.recycle(observation);
         outcome.marks = std::mem::take(&mut self.observed_marks);
         let committed = self.fs.generation() != generation;
         if committed {
@@ -319,13 +319,20 @@ impl World {
     }
 
     /// Drains the engine's observation channel (docs/architecture.md, "One observation
-    /// channel"): keeps the marks for this operation's outcome and returns the send reads.
+    /// channel"): keeps the marks for this operation's outcome and returns the events,
+    /// whose send reads the caller checks (`Observation::reads`).
     /// The other events need no keeping: the engine's log remembers who re-initialised
     /// each held buffer ([`oracle::reads`](crate::oracle::reads) asks it).
-    pub(crate) fn observe(&mut self) -> Vec<BufferAccess> {
+    pub(crate) fn observe(&mut self) -> Observation {
         let observation = self.fs.observe();
         self.observed_marks.absorb(&observation.marks);
-        observation.into_reads()
+        observation
+    }
+
+    /// Hands an observation's event vector back to the engine's log, to hold the next
+    /// events (`EventLog::recycle`).
+    pub(crate) fn recycle(&mut self, observation: Observation) {
+        self.fs.events.recycle(observation.events);
     }
 
     /// The checks that run at the end of a run: fsck and model content (none when the
