@@ -298,13 +298,31 @@ impl<T: std::fmt::Debug> std::fmt::Debug for DigestMemo<T> {
 /// the remembered digest, whether or not it changes the value. For a value that many
 /// callers change through `&mut` (the world's model filesystems), where a `get_mut` at
 /// every call site would be noise; a borrow that changes nothing only costs a digest.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct DigestMemoMut<T>(DigestMemo<T>);
+///
+/// The value sits behind an `Arc`: a clone shares it, and the first mutable borrow of
+/// a shared value copies it (`Arc::make_mut`). A world's clone copied its three model
+/// filesystems' maps (keys and all) though most operations change at most one of them
+/// (`docs/hot-paths.md`). The digest is the value's either way (`Arc`'s `Hash` is its
+/// content's).
+#[derive(Default, PartialEq, Eq, Hash)]
+pub struct DigestMemoMut<T>(DigestMemo<std::sync::Arc<T>>);
+
+impl<T> Clone for DigestMemoMut<T> {
+    /// Shares the value, and keeps its digest.
+    fn clone(&self) -> DigestMemoMut<T> {
+        DigestMemoMut(self.0.clone())
+    }
+}
 
 impl<T> DigestMemoMut<T> {
     /// Wraps `value`; its digest is computed when first hashed.
     pub fn new(value: T) -> DigestMemoMut<T> {
-        DigestMemoMut(DigestMemo::new(value))
+        DigestMemoMut(DigestMemo::new(std::sync::Arc::new(value)))
+    }
+
+    /// Whether `other` shares this one's value (for tests).
+    pub fn shares_value_with(&self, other: &DigestMemoMut<T>) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Whether a digest is remembered (for tests of the memo itself).
@@ -321,9 +339,9 @@ impl<T> Deref for DigestMemoMut<T> {
     }
 }
 
-impl<T> std::ops::DerefMut for DigestMemoMut<T> {
+impl<T: Clone> std::ops::DerefMut for DigestMemoMut<T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.0.get_mut()
+        std::sync::Arc::make_mut(self.0.get_mut())
     }
 }
 
@@ -356,6 +374,32 @@ mod tests {
         );
         memo.remove(&2);
         assert_eq!(Digester::digest_of(&memo), first);
+    }
+
+    /// A clone shares the value until one side borrows it mutably; the one that
+    /// changes copies it and forgets its digest, the other keeps both; the digest is the
+    /// plain value's.
+    #[test]
+    fn a_clone_shares_the_value_until_a_mutable_borrow() {
+        let mut memo = DigestMemoMut::new(map(&[(1, "a")]));
+        let first = Digester::digest_of(&memo);
+        let mut digester = Digester::new();
+        digester.write_u128(Digester::digest_of(&map(&[(1, "a")])));
+        assert_eq!(first, digester.finish_128(), "the digest is the value's");
+        let mut clone = memo.clone();
+        assert!(clone.shares_value_with(&memo));
+        clone.insert(2, "b".to_string());
+        assert!(
+            !clone.shares_value_with(&memo),
+            "the change copied the value"
+        );
+        assert_eq!(memo.len(), 1, "the original is untouched");
+        assert!(memo.is_digested(), "and keeps its digest");
+        assert!(!clone.is_digested());
+        memo.insert(3, "c".to_string());
+        assert_eq!(clone.len(), 2);
+        assert_eq!(memo.len(), 2);
+        assert_ne!(Digester::digest_of(&memo), Digester::digest_of(&clone));
     }
 
     fn map(entries: &[(u64, &str)]) -> BTreeMap<u64, String> {
