@@ -52,7 +52,7 @@ mod tree_blocks;
 pub use job::{RelocationJob, RelocationStage};
 
 use crate::alloc::{BlockGroupKind, ExtentRecord};
-use crate::fs_info::FsInfo;
+use crate::fs_info::{FsInfo, Root};
 use crate::key::Key;
 
 /// Units of work (tree blocks or data extents moved) between two commits of a stage.
@@ -134,12 +134,20 @@ pub struct RelocationStats {
 /// The trees relocation COWs and rewrites: the live roots and the dead roots the cleaner
 /// has not started on (their trees are whole), by id.
 pub(crate) fn relocatable_roots(fs: &FsInfo) -> Vec<u64> {
-    fs.roots
-        .values()
-        .filter(|root| !root.deleted)
-        .filter(|root| !root.item.is_dead() || root.item.drop_progress == Key::MIN)
-        .map(|root| root.root_id)
-        .collect()
+    let mut root_ids = Vec::with_capacity(fs.roots.len());
+    root_ids.extend(
+        fs.roots
+            .values()
+            .filter(|root| is_relocatable(root))
+            .map(|root| root.root_id),
+    );
+    root_ids
+}
+
+/// Whether relocation COWs and rewrites `root`'s tree: not deleted, and live or dead
+/// with no drop progress (the cleaner has not started on it).
+fn is_relocatable(root: &Root) -> bool {
+    !root.deleted && (!root.item.is_dead() || root.item.drop_progress == Key::MIN)
 }
 
 /// The lowest dead root the cleaner has started dropping and not finished, if any.

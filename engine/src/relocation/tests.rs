@@ -92,7 +92,7 @@ fn write_file(fs: &mut FsInfo, volume: u64, ino: u64, file_offset: u64, data: &[
     bytenr
 }
 
-fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
+pub(super) fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
     let volume = fs.create_subvolume(name).expect("create");
     for ino in 256..256 + inodes {
         let inode = format!("inode {name} {ino}");
@@ -113,7 +113,7 @@ fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
 /// Three subvolumes, two read-only snapshots of `a` (one before and one after changes)
 /// and one of `b`, a reflink sharing an extent between two inodes: several metadata and
 /// data groups in use.
-fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
+pub(super) fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
     let mut fs = FsInfo::mkfs(Geometry::tiny(), policy).expect("mkfs");
     let a = populate_volume(&mut fs, "a", 20);
     populate_volume(&mut fs, "b", 16);
@@ -142,7 +142,7 @@ fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
     fs
 }
 
-fn groups_of(fs: &FsInfo, kind: BlockGroupKind) -> Vec<(u64, u64)> {
+pub(super) fn groups_of(fs: &FsInfo, kind: BlockGroupKind) -> Vec<(u64, u64)> {
     fs.space()
         .groups()
         .filter(|group| group.kind == kind)
