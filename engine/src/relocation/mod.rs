@@ -151,11 +151,15 @@ fn is_relocatable(root: &Root) -> bool {
 }
 
 /// The lowest dead root the cleaner has started dropping and not finished, if any.
+///
+/// The dead roots are those of `FsInfo::dead_roots` (not deleted, flagged dead, lowest
+/// id first), looked at in place rather than collected and looked up again: this runs
+/// before every unit of work (`docs/hot-paths.md`, "Relocation steps, second round").
 pub(crate) fn half_dropped_root(fs: &FsInfo) -> Option<u64> {
-    fs.dead_roots().into_iter().find(|&root_id| {
-        fs.root(root_id)
-            .is_ok_and(|root| root.item.drop_progress != Key::MIN)
-    })
+    fs.roots
+        .values()
+        .find(|root| !root.deleted && root.item.is_dead() && root.item.drop_progress != Key::MIN)
+        .map(|root| root.root_id)
 }
 
 /// The lowest-address extent in `[start, end)` that is still referenced (pending delayed

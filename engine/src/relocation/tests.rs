@@ -142,6 +142,20 @@ pub(super) fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
     fs
 }
 
+/// The snapshots' fixture with two deleted subvolumes: one the cleaner has started
+/// on (not relocatable) and one it has not (relocatable, its tree whole).
+pub(super) fn fixture_with_dead_roots() -> FsInfo {
+    let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
+    populate_volume(&mut fs, "half-dropped", 40);
+    populate_volume(&mut fs, "whole", 30);
+    fs.commit_transaction().expect("commit");
+    fs.unlink_subvolume("half-dropped").expect("delete");
+    fs.clean_step().expect("one cleaner step");
+    fs.unlink_subvolume("whole").expect("delete");
+    fs.commit_transaction().expect("commit");
+    fs
+}
+
 pub(super) fn groups_of(fs: &FsInfo, kind: BlockGroupKind) -> Vec<(u64, u64)> {
     fs.space()
         .groups()
@@ -947,4 +961,37 @@ fn the_union_of_candidates_is_the_ordered_set_of_both() {
             );
         }
     }
+}
+
+/// `half_dropped_root` as it was before the second round: the dead roots collected,
+/// then each looked up again for its drop progress.
+fn half_dropped_root_before(fs: &FsInfo) -> Option<u64> {
+    fs.dead_roots().into_iter().find(|&root_id| {
+        fs.root(root_id)
+            .is_ok_and(|root| root.item.drop_progress != Key::MIN)
+    })
+}
+
+/// The half-dropped root found in place is the one the collected dead roots gave, in
+/// every state of two deletions dropped by the cleaner step by step: the first half
+/// dropped beside the second (dead and whole), the first dropped to the end (deleted in
+/// the running transaction) and the second half dropped, both deleted.
+#[test]
+fn the_half_dropped_root_is_found_as_before() {
+    let mut fs = fixture_with_dead_roots();
+    let mut seen = BTreeSet::new();
+    loop {
+        let found = super::half_dropped_root(&fs);
+        assert_eq!(found, half_dropped_root_before(&fs));
+        seen.insert(found);
+        if fs.clean_step().expect("cleaner") == crate::cleaner::CleanerStep::Idle {
+            break;
+        }
+    }
+    fs.commit_transaction().expect("commit");
+    assert_eq!(super::half_dropped_root(&fs), None);
+    assert!(
+        seen.len() >= 3,
+        "none, and each deleted tree half dropped: {seen:?}"
+    );
 }

@@ -141,8 +141,7 @@ mod tests {
     use crate::errno::Errno;
     use crate::error::{Error, Result};
     use crate::fs_info::FsInfo;
-    use crate::policy::SendPolicy;
-    use crate::relocation::tests::{filesystem_with_snapshots, groups_of, populate_volume};
+    use crate::relocation::tests::{fixture_with_dead_roots, groups_of};
     use crate::relocation::{
         half_dropped_root, relocatable_roots, RelocationJob, RelocationTarget,
     };
@@ -181,20 +180,6 @@ mod tests {
             ));
         }
         Ok(copies)
-    }
-
-    /// The snapshots' fixture with two deleted subvolumes: one the cleaner has started
-    /// on (not relocatable) and one it has not (relocatable, its tree whole).
-    fn fixture_with_dead_roots() -> FsInfo {
-        let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
-        populate_volume(&mut fs, "half-dropped", 40);
-        populate_volume(&mut fs, "whole", 30);
-        fs.commit_transaction().expect("commit");
-        fs.unlink_subvolume("half-dropped").expect("delete");
-        fs.clean_step().expect("one cleaner step");
-        fs.unlink_subvolume("whole").expect("delete");
-        fs.commit_transaction().expect("commit");
-        fs
     }
 
     /// Every tree block of every metadata group moved both ways, one block at a time
