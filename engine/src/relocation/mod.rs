@@ -52,7 +52,7 @@ mod tree_blocks;
 pub use job::{RelocationJob, RelocationStage};
 
 use crate::alloc::{BlockGroupKind, ExtentRecord};
-use crate::fs_info::FsInfo;
+use crate::fs_info::{FsInfo, Root};
 use crate::key::Key;
 
 /// Units of work (tree blocks or data extents moved) between two commits of a stage.
@@ -134,20 +134,32 @@ pub struct RelocationStats {
 /// The trees relocation COWs and rewrites: the live roots and the dead roots the cleaner
 /// has not started on (their trees are whole), by id.
 pub(crate) fn relocatable_roots(fs: &FsInfo) -> Vec<u64> {
-    fs.roots
-        .values()
-        .filter(|root| !root.deleted)
-        .filter(|root| !root.item.is_dead() || root.item.drop_progress == Key::MIN)
-        .map(|root| root.root_id)
-        .collect()
+    let mut root_ids = Vec::with_capacity(fs.roots.len());
+    root_ids.extend(
+        fs.roots
+            .values()
+            .filter(|root| is_relocatable(root))
+            .map(|root| root.root_id),
+    );
+    root_ids
+}
+
+/// Whether relocation COWs and rewrites `root`'s tree: not deleted, and live or dead
+/// with no drop progress (the cleaner has not started on it).
+fn is_relocatable(root: &Root) -> bool {
+    !root.deleted && (!root.item.is_dead() || root.item.drop_progress == Key::MIN)
 }
 
 /// The lowest dead root the cleaner has started dropping and not finished, if any.
+///
+/// The dead roots are those of `FsInfo::dead_roots` (not deleted, flagged dead, lowest
+/// id first), looked at in place rather than collected and looked up again: this runs
+/// before every unit of work (`docs/hot-paths.md`, "Relocation steps, second round").
 pub(crate) fn half_dropped_root(fs: &FsInfo) -> Option<u64> {
-    fs.dead_roots().into_iter().find(|&root_id| {
-        fs.root(root_id)
-            .is_ok_and(|root| root.item.drop_progress != Key::MIN)
-    })
+    fs.roots
+        .values()
+        .find(|root| !root.deleted && root.item.is_dead() && root.item.drop_progress != Key::MIN)
+        .map(|root| root.root_id)
 }
 
 /// The lowest-address extent in `[start, end)` that is still referenced (pending delayed
@@ -157,42 +169,70 @@ pub(crate) fn half_dropped_root(fs: &FsInfo) -> Option<u64> {
 /// it, both lowest first; they are merged as they are read and the first that
 /// qualifies ends the search, so a step that finds an extent at the start of a group
 /// does not collect the whole group's bytenrs first (`docs/hot-paths.md`, "Relocation
-/// steps").
+/// steps"). A candidate from the extent tree brings its record along: its pending
+/// record is that record with the pending count ([`pending_record`]), which spares the
+/// lookups of the record `FsInfo::extent_record` makes ("Relocation steps, second
+/// round").
 pub(crate) fn lowest_allocated(
     fs: &FsInfo,
     start: u64,
     end: u64,
     wanted: impl Fn(&ExtentRecord) -> bool,
 ) -> Option<(u64, ExtentRecord)> {
-    let committed = fs.extent_tree().range(start, end).map(|(bytenr, _)| bytenr);
+    let committed = fs
+        .extent_tree()
+        .range(start, end)
+        .map(|(bytenr, record)| (bytenr, Some(record)));
     let pending = fs
         .delayed_refs
         .bytenrs()
         .skip_while(|&bytenr| bytenr < start)
-        .take_while(|&bytenr| bytenr < end);
-    union_ascending(committed, pending).find_map(|bytenr| {
-        fs.extent_record(bytenr)
+        .take_while(|&bytenr| bytenr < end)
+        .map(|bytenr| (bytenr, None));
+    union_ascending(committed, pending).find_map(|(bytenr, committed)| {
+        pending_record(fs, bytenr, committed)
             .filter(|record| record.refs > 0 && wanted(record))
             .map(|record| (bytenr, record))
     })
 }
 
-/// The values of two ascending sequences, ascending, each once: what collecting both
-/// into an ordered set and iterating it yields, without the set.
-fn union_ascending(
-    first: impl Iterator<Item = u64>,
-    second: impl Iterator<Item = u64>,
-) -> impl Iterator<Item = u64> {
+/// `fs.extent_record(bytenr)`, given the extent tree's record of `bytenr` if the caller
+/// has it. The pending record of an extent the tree holds is the tree's record with the
+/// pending count, unless the running transaction reserved the extent anew (a state the
+/// delayed refs reject when they run); without the tree's record, or in that state,
+/// it is `extent_record`'s answer itself.
+fn pending_record(
+    fs: &FsInfo,
+    bytenr: u64,
+    committed: Option<&ExtentRecord>,
+) -> Option<ExtentRecord> {
+    match committed {
+        Some(record) if !fs.delayed_refs.is_new_extent(bytenr) => Some(ExtentRecord {
+            refs: fs.extent_refs(bytenr),
+            ..*record
+        }),
+        _ => fs.extent_record(bytenr),
+    }
+}
+
+/// The items of two sequences ascending by their bytenr, ascending, each bytenr once
+/// (with the item that came first, the first sequence's on a tie): what collecting both
+/// into an ordered map that keeps the first item of a key and iterating it yields,
+/// without the map.
+fn union_ascending<T>(
+    first: impl Iterator<Item = (u64, T)>,
+    second: impl Iterator<Item = (u64, T)>,
+) -> impl Iterator<Item = (u64, T)> {
     let (mut first, mut second) = (first.peekable(), second.peekable());
     let mut last = None;
     std::iter::from_fn(move || loop {
         let next = match (first.peek(), second.peek()) {
-            (Some(&a), Some(&b)) if a <= b => first.next(),
+            (Some(a), Some(b)) if a.0 <= b.0 => first.next(),
             (Some(_), None) => first.next(),
             _ => second.next(),
         }?;
-        if last != Some(next) {
-            last = Some(next);
+        if last != Some(next.0) {
+            last = Some(next.0);
             return Some(next);
         }
     })

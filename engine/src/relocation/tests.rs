@@ -92,7 +92,7 @@ fn write_file(fs: &mut FsInfo, volume: u64, ino: u64, file_offset: u64, data: &[
     bytenr
 }
 
-fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
+pub(super) fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
     let volume = fs.create_subvolume(name).expect("create");
     for ino in 256..256 + inodes {
         let inode = format!("inode {name} {ino}");
@@ -113,7 +113,7 @@ fn populate_volume(fs: &mut FsInfo, name: &str, inodes: u64) -> u64 {
 /// Three subvolumes, two read-only snapshots of `a` (one before and one after changes)
 /// and one of `b`, a reflink sharing an extent between two inodes: several metadata and
 /// data groups in use.
-fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
+pub(super) fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
     let mut fs = FsInfo::mkfs(Geometry::tiny(), policy).expect("mkfs");
     let a = populate_volume(&mut fs, "a", 20);
     populate_volume(&mut fs, "b", 16);
@@ -142,7 +142,21 @@ fn filesystem_with_snapshots(policy: SendPolicy) -> FsInfo {
     fs
 }
 
-fn groups_of(fs: &FsInfo, kind: BlockGroupKind) -> Vec<(u64, u64)> {
+/// The snapshots' fixture with two deleted subvolumes: one the cleaner has started
+/// on (not relocatable) and one it has not (relocatable, its tree whole).
+pub(super) fn fixture_with_dead_roots() -> FsInfo {
+    let mut fs = filesystem_with_snapshots(SendPolicy::Concurrent);
+    populate_volume(&mut fs, "half-dropped", 40);
+    populate_volume(&mut fs, "whole", 30);
+    fs.commit_transaction().expect("commit");
+    fs.unlink_subvolume("half-dropped").expect("delete");
+    fs.clean_step().expect("one cleaner step");
+    fs.unlink_subvolume("whole").expect("delete");
+    fs.commit_transaction().expect("commit");
+    fs
+}
+
+pub(super) fn groups_of(fs: &FsInfo, kind: BlockGroupKind) -> Vec<(u64, u64)> {
     fs.space()
         .groups()
         .filter(|group| group.kind == kind)
@@ -924,7 +938,8 @@ fn a_job_relocates_a_deleted_subvolume_the_cleaner_has_not_started_on() {
 /// The lazy union of the candidates yields what the ordered set it replaced did: every
 /// value of either ascending sequence once, ascending, with repeats inside and across
 /// the two (the pending heads list a new extent once, but the union must not rely on
-/// it) and either side empty.
+/// it) and either side empty; on a repeat, the item that came first, the first
+/// sequence's on a tie (the extent tree's record, before the pending head).
 #[test]
 fn the_union_of_candidates_is_the_ordered_set_of_both() {
     let sequences: [&[u64]; 6] = [
@@ -937,14 +952,152 @@ fn the_union_of_candidates_is_the_ordered_set_of_both() {
     ];
     for first in sequences {
         for second in sequences {
-            let union: Vec<u64> =
-                super::union_ascending(first.iter().copied(), second.iter().copied()).collect();
-            let set: BTreeSet<u64> = first.iter().chain(second).copied().collect();
+            let tagged = |values: &'static [u64], side: char| {
+                values
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, &value)| (value, (side, index)))
+            };
+            let union: Vec<(u64, (char, usize))> =
+                super::union_ascending(tagged(first, 'a'), tagged(second, 'b')).collect();
+            let mut map = BTreeMap::new();
+            for (value, item) in tagged(first, 'a').chain(tagged(second, 'b')) {
+                map.entry(value).or_insert(item);
+            }
             assert_eq!(
                 union,
-                set.into_iter().collect::<Vec<_>>(),
+                map.into_iter().collect::<Vec<_>>(),
                 "{first:?} {second:?}"
             );
         }
     }
+}
+
+/// `lowest_allocated` as it was before the second round: every candidate's record from
+/// `FsInfo::extent_record`.
+fn lowest_allocated_before(
+    fs: &FsInfo,
+    start: u64,
+    end: u64,
+    wanted: impl Fn(&crate::alloc::ExtentRecord) -> bool,
+) -> Option<(u64, crate::alloc::ExtentRecord)> {
+    let committed = fs
+        .extent_tree()
+        .range(start, end)
+        .map(|(bytenr, _)| (bytenr, ()));
+    let pending = fs
+        .delayed_refs
+        .bytenrs()
+        .skip_while(|&bytenr| bytenr < start)
+        .take_while(|&bytenr| bytenr < end)
+        .map(|bytenr| (bytenr, ()));
+    super::union_ascending(committed, pending).find_map(|(bytenr, ())| {
+        fs.extent_record(bytenr)
+            .filter(|record| record.refs > 0 && wanted(record))
+            .map(|record| (bytenr, record))
+    })
+}
+
+/// The record built from the extent tree's is `extent_record`'s for every extent the
+/// tree or the pending heads name, and `lowest_allocated` finds what it found before
+/// from every start in every group, for tree blocks, data and both, in states with
+/// pending heads of every kind: new extents, extents whose count went up, went down
+/// and reached zero (a metadata and a data group relocated one unit at a time, without
+/// commits in between).
+#[test]
+fn lowest_allocated_answers_as_before() {
+    let mut fs = fixture_with_dead_roots();
+    fs.clean_all().expect("cleaner");
+    let mut compared = 0;
+    let mut compare = |fs: &FsInfo| {
+        let bytenrs: BTreeSet<u64> = fs
+            .extent_tree()
+            .iter()
+            .map(|(bytenr, _)| bytenr)
+            .chain(fs.delayed_refs.bytenrs())
+            .collect();
+        for &bytenr in &bytenrs {
+            let committed = fs.extent_tree().get(bytenr);
+            assert_eq!(
+                super::pending_record(fs, bytenr, committed),
+                fs.extent_record(bytenr),
+                "extent {bytenr}"
+            );
+        }
+        for group in fs.space().groups() {
+            let (start, end) = (group.start, group.end());
+            let starts = bytenrs.range(start..end).copied().chain([start, end]);
+            for from in starts {
+                let wanted: [&dyn Fn(&crate::alloc::ExtentRecord) -> bool; 3] = [
+                    &|record| record.is_tree_block(),
+                    &|record| !record.is_tree_block(),
+                    &|_| true,
+                ];
+                for wanted in wanted {
+                    assert_eq!(
+                        super::lowest_allocated(fs, from, end, wanted),
+                        lowest_allocated_before(fs, from, end, wanted),
+                        "[{from}, {end})"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        bytenrs
+            .iter()
+            .filter(|&&bytenr| {
+                fs.extent_record(bytenr)
+                    .is_some_and(|record| record.refs == 0)
+            })
+            .count()
+    };
+    let mut dropped_pending = 0;
+    for target in [RelocationTarget::Metadata, RelocationTarget::Data] {
+        let mut job = RelocationJob::start(&mut fs, target).expect("start");
+        compare(&fs);
+        for _ in 0..6 {
+            if job.is_done() {
+                break;
+            }
+            job.step(&mut fs).expect("step");
+            dropped_pending += compare(&fs);
+        }
+        job.finish(&mut fs).expect("finish");
+        compare(&fs);
+    }
+    assert!(dropped_pending > 0, "pending heads at zero references met");
+    assert!(compared > 0);
+}
+
+/// `half_dropped_root` as it was before the second round: the dead roots collected,
+/// then each looked up again for its drop progress.
+fn half_dropped_root_before(fs: &FsInfo) -> Option<u64> {
+    fs.dead_roots().into_iter().find(|&root_id| {
+        fs.root(root_id)
+            .is_ok_and(|root| root.item.drop_progress != Key::MIN)
+    })
+}
+
+/// The half-dropped root found in place is the one the collected dead roots gave, in
+/// every state of two deletions dropped by the cleaner step by step: the first half
+/// dropped beside the second (dead and whole), the first dropped to the end (deleted in
+/// the running transaction) and the second half dropped, both deleted.
+#[test]
+fn the_half_dropped_root_is_found_as_before() {
+    let mut fs = fixture_with_dead_roots();
+    let mut seen = BTreeSet::new();
+    loop {
+        let found = super::half_dropped_root(&fs);
+        assert_eq!(found, half_dropped_root_before(&fs));
+        seen.insert(found);
+        if fs.clean_step().expect("cleaner") == crate::cleaner::CleanerStep::Idle {
+            break;
+        }
+    }
+    fs.commit_transaction().expect("commit");
+    assert_eq!(super::half_dropped_root(&fs), None);
+    assert!(
+        seen.len() >= 3,
+        "none, and each deleted tree half dropped: {seen:?}"
+    );
 }
