@@ -382,11 +382,18 @@ impl FsInfo {
     fn commit_fs_roots(&mut self, transid: u64) -> Result<()> {
         let transaction = self.running.as_ref().expect("committing");
         let dirty: Vec<u64> = transaction.dirty_roots.iter().copied().collect();
-        let changed = transaction.changed_roots.clone();
         for root_id in dirty {
             if root_id == objectid::ROOT_TREE {
                 continue;
             }
+            // Read before the root is borrowed: the updates below add only the root
+            // tree to the changed set, and it is skipped above.
+            let changed = self
+                .running
+                .as_ref()
+                .expect("committing")
+                .changed_roots
+                .contains(&root_id);
             let Ok(root) = self.root_mut(root_id) else {
                 continue;
             };
@@ -394,11 +401,13 @@ impl FsInfo {
             root.item.bytenr = root.node.bytenr;
             root.item.generation = root.node.generation;
             root.item.level = root.node.level;
-            if changed.contains(&root_id) {
+            if changed {
                 root.item.ctransid = transid;
             }
-            let encoded = root.item.encode();
-            self.update_item(
+            // The bytes are dropped after the update: no vector for them, nor for the
+            // old item (`docs/hot-paths.md`, "Commits").
+            let encoded = root.item.encode_array();
+            self.overwrite_item(
                 objectid::ROOT_TREE,
                 Key::new(root_id, item_type::ROOT_ITEM, 0),
                 &encoded,
