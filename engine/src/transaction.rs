@@ -31,7 +31,7 @@
 //! refs give freed extents back at once) and `reloc-trans-before-unpin` (without it,
 //! `last_reloc_trans` is recorded after the unpin).
 
-use crate::alloc::{BlockGroupKind, ExtentTree};
+use crate::alloc::{BlockGroupKind, ExtentTree, SpaceInfo};
 use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
 use crate::fs_info::FsInfo;
@@ -505,16 +505,34 @@ impl FsInfo {
     }
 
     fn unpin_extents(&mut self) {
-        for (bytenr, _) in self.space.unpin_all() {
-            if self.space.group(bytenr).kind == BlockGroupKind::Data {
-                self.device.discard_data(bytenr);
-            }
+        let unpinned = self.space.unpin_all();
+        for bytenr in data_extents(&self.space, &unpinned) {
+            self.device.discard_data(bytenr);
         }
     }
 
     fn finish_dropped_roots(&mut self) {
         self.roots.retain(|_, root| !root.deleted);
     }
+}
+
+/// The starts of the data extents among `extents` (lowest first), lowest first. The
+/// groups are in address order too, so one walk of them beside the extents finds each
+/// extent's group, where a lookup by address cost a B-tree search an extent
+/// (`docs/hot-paths.md`, "Commits").
+fn data_extents<'a>(
+    space: &'a SpaceInfo,
+    extents: &'a [(u64, u64)],
+) -> impl Iterator<Item = u64> + 'a {
+    let mut groups = space.groups().peekable();
+    extents.iter().filter_map(move |&(bytenr, _)| {
+        while groups.next_if(|group| group.end() <= bytenr).is_some() {}
+        let group = groups
+            .peek()
+            .filter(|group| group.start <= bytenr)
+            .unwrap_or_else(|| panic!("no block group holds {bytenr}"));
+        (group.kind == BlockGroupKind::Data).then_some(bytenr)
+    })
 }
 
 /// The union of two strictly rising lists with no element in common, strictly rising.
@@ -719,6 +737,45 @@ mod tests {
         assert!(
             twice.is_err(),
             "a block listed twice is an invariant violation"
+        );
+    }
+
+    /// The walk of the groups beside the unpinned extents names the data extents the
+    /// lookup of each extent's group named, in every group of a filesystem with a data
+    /// and a metadata group.
+    #[test]
+    fn data_extents_are_those_whose_group_holds_data() {
+        use super::data_extents;
+        use crate::alloc::BlockGroupKind;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.create_file(volume, &["data"]).expect("create");
+        fs.write(volume, &["data"], 0, &[7u8; 8192]).expect("write");
+        fs.commit_transaction().expect("commit");
+        let space = fs.space();
+        let kinds: Vec<BlockGroupKind> = space.groups().map(|group| group.kind).collect();
+        assert!(
+            kinds.contains(&BlockGroupKind::Data) && kinds.len() >= 2,
+            "{kinds:?}"
+        );
+        let extents: Vec<(u64, u64)> = space
+            .groups()
+            .flat_map(|group| {
+                let last = group.end() - 4096;
+                [group.start, group.start + 4096, last]
+            })
+            .map(|bytenr| (bytenr, 4096))
+            .collect();
+        let by_lookup: Vec<u64> = extents
+            .iter()
+            .map(|&(bytenr, _)| bytenr)
+            .filter(|&bytenr| space.group(bytenr).kind == BlockGroupKind::Data)
+            .collect();
+        assert!(!by_lookup.is_empty());
+        assert!(by_lookup.len() < extents.len());
+        assert_eq!(
+            data_extents(space, &extents).collect::<Vec<u64>>(),
+            by_lookup
         );
     }
 
