@@ -31,6 +31,7 @@
 //! refs give freed extents back at once) and `reloc-trans-before-unpin` (without it,
 //! `last_reloc_trans` is recorded after the unpin).
 
+use crate::alloc::space::merge_disjoint_into;
 use crate::alloc::{BlockGroupKind, ExtentTree, SpaceInfo};
 use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
@@ -335,7 +336,7 @@ impl FsInfo {
         if dirty_blocks.is_empty() {
             *dirty_blocks = new_tree_blocks;
         } else {
-            *dirty_blocks = merge_disjoint_sorted(dirty_blocks, &new_tree_blocks);
+            merge_disjoint_into(dirty_blocks, &new_tree_blocks, |&bytenr| bytenr, "dirty");
         }
         if self.policy.enforces(EngineRule::PinUntilCommit) {
             let extents: Vec<(u64, u64)> = dropped
@@ -535,28 +536,6 @@ fn data_extents<'a>(
     })
 }
 
-/// The union of two strictly rising lists with no element in common, strictly rising.
-fn merge_disjoint_sorted(first: &[u64], second: &[u64]) -> Vec<u64> {
-    let mut merged = Vec::with_capacity(first.len() + second.len());
-    let (mut first, mut second) = (first.iter().peekable(), second.iter().peekable());
-    while let (Some(&&a), Some(&&b)) = (first.peek(), second.peek()) {
-        assert_ne!(a, b, "block {a} listed dirty twice");
-        if a < b {
-            merged.push(a);
-            first.next();
-        } else {
-            merged.push(b);
-            second.next();
-        }
-    }
-    merged.extend(first.chain(second));
-    assert!(
-        merged.windows(2).all(|pair| pair[0] < pair[1]),
-        "dirty blocks out of order"
-    );
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use crate::fs_info::FsInfo;
@@ -721,23 +700,6 @@ mod tests {
         let middle = *dirty.iter().nth(dirty.len() / 2).expect("a dirty block");
         fs.space.pin(middle, 4096);
         let _ = fs.commit_step();
-    }
-
-    /// The dirty list of a later run merges with the list the first run left.
-    #[test]
-    fn dirty_lists_merge_in_order() {
-        use super::merge_disjoint_sorted;
-        assert_eq!(
-            merge_disjoint_sorted(&[4096, 12288, 40960], &[8192, 16384, 20480, 45056]),
-            vec![4096, 8192, 12288, 16384, 20480, 40960, 45056]
-        );
-        assert_eq!(merge_disjoint_sorted(&[], &[8192]), vec![8192]);
-        assert_eq!(merge_disjoint_sorted(&[8192], &[]), vec![8192]);
-        let twice = std::panic::catch_unwind(|| merge_disjoint_sorted(&[4096], &[4096]));
-        assert!(
-            twice.is_err(),
-            "a block listed twice is an invariant violation"
-        );
     }
 
     /// The walk of the groups beside the unpinned extents names the data extents the
