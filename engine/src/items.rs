@@ -205,21 +205,33 @@ impl RootItem {
 
     /// Encodes the item.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(Self::BYTES);
+        self.encode_array().to_vec()
+    }
+
+    /// Encodes the item into an array: the commit writes a root item for every dirty
+    /// tree and drops the bytes right after, so it need not allocate them
+    /// (`docs/hot-paths.md`, "Commits").
+    pub fn encode_array(&self) -> [u8; Self::BYTES] {
+        let mut bytes = [0u8; Self::BYTES];
+        let mut writer = ArrayWriter {
+            bytes: &mut bytes,
+            at: 0,
+        };
         for field in [self.bytenr, self.generation, self.flags, self.last_snapshot] {
-            bytes.extend_from_slice(&field.to_le_bytes());
+            writer.put(&field.to_le_bytes());
         }
-        bytes.push(self.level);
-        bytes.extend_from_slice(&self.refs.to_le_bytes());
+        writer.put(&[self.level]);
+        writer.put(&self.refs.to_le_bytes());
         for uuid in [self.uuid, self.parent_uuid, self.received_uuid] {
-            bytes.extend_from_slice(&uuid);
+            writer.put(&uuid);
         }
         for field in [self.ctransid, self.otransid, self.stransid, self.rtransid] {
-            bytes.extend_from_slice(&field.to_le_bytes());
+            writer.put(&field.to_le_bytes());
         }
-        bytes.extend_from_slice(&self.drop_progress.objectid.to_le_bytes());
-        bytes.push(self.drop_progress.item_type);
-        bytes.extend_from_slice(&self.drop_progress.offset.to_le_bytes());
+        writer.put(&self.drop_progress.objectid.to_le_bytes());
+        writer.put(&[self.drop_progress.item_type]);
+        writer.put(&self.drop_progress.offset.to_le_bytes());
+        assert_eq!(writer.at, Self::BYTES, "a root item fills its encoding");
         bytes
     }
 
@@ -254,6 +266,19 @@ impl RootItem {
             rtransid: reader.u64()?,
             drop_progress: crate::key::Key::new(reader.u64()?, reader.u8()?, reader.u64()?),
         })
+    }
+}
+
+/// Writes fields one after another into a fixed array.
+struct ArrayWriter<'a> {
+    bytes: &'a mut [u8],
+    at: usize,
+}
+
+impl ArrayWriter<'_> {
+    fn put(&mut self, field: &[u8]) {
+        self.bytes[self.at..self.at + field.len()].copy_from_slice(field);
+        self.at += field.len();
     }
 }
 
@@ -307,5 +332,59 @@ mod tests {
         assert_eq!(bytes.len(), RootItem::BYTES);
         assert_eq!(RootItem::decode(&bytes), Some(item));
         assert_eq!(RootItem::decode(&bytes[1..]), None);
+    }
+
+    /// The encoding before `encode_array`: pushed into a vector field by field.
+    fn encode_by_pushing(item: &RootItem) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(RootItem::BYTES);
+        for field in [item.bytenr, item.generation, item.flags, item.last_snapshot] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.push(item.level);
+        bytes.extend_from_slice(&item.refs.to_le_bytes());
+        for uuid in [item.uuid, item.parent_uuid, item.received_uuid] {
+            bytes.extend_from_slice(&uuid);
+        }
+        for field in [item.ctransid, item.otransid, item.stransid, item.rtransid] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(&item.drop_progress.objectid.to_le_bytes());
+        bytes.push(item.drop_progress.item_type);
+        bytes.extend_from_slice(&item.drop_progress.offset.to_le_bytes());
+        bytes
+    }
+
+    proptest::proptest! {
+        /// Every field lands where the pushed encoding put it (distinct random values,
+        /// so a swapped or shifted field shows).
+        #[test]
+        fn root_items_encode_into_an_array_as_they_were_pushed(
+            words in proptest::array::uniform12(proptest::prelude::any::<u64>()),
+            level in proptest::prelude::any::<u8>(),
+            refs in proptest::prelude::any::<u32>(),
+            uuids in proptest::array::uniform3(proptest::prelude::any::<[u8; 16]>()),
+            item_type in proptest::prelude::any::<u8>(),
+        ) {
+            let item = RootItem {
+                bytenr: words[0],
+                generation: words[1],
+                level,
+                flags: words[2],
+                refs,
+                last_snapshot: words[3],
+                uuid: uuids[0],
+                parent_uuid: uuids[1],
+                received_uuid: uuids[2],
+                ctransid: words[4],
+                otransid: words[5],
+                stransid: words[6],
+                rtransid: words[7],
+                drop_progress: crate::key::Key::new(words[8], item_type, words[9]),
+            };
+            let pushed = encode_by_pushing(&item);
+            proptest::prop_assert_eq!(&item.encode_array()[..], &pushed[..]);
+            proptest::prop_assert_eq!(&item.encode(), &pushed);
+            proptest::prop_assert_eq!(RootItem::decode(&pushed), Some(item));
+        }
     }
 }

@@ -31,7 +31,8 @@
 //! refs give freed extents back at once) and `reloc-trans-before-unpin` (without it,
 //! `last_reloc_trans` is recorded after the unpin).
 
-use crate::alloc::{BlockGroupKind, ExtentTree};
+use crate::alloc::space::merge_disjoint_into;
+use crate::alloc::{BlockGroupKind, ExtentTree, SpaceInfo};
 use crate::error::Result;
 use crate::extent_buffer::HEADER_FLAG_WRITTEN;
 use crate::fs_info::FsInfo;
@@ -335,7 +336,7 @@ impl FsInfo {
         if dirty_blocks.is_empty() {
             *dirty_blocks = new_tree_blocks;
         } else {
-            *dirty_blocks = merge_disjoint_sorted(dirty_blocks, &new_tree_blocks);
+            merge_disjoint_into(dirty_blocks, &new_tree_blocks, |&bytenr| bytenr, "dirty");
         }
         if self.policy.enforces(EngineRule::PinUntilCommit) {
             let extents: Vec<(u64, u64)> = dropped
@@ -382,11 +383,18 @@ impl FsInfo {
     fn commit_fs_roots(&mut self, transid: u64) -> Result<()> {
         let transaction = self.running.as_ref().expect("committing");
         let dirty: Vec<u64> = transaction.dirty_roots.iter().copied().collect();
-        let changed = transaction.changed_roots.clone();
         for root_id in dirty {
             if root_id == objectid::ROOT_TREE {
                 continue;
             }
+            // Read before the root is borrowed: the updates below add only the root
+            // tree to the changed set, and it is skipped above.
+            let changed = self
+                .running
+                .as_ref()
+                .expect("committing")
+                .changed_roots
+                .contains(&root_id);
             let Ok(root) = self.root_mut(root_id) else {
                 continue;
             };
@@ -394,11 +402,13 @@ impl FsInfo {
             root.item.bytenr = root.node.bytenr;
             root.item.generation = root.node.generation;
             root.item.level = root.node.level;
-            if changed.contains(&root_id) {
+            if changed {
                 root.item.ctransid = transid;
             }
-            let encoded = root.item.encode();
-            self.update_item(
+            // The bytes are dropped after the update: no vector for them, nor for the
+            // old item (`docs/hot-paths.md`, "Commits").
+            let encoded = root.item.encode_array();
+            self.overwrite_item(
                 objectid::ROOT_TREE,
                 Key::new(root_id, item_type::ROOT_ITEM, 0),
                 &encoded,
@@ -496,10 +506,9 @@ impl FsInfo {
     }
 
     fn unpin_extents(&mut self) {
-        for (bytenr, _) in self.space.unpin_all() {
-            if self.space.group(bytenr).kind == BlockGroupKind::Data {
-                self.device.discard_data(bytenr);
-            }
+        let unpinned = self.space.unpin_all();
+        for bytenr in data_extents(&self.space, &unpinned) {
+            self.device.discard_data(bytenr);
         }
     }
 
@@ -508,26 +517,23 @@ impl FsInfo {
     }
 }
 
-/// The union of two strictly rising lists with no element in common, strictly rising.
-fn merge_disjoint_sorted(first: &[u64], second: &[u64]) -> Vec<u64> {
-    let mut merged = Vec::with_capacity(first.len() + second.len());
-    let (mut first, mut second) = (first.iter().peekable(), second.iter().peekable());
-    while let (Some(&&a), Some(&&b)) = (first.peek(), second.peek()) {
-        assert_ne!(a, b, "block {a} listed dirty twice");
-        if a < b {
-            merged.push(a);
-            first.next();
-        } else {
-            merged.push(b);
-            second.next();
-        }
-    }
-    merged.extend(first.chain(second));
-    assert!(
-        merged.windows(2).all(|pair| pair[0] < pair[1]),
-        "dirty blocks out of order"
-    );
-    merged
+/// The starts of the data extents among `extents` (lowest first), lowest first. The
+/// groups are in address order too, so one walk of them beside the extents finds each
+/// extent's group, where a lookup by address cost a B-tree search an extent
+/// (`docs/hot-paths.md`, "Commits").
+fn data_extents<'a>(
+    space: &'a SpaceInfo,
+    extents: &'a [(u64, u64)],
+) -> impl Iterator<Item = u64> + 'a {
+    let mut groups = space.groups().peekable();
+    extents.iter().filter_map(move |&(bytenr, _)| {
+        while groups.next_if(|group| group.end() <= bytenr).is_some() {}
+        let group = groups
+            .peek()
+            .filter(|group| group.start <= bytenr)
+            .unwrap_or_else(|| panic!("no block group holds {bytenr}"));
+        (group.kind == BlockGroupKind::Data).then_some(bytenr)
+    })
 }
 
 #[cfg(test)]
@@ -696,20 +702,42 @@ mod tests {
         let _ = fs.commit_step();
     }
 
-    /// The dirty list of a later run merges with the list the first run left.
+    /// The walk of the groups beside the unpinned extents names the data extents the
+    /// lookup of each extent's group named, in every group of a filesystem with a data
+    /// and a metadata group.
     #[test]
-    fn dirty_lists_merge_in_order() {
-        use super::merge_disjoint_sorted;
-        assert_eq!(
-            merge_disjoint_sorted(&[4096, 12288, 40960], &[8192, 16384, 20480, 45056]),
-            vec![4096, 8192, 12288, 16384, 20480, 40960, 45056]
-        );
-        assert_eq!(merge_disjoint_sorted(&[], &[8192]), vec![8192]);
-        assert_eq!(merge_disjoint_sorted(&[8192], &[]), vec![8192]);
-        let twice = std::panic::catch_unwind(|| merge_disjoint_sorted(&[4096], &[4096]));
+    fn data_extents_are_those_whose_group_holds_data() {
+        use super::data_extents;
+        use crate::alloc::BlockGroupKind;
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let volume = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.create_file(volume, &["data"]).expect("create");
+        fs.write(volume, &["data"], 0, &[7u8; 8192]).expect("write");
+        fs.commit_transaction().expect("commit");
+        let space = fs.space();
+        let kinds: Vec<BlockGroupKind> = space.groups().map(|group| group.kind).collect();
         assert!(
-            twice.is_err(),
-            "a block listed twice is an invariant violation"
+            kinds.contains(&BlockGroupKind::Data) && kinds.len() >= 2,
+            "{kinds:?}"
+        );
+        let extents: Vec<(u64, u64)> = space
+            .groups()
+            .flat_map(|group| {
+                let last = group.end() - 4096;
+                [group.start, group.start + 4096, last]
+            })
+            .map(|bytenr| (bytenr, 4096))
+            .collect();
+        let by_lookup: Vec<u64> = extents
+            .iter()
+            .map(|&(bytenr, _)| bytenr)
+            .filter(|&bytenr| space.group(bytenr).kind == BlockGroupKind::Data)
+            .collect();
+        assert!(!by_lookup.is_empty());
+        assert!(by_lookup.len() < extents.len());
+        assert_eq!(
+            data_extents(space, &extents).collect::<Vec<u64>>(),
+            by_lookup
         );
     }
 

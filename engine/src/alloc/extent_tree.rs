@@ -21,7 +21,9 @@
 //! count below zero; a head for a new extent exists only for bytenrs without a record.
 
 use crate::digest::DigestMemo;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 /// What an extent holds.
@@ -144,7 +146,7 @@ struct DelayedRefHead {
 /// The head of an extent not reserved since the last run, as [`DelayedRefs`] keeps it in
 /// its map: a [`DelayedRefHead`] without the record it never has, so the map moves 16
 /// bytes a head rather than 72.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct RefChange {
     delta: i64,
     base_refs: u64,
@@ -213,17 +215,116 @@ pub enum ReferenceDropped {
     UnreferencedNew(ExtentRecord),
 }
 
+/// The heads of extents not reserved since the last run, by bytenr: a hash map, read in
+/// address order by whatever needs an order (a run, the listing, equality aside). A COW of
+/// a committed block adds one (`drop_reference`) at a bytenr anywhere in the tree, and an
+/// ordered map's insert among a transaction's hundreds of heads cost about 200
+/// instructions (`docs/hot-paths.md`, "Inserts, fifth round"). Equality is the map's;
+/// hashing and `Debug` see the heads lowest first, and the hash writes what the ordered
+/// map wrote (the length, then each bytenr and change), so no fingerprint changes.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct CommittedHeads {
+    map: HashMap<u64, RefChange, BuildHasherDefault<BytenrHasher>>,
+}
+
+impl CommittedHeads {
+    /// The heads, lowest bytenr first.
+    fn sorted(&self) -> Vec<(u64, RefChange)> {
+        let mut heads: Vec<(u64, RefChange)> = self
+            .map
+            .iter()
+            .map(|(&bytenr, &change)| (bytenr, change))
+            .collect();
+        heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
+        heads
+    }
+
+    /// Every head, lowest bytenr first, leaving none.
+    fn take_sorted(&mut self) -> Vec<(u64, RefChange)> {
+        let mut heads: Vec<(u64, RefChange)> = self.map.drain().collect();
+        heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
+        heads
+    }
+}
+
+impl std::ops::Deref for CommittedHeads {
+    type Target = HashMap<u64, RefChange, BuildHasherDefault<BytenrHasher>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for CommittedHeads {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+/// Up to this many committed heads hash without a vector.
+const SMALL_HEADS: usize = 16;
+
+impl Hash for CommittedHeads {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.map.len());
+        // The explorer hashes every state's heads, nearly always a few: those are
+        // sorted in an array, not in a vector allocated for it.
+        if self.map.len() <= SMALL_HEADS {
+            let mut heads = [(0, RefChange::default()); SMALL_HEADS];
+            for (slot, (&bytenr, &change)) in heads.iter_mut().zip(&self.map) {
+                *slot = (bytenr, change);
+            }
+            let heads = &mut heads[..self.map.len()];
+            heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
+            heads.iter().for_each(|head| head.hash(state));
+            return;
+        }
+        for head in self.sorted() {
+            head.hash(state);
+        }
+    }
+}
+
+impl fmt::Debug for CommittedHeads {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_map().entries(self.sorted()).finish()
+    }
+}
+
+/// The hash of a bytenr for [`CommittedHeads`]: a multiply and a fold of the high half
+/// into the low one (bytenrs are multiples of the sector, so their low bits are zero,
+/// and the map picks buckets by low bits). Deterministic: nothing reads the map's order.
+#[derive(Default)]
+struct BytenrHasher(u64);
+
+impl Hasher for BytenrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        let product = value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = product ^ (product >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Reference changes not yet applied to the extent tree, by bytenr, in two disjoint
 /// sets: the heads of extents reserved since the last run (`new_extents`, a vector kept
 /// lowest first: the lowest-first allocator hands out rising addresses within a
 /// transaction, so a new head is nearly always appended) and the heads of every other
-/// extent (`heads`, an ordered map: their bytenrs come in any order). Together they are
-/// one map from bytenr to head, split by whether the head reserves its extent, so the
+/// extent (`heads`, a hash map read in address order where order matters: their bytenrs
+/// come in any order). Together they are one map from bytenr to head, split by whether the head reserves its extent, so the
 /// pair is a one-to-one function of that map (`docs/hot-paths.md`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DelayedRefs {
     /// Heads of extents not reserved since the last run.
-    heads: BTreeMap<u64, RefChange>,
+    heads: CommittedHeads,
     /// Heads of extents reserved since the last run, strictly rising bytenrs:
     /// `new_extent` is always `Some` and `base_refs` 0.
     new_extents: Vec<(u64, DelayedRefHead)>,
@@ -320,7 +421,7 @@ impl DelayedRefs {
     /// unreferenced is forgotten at once (as `forget_new_extent`) and its record
     /// returned, so its space can go straight back.
     pub fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
-        use std::collections::btree_map::Entry;
+        use std::collections::hash_map::Entry;
         if let Ok(index) = self.new_extent_index(bytenr) {
             let state = &mut self.new_extents[index].1;
             state.delta -= 1;
@@ -423,7 +524,12 @@ impl DelayedRefs {
             .iter()
             .map(|&(bytenr, _)| bytenr)
             .peekable();
-        let mut others = self.heads.keys().copied().peekable();
+        let mut others = self
+            .heads
+            .sorted()
+            .into_iter()
+            .map(|(bytenr, _)| bytenr)
+            .peekable();
         std::iter::from_fn(move || match (new.peek(), others.peek()) {
             (Some(&first), Some(&second)) if first < second => new.next(),
             (Some(_), None) => new.next(),
@@ -461,7 +567,7 @@ impl DelayedRefs {
     fn take_heads(&mut self) -> Vec<(u64, DelayedRefHead)> {
         let mut heads = Vec::with_capacity(self.len());
         let mut new = self.new_extents.drain(..).peekable();
-        for (bytenr, change) in std::mem::take(&mut self.heads) {
+        for (bytenr, change) in self.heads.take_sorted() {
             while let Some(new_head) = new.next_if(|&(start, _)| start < bytenr) {
                 heads.push(new_head);
             }
@@ -571,6 +677,7 @@ fn run_merged(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     impl ExtentTree {
         fn as_map(&self) -> BTreeMap<u64, ExtentRecord> {
@@ -1031,5 +1138,45 @@ mod tests {
         let mut delayed = DelayedRefs::default();
         delayed.add_new_extent(4096, tree_block(0));
         delayed.modify(&tree, 4096, -1);
+    }
+
+    proptest::proptest! {
+        /// The committed heads in a hash map hash, print and compare as the ordered map
+        /// they were: the same digest and `Debug` as a `BTreeMap` of the same heads, and
+        /// equal whatever order they were added and removed in.
+        #[test]
+        fn committed_heads_hash_print_and_compare_as_an_ordered_map(
+            changes in proptest::collection::vec((0u64..64, -3i64..4, 0u64..4), 0..80),
+        ) {
+            let mut ordered: BTreeMap<u64, RefChange> = BTreeMap::new();
+            let (mut forward, mut backward) = (CommittedHeads::default(), CommittedHeads::default());
+            for &(block, delta, base_refs) in &changes {
+                let bytenr = block * 4096;
+                let change = RefChange { delta, base_refs };
+                if delta == 0 {
+                    ordered.remove(&bytenr);
+                    forward.remove(&bytenr);
+                } else {
+                    ordered.insert(bytenr, change);
+                    forward.insert(bytenr, change);
+                }
+            }
+            for (&bytenr, &change) in ordered.iter().rev() {
+                backward.insert(bytenr, change);
+            }
+            proptest::prop_assert!(forward == backward);
+            proptest::prop_assert_eq!(
+                crate::digest::Digester::digest_of(&forward),
+                crate::digest::Digester::digest_of(&ordered)
+            );
+            proptest::prop_assert_eq!(format!("{forward:?}"), format!("{ordered:?}"));
+            proptest::prop_assert_eq!(
+                forward.sorted(),
+                ordered.iter().map(|(&bytenr, &change)| (bytenr, change)).collect::<Vec<_>>()
+            );
+            let mut taken = forward.clone();
+            proptest::prop_assert_eq!(taken.take_sorted(), forward.sorted());
+            proptest::prop_assert!(taken.is_empty());
+        }
     }
 }

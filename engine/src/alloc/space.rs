@@ -30,6 +30,51 @@ use super::free_ranges::FreeRanges;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Merges `add` (strictly rising by `key`) into `target` (strictly rising by `key`) in
+/// place, from the back, so that `target` stays strictly rising; a key in both is an
+/// invariant violation (`{what}` twice). One pass and no new vector: a commit merges a few
+/// of its blocks or extents into a list of hundreds several times (`docs/hot-paths.md`,
+/// "Commits").
+pub(crate) fn merge_disjoint_into<T: Copy>(
+    target: &mut Vec<T>,
+    add: &[T],
+    key: impl Fn(&T) -> u64,
+    what: &str,
+) {
+    assert!(
+        add.windows(2).all(|pair| key(&pair[0]) < key(&pair[1])),
+        "{what} out of order"
+    );
+    let Some(first_added) = add.first() else {
+        return;
+    };
+    let mut kept = target.len();
+    let appended = target
+        .last()
+        .is_none_or(|last| key(last) < key(first_added));
+    target.extend_from_slice(add);
+    if appended {
+        return;
+    }
+    let (mut added, mut next) = (add.len(), target.len());
+    while added > 0 {
+        next -= 1;
+        let candidate = add[added - 1];
+        if kept > 0 && key(&target[kept - 1]) >= key(&candidate) {
+            assert!(
+                key(&target[kept - 1]) != key(&candidate),
+                "{} {what} twice",
+                key(&candidate)
+            );
+            target[next] = target[kept - 1];
+            kept -= 1;
+        } else {
+            target[next] = candidate;
+            added -= 1;
+        }
+    }
+}
+
 /// What a block group holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BlockGroupKind {
@@ -590,9 +635,7 @@ impl SpaceInfo {
             );
         }
         if !self.pinned.is_empty() {
-            for &(bytenr, length) in extents {
-                self.pin(bytenr, length);
-            }
+            self.pin_sorted_beside_pinned(extents);
             return;
         }
         let mut rest = extents;
@@ -603,6 +646,27 @@ impl SpaceInfo {
             rest = &rest[in_group..];
         }
         self.pinned = extents.to_vec();
+    }
+
+    /// [`pin_sorted`](Self::pin_sorted) when something is pinned already (the later runs
+    /// of a commit, a few extents each): the check of [`pin`](Self::pin) on each extent,
+    /// with one group lookup for the extents of one group, then one merge into the
+    /// pinned vector in place, where each `pin` looked its group up and inserted
+    /// (moving the extents above it).
+    fn pin_sorted_beside_pinned(&mut self, extents: &[(u64, u64)]) {
+        let mut rest = extents;
+        while let Some(&(first, _)) = rest.first() {
+            let group = self.group(first);
+            let in_group = rest.partition_point(|&(bytenr, _)| bytenr < group.end());
+            for &(bytenr, length) in &rest[..in_group] {
+                assert!(
+                    !group.overlaps_free(bytenr, length),
+                    "pinning free space {bytenr}"
+                );
+            }
+            rest = &rest[in_group..];
+        }
+        merge_disjoint_into(&mut self.pinned, extents, |&(bytenr, _)| bytenr, "pinned");
     }
 
     /// Where the pinned extent starting at `bytenr` is (`Ok`) or would go (`Err`).
@@ -1124,5 +1188,89 @@ mod tests {
         let block = space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc");
         space.free_now(block, 4096);
         space.free_now(block, 4096);
+    }
+
+    /// The merge the dirty list used before `merge_disjoint_into`: a new vector.
+    fn merge_into_new_vector(first: &[u64], second: &[u64]) -> Vec<u64> {
+        let mut merged = Vec::with_capacity(first.len() + second.len());
+        let (mut first, mut second) = (first.iter().peekable(), second.iter().peekable());
+        while let (Some(&&a), Some(&&b)) = (first.peek(), second.peek()) {
+            assert_ne!(a, b, "block {a} listed dirty twice");
+            if a < b {
+                merged.push(a);
+                first.next();
+            } else {
+                merged.push(b);
+                second.next();
+            }
+        }
+        merged.extend(first.chain(second));
+        merged
+    }
+
+    proptest::proptest! {
+        /// Two disjoint strictly rising lists merge in place into what the merge into a
+        /// new vector gave (appends, interleavings, either side empty), and a key in both
+        /// is an invariant violation.
+        #[test]
+        fn lists_merge_in_place_as_into_a_new_vector(
+            keys in proptest::collection::btree_set(0u64..200, 0..60),
+            sides in proptest::collection::vec(proptest::bool::ANY, 60),
+            shared in proptest::option::of(0usize..60),
+        ) {
+            let keys: Vec<u64> = keys.into_iter().collect();
+            let (mut target, mut add) = (Vec::new(), Vec::new());
+            for (&key, &side) in keys.iter().zip(&sides) {
+                if side { target.push(key) } else { add.push(key) }
+            }
+            let expected = merge_into_new_vector(&target, &add);
+            let mut merged = target.clone();
+            merge_disjoint_into(&mut merged, &add, |&key| key, "test");
+            proptest::prop_assert_eq!(&merged, &expected);
+            if let Some(index) = shared.filter(|&index| index < target.len()) {
+                let mut twice = add.clone();
+                twice.push(target[index]);
+                twice.sort_unstable();
+                let result = std::panic::catch_unwind(move || {
+                    merge_disjoint_into(&mut target, &twice, |&key| key, "test");
+                });
+                proptest::prop_assert!(result.is_err(), "a key in both lists");
+            }
+        }
+    }
+
+    /// Pinning a batch beside extents already pinned (the later runs of a commit) equals
+    /// pinning each with `pin`, in two groups; pinning free space that way still fails.
+    #[test]
+    fn pinning_a_batch_beside_pinned_extents_equals_pinning_one_by_one() {
+        let mut space = SpaceInfo::new(1 << 30, 1 << 20);
+        for _ in 0..2 {
+            space
+                .add_group(BlockGroupKind::Metadata, 1 << 20)
+                .expect("group");
+        }
+        let blocks: Vec<u64> = (0..400)
+            .map(|_| space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc"))
+            .collect();
+        assert!(space.group(blocks[0]).start != space.group(blocks[399]).start);
+        let first: Vec<(u64, u64)> = [3, 10, 200, 300].map(|index| (blocks[index], 4096)).into();
+        let second: Vec<(u64, u64)> = [0, 4, 150, 301, 399]
+            .map(|index| (blocks[index], 4096))
+            .into();
+        space.pin_sorted(&first);
+        let mut one_by_one = space.clone();
+        for &(bytenr, length) in &second {
+            one_by_one.pin(bytenr, length);
+        }
+        let mut batched = space.clone();
+        batched.pin_sorted(&second);
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched.pinned().count(), 9);
+        let mut freed = space.clone();
+        freed.free_now(blocks[50], 4096);
+        let result = std::panic::catch_unwind(move || {
+            freed.pin_sorted(&[(blocks[20], 4096), (blocks[50], 4096)]);
+        });
+        assert!(result.is_err(), "pinning free space beside pinned extents");
     }
 }

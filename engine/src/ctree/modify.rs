@@ -52,27 +52,64 @@ impl FsInfo {
 
     /// Replaces an item's data; ENOENT if absent. Returns the old data.
     pub fn update_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<Vec<u8>> {
-        self.check_item(&key, data)?;
+        let (leaf, slot) = self.search_item_to_update(root_id, &key, data)?;
+        let old = self.item_data_at(leaf, slot).to_vec();
+        let old_reference = data_reference(key.item_type, &old);
+        self.set_item_data_at(root_id, leaf, slot, &key, data, old_reference);
+        Ok(old)
+    }
+
+    /// [`update_item`](Self::update_item) for a caller that drops the old data (the
+    /// commit's root items, `btrfs_update_root()`): the old data's reference is read in
+    /// the leaf instead of from a copy, so nothing is allocated. The same search, checks,
+    /// change and reference updates, in the same order.
+    pub(crate) fn overwrite_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
+        let (leaf, slot) = self.search_item_to_update(root_id, &key, data)?;
+        let old_reference = data_reference(key.item_type, self.item_data_at(leaf, slot));
+        self.set_item_data_at(root_id, leaf, slot, &key, data, old_reference);
+        Ok(())
+    }
+
+    /// The checks, the reservation and the writing search of an update: the leaf and
+    /// slot of `key`, ENOENT if absent.
+    fn search_item_to_update(
+        &mut self,
+        root_id: u64,
+        key: &Key,
+        data: &[u8],
+    ) -> Result<(EbHandle, usize)> {
+        self.check_item(key, data)?;
         self.reserve_metadata_for_items(1)?;
-        let (path, found) = self.search_slot(root_id, &key, true)?;
+        let (path, found) = self.search_slot(root_id, key, true)?;
         if !found {
             return Err(Error::not_found(format!("no item {key} in tree {root_id}")));
         }
-        let leaf = path.leaf().expect("search reaches a leaf");
-        let old = self
-            .cache
+        Ok((path.leaf().expect("search reaches a leaf"), path.slots[0]))
+    }
+
+    fn item_data_at(&self, leaf: EbHandle, slot: usize) -> &[u8] {
+        self.cache
             .content(leaf)
             .leaf()
             .expect("leaf")
-            .item_data(path.slots[0])
-            .to_vec();
-        self.writable(leaf)
-            .leaf_mut()
-            .set_item_data(path.slots[0], data);
-        self.add_item_refs(&key, data, 1);
-        self.add_item_refs(&key, &old, -1);
+            .item_data(slot)
+    }
+
+    /// The change of an update: the new data, its reference added, then the old data's
+    /// (`old_reference`, read before the change) dropped.
+    fn set_item_data_at(
+        &mut self,
+        root_id: u64,
+        leaf: EbHandle,
+        slot: usize,
+        key: &Key,
+        data: &[u8],
+        old_reference: Option<(u64, u64)>,
+    ) {
+        self.writable(leaf).leaf_mut().set_item_data(slot, data);
+        self.add_item_refs(key, data, 1);
+        self.add_reference(old_reference, -1);
         self.note_content_change(root_id);
-        Ok(old)
     }
 
     /// Deletes an item; ENOENT if absent. Returns its data.
@@ -176,7 +213,12 @@ impl FsInfo {
     }
 
     fn add_item_refs(&mut self, key: &Key, data: &[u8], delta: i64) {
-        if let Some((disk_bytenr, _)) = data_reference(key.item_type, data) {
+        self.add_reference(data_reference(key.item_type, data), delta);
+    }
+
+    /// Adds `delta` references to the data extent an item names, if it names one.
+    fn add_reference(&mut self, reference: Option<(u64, u64)>, delta: i64) {
+        if let Some((disk_bytenr, _)) = reference {
             let extent_tree = &self.device.super_block.extent_tree;
             self.delayed_refs.modify(extent_tree, disk_bytenr, delta);
         }

@@ -569,3 +569,56 @@ fn a_writing_search_cows_what_should_cow_block_says() {
         "FORCE_COW copies every block of every path: {copies:?}"
     );
 }
+
+/// `overwrite_item` (the commit's root items, which drop the old data) leaves the
+/// filesystem exactly as `update_item` does — the leaf, the COWs, the data references
+/// moved from the old extent to the new one — and fails where it fails.
+#[test]
+fn overwriting_an_item_is_updating_it_without_copying_the_old_data() {
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+    let volume = fs.create_subvolume_with_root("vol").expect("subvolume");
+    let mut extents = Vec::new();
+    for name in ["first", "second"] {
+        let ino = fs.create_file(volume, &[name]).expect("create");
+        fs.write(volume, &[name], 0, &[7u8; 4096]).expect("write");
+        extents.push(ino);
+    }
+    fs.commit_transaction().expect("commit");
+    let item_of = |fs: &mut FsInfo, ino: u64| {
+        fs.file_extents_in(TreeView::Current, volume, ino)
+            .expect("extents")[0]
+            .item
+            .clone()
+    };
+    let (first, second) = (item_of(&mut fs, extents[0]), item_of(&mut fs, extents[1]));
+    let key = Key::new(extents[0], item_type::EXTENT_DATA, 0);
+    let mut updated = fs.clone();
+    let old = updated
+        .update_item(volume, key, &second.encode())
+        .expect("update");
+    assert_eq!(old, first.encode());
+    let mut overwritten = fs.clone();
+    overwritten
+        .overwrite_item(volume, key, &second.encode())
+        .expect("overwrite");
+    assert!(updated == overwritten, "the same filesystem after either");
+    assert_ne!(
+        overwritten.delayed_refs, fs.delayed_refs,
+        "the references moved between the extents"
+    );
+    let absent = Key::new(extents[1] + 100, item_type::EXTENT_DATA, 0);
+    let errors = [
+        updated
+            .update_item(volume, absent, &second.encode())
+            .map(|_| ()),
+        overwritten.overwrite_item(volume, absent, &second.encode()),
+    ]
+    .map(|result| result.map_err(|error| error.to_errno()));
+    assert_eq!(errors[0], Err(crate::Errno::ENOENT));
+    assert_eq!(errors[0], errors[1]);
+    assert!(updated == overwritten, "and after either fails");
+    updated.commit_transaction().expect("commit");
+    overwritten.commit_transaction().expect("commit");
+    assert!(updated == overwritten, "and after the commit");
+    overwritten.check().expect("fsck");
+}
