@@ -16,15 +16,16 @@
 //! content — so a read on a cache hit is one array access. What only bookkeeping reads
 //! (holders, init records) lives in a cold arena reached through `cold_slot`.
 //!
-//! Invariants: a block index is mapped in `hot` exactly when `cold_slot` maps it, and
-//! that cold buffer has that bytenr; a buffer's content header names its bytenr; hold
-//! counts never go negative; a remembered read check passes on the current version of
-//! the content: every change of content — [`ExtentBufferCache::content_mut`], a
-//! re-initialisation — forgets it, except a change through
-//! [`ExtentBufferCache::modify_unchecked_fields`], which leaves every field the check
-//! reads as it was; and a check is remembered only after it passed or for content
-//! built to pass it (a COW's copy, `ctree::cow`). A remembered content digest (the explorer's
-//! fingerprint, `crate::digest`) is forgotten by every change.
+//! Invariants: `first_index` is at most every mapped block index, and the arrays hold
+//! each at position `index - first_index`; a block index is mapped in `hot` exactly
+//! when `cold_slot` maps it, and that cold buffer has that bytenr; a buffer's content
+//! header names its bytenr; hold counts never go negative; a remembered read check
+//! passes on the current version of the content: every change of content —
+//! [`ExtentBufferCache::content_mut`], a re-initialisation — forgets it, except a
+//! change through [`ExtentBufferCache::modify_unchecked_fields`], which leaves every
+//! field the check reads as it was; and a check is remembered only after it passed or
+//! for content built to pass it (a COW's copy, `ctree::cow`). A remembered content
+//! digest (the explorer's fingerprint, `crate::digest`) is forgotten by every change.
 
 use crate::digest::DigestMemo;
 use crate::extent_buffer::{BlockContent, SharedContent};
