@@ -245,10 +245,13 @@ impl ExtentBufferCache {
         usize::try_from(bytenr >> self.nodesize_shift).expect("block index fits usize")
     }
 
-    /// Where the block at `bytenr` sits in the index arrays, if at or above the first.
+    /// The block index of `bytenr` and where it sits in the index arrays: a position
+    /// past their end when the block lies below the first (the subtraction wraps), so
+    /// that one bounds check of the lookup covers both sides on every read.
     #[inline]
-    fn position(&self, bytenr: u64) -> Option<usize> {
-        self.block_index(bytenr).checked_sub(self.first_index)
+    fn index_and_position(&self, bytenr: u64) -> (usize, usize) {
+        let index = self.block_index(bytenr);
+        (index, index.wrapping_sub(self.first_index))
     }
 
     /// Where a mapped object sits in the index arrays.
@@ -282,9 +285,9 @@ impl ExtentBufferCache {
 
     /// The object mapped at `bytenr`, if any (`find_extent_buffer()`).
     pub fn find(&self, bytenr: u64) -> Option<EbHandle> {
-        let position = self.position(bytenr)?;
+        let (index, position) = self.index_and_position(bytenr);
         match self.hot.get(position) {
-            Some(Some(_)) => Some(EbHandle((self.first_index + position) as u32)),
+            Some(Some(_)) => Some(EbHandle(index as u32)),
             _ => None,
         }
     }
@@ -295,10 +298,9 @@ impl ExtentBufferCache {
         &self,
         bytenr: u64,
     ) -> Option<(EbHandle, &SharedContent, Option<VerifiedRead>)> {
-        let position = self.position(bytenr)?;
+        let (index, position) = self.index_and_position(bytenr);
         let hot = self.hot.get(position)?.as_ref()?;
-        let handle = EbHandle((self.first_index + position) as u32);
-        Some((handle, &hot.content, hot.verified))
+        Some((EbHandle(index as u32), &hot.content, hot.verified))
     }
 
     /// The object mapped at `bytenr` if `read` is the check that last passed on its
@@ -306,11 +308,9 @@ impl ExtentBufferCache {
     /// and no call.
     #[inline(always)]
     pub fn find_verified(&self, bytenr: u64, read: &VerifiedRead) -> Option<EbHandle> {
-        let position = self.position(bytenr)?;
+        let (index, position) = self.index_and_position(bytenr);
         match self.hot.get(position) {
-            Some(Some(hot)) if hot.verified.as_ref() == Some(read) => {
-                Some(EbHandle((self.first_index + position) as u32))
-            }
+            Some(Some(hot)) if hot.verified.as_ref() == Some(read) => Some(EbHandle(index as u32)),
             _ => None,
         }
     }
