@@ -423,14 +423,11 @@ impl Hash for EventLog {
 mod tests {
     use super::*;
 
-    /// The log keeps a recycled observation's allocation for the next events (a log
-    /// that holds events keeps them instead), and the reads observed step after step
-    /// are exactly those of a log that never recycles.
-    #[test]
-    fn a_recycled_vector_holds_the_next_reads() {
+    /// A snapshot of twelve one-byte files and a send of it just started, the engine
+    /// recording events.
+    fn recorded_send_of_twelve_files() -> (FsInfo, crate::send::SendJob) {
         use crate::geometry::Geometry;
         use crate::policy::SendPolicy;
-        use crate::send::SendJob;
         let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
         let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
         for index in 0..12 {
@@ -439,7 +436,16 @@ mod tests {
         }
         fs.snapshot("vol", "snap", true).expect("snapshot");
         fs.events.set_recording(true);
-        let mut job = SendJob::start(&mut fs, "snap", None, true).expect("send start");
+        let job = crate::send::SendJob::start(&mut fs, "snap", None, true).expect("send start");
+        (fs, job)
+    }
+
+    /// The log keeps a recycled observation's allocation for the next events (a log
+    /// that holds events keeps them instead), and the reads observed step after step
+    /// are exactly those of a log that never recycles.
+    #[test]
+    fn a_recycled_vector_holds_the_next_reads() {
+        let (mut fs, mut job) = recorded_send_of_twelve_files();
         let mut fresh = fs.clone();
         let mut fresh_job = job.clone();
         fs.observe();
@@ -481,18 +487,7 @@ mod tests {
     /// events lie between them (a send with a snapshot committed under it).
     #[test]
     fn into_reads_gives_the_reads_in_order() {
-        use crate::geometry::Geometry;
-        use crate::policy::SendPolicy;
-        use crate::send::SendJob;
-        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
-        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
-        for index in 0..12 {
-            fs.write(vol, &[format!("f{index:02}")], 0, b"x")
-                .expect("write");
-        }
-        fs.snapshot("vol", "snap", true).expect("snapshot");
-        fs.events.set_recording(true);
-        let mut job = SendJob::start(&mut fs, "snap", None, true).expect("send start");
+        let (mut fs, mut job) = recorded_send_of_twelve_files();
         for _ in 0..4 {
             job.step(&mut fs).expect("send step");
         }
