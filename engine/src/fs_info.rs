@@ -87,6 +87,10 @@ pub struct FsInfo {
     pub marks: Marks,
     /// Events for observers (ghost state).
     pub events: EventLog,
+    /// The reads of a listing that records them (`fs/listing.rs`,
+    /// [`FsInfo::list_subvolume_as_read_traced`]); `None` outside such a listing, so it
+    /// is neither hashed nor cloned with a state.
+    pub(crate) read_trace: Option<Box<crate::fs::listing::ListingReads>>,
 }
 
 impl Hash for FsInfo {
@@ -120,6 +124,7 @@ impl FsInfo {
             page_cache,
             marks,
             events,
+            read_trace: _,
         } = self;
         geometry.hash(state);
         policy.hash(state);
@@ -186,6 +191,7 @@ impl FsInfo {
             page_cache: Default::default(),
             marks: Marks::default(),
             events: EventLog::default(),
+            read_trace: None,
         }
     }
 

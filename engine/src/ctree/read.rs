@@ -14,6 +14,7 @@
 use crate::cache::{owner_check, EbHandle, VerifiedRead};
 use crate::error::{Error, Result};
 use crate::extent_buffer::{BlockContent, BlockPtr, NodeSlot};
+use crate::fs::listing::TracedRead;
 use crate::fs_info::FsInfo;
 use crate::key::{is_fs_tree, Key};
 
@@ -174,14 +175,41 @@ impl FsInfo {
             level: expected.level,
         };
         match self.cache.find_verified(expected.bytenr, &read) {
-            Some(handle) => Ok(handle),
-            None => self.read_and_verify(root_id, expected, read),
+            Some(handle) if self.read_trace.is_none() => Ok(handle),
+            _ => self.read_and_verify_traced(root_id, expected, read),
         }
+    }
+
+    /// [`read_and_verify`](Self::read_and_verify) for a read that is not a checked hit,
+    /// or a read of the listing that traces its reads (`fs/listing.rs`,
+    /// [`ListingTrace`](crate::fs::listing::ListingTrace)), which records each read that
+    /// passes.
+    #[inline(never)]
+    fn read_and_verify_traced(
+        &mut self,
+        root_id: u64,
+        expected: BlockPtr,
+        read: VerifiedRead,
+    ) -> Result<EbHandle> {
+        let first_key = read.first_key;
+        let handle = match self.cache.find_verified(expected.bytenr, &read) {
+            Some(handle) => handle,
+            None => self.read_and_verify(root_id, expected, read)?,
+        };
+        if let Some(trace) = self.read_trace.as_mut() {
+            trace.blocks.push(TracedRead {
+                root_id,
+                expected,
+                first_key,
+                content: std::sync::Arc::clone(self.cache.content(handle)),
+            });
+        }
+        Ok(handle)
     }
 
     /// A read whose expectation did not pass on this content before: the checks in full,
     /// and a load on a cache miss.
-    #[inline(never)]
+    #[inline(always)]
     fn read_and_verify(
         &mut self,
         root_id: u64,

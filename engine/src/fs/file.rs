@@ -59,6 +59,14 @@ fn range_length(start: u64, end: u64) -> Result<usize> {
         .map_err(|_| Error::errno(Errno::EFBIG, "range too large"))
 }
 
+/// Whether reading `extent` reads a data extent on the device: not an inline extent, a
+/// preallocated one (reads as zeros) or a hole (`disk_bytenr` 0).
+fn reads_disk(extent: &FileExtent) -> bool {
+    extent.item.extent_type != FILE_EXTENT_INLINE
+        && extent.item.extent_type != FILE_EXTENT_PREALLOC
+        && extent.item.disk_bytenr != 0
+}
+
 fn round_down(value: u64, sector: u64) -> u64 {
     value / sector * sector
 }
@@ -148,6 +156,19 @@ impl FsInfo {
         // A range too large fails before the search, as it always has.
         range_length(start, end)?;
         let extents = self.file_extents_in(view, root_id, ino)?;
+        if let Some(trace) = self.read_trace.as_mut() {
+            // Every data extent the read may take, as the device holds it now: a traced
+            // listing is the same later only if they are (`fs/listing.rs`).
+            trace.data.extend(
+                extents
+                    .iter()
+                    .filter(|extent| reads_disk(extent))
+                    .map(|extent| {
+                        let bytenr = extent.item.disk_bytenr;
+                        (bytenr, self.device.read_data(bytenr).cloned())
+                    }),
+            );
+        }
         self.read_range_of(&extents, start, end, size)
     }
 
@@ -192,7 +213,7 @@ impl FsInfo {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| corrupt(key, "short inline"));
         }
-        if extent.item.extent_type == FILE_EXTENT_PREALLOC || extent.item.disk_bytenr == 0 {
+        if !reads_disk(extent) {
             return Ok(vec![0; count]);
         }
         let data = self.read_data_extent(extent.item.disk_bytenr)?;

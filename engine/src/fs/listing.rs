@@ -10,13 +10,29 @@
 //! directory ([`subvolume_entry_placeholder`]) and not crossed;
 //! a directory reached twice (a cycle or a second name of a directory) or a walk beyond
 //! `LISTING_ENTRIES_MAX` entries or `LISTING_DEPTH_MAX` levels is EUCLEAN.
+//!
+//! A listing as read can also be *traced* ([`FsInfo::list_subvolume_as_read_traced`]):
+//! it records every tree block it read (the read's arguments and the content it got),
+//! every data extent its files may take, the commit root it started from and the dirty
+//! pages it laid over. A listing is a function of those, and its reads are the only
+//! change it makes to the filesystem (the blocks it maps in the cache). So
+//! [`FsInfo::repeats_listing`], which makes the traced reads again in their order and
+//! compares what they give, tells without walking the directories whether a listing
+//! now would give the traced one, and leaves the cache as that listing would. The
+//! explorer lists the snapshot a send sends at its start and at its end in nearly every
+//! state, nearly always to the same result (`docs/hot-paths.md`, "Snapshot listings
+//! repeated").
 
+use super::page_cache::DirtyInode;
 use super::{FileKind, ROOT_DIR_INO};
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
+use crate::extent_buffer::{BlockPtr, SharedContent};
 use crate::fs_info::FsInfo;
+use crate::key::Key;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The most entries a listing visits.
 pub const LISTING_ENTRIES_MAX: usize = 1 << 20;
@@ -81,6 +97,51 @@ pub fn subvolume_entry_placeholder() -> ListingEntry {
     }
 }
 
+/// One tree block read of a traced listing: what `read_tree_block()` was asked and the
+/// content it gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TracedRead {
+    pub(crate) root_id: u64,
+    pub(crate) expected: BlockPtr,
+    pub(crate) first_key: Option<Key>,
+    pub(crate) content: SharedContent,
+}
+
+/// The reads of a listing that records them, in their order: tree blocks, and the data
+/// extents (bytenr and bytes, `None` for none there) its files may read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ListingReads {
+    pub(crate) blocks: Vec<TracedRead>,
+    pub(crate) data: Vec<(u64, Option<Arc<Vec<u8>>>)>,
+}
+
+/// What a listing of a subvolume as read depended on (module documentation): its
+/// commit root, its reads, and the dirty pages of the subvolume's inodes.
+#[derive(Clone, Debug)]
+pub struct ListingTrace {
+    root_id: u64,
+    commit_root: BlockPtr,
+    reads: ListingReads,
+    dirty: Vec<(u64, DirtyInode)>,
+}
+
+impl ListingTrace {
+    /// The subvolume listed.
+    pub fn root_id(&self) -> u64 {
+        self.root_id
+    }
+
+    /// The commit root the listing started from.
+    pub fn commit_root(&self) -> BlockPtr {
+        self.commit_root
+    }
+
+    /// Tree blocks read, counting each read.
+    pub fn block_reads(&self) -> usize {
+        self.reads.blocks.len()
+    }
+}
+
 fn unclean(reason: String) -> Error {
     Error::errno(Errno::EUCLEAN, reason)
 }
@@ -119,6 +180,64 @@ impl FsInfo {
             }
         }
         Ok(listing)
+    }
+
+    /// [`list_subvolume_as_read`](Self::list_subvolume_as_read), with the trace of what
+    /// it read and laid over (module documentation).
+    pub fn list_subvolume_as_read_traced(
+        &mut self,
+        root_id: u64,
+    ) -> Result<(Listing, ListingTrace)> {
+        assert!(
+            self.read_trace.is_none(),
+            "a traced listing started inside another"
+        );
+        let commit_root = self.commit_root_of(root_id)?;
+        self.read_trace = Some(Box::default());
+        let listing = self.list_subvolume_as_read(root_id);
+        let reads = *self.read_trace.take().expect("the traced listing's reads");
+        let listing = listing?;
+        let dirty = self
+            .page_cache
+            .dirty_inodes_of(root_id)
+            .map(|(ino, dirty)| (ino, dirty.clone()))
+            .collect();
+        let trace = ListingTrace {
+            root_id,
+            commit_root,
+            reads,
+            dirty,
+        };
+        Ok((listing, trace))
+    }
+
+    /// Whether listing `trace`'s subvolume as read now gives the listing traced: the same
+    /// commit root, the same content from every traced read, the same data extents and
+    /// dirty pages. It makes the traced reads again, in their order, up to the first
+    /// whose content differs: when it says yes, the cache is as the listing would leave
+    /// it; when it says no, as the beginning of that listing leaves it, which a listing
+    /// made next repeats without further change (a read that passed is a cache hit, one
+    /// that failed fails again on the same content).
+    pub fn repeats_listing(&mut self, trace: &ListingTrace) -> bool {
+        if self.commit_root_of(trace.root_id).ok() != Some(trace.commit_root) {
+            return false;
+        }
+        for read in &trace.reads.blocks {
+            match self.read_tree_block(read.root_id, read.expected, read.first_key) {
+                Ok(handle) if *self.cache.content(handle) == read.content => {}
+                _ => return false,
+            }
+        }
+        let same_data = trace
+            .reads
+            .data
+            .iter()
+            .all(|(bytenr, data)| self.device.read_data(*bytenr) == data.as_ref());
+        same_data
+            && self
+                .page_cache
+                .dirty_inodes_of(trace.root_id)
+                .eq(trace.dirty.iter().map(|(ino, dirty)| (*ino, dirty)))
     }
 
     /// One path's share of [`list_subvolume`](Self::list_subvolume): the entry of the
@@ -169,5 +288,109 @@ impl FsInfo {
             target,
             xattrs: self.xattrs_in(view, root_id, ino)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::extent_buffer::BlockContent;
+    use crate::fs_info::FsInfo;
+    use crate::geometry::Geometry;
+    use crate::policy::SendPolicy;
+
+    /// A subvolume with a directory, a large file (data extents on the device), a small
+    /// one (inline) and a symlink, committed and remounted, so that its blocks are not
+    /// in the cache: a listing maps them.
+    fn committed_volume() -> (FsInfo, u64) {
+        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
+        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+        fs.mkdir(vol, &["d"]).expect("mkdir");
+        for index in 0..12 {
+            let name = format!("file{index}");
+            fs.write(vol, &["d", name.as_str()], 0, &vec![index as u8; 5000])
+                .expect("write");
+        }
+        fs.write(vol, &["small"], 0, b"inline").expect("write");
+        fs.symlink(vol, b"d/file3", &["link"]).expect("symlink");
+        fs.commit_transaction().expect("commit");
+        fs.remount().expect("remount");
+        (fs, vol)
+    }
+
+    /// A traced listing is the plain one; repeating its reads on a copy of the same
+    /// filesystem says yes and leaves the copy exactly as the listing left the original.
+    #[test]
+    fn repeating_a_traced_listing_leaves_the_filesystem_as_the_listing_does() {
+        let (fs, vol) = committed_volume();
+        let (mut listed, mut traced, mut repeated) = (fs.clone(), fs.clone(), fs);
+        let plain = listed.list_subvolume_as_read(vol).expect("list");
+        let (with_trace, trace) = traced.list_subvolume_as_read_traced(vol).expect("list");
+        assert_eq!(with_trace, plain);
+        assert!(listed == traced, "tracing changes nothing else");
+        assert!(
+            trace.block_reads() > 20,
+            "the walk reads blocks: {}",
+            trace.block_reads()
+        );
+        assert!(
+            !trace.reads.data.is_empty(),
+            "the large files read data extents"
+        );
+        assert!(
+            repeated != listed,
+            "the listing maps blocks the cold cache lacked"
+        );
+        assert!(repeated.repeats_listing(&trace));
+        assert!(repeated == listed, "the repeat reads what the listing read");
+        assert!(repeated.repeats_listing(&trace), "and says so again");
+    }
+
+    /// A committed change, dirty pages, or a remount with the cache dropped after a
+    /// change make the trace stale. Where it says no, a listing made next leaves the
+    /// filesystem as a listing alone does.
+    #[test]
+    fn a_changed_subvolume_does_not_repeat_and_the_listing_after_is_the_plain_one() {
+        let (mut fs, vol) = committed_volume();
+        let (_, trace) = fs.list_subvolume_as_read_traced(vol).expect("list");
+        let mut dirty = fs.clone();
+        dirty
+            .write_buffered(vol, &["small"], 0, b"changed")
+            .expect("write");
+        assert!(!dirty.repeats_listing(&trace), "dirty pages are laid over");
+        let mut committed = dirty.clone();
+        committed.commit_transaction().expect("commit");
+        committed.remount().expect("remount");
+        let mut alone = committed.clone();
+        assert!(!committed.repeats_listing(&trace), "a new commit root");
+        let after = committed.list_subvolume_as_read(vol).expect("list");
+        assert_eq!(after, alone.list_subvolume_as_read(vol).expect("list"));
+        assert!(committed == alone);
+    }
+
+    /// A trace whose blocks read other content than the cache now gives fails at that
+    /// read, and the listing after is the plain one.
+    #[test]
+    fn a_block_read_with_other_content_does_not_repeat() {
+        let (mut fs, vol) = committed_volume();
+        let (_, mut trace) = fs.clone().list_subvolume_as_read_traced(vol).expect("list");
+        let last = trace.reads.blocks.len() - 1;
+        let header = &trace.reads.blocks[last].content.header;
+        let other = BlockContent::empty(header.bytenr, header.generation, header.owner, 0);
+        trace.reads.blocks[last].content = std::sync::Arc::new(other);
+        let mut alone = fs.clone();
+        assert!(!fs.repeats_listing(&trace));
+        let after = fs.list_subvolume_as_read(vol).expect("list");
+        assert_eq!(after, alone.list_subvolume_as_read(vol).expect("list"));
+        assert!(fs == alone);
+        let mut data_trace = fs
+            .clone()
+            .list_subvolume_as_read_traced(vol)
+            .expect("list")
+            .1;
+        data_trace.reads.data[0].1 = Some(std::sync::Arc::new(b"other".to_vec()));
+        assert!(
+            !fs.repeats_listing(&data_trace),
+            "a data extent with other bytes"
+        );
     }
 }

@@ -113,6 +113,13 @@ impl PageCache {
             .map(|(&(_, ino), _)| ino)
     }
 
+    /// The inodes of `root_id` with dirty pages and their pages, by inode number.
+    pub fn dirty_inodes_of(&self, root_id: u64) -> impl Iterator<Item = (u64, &DirtyInode)> {
+        self.inodes
+            .range((root_id, 0)..=(root_id, u64::MAX))
+            .map(|(&(_, ino), dirty)| (ino, dirty))
+    }
+
     /// Every `(root id, inode)` with dirty pages, in order.
     pub fn all_inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.inodes.keys().copied()

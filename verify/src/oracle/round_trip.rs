@@ -19,6 +19,8 @@
 
 use super::{Symptom, UserCommand, Violation, ViolationKind};
 use cowproof_engine::digest::{DigestMemo, Digester};
+use cowproof_engine::extent_buffer::BlockPtr;
+use cowproof_engine::fs::listing::ListingTrace;
 use cowproof_engine::reference::model_fs::{Content, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
@@ -37,29 +39,114 @@ pub fn snapshot_content(fs: &mut FsInfo, name: &str) -> Result<Content, String> 
     Ok(Content::from_owned_listing(listing))
 }
 
-/// A snapshot's content, shared: [`snapshot_content`] as a send start keeps it (the
-/// value the round trip compares with if the snapshot is deleted), reusing the last one
-/// this thread built, digest included, when the value is the same.
+/// A snapshot's content, shared: [`snapshot_content`] as a send keeps it (at its start,
+/// the value the round trip compares with if the snapshot is deleted) and as the round
+/// trip compares with at its end, reusing the last one this thread built, digest
+/// included, when the value is the same.
 ///
 /// Why: every explored state whose send starts lists the snapshot, and its content is
 /// nearly always the one the previous state listed. Building it anew cost its pages
 /// (copied out of the listing) and, in the state's fingerprint, their digest: about a
 /// tenth of the relocation cells' instructions. The value returned is the listing's
 /// whichever way it is built, so no verdict depends on the reuse.
-pub fn shared_snapshot_content(fs: &mut FsInfo, name: &str) -> SharedSnapshotContent {
+///
+/// With `remember` (the explorer's worlds, [`World::remember_receives`]), the listing
+/// itself is remembered too, per thread, by subvolume and commit root, with its trace
+/// (`FsInfo::list_subvolume_as_read_traced`): when the trace's reads give the same again
+/// (`FsInfo::repeats_listing`, which makes them, so the cache ends as a listing leaves
+/// it), the remembered content is the listing's and the directories are not walked.
+///
+/// [`World::remember_receives`]: crate::world::World::remember_receives
+pub fn shared_snapshot_content(
+    fs: &mut FsInfo,
+    name: &str,
+    remember: bool,
+) -> SharedSnapshotContent {
+    if remember {
+        if let Ok(root_id) = fs.subvolume_id(name) {
+            return remembered_listing(fs, root_id);
+        }
+    }
     LAST_SNAPSHOT_CONTENT.with(|last| {
         let mut last = last.borrow_mut();
         let content = match last.as_deref().map(|memo| &**memo) {
             Some(Ok(like)) => snapshot_content_like(fs, name, like),
             _ => snapshot_content(fs, name),
         };
-        if let Some(known) = last.as_ref().filter(|known| ****known == content) {
-            return Arc::clone(known);
+        share_with_last(&mut last, content)
+    })
+}
+
+/// `content`, shared with the last content this thread built when it is the same, and
+/// remembered as the last.
+fn share_with_last(
+    last: &mut Option<SharedSnapshotContent>,
+    content: Result<Content, String>,
+) -> SharedSnapshotContent {
+    if let Some(known) = last.as_ref().filter(|known| ****known == content) {
+        return Arc::clone(known);
+    }
+    let shared = Arc::new(DigestMemo::new(content));
+    *last = Some(Arc::clone(&shared));
+    shared
+}
+
+/// The content of subvolume `root_id` as read, through the per-thread listing memo of
+/// [`shared_snapshot_content`].
+fn remembered_listing(fs: &mut FsInfo, root_id: u64) -> SharedSnapshotContent {
+    if let Ok(commit_root) = fs.commit_root_of(root_id) {
+        let known = LISTING_MEMO.with(|memo| memo.borrow().get(&(root_id, commit_root)).cloned());
+        if let Some(known) = known {
+            if fs.repeats_listing(&known.0) {
+                return Arc::clone(&known.1);
+            }
         }
-        let shared = Arc::new(DigestMemo::new(content));
-        *last = Some(Arc::clone(&shared));
+    }
+    LAST_SNAPSHOT_CONTENT.with(|last| {
+        let mut last = last.borrow_mut();
+        let like = match last.as_deref().map(|memo| &**memo) {
+            Some(Ok(like)) => Some(like),
+            _ => None,
+        };
+        let (content, trace) = match fs.list_subvolume_as_read_traced(root_id) {
+            Ok((listing, trace)) => {
+                let content = match like {
+                    Some(like) => Content::from_owned_listing_like(listing, like),
+                    None => Content::from_owned_listing(listing),
+                };
+                (Ok(content), Some(trace))
+            }
+            Err(error) => (Err(error.to_string()), None),
+        };
+        let shared = share_with_last(&mut last, content);
+        if let Some(trace) = trace {
+            let key = (root_id, trace.commit_root());
+            let remembered = std::rc::Rc::new((trace, Arc::clone(&shared)));
+            LISTING_MEMO.with(|memo| {
+                let mut memo = memo.borrow_mut();
+                if memo.len() >= LISTING_MEMO_ENTRIES_MAX {
+                    memo.clear();
+                }
+                memo.insert(key, remembered);
+            });
+        }
         shared
     })
+}
+
+/// Listings the per-thread listing memo keeps before it starts over (a bound on the
+/// memory of the blocks and data their traces keep alive).
+const LISTING_MEMO_ENTRIES_MAX: usize = 1024;
+
+/// A remembered listing: its trace and the content it gave.
+type RememberedListing = std::rc::Rc<(ListingTrace, SharedSnapshotContent)>;
+
+thread_local! {
+    /// The listings [`shared_snapshot_content`] remembered on this thread, by subvolume
+    /// and commit root (the last one listed for each).
+    static LISTING_MEMO: std::cell::RefCell<
+        std::collections::HashMap<(u64, BlockPtr), RememberedListing>,
+    > = std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// [`snapshot_content`], sharing the file data of `like` where it is the same
@@ -287,10 +374,17 @@ mod tests {
     }
 
     /// The shared content is the listed content, reused (the same `Arc`, digest kept)
-    /// while the snapshot lists the same, built anew when it changes; the content built
-    /// like another is the plain one, whatever the other holds.
+    /// while the snapshot lists the same, built anew when it changes, whether the
+    /// listing is remembered or not; the content built like another is the plain one,
+    /// whatever the other holds.
     #[test]
     fn shared_snapshot_content_is_the_listed_content() {
+        for remember in [false, true] {
+            shared_content_is_listed(remember);
+        }
+    }
+
+    fn shared_content_is_listed(remember: bool) {
         let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Concurrent).expect("mkfs");
         let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
         fs.write(vol, &["f"], 0, &vec![3; 5000]).expect("write");
@@ -298,15 +392,19 @@ mod tests {
         fs.commit_transaction().expect("commit");
         fs.snapshot("vol", "snap", true).expect("snapshot");
         fs.commit_transaction().expect("commit");
-        let first = shared_snapshot_content(&mut fs, "snap");
+        let first = shared_snapshot_content(&mut fs, "snap", remember);
         assert_eq!(**first, snapshot_content(&mut fs, "snap"));
-        let again = shared_snapshot_content(&mut fs, "snap");
+        let again = shared_snapshot_content(&mut fs, "snap", remember);
         assert!(Arc::ptr_eq(&first, &again), "the same content is reused");
         fs.write(vol, &["f"], 4096, b"other").expect("write");
         fs.commit_transaction().expect("commit");
-        let vol_content = shared_snapshot_content(&mut fs, "vol");
+        let vol_content = shared_snapshot_content(&mut fs, "vol", remember);
         assert_eq!(**vol_content, snapshot_content(&mut fs, "vol"));
         assert_ne!(**vol_content, **first);
+        fs.write_buffered(vol, &["g"], 0, b"dirty").expect("write");
+        let dirty = shared_snapshot_content(&mut fs, "vol", remember);
+        assert_eq!(**dirty, snapshot_content(&mut fs, "vol"));
+        assert_ne!(**dirty, **vol_content, "dirty pages are read");
         let Ok(snap) = &**first else {
             panic!("the snapshot lists");
         };

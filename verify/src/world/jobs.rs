@@ -36,7 +36,8 @@ impl World {
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);
-        let expected = round_trip::shared_snapshot_content(&mut self.fs, snapshot);
+        let expected =
+            round_trip::shared_snapshot_content(&mut self.fs, snapshot, self.remember_receives);
         let mut run = SendRun {
             job,
             ghost,
@@ -149,15 +150,14 @@ impl World {
         // the send started (the deletion race).
         let now =
             (self.fs.subvolume_id(&run.snapshot).ok() == Some(run.job.send_root())).then(|| {
-                match &**run.expected {
-                    Ok(like) => {
-                        round_trip::snapshot_content_like(&mut self.fs, &run.snapshot, like)
-                    }
-                    Err(_) => round_trip::snapshot_content(&mut self.fs, &run.snapshot),
-                }
+                round_trip::shared_snapshot_content(
+                    &mut self.fs,
+                    &run.snapshot,
+                    self.remember_receives,
+                )
             });
         round_trip::check(
-            now.as_ref().unwrap_or(&**run.expected),
+            now.as_deref().map_or(&**run.expected, |now| &**now),
             &mut self.receiver,
             self.remember_receives,
             name,
