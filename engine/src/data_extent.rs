@@ -59,6 +59,16 @@ impl FsInfo {
             .ok_or_else(|| Error::errno(Errno::EIO, format!("no data extent at {disk_bytenr}")))
     }
 
+    /// [`extent_record`](Self::extent_record), recorded when the read is traced
+    /// (`fs/listing.rs`, [`FsInfo::traced`]).
+    pub(crate) fn extent_record_traced(&mut self, bytenr: u64) -> Option<ExtentRecord> {
+        let record = self.extent_record(bytenr);
+        if let Some(trace) = self.read_trace.as_mut() {
+            trace.extent_records.push((bytenr, record));
+        }
+        record
+    }
+
     /// The record of the extent at `bytenr` with pending changes applied.
     pub(crate) fn extent_record(&self, bytenr: u64) -> Option<ExtentRecord> {
         self.delayed_refs

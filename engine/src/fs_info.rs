@@ -87,10 +87,10 @@ pub struct FsInfo {
     pub marks: Marks,
     /// Events for observers (ghost state).
     pub events: EventLog,
-    /// The reads of a listing that records them (`fs/listing.rs`,
-    /// [`FsInfo::list_subvolume_as_read_traced`]); `None` outside such a listing, so it
-    /// is neither hashed nor cloned with a state.
-    pub(crate) read_trace: Option<Box<crate::fs::listing::ListingReads>>,
+    /// The reads of a traced computation, a listing or a send's plan (`fs/listing.rs`,
+    /// [`FsInfo::traced`]); `None` outside one, so it is neither hashed nor cloned with
+    /// a state.
+    pub(crate) read_trace: Option<Box<crate::fs::listing::TracedReads>>,
 }
 
 impl Hash for FsInfo {

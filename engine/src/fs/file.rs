@@ -156,9 +156,15 @@ impl FsInfo {
         // A range too large fails before the search, as it always has.
         range_length(start, end)?;
         let extents = self.file_extents_in(view, root_id, ino)?;
+        self.trace_data_of(&extents);
+        self.read_range_of(&extents, start, end, size)
+    }
+
+    /// For a traced read (`fs/listing.rs`, [`FsInfo::traced`]): records every data
+    /// extent a read of `extents` may take, as the device holds it now. Every caller of
+    /// [`read_range_of`](Self::read_range_of) inside a traced read calls it first.
+    pub(crate) fn trace_data_of(&mut self, extents: &[FileExtent]) {
         if let Some(trace) = self.read_trace.as_mut() {
-            // Every data extent the read may take, as the device holds it now: a traced
-            // listing is the same later only if they are (`fs/listing.rs`).
             trace.data.extend(
                 extents
                     .iter()
@@ -169,7 +175,6 @@ impl FsInfo {
                     }),
             );
         }
-        self.read_range_of(&extents, start, end, size)
     }
 
     /// Bytes `[start, end)` of a file whose EXTENT_DATA items are `extents` (all of

@@ -25,6 +25,7 @@
 
 use super::page_cache::DirtyInode;
 use super::{FileKind, ROOT_DIR_INO};
+use crate::alloc::ExtentRecord;
 use crate::ctree::TreeView;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -107,12 +108,14 @@ pub(crate) struct TracedRead {
     pub(crate) content: SharedContent,
 }
 
-/// The reads of a listing that records them, in their order: tree blocks, and the data
-/// extents (bytenr and bytes, `None` for none there) its files may read.
+/// The reads of a computation that records them (a listing, a send's plan), in their
+/// order: tree blocks, the data extents (bytenr and bytes, `None` for none there) its
+/// files may read, and the extent records it looked up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ListingReads {
+pub(crate) struct TracedReads {
     pub(crate) blocks: Vec<TracedRead>,
     pub(crate) data: Vec<(u64, Option<Arc<Vec<u8>>>)>,
+    pub(crate) extent_records: Vec<(u64, Option<ExtentRecord>)>,
 }
 
 /// What a listing of a subvolume as read depended on (module documentation): its
@@ -121,7 +124,7 @@ pub(crate) struct ListingReads {
 pub struct ListingTrace {
     root_id: u64,
     commit_root: BlockPtr,
-    reads: ListingReads,
+    reads: TracedReads,
     dirty: Vec<(u64, DirtyInode)>,
 }
 
@@ -188,14 +191,8 @@ impl FsInfo {
         &mut self,
         root_id: u64,
     ) -> Result<(Listing, ListingTrace)> {
-        assert!(
-            self.read_trace.is_none(),
-            "a traced listing started inside another"
-        );
         let commit_root = self.commit_root_of(root_id)?;
-        self.read_trace = Some(Box::default());
-        let listing = self.list_subvolume_as_read(root_id);
-        let reads = *self.read_trace.take().expect("the traced listing's reads");
+        let (listing, reads) = self.traced(|fs| fs.list_subvolume_as_read(root_id));
         let listing = listing?;
         let dirty = self
             .page_cache
@@ -211,33 +208,53 @@ impl FsInfo {
         Ok((listing, trace))
     }
 
+    /// Runs `read` with its reads recorded (`read_tree_block()`, and the data extents and
+    /// extent records of the callers that record them).
+    pub(crate) fn traced<T>(&mut self, read: impl FnOnce(&mut FsInfo) -> T) -> (T, TracedReads) {
+        assert!(
+            self.read_trace.is_none(),
+            "a traced read started inside another"
+        );
+        self.read_trace = Some(Box::default());
+        let result = read(self);
+        let reads = *self.read_trace.take().expect("the traced reads");
+        (result, reads)
+    }
+
     /// Whether listing `trace`'s subvolume as read now gives the listing traced: the same
-    /// commit root, the same content from every traced read, the same data extents and
-    /// dirty pages. It makes the traced reads again, in their order, up to the first
-    /// whose content differs: when it says yes, the cache is as the listing would leave
-    /// it; when it says no, as the beginning of that listing leaves it, which a listing
-    /// made next repeats without further change (a read that passed is a cache hit, one
-    /// that failed fails again on the same content).
+    /// commit root, the same reads ([`repeats_reads`](Self::repeats_reads)) and the same
+    /// dirty pages.
     pub fn repeats_listing(&mut self, trace: &ListingTrace) -> bool {
-        if self.commit_root_of(trace.root_id).ok() != Some(trace.commit_root) {
-            return false;
-        }
-        for read in &trace.reads.blocks {
+        self.commit_root_of(trace.root_id).ok() == Some(trace.commit_root)
+            && self.repeats_reads(&trace.reads)
+            && self
+                .page_cache
+                .dirty_inodes_of(trace.root_id)
+                .eq(trace.dirty.iter().map(|(ino, dirty)| (*ino, dirty)))
+    }
+
+    /// Whether the reads `reads` give the same now: the tree blocks read again, in their
+    /// order, up to the first whose content differs, then the data extents and extent
+    /// records compared. When it says yes, the cache is as the traced computation would
+    /// leave it; when it says no, as the beginning of that computation leaves it, which
+    /// the computation made next repeats without further change (a read that passed is
+    /// a cache hit, one that failed fails again on the same content). The caller checks
+    /// the commit roots the computation started from.
+    pub(crate) fn repeats_reads(&mut self, reads: &TracedReads) -> bool {
+        for read in &reads.blocks {
             match self.read_tree_block(read.root_id, read.expected, read.first_key) {
                 Ok(handle) if *self.cache.content(handle) == read.content => {}
                 _ => return false,
             }
         }
-        let same_data = trace
-            .reads
+        reads
             .data
             .iter()
-            .all(|(bytenr, data)| self.device.read_data(*bytenr) == data.as_ref());
-        same_data
-            && self
-                .page_cache
-                .dirty_inodes_of(trace.root_id)
-                .eq(trace.dirty.iter().map(|(ino, dirty)| (*ino, dirty)))
+            .all(|(bytenr, data)| self.device.read_data(*bytenr) == data.as_ref())
+            && reads
+                .extent_records
+                .iter()
+                .all(|(bytenr, record)| self.extent_record(*bytenr) == *record)
     }
 
     /// One path's share of [`list_subvolume`](Self::list_subvolume): the entry of the

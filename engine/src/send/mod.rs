@@ -43,6 +43,7 @@ pub mod compare;
 pub mod held;
 pub mod lookup;
 pub mod plan;
+mod plan_memo;
 
 use crate::errno::Errno;
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ use compare::{
 };
 use held::{AccessLog, HoldRules};
 use lookup::Lookups;
-use plan::{Planner, SendRoots};
+use plan::SendRoots;
 use std::collections::VecDeque;
 
 /// Cursor moves a walk step makes at most before yielding.
@@ -114,6 +115,25 @@ pub struct SendJob {
     stage: SendStage,
     steps: u64,
     counted: bool,
+    /// Whether the plan goes through the per-thread plan memo (`send/plan_memo.rs`).
+    remember_plan: RememberPlan,
+}
+
+/// Whether a job's plan goes through the plan memo: a knob that changes no outcome, so
+/// two jobs that differ only in it are the same job (equal, and it hashes to nothing).
+#[derive(Clone, Copy, Debug, Default)]
+struct RememberPlan(bool);
+
+impl PartialEq for RememberPlan {
+    fn eq(&self, _: &RememberPlan) -> bool {
+        true
+    }
+}
+
+impl Eq for RememberPlan {}
+
+impl std::hash::Hash for RememberPlan {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// Send refuses a subvolume that is not read-only (EPERM).
@@ -272,6 +292,7 @@ impl SendJob {
             stage: SendStage::Walk,
             steps: 0,
             counted: false,
+            remember_plan: RememberPlan(false),
         };
         if policy.has(Ingredient::RoCheckLocked) && policy.has(Ingredient::DeadCheckLocked) {
             if let Err(error) = job.count_roots(fs) {
@@ -353,6 +374,12 @@ impl SendJob {
     /// The parent snapshot's root id.
     pub fn parent_root(&self) -> Option<u64> {
         self.parent_root
+    }
+
+    /// Makes the job's plan go through the per-thread plan memo (`send/plan_memo.rs`):
+    /// the same stream, for callers that plan the same send many times (the explorer).
+    pub fn remember_plan(&mut self) {
+        self.remember_plan = RememberPlan(true);
     }
 
     /// The stream bytes so far (complete once the job is done).
@@ -602,7 +629,7 @@ impl SendJob {
             with_root = changes;
             &with_root
         };
-        let mut commands = Planner::new(fs, roots, changes)?.plan(header)?;
+        let mut commands = plan_memo::plan(fs, roots, changes, header, self.remember_plan.0)?;
         commands.push(Command::End);
         // The planned vector becomes the queue in place (`VecDeque::from` keeps its
         // buffer): copying every command into a growing queue was a visible part of a

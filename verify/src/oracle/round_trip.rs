@@ -255,6 +255,9 @@ pub fn ensure_parent_received(
     let mut copy = fs.clone();
     let mut job = SendJob::start(&mut copy, parent, None, false)
         .map_err(|error| format!("full send of parent {parent}: {error}"))?;
+    if remember {
+        job.remember_plan();
+    }
     job.finish(&mut copy)
         .map_err(|error| format!("full send of parent {parent}: {error}"))?;
     if remember {

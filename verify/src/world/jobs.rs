@@ -24,7 +24,7 @@ impl World {
         if self.sends.get(name).is_some_and(|run| !run.job.is_over()) {
             return Err(ScriptError(format!("send job {name} is already running")));
         }
-        let job = match SendJob::start(&mut self.fs, snapshot, parent, true) {
+        let mut job = match SendJob::start(&mut self.fs, snapshot, parent, true) {
             Ok(job) => job,
             Err(error) => {
                 return Ok(Outcome {
@@ -33,6 +33,9 @@ impl World {
                 })
             }
         };
+        if self.remember_receives {
+            job.remember_plan();
+        }
         let mut roots = vec![job.send_root()];
         roots.extend(job.parent_root());
         let ghost = Ghost::take(&self.fs, &roots, 0);

@@ -324,6 +324,7 @@ impl Planner<'_> {
         let mut offset = start;
         while offset < end {
             let chunk_end = end.min(offset + WRITE_BYTES_MAX);
+            self.fs.trace_data_of(extents);
             let data = self
                 .fs
                 .read_range_of(extents, offset, chunk_end, state.item.size)?;
@@ -371,7 +372,7 @@ impl Planner<'_> {
             return Ok(None);
         }
         if self.roots.relocated_since_start {
-            self.fs.marks.hit(Mark::SendCloneFellBackToWrite);
+            self.hit(Mark::SendCloneFellBackToWrite);
             return Ok(None);
         }
         let from_send_root = self.clone_from_send_root(file, extent, start, end)?;
@@ -380,7 +381,7 @@ impl Planner<'_> {
         let longest = match (from_send_root, from_parent) {
             (Some(send_root), Some(parent)) if parent.length > send_root.length => Some(parent),
             (Some(send_root), _) => {
-                self.fs.marks.hit(Mark::SendClonedFromSendRoot);
+                self.hit(Mark::SendClonedFromSendRoot);
                 Some(send_root)
             }
             (None, parent) => parent,
@@ -492,7 +493,7 @@ impl Planner<'_> {
         else {
             return Ok(None);
         };
-        let Some(record) = self.fs.extent_record(extent.item.disk_bytenr) else {
+        let Some(record) = self.fs.extent_record_traced(extent.item.disk_bytenr) else {
             return Ok(None);
         };
         let crate::alloc::ExtentKind::Data {

@@ -234,6 +234,9 @@ pub struct Planner<'a> {
     changed: BTreeMap<u64, Vec<(u64, u64)>>,
     sent_extents: BTreeMap<u64, Vec<SentExtent>>,
     commands: Vec<Command>,
+    /// The marks the plan hit, in order (a remembered plan hits them again,
+    /// `send/plan_memo.rs`).
+    marks_hit: Vec<Mark>,
 }
 
 fn state_in(
@@ -355,6 +358,7 @@ impl<'a> Planner<'a> {
                 .collect(),
             sent_extents: BTreeMap::new(),
             commands: Vec::new(),
+            marks_hit: Vec::new(),
         };
         planner.seed_namespace();
         Ok(planner)
@@ -405,7 +409,12 @@ impl<'a> Planner<'a> {
     /// Runs every phase and returns the stream's commands but END: `header` (the
     /// SUBVOL or SNAPSHOT command) first, then the planned ones. The header opens the
     /// vector the phases fill, so the job queues the commands without moving them.
-    pub fn plan(mut self, header: Command) -> Result<Vec<Command>> {
+    pub fn plan(self, header: Command) -> Result<Vec<Command>> {
+        self.plan_with_marks(header).map(|(commands, _)| commands)
+    }
+
+    /// [`plan`](Self::plan), with the marks it hit, in order.
+    pub fn plan_with_marks(mut self, header: Command) -> Result<(Vec<Command>, Vec<Mark>)> {
         debug_assert!(self.commands.is_empty(), "a planner plans once");
         self.commands.push(header);
         self.remove_deleted_files()?;
@@ -413,7 +422,13 @@ impl<'a> Planner<'a> {
         self.place_links()?;
         self.remove_stale_links()?;
         self.send_contents()?;
-        Ok(self.commands)
+        Ok((self.commands, self.marks_hit))
+    }
+
+    /// Hits `mark` and notes it.
+    fn hit(&mut self, mark: Mark) {
+        self.fs.marks.hit(mark);
+        self.marks_hit.push(mark);
     }
 
     // ---- paths ----
@@ -764,7 +779,7 @@ impl<'a> Planner<'a> {
     /// a file is unlinked, anything else goes to an orphan name), or the directory in
     /// the way of a move goes to an orphan name.
     fn detour(&mut self, blocker: Blocker) -> Result<()> {
-        self.fs.marks.hit(Mark::SendOrphanDetour);
+        self.hit(Mark::SendOrphanDetour);
         match blocker {
             Blocker::Ancestor(directory) => {
                 let link = self.location(directory)?;
