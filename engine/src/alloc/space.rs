@@ -29,7 +29,6 @@
 use super::free_ranges::FreeRanges;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
 /// Merges `add` (strictly rising by `key`) into `target` (strictly rising by `key`) in
 /// place, from the back, so that `target` stays strictly rising; a key in both is an
@@ -282,17 +281,21 @@ impl BlockGroup {
         start
     }
 
-    /// Takes `length` bytes at `bytenr`, what [`first_fit`] found, taking from the lowest
-    /// free range in place when that is where it fits (every tree block allocation): it
-    /// is the last element of [`FreeRanges`]' vector of the lowest ranges, so that is a
-    /// pop or a change of one element (`docs/hot-paths.md`).
+    /// Takes `length` bytes at the lowest free address that fits ([`first_fit`]), taking
+    /// from the lowest free range in place when it fits (every tree block allocation):
+    /// it is the last element of [`FreeRanges`]' vector of the lowest ranges, so that is
+    /// a pop or a change of one element (`docs/hot-paths.md`).
     ///
     /// [`first_fit`]: Self::first_fit
-    fn take_fit(&mut self, bytenr: u64, length: u64) {
-        let (start, free_length) = self.free.first().expect("a fit was found");
-        if start != bytenr {
+    fn take_first_fit(&mut self, length: u64) -> Option<u64> {
+        if self.read_only || self.free_bytes < length {
+            return None;
+        }
+        let (start, free_length) = self.free.first()?;
+        if free_length < length {
+            let bytenr = self.first_fit(length)?;
             self.take(bytenr, length);
-            return;
+            return Some(bytenr);
         }
         let tail = free_length - length;
         if tail > 0 {
@@ -305,6 +308,7 @@ impl BlockGroup {
             self.refresh_fit_of_lowest(start);
         }
         self.free_bytes -= length;
+        Some(start)
     }
 
     /// [`refresh_fit`](Self::refresh_fit) for the bucket of `bytenr`, the start of the
@@ -512,10 +516,7 @@ impl FreeRangeMerge {
 /// All block groups, pinned extents and the unallocated rest of the device.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SpaceInfo {
-    /// Each group behind an `Arc`: a clone of the space shares them, and a change copies
-    /// the one group it changes (`Arc::make_mut`). An `Arc` hashes and compares as its
-    /// content, so the space hashes as the map of groups did.
-    groups: BTreeMap<u64, Arc<BlockGroup>>,
+    groups: BTreeMap<u64, BlockGroup>,
     /// Pinned extents (start, length), strictly rising: built in one piece by a commit's
     /// first delayed-ref run and taken whole by its unpin, so a sorted vector (it hashes
     /// as the ordered map it replaced: the length, then each pair in order).
@@ -544,7 +545,7 @@ impl SpaceInfo {
         }
         let start = self.next_group_start;
         self.groups
-            .insert(start, Arc::new(BlockGroup::new(start, length, kind)));
+            .insert(start, BlockGroup::new(start, length, kind));
         self.next_group_start = start + length;
         self.group_bytes_total += length;
         Some(start)
@@ -557,7 +558,7 @@ impl SpaceInfo {
             "group {start} restored twice"
         );
         self.groups
-            .insert(start, Arc::new(BlockGroup::new(start, length, kind)));
+            .insert(start, BlockGroup::new(start, length, kind));
         self.next_group_start = self.next_group_start.max(start + length);
         self.group_bytes_total += length;
     }
@@ -574,11 +575,10 @@ impl SpaceInfo {
 
     /// Removes an empty group and returns its space to the device.
     pub fn remove_group(&mut self, start: u64) -> BlockGroup {
-        let group = Arc::unwrap_or_clone(
-            self.groups
-                .remove(&start)
-                .expect("removing a group that does not exist"),
-        );
+        let group = self
+            .groups
+            .remove(&start)
+            .expect("removing a group that does not exist");
         assert_eq!(
             group.free_bytes, group.length,
             "removing group {start}, which is in use"
@@ -588,17 +588,12 @@ impl SpaceInfo {
     }
 
     /// Reserves `length` bytes of `kind` at the lowest free address that fits, in the
-    /// existing groups only. The groups are searched through shared references, so only
-    /// the one that gives the space is copied if shared.
+    /// existing groups only.
     pub fn alloc(&mut self, kind: BlockGroupKind, length: u64) -> Option<u64> {
         self.groups
             .values_mut()
             .filter(|group| group.kind == kind)
-            .find_map(|group| {
-                let bytenr = group.first_fit(length)?;
-                Arc::make_mut(group).take_fit(bytenr, length);
-                Some(bytenr)
-            })
+            .find_map(|group| group.take_first_fit(length))
     }
 
     /// Marks `[bytenr, bytenr + length)` allocated (rebuilding free space on mount).
@@ -715,7 +710,7 @@ impl SpaceInfo {
             }
             group_ranges.push((bytenr, length));
             if extents.peek().is_none_or(|&(next, _)| next >= group.end()) {
-                Arc::make_mut(group).give_back_sorted(&group_ranges);
+                group.give_back_sorted(&group_ranges);
                 group_ranges.clear();
             }
         }
@@ -733,7 +728,7 @@ impl SpaceInfo {
         self.groups
             .range(..=bytenr)
             .next_back()
-            .map(|(_, group)| &**group)
+            .map(|(_, group)| group)
             .filter(|group| bytenr < group.end())
     }
 
@@ -743,21 +738,20 @@ impl SpaceInfo {
             .next_back()
             .map(|(_, group)| group)
             .filter(|group| bytenr < group.end())
-            .map(Arc::make_mut)
             .unwrap_or_else(|| panic!("no block group holds {bytenr}"))
     }
 
     /// Sets or clears a group's read-only flag.
     pub fn set_read_only(&mut self, start: u64, read_only: bool) {
-        let group = self.groups.get_mut(&start).expect("existing group");
-        if group.read_only != read_only {
-            Arc::make_mut(group).read_only = read_only;
-        }
+        self.groups
+            .get_mut(&start)
+            .expect("existing group")
+            .read_only = read_only;
     }
 
     /// All groups, lowest address first.
     pub fn groups(&self) -> impl Iterator<Item = &BlockGroup> {
-        self.groups.values().map(|group| &**group)
+        self.groups.values()
     }
 
     /// Bytes of `kind` that could be allocated now: free space in writable groups plus
@@ -845,7 +839,6 @@ impl SpaceInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digester;
 
     fn space_with_one_group() -> SpaceInfo {
         let mut space = SpaceInfo::new(1 << 20, 4096);
@@ -912,110 +905,6 @@ mod tests {
         );
         assert_eq!(one_by_one.check(), Ok(()));
         assert_eq!(one_by_one.unpin_all(), sorted);
-    }
-
-    /// The digest the space had when it held its groups by value (the derived `Hash` of
-    /// its fields, the groups as a map of groups).
-    fn digest_as_by_value(space: &SpaceInfo) -> u128 {
-        use std::hash::Hash;
-        let groups: BTreeMap<u64, BlockGroup> = space
-            .groups
-            .iter()
-            .map(|(&start, group)| (start, BlockGroup::clone(group)))
-            .collect();
-        let mut digester = Digester::new();
-        groups.hash(&mut digester);
-        space.pinned.hash(&mut digester);
-        space.next_group_start.hash(&mut digester);
-        space.device_bytes.hash(&mut digester);
-        space.group_bytes_total.hash(&mut digester);
-        digester.finish_128()
-    }
-
-    /// Which groups of `space` are the very ones `other` holds.
-    fn shared_groups(space: &SpaceInfo, other: &SpaceInfo) -> Vec<bool> {
-        space
-            .groups
-            .iter()
-            .map(|(start, group)| {
-                other
-                    .groups
-                    .get(start)
-                    .is_some_and(|o| Arc::ptr_eq(group, o))
-            })
-            .collect()
-    }
-
-    /// A clone shares every group; an allocation, a free, an unpin or a read-only flag
-    /// copies only the group it changes, and leaves the other side as it was. Either side
-    /// then hashes and compares as a space that was never cloned and went through the
-    /// same changes, and hashes as the space did when it held its groups by value.
-    #[test]
-    fn a_clone_shares_its_groups_until_one_side_changes_them() {
-        let mut space = SpaceInfo::new(1 << 30, 1 << 20);
-        for kind in [
-            BlockGroupKind::Metadata,
-            BlockGroupKind::Data,
-            BlockGroupKind::Data,
-        ] {
-            space.add_group(kind, 1 << 20).expect("group");
-        }
-        let blocks: Vec<u64> = (0..8)
-            .map(|_| space.alloc(BlockGroupKind::Metadata, 4096).expect("alloc"))
-            .collect();
-        assert!(space.alloc(BlockGroupKind::Data, 8192).is_some());
-        let starts: Vec<u64> = space.groups().map(|group| group.start).collect();
-        let original = space.clone();
-        let mut never_cloned = space.clone();
-        never_cloned.groups = never_cloned
-            .groups
-            .iter()
-            .map(|(&start, group)| (start, Arc::new(BlockGroup::clone(group))))
-            .collect();
-        assert_eq!(shared_groups(&never_cloned, &space), [false; 3]);
-
-        let mut branch = space.clone();
-        assert_eq!(shared_groups(&branch, &space), [true; 3]);
-        let steps: [(&dyn Fn(&mut SpaceInfo), [bool; 3]); 4] = [
-            (&|s| s.free_now(blocks[3], 4096), [false, true, true]),
-            (
-                &|s| {
-                    s.pin(blocks[5], 4096);
-                    s.unpin_all();
-                },
-                [false, true, true],
-            ),
-            (
-                // Too long for the first data group: the search passes it by without
-                // copying it, and the second gives the space.
-                &|s| {
-                    let long = s.alloc(BlockGroupKind::Data, (1 << 20) - 4096);
-                    assert_eq!(long, Some(starts[2]));
-                },
-                [false, true, false],
-            ),
-            (&|s| s.set_read_only(starts[1], true), [false, false, false]),
-        ];
-        for (step, shared_after) in steps {
-            step(&mut branch);
-            step(&mut never_cloned);
-            assert_eq!(shared_groups(&branch, &space), shared_after);
-            assert_eq!(space, original, "the other side keeps its groups");
-            assert_eq!(Digester::digest_of(&space), Digester::digest_of(&original));
-            assert_eq!(branch, never_cloned);
-            assert_ne!(branch, space);
-            assert_eq!(
-                Digester::digest_of(&branch),
-                Digester::digest_of(&never_cloned)
-            );
-            assert_eq!(Digester::digest_of(&branch), digest_as_by_value(&branch));
-            assert_eq!(branch.check(), Ok(()));
-        }
-        // Setting a flag to what it is changes nothing, so copies nothing.
-        let mut again = space.clone();
-        again.set_read_only(starts[0], false);
-        assert_eq!(shared_groups(&again, &space), [true; 3]);
-        assert_eq!(Digester::digest_of(&space), digest_as_by_value(&space));
     }
 
     #[test]
