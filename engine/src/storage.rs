@@ -23,7 +23,7 @@
 
 use crate::alloc::{BlockGroupKind, ExtentTree};
 use crate::digest::DigestMemo;
-use crate::extent_buffer::{BlockContent, BlockPtr, SharedContent};
+use crate::extent_buffer::{BlockContent, BlockPtr, LeafInsert, SharedContent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -168,6 +168,22 @@ impl Device {
         copy
     }
 
+    /// [`copy_of_block`](Self::copy_of_block) of a leaf with an item inserted
+    /// (`BlockContent::clone_inserting`): the COW of the leaf an insert lands in.
+    pub fn copy_of_block_inserting(
+        &mut self,
+        source: &BlockContent,
+        insert: &LeafInsert,
+    ) -> SharedContent {
+        let Some(mut copy) = self.retired.0.pop() else {
+            return Arc::new(source.clone_inserting(insert));
+        };
+        Arc::get_mut(&mut copy)
+            .expect("a retired block is uniquely owned")
+            .clone_from_inserting(source, insert);
+        copy
+    }
+
     /// Writes a new data extent's bytes.
     pub fn write_data(&mut self, bytenr: u64, bytes: Vec<u8>) {
         assert!(
@@ -282,6 +298,23 @@ mod tests {
         let mut without_pool = device.clone();
         let fresh = without_pool.copy_of_block(&leaf);
         assert_eq!(*fresh, leaf, "a copy with no retired block");
+
+        // A copy with an item inserted, into a retired leaf, a retired node, or fresh,
+        // is the copy with the insert done afterwards.
+        let data = [9u8; 40];
+        let insert = crate::extent_buffer::LeafInsert {
+            slot: 1,
+            key: crate::key::Key::new(0, 200, 0),
+            data: &data,
+        };
+        let mut expected = leaf.clone();
+        expected.leaf_mut().insert(1, insert.key, &data);
+        for _ in 0..3 {
+            let copy = device.copy_of_block_inserting(&leaf, &insert);
+            assert_eq!(*copy, expected);
+            assert_eq!(Digester::digest_of(&*copy), Digester::digest_of(&expected));
+        }
+        assert!(device.retired.0.is_empty(), "both retired blocks reused");
     }
 
     /// A block whose buffers hold far more than its content uses is not retired: the
