@@ -451,6 +451,7 @@ impl FsInfo {
         );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
         self.assert_allocated_and_unpinned(&dirty);
+        let mut written = Vec::with_capacity(dirty.len());
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");
             // The written flag is not among the fields a read checks: the block's
@@ -462,9 +463,11 @@ impl FsInfo {
                 );
                 content.header.flags |= HEADER_FLAG_WRITTEN;
             });
-            let written = self.cache.clone_content(handle);
-            self.device.write_block(written);
+            written.push(self.cache.clone_content(handle));
         }
+        // The dirty list rises (`Transaction::dirty_blocks`), so the device takes the
+        // blocks in one walk of its written blocks.
+        self.device.write_blocks_ascending(written);
     }
 
     /// Every block to write has an extent record and none is pinned: one walk of the
