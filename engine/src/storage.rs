@@ -88,6 +88,11 @@ pub const RETIRED_BLOCKS_MAX: usize = 512;
 /// map a few hundred.
 const WALKED_BLOCKS_PER_WRITE: usize = 16;
 
+/// ... and at least this many blocks: a small commit (the explorer's, of a few blocks
+/// into a map of a few dozen) searches as cheaply as it would walk, and the walk costs
+/// its setup and a list of the bytenrs new to the map.
+pub(crate) const WALK_MIN_BLOCKS: usize = 64;
+
 /// Bytes a retired block's buffers may hold beyond twice what its content uses.
 const RETIRED_BLOCK_SLACK_BYTES: usize = 4096;
 
@@ -101,6 +106,7 @@ impl RetiredBlocks {
     /// Keeps the allocation of an overwritten block if nobody else holds its content.
     /// A block whose buffers grew to more than twice what it uses (and a few KiB) is let
     /// go: the pool would keep that growth for the life of the filesystem.
+    #[inline]
     fn retire(&mut self, mut content: SharedContent) {
         let (allocated, used) = content.body.buffer_bytes();
         if self.0.len() < RETIRED_BLOCKS_MAX
@@ -167,14 +173,14 @@ impl Device {
     /// same blocks retired in the same order — with one walk of the written blocks from
     /// the first bytenr to the last instead of a search of the map a block. A block at
     /// a bytenr never written before is added after the walk. When the blocks are few
-    /// for the map (fewer than one in [`WALKED_BLOCKS_PER_WRITE`]), they are written one
-    /// by one, so a small commit on a large device does not walk it.
+    /// (below [`WALK_MIN_BLOCKS`], or fewer than one in [`WALKED_BLOCKS_PER_WRITE`] of
+    /// the map), they are written one by one, so a small commit does not walk.
     pub fn write_blocks_ascending(&mut self, blocks: Vec<SharedContent>) {
         let Some(first) = blocks.first().map(|content| content.header.bytenr) else {
             return;
         };
         let map = map_mut(&mut self.blocks);
-        if blocks.len() * WALKED_BLOCKS_PER_WRITE < map.len() {
+        if blocks.len() < WALK_MIN_BLOCKS || blocks.len() * WALKED_BLOCKS_PER_WRITE < map.len() {
             blocks
                 .into_iter()
                 .for_each(|content| self.write_block(content));
@@ -377,9 +383,9 @@ mod tests {
         /// path runs (a map much larger than the write).
         #[test]
         fn blocks_written_in_one_walk_equal_blocks_written_one_by_one(
-            before in proptest::collection::btree_set(0u64..400, 0..200),
+            before in proptest::collection::btree_set(0u64..600, 0..300),
             writes in proptest::collection::vec(
-                proptest::collection::btree_map(0u64..400, (0u64..30, proptest::bool::ANY), 0..60),
+                proptest::collection::btree_map(0u64..600, (0u64..30, proptest::bool::ANY), 0..150),
                 1..4,
             ),
         ) {

@@ -451,7 +451,11 @@ impl FsInfo {
         );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
         self.assert_allocated_and_unpinned(&dirty);
-        let mut written = Vec::with_capacity(dirty.len());
+        // A large commit's blocks go to the device together, in one walk of its written
+        // blocks (the dirty list rises, `Transaction::dirty_blocks`); a small one's one by
+        // one, without the list.
+        let batch = dirty.len() >= crate::storage::WALK_MIN_BLOCKS;
+        let mut written = Vec::with_capacity(if batch { dirty.len() } else { 0 });
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");
             // The written flag is not among the fields a read checks: the block's
@@ -463,10 +467,13 @@ impl FsInfo {
                 );
                 content.header.flags |= HEADER_FLAG_WRITTEN;
             });
-            written.push(self.cache.clone_content(handle));
+            let content = self.cache.clone_content(handle);
+            if batch {
+                written.push(content);
+            } else {
+                self.device.write_block(content);
+            }
         }
-        // The dirty list rises (`Transaction::dirty_blocks`), so the device takes the
-        // blocks in one walk of its written blocks.
         self.device.write_blocks_ascending(written);
     }
 

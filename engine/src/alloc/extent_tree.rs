@@ -253,11 +253,19 @@ const RADIX_SORT_MIN_HEADS: usize = 64;
 /// is a least-significant-digit radix sort over the bytes in which the bytenrs differ —
 /// a commit's heads lie in a few block groups, so their bytenrs differ in about two
 /// bytes above the sector bits, and each byte is one counting pass and one scatter.
+#[inline]
 fn sorted_by_bytenr(mut heads: Vec<(u64, RefChange)>) -> Vec<(u64, RefChange)> {
     if heads.len() < RADIX_SORT_MIN_HEADS {
         heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
         return heads;
     }
+    radix_sorted_by_bytenr(heads)
+}
+
+/// The radix sort of [`sorted_by_bytenr`], out of line: the explorer's runs sort a few
+/// heads, and keep the comparison sort where they call it.
+#[inline(never)]
+fn radix_sorted_by_bytenr(mut heads: Vec<(u64, RefChange)>) -> Vec<(u64, RefChange)> {
     let first = heads[0].0;
     let differing = heads
         .iter()

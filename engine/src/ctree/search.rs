@@ -104,7 +104,10 @@ impl FsInfo {
     }
 
     /// [`descend`](Self::descend) with the data of an item to insert at `key`, which a
-    /// COW of the leaf puts into the copy if it can (`search_slot_inserting`).
+    /// COW of the leaf puts into the copy if it can (`search_slot_inserting`). Inlined
+    /// into its three callers: the plain searches then lose the insert's branch, and
+    /// their path is built where they return it, not copied out of a call.
+    #[inline(always)]
     fn descend_to(
         &mut self,
         root_id: u64,
