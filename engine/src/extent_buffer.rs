@@ -103,12 +103,85 @@ impl Clone for Leaf {
 /// allocation when it is large enough, else in a new one of exactly that capacity (a
 /// reallocation would copy the old content, which is garbage).
 fn copy_into_reused<T: Copy>(target: &mut Vec<T>, source: &[T], capacity: usize) {
+    reuse_cleared(target, capacity);
+    target.extend_from_slice(source);
+}
+
+/// An item to insert into a leaf as the leaf is copied: the insert that made a COW of
+/// the leaf necessary, whose copy is then built with the item in place instead of
+/// copied whole and opened up again (`docs/hot-paths.md`).
+#[derive(Clone, Copy, Debug)]
+pub struct LeafInsert<'a> {
+    /// Where the item goes: the slot [`Leaf::search`] gave for its absent key.
+    pub slot: usize,
+    /// The item's key.
+    pub key: Key,
+    /// The item's data.
+    pub data: &'a [u8],
+}
+
+impl Leaf {
+    /// A copy of `source` with `insert` in it: what [`clone`](Clone::clone) then
+    /// [`insert`](Self::insert) give, contents and capacity alike when the item fits the
+    /// copy's spare room, built in one pass: the slices before and after the item are
+    /// copied once, so nothing is moved twice.
+    pub fn clone_inserting(source: &Leaf, insert: &LeafInsert) -> Leaf {
+        let (item_capacity, data_capacity) = source.capacity_with(insert);
+        let mut copy = Leaf {
+            items: Vec::with_capacity(item_capacity),
+            data: Vec::with_capacity(data_capacity),
+        };
+        copy.fill_inserting(source, insert);
+        copy
+    }
+
+    /// [`clone_inserting`](Self::clone_inserting) into this leaf's buffers, which grow
+    /// only if they are too small, as [`clone_from`](Clone::clone_from) does.
+    pub fn clone_from_inserting(&mut self, source: &Leaf, insert: &LeafInsert) {
+        let (item_capacity, data_capacity) = source.capacity_with(insert);
+        reuse_cleared(&mut self.items, item_capacity);
+        reuse_cleared(&mut self.data, data_capacity);
+        self.fill_inserting(source, insert);
+    }
+
+    /// The capacities a copy of this leaf has, grown as an insert of `insert` into it
+    /// would grow them if the copy's spare room is too small.
+    fn capacity_with(&self, insert: &LeafInsert) -> (usize, usize) {
+        let spare_bytes = LEAF_COPY_SPARE_BYTES.max(insert.data.len());
+        (
+            self.items.len() + LEAF_COPY_SPARE_ITEMS,
+            self.data.len() + spare_bytes,
+        )
+    }
+
+    /// Appends `source`'s items and data to this leaf's empty vectors, with `insert`'s
+    /// item at its slot and the offsets after it moved up by its size.
+    fn fill_inserting(&mut self, source: &Leaf, insert: &LeafInsert) {
+        let LeafInsert { slot, key, data } = *insert;
+        assert!(slot <= source.items.len(), "leaf insert slot out of range");
+        debug_assert!(self.items.is_empty() && self.data.is_empty());
+        let offset = source.data_start(slot);
+        let size = u32::try_from(data.len()).expect("item data fits in u32");
+        let start = offset as usize;
+        self.data.extend_from_slice(&source.data[..start]);
+        self.data.extend_from_slice(data);
+        self.data.extend_from_slice(&source.data[start..]);
+        self.items.extend_from_slice(&source.items[..slot]);
+        self.items.push(ItemSlot { key, offset, size });
+        self.items.extend_from_slice(&source.items[slot..]);
+        shift_offsets(&mut self.items[slot + 1..], size);
+    }
+}
+
+/// Empties `target` and makes sure it holds `capacity` elements: its own allocation when
+/// that is large enough, else a new one of exactly that capacity (growing would copy the
+/// old content, which is garbage).
+fn reuse_cleared<T>(target: &mut Vec<T>, capacity: usize) {
     if target.capacity() < capacity {
         *target = Vec::with_capacity(capacity);
     } else {
         target.clear();
     }
-    target.extend_from_slice(source);
 }
 
 impl Leaf {
@@ -392,6 +465,35 @@ impl Clone for BlockContent {
     fn clone_from(&mut self, source: &BlockContent) {
         self.header = source.header;
         self.body.clone_from(&source.body);
+    }
+}
+
+impl BlockContent {
+    /// A copy of a leaf block with `insert` in it ([`Leaf::clone_inserting`]). Panics
+    /// if the block is a node.
+    pub fn clone_inserting(&self, insert: &LeafInsert) -> BlockContent {
+        BlockContent {
+            header: self.header,
+            body: Body::Leaf(Leaf::clone_inserting(self.leaf_for_insert(), insert)),
+        }
+    }
+
+    /// [`clone_inserting`](Self::clone_inserting) into this block's buffers
+    /// (`Device::copy_of_block_inserting`): a leaf's are reused, a node's dropped.
+    pub fn clone_from_inserting(&mut self, source: &BlockContent, insert: &LeafInsert) {
+        let source_leaf = source.leaf_for_insert();
+        self.header = source.header;
+        match &mut self.body {
+            Body::Leaf(leaf) => leaf.clone_from_inserting(source_leaf, insert),
+            body => *body = Body::Leaf(Leaf::clone_inserting(source_leaf, insert)),
+        }
+    }
+
+    fn leaf_for_insert(&self) -> &Leaf {
+        match &self.body {
+            Body::Leaf(leaf) => leaf,
+            Body::Node(_) => panic!("item insert into node {}", self.header.bytenr),
+        }
     }
 }
 
@@ -703,6 +805,70 @@ mod tests {
             }
         }
         assert!(compared > 10_000, "{compared} probes");
+    }
+
+    /// A leaf of `count` items with keys 0, 2, 4, ... and data of varied sizes.
+    fn leaf_of(count: u64, seed: u64) -> Leaf {
+        let mut leaf = Leaf::default();
+        for index in 0..count {
+            let size = ((index * 7 + seed) % 23) as usize;
+            let data = vec![(index + seed) as u8; size];
+            leaf.insert(index as usize, key(index * 2), &data);
+        }
+        leaf
+    }
+
+    proptest::proptest! {
+        /// A COW's copy with the item in it is the copy followed by the insert: the same
+        /// items, data and offsets, fresh or in a retired block's buffers of either kind
+        /// and any size; and its capacity is the copy's when the item fits its spare room.
+        #[test]
+        fn copy_inserting_is_copy_then_insert(
+            count in 0..60u64,
+            seed in 0..1000u64,
+            position in 0..61u64,
+            size in 0..600usize,
+            target in 0..4u8,
+            target_count in 0..80u64,
+        ) {
+            let source = leaf_of(count, seed);
+            let slot = position.min(count) as usize;
+            // Between the keys of slots `slot - 1` and `slot` (an odd objectid), or below
+            // the first.
+            let new_key = match slot {
+                0 => Key::new(0, 0, 0),
+                _ => key(slot as u64 * 2 - 1),
+            };
+            let data: Vec<u8> = (0..size).map(|byte| byte as u8 ^ 0x5a).collect();
+            let insert = LeafInsert { slot, key: new_key, data: &data };
+            let mut expected = source.clone();
+            expected.insert(slot, new_key, &data);
+
+            let fresh = Leaf::clone_inserting(&source, &insert);
+            proptest::prop_assert_eq!(&fresh, &expected);
+            if size <= LEAF_COPY_SPARE_BYTES {
+                proptest::prop_assert_eq!(fresh.buffer_bytes(), expected.buffer_bytes());
+            }
+
+            let header = Header { bytenr: 4096, generation: 3, owner: 5, level: 0, flags: 0 };
+            let source_block = BlockContent { header, body: Body::Leaf(source.clone()) };
+            let mut reused = BlockContent {
+                header: Header { bytenr: 8192, ..header },
+                body: match target {
+                    0 => Body::Leaf(leaf_of(target_count, seed + 1)),
+                    1 => Body::Leaf(Leaf::default()),
+                    _ => Body::Node(vec![
+                        NodeSlot { key: key(1), blockptr: 1, generation: 1 };
+                        target_count as usize
+                    ]),
+                },
+            };
+            reused.clone_from_inserting(&source_block, &insert);
+            let expected_block = BlockContent { header, body: Body::Leaf(expected) };
+            proptest::prop_assert_eq!(&reused, &expected_block);
+            proptest::prop_assert_eq!(&source_block.clone_inserting(&insert), &expected_block);
+            proptest::prop_assert_eq!(reused.check_shape(), Ok(()));
+        }
     }
 
     #[test]

@@ -451,6 +451,11 @@ impl FsInfo {
         );
         let dirty = std::mem::take(&mut self.running.as_mut().expect("committing").dirty_blocks);
         self.assert_allocated_and_unpinned(&dirty);
+        // A large commit's blocks go to the device together, in one walk of its written
+        // blocks (the dirty list rises, `Transaction::dirty_blocks`); a small one's one by
+        // one, without the list.
+        let batch = dirty.len() >= crate::storage::WALK_MIN_BLOCKS;
+        let mut written = Vec::with_capacity(if batch { dirty.len() } else { 0 });
         for bytenr in dirty {
             let handle = self.cache.find(bytenr).expect("a dirty block is cached");
             // The written flag is not among the fields a read checks: the block's
@@ -462,9 +467,14 @@ impl FsInfo {
                 );
                 content.header.flags |= HEADER_FLAG_WRITTEN;
             });
-            let written = self.cache.clone_content(handle);
-            self.device.write_block(written);
+            let content = self.cache.clone_content(handle);
+            if batch {
+                written.push(content);
+            } else {
+                self.device.write_block(content);
+            }
         }
+        self.device.write_blocks_ascending(written);
     }
 
     /// Every block to write has an extent record and none is pinned: one walk of the

@@ -230,21 +230,73 @@ struct CommittedHeads {
 impl CommittedHeads {
     /// The heads, lowest bytenr first.
     fn sorted(&self) -> Vec<(u64, RefChange)> {
-        let mut heads: Vec<(u64, RefChange)> = self
+        let heads = self
             .map
             .iter()
             .map(|(&bytenr, &change)| (bytenr, change))
             .collect();
-        heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
-        heads
+        sorted_by_bytenr(heads)
     }
 
     /// Every head, lowest bytenr first, leaving none.
     fn take_sorted(&mut self) -> Vec<(u64, RefChange)> {
-        let mut heads: Vec<(u64, RefChange)> = self.map.drain().collect();
-        heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
-        heads
+        sorted_by_bytenr(self.map.drain().collect())
     }
+}
+
+/// Heads from this many on are sorted by radix ([`sorted_by_bytenr`]).
+const RADIX_SORT_MIN_HEADS: usize = 64;
+
+/// `heads` (distinct bytenrs) lowest bytenr first. A commit's run sorts its hundreds of
+/// committed heads, which a comparison sort did at about 150 instructions a head
+/// (`docs/hot-paths.md`, "Inserts, sixth round"); from [`RADIX_SORT_MIN_HEADS`] on this
+/// is a least-significant-digit radix sort over the bytes in which the bytenrs differ —
+/// a commit's heads lie in a few block groups, so their bytenrs differ in about two
+/// bytes above the sector bits, and each byte is one counting pass and one scatter.
+#[inline]
+fn sorted_by_bytenr(mut heads: Vec<(u64, RefChange)>) -> Vec<(u64, RefChange)> {
+    if heads.len() < RADIX_SORT_MIN_HEADS {
+        heads.sort_unstable_by_key(|&(bytenr, _)| bytenr);
+        return heads;
+    }
+    radix_sorted_by_bytenr(heads)
+}
+
+/// The radix sort of [`sorted_by_bytenr`], out of line: the explorer's runs sort a few
+/// heads, and keep the comparison sort where they call it.
+#[inline(never)]
+fn radix_sorted_by_bytenr(mut heads: Vec<(u64, RefChange)>) -> Vec<(u64, RefChange)> {
+    let first = heads[0].0;
+    let differing = heads
+        .iter()
+        .fold(0, |bits, &(bytenr, _)| bits | (bytenr ^ first));
+    let (lowest, end) = (
+        differing.trailing_zeros(),
+        u64::BITS - differing.leading_zeros(),
+    );
+    let mut scratch = vec![(0, RefChange::default()); heads.len()];
+    let mut shift = lowest;
+    while shift < end {
+        let digit = |bytenr: u64| ((bytenr >> shift) & 0xff) as usize;
+        let mut starts = [0usize; 256];
+        for &(bytenr, _) in &heads {
+            starts[digit(bytenr)] += 1;
+        }
+        let mut total = 0;
+        for start in &mut starts {
+            let count = *start;
+            *start = total;
+            total += count;
+        }
+        for &head in &heads {
+            let start = &mut starts[digit(head.0)];
+            scratch[*start] = head;
+            *start += 1;
+        }
+        std::mem::swap(&mut heads, &mut scratch);
+        shift += 8;
+    }
+    heads
 }
 
 impl std::ops::Deref for CommittedHeads {
@@ -1177,6 +1229,35 @@ mod tests {
             let mut taken = forward.clone();
             proptest::prop_assert_eq!(taken.take_sorted(), forward.sorted());
             proptest::prop_assert!(taken.is_empty());
+        }
+
+        /// The radix sort of the heads orders them as the comparison sort does, for
+        /// bytenrs clustered in a group (sector multiples above a base) or anywhere in
+        /// the 64 bits, below and above the size the radix sort starts at.
+        #[test]
+        fn heads_sort_by_radix_as_by_comparison(
+            picks in proptest::collection::btree_set(0u64..1 << 20, 0..400),
+            base in 0u64..1 << 40,
+            scale in proptest::sample::select(vec![1u64, 512, 4096, 3 << 12]),
+            wide in proptest::collection::btree_set(proptest::num::u64::ANY, 0..200),
+        ) {
+            for bytenrs in [
+                picks.iter().map(|pick| base + pick * scale).collect::<Vec<u64>>(),
+                wide.into_iter().collect(),
+            ] {
+                let mut heads: Vec<(u64, RefChange)> = bytenrs
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &bytenr)| {
+                        (bytenr, RefChange { delta: index as i64 - 7, base_refs: index as u64 })
+                    })
+                    .collect();
+                // Scrambled, as a hash map drains them.
+                heads.sort_unstable_by_key(|&(bytenr, _)| bytenr.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut expected = heads.clone();
+                expected.sort_unstable_by_key(|&(bytenr, _)| bytenr);
+                proptest::prop_assert_eq!(sorted_by_bytenr(heads), expected);
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::ctree::read::verify_tree_block;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::extent_buffer::{
-    BlockContent, BlockPtr, Body, Header, SharedContent, HEADER_FLAG_RELOC,
+    BlockContent, BlockPtr, Body, Header, LeafInsert, SharedContent, HEADER_FLAG_RELOC,
 };
 use crate::fs_info::FsInfo;
 use crate::items::data_reference;
@@ -58,7 +58,7 @@ impl FsInfo {
         if !self.should_cow_block(root_id, handle) {
             return Ok(handle);
         }
-        self.cow_block_copy(root_id, handle, parent)
+        self.cow_block_copy(root_id, handle, parent, None)
     }
 
     /// [`cow_block`](Self::cow_block) for a search that read the root's FORCE_COW once
@@ -81,22 +81,72 @@ impl FsInfo {
         if self.header_allows_change_in_place(handle) && !force_cow {
             return Ok(handle);
         }
-        self.cow_block_copy(root_id, handle, parent)
+        self.cow_block_copy(root_id, handle, parent, None)
     }
 
-    /// The copy of [`cow_block`](Self::cow_block) (`btrfs_cow_block()` proper).
+    /// [`cow_block_in_search`](Self::cow_block_in_search) for the leaf of an insert's
+    /// search, with the item to insert: if the leaf must be copied and the item goes
+    /// into it as it is (its key absent, behind the first item, the leaf not full), the
+    /// copy is built with the item in place and `Ok(Some((copy, slot)))` returned; the
+    /// COW itself — the reservation, the references, the cache object, the parent's
+    /// pointer, the original's drop — is the one `cow_block_in_search` does, and the
+    /// copy is what it would have copied with the insert done afterwards. Otherwise
+    /// nothing is done and `Ok(None)` returned, for the caller's plain COW and insert.
+    ///
+    /// An item at slot 0 changes the leaf's first key and needs the keys above fixed;
+    /// a full leaf needs a split first; both stay on the plain path.
+    pub(crate) fn cow_leaf_inserting(
+        &mut self,
+        root_id: u64,
+        force_cow: bool,
+        handle: EbHandle,
+        parent: (EbHandle, usize),
+        key: &Key,
+        data: &[u8],
+    ) -> Result<Option<(EbHandle, usize)>> {
+        if self.header_allows_change_in_place(handle) && !force_cow {
+            return Ok(None);
+        }
+        let Some(leaf) = self.cache.content(handle).leaf() else {
+            return Ok(None);
+        };
+        let slot = match leaf.search(key) {
+            Err(slot) if slot > 0 && leaf.nritems() < self.geometry.leaf_items_max => slot,
+            _ => return Ok(None),
+        };
+        debug_assert_eq!(
+            force_cow,
+            self.roots.get(&root_id).is_some_and(|root| root.force_cow),
+            "FORCE_COW of tree {root_id} changed during a search"
+        );
+        let insert = LeafInsert {
+            slot,
+            key: *key,
+            data,
+        };
+        let copy = self.cow_block_copy(root_id, handle, Some(parent), Some(&insert))?;
+        Ok(Some((copy, slot)))
+    }
+
+    /// The copy of [`cow_block`](Self::cow_block) (`btrfs_cow_block()` proper). With
+    /// `insert`, the block is a leaf and the copy takes the item as it is made
+    /// ([`cow_leaf_inserting`](Self::cow_leaf_inserting)); everything else is the same.
     #[inline(never)]
     fn cow_block_copy(
         &mut self,
         root_id: u64,
         handle: EbHandle,
         parent: Option<(EbHandle, usize)>,
+        insert: Option<&LeafInsert>,
     ) -> Result<EbHandle> {
         let transid = self.join_transaction();
         let original = self.cache.clone_content(handle);
         let level = original.level();
         let new_bytenr = self.reserve_tree_block()?;
-        let mut copy_content = self.device.copy_of_block(&original);
+        let mut copy_content = match insert {
+            None => self.device.copy_of_block(&original),
+            Some(insert) => self.device.copy_of_block_inserting(&original, insert),
+        };
         let copy = Arc::get_mut(&mut copy_content).expect("a fresh copy is not shared");
         copy.header = Header {
             bytenr: new_bytenr,
@@ -118,7 +168,9 @@ impl FsInfo {
             .delayed_refs
             .drop_reference(extent_tree, original.header.bytenr);
         if original_dropped == ReferenceDropped::Referenced {
-            self.add_children_refs(&copy_content, 1);
+            // The children the copy shares with the original: an item inserted into the
+            // copy takes its own reference with the insert.
+            self.add_children_refs(&original, 1);
             self.marks.hit(Mark::SharedBlockCowed);
         }
         if parent.is_none() && self.cache.holders(handle) > 0 {

@@ -8,6 +8,7 @@
 //! than `MAX_LEVEL`) leaves a consistent tree with the item not inserted. Every
 //! allocation happens before the change that needs it.
 
+use super::search::SlotFor;
 use super::Path;
 use crate::cache::EbHandle;
 use crate::errno::Errno;
@@ -20,33 +21,51 @@ use crate::key::Key;
 use crate::marks::Mark;
 
 impl FsInfo {
-    /// Inserts an item; EEXIST if the key is present.
+    /// Inserts an item; EEXIST if the key is present. When the search copies the leaf,
+    /// the copy is made with the item in it (`search_slot_inserting`); otherwise the item
+    /// goes into the leaf the search left, after a split if it is full.
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
         self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
-        let (mut path, found) = self.search_slot(root_id, &key, true)?;
-        if found {
-            return Err(Error::errno(
-                Errno::EEXIST,
-                format!("item {key} exists in tree {root_id}"),
-            ));
+        let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
+        match slot_for {
+            SlotFor::Found => {
+                return Err(Error::errno(
+                    Errno::EEXIST,
+                    format!("item {key} exists in tree {root_id}"),
+                ))
+            }
+            SlotFor::Inserted => {}
+            SlotFor::Absent => self.insert_into_path_leaf(root_id, &mut path, key, data)?,
         }
+        self.add_item_refs(&key, data, 1);
+        self.note_content_change(root_id);
+        Ok(())
+    }
+
+    /// The insert of an item the search found absent into the path's leaf (which the
+    /// search made writable), after a split if the leaf is full.
+    fn insert_into_path_leaf(
+        &mut self,
+        root_id: u64,
+        path: &mut Path,
+        key: Key,
+        data: &[u8],
+    ) -> Result<()> {
         let leaf = path.leaf().expect("search reaches a leaf");
         if self.cache.content(leaf).nritems() >= self.geometry.leaf_items_max {
-            self.split_leaf(root_id, &mut path)?;
+            self.split_leaf(root_id, path)?;
         }
         let leaf = path.leaf().expect("split keeps a leaf");
         let slot = path.slots[0];
         if slot == 0 {
             self.writable(leaf).leaf_mut().insert(slot, key, data);
-            self.fixup_low_keys(&path, 1, key);
+            self.fixup_low_keys(path, 1, key);
         } else {
             // Behind the first item: the leaf's header and first key stay.
             let insert = |content: &mut BlockContent| content.leaf_mut().insert(slot, key, data);
             self.change_unchecked_fields(leaf, insert);
         }
-        self.add_item_refs(&key, data, 1);
-        self.note_content_change(root_id);
         Ok(())
     }
 
@@ -525,5 +544,188 @@ fn empty_body_like(content: &BlockContent) -> Body {
     match content.body {
         Body::Leaf(_) => Body::Leaf(Default::default()),
         Body::Node(_) => Body::Node(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The insert whose search builds the leaf's copy with the item in it, against the
+    //! insert before that change (a plain writing search, then the insert into the leaf
+    //! it left), step by step on two copies of one filesystem.
+
+    use super::*;
+    use crate::ctree::search::SlotFor;
+    use crate::geometry::Geometry;
+    use crate::items::FileExtentItem;
+    use crate::key::item_type;
+    use crate::policy::SendPolicy;
+    use proptest::prelude::*;
+
+    impl FsInfo {
+        /// `insert_item` as it was before `search_slot_inserting`.
+        fn insert_item_then_insert(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
+            self.check_item(&key, data)?;
+            self.reserve_metadata_for_items(1)?;
+            let (mut path, found) = self.search_slot(root_id, &key, true)?;
+            if found {
+                return Err(Error::errno(
+                    Errno::EEXIST,
+                    format!("item {key} exists in tree {root_id}"),
+                ));
+            }
+            let leaf = path.leaf().expect("search reaches a leaf");
+            if self.cache.content(leaf).nritems() >= self.geometry.leaf_items_max {
+                self.split_leaf(root_id, &mut path)?;
+            }
+            let leaf = path.leaf().expect("split keeps a leaf");
+            let slot = path.slots[0];
+            if slot == 0 {
+                self.writable(leaf).leaf_mut().insert(slot, key, data);
+                self.fixup_low_keys(&path, 1, key);
+            } else {
+                let insert =
+                    |content: &mut BlockContent| content.leaf_mut().insert(slot, key, data);
+                self.change_unchecked_fields(leaf, insert);
+            }
+            self.add_item_refs(&key, data, 1);
+            self.note_content_change(root_id);
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Insert { objectid: u64, length: usize },
+        InsertExtent { objectid: u64, pick: usize },
+        Commit,
+        Snapshot,
+    }
+
+    fn step_strategy() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0..80u64, 0..48usize)
+                .prop_map(|(objectid, length)| Step::Insert { objectid, length }),
+            3 => (0..80u64, 0..2usize)
+                .prop_map(|(objectid, pick)| Step::InsertExtent { objectid, pick }),
+            1 => Just(Step::Commit),
+            1 => Just(Step::Snapshot),
+        ]
+    }
+
+    /// A committed subvolume "v" holding two file extent items of their own data
+    /// extents (keys above every step's), and those items, for steps to insert again.
+    fn setup(geometry: Geometry) -> (FsInfo, u64, Vec<Vec<u8>>) {
+        let mut fs = FsInfo::mkfs(geometry, SendPolicy::Concurrent).expect("mkfs");
+        let root_id = fs.create_subvolume("v").expect("subvolume");
+        let mut items = Vec::new();
+        for objectid in [1000u64, 1001] {
+            let bytes = vec![objectid as u8; 4096];
+            let (disk_bytenr, disk_num_bytes) = fs
+                .alloc_data_extent(root_id, objectid, 0, &bytes)
+                .expect("data");
+            let generation = fs.running_transid().expect("joined");
+            let item =
+                FileExtentItem::regular(generation, disk_bytenr, disk_num_bytes, 0, disk_num_bytes)
+                    .encode();
+            let key = Key::new(objectid, item_type::EXTENT_DATA, 0);
+            fs.insert_item(root_id, key, &item).expect("extent item");
+            items.push(item);
+        }
+        fs.commit_transaction().expect("commit");
+        (fs, root_id, items)
+    }
+
+    /// Runs `steps` on two copies, inserting through `insert_item` in one and the old
+    /// insert in the other, and asserts the same results and the same filesystem after
+    /// every step. Returns how many inserts the search made into a leaf's copy.
+    fn compare(geometry: Geometry, steps: &[Step]) -> usize {
+        let (mut new, root_id, items) = setup(geometry);
+        let mut old = new.clone();
+        let mut inserted_by_search = 0;
+        let mut snapshots = 0;
+        for (index, step) in steps.iter().enumerate() {
+            let (key, data) = match *step {
+                Step::Insert { objectid, length } => {
+                    let key = Key::new(objectid, item_type::INODE_ITEM, 0);
+                    (key, crate::testing::seeded_bytes(length, index as u64))
+                }
+                Step::InsertExtent { objectid, pick } => {
+                    let key = Key::new(objectid, item_type::EXTENT_DATA, 4096);
+                    (key, items[pick].clone())
+                }
+                Step::Commit => {
+                    new.commit_transaction().expect("commit");
+                    old.commit_transaction().expect("commit");
+                    assert!(new == old, "after step {index}: {step:?}");
+                    continue;
+                }
+                Step::Snapshot => {
+                    let name = format!("s{snapshots}");
+                    snapshots += 1;
+                    new.snapshot("v", &name, true).expect("snapshot");
+                    old.snapshot("v", &name, true).expect("snapshot");
+                    assert!(new == old, "after step {index}: {step:?}");
+                    continue;
+                }
+            };
+            let mut probe = new.clone();
+            if probe.check_item(&key, &data).is_ok()
+                && probe.reserve_metadata_for_items(1).is_ok()
+                && matches!(
+                    probe.search_slot_inserting(root_id, &key, &data),
+                    Ok((_, SlotFor::Inserted))
+                )
+            {
+                inserted_by_search += 1;
+            }
+            let results = [
+                new.insert_item(root_id, key, &data),
+                old.insert_item_then_insert(root_id, key, &data),
+            ]
+            .map(|result| result.map_err(|error| error.to_errno()));
+            assert_eq!(results[0], results[1], "step {index}: {step:?}");
+            assert!(new == old, "after step {index}: {step:?}");
+        }
+        new.commit_transaction().expect("commit");
+        old.commit_transaction().expect("commit");
+        assert!(new == old, "after the last commit");
+        new.check().expect("fsck");
+        inserted_by_search
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn inserts_into_the_copy_leave_what_the_plain_insert_leaves(
+            tiny in any::<bool>(),
+            steps in prop::collection::vec(step_strategy(), 1..150),
+        ) {
+            let geometry = if tiny { Geometry::tiny() } else { Geometry::small() };
+            compare(geometry, &steps);
+        }
+    }
+
+    /// The comparison reaches the new path often, shared leaves included (the snapshot
+    /// steps), with file extent items whose references the copy must not count twice.
+    #[test]
+    fn the_search_inserts_into_most_copies_of_a_committed_tree() {
+        let mut random = crate::splitmix::SplitMix64::new(14);
+        let steps: Vec<Step> = (0..600)
+            .map(|index| match index % 50 {
+                49 => Step::Commit,
+                24 => Step::Snapshot,
+                n if n % 5 == 0 => Step::InsertExtent {
+                    objectid: random.below(400),
+                    pick: random.below(2) as usize,
+                },
+                _ => Step::Insert {
+                    objectid: random.below(400),
+                    length: random.below(40) as usize,
+                },
+            })
+            .collect();
+        let inserted = compare(Geometry::small(), &steps);
+        assert!(inserted > 100, "{inserted} inserts into a leaf's copy");
     }
 }

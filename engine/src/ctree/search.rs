@@ -10,6 +10,16 @@ use crate::extent_buffer::{node_search, BlockPtr, Body};
 use crate::fs_info::FsInfo;
 use crate::key::Key;
 
+/// Where a search left its key: in the tree, absent (the path's leaf slot is where it
+/// would go), or absent and inserted there by the search itself
+/// ([`FsInfo::search_slot_inserting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotFor {
+    Found,
+    Absent,
+    Inserted,
+}
+
 impl FsInfo {
     /// Searches the current tree of `root_id` for `key`. With `cow`, every block on the
     /// path is COWed in the running transaction (joined or started). Returns the path and
@@ -41,6 +51,26 @@ impl FsInfo {
         self.descend(root_id, handle, key, cow, lowest_level)
     }
 
+    /// The writing search of an insert of `key` with `data`: [`search_slot`]
+    /// (Self::search_slot) with COW, which puts the item into the leaf's copy when the
+    /// search copies the leaf and the item can go in as it is
+    /// ([`cow_leaf_inserting`](Self::cow_leaf_inserting)): the same blocks read, checked
+    /// and copied, in the same order, and the leaf as the plain search and an insert
+    /// leave it. Returns the path and where the key is.
+    pub(crate) fn search_slot_inserting(
+        &mut self,
+        root_id: u64,
+        key: &Key,
+        data: &[u8],
+    ) -> Result<(Path, SlotFor)> {
+        self.join_transaction();
+        let root = self.root(root_id)?;
+        let (start, force_cow) = (root.node, root.force_cow);
+        let handle = self.read_tree_block(root_id, start, None)?;
+        let handle = self.cow_block_in_search(root_id, force_cow, handle, None)?;
+        self.descend_to(root_id, handle, key, Some(force_cow), 0, Some(data))
+    }
+
     /// Searches the commit root of `root_id` (no transaction, no COW).
     pub(crate) fn search_commit_root(&mut self, root_id: u64, key: &Key) -> Result<(Path, bool)> {
         let start = self.commit_root_of(root_id)?;
@@ -60,14 +90,33 @@ impl FsInfo {
     /// from the same borrow of the content, so a level costs one cache access for the
     /// node and one for the child (`docs/hot-paths.md`). With `cow`, every child is
     /// COWed; `cow` holds the root's FORCE_COW, read when the search took the root.
+    #[inline]
     fn descend(
+        &mut self,
+        root_id: u64,
+        handle: EbHandle,
+        key: &Key,
+        cow: Option<bool>,
+        lowest_level: u8,
+    ) -> Result<(Path, bool)> {
+        let (path, slot) = self.descend_to(root_id, handle, key, cow, lowest_level, None)?;
+        Ok((path, slot == SlotFor::Found))
+    }
+
+    /// [`descend`](Self::descend) with the data of an item to insert at `key`, which a
+    /// COW of the leaf puts into the copy if it can (`search_slot_inserting`). Inlined
+    /// into its three callers: the plain searches then lose the insert's branch, and
+    /// their path is built where they return it, not copied out of a call.
+    #[inline(always)]
+    fn descend_to(
         &mut self,
         root_id: u64,
         mut handle: EbHandle,
         key: &Key,
         cow: Option<bool>,
         lowest_level: u8,
-    ) -> Result<(Path, bool)> {
+        insert: Option<&[u8]>,
+    ) -> Result<(Path, SlotFor)> {
         let mut path = Path::default();
         loop {
             let content = self.cache.content(handle);
@@ -76,8 +125,8 @@ impl FsInfo {
             let slots = match &content.body {
                 Body::Leaf(leaf) if level == 0 => {
                     let (slot, found) = match leaf.search(key) {
-                        Ok(slot) => (slot, true),
-                        Err(slot) => (slot, false),
+                        Ok(slot) => (slot, SlotFor::Found),
+                        Err(slot) => (slot, SlotFor::Absent),
                     };
                     path.slots[0] = slot;
                     return Ok((path, found));
@@ -91,11 +140,26 @@ impl FsInfo {
             let (slot, exact) = node_search(slots, key);
             path.slots[level] = slot;
             if level == usize::from(lowest_level) {
-                return Ok((path, exact));
+                let slot_for = if exact {
+                    SlotFor::Found
+                } else {
+                    SlotFor::Absent
+                };
+                return Ok((path, slot_for));
             }
             let (pointer, first_key) = slot_pointer(content, slots, slot)?;
             let mut child = self.read_tree_block(root_id, pointer, Some(first_key))?;
             if let Some(force_cow) = cow {
+                if let Some(data) = insert.filter(|_| pointer.level == 0) {
+                    let parent = (handle, slot);
+                    let inserted =
+                        self.cow_leaf_inserting(root_id, force_cow, child, parent, key, data)?;
+                    if let Some((copy, leaf_slot)) = inserted {
+                        path.nodes[0] = Some(copy);
+                        path.slots[0] = leaf_slot;
+                        return Ok((path, SlotFor::Inserted));
+                    }
+                }
                 child =
                     self.cow_block_in_search(root_id, force_cow, child, Some((handle, slot)))?;
             }
