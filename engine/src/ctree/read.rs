@@ -180,10 +180,34 @@ impl FsInfo {
         }
     }
 
+    /// [`read_tree_block`](Self::read_tree_block) when `TRACED` says whether a trace is
+    /// recording: a loop that reads a block a level tests it once, before it starts.
+    #[inline(always)]
+    pub(crate) fn read_tree_block_knowing<const TRACED: bool>(
+        &mut self,
+        root_id: u64,
+        expected: BlockPtr,
+        first_key: Option<Key>,
+    ) -> Result<EbHandle> {
+        debug_assert_eq!(TRACED, self.read_trace.is_some());
+        if TRACED {
+            return self.read_tree_block(root_id, expected, first_key);
+        }
+        let read = VerifiedRead {
+            generation: expected.generation,
+            first_key,
+            owner_check: owner_check(root_id),
+            level: expected.level,
+        };
+        match self.cache.find_verified(expected.bytenr, &read) {
+            Some(handle) => Ok(handle),
+            None => self.read_and_verify(root_id, expected, read),
+        }
+    }
+
     /// [`read_and_verify`](Self::read_and_verify) for a read that is not a checked hit,
-    /// or a read of the listing that traces its reads (`fs/listing.rs`,
-    /// [`ListingTrace`](crate::fs::listing::ListingTrace)), which records each read that
-    /// passes.
+    /// or a read of a traced computation (`fs/listing.rs`, [`FsInfo::traced`]), which
+    /// records each read that passes.
     #[inline(never)]
     fn read_and_verify_traced(
         &mut self,
@@ -209,7 +233,7 @@ impl FsInfo {
 
     /// A read whose expectation did not pass on this content before: the checks in full,
     /// and a load on a cache miss.
-    #[inline(always)]
+    #[inline(never)]
     fn read_and_verify(
         &mut self,
         root_id: u64,

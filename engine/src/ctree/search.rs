@@ -118,6 +118,8 @@ impl FsInfo {
         insert: Option<&[u8]>,
     ) -> Result<(Path, SlotFor)> {
         let mut path = Path::default();
+        // Nothing in the loop starts or ends a traced read, so it is tested once.
+        let traced = self.read_trace.is_some();
         loop {
             let content = self.cache.content(handle);
             let level = usize::from(content.level());
@@ -148,7 +150,11 @@ impl FsInfo {
                 return Ok((path, slot_for));
             }
             let (pointer, first_key) = slot_pointer(content, slots, slot)?;
-            let mut child = self.read_tree_block(root_id, pointer, Some(first_key))?;
+            let mut child = if traced {
+                self.read_tree_block_knowing::<true>(root_id, pointer, Some(first_key))?
+            } else {
+                self.read_tree_block_knowing::<false>(root_id, pointer, Some(first_key))?
+            };
             if let Some(force_cow) = cow {
                 if let Some(data) = insert.filter(|_| pointer.level == 0) {
                     let parent = (handle, slot);
@@ -189,11 +195,27 @@ impl FsInfo {
     /// fail and leaves the cache as they leave it; it only builds no [`Path`] and
     /// returns no slot (`docs/hot-paths.md`).
     pub fn find_item(&mut self, view: TreeView, root_id: u64, key: &Key) -> Result<Option<&[u8]>> {
+        if self.read_trace.is_some() {
+            self.find_item_knowing::<true>(view, root_id, key)
+        } else {
+            self.find_item_knowing::<false>(view, root_id, key)
+        }
+    }
+
+    /// [`find_item`](Self::find_item), told whether a trace records its reads
+    /// (`read_tree_block_knowing`).
+    #[inline(always)]
+    fn find_item_knowing<const TRACED: bool>(
+        &mut self,
+        view: TreeView,
+        root_id: u64,
+        key: &Key,
+    ) -> Result<Option<&[u8]>> {
         let start = match view {
             TreeView::Current => self.root(root_id)?.node,
             TreeView::Commit => self.commit_root_of(root_id)?,
         };
-        let mut handle = self.read_tree_block(root_id, start, None)?;
+        let mut handle = self.read_tree_block_knowing::<TRACED>(root_id, start, None)?;
         // Each read checks that the child is one level below its parent, and a block of
         // level 0 is a leaf, so the loop ends within `MAX_LEVEL` reads.
         let slot = loop {
@@ -213,7 +235,7 @@ impl FsInfo {
                     content.header.bytenr
                 ),
             };
-            handle = self.read_tree_block(root_id, pointer, Some(first_key))?;
+            handle = self.read_tree_block_knowing::<TRACED>(root_id, pointer, Some(first_key))?;
         };
         let leaf = self
             .cache
