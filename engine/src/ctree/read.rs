@@ -221,7 +221,7 @@ impl FsInfo {
             None => self.read_and_verify(root_id, expected, read)?,
         };
         if let Some(trace) = self.read_trace.as_mut() {
-            trace.blocks.push(TracedRead {
+            trace.record_block(TracedRead {
                 root_id,
                 expected,
                 first_key,

@@ -111,11 +111,34 @@ pub(crate) struct TracedRead {
 /// The reads of a computation that records them (a listing, a send's plan), in their
 /// order: tree blocks, the data extents (bytenr and bytes, `None` for none there) its
 /// files may read, and the extent records it looked up.
+///
+/// A tree block read the same as the last read of its bytenr is not recorded: it was a
+/// cache hit that changed nothing (the last read passed and left its expectation
+/// remembered, and a traced computation changes no content), so repeating the reads
+/// without it leaves the cache the same. A listing reads the root and the upper nodes
+/// once per search; this keeps each once (`last_read_of`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TracedReads {
     pub(crate) blocks: Vec<TracedRead>,
     pub(crate) data: Vec<(u64, Option<Arc<Vec<u8>>>)>,
     pub(crate) extent_records: Vec<(u64, Option<ExtentRecord>)>,
+    /// The position in `blocks` of the last read of each bytenr.
+    last_read_of: std::collections::HashMap<u64, usize>,
+}
+
+impl TracedReads {
+    /// Records a tree block read that passed, unless it is the last read of its bytenr
+    /// again.
+    pub(crate) fn record_block(&mut self, read: TracedRead) {
+        let bytenr = read.expected.bytenr;
+        if let Some(&last) = self.last_read_of.get(&bytenr) {
+            if self.blocks[last] == read {
+                return;
+            }
+        }
+        self.last_read_of.insert(bytenr, self.blocks.len());
+        self.blocks.push(read);
+    }
 }
 
 /// What a listing of a subvolume as read depended on (module documentation): its
@@ -360,6 +383,37 @@ mod tests {
         assert!(repeated.repeats_listing(&trace));
         assert!(repeated == listed, "the repeat reads what the listing read");
         assert!(repeated.repeats_listing(&trace), "and says so again");
+    }
+
+    /// A read that is the last read of its bytenr again is left out; one that follows
+    /// another read of its bytenr with other expectations is kept (the repeat must leave
+    /// that last expectation remembered, as the computation did).
+    #[test]
+    fn a_read_repeating_the_last_read_of_its_bytenr_is_left_out() {
+        let (mut fs, vol) = committed_volume();
+        let (_, trace) = fs.list_subvolume_as_read_traced(vol).expect("list");
+        let first = trace.reads.blocks[0].clone();
+        let mut other = first.clone();
+        other.first_key = Some(crate::key::Key::new(1, 1, 1));
+        let mut reads = super::TracedReads::default();
+        reads.record_block(first.clone());
+        reads.record_block(first.clone());
+        assert_eq!(reads.blocks, vec![first.clone()]);
+        reads.record_block(other.clone());
+        reads.record_block(first.clone());
+        assert_eq!(reads.blocks, vec![first.clone(), other, first]);
+        let bytenrs: Vec<u64> = trace
+            .reads
+            .blocks
+            .iter()
+            .map(|read| read.expected.bytenr)
+            .collect();
+        let distinct: std::collections::BTreeSet<u64> = bytenrs.iter().copied().collect();
+        assert_eq!(
+            bytenrs.len(),
+            distinct.len(),
+            "a listing reads each block one way"
+        );
     }
 
     /// A committed change, dirty pages, or a remount with the cache dropped after a
