@@ -152,11 +152,6 @@ pub struct ListingTrace {
 }
 
 impl ListingTrace {
-    /// The subvolume listed.
-    pub fn root_id(&self) -> u64 {
-        self.root_id
-    }
-
     /// The commit root the listing started from.
     pub fn commit_root(&self) -> BlockPtr {
         self.commit_root
