@@ -157,6 +157,18 @@ fn slot_beyond_nritems(content: &BlockContent, slot: usize) -> Error {
     )
 }
 
+/// The read check a reader of tree `root_id` expecting `expected` (and `first_key`)
+/// makes, as the cache remembers it.
+#[inline(always)]
+fn expected_read(root_id: u64, expected: BlockPtr, first_key: Option<Key>) -> VerifiedRead {
+    VerifiedRead {
+        generation: expected.generation,
+        first_key,
+        owner_check: owner_check(root_id),
+        level: expected.level,
+    }
+}
+
 impl FsInfo {
     /// Finds or loads the block `expected` names and checks it (`read_tree_block()`).
     /// Inlined: on the hot path it is one array access and one comparison, and a call
@@ -168,12 +180,7 @@ impl FsInfo {
         expected: BlockPtr,
         first_key: Option<Key>,
     ) -> Result<EbHandle> {
-        let read = VerifiedRead {
-            generation: expected.generation,
-            first_key,
-            owner_check: owner_check(root_id),
-            level: expected.level,
-        };
+        let read = expected_read(root_id, expected, first_key);
         match self.cache.find_verified(expected.bytenr, &read) {
             Some(handle) if self.read_trace.is_none() => Ok(handle),
             _ => self.read_and_verify_traced(root_id, expected, read),
@@ -193,12 +200,7 @@ impl FsInfo {
         if TRACED {
             return self.read_tree_block(root_id, expected, first_key);
         }
-        let read = VerifiedRead {
-            generation: expected.generation,
-            first_key,
-            owner_check: owner_check(root_id),
-            level: expected.level,
-        };
+        let read = expected_read(root_id, expected, first_key);
         match self.cache.find_verified(expected.bytenr, &read) {
             Some(handle) => Ok(handle),
             None => self.read_and_verify(root_id, expected, read),
