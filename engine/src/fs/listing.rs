@@ -459,4 +459,57 @@ mod tests {
             "a data extent with other bytes"
         );
     }
+
+    /// Reads of extent records (the plan's clone sources, `send/plan/data.rs`) repeat
+    /// while the records are the same, and not once another file shares one of the
+    /// extents: its reference count is no longer the one read.
+    #[test]
+    fn an_extent_record_with_other_references_does_not_repeat() {
+        let (mut fs, vol) = committed_volume();
+        let (_, listing_trace) = fs.clone().list_subvolume_as_read_traced(vol).expect("list");
+        let data_bytenrs: Vec<u64> = listing_trace
+            .reads
+            .data
+            .iter()
+            .map(|(bytenr, _)| *bytenr)
+            .collect();
+        let (records, reads) = fs.traced(|fs| {
+            data_bytenrs
+                .iter()
+                .map(|&bytenr| fs.extent_record_traced(bytenr))
+                .collect::<Vec<_>>()
+        });
+        assert!(
+            records.iter().all(Option::is_some),
+            "every data extent has a record"
+        );
+        assert_eq!(reads.extent_records.len(), data_bytenrs.len());
+        assert!(reads.blocks.is_empty() && reads.data.is_empty());
+        assert!(fs.clone().repeats_reads(&reads), "the same records");
+        let other = fs.create_subvolume_with_root("other").expect("subvolume");
+        fs.write(other, &["copy"], 0, b"").expect("create");
+        let whole_file = 0;
+        fs.clone_range(
+            crate::fs::clone::CloneSide {
+                root_id: vol,
+                path: &["d", "file0"],
+                offset: 0,
+            },
+            crate::fs::clone::CloneSide {
+                root_id: other,
+                path: &["copy"],
+                offset: 0,
+            },
+            whole_file,
+        )
+        .expect("clone");
+        assert!(
+            data_bytenrs
+                .iter()
+                .zip(&records)
+                .any(|(&bytenr, record)| fs.extent_record(bytenr) != *record),
+            "the clone adds a reference to an extent the listing read"
+        );
+        assert!(!fs.repeats_reads(&reads), "a record with another reference");
+    }
 }
