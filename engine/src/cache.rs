@@ -528,6 +528,26 @@ impl ExtentBufferCache {
             .sum()
     }
 
+    /// Every object held now, by rising bytenr: its bytenr, its hold count and its
+    /// content's digest (remembered with the content).
+    pub fn held_buffers(&self) -> Vec<(u64, u32, u128)> {
+        let mut held: Vec<(u64, u32, u128)> = self
+            .buffers
+            .iter()
+            .filter(|buffer| buffer.holders > 0)
+            .map(|buffer| {
+                let handle = self.find(buffer.bytenr).expect("a held object is mapped");
+                (
+                    buffer.bytenr,
+                    buffer.holders,
+                    self.hot(handle).content.digest(),
+                )
+            })
+            .collect();
+        held.sort_unstable_by_key(|&(bytenr, _, _)| bytenr);
+        held
+    }
+
     /// Number of objects in the arena.
     pub fn len(&self) -> usize {
         self.buffers.len()

@@ -159,6 +159,15 @@ impl Marks {
         }
     }
 
+    /// Hits every mark of `other` as often as it counts it, as if each hit happened here
+    /// (the totals and the hits not yet observed): a remembered computation's marks.
+    pub fn hit_all(&mut self, other: &Marks) {
+        for (mark, count) in other.iter() {
+            self.counts.add(mark, count);
+            self.unobserved.add(mark, count);
+        }
+    }
+
     /// Whether no mark was hit.
     pub fn is_empty(&self) -> bool {
         self.counts.0.is_empty()

@@ -139,7 +139,36 @@ impl TracedReads {
         self.last_read_of.insert(bytenr, self.blocks.len());
         self.blocks.push(read);
     }
+
+    /// Appends the reads of a computation traced inside this one (they happened after
+    /// this trace's reads so far and before its next).
+    fn absorb(&mut self, inner: &TracedReads) {
+        for read in &inner.blocks {
+            self.record_block(read.clone());
+        }
+        self.data.extend(inner.data.iter().cloned());
+        self.extent_records
+            .extend(inner.extent_records.iter().cloned());
+    }
 }
+
+/// The reads of a computation that the caller ran between [`FsInfo::begin_read_trace`]
+/// and [`FsInfo::end_read_trace`], for [`FsInfo::repeats_read_trace`]: a send's steps to
+/// their end (`verify/src/world/send_memo.rs`).
+#[derive(Clone, Debug)]
+pub struct ReadTrace(TracedReads);
+
+impl ReadTrace {
+    /// Tree block reads recorded.
+    pub fn block_reads(&self) -> usize {
+        self.0.blocks.len()
+    }
+}
+
+/// A read trace begun and not yet ended: the trace it interrupted, if one was recording,
+/// which takes this one's reads when it ends.
+#[must_use = "a read trace begun must be ended"]
+pub struct ReadTraceScope(Option<Box<TracedReads>>);
 
 /// What a listing of a subvolume as read depended on (module documentation): its
 /// commit root, its reads, and the dirty pages of the subvolume's inodes.
@@ -228,15 +257,37 @@ impl FsInfo {
 
     /// Runs `read` with its reads recorded (`read_tree_block()`, and the data extents and
     /// extent records of the callers that record them).
+    /// Inside another traced computation the reads are recorded in both: the outer trace
+    /// takes them, in their place, when this one ends.
     pub(crate) fn traced<T>(&mut self, read: impl FnOnce(&mut FsInfo) -> T) -> (T, TracedReads) {
-        assert!(
-            self.read_trace.is_none(),
-            "a traced read started inside another"
-        );
-        self.read_trace = Some(Box::default());
+        let scope = self.begin_read_trace();
         let result = read(self);
-        let reads = *self.read_trace.take().expect("the traced reads");
-        (result, reads)
+        (result, self.end_reads(scope))
+    }
+
+    /// Starts recording reads, as [`traced`](Self::traced) does, for a computation the
+    /// caller drives itself; [`end_read_trace`](Self::end_read_trace) gives the trace.
+    pub fn begin_read_trace(&mut self) -> ReadTraceScope {
+        ReadTraceScope(self.read_trace.replace(Box::default()))
+    }
+
+    /// Ends the trace `scope` began: the reads since, in their order.
+    pub fn end_read_trace(&mut self, scope: ReadTraceScope) -> ReadTrace {
+        ReadTrace(self.end_reads(scope))
+    }
+
+    fn end_reads(&mut self, scope: ReadTraceScope) -> TracedReads {
+        let reads = *self.read_trace.take().expect("a read trace is recording");
+        if let Some(mut outer) = scope.0 {
+            outer.absorb(&reads);
+            self.read_trace = Some(outer);
+        }
+        reads
+    }
+
+    /// Whether the reads of `trace` give the same now ([`repeats_reads`](Self::repeats_reads)).
+    pub fn repeats_read_trace(&mut self, trace: &ReadTrace) -> bool {
+        self.repeats_reads(&trace.0)
     }
 
     /// Whether listing `trace`'s subvolume as read now gives the listing traced: the same
@@ -258,6 +309,10 @@ impl FsInfo {
     /// the computation made next repeats without further change (a read that passed is
     /// a cache hit, one that failed fails again on the same content). The caller checks
     /// the commit roots the computation started from.
+    ///
+    /// Inside a traced computation the repeat is one of its reads: the blocks are
+    /// recorded as they are read, and the data extents and records when they compare
+    /// equal (when they do not, the computation that runs next records its own).
     pub(crate) fn repeats_reads(&mut self, reads: &TracedReads) -> bool {
         for read in &reads.blocks {
             match self.read_tree_block(read.root_id, read.expected, read.first_key) {
@@ -265,14 +320,21 @@ impl FsInfo {
                 _ => return false,
             }
         }
-        reads
+        let same = reads
             .data
             .iter()
             .all(|(bytenr, data)| self.device.read_data(*bytenr) == data.as_ref())
             && reads
                 .extent_records
                 .iter()
-                .all(|(bytenr, record)| self.extent_record(*bytenr) == *record)
+                .all(|(bytenr, record)| self.extent_record(*bytenr) == *record);
+        if let Some(trace) = self.read_trace.as_mut().filter(|_| same) {
+            trace.data.extend(reads.data.iter().cloned());
+            trace
+                .extent_records
+                .extend(reads.extent_records.iter().cloned());
+        }
+        same
     }
 
     /// One path's share of [`list_subvolume`](Self::list_subvolume): the entry of the

@@ -137,6 +137,34 @@ impl std::hash::Hash for RememberPlan {
 }
 
 /// Send refuses a subvolume that is not read-only (EPERM).
+/// What a send job's steps read of the filesystem outside traced reads
+/// ([`SendJob::step_context`]): the policy, the transaction counters the restart and
+/// lookup checks compare, the number of running sends (the last one's end checks that
+/// nothing is held), every root as the walk, the lookups and the plan see it, and the
+/// buffers held (a walk reads what it holds without `read_tree_block()`: content a race
+/// re-initialised is read as it is now).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepContext {
+    policy: crate::policy::Policy,
+    generation: u64,
+    last_reloc_trans: u64,
+    sends_in_progress: u32,
+    roots: Vec<RootSeen>,
+    held: Vec<(u64, u32, u128)>,
+}
+
+/// A root as [`StepContext`] keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RootSeen {
+    root_id: u64,
+    deleted: bool,
+    dead: bool,
+    commit_root: Option<crate::extent_buffer::BlockPtr>,
+    uuid: [u8; 16],
+    ctransid: u64,
+    send_users: u32,
+}
+
 fn ensure_read_only(fs: &FsInfo, root_id: u64) -> Result<()> {
     if fs.is_read_only(root_id)? {
         return Ok(());
@@ -398,6 +426,57 @@ impl SendJob {
         self.log.epoch
     }
 
+    /// Whether the job counts itself in its roots' send users (its first step does).
+    pub fn is_counted(&self) -> bool {
+        self.counted
+    }
+
+    /// What the steps of this job read of `fs` besides tree blocks through
+    /// `read_tree_block()`, data extents and extent records (which a read trace records,
+    /// `fs/listing.rs`). Steps of a counted job that start from an equal job, an equal
+    /// context and reads that give the same content do the same, to the last: the
+    /// remembered finish of `verify/src/world/send_memo.rs` rests on it.
+    pub fn step_context(&self, fs: &FsInfo) -> StepContext {
+        StepContext {
+            policy: fs.policy(),
+            generation: fs.generation(),
+            last_reloc_trans: fs.last_reloc_trans(),
+            sends_in_progress: fs.sends_in_progress(),
+            roots: fs
+                .roots
+                .values()
+                .map(|root| RootSeen {
+                    root_id: root.root_id,
+                    deleted: root.deleted,
+                    dead: root.item.is_dead(),
+                    commit_root: root.commit_root,
+                    uuid: root.item.uuid,
+                    ctransid: root.item.ctransid,
+                    send_users: root.send_users,
+                })
+                .collect(),
+            held: fs.cache().held_buffers(),
+        }
+    }
+
+    /// Takes this job, counted and not over, to the end `finished` reached from a job
+    /// equal to it, in a context equal to its own and with the same reads (the steps'
+    /// effects other than those reads: every hold released, the roots' send users and
+    /// the count of running sends taken down, as the last step does). The caller repeats
+    /// the reads and gives the marks the steps hit.
+    pub fn fast_forward(&mut self, fs: &mut FsInfo, finished: &SendJob) {
+        assert!(
+            self.counted && !self.is_over(),
+            "only a counted running job goes forward"
+        );
+        assert!(
+            finished.stage == SendStage::Done && !finished.counted,
+            "a job goes forward to a finished one"
+        );
+        self.end(fs, SendStage::Done);
+        *self = finished.clone();
+    }
+
     /// Moves the buffer reads logged so far into the engine's observation channel
     /// (`FsInfo::observe`, docs/architecture.md): at the end of `start` and of every step.
     /// The reads are logged as the events the channel keeps, and go over as one batch
@@ -565,7 +644,7 @@ impl SendJob {
         for (&ino, inode) in &self.changes.inodes {
             for &(disk_bytenr, offset) in &inode.walked_extents {
                 let allocated = fs
-                    .extent_record(disk_bytenr)
+                    .extent_record_traced(disk_bytenr)
                     .is_some_and(|record| !record.is_tree_block());
                 if allocated {
                     continue;

@@ -927,3 +927,55 @@ fn every_planned_lookup_completes_once_and_lets_go_of_its_path() {
     assert_eq!(fs.cache().holders_total(), 0);
     job.finish(&mut fs).expect("send");
 }
+
+/// A running job's step context (what its steps read besides traced reads) is the same
+/// on a copy of the filesystem, and changes when a buffer the job holds is
+/// re-initialised (a walk reads what it holds without `read_tree_block()`), when a
+/// commit moves the transaction counter, and when a root's send users change.
+#[test]
+fn a_step_context_sees_held_buffers_counters_and_roots() {
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
+    let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+    for index in 0..12 {
+        fs.write(vol, &[format!("f{index:02}")], 0, b"data")
+            .expect("write");
+    }
+    fs.snapshot("vol", "snap", true).expect("snapshot");
+    let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
+    while !(job.is_counted() && fs.cache().holders_total() > 0) {
+        job.step(&mut fs).expect("step");
+    }
+    let context = job.step_context(&fs);
+    assert_eq!(job.step_context(&fs.clone()), context);
+
+    let (bytenr, holders, _) = fs.cache().held_buffers()[0];
+    assert!(holders > 0);
+    let mut reinitialised = fs.clone();
+    let handle = reinitialised
+        .cache()
+        .find(bytenr)
+        .expect("a held block is mapped");
+    let mut content =
+        crate::extent_buffer::BlockContent::clone(reinitialised.cache().content(handle));
+    content.header.generation += 1;
+    let generation = reinitialised.generation();
+    let (same_object, replaced) =
+        reinitialised
+            .cache_mut()
+            .init_block(content, generation + 1, "test");
+    assert_eq!(same_object, handle);
+    assert!(
+        replaced.is_some(),
+        "the held object itself is re-initialised"
+    );
+    assert_ne!(job.step_context(&reinitialised), context, "a held buffer");
+
+    let mut committed = fs.clone();
+    committed.commit_transaction().expect("commit");
+    assert_ne!(job.step_context(&committed), context, "a commit");
+
+    let mut counted_again = fs.clone();
+    counted_again.root_mut(vol).expect("vol").send_users += 1;
+    assert_ne!(job.step_context(&counted_again), context, "a root");
+    job.abort(&mut fs);
+}

@@ -5,11 +5,13 @@
 //! `RelocationJob`, as `btrfs_ioctl_send()` and `btrfs_relocate_block_group()`); here
 //! they are driven one step at a time so that a script interleaves them with anything.
 
+use super::send_memo;
 use super::{errno_of, Outcome, ScriptError, SendRun, World};
 use crate::oracle::ghost::Ghost;
 use crate::oracle::reads::check_reads;
 use crate::oracle::{round_trip, symptom, UserCommand, Violation, ViolationKind};
 use crate::script::RelocateTarget;
+use cowproof_engine::marks::Marks;
 use cowproof_engine::relocation::{RelocationJob, RelocationTarget};
 use cowproof_engine::send::{SendJob, SendStage};
 use cowproof_engine::Errno;
@@ -101,30 +103,113 @@ impl World {
             };
         }
         let mut outcome = Outcome::ok();
-        let mut taken = 0;
-        while !run.job.is_over() && steps.is_none_or(|steps| taken < steps) {
-            taken += 1;
-            let result = run.job.step(&mut self.fs);
-            let observation = self.observe();
-            outcome
-                .violations
-                .extend(check_reads(&self.fs, name, run, observation.reads()));
-            self.recycle(observation);
-            if let Err(error) = result {
-                outcome.violations.extend(symptom::violation(
-                    name,
-                    UserCommand::Send,
-                    &error,
-                    run.ghost.inconsistent_block,
-                ));
-                outcome.error = Some(errno_of(&error));
+        if steps.is_none() && self.remember_receives {
+            if !self.finish_steps_remembered(name, run, &mut outcome) {
                 return outcome;
+            }
+        } else {
+            let mut taken = 0;
+            while !run.job.is_over() && steps.is_none_or(|steps| taken < steps) {
+                taken += 1;
+                if !self.send_step_checked(name, run, &mut outcome, &mut Marks::default()) {
+                    return outcome;
+                }
             }
         }
         if *run.job.stage() == SendStage::Done {
             outcome.violations.extend(self.finish_send(name, run));
         }
         outcome
+    }
+
+    /// One send step with the read check after it, its marks added to `marks`; false
+    /// when the step failed (the outcome then has the errno and the symptom).
+    fn send_step_checked(
+        &mut self,
+        name: &str,
+        run: &mut SendRun,
+        outcome: &mut Outcome,
+        marks: &mut Marks,
+    ) -> bool {
+        let result = run.job.step(&mut self.fs);
+        let observation = self.observe();
+        marks.absorb(&observation.marks);
+        outcome
+            .violations
+            .extend(check_reads(&self.fs, name, run, observation.reads()));
+        self.recycle(observation);
+        let Err(error) = result else {
+            return true;
+        };
+        outcome.violations.extend(symptom::violation(
+            name,
+            UserCommand::Send,
+            &error,
+            run.ghost.inconsistent_block,
+        ));
+        outcome.error = Some(errno_of(&error));
+        false
+    }
+
+    /// The steps of `send finish` through the per-thread memo of finishes
+    /// (`send_memo.rs`): the first step (which counts the job in its roots) is taken,
+    /// then the rest is the remembered finish from the same job, record and context when
+    /// its reads repeat, else the steps themselves, remembered when they end clean.
+    /// False when a step failed.
+    fn finish_steps_remembered(
+        &mut self,
+        name: &str,
+        run: &mut SendRun,
+        outcome: &mut Outcome,
+    ) -> bool {
+        while !run.job.is_counted() && !run.job.is_over() {
+            if !self.send_step_checked(name, run, outcome, &mut Marks::default()) {
+                return false;
+            }
+        }
+        if run.job.is_over() {
+            return true;
+        }
+        let context = run.job.step_context(&self.fs);
+        let key = send_memo::key(run, &context);
+        if let Some(known) = send_memo::remembered(key, run, &context) {
+            if self.fs.repeats_read_trace(&known.trace) {
+                run.job.fast_forward(&mut self.fs, &known.finished.job);
+                run.ghost = known.finished.ghost.clone();
+                self.fs.marks.hit_all(&known.marks);
+                let observation = self.observe();
+                self.recycle(observation);
+                send_memo::count(true);
+                return true;
+            }
+            send_memo::count(false);
+        }
+        let start = run.clone();
+        let (epoch, violations_before) = (run.job.epoch(), outcome.violations.len());
+        let scope = self.fs.begin_read_trace();
+        let mut marks = Marks::default();
+        let mut stepped = true;
+        while stepped && !run.job.is_over() {
+            stepped = self.send_step_checked(name, run, outcome, &mut marks);
+        }
+        let trace = self.fs.end_read_trace(scope);
+        let clean = stepped
+            && *run.job.stage() == SendStage::Done
+            && run.job.epoch() == epoch
+            && outcome.violations.len() == violations_before;
+        if clean {
+            send_memo::remember(
+                key,
+                send_memo::RememberedFinish {
+                    start,
+                    context,
+                    trace,
+                    finished: run.clone(),
+                    marks,
+                },
+            );
+        }
+        stepped
     }
 
     fn finish_send(&mut self, name: &str, run: &SendRun) -> Option<Violation> {

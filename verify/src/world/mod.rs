@@ -18,6 +18,8 @@
 
 mod dispatch;
 mod jobs;
+mod send_memo;
+pub use send_memo::{send_finish_memo_counts, SendFinishMemoCounts};
 
 use crate::oracle::ghost::Ghost;
 use crate::oracle::{model as model_oracle, touched, Violation, ViolationKind};

@@ -1,0 +1,126 @@
+//! Send finishes remembered: a per-thread memo of `send finish` from a counted job to
+//! its end, by the job, its read record and what its steps read of the filesystem
+//! (`docs/hot-paths.md`, "Explorer per-state cost, seventh round").
+//!
+//! Why: the explorer finishes every state it reaches, and finishing a send is most of
+//! that (hundreds of steps, each with the read check). States that differ in what the
+//! send never reads (how far a relocation got, a write to another subvolume, where a
+//! commit stands) finish the same send the same way: at depth 6 of `concurrent x
+//! relocation`, 96% of the finishes started from a job and commit roots another finish
+//! on the same thread had started from.
+//!
+//! Why a remembered finish is the finish: the steps are a function of the job, of what
+//! they read through `read_tree_block()`, data extents and extent records (the read
+//! trace, `cowproof_engine::fs::listing`), and of the rest they read of the filesystem
+//! ([`StepContext`]: policy, transaction counters, roots, the buffers held). With all
+//! three equal, the steps read the same and do the same: they end in the same job, the
+//! same read record, the same marks, and leave the filesystem as the last step does
+//! (every hold released, the roots' send users and the count of running sends taken
+//! down: [`SendJob::fast_forward`](cowproof_engine::send::SendJob::fast_forward)) with
+//! the blocks the reads mapped, which repeating the trace maps
+//! ([`FsInfo::repeats_read_trace`](cowproof_engine::FsInfo::repeats_read_trace)). Only
+//! finishes that end done are remembered: none with an error or a violation (their
+//! words come from the event log), and none that restarted the walk (a restart takes the
+//! ghost record again from the device, which no trace records).
+//!
+//! Invariants: an entry is written only by a finish that ended done, clean, in the walk
+//! epoch it started in; a hit compares the job and read record and the context in full
+//! (not only their digest) before it repeats the reads; a repeat that fails leaves the
+//! filesystem as the beginning of the finish does, and the finish then runs.
+
+use super::SendRun;
+use cowproof_engine::digest::Digester;
+use cowproof_engine::fs::listing::ReadTrace;
+use cowproof_engine::marks::Marks;
+use cowproof_engine::send::{SendStage, StepContext};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// A finish remembered: the job (with its read record) it started from and the context
+/// it ran in, the reads it made, the job it ended as and the marks its steps hit.
+pub(super) struct RememberedFinish {
+    pub(super) start: SendRun,
+    pub(super) context: StepContext,
+    pub(super) trace: ReadTrace,
+    pub(super) finished: SendRun,
+    pub(super) marks: Marks,
+}
+
+/// Finishes the memo keeps before it starts over (a bound on the memory of the blocks
+/// their traces keep alive and of their streams).
+const SEND_FINISH_MEMO_ENTRIES_MAX: usize = 1024;
+
+thread_local! {
+    static SEND_FINISH_MEMO: RefCell<HashMap<u128, Rc<RememberedFinish>>> =
+        RefCell::new(HashMap::new());
+    static SEND_FINISH_MEMO_COUNTS: Cell<SendFinishMemoCounts> =
+        const { Cell::new(SendFinishMemoCounts { hits: 0, stale: 0 }) };
+}
+
+/// How a thread's finishes used the memo so far (tests that must see it used).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendFinishMemoCounts {
+    /// Finishes taken from the memo.
+    pub hits: u64,
+    /// Finishes that found their job, record and context remembered, but whose reads
+    /// did not repeat (then ran their steps).
+    pub stale: u64,
+}
+
+/// The memo's key for a finish from `run` in `context`.
+pub(super) fn key(run: &SendRun, context: &StepContext) -> u128 {
+    Digester::digest_of(&(run, context))
+}
+
+/// The finish remembered from exactly `run` in `context`, if any.
+pub(super) fn remembered(
+    key: u128,
+    run: &SendRun,
+    context: &StepContext,
+) -> Option<Rc<RememberedFinish>> {
+    SEND_FINISH_MEMO.with(|memo| {
+        memo.borrow()
+            .get(&key)
+            .filter(|known| known.start == *run && known.context == *context)
+            .cloned()
+    })
+}
+
+/// Remembers a finish: one that ended done in the walk epoch it started in.
+pub(super) fn remember(key: u128, finish: RememberedFinish) {
+    assert!(
+        finish.finished.job.stage() == &SendStage::Done
+            && finish.finished.job.epoch() == finish.start.job.epoch()
+            && finish.finished.ghost.epoch == finish.start.ghost.epoch,
+        "only a finish that ended done without a restart is remembered"
+    );
+    SEND_FINISH_MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= SEND_FINISH_MEMO_ENTRIES_MAX {
+            memo.clear();
+        }
+        memo.insert(key, Rc::new(finish));
+    });
+}
+
+/// Counts a finish taken from the memo (`hit`) or found stale.
+pub(super) fn count(hit: bool) {
+    SEND_FINISH_MEMO_COUNTS.with(|counts| {
+        let mut now = counts.get();
+        if hit {
+            now.hits += 1;
+        } else {
+            now.stale += 1;
+        }
+        counts.set(now);
+    });
+}
+
+/// How this thread's finishes used the memo so far.
+pub fn send_finish_memo_counts() -> SendFinishMemoCounts {
+    SEND_FINISH_MEMO_COUNTS.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! A remembered finish is the finish: from every state of small cells (violating ones,
+//! restarts and ablated rules included), `send finish` through the memo leaves the same
+//! world, outcome and marks as the steps themselves, and the memo is actually taken.
+
+use super::send_finish_memo_counts;
+use crate::explore::alphabet::SEND_JOB;
+use crate::explore::fingerprint::{fingerprint, FingerprintSet};
+use crate::race::Race;
+use crate::script::Op;
+use crate::world::World;
+use cowproof_engine::{EngineRule, Policy};
+
+/// Every distinct state within `depth` letters of the cell's initial world, breadth
+/// first, violations or not.
+fn states(policy: Policy, race: Race, depth: usize) -> Vec<World> {
+    let initial = race.initial_world(policy).expect("the setup runs");
+    let mut seen = FingerprintSet::default();
+    seen.insert(fingerprint(&initial));
+    let mut all = vec![initial];
+    let mut level = 0..1;
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for index in level.clone() {
+            for &letter in race.alphabet() {
+                let mut child = all[index].clone();
+                let applied = letter.apply(&mut child).expect("a valid operation");
+                if applied.is_some() && seen.insert(fingerprint(&child)) {
+                    next.push(child);
+                }
+            }
+        }
+        let start = all.len();
+        all.extend(next);
+        level = start..all.len();
+    }
+    all
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    finishes: u64,
+    hits: u64,
+    stale: u64,
+    violating: u64,
+}
+
+/// Finishes the send of every state of the cell that runs one, with the memo and
+/// without it (one thread, so later states meet the entries earlier finishes wrote),
+/// and requires the same world, outcome and marks.
+fn compare(policy: Policy, race: Race, depth: usize, tally: &mut Tally) {
+    let finish = Op::SendFinish {
+        job: crate::script::names::Identifier::new(SEND_JOB).expect("a job name"),
+    };
+    for world in states(policy, race, depth) {
+        if world
+            .sends
+            .get(SEND_JOB)
+            .is_none_or(|run| run.job.is_over())
+        {
+            continue;
+        }
+        let (mut remembered, mut plain) = (world.clone(), world);
+        remembered.remember_receives = true;
+        plain.remember_receives = false;
+        let before = send_finish_memo_counts();
+        let with_memo = remembered.apply(&finish).expect("the finish runs");
+        let without = plain.apply(&finish).expect("the finish runs");
+        tally.finishes += 1;
+        let after = send_finish_memo_counts();
+        tally.hits += after.hits - before.hits;
+        tally.stale += after.stale - before.stale;
+        tally.violating += u64::from(!without.violations.is_empty());
+        assert_eq!(with_memo, without, "{policy} x {race}: the outcome");
+        assert_eq!(
+            with_memo.marks.iter().collect::<Vec<_>>(),
+            without.marks.iter().collect::<Vec<_>>(),
+            "{policy} x {race}: the marks of the finish"
+        );
+        assert_eq!(
+            remembered.fs.marks.iter().collect::<Vec<_>>(),
+            plain.fs.marks.iter().collect::<Vec<_>>(),
+            "{policy} x {race}: the engine's marks"
+        );
+        remembered.remember_receives = false;
+        assert!(remembered == plain, "{policy} x {race}: the world after");
+        assert_eq!(fingerprint(&remembered), fingerprint(&plain));
+    }
+}
+
+#[test]
+fn a_remembered_send_finish_leaves_what_the_steps_leave() {
+    let mut tally = Tally::default();
+    for (policy, race, depth) in [
+        (Policy::CONCURRENT, Race::Relocation, 3),
+        (Policy::CONCURRENT, Race::RelocationIncremental, 3),
+        (
+            Policy::CONCURRENT.ablating(EngineRule::RelocTransBeforeUnpin),
+            Race::Relocation,
+            3,
+        ),
+        (
+            Policy::CONCURRENT.without(cowproof_engine::Ingredient::CloneLeaves),
+            Race::RelocationIncremental,
+            3,
+        ),
+        (Policy::UNPROTECTED, Race::Relocation, 3),
+        (Policy::UNPROTECTED, Race::Snapshot, 3),
+        (Policy::CONCURRENT, Race::Deletion, 3),
+        (Policy::CONCURRENT, Race::Dedupe, 3),
+    ] {
+        compare(policy, race, depth, &mut tally);
+    }
+    assert!(tally.finishes > 100, "{tally:?}");
+    assert!(
+        tally.hits * 3 > tally.finishes,
+        "many finishes are remembered ones: {tally:?}"
+    );
+    assert!(
+        tally.stale > 0,
+        "some remembered finishes are stale: {tally:?}"
+    );
+    assert!(
+        tally.violating > 0,
+        "some finishes are violating: {tally:?}"
+    );
+}
