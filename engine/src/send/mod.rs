@@ -140,9 +140,11 @@ impl std::hash::Hash for RememberPlan {
 /// What a send job's steps read of the filesystem outside traced reads
 /// ([`SendJob::step_context`]): the policy, the transaction counters the restart and
 /// lookup checks compare, the number of running sends (the last one's end checks that
-/// nothing is held), every root as the walk, the lookups and the plan see it, and the
-/// buffers held (a walk reads what it holds without `read_tree_block()`: content a race
-/// re-initialised is read as it is now).
+/// nothing is held), the send and parent roots as the walk, the lookups and the plan see
+/// them (no step reads another root: every tree a step searches is one of the two, as
+/// the plan memo's check of their commit roots also relies on), and the buffers held (a
+/// walk reads what it holds without `read_tree_block()`: content a race re-initialised
+/// is read as it is now).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StepContext {
     policy: crate::policy::Policy,
@@ -442,9 +444,9 @@ impl SendJob {
             generation: fs.generation(),
             last_reloc_trans: fs.last_reloc_trans(),
             sends_in_progress: fs.sends_in_progress(),
-            roots: fs
-                .roots
-                .values()
+            roots: std::iter::once(self.send_root)
+                .chain(self.parent_root)
+                .filter_map(|root_id| fs.roots.get(&root_id))
                 .map(|root| RootSeen {
                     root_id: root.root_id,
                     deleted: root.deleted,

@@ -931,7 +931,8 @@ fn every_planned_lookup_completes_once_and_lets_go_of_its_path() {
 /// A running job's step context (what its steps read besides traced reads) is the same
 /// on a copy of the filesystem, and changes when a buffer the job holds is
 /// re-initialised (a walk reads what it holds without `read_tree_block()`), when a
-/// commit moves the transaction counter, and when a root's send users change.
+/// commit moves the transaction counter, and when the sent root's send users change,
+/// not when another root's do.
 #[test]
 fn a_step_context_sees_held_buffers_counters_and_roots() {
     let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
@@ -975,7 +976,17 @@ fn a_step_context_sees_held_buffers_counters_and_roots() {
     assert_ne!(job.step_context(&committed), context, "a commit");
 
     let mut counted_again = fs.clone();
-    counted_again.root_mut(vol).expect("vol").send_users += 1;
-    assert_ne!(job.step_context(&counted_again), context, "a root");
+    counted_again
+        .root_mut(job.send_root())
+        .expect("snap")
+        .send_users += 1;
+    assert_ne!(job.step_context(&counted_again), context, "the sent root");
+    let mut other_root = fs.clone();
+    other_root.root_mut(vol).expect("vol").send_users += 1;
+    assert_eq!(
+        job.step_context(&other_root),
+        context,
+        "a root the job does not read"
+    );
     job.abort(&mut fs);
 }

@@ -47,13 +47,40 @@ pub(super) struct RememberedFinish {
     pub(super) marks: Marks,
 }
 
-/// Finishes the memo keeps before it starts over (a bound on the memory of the blocks
-/// their traces keep alive and of their streams).
-const SEND_FINISH_MEMO_ENTRIES_MAX: usize = 1024;
+/// Finishes each generation of the memo keeps (a bound on the memory of the blocks
+/// their traces keep alive and of their streams): when the newer generation is full, it
+/// becomes the older one and the older one is dropped; an entry found in the older one
+/// moves to the newer. So the memo holds at most twice this many, and keeps what is in
+/// use when the explorer's levels bring more distinct finishes than that.
+const SEND_FINISH_MEMO_GENERATION_MAX: usize = 2048;
+
+/// The memo's two generations, newer first.
+#[derive(Default)]
+struct Generations {
+    newer: HashMap<u128, Rc<RememberedFinish>>,
+    older: HashMap<u128, Rc<RememberedFinish>>,
+}
+
+impl Generations {
+    fn insert(&mut self, key: u128, finish: Rc<RememberedFinish>) {
+        if self.newer.len() >= SEND_FINISH_MEMO_GENERATION_MAX {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(key, finish);
+    }
+
+    fn get(&mut self, key: u128) -> Option<Rc<RememberedFinish>> {
+        if let Some(finish) = self.newer.get(&key) {
+            return Some(Rc::clone(finish));
+        }
+        let finish = self.older.remove(&key)?;
+        self.insert(key, Rc::clone(&finish));
+        Some(finish)
+    }
+}
 
 thread_local! {
-    static SEND_FINISH_MEMO: RefCell<HashMap<u128, Rc<RememberedFinish>>> =
-        RefCell::new(HashMap::new());
+    static SEND_FINISH_MEMO: RefCell<Generations> = RefCell::new(Generations::default());
     static SEND_FINISH_MEMO_COUNTS: Cell<SendFinishMemoCounts> =
         const { Cell::new(SendFinishMemoCounts { hits: 0, stale: 0 }) };
 }
@@ -80,10 +107,9 @@ pub(super) fn remembered(
     context: &StepContext,
 ) -> Option<Rc<RememberedFinish>> {
     SEND_FINISH_MEMO.with(|memo| {
-        memo.borrow()
-            .get(&key)
+        memo.borrow_mut()
+            .get(key)
             .filter(|known| known.start == *run && known.context == *context)
-            .cloned()
     })
 }
 
@@ -95,13 +121,7 @@ pub(super) fn remember(key: u128, finish: RememberedFinish) {
             && finish.finished.ghost.epoch == finish.start.ghost.epoch,
         "only a finish that ended done without a restart is remembered"
     );
-    SEND_FINISH_MEMO.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        if memo.len() >= SEND_FINISH_MEMO_ENTRIES_MAX {
-            memo.clear();
-        }
-        memo.insert(key, Rc::new(finish));
-    });
+    SEND_FINISH_MEMO.with(|memo| memo.borrow_mut().insert(key, Rc::new(finish)));
 }
 
 /// Counts a finish taken from the memo (`hit`) or found stale.

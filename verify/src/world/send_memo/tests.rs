@@ -124,3 +124,48 @@ fn a_remembered_send_finish_leaves_what_the_steps_leave() {
         "some finishes are violating: {tally:?}"
     );
 }
+
+/// The memo keeps two generations: a full newer one becomes the older, an entry found
+/// in the older moves to the newer, and an entry of a dropped generation is gone.
+#[test]
+fn the_memo_keeps_two_generations_and_what_is_in_use() {
+    use super::{Generations, RememberedFinish, SEND_FINISH_MEMO_GENERATION_MAX};
+    use std::rc::Rc;
+    let world = Race::Relocation
+        .initial_world(Policy::CONCURRENT)
+        .expect("the setup runs");
+    let mut world = world;
+    world
+        .apply(&Op::SendStart {
+            job: crate::script::names::Identifier::new(SEND_JOB).expect("a job name"),
+            snapshot: crate::script::names::Name::new("snap").expect("a name"),
+            parent: None,
+        })
+        .expect("the send starts");
+    let run = world.sends[SEND_JOB].clone();
+    let finish = Rc::new(RememberedFinish {
+        start: run.clone(),
+        context: run.job.step_context(&world.fs),
+        trace: {
+            let scope = world.fs.begin_read_trace();
+            world.fs.end_read_trace(scope)
+        },
+        finished: run,
+        marks: cowproof_engine::marks::Marks::default(),
+    });
+    let max = SEND_FINISH_MEMO_GENERATION_MAX as u128;
+    let mut memo = Generations::default();
+    for key in 0..max {
+        memo.insert(key, Rc::clone(&finish));
+    }
+    assert!(memo.get(0).is_some() && memo.older.is_empty());
+    memo.insert(max, Rc::clone(&finish));
+    assert_eq!((memo.newer.len(), memo.older.len()), (1, max as usize));
+    assert!(memo.get(1).is_some(), "found in the older generation");
+    assert!(memo.newer.contains_key(&1) && !memo.older.contains_key(&1));
+    for key in max + 1..2 * max {
+        memo.insert(key, Rc::clone(&finish));
+    }
+    assert!(memo.get(2).is_none(), "its generation was dropped");
+    assert!(memo.get(1).is_some(), "moved to the newer, it stayed");
+}
