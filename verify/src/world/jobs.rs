@@ -154,7 +154,9 @@ impl World {
     /// The steps of `send finish` through the per-thread memo of finishes
     /// (`send_memo.rs`): the first step (which counts the job in its roots) is taken,
     /// then the rest is the remembered finish from the same job, record and context when
-    /// its reads repeat, else the steps themselves, remembered when they end clean.
+    /// its reads repeat (and, for a finish that restarted the walk, the record taken
+    /// again is the one it took), else the steps themselves, remembered when they end
+    /// clean.
     /// False when a step failed.
     fn finish_steps_remembered(
         &mut self,
@@ -173,7 +175,7 @@ impl World {
         let context = run.job.step_context(&self.fs);
         let key = send_memo::key(run, &context);
         if let Some(known) = send_memo::remembered(key, run, &context) {
-            if self.fs.repeats_read_trace(&known.trace) {
+            if known.record_retaken_alike(&self.fs) && self.fs.repeats_read_trace(&known.trace) {
                 run.job.fast_forward(&mut self.fs, &known.finished.job);
                 run.ghost = known.finished.ghost.clone();
                 self.fs.marks.hit_all(&known.marks);
@@ -185,7 +187,7 @@ impl World {
             send_memo::count(false);
         }
         let start = run.clone();
-        let (epoch, violations_before) = (run.job.epoch(), outcome.violations.len());
+        let violations_before = outcome.violations.len();
         let scope = self.fs.begin_read_trace();
         let mut marks = Marks::default();
         let mut stepped = true;
@@ -195,7 +197,6 @@ impl World {
         let trace = self.fs.end_read_trace(scope);
         let clean = stepped
             && *run.job.stage() == SendStage::Done
-            && run.job.epoch() == epoch
             && outcome.violations.len() == violations_before;
         if clean {
             send_memo::remember(

@@ -18,21 +18,25 @@
 //! (every hold released, the roots' send users and the count of running sends taken
 //! down: [`SendJob::fast_forward`](cowproof_engine::send::SendJob::fast_forward)) with
 //! the blocks the reads mapped, which repeating the trace maps
-//! ([`FsInfo::repeats_read_trace`](cowproof_engine::FsInfo::repeats_read_trace)). Only
-//! finishes that end done are remembered: none with an error or a violation (their
-//! words come from the event log), and none that restarted the walk (a restart takes the
-//! ghost record again from the device, which no trace records).
+//! ([`FsInfo::repeats_read_trace`](cowproof_engine::FsInfo::repeats_read_trace)). A
+//! finish that restarted the walk took the read record again from the device, which no
+//! trace records: for those, the record is taken again and compared before a hit
+//! ([`RememberedFinish::record_retaken_alike`]). Only finishes that end done are
+//! remembered: none with an error or a violation (their words come from the event log).
 //!
-//! Invariants: an entry is written only by a finish that ended done, clean, in the walk
-//! epoch it started in; a hit compares the job and read record and the context in full
-//! (not only their digest) before it repeats the reads; a repeat that fails leaves the
-//! filesystem as the beginning of the finish does, and the finish then runs.
+//! Invariants: an entry is written only by a finish that ended done and clean; a hit
+//! compares the job and read record and the context in full (not only their digest),
+//! and a restarted finish's record taken again, before it repeats the reads; a repeat
+//! that fails leaves the filesystem as the beginning of the finish does, and the finish
+//! then runs.
 
 use super::SendRun;
+use crate::oracle::ghost::Ghost;
 use cowproof_engine::digest::Digester;
 use cowproof_engine::fs::listing::ReadTrace;
 use cowproof_engine::marks::Marks;
 use cowproof_engine::send::{SendStage, StepContext};
+use cowproof_engine::FsInfo;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -113,13 +117,25 @@ pub(super) fn remembered(
     })
 }
 
-/// Remembers a finish: one that ended done in the walk epoch it started in.
+impl RememberedFinish {
+    /// Whether the read record this finish ends with is the one the steps would take on
+    /// `fs`. A finish that restarted the walk took the record again from the commit
+    /// roots (`Ghost::take`: the device's copies, and the cache's for blocks a commit has
+    /// not written yet), which no trace records, so it is taken again here and compared.
+    /// Taking it now gives what the steps took at their restart: the device does not
+    /// change during a finish, and the cache only gains blocks read from the device.
+    pub(super) fn record_retaken_alike(&self, fs: &FsInfo) -> bool {
+        let (start, finished) = (&self.start.ghost, &self.finished.ghost);
+        finished.epoch == start.epoch
+            || *Ghost::take(fs, &finished.roots, finished.epoch).images == *finished.images
+    }
+}
+
+/// Remembers a finish: one that ended done.
 pub(super) fn remember(key: u128, finish: RememberedFinish) {
     assert!(
-        finish.finished.job.stage() == &SendStage::Done
-            && finish.finished.job.epoch() == finish.start.job.epoch()
-            && finish.finished.ghost.epoch == finish.start.ghost.epoch,
-        "only a finish that ended done without a restart is remembered"
+        finish.finished.job.stage() == &SendStage::Done,
+        "only a finish that ended done is remembered"
     );
     SEND_FINISH_MEMO.with(|memo| memo.borrow_mut().insert(key, Rc::new(finish)));
 }

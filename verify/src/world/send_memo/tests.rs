@@ -169,3 +169,58 @@ fn the_memo_keeps_two_generations_and_what_is_in_use() {
     assert!(memo.get(2).is_none(), "its generation was dropped");
     assert!(memo.get(1).is_some(), "moved to the newer, it stayed");
 }
+
+/// A finish that restarted the walk is taken from the memo only when the read record
+/// taken again is the one it took: an entry whose record differs is stale, and the
+/// finish runs its steps.
+#[test]
+fn a_restarted_finish_is_taken_only_with_the_record_it_took() {
+    use super::SEND_FINISH_MEMO;
+    use crate::oracle::ghost::BlockImages;
+    use cowproof_engine::digest::DigestMemo;
+    use std::sync::Arc;
+    let finish = Op::SendFinish {
+        job: crate::script::names::Identifier::new(SEND_JOB).expect("a job name"),
+    };
+    let restarting = states(Policy::CONCURRENT, Race::Relocation, 3)
+        .into_iter()
+        .find(|world| {
+            let Some(run) = world.sends.get(SEND_JOB).filter(|run| !run.job.is_over()) else {
+                return false;
+            };
+            let mut plain = world.clone();
+            plain.remember_receives = false;
+            let outcome = plain.apply(&finish).expect("the finish runs");
+            outcome.violations.is_empty() && plain.sends[SEND_JOB].ghost.epoch > run.ghost.epoch
+        })
+        .expect("a state whose send finish restarts the walk");
+    let mut plain = restarting.clone();
+    plain.remember_receives = false;
+    plain.apply(&finish).expect("the finish runs");
+
+    SEND_FINISH_MEMO.with(|memo| *memo.borrow_mut() = Default::default());
+    let mut first = restarting.clone();
+    first.remember_receives = true;
+    first.apply(&finish).expect("the finish runs");
+    SEND_FINISH_MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        assert_eq!(memo.newer.len(), 1, "the finish is remembered");
+        for entry in memo.newer.values_mut() {
+            let entry = std::rc::Rc::get_mut(entry).expect("the memo's own entry");
+            assert!(entry.finished.ghost.epoch > entry.start.ghost.epoch);
+            entry.finished.ghost.images = Arc::new(DigestMemo::new(BlockImages::default()));
+        }
+    });
+    let before = send_finish_memo_counts();
+    let mut second = restarting;
+    second.remember_receives = true;
+    second.apply(&finish).expect("the finish runs");
+    let after = send_finish_memo_counts();
+    assert_eq!(
+        (after.hits - before.hits, after.stale - before.stale),
+        (0, 1),
+        "another record taken again makes the entry stale"
+    );
+    second.remember_receives = false;
+    assert!(second == plain, "the finish ran its steps");
+}
