@@ -164,6 +164,7 @@ pub fn explore_after(
         .initial_world(config.policy)
         .map_err(ExploreError::Setup)?;
     initial.remember_receives = true;
+    initial.remember_send_finishes = true;
     for op in prefix {
         let outcome = initial.apply(op)?;
         if let Some(problem) = outcome

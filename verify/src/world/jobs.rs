@@ -103,7 +103,7 @@ impl World {
             };
         }
         let mut outcome = Outcome::ok();
-        if steps.is_none() && self.remember_receives {
+        if steps.is_none() && self.remember_send_finishes {
             if !self.finish_steps_remembered(name, run, &mut outcome) {
                 return outcome;
             }

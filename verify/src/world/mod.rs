@@ -206,6 +206,11 @@ pub struct World {
     /// with the same stream; a fuzz run or a script, whose receives rarely repeat, would
     /// only pay for the digests.
     pub remember_receives: bool,
+    /// Whether `send finish` goes through the per-thread memo of finishes
+    /// (`send_memo.rs`): the explorer's worlds do, where most states finish a send
+    /// another state finished; in a fuzz run nearly every finish is new, and recording
+    /// its reads cost 7.6% of `target_loop interleave 600`.
+    pub remember_send_finishes: bool,
     /// The marks the operation being applied hit so far (a ghost, like the engine's).
     observed_marks: Marks,
 }
@@ -246,6 +251,7 @@ impl World {
             streams: DigestMemoMut::default(),
             checks,
             remember_receives: false,
+            remember_send_finishes: false,
             observed_marks: Marks::default(),
         }
     }

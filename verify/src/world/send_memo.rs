@@ -2,6 +2,9 @@
 //! its end, by the job, its read record and what its steps read of the filesystem
 //! (`docs/hot-paths.md`, "Explorer per-state cost, seventh round").
 //!
+//! Used where [`World::remember_send_finishes`](super::World::remember_send_finishes)
+//! is set: the explorer's worlds.
+//!
 //! Why: the explorer finishes every state it reaches, and finishing a send is most of
 //! that (hundreds of steps, each with the read check). States that differ in what the
 //! send never reads (how far a relocation got, a write to another subvolume, where a

@@ -60,8 +60,8 @@ fn compare(policy: Policy, race: Race, depth: usize, tally: &mut Tally) {
             continue;
         }
         let (mut remembered, mut plain) = (world.clone(), world);
-        remembered.remember_receives = true;
-        plain.remember_receives = false;
+        remembered.remember_send_finishes = true;
+        plain.remember_send_finishes = false;
         let before = send_finish_memo_counts();
         let with_memo = remembered.apply(&finish).expect("the finish runs");
         let without = plain.apply(&finish).expect("the finish runs");
@@ -81,7 +81,7 @@ fn compare(policy: Policy, race: Race, depth: usize, tally: &mut Tally) {
             plain.fs.marks.iter().collect::<Vec<_>>(),
             "{policy} x {race}: the engine's marks"
         );
-        remembered.remember_receives = false;
+        remembered.remember_send_finishes = false;
         assert!(remembered == plain, "{policy} x {race}: the world after");
         assert_eq!(fingerprint(&remembered), fingerprint(&plain));
     }
@@ -189,18 +189,18 @@ fn a_restarted_finish_is_taken_only_with_the_record_it_took() {
                 return false;
             };
             let mut plain = world.clone();
-            plain.remember_receives = false;
+            plain.remember_send_finishes = false;
             let outcome = plain.apply(&finish).expect("the finish runs");
             outcome.violations.is_empty() && plain.sends[SEND_JOB].ghost.epoch > run.ghost.epoch
         })
         .expect("a state whose send finish restarts the walk");
     let mut plain = restarting.clone();
-    plain.remember_receives = false;
+    plain.remember_send_finishes = false;
     plain.apply(&finish).expect("the finish runs");
 
     SEND_FINISH_MEMO.with(|memo| *memo.borrow_mut() = Default::default());
     let mut first = restarting.clone();
-    first.remember_receives = true;
+    first.remember_send_finishes = true;
     first.apply(&finish).expect("the finish runs");
     SEND_FINISH_MEMO.with(|memo| {
         let mut memo = memo.borrow_mut();
@@ -213,7 +213,7 @@ fn a_restarted_finish_is_taken_only_with_the_record_it_took() {
     });
     let before = send_finish_memo_counts();
     let mut second = restarting;
-    second.remember_receives = true;
+    second.remember_send_finishes = true;
     second.apply(&finish).expect("the finish runs");
     let after = send_finish_memo_counts();
     assert_eq!(
@@ -221,6 +221,6 @@ fn a_restarted_finish_is_taken_only_with_the_record_it_took() {
         (0, 1),
         "another record taken again makes the entry stale"
     );
-    second.remember_receives = false;
+    second.remember_send_finishes = false;
     assert!(second == plain, "the finish ran its steps");
 }
