@@ -136,7 +136,6 @@ impl std::hash::Hash for RememberPlan {
     fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
-/// Send refuses a subvolume that is not read-only (EPERM).
 /// What a send job's steps read of the filesystem outside traced reads
 /// ([`SendJob::step_context`]): the policy, the transaction counters the restart and
 /// lookup checks compare, the number of running sends (the last one's end checks that
@@ -167,6 +166,7 @@ struct RootSeen {
     send_users: u32,
 }
 
+/// Send refuses a subvolume that is not read-only (EPERM).
 fn ensure_read_only(fs: &FsInfo, root_id: u64) -> Result<()> {
     if fs.is_read_only(root_id)? {
         return Ok(());
