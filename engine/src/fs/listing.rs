@@ -158,13 +158,6 @@ impl TracedReads {
 #[derive(Clone, Debug)]
 pub struct ReadTrace(TracedReads);
 
-impl ReadTrace {
-    /// Tree block reads recorded.
-    pub fn block_reads(&self) -> usize {
-        self.0.blocks.len()
-    }
-}
-
 /// A read trace begun and not yet ended: the trace it interrupted, if one was recording,
 /// which takes this one's reads when it ends.
 #[must_use = "a read trace begun must be ended"]

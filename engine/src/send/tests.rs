@@ -771,19 +771,26 @@ fn seed2_search_path_is_closed_by_the_root_clone() {
     }
 }
 
+/// Under a policy whose walk holds shared buffers: `vol` with twelve small files and
+/// its read-only snapshot `snap`.
+fn unprotected_snapshot_of_twelve_files() -> (FsInfo, u64) {
+    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
+    let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
+    for index in 0..12 {
+        fs.write(vol, &[format!("f{index:02}")], 0, b"data")
+            .expect("write");
+    }
+    fs.snapshot("vol", "snap", true).expect("snapshot");
+    (fs, vol)
+}
+
 /// Every hold ends with its job: a send aborted in the middle of its walk or of a
 /// lookup's descent, under a policy whose walk holds shared buffers, leaves no cache
 /// reference behind, and the filesystem can remount.
 #[test]
 fn an_aborted_send_releases_every_buffer_it_holds() {
     for walk_only in [true, false] {
-        let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
-        let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
-        for index in 0..12 {
-            fs.write(vol, &[format!("f{index:02}")], 0, b"data")
-                .expect("write");
-        }
-        fs.snapshot("vol", "snap", true).expect("snapshot");
+        let (mut fs, _) = unprotected_snapshot_of_twelve_files();
         let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
         let stop = |job: &SendJob| match walk_only {
             true => job.steps() == 2,
@@ -935,13 +942,7 @@ fn every_planned_lookup_completes_once_and_lets_go_of_its_path() {
 /// not when another root's do.
 #[test]
 fn a_step_context_sees_held_buffers_counters_and_roots() {
-    let mut fs = FsInfo::mkfs(Geometry::tiny(), SendPolicy::Unprotected).expect("mkfs");
-    let vol = fs.create_subvolume_with_root("vol").expect("subvolume");
-    for index in 0..12 {
-        fs.write(vol, &[format!("f{index:02}")], 0, b"data")
-            .expect("write");
-    }
-    fs.snapshot("vol", "snap", true).expect("snapshot");
+    let (mut fs, vol) = unprotected_snapshot_of_twelve_files();
     let mut job = SendJob::start(&mut fs, "snap", None, false).expect("send start");
     while !(job.is_counted() && fs.cache().holders_total() > 0) {
         job.step(&mut fs).expect("step");

@@ -50,3 +50,36 @@ pub use search::{explore, explore_after};
 
 #[cfg(test)]
 mod tests;
+
+/// Every distinct state within `depth` letters of the cell's initial world,
+/// breadth-first, without stopping at violations (for tests that compare a shortcut
+/// with the plain path on every state of small cells).
+#[cfg(test)]
+pub(crate) fn states_within(
+    policy: cowproof_engine::Policy,
+    race: crate::race::Race,
+    depth: usize,
+) -> Vec<crate::world::World> {
+    use fingerprint::{fingerprint, FingerprintSet};
+    let initial = race.initial_world(policy).expect("the setup runs");
+    let mut seen = FingerprintSet::default();
+    seen.insert(fingerprint(&initial));
+    let mut all = vec![initial];
+    let mut level = 0..1;
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for index in level.clone() {
+            for &letter in race.alphabet() {
+                let mut child = all[index].clone();
+                let applied = letter.apply(&mut child).expect("a valid operation");
+                if applied.is_some() && seen.insert(fingerprint(&child)) {
+                    next.push(child);
+                }
+            }
+        }
+        let start = all.len();
+        all.extend(next);
+        level = start..all.len();
+    }
+    all
+}

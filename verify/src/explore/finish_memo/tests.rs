@@ -4,40 +4,10 @@
 
 use super::*;
 use crate::explore::end_of_path::end_of_path;
-use crate::explore::fingerprint::FingerprintSet;
 use crate::explore::search::{explore, Config, Exploration, Finding};
+use crate::explore::states_within as states;
 use crate::race::Race;
 use cowproof_engine::{EngineRule, Policy};
-
-/// Every distinct state within `depth` letters of the cell's initial world,
-/// breadth-first, without stopping at violations.
-fn states(policy: Policy, race: Race, depth: usize) -> Vec<World> {
-    let initial = race.initial_world(policy).expect("the setup runs");
-    let mut seen = FingerprintSet::default();
-    seen.insert(fingerprint(&initial));
-    let mut all = vec![initial];
-    let mut level = 0..1;
-    for _ in 0..depth {
-        let mut next = Vec::new();
-        for index in level.clone() {
-            for &letter in race.alphabet() {
-                let mut child = all[index].clone();
-                if letter
-                    .apply(&mut child)
-                    .expect("a valid operation")
-                    .is_some()
-                    && seen.insert(fingerprint(&child))
-                {
-                    next.push(child);
-                }
-            }
-        }
-        let start = all.len();
-        all.extend(next);
-        level = start..all.len();
-    }
-    all
-}
 
 #[derive(Default)]
 struct Tally {

@@ -4,37 +4,11 @@
 
 use super::send_finish_memo_counts;
 use crate::explore::alphabet::SEND_JOB;
-use crate::explore::fingerprint::{fingerprint, FingerprintSet};
+use crate::explore::fingerprint::fingerprint;
+use crate::explore::states_within as states;
 use crate::race::Race;
 use crate::script::Op;
-use crate::world::World;
 use cowproof_engine::{EngineRule, Policy};
-
-/// Every distinct state within `depth` letters of the cell's initial world, breadth
-/// first, violations or not.
-fn states(policy: Policy, race: Race, depth: usize) -> Vec<World> {
-    let initial = race.initial_world(policy).expect("the setup runs");
-    let mut seen = FingerprintSet::default();
-    seen.insert(fingerprint(&initial));
-    let mut all = vec![initial];
-    let mut level = 0..1;
-    for _ in 0..depth {
-        let mut next = Vec::new();
-        for index in level.clone() {
-            for &letter in race.alphabet() {
-                let mut child = all[index].clone();
-                let applied = letter.apply(&mut child).expect("a valid operation");
-                if applied.is_some() && seen.insert(fingerprint(&child)) {
-                    next.push(child);
-                }
-            }
-        }
-        let start = all.len();
-        all.extend(next);
-        level = start..all.len();
-    }
-    all
-}
 
 #[derive(Debug, Default)]
 struct Tally {
