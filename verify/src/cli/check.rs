@@ -7,11 +7,12 @@
 //! protection of every safe cell removed in turn, with the shortest counterexample found
 //! (length, symptom, time, script) or the model defect that hides it.
 //! Then the depth rule: every safe cell verified to its longest ablation counterexample
-//! plus three, or listed for the deep job (`explore/depth_rule.rs`).
+//! plus three (`explore/depth_rule.rs`).
 //!
-//! Depths: each cell has a default ([`default_depth`]); `--depth N` sets every cell's,
-//! and a depth below a race's minimum is refused (a "safe" verdict there would say
-//! nothing).
+//! Depths: each cell has a default ([`default_depth`]); `--quick` keeps the two cells
+//! whose rule depth costs minutes at their race's default (CI's profile, judged as left
+//! to the default run); `--depth N` sets every cell's, and a depth below a race's
+//! minimum is refused (a "safe" verdict there would say nothing).
 //!
 //! Sharding: `--shard I/N` explores only the cells and ablation rows whose position
 //! modulo N is I - 1, and `--merge FILE...` joins the shards' `--json` reports into the
@@ -27,7 +28,7 @@
 //! `--json`.
 
 use crate::explore::ablation::{ablations, explore_ablations, AblationResult, RowVerdict};
-use crate::explore::depth_rule::{self, RuleLine, SafeCell, ShownRow};
+use crate::explore::depth_rule::{self, Depths, RuleLine, SafeCell, ShownRow};
 use crate::explore::matrix::engine_defect;
 use crate::explore::{explore_matrix, Cell, Config, Finding, Progress};
 use crate::race::Race;
@@ -49,10 +50,9 @@ pub const EXIT_ENGINE_DEFECT: i32 = 3;
 
 /// The depth a cell (and its ablation rows) is explored to when `--depth` is not given:
 /// its race's ([`crate::race::RaceSpec::default_depth`]), or deeper where the depth
-/// rule needs it and the budget allows ([`depth_rule::RAISED_DEFAULTS`]). Every expected
-/// violation and every ablation counterexample is within it, and every safe cell is
-/// verified to its longest ablation counterexample plus three, except the cells listed
-/// for the deep job ([`depth_rule::DEEP_JOB_CELLS`]); `check --ablate` judges that.
+/// rule needs it ([`depth_rule::RAISED_DEFAULTS`]). Every expected violation and every
+/// ablation counterexample is within it, and every safe cell is verified to its longest
+/// ablation counterexample plus three; `check --ablate` judges that.
 pub fn default_depth(policy: Policy, race: Race) -> usize {
     depth_rule::raised_default(policy, race).unwrap_or_else(|| race.default_depth())
 }
@@ -71,6 +71,11 @@ pub struct CheckArgs {
     /// each cell's default when not given.
     #[arg(long, conflicts_with = "merge")]
     pub depth: Option<usize>,
+    /// CI's profile: the default depths, except the cells whose depth-rule depth takes
+    /// minutes of both cores (`concurrent` in the two relocation setups), which stay at
+    /// their race's default; the rule reports them as left to the default run.
+    #[arg(long, conflicts_with_all = ["depth", "merge"])]
+    pub quick: bool,
     /// Also remove every protection of every safe cell in turn and print the table.
     #[arg(long, conflicts_with = "merge")]
     pub ablate: bool,
@@ -97,9 +102,22 @@ pub struct CheckArgs {
 }
 
 impl CheckArgs {
+    /// How the cells' depths are chosen.
+    pub fn depths(&self) -> Depths {
+        match (self.depth, self.quick) {
+            (Some(_), _) => Depths::Given,
+            (None, true) => Depths::Quick,
+            (None, false) => Depths::Default,
+        }
+    }
+
     /// The depth a cell is explored to.
     pub fn depth_of(&self, policy: Policy, race: Race) -> usize {
-        self.depth.unwrap_or_else(|| default_depth(policy, race))
+        self.depth.unwrap_or_else(|| {
+            self.depths()
+                .raised(policy, race)
+                .unwrap_or_else(|| race.default_depth())
+        })
     }
 
     /// The search of one cell (or ablation row) of `policy` explored for `race` to the
@@ -294,7 +312,7 @@ fn judge_depth_rule(args: &CheckArgs, cells: &[Cell], rows: &[AblationResult]) -
             Finding::Safe => None,
         })
         .collect();
-    depth_rule::judge(&safe, &shown, args.depth.is_none())
+    depth_rule::judge(&safe, &shown, args.depths())
 }
 
 pub(crate) fn depth_rule_json(lines: &[RuleLine]) -> serde_json::Value {

@@ -8,16 +8,18 @@
 //! What this module owns:
 //! - [`RAISED_DEFAULTS`]: the cells whose default depth is above their race's, so that
 //!   the default `check` meets the rule for them;
-//! - [`DEEP_JOB_CELLS`]: the cells whose rule depth the default `check` cannot afford
-//!   within its budget (ten minutes on two cores), each with the depth `.ci/deep`
-//!   checks it to;
+//! - [`LEFT_BY_QUICK`]: the raised cells that `check --quick` (CI's profile) leaves at
+//!   their race's default depth, because their rule depth costs minutes of both cores;
+//! - [`Depths`]: how a run's depths were chosen, which decides how it is judged;
 //! - [`judge`]: the rule applied to the cells and rows of one run.
 //!
 //! Invariants: the judgement is strict both ways, like the list of model defects. At the
-//! default depths a cell below its rule depth fails the run unless it is listed for the
-//! deep job at a depth that meets the rule, and a listed cell that the default `check`
-//! already verifies far enough fails it too (the entry must go). A cell without a row
-//! shown necessary has no rule depth (only its race's stated minimum).
+//! default depths every cell with a row shown necessary meets its rule depth, or the run
+//! fails. Under `--quick` a cell below its rule depth fails the run unless the quick
+//! profile leaves it and the default run explores it deep enough, and a left cell that
+//! the quick profile already verifies far enough fails it too (the entry must go). A
+//! cell without a row shown necessary has no rule depth (only its race's stated
+//! minimum). A depth given with `--depth` is reported against the rule, not judged.
 
 use crate::race::Race;
 use cowproof_engine::Policy;
@@ -27,25 +29,63 @@ use std::fmt;
 pub const MARGIN: usize = 3;
 
 /// Cells explored deeper than their race's default depth by the default `check`, to
-/// meet the rule: (policy, race, depth). `exclusive` and `exclusive-only` refuse the
-/// overlap of send and relocation, and the longest of their rows in the relocation race
-/// (`exclude-relocation`) has four letters.
+/// meet the rule: (policy, race, depth).
+/// - `exclusive` and `exclusive-only` refuse the overlap of send and relocation, and
+///   the longest of their rows in the relocation race (`exclude-relocation`) has four
+///   letters.
+/// - `concurrent` has six-letter rows in both relocation setups
+///   (`reloc-trans-before-unpin` in the relocation race, `clone-leaves` in
+///   `relocation-incremental`). Each level multiplies their states by about four: at
+///   depth 9 they hold 1,553,796 and 4,529,196 states, about three and a half minutes
+///   of both cores each and up to 6 GB, where the rest of the default `check --ablate`
+///   takes under a minute (README, "The depth rule"). [`LEFT_BY_QUICK`] lists them.
 pub const RAISED_DEFAULTS: &[(Policy, Race, usize)] = &[
     (Policy::EXCLUSIVE_ONLY, Race::Relocation, 7),
     (Policy::EXCLUSIVE, Race::Relocation, 7),
-];
-
-/// Cells whose rule depth the default `check` cannot afford, with the depth `.ci/deep`
-/// verifies them to: (policy, race, depth). Both longest counterexamples have six
-/// letters (`reloc-trans-before-unpin` in the relocation race, `clone-leaves` in
-/// `relocation-incremental`), and each level multiplies the states by about four: at
-/// depth 9 the two cells hold 1,553,796 and 4,529,196 states, each several minutes of
-/// both cores and up to 7 GB, where the whole default `check --ablate` takes a minute
-/// and a half (README, "The deep job").
-pub const DEEP_JOB_CELLS: &[(Policy, Race, usize)] = &[
     (Policy::CONCURRENT, Race::Relocation, 9),
     (Policy::CONCURRENT, Race::RelocationIncremental, 9),
 ];
+
+/// Raised cells that `check --quick` explores to their race's default depth instead:
+/// (policy, race). The quick profile is CI's (`.ci/run`), where the seven minutes these
+/// two cells take at their rule depth do not fit beside the rest of the run; the
+/// default `check` (`.ci/deep` runs it) verifies them to it.
+pub const LEFT_BY_QUICK: &[(Policy, Race)] = &[
+    (Policy::CONCURRENT, Race::Relocation),
+    (Policy::CONCURRENT, Race::RelocationIncremental),
+];
+
+/// How the depths of a run's cells were chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depths {
+    /// Each cell's default ([`RAISED_DEFAULTS`] or its race's): the rule is judged.
+    Default,
+    /// `--quick`: the defaults, except the cells of [`LEFT_BY_QUICK`] at their race's.
+    Quick,
+    /// `--depth N` for every cell: the rule is reported, not judged.
+    Given,
+}
+
+impl Depths {
+    /// The depth of the cell of `policy` and `race` when no depth was given, or `None`
+    /// when its race's default applies.
+    pub fn raised(self, policy: Policy, race: Race) -> Option<usize> {
+        match self {
+            Depths::Quick if left_by_quick(policy, race) => None,
+            Depths::Default | Depths::Quick => raised_default(policy, race),
+            Depths::Given => None,
+        }
+    }
+
+    /// The name the JSON report gives these depths.
+    pub fn name(self) -> &'static str {
+        match self {
+            Depths::Default => "default",
+            Depths::Quick => "quick",
+            Depths::Given => "given",
+        }
+    }
+}
 
 /// The default depth of the cell of `policy` and `race` where [`RAISED_DEFAULTS`]
 /// raises it, else `None` (the race's own default applies).
@@ -56,12 +96,11 @@ pub fn raised_default(policy: Policy, race: Race) -> Option<usize> {
         .map(|(_, _, depth)| *depth)
 }
 
-/// The depth `.ci/deep` verifies the cell to, if it is listed.
-pub fn deep_job_depth(policy: Policy, race: Race) -> Option<usize> {
-    DEEP_JOB_CELLS
+/// Whether `check --quick` leaves the cell at its race's default depth.
+pub fn left_by_quick(policy: Policy, race: Race) -> bool {
+    LEFT_BY_QUICK
         .iter()
-        .find(|(listed, listed_race, _)| *listed == policy && *listed_race == race)
-        .map(|(_, _, depth)| *depth)
+        .any(|(listed, listed_race)| *listed == policy && *listed_race == race)
 }
 
 /// A cell found safe as expected, as the rule sees it.
@@ -87,13 +126,15 @@ pub struct ShownRow {
 pub enum RuleStatus {
     /// Verified to the rule depth or beyond.
     Met,
-    /// Below it here, and listed for the deep job at a depth that meets it.
-    DeepJob { depth: usize },
+    /// Below it under `--quick`, which leaves the cell to the default run, whose depth
+    /// for it meets the rule.
+    LeftToDefault { depth: usize },
     /// Below it at a depth the user chose (`--depth`): reported, not judged.
     Short,
-    /// Below it at its default depth, and not listed (or listed too shallow).
+    /// Below it at its default depth, or left by `--quick` to a default depth that is
+    /// too shallow.
     Unmet,
-    /// Listed for the deep job although the default `check` meets the rule.
+    /// Left by `--quick` although the quick profile meets the rule.
     StaleListing,
 }
 
@@ -102,7 +143,7 @@ impl RuleStatus {
     pub fn as_expected(self) -> bool {
         matches!(
             self,
-            RuleStatus::Met | RuleStatus::DeepJob { .. } | RuleStatus::Short
+            RuleStatus::Met | RuleStatus::LeftToDefault { .. } | RuleStatus::Short
         )
     }
 }
@@ -111,11 +152,13 @@ impl fmt::Display for RuleStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuleStatus::Met => f.write_str("met"),
-            RuleStatus::DeepJob { depth } => write!(f, "by .ci/deep (depth {depth})"),
+            RuleStatus::LeftToDefault { depth } => {
+                write!(f, "left by --quick to the default run (depth {depth})")
+            }
             RuleStatus::Short => f.write_str("short (the depth was given)"),
             RuleStatus::Unmet => f.write_str("NOT MET  <- NOT AS EXPECTED"),
             RuleStatus::StaleListing => {
-                f.write_str("met, but listed for .ci/deep  <- NOT AS EXPECTED")
+                f.write_str("met, but listed as left by --quick  <- NOT AS EXPECTED")
             }
         }
     }
@@ -136,9 +179,8 @@ pub struct RuleLine {
 }
 
 /// The rule for every safe cell with at least one row shown necessary, in the cells'
-/// order. `default_depths` says whether the cells ran at their default depths (no
-/// `--depth`): only then is a cell below its rule depth judged.
-pub fn judge(cells: &[SafeCell], rows: &[ShownRow], default_depths: bool) -> Vec<RuleLine> {
+/// order, for cells explored to `depths`.
+pub fn judge(cells: &[SafeCell], rows: &[ShownRow], depths: Depths) -> Vec<RuleLine> {
     cells
         .iter()
         .filter_map(|cell| {
@@ -148,7 +190,7 @@ pub fn judge(cells: &[SafeCell], rows: &[ShownRow], default_depths: bool) -> Vec
                 .map(|row| row.length)
                 .max()?;
             let required = longest + MARGIN;
-            let status = status(cell, required, default_depths);
+            let status = status(cell, required, depths);
             Some(RuleLine {
                 policy: cell.policy,
                 race: cell.race,
@@ -161,14 +203,18 @@ pub fn judge(cells: &[SafeCell], rows: &[ShownRow], default_depths: bool) -> Vec
         .collect()
 }
 
-fn status(cell: &SafeCell, required: usize, default_depths: bool) -> RuleStatus {
+fn status(cell: &SafeCell, required: usize, depths: Depths) -> RuleStatus {
     let met = cell.verified >= required;
-    match (met, deep_job_depth(cell.policy, cell.race)) {
-        (true, Some(_)) if default_depths => RuleStatus::StaleListing,
-        (true, _) => RuleStatus::Met,
-        (false, _) if !default_depths => RuleStatus::Short,
-        (false, Some(depth)) if depth >= required => RuleStatus::DeepJob { depth },
-        (false, _) => RuleStatus::Unmet,
+    let left = left_by_quick(cell.policy, cell.race);
+    match depths {
+        Depths::Given if !met => RuleStatus::Short,
+        Depths::Quick if met && left => RuleStatus::StaleListing,
+        _ if met => RuleStatus::Met,
+        Depths::Quick if left => match raised_default(cell.policy, cell.race) {
+            Some(depth) if depth >= required => RuleStatus::LeftToDefault { depth },
+            _ => RuleStatus::Unmet,
+        },
+        _ => RuleStatus::Unmet,
     }
 }
 
@@ -193,7 +239,7 @@ pub fn report(lines: &[RuleLine]) -> String {
     out.push_str(&format!(
         "\ndepth rule verdict: {}\n",
         if all {
-            "ok (every safe cell meets it here, or in .ci/deep where listed)"
+            "ok (every safe cell meets it here, or in the default run where --quick leaves it)"
         } else {
             "NOT AS EXPECTED"
         }

@@ -15,7 +15,7 @@
 //! appear exactly once; the positions of their cells and rows are exactly 0..total.
 
 use super::CheckArgs;
-use crate::explore::depth_rule::{self, RuleLine, SafeCell, ShownRow};
+use crate::explore::depth_rule::{self, Depths, RuleLine, SafeCell, ShownRow};
 use crate::race::Race;
 use cowproof_engine::Policy;
 use serde_json::Value;
@@ -66,6 +66,7 @@ fn options_json(args: &CheckArgs) -> Value {
         "policy": args.policy,
         "race": args.race,
         "depth": args.depth,
+        "quick": args.quick,
         "ablate": args.ablate,
         "reduction": !args.no_reduction,
     })
@@ -234,7 +235,7 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Value, String> {
     let cells: Vec<Value> = cells.into_iter().map(|(_, item)| item).collect();
     let rows: Vec<Value> = rows.into_iter().map(|(_, item)| item).collect();
     let rule = ablate
-        .then(|| depth_rule_of(&cells, &rows, first.options["depth"].is_null()))
+        .then(|| depth_rule_of(&cells, &rows, depths_of(&first.options)))
         .transpose()?;
     let matches = cells.iter().all(|cell| cell["matches"] == true)
         && rows.iter().all(|row| row["as_expected"] == true)
@@ -247,6 +248,7 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Value, String> {
     let mut merged = serde_json::json!({
         "verdict": verdict,
         "depth": first.options["depth"],
+        "depths": depths_of(&first.options).name(),
         "cells": cells,
         "engine_defects": defects,
         "merged_from": count,
@@ -262,12 +264,18 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Value, String> {
     Ok(merged)
 }
 
+/// How the shards' options chose the depths (a report from before `--quick` has no
+/// `quick`, and was not quick).
+pub(super) fn depths_of(options: &Value) -> Depths {
+    match (options["depth"].is_null(), options["quick"] == true) {
+        (false, _) => Depths::Given,
+        (true, true) => Depths::Quick,
+        (true, false) => Depths::Default,
+    }
+}
+
 /// The depth rule over the merged cells and rows, as the unsharded run judges it.
-fn depth_rule_of(
-    cells: &[Value],
-    rows: &[Value],
-    default_depths: bool,
-) -> Result<Vec<RuleLine>, String> {
+fn depth_rule_of(cells: &[Value], rows: &[Value], depths: Depths) -> Result<Vec<RuleLine>, String> {
     let cell_of = |item: &Value| -> Result<(Policy, Race), String> {
         let policy = text_of(&item["policy"]);
         let race = text_of(&item["race"]);
@@ -306,7 +314,7 @@ fn depth_rule_of(
             length,
         });
     }
-    Ok(depth_rule::judge(&safe, &shown, default_depths))
+    Ok(depth_rule::judge(&safe, &shown, depths))
 }
 
 /// Prints a merged report (JSON or text) and returns the unsharded run's exit status.
@@ -343,6 +351,9 @@ fn commented(value: &Value) -> String {
 fn merged_text(merged: &Value) -> String {
     let depth = match merged["depth"].as_u64() {
         Some(depth) => format!("depth {depth}"),
+        None if merged["options"]["quick"] == true => {
+            "each cell to its default depth, the quick profile (--quick)".to_string()
+        }
         None => "each cell to its default depth".to_string(),
     };
     let mut out = format!(
@@ -446,7 +457,7 @@ fn merged_text(merged: &Value) -> String {
     if merged["ablations"].is_array() {
         let cells = merged["cells"].as_array().cloned().unwrap_or_default();
         let rows = merged["ablations"].as_array().cloned().unwrap_or_default();
-        if let Ok(rule) = depth_rule_of(&cells, &rows, merged["depth"].is_null()) {
+        if let Ok(rule) = depth_rule_of(&cells, &rows, depths_of(&merged["options"])) {
             out.push_str(&depth_rule::report(&rule));
         }
     }

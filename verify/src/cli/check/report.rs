@@ -101,6 +101,9 @@ pub fn finding_name(cell: &Cell) -> &'static str {
 pub fn text_report(args: &CheckArgs, cells: &[Cell], matches: bool) -> String {
     let depth = match args.depth {
         Some(depth) => format!("depth {depth}"),
+        None if args.quick => {
+            "each cell to its default depth, the quick profile (--quick)".to_string()
+        }
         None => "each cell to its default depth".to_string(),
     };
     let mut out = format!("cowproof check: {depth}\n\n");
@@ -183,6 +186,7 @@ pub fn json_report(
     let mut report = serde_json::json!({
         "verdict": verdict,
         "depth": args.depth,
+        "depths": args.depths().name(),
         "cells": cells,
         "engine_defects": defects,
     });

@@ -5,6 +5,7 @@ fn args(policy: &str, depth: Option<usize>) -> CheckArgs {
         policy: policy.to_string(),
         race: "all".to_string(),
         depth,
+        quick: false,
         ablate: false,
         no_reduction: false,
         write_counterexamples: None,
@@ -47,6 +48,7 @@ fn merge_refuses_the_options_it_would_ignore() {
         &["--race", "snapshot"],
         &["--depth", "4"],
         &["--ablate"],
+        &["--quick"],
     ] {
         let mut line = vec!["cowproof", "check", "--merge", "shard-1.json"];
         line.extend_from_slice(option);
@@ -62,4 +64,34 @@ fn merge_refuses_the_options_it_would_ignore() {
         Cli::try_parse_from(accepted).is_ok(),
         "--json goes with --merge"
     );
+}
+
+#[test]
+fn quick_chooses_the_quick_depths_and_refuses_a_given_depth() {
+    use crate::cli::Cli;
+    use clap::Parser;
+    let quick = CheckArgs {
+        quick: true,
+        ..args("all", None)
+    };
+    assert_eq!(quick.depths(), Depths::Quick);
+    assert_eq!(args("all", None).depths(), Depths::Default);
+    assert_eq!(args("all", Some(4)).depths(), Depths::Given);
+    for &(policy, race) in depth_rule::LEFT_BY_QUICK {
+        assert_eq!(quick.depth_of(policy, race), race.default_depth());
+        assert!(args("all", None).depth_of(policy, race) > race.default_depth());
+    }
+    let refused = Cli::try_parse_from(["cowproof", "check", "--quick", "--depth", "7"]);
+    assert!(refused.is_err(), "--quick with --depth must be refused");
+}
+
+#[test]
+fn a_merge_judges_the_rule_as_its_shards_chose_their_depths() {
+    use serde_json::json;
+    let of = |options| merge::depths_of(&options);
+    assert_eq!(of(json!({"depth": null, "quick": true})), Depths::Quick);
+    assert_eq!(of(json!({"depth": null, "quick": false})), Depths::Default);
+    // A report from before `--quick` has no such option.
+    assert_eq!(of(json!({"depth": null})), Depths::Default);
+    assert_eq!(of(json!({"depth": 5, "quick": false})), Depths::Given);
 }
