@@ -343,11 +343,12 @@ impl fmt::Debug for CommittedHeads {
     }
 }
 
-/// The hash of a bytenr for [`CommittedHeads`]: a multiply and a fold of the high half
-/// into the low one (bytenrs are multiples of the sector, so their low bits are zero,
-/// and the map picks buckets by low bits). Deterministic: nothing reads the map's order.
+/// The hash of a bytenr for [`CommittedHeads`] and a read trace's map of last reads
+/// (`fs/listing.rs`): a multiply and a fold of the high half into the low one (bytenrs
+/// are multiples of the sector, so their low bits are zero, and the map picks buckets by
+/// low bits). Deterministic: nothing reads either map's order.
 #[derive(Default)]
-struct BytenrHasher(u64);
+pub(crate) struct BytenrHasher(u64);
 
 impl Hasher for BytenrHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -25,6 +25,7 @@
 
 use super::page_cache::DirtyInode;
 use super::{FileKind, ROOT_DIR_INO};
+use crate::alloc::extent_tree::BytenrHasher;
 use crate::alloc::ExtentRecord;
 use crate::ctree::TreeView;
 use crate::errno::Errno;
@@ -33,6 +34,7 @@ use crate::extent_buffer::{BlockPtr, SharedContent};
 use crate::fs_info::FsInfo;
 use crate::key::Key;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// The most entries a listing visits.
@@ -123,7 +125,9 @@ pub(crate) struct TracedReads {
     pub(crate) data: Vec<(u64, Option<Arc<Vec<u8>>>)>,
     pub(crate) extent_records: Vec<(u64, Option<ExtentRecord>)>,
     /// The position in `blocks` of the last read of each bytenr.
-    last_read_of: std::collections::HashMap<u64, usize>,
+    /// Hashed by [`BytenrHasher`]: with the default hasher this map was most of the
+    /// cost of recording a read.
+    last_read_of: std::collections::HashMap<u64, usize, BuildHasherDefault<BytenrHasher>>,
 }
 
 impl TracedReads {
