@@ -25,7 +25,7 @@ impl FsInfo {
     /// the copy is made with the item in it (`search_slot_inserting`); otherwise the item
     /// goes into the leaf the search left, after a split if it is full.
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
-        self.check_item(&key, data)?;
+        let reference = self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
         let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
         match slot_for {
@@ -38,7 +38,7 @@ impl FsInfo {
             SlotFor::Inserted => {}
             SlotFor::Absent => self.insert_into_path_leaf(root_id, &mut path, key, data)?,
         }
-        self.add_item_refs(&key, data, 1);
+        self.add_reference(reference, 1);
         self.note_content_change(root_id);
         Ok(())
     }
@@ -162,7 +162,9 @@ impl FsInfo {
     /// Refuses items the engine could not keep consistent: oversized data, and file
     /// extent items naming something other than an allocated data extent (their
     /// references are counted, so a dangling pointer would corrupt the extent tree).
-    fn check_item(&self, key: &Key, data: &[u8]) -> Result<()> {
+    /// Returns the data extent the item names (`data_reference`), which the insert
+    /// then references without reading the item again.
+    fn check_item(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
         const ITEM_BYTES_MAX: usize = 1 << 20;
         if data.len() > ITEM_BYTES_MAX {
             let reason = format!("item of {} bytes", data.len());
@@ -173,15 +175,16 @@ impl FsInfo {
             let reason = format!("malformed file extent item {key}");
             return Err(Error::errno(Errno::EINVAL, reason));
         }
-        let Some((disk_bytenr, disk_num_bytes)) = data_reference(key.item_type, data) else {
-            return Ok(());
+        let reference = data_reference(key.item_type, data);
+        let Some((disk_bytenr, disk_num_bytes)) = reference else {
+            return Ok(None);
         };
         match self.extent_record(disk_bytenr) {
             Some(record)
                 if matches!(record.kind, crate::alloc::ExtentKind::Data { .. })
                     && record.num_bytes == disk_num_bytes =>
             {
-                Ok(())
+                Ok(reference)
             }
             _ => Err(Error::errno(
                 Errno::EINVAL,
