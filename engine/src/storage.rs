@@ -77,11 +77,13 @@ pub struct Device {
 
 /// Retired blocks kept for reuse at most. A commit retires about as many blocks as its
 /// transaction COWed, and the next transaction's COWs take them back: 1,000 random
-/// inserts into 10^5 items COW about 430 blocks. The cap trades memory for allocations
-/// (`docs/hot-paths.md`): with blocks whose buffers outgrew their content let go
-/// (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 adds about 13 bytes an item to the
-/// engine's 69 at 10^6 items (`BTreeMap`: 70) and a pool of 1,024 about 28.
-pub const RETIRED_BLOCKS_MAX: usize = 512;
+/// inserts into 10^5 items COW about 430 blocks on average, but the late commits of that
+/// load write 600 and more, which a pool of 512 did not cover. The cap trades memory for
+/// allocations (`docs/hot-paths.md`, "Inserts, seventh round"): with blocks whose buffers
+/// outgrew their content let go (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 gave 81.7
+/// bytes an item at 10^6 items and 1,024 gives 96.8 (`BTreeMap`: 70.2; target at most
+/// twice that).
+pub const RETIRED_BLOCKS_MAX: usize = 1024;
 
 /// [`Device::write_blocks_ascending`] walks the written blocks when it writes at least
 /// one in this many of them: a step of the walk costs a few instructions, a search of the
