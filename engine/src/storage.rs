@@ -121,7 +121,7 @@ impl RetiredBlocks {
 }
 
 /// Retired blocks [`RetiredBlocks::take_fitting`] looks at, from the most recent.
-const RETIRED_BLOCKS_LOOKED_AT: usize = 4;
+const RETIRED_BLOCKS_LOOKED_AT: usize = 8;
 
 impl RetiredBlocks {
     /// A retired block for a copy: the most recent of the last
