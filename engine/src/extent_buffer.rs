@@ -489,6 +489,17 @@ impl BlockContent {
         }
     }
 
+    /// Whether [`clone_from_inserting`](Self::clone_from_inserting) of `source` with
+    /// `insert` into this block keeps its buffers: it is a leaf whose vectors hold the
+    /// copy's capacities.
+    pub fn holds_copy_inserting(&self, source: &BlockContent, insert: &LeafInsert) -> bool {
+        let (Body::Leaf(leaf), Body::Leaf(source)) = (&self.body, &source.body) else {
+            return false;
+        };
+        let (item_capacity, data_capacity) = source.capacity_with(insert);
+        leaf.items.capacity() >= item_capacity && leaf.data.capacity() >= data_capacity
+    }
+
     fn leaf_for_insert(&self) -> &Leaf {
         match &self.body {
             Body::Leaf(leaf) => leaf,

@@ -77,11 +77,13 @@ pub struct Device {
 
 /// Retired blocks kept for reuse at most. A commit retires about as many blocks as its
 /// transaction COWed, and the next transaction's COWs take them back: 1,000 random
-/// inserts into 10^5 items COW about 430 blocks. The cap trades memory for allocations
-/// (`docs/hot-paths.md`): with blocks whose buffers outgrew their content let go
-/// (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 adds about 13 bytes an item to the
-/// engine's 69 at 10^6 items (`BTreeMap`: 70) and a pool of 1,024 about 28.
-pub const RETIRED_BLOCKS_MAX: usize = 512;
+/// inserts into 10^5 items COW about 430 blocks on average, but the late commits of that
+/// load write 600 and more, which a pool of 512 did not cover. The cap trades memory for
+/// allocations (`docs/hot-paths.md`, "Inserts, seventh round"): with blocks whose buffers
+/// outgrew their content let go (`RETIRED_BLOCK_SLACK_BYTES`), a pool of 512 gave 81.7
+/// bytes an item at 10^6 items and 1,024 gives 96.8 (`BTreeMap`: 70.2; target at most
+/// twice that).
+pub const RETIRED_BLOCKS_MAX: usize = 1024;
 
 /// [`Device::write_blocks_ascending`] walks the written blocks when it writes at least
 /// one in this many of them: a step of the walk costs a few instructions, a search of the
@@ -114,6 +116,29 @@ impl RetiredBlocks {
             && Arc::get_mut(&mut content).is_some()
         {
             self.0.push(content);
+        }
+    }
+}
+
+/// Retired blocks [`RetiredBlocks::take_fitting`] looks at, from the most recent.
+const RETIRED_BLOCKS_LOOKED_AT: usize = 8;
+
+impl RetiredBlocks {
+    /// A retired block for a copy: the most recent of the last
+    /// [`RETIRED_BLOCKS_LOOKED_AT`] whose buffers `fits` says hold the copy, or the
+    /// most recent if none does (its too small buffers are then replaced). Leaves of
+    /// every size are retired and copied, and a copy into a block too small allocates
+    /// its vectors afresh; one that fits is taken from below the top, which keeps the
+    /// smaller block for a smaller copy (`docs/hot-paths.md`, "Inserts, seventh round").
+    fn take_fitting(&mut self, fits: impl Fn(&BlockContent) -> bool) -> Option<SharedContent> {
+        let looked_at = self.0.len().min(RETIRED_BLOCKS_LOOKED_AT);
+        let first_looked_at = self.0.len() - looked_at;
+        let fitting = (first_looked_at..self.0.len())
+            .rev()
+            .find(|&index| fits(&self.0[index]));
+        match fitting {
+            Some(index) => Some(self.0.swap_remove(index)),
+            None => self.0.pop(),
         }
     }
 }
@@ -234,7 +259,10 @@ impl Device {
         source: &BlockContent,
         insert: &LeafInsert,
     ) -> SharedContent {
-        let Some(mut copy) = self.retired.0.pop() else {
+        let Some(mut copy) = self
+            .retired
+            .take_fitting(|retired| retired.holds_copy_inserting(source, insert))
+        else {
             return Arc::new(source.clone_inserting(insert));
         };
         Arc::get_mut(&mut copy)
@@ -374,6 +402,49 @@ mod tests {
             assert_eq!(Digester::digest_of(&*copy), Digester::digest_of(&expected));
         }
         assert!(device.retired.0.is_empty(), "both retired blocks reused");
+    }
+
+    /// A copy with an item takes the most recent of the last retired blocks whose
+    /// buffers hold it, below a smaller one on top, and leaves the smaller one for a
+    /// smaller copy; with none that holds it, the top one; the copies are the plain ones.
+    #[test]
+    fn a_copy_takes_a_retired_block_that_holds_it() {
+        let mut device = Device::default();
+        // Retired in this order: a large leaf, a node, a small leaf on top.
+        device.write_block(Arc::new(written_leaf(4096, 1, 120)));
+        device.write_block(Arc::new(written_node(8192, 1)));
+        device.write_block(Arc::new(written_leaf(12288, 1, 4)));
+        device.write_block(Arc::new(written_leaf(4096, 2, 1)));
+        device.write_block(Arc::new(written_node(8192, 2)));
+        device.write_block(Arc::new(written_leaf(12288, 2, 1)));
+        let retired_bytenrs = |device: &Device| -> Vec<u64> {
+            device
+                .retired
+                .0
+                .iter()
+                .map(|block| block.header.bytenr)
+                .collect()
+        };
+        assert_eq!(retired_bytenrs(&device), [4096, 8192, 12288]);
+        let data = [7u8; 24];
+        let insert = crate::extent_buffer::LeafInsert {
+            slot: 1,
+            key: crate::key::Key::new(0, 200, 0),
+            data: &data,
+        };
+        let large = written_leaf(16384, 3, 50);
+        let mut expected = large.clone();
+        expected.leaf_mut().insert(1, insert.key, &data);
+        let copy = device.copy_of_block_inserting(&large, &insert);
+        assert_eq!(*copy, expected);
+        assert_eq!(
+            retired_bytenrs(&device),
+            [12288, 8192],
+            "the large leaf taken from below the node and the small leaf"
+        );
+        let copy = device.copy_of_block_inserting(&large, &insert);
+        assert_eq!(*copy, expected);
+        assert_eq!(retired_bytenrs(&device), [12288], "none holds it: the top");
     }
 
     proptest::proptest! {

@@ -474,7 +474,6 @@ impl DelayedRefs {
     /// unreferenced is forgotten at once (as `forget_new_extent`) and its record
     /// returned, so its space can go straight back.
     pub fn drop_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
-        use std::collections::hash_map::Entry;
         if let Ok(index) = self.new_extent_index(bytenr) {
             let state = &mut self.new_extents[index].1;
             state.delta -= 1;
@@ -490,6 +489,19 @@ impl DelayedRefs {
             self.new_extents.remove(index);
             return ReferenceDropped::UnreferencedNew(record);
         }
+        self.drop_committed_reference(tree, bytenr)
+    }
+
+    /// [`drop_reference`](Self::drop_reference) of an extent that was not reserved in
+    /// the running transaction, so has no new extent's head to look for: a tree block
+    /// whose content a transaction before the running one wrote (a COW of a block older
+    /// than the transaction, `docs/hot-paths.md`, "Inserts, seventh round").
+    pub fn drop_committed_reference(&mut self, tree: &ExtentTree, bytenr: u64) -> ReferenceDropped {
+        use std::collections::hash_map::Entry;
+        debug_assert!(
+            self.new_extent_index(bytenr).is_err(),
+            "extent {bytenr} was reserved in the running transaction"
+        );
         let mut head = match self.heads.entry(bytenr) {
             Entry::Occupied(head) => head,
             Entry::Vacant(vacant) => {

@@ -767,6 +767,22 @@ impl SpaceInfo {
         in_groups + (unallocated / group_length) * group_length
     }
 
+    /// Whether the device's unallocated space, in whole groups of `group_length`,
+    /// holds `needed_bytes`: the first part of
+    /// [`has_available_bytes`](Self::has_available_bytes), which is then yes for any
+    /// kind.
+    #[inline]
+    pub fn unallocated_holds(&self, group_length: u64, needed_bytes: u64) -> bool {
+        self.unallocated_group_bytes(group_length) >= needed_bytes
+    }
+
+    /// The device's unallocated space in whole groups of `group_length`.
+    #[inline]
+    fn unallocated_group_bytes(&self, group_length: u64) -> u64 {
+        let unallocated = self.device_bytes - self.group_bytes_total;
+        (unallocated / group_length) * group_length
+    }
+
     /// Whether at least `needed_bytes` of `kind` could be allocated now: the same answer
     /// as comparing [`available_bytes`](Self::available_bytes), but the device's
     /// unallocated space is counted first and the groups only until the sum suffices (every
@@ -777,8 +793,7 @@ impl SpaceInfo {
         group_length: u64,
         needed_bytes: u64,
     ) -> bool {
-        let unallocated = self.device_bytes - self.group_bytes_total;
-        let mut available = (unallocated / group_length) * group_length;
+        let mut available = self.unallocated_group_bytes(group_length);
         if available >= needed_bytes {
             return true;
         }

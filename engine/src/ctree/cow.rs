@@ -162,11 +162,18 @@ impl FsInfo {
         // The original's reference is dropped where the kernel reads its count
         // (`update_ref_for_cow()`): one visit of its delayed-ref head reads the count and
         // drops it. A reference left means it was shared; what the drop frees is freed
-        // after the pointer switch below, as `btrfs_free_tree_block()` does.
+        // after the pointer switch below, as `btrfs_free_tree_block()` does. An original
+        // older than the transaction is a live extent a commit recorded, never one
+        // reserved since: it has no new extent's head to look for.
         let extent_tree = &self.device.super_block.extent_tree;
-        let original_dropped = self
-            .delayed_refs
-            .drop_reference(extent_tree, original.header.bytenr);
+        let original_bytenr = original.header.bytenr;
+        let original_dropped = if original.header.generation < transid {
+            self.delayed_refs
+                .drop_committed_reference(extent_tree, original_bytenr)
+        } else {
+            self.delayed_refs
+                .drop_reference(extent_tree, original_bytenr)
+        };
         if original_dropped == ReferenceDropped::Referenced {
             // The children the copy shares with the original: an item inserted into the
             // copy takes its own reference with the insert.

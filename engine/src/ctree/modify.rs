@@ -25,7 +25,7 @@ impl FsInfo {
     /// the copy is made with the item in it (`search_slot_inserting`); otherwise the item
     /// goes into the leaf the search left, after a split if it is full.
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
-        self.check_item(&key, data)?;
+        let reference = self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
         let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
         match slot_for {
@@ -38,7 +38,7 @@ impl FsInfo {
             SlotFor::Inserted => {}
             SlotFor::Absent => self.insert_into_path_leaf(root_id, &mut path, key, data)?,
         }
-        self.add_item_refs(&key, data, 1);
+        self.add_reference(reference, 1);
         self.note_content_change(root_id);
         Ok(())
     }
@@ -162,7 +162,9 @@ impl FsInfo {
     /// Refuses items the engine could not keep consistent: oversized data, and file
     /// extent items naming something other than an allocated data extent (their
     /// references are counted, so a dangling pointer would corrupt the extent tree).
-    fn check_item(&self, key: &Key, data: &[u8]) -> Result<()> {
+    /// Returns the data extent the item names (`data_reference`), which the insert
+    /// then references without reading the item again.
+    fn check_item(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
         const ITEM_BYTES_MAX: usize = 1 << 20;
         if data.len() > ITEM_BYTES_MAX {
             let reason = format!("item of {} bytes", data.len());
@@ -173,15 +175,16 @@ impl FsInfo {
             let reason = format!("malformed file extent item {key}");
             return Err(Error::errno(Errno::EINVAL, reason));
         }
-        let Some((disk_bytenr, disk_num_bytes)) = data_reference(key.item_type, data) else {
-            return Ok(());
+        let reference = data_reference(key.item_type, data);
+        let Some((disk_bytenr, disk_num_bytes)) = reference else {
+            return Ok(None);
         };
         match self.extent_record(disk_bytenr) {
             Some(record)
                 if matches!(record.kind, crate::alloc::ExtentKind::Data { .. })
                     && record.num_bytes == disk_num_bytes =>
             {
-                Ok(())
+                Ok(reference)
             }
             _ => Err(Error::errno(
                 Errno::EINVAL,
@@ -195,29 +198,56 @@ impl FsInfo {
     /// tree of height h needs at most a COWed path and a split at every level plus a new
     /// root: 2(h + 1) + 1 blocks, with h the tallest tree now; the commit needs the same
     /// for the root tree's root items, for every tree the transaction dirtied.
+    ///
+    /// The answer only grows with h, so when the device's unallocated space alone holds
+    /// what the tallest tree a level can name (`u8::MAX`) would need, it is yes without
+    /// the walk of every root for h (`docs/hot-paths.md`, "Inserts, seventh round").
     pub(crate) fn reserve_metadata_for_items(&self, items: u64) -> Result<()> {
-        if self
-            .running
-            .as_ref()
-            .is_some_and(|transaction| transaction.committing)
-        {
+        let Some(dirty_roots) = self.dirty_roots_unless_committing() else {
+            return Ok(());
+        };
+        let group_bytes = self.metadata_group_bytes();
+        let bound = self.metadata_needed_bytes(items, u64::from(u8::MAX), dirty_roots);
+        if self.space.unallocated_holds(group_bytes, bound) {
             return Ok(());
         }
+        self.reserve_metadata_walking_roots(items, dirty_roots)
+    }
+
+    /// The dirty roots of the running transaction (0 without one), or `None` while it
+    /// commits: the commit's own item changes were reserved for when it started.
+    #[inline]
+    fn dirty_roots_unless_committing(&self) -> Option<u64> {
+        match &self.running {
+            Some(transaction) if transaction.committing => None,
+            Some(transaction) => Some(transaction.dirty_roots.len() as u64),
+            None => Some(0),
+        }
+    }
+
+    /// Bytes of metadata `items` item changes and the commit need with `tallest` the
+    /// height of the tallest tree and `dirty_roots` trees to write at the commit. In
+    /// saturating arithmetic: a bound that saturates only fails the quick check.
+    fn metadata_needed_bytes(&self, items: u64, tallest: u64, dirty_roots: u64) -> u64 {
+        let per_item_blocks = 2 * (tallest + 2) + 1;
+        let commit_blocks = per_item_blocks.saturating_mul(dirty_roots.saturating_add(2));
+        let needed_blocks = items
+            .saturating_mul(per_item_blocks)
+            .saturating_add(commit_blocks);
+        needed_blocks.saturating_mul(self.geometry.nodesize_bytes)
+    }
+
+    /// The reservation with the tallest tree found by a walk of every root.
+    #[inline(never)]
+    fn reserve_metadata_walking_roots(&self, items: u64, dirty_roots: u64) -> Result<()> {
         let tallest = self
             .roots
             .values()
             .map(|root| u64::from(root.node.level))
             .max()
             .unwrap_or(0);
-        let per_item_blocks = 2 * (tallest + 2) + 1;
-        let dirty_roots = self
-            .running
-            .as_ref()
-            .map_or(0, |transaction| transaction.dirty_roots.len() as u64);
-        let commit_blocks = per_item_blocks * (dirty_roots + 2);
-        let needed_blocks = items * per_item_blocks + commit_blocks;
         let kind = crate::alloc::BlockGroupKind::Metadata;
-        let needed_bytes = needed_blocks * self.geometry.nodesize_bytes;
+        let needed_bytes = self.metadata_needed_bytes(items, tallest, dirty_roots);
         let group_bytes = self.metadata_group_bytes();
         if !self
             .space
@@ -591,6 +621,106 @@ mod tests {
             self.note_content_change(root_id);
             Ok(())
         }
+    }
+
+    impl FsInfo {
+        /// `reserve_metadata_for_items` as it was before its quick check: the walk of
+        /// every root for the tallest tree, always.
+        fn reserve_metadata_plain(&self, items: u64) -> Result<()> {
+            if self
+                .running
+                .as_ref()
+                .is_some_and(|transaction| transaction.committing)
+            {
+                return Ok(());
+            }
+            let tallest = self
+                .roots
+                .values()
+                .map(|root| u64::from(root.node.level))
+                .max()
+                .unwrap_or(0);
+            let per_item_blocks = 2 * (tallest + 2) + 1;
+            let dirty_roots = self
+                .running
+                .as_ref()
+                .map_or(0, |transaction| transaction.dirty_roots.len() as u64);
+            let commit_blocks = per_item_blocks * (dirty_roots + 2);
+            let needed_blocks = items * per_item_blocks + commit_blocks;
+            let kind = crate::alloc::BlockGroupKind::Metadata;
+            let needed_bytes = needed_blocks * self.geometry.nodesize_bytes;
+            let group_bytes = self.metadata_group_bytes();
+            if !self
+                .space
+                .has_available_bytes(kind, group_bytes, needed_bytes)
+            {
+                return Err(Error::errno(
+                    Errno::ENOSPC,
+                    "metadata space reservation failed",
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// The reservation's quick check (the device's unallocated space against the
+    /// tallest tree a level can name) answers as the walk of every root does, while a
+    /// device fills with data groups and a tree grows until nothing fits: every answer
+    /// is compared, and the quick yes, the walked yes and the no each occur.
+    #[test]
+    fn the_quick_reservation_answers_as_the_walk() {
+        let mut geometry = Geometry::small();
+        geometry.device_bytes = 40 * geometry.metadata_block_group_bytes;
+        let mut fs = FsInfo::mkfs(geometry, SendPolicy::Concurrent).expect("mkfs");
+        let root_id = fs.create_subvolume("v").expect("subvolume");
+        let group_bytes = fs.metadata_group_bytes();
+        // Answers: the quick yes, a yes of the walk, a no.
+        let mut answers = [0usize; 3];
+        let mut compare_all = |fs: &FsInfo| {
+            for items in [1, 3, 8] {
+                let answer = fs
+                    .reserve_metadata_for_items(items)
+                    .map_err(|e| e.to_errno());
+                let plain = fs.reserve_metadata_plain(items).map_err(|e| e.to_errno());
+                assert_eq!(answer, plain, "{items} items");
+                let dirty_roots = fs.dirty_roots_unless_committing().expect("not committing");
+                let bound = fs.metadata_needed_bytes(items, u64::from(u8::MAX), dirty_roots);
+                let quick = fs.space.unallocated_holds(group_bytes, bound);
+                answers[match (quick, answer.is_ok()) {
+                    (true, _) => 0,
+                    (false, true) => 1,
+                    (false, false) => 2,
+                }] += 1;
+            }
+        };
+        // Data groups take the device until data is refused; then the inserts fill the
+        // metadata groups until they are refused too.
+        let (mut data_refused, mut inserts_refused) = (false, 0);
+        for step in 0..20_000u64 {
+            compare_all(&fs);
+            if step % 8 == 0 && !data_refused {
+                let bytes = vec![step as u8; geometry.data_block_group_bytes as usize];
+                data_refused = fs.alloc_data_extent(root_id, step, 0, &bytes).is_err();
+            } else {
+                let key = Key::new(step, item_type::INODE_ITEM, 0);
+                if fs.insert_item(root_id, key, &[step as u8; 40]).is_err() {
+                    inserts_refused += 1;
+                    if inserts_refused > 16 {
+                        break;
+                    }
+                }
+            }
+            if step % 50 == 49 {
+                compare_all(&fs);
+                if fs.commit_transaction().is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(
+            answers.iter().all(|&count| count > 0),
+            "answers {answers:?}"
+        );
     }
 
     #[derive(Clone, Debug)]
