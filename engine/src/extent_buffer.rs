@@ -655,6 +655,39 @@ mod tests {
         Key::new(objectid, 1, 0)
     }
 
+    /// A retired block holds a copy only when both of its vectors do: one with room for
+    /// the items but not the data (or the reverse) would reallocate, and the pool's
+    /// search for a fitting block (`storage.rs`, `take_fitting`) must pass it by.
+    #[test]
+    fn a_block_holds_a_copy_only_when_both_buffers_do() {
+        let mut source = BlockContent::empty(4096, 1, 5, 0);
+        for objectid in 0..8 {
+            source
+                .leaf_mut()
+                .insert(objectid, key(objectid as u64), &[7; 40]);
+        }
+        let data = [1u8; 16];
+        let insert = LeafInsert {
+            slot: 8,
+            key: key(100),
+            data: &data,
+        };
+        let (items, bytes) = source.leaf_for_insert().capacity_with(&insert);
+        let retired = |item_room: usize, data_room: usize| {
+            let mut block = BlockContent::empty(8192, 1, 5, 0);
+            let leaf = block.leaf_mut();
+            leaf.items = Vec::with_capacity(item_room);
+            leaf.data = Vec::with_capacity(data_room);
+            block
+        };
+        assert!(retired(items, bytes).holds_copy_inserting(&source, &insert));
+        assert!(!retired(items, bytes - 1).holds_copy_inserting(&source, &insert));
+        assert!(!retired(items - 1, bytes).holds_copy_inserting(&source, &insert));
+        assert!(!retired(0, 0).holds_copy_inserting(&source, &insert));
+        let node = BlockContent::empty(8192, 1, 5, 1);
+        assert!(!node.holds_copy_inserting(&source, &insert));
+    }
+
     #[test]
     fn leaf_insert_remove_and_update_keep_data_packed() {
         let mut leaf = Leaf::default();
