@@ -252,6 +252,7 @@ impl World {
             name,
             &run.snapshot,
             &stream,
+            run.parent.is_some(),
             run.ghost.inconsistent_block,
         )
     }
