@@ -164,8 +164,21 @@ impl FsInfo {
     /// references are counted, so a dangling pointer would corrupt the extent tree).
     /// Returns the data extent the item names (`data_reference`), which the insert
     /// then references without reading the item again.
+    ///
+    /// Inlined with the answer for an item of a size it takes that is no file extent
+    /// item (every item but those): no reference, nothing to look up. The rest, and
+    /// every refusal, is out of line (`docs/hot-paths.md`, "Inserts, eighth round").
+    #[inline]
     fn check_item(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
-        const ITEM_BYTES_MAX: usize = 1 << 20;
+        if data.len() <= ITEM_BYTES_MAX && key.item_type != crate::key::item_type::EXTENT_DATA {
+            return Ok(None);
+        }
+        self.check_item_in_full(key, data)
+    }
+
+    /// [`check_item`](Self::check_item) in full.
+    #[inline(never)]
+    fn check_item_in_full(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
         if data.len() > ITEM_BYTES_MAX {
             let reason = format!("item of {} bytes", data.len());
             return Err(Error::errno(Errno::EOVERFLOW, reason));
@@ -570,6 +583,9 @@ impl FsInfo {
     }
 }
 
+/// The largest item data an item change takes (`check_item`).
+const ITEM_BYTES_MAX: usize = 1 << 20;
+
 fn empty_body_like(content: &BlockContent) -> Body {
     match content.body {
         Body::Leaf(_) => Body::Leaf(Default::default()),
@@ -721,6 +737,51 @@ mod tests {
             answers.iter().all(|&count| count > 0),
             "answers {answers:?}"
         );
+    }
+
+    /// The inlined answer of `check_item` is the full check's, item by item: items of
+    /// every size around the limit, of file extent type or not, well-formed, malformed,
+    /// naming a data extent, naming none, naming one of another size.
+    #[test]
+    fn the_quick_item_check_answers_as_the_full_one() {
+        let (fs, _, items) = setup(Geometry::tiny());
+        let answer = |result: Result<Option<(u64, u64)>>| result.map_err(|e| e.to_errno());
+        let mut wrong_size = FileExtentItem::decode(&items[0]).expect("item");
+        wrong_size.disk_num_bytes += 4096;
+        let hole = FileExtentItem::regular(1, 0, 0, 0, 4096).encode();
+        let datas = [
+            Vec::new(),
+            vec![7; 40],
+            vec![7; ITEM_BYTES_MAX],
+            vec![7; ITEM_BYTES_MAX + 1],
+            items[0].clone(),
+            items[0][..20].to_vec(),
+            wrong_size.encode(),
+            hole,
+        ];
+        let mut refused = [0usize; 2];
+        for item_type in [
+            item_type::INODE_ITEM,
+            item_type::EXTENT_DATA,
+            item_type::DIR_ITEM,
+        ] {
+            for data in &datas {
+                let key = Key::new(300, item_type, 0);
+                let quick = answer(fs.check_item(&key, data));
+                assert_eq!(
+                    quick,
+                    answer(fs.check_item_in_full(&key, data)),
+                    "{key} {}",
+                    data.len()
+                );
+                refused[usize::from(item_type == item_type::EXTENT_DATA)] +=
+                    usize::from(quick.is_err());
+            }
+        }
+        // The oversized item of each other type; every file extent item but the
+        // well-formed one and the hole (the other data is no file extent item, the last
+        // but one names an extent of another size).
+        assert_eq!(refused, [2, 6]);
     }
 
     #[derive(Clone, Debug)]
