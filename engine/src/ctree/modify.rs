@@ -29,12 +29,7 @@ impl FsInfo {
         self.reserve_metadata_for_items(1)?;
         let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
         match slot_for {
-            SlotFor::Found => {
-                return Err(Error::errno(
-                    Errno::EEXIST,
-                    format!("item {key} exists in tree {root_id}"),
-                ))
-            }
+            SlotFor::Found => return Err(item_exists(root_id, &key)),
             SlotFor::Inserted => {}
             SlotFor::Absent => self.insert_into_path_leaf(root_id, &mut path, key, data)?,
         }
@@ -583,6 +578,17 @@ impl FsInfo {
     }
 }
 
+/// EEXIST for an insert of a key the tree holds, out of line: the message's formatting
+/// would sit in the frame of every insert (`docs/hot-paths.md`, "Inserts, eighth round").
+#[cold]
+#[inline(never)]
+fn item_exists(root_id: u64, key: &Key) -> Error {
+    Error::errno(
+        Errno::EEXIST,
+        format!("item {key} exists in tree {root_id}"),
+    )
+}
+
 /// The largest item data an item change takes (`check_item`).
 const ITEM_BYTES_MAX: usize = 1 << 20;
 
@@ -782,6 +788,23 @@ mod tests {
         // well-formed one and the hole (the other data is no file extent item, the last
         // but one names an extent of another size).
         assert_eq!(refused, [2, 6]);
+    }
+
+    /// The refusals built out of line say what they said inline: EEXIST naming the key
+    /// and the tree, ENOENT naming the missing tree.
+    #[test]
+    fn refusals_out_of_line_keep_their_errno_and_message() {
+        let (mut fs, root_id, _) = setup(Geometry::tiny());
+        let key = Key::new(300, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, b"x").expect("insert");
+        let exists = fs.insert_item(root_id, key, b"y").expect_err("exists");
+        assert_eq!(exists.to_errno(), Errno::EEXIST);
+        assert!(exists
+            .to_string()
+            .contains(&format!("item {key} exists in tree {root_id}")));
+        let missing = fs.insert_item(999_999, key, b"y").expect_err("no tree");
+        assert_eq!(missing.to_errno(), Errno::ENOENT);
+        assert!(missing.to_string().contains("no tree with root id 999999"));
     }
 
     #[derive(Clone, Debug)]
