@@ -27,7 +27,8 @@ impl FsInfo {
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
         let reference = self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
-        let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
+        let mut path = Path::default();
+        let slot_for = self.search_slot_inserting(root_id, &key, data, &mut path)?;
         match slot_for {
             SlotFor::Found => return Err(item_exists(root_id, &key)),
             SlotFor::Inserted => {}
@@ -886,8 +887,8 @@ mod tests {
             if probe.check_item(&key, &data).is_ok()
                 && probe.reserve_metadata_for_items(1).is_ok()
                 && matches!(
-                    probe.search_slot_inserting(root_id, &key, &data),
-                    Ok((_, SlotFor::Inserted))
+                    probe.search_slot_inserting(root_id, &key, &data, &mut Path::default()),
+                    Ok(SlotFor::Inserted)
                 )
             {
                 inserted_by_search += 1;
