@@ -792,7 +792,7 @@ mod tests {
     }
 
     /// The refusals built out of line say what they said inline: EEXIST naming the key
-    /// and the tree, ENOENT naming the missing tree.
+    /// and the tree, ENOENT naming the missing tree, ENOSPC naming the kind and size.
     #[test]
     fn refusals_out_of_line_keep_their_errno_and_message() {
         let (mut fs, root_id, _) = setup(Geometry::tiny());
@@ -806,6 +806,14 @@ mod tests {
         let missing = fs.insert_item(999_999, key, b"y").expect_err("no tree");
         assert_eq!(missing.to_errno(), Errno::ENOENT);
         assert!(missing.to_string().contains("no tree with root id 999999"));
+        let bytes = fs.geometry.data_block_group_bytes + 4096;
+        let no_space = fs
+            .reserve_extent(crate::alloc::BlockGroupKind::Data, bytes)
+            .expect_err("larger than a group");
+        assert_eq!(no_space.to_errno(), Errno::ENOSPC);
+        assert!(no_space
+            .to_string()
+            .contains(&format!("no free data space for {bytes} bytes")));
     }
 
     #[derive(Clone, Debug)]
