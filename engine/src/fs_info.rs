@@ -396,14 +396,14 @@ impl FsInfo {
     pub fn root(&self, root_id: u64) -> Result<&Root> {
         match self.roots.get(&root_id) {
             Some(root) if !root.deleted => Ok(root),
-            _ => Err(Error::not_found(format!("no tree with root id {root_id}"))),
+            _ => Err(no_tree(root_id)),
         }
     }
 
     pub(crate) fn root_mut(&mut self, root_id: u64) -> Result<&mut Root> {
         match self.roots.get_mut(&root_id) {
             Some(root) if !root.deleted => Ok(root.get_mut()),
-            _ => Err(Error::not_found(format!("no tree with root id {root_id}"))),
+            _ => Err(no_tree(root_id)),
         }
     }
 
@@ -506,4 +506,13 @@ impl FsInfo {
             BlockGroupKind::Data => self.geometry.data_block_group_bytes,
         }
     }
+}
+
+/// ENOENT for a tree that is not there, out of line: every search asks for its root,
+/// and the message's formatting would sit in the frame of each (`docs/hot-paths.md`,
+/// "Inserts, eighth round").
+#[cold]
+#[inline(never)]
+fn no_tree(root_id: u64) -> Error {
+    Error::not_found(format!("no tree with root id {root_id}"))
 }

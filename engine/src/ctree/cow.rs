@@ -290,10 +290,7 @@ impl FsInfo {
                 return Ok(bytenr);
             }
         }
-        Err(Error::errno(
-            Errno::ENOSPC,
-            format!("no free {kind} space for {num_bytes} bytes"),
-        ))
+        Err(no_space(kind, num_bytes))
     }
 
     /// Gives a reserved bytenr its content: registers the new extent with one reference,
@@ -435,4 +432,16 @@ fn assert_writable(content: &BlockContent, transid: u64) {
         content.header.generation,
         content.header.flags
     );
+}
+
+/// ENOSPC for an extent no group has room for, out of line: the message's formatting
+/// would sit in the frame of every tree block's reservation (`docs/hot-paths.md`,
+/// "Inserts, eighth round").
+#[cold]
+#[inline(never)]
+fn no_space(kind: BlockGroupKind, num_bytes: u64) -> Error {
+    Error::errno(
+        Errno::ENOSPC,
+        format!("no free {kind} space for {num_bytes} bytes"),
+    )
 }

@@ -27,14 +27,10 @@ impl FsInfo {
     pub fn insert_item(&mut self, root_id: u64, key: Key, data: &[u8]) -> Result<()> {
         let reference = self.check_item(&key, data)?;
         self.reserve_metadata_for_items(1)?;
-        let (mut path, slot_for) = self.search_slot_inserting(root_id, &key, data)?;
+        let mut path = Path::default();
+        let slot_for = self.search_slot_inserting(root_id, &key, data, &mut path)?;
         match slot_for {
-            SlotFor::Found => {
-                return Err(Error::errno(
-                    Errno::EEXIST,
-                    format!("item {key} exists in tree {root_id}"),
-                ))
-            }
+            SlotFor::Found => return Err(item_exists(root_id, &key)),
             SlotFor::Inserted => {}
             SlotFor::Absent => self.insert_into_path_leaf(root_id, &mut path, key, data)?,
         }
@@ -164,8 +160,21 @@ impl FsInfo {
     /// references are counted, so a dangling pointer would corrupt the extent tree).
     /// Returns the data extent the item names (`data_reference`), which the insert
     /// then references without reading the item again.
+    ///
+    /// Inlined with the answer for an item of a size it takes that is no file extent
+    /// item (every item but those): no reference, nothing to look up. The rest, and
+    /// every refusal, is out of line (`docs/hot-paths.md`, "Inserts, eighth round").
+    #[inline]
     fn check_item(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
-        const ITEM_BYTES_MAX: usize = 1 << 20;
+        if data.len() <= ITEM_BYTES_MAX && key.item_type != crate::key::item_type::EXTENT_DATA {
+            return Ok(None);
+        }
+        self.check_item_in_full(key, data)
+    }
+
+    /// [`check_item`](Self::check_item) in full.
+    #[inline(never)]
+    fn check_item_in_full(&self, key: &Key, data: &[u8]) -> Result<Option<(u64, u64)>> {
         if data.len() > ITEM_BYTES_MAX {
             let reason = format!("item of {} bytes", data.len());
             return Err(Error::errno(Errno::EOVERFLOW, reason));
@@ -565,10 +574,32 @@ impl FsInfo {
 
     /// Records that a subvolume's content changed in the running transaction (its root
     /// item's ctransid moves at commit).
+    ///
+    /// The set is tiny (the trees a transaction's item changes touched) and its highest
+    /// tree is nearly always the one changing again, so that one is compared before the
+    /// insert: the insert of a tree the set holds cost about 24 instructions an item
+    /// change (`docs/hot-paths.md`, "Inserts, eighth round").
     fn note_content_change(&mut self, root_id: u64) {
-        self.transaction_mut().changed_roots.insert(root_id);
+        let changed_roots = &mut self.transaction_mut().changed_roots;
+        if changed_roots.last() != Some(&root_id) {
+            changed_roots.insert(root_id);
+        }
     }
 }
+
+/// EEXIST for an insert of a key the tree holds, out of line: the message's formatting
+/// would sit in the frame of every insert (`docs/hot-paths.md`, "Inserts, eighth round").
+#[cold]
+#[inline(never)]
+fn item_exists(root_id: u64, key: &Key) -> Error {
+    Error::errno(
+        Errno::EEXIST,
+        format!("item {key} exists in tree {root_id}"),
+    )
+}
+
+/// The largest item data an item change takes (`check_item`).
+const ITEM_BYTES_MAX: usize = 1 << 20;
 
 fn empty_body_like(content: &BlockContent) -> Body {
     match content.body {
@@ -723,6 +754,90 @@ mod tests {
         );
     }
 
+    /// The inlined answer of `check_item` is the full check's, item by item: items of
+    /// every size around the limit, of file extent type or not, well-formed, malformed,
+    /// naming a data extent, naming none, naming one of another size.
+    #[test]
+    fn the_quick_item_check_answers_as_the_full_one() {
+        let (fs, _, items) = setup(Geometry::tiny());
+        let answer = |result: Result<Option<(u64, u64)>>| result.map_err(|e| e.to_errno());
+        let mut wrong_size = FileExtentItem::decode(&items[0]).expect("item");
+        wrong_size.disk_num_bytes += 4096;
+        let hole = FileExtentItem::regular(1, 0, 0, 0, 4096).encode();
+        let datas = [
+            Vec::new(),
+            vec![7; 40],
+            vec![7; ITEM_BYTES_MAX],
+            vec![7; ITEM_BYTES_MAX + 1],
+            items[0].clone(),
+            items[0][..20].to_vec(),
+            wrong_size.encode(),
+            hole,
+        ];
+        let mut refused = [0usize; 2];
+        for item_type in [
+            item_type::INODE_ITEM,
+            item_type::EXTENT_DATA,
+            item_type::DIR_ITEM,
+        ] {
+            for data in &datas {
+                let key = Key::new(300, item_type, 0);
+                let quick = answer(fs.check_item(&key, data));
+                assert_eq!(
+                    quick,
+                    answer(fs.check_item_in_full(&key, data)),
+                    "{key} {}",
+                    data.len()
+                );
+                refused[usize::from(item_type == item_type::EXTENT_DATA)] +=
+                    usize::from(quick.is_err());
+            }
+        }
+        // The oversized item of each other type; every file extent item but the
+        // well-formed one and the hole (the other data is no file extent item, the last
+        // but one names an extent of another size).
+        assert_eq!(refused, [2, 6]);
+    }
+
+    /// The refusals built out of line say what they said inline: EEXIST naming the key
+    /// and the tree, ENOENT naming the missing tree, ENOSPC naming the kind and size.
+    #[test]
+    fn refusals_out_of_line_keep_their_errno_and_message() {
+        let (mut fs, root_id, _) = setup(Geometry::tiny());
+        let key = Key::new(300, item_type::INODE_ITEM, 0);
+        fs.insert_item(root_id, key, b"x").expect("insert");
+        let exists = fs.insert_item(root_id, key, b"y").expect_err("exists");
+        assert_eq!(exists.to_errno(), Errno::EEXIST);
+        assert!(exists
+            .to_string()
+            .contains(&format!("item {key} exists in tree {root_id}")));
+        let missing = fs.insert_item(999_999, key, b"y").expect_err("no tree");
+        assert_eq!(missing.to_errno(), Errno::ENOENT);
+        assert!(missing.to_string().contains("no tree with root id 999999"));
+        let bytes = fs.geometry.data_block_group_bytes + 4096;
+        let no_space = fs
+            .reserve_extent(crate::alloc::BlockGroupKind::Data, bytes)
+            .expect_err("larger than a group");
+        assert_eq!(no_space.to_errno(), Errno::ENOSPC);
+        assert!(no_space
+            .to_string()
+            .contains(&format!("no free data space for {bytes} bytes")));
+    }
+
+    /// The trees noted as changed are those a plain set insert of each would hold, in
+    /// any order of notes: the highest again, a lower one again, new ones above and below.
+    #[test]
+    fn noted_changes_are_the_set_of_the_trees_noted() {
+        let (mut fs, _, _) = setup(Geometry::tiny());
+        fs.commit_transaction().expect("commit");
+        let mut plain = std::collections::BTreeSet::new();
+        for root_id in [300u64, 300, 5, 300, 5, 5, 900, 300, 900, 1, 900, 1] {
+            fs.note_content_change(root_id);
+            plain.insert(root_id);
+            assert_eq!(fs.transaction_mut().changed_roots, plain, "after {root_id}");
+        }
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         Insert { objectid: u64, length: usize },
@@ -802,8 +917,8 @@ mod tests {
             if probe.check_item(&key, &data).is_ok()
                 && probe.reserve_metadata_for_items(1).is_ok()
                 && matches!(
-                    probe.search_slot_inserting(root_id, &key, &data),
-                    Ok((_, SlotFor::Inserted))
+                    probe.search_slot_inserting(root_id, &key, &data, &mut Path::default()),
+                    Ok(SlotFor::Inserted)
                 )
             {
                 inserted_by_search += 1;

@@ -56,19 +56,22 @@ impl FsInfo {
     /// search copies the leaf and the item can go in as it is
     /// ([`cow_leaf_inserting`](Self::cow_leaf_inserting)): the same blocks read, checked
     /// and copied, in the same order, and the leaf as the plain search and an insert
-    /// leave it. Returns the path and where the key is.
+    /// leave it. Builds the path in `path` (which must be empty), the caller's: a
+    /// returned path was copied out of the call, 128 bytes every insert
+    /// (`docs/hot-paths.md`, "Inserts, eighth round"). Returns where the key is.
     pub(crate) fn search_slot_inserting(
         &mut self,
         root_id: u64,
         key: &Key,
         data: &[u8],
-    ) -> Result<(Path, SlotFor)> {
+        path: &mut Path,
+    ) -> Result<SlotFor> {
         self.join_transaction();
         let root = self.root(root_id)?;
         let (start, force_cow) = (root.node, root.force_cow);
         let handle = self.read_tree_block(root_id, start, None)?;
         let handle = self.cow_block_in_search(root_id, force_cow, handle, None)?;
-        self.descend_to(root_id, handle, key, Some(force_cow), 0, Some(data))
+        self.descend_to(root_id, handle, key, Some(force_cow), 0, Some(data), path)
     }
 
     /// Searches the commit root of `root_id` (no transaction, no COW).
@@ -99,15 +102,18 @@ impl FsInfo {
         cow: Option<bool>,
         lowest_level: u8,
     ) -> Result<(Path, bool)> {
-        let (path, slot) = self.descend_to(root_id, handle, key, cow, lowest_level, None)?;
+        let mut path = Path::default();
+        let slot = self.descend_to(root_id, handle, key, cow, lowest_level, None, &mut path)?;
         Ok((path, slot == SlotFor::Found))
     }
 
     /// [`descend`](Self::descend) with the data of an item to insert at `key`, which a
     /// COW of the leaf puts into the copy if it can (`search_slot_inserting`). Inlined
     /// into its three callers: the plain searches then lose the insert's branch, and
-    /// their path is built where they return it, not copied out of a call.
+    /// their path is built where they return it, not copied out of a call. The path is
+    /// built in `path`, which must be empty.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn descend_to(
         &mut self,
         root_id: u64,
@@ -116,8 +122,9 @@ impl FsInfo {
         cow: Option<bool>,
         lowest_level: u8,
         insert: Option<&[u8]>,
-    ) -> Result<(Path, SlotFor)> {
-        let mut path = Path::default();
+        path: &mut Path,
+    ) -> Result<SlotFor> {
+        debug_assert_eq!(*path, Path::default(), "a search starts from an empty path");
         // Nothing in the loop starts or ends a traced read, so it is tested once.
         let traced = self.read_trace.is_some();
         loop {
@@ -131,7 +138,7 @@ impl FsInfo {
                         Err(slot) => (slot, SlotFor::Absent),
                     };
                     path.slots[0] = slot;
-                    return Ok((path, found));
+                    return Ok(found);
                 }
                 Body::Node(slots) if level > 0 => slots,
                 _ => panic!(
@@ -147,7 +154,7 @@ impl FsInfo {
                 } else {
                     SlotFor::Absent
                 };
-                return Ok((path, slot_for));
+                return Ok(slot_for);
             }
             let (pointer, first_key) = slot_pointer(content, slots, slot)?;
             let mut child = if traced {
@@ -163,7 +170,7 @@ impl FsInfo {
                     if let Some((copy, leaf_slot)) = inserted {
                         path.nodes[0] = Some(copy);
                         path.slots[0] = leaf_slot;
-                        return Ok((path, SlotFor::Inserted));
+                        return Ok(SlotFor::Inserted);
                     }
                 }
                 child =
