@@ -484,9 +484,21 @@ impl FsInfo {
     /// Replaces a root node that has one child by that child, as often as the new root
     /// is again a node with one child (an underfull node whose merge was refused because
     /// its sibling was full can be promoted this way).
+    ///
+    /// The child is COWed before it is promoted, as `balance_level()` does: a child a
+    /// snapshot shares would otherwise become a root the tree does not own alone, and the
+    /// cleaner, which drops a dead tree's root without asking its references, would then
+    /// drop what the snapshot still references (the regression test
+    /// `a_collapsed_root_shared_with_a_snapshot_is_cowed_first`). Without space for the
+    /// copy the root keeps its one child, which is a valid tree.
     fn collapse_root(&mut self, root_id: u64, handle: EbHandle) -> Result<()> {
         let mut root = handle;
         loop {
+            let (child, first_key) = super::read::child_pointer(self.cache.content(root), 0)?;
+            let child = self.read_tree_block(root_id, child, Some(first_key))?;
+            if self.cow_unless_no_space(root_id, child, root, 0)?.is_none() {
+                return Ok(());
+            }
             let content = self.cache.content(root);
             let (child, first_key) = super::read::child_pointer(content, 0)?;
             let bytenr = content.header.bytenr;
