@@ -496,22 +496,20 @@ impl FsInfo {
         loop {
             let (child, first_key) = super::read::child_pointer(self.cache.content(root), 0)?;
             let child = self.read_tree_block(root_id, child, Some(first_key))?;
-            if self.cow_unless_no_space(root_id, child, root, 0)?.is_none() {
+            let Some(child) = self.cow_unless_no_space(root_id, child, root, 0)? else {
                 return Ok(());
-            }
+            };
+            // The copy's pointer, as the COW recorded it in the old root.
             let content = self.cache.content(root);
-            let (child, first_key) = super::read::child_pointer(content, 0)?;
+            let (pointer, _) = super::read::child_pointer(content, 0)?;
             let bytenr = content.header.bytenr;
-            self.set_root_node(root_id, child)?;
+            self.set_root_node(root_id, pointer)?;
             self.free_tree_block(bytenr);
             self.marks.hit(Mark::RootCollapsed);
-            if child.level == 0 {
+            if pointer.level == 0 || self.cache.content(child).nritems() != 1 {
                 return Ok(());
             }
-            root = self.read_tree_block(root_id, child, Some(first_key))?;
-            if self.cache.content(root).nritems() != 1 {
-                return Ok(());
-            }
+            root = child;
         }
     }
 

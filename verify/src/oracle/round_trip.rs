@@ -32,7 +32,7 @@ use cowproof_engine::digest::{DigestMemo, Digester};
 use cowproof_engine::extent_buffer::BlockPtr;
 use cowproof_engine::fs::listing::ListingTrace;
 use cowproof_engine::fs::mode_after_chown;
-use cowproof_engine::reference::model_fs::{Content, Entry, InodeKind, ModelFs};
+use cowproof_engine::reference::model_fs::{Content, Entry, ModelFs};
 use cowproof_engine::reference::receive::receive_bytes;
 use cowproof_engine::send::SendJob;
 use cowproof_engine::FsInfo;
@@ -359,14 +359,12 @@ pub fn setid_bits_lost_to_chown(expected: &Content, received: &Content) -> bool 
         )
 }
 
-/// `received` is `expected` with the set-id bits chown(2) clears cleared, and they had some.
+/// `received` is `expected` with the set-id bits chown(2) clears cleared, and they had
+/// some ([`mode_after_chown`] reads the kind from the type bits and leaves a directory's).
 fn setid_lost(expected: &Entry, received: &Entry) -> bool {
-    /// A regular file's type bits: [`mode_after_chown`] reads the type from the mode,
-    /// and every non-directory loses the same bits.
-    const S_IFREG: u32 = 0o100_000;
-    let chowned = mode_after_chown(S_IFREG | expected.mode) & !S_IFREG;
-    expected.kind != InodeKind::Dir
-        && chowned != expected.mode
+    let type_bits = expected.kind.mode_type_bits();
+    let chowned = mode_after_chown(type_bits | expected.mode) & !type_bits;
+    chowned != expected.mode
         && received.mode == chowned
         && Entry {
             mode: expected.mode,
