@@ -9,7 +9,11 @@
 //! drains it once per operation it applies (a send's reads once per send step). The log
 //! also keeps, across drains, the latest re-initialisation of each bytenr with the
 //! observer's name for the operation that caused it ([`EventLog::begin_operation`]), so
-//! that a report can say who re-initialised a block a send read long after.
+//! that a report can say who re-initialised a block a send read long after. An observer
+//! that names its operations only when a name is needed begins them unnamed
+//! ([`EventLog::begin_unnamed_operation`]) and names one when a re-initialisation waits
+//! for it ([`EventLog::name_operation`]): re-initialisations are rare, and the name of
+//! every operation, formatted whether read or not, was a visible part of a fuzz run.
 //!
 //! None of it is part of the engine's state: two engines that differ only in marks or
 //! events compare equal and hash alike, so a bounded explorer deduplicates states
@@ -281,7 +285,11 @@ impl FsInfo {
 pub struct EventLog {
     recording: bool,
     events: Vec<Event>,
+    /// The observer's name for the operation being applied; `None` while it is unnamed.
     operation: Option<Arc<str>>,
+    /// The bytenrs re-initialised during the unnamed operation being applied, whose
+    /// entries in `reinitialised` wait for its name. Empty while the operation is named.
+    awaiting_name: Vec<u64>,
     reinitialised: BTreeMap<u64, Reinitialisation>,
 }
 
@@ -358,6 +366,36 @@ impl EventLog {
     /// re-initialisations recorded meanwhile carry the name.
     pub fn begin_operation(&mut self, name: &str) {
         self.operation = Some(Arc::from(name));
+        self.awaiting_name.clear();
+    }
+
+    /// Begins an operation the observer names later, if a re-initialisation recorded
+    /// during it waits for a name ([`awaits_name`](Self::awaits_name),
+    /// [`name_operation`](Self::name_operation)). Until then its re-initialisations
+    /// carry an empty name.
+    pub fn begin_unnamed_operation(&mut self) {
+        self.operation = None;
+        self.awaiting_name.clear();
+    }
+
+    /// Whether a re-initialisation recorded during the unnamed operation being applied
+    /// waits for the operation's name.
+    pub fn awaits_name(&self) -> bool {
+        !self.awaiting_name.is_empty()
+    }
+
+    /// Names the operation being applied: the re-initialisations recorded during it so
+    /// far carry `name` from now on, as later ones will.
+    pub fn name_operation(&mut self, name: &str) {
+        let name: Arc<str> = Arc::from(name);
+        for bytenr in self.awaiting_name.drain(..) {
+            let reinitialisation = self
+                .reinitialised
+                .get_mut(&bytenr)
+                .expect("a re-initialisation awaiting a name is recorded");
+            reinitialisation.during = Arc::clone(&name);
+        }
+        self.operation = Some(name);
     }
 
     /// Records an event if recording is on.
@@ -366,7 +404,13 @@ impl EventLog {
             return;
         }
         if let Event::HeldBufferReinitialised { bytenr, .. } = event {
-            let during = self.operation.clone().unwrap_or_else(|| Arc::from(""));
+            let during = match &self.operation {
+                Some(name) => Arc::clone(name),
+                None => {
+                    self.awaiting_name.push(bytenr);
+                    Arc::from("")
+                }
+            };
             let reinitialisation = Reinitialisation {
                 during,
                 event: event.clone(),
@@ -447,6 +491,57 @@ mod tests {
         fs.events.set_recording(true);
         let job = crate::send::SendJob::start(&mut fs, "snap", None, true).expect("send start");
         (fs, job)
+    }
+
+    /// A re-initialisation during an unnamed operation carries the name the observer
+    /// gives it afterwards, and one during a named operation that name at once; a new
+    /// operation does not rename what an earlier one recorded.
+    #[test]
+    fn a_reinitialisation_waits_for_the_name_of_an_unnamed_operation() {
+        let (mut fs, mut job) = recorded_send_of_twelve_files();
+        job.step(&mut fs).expect("send step");
+        let held = fs.cache().held_buffers();
+        let (bytenr, _, _) = *held.first().expect("the send holds a buffer");
+        let handle = fs.cache().find(bytenr).expect("mapped");
+        let event = |transid: u64| Event::HeldBufferReinitialised {
+            handle,
+            bytenr,
+            holders: 1,
+            previous_level: 0,
+            previous_owner: 256,
+            level: 0,
+            owner: 257,
+            transid,
+            operation: "cow",
+        };
+        let during = |log: &EventLog| {
+            log.last_reinitialisation(bytenr)
+                .map(|reinitialisation| reinitialisation.during.to_string())
+        };
+        let mut log = EventLog::default();
+        log.set_recording(true);
+        log.begin_unnamed_operation();
+        assert!(!log.awaits_name());
+        log.push(event(1));
+        log.push(event(2));
+        assert!(log.awaits_name());
+        assert_eq!(during(&log).as_deref(), Some(""));
+        log.name_operation("statement 3");
+        assert!(!log.awaits_name());
+        assert_eq!(during(&log).as_deref(), Some("statement 3"));
+        log.push(event(3));
+        assert_eq!(during(&log).as_deref(), Some("statement 3"), "named now");
+        log.begin_operation("statement 4");
+        assert_eq!(during(&log).as_deref(), Some("statement 3"), "kept");
+        log.push(event(4));
+        assert_eq!(during(&log).as_deref(), Some("statement 4"));
+        log.begin_unnamed_operation();
+        log.push(event(5));
+        log.begin_unnamed_operation();
+        assert!(
+            !log.awaits_name(),
+            "a new operation forgets the old one's wait"
+        );
     }
 
     /// The log keeps a recycled observation's allocation for the next events (a log

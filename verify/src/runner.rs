@@ -335,7 +335,7 @@ fn execute(
         let (op, outcome) = match statement {
             Statement::Op(op) => {
                 let outcome =
-                    world.apply_labelled(op, &format!("statement {} `{op}`", index + 1))?;
+                    world.apply_labelled(op, &format_args!("statement {} `{op}`", index + 1))?;
                 report.violations.extend(
                     outcome
                         .violations

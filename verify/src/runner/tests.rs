@@ -110,6 +110,50 @@ fn exclusive_policies_refuse_whichever_starts_second() {
     assert!(report.passed(), "{report}");
 }
 
+/// A read violation names the statement that re-initialised the block send read, though
+/// a write's label is formatted only after the write, and only because it re-initialised
+/// a held buffer (`World::apply_labelled`); through `World::apply` (the explorer's way)
+/// the operation is named by its text alone.
+#[test]
+fn a_read_violation_names_the_statement_that_reinitialised_the_block() {
+    let script = corpus_script("seed2-send-vs-snapshot.cows");
+    let report = run(
+        &script,
+        RunOptions {
+            policy: Some(Policy::UNPROTECTED),
+            ..RunOptions::default()
+        },
+    );
+    let by_statement = "re-initialised by: statement 9 `write vol/d 0 \"dddd\"` (transaction";
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|(_, violation)| violation.message.contains(by_statement)),
+        "{:#?}",
+        report.violations
+    );
+    let geometry = super::geometry_of(&script).expect("a geometry");
+    let mut world =
+        crate::world::World::new(geometry, Policy::UNPROTECTED, crate::world::Checks::FAST)
+            .expect("mkfs");
+    let mut messages = Vec::new();
+    for op in script.ops() {
+        let outcome = world.apply(op).expect("applies");
+        messages.extend(
+            outcome
+                .violations
+                .into_iter()
+                .map(|violation| violation.message),
+        );
+    }
+    let by_text = "re-initialised by: `write vol/d 0 \"dddd\"` (transaction";
+    assert!(
+        messages.iter().any(|message| message.contains(by_text)),
+        "{messages:#?}"
+    );
+}
+
 #[test]
 fn runs_are_deterministic() {
     for (name, _) in SEED_MATRIX {

@@ -258,12 +258,41 @@ impl World {
 
     /// Performs one operation and runs the oracles concerning it.
     pub fn apply(&mut self, op: &Op) -> Result<Outcome, ScriptError> {
-        self.apply_labelled(op, &format!("`{op}`"))
+        self.apply_labelled(op, &format_args!("`{op}`"))
     }
 
     /// Like [`apply`](Self::apply), naming the operation `label` in reports.
-    pub fn apply_labelled(&mut self, op: &Op, label: &str) -> Result<Outcome, ScriptError> {
-        self.fs.events.begin_operation(label);
+    ///
+    /// The label is formatted only where it may be read: a re-initialisation of a held
+    /// buffer carries it, and only the read-consistency oracle of a send step words one
+    /// (`oracle::reads`). So a send operation is named before it runs; any other is named
+    /// after it, if the engine recorded a re-initialisation meanwhile, before any later
+    /// send step can read it. Formatting every statement's label was about 4% of a
+    /// `send_receive` fuzz run (`docs/hot-paths.md`, "Statement labels").
+    pub fn apply_labelled(
+        &mut self,
+        op: &Op,
+        label: &dyn std::fmt::Display,
+    ) -> Result<Outcome, ScriptError> {
+        let steps_a_send = matches!(
+            op,
+            Op::SendStart { .. } | Op::SendStep { .. } | Op::SendFinish { .. }
+        );
+        if steps_a_send {
+            self.fs.events.begin_operation(&label.to_string());
+        } else {
+            self.fs.events.begin_unnamed_operation();
+        }
+        let result = self.apply_named(op);
+        if self.fs.events.awaits_name() {
+            self.fs.events.name_operation(&label.to_string());
+        }
+        result
+    }
+
+    /// [`apply_labelled`](Self::apply_labelled) once the event log knows how to name the
+    /// operation.
+    fn apply_named(&mut self, op: &Op) -> Result<Outcome, ScriptError> {
         let generation = self.fs.generation();
         let send_over_before = self.send_over(op);
         let mut outcome = match op {
