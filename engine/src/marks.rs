@@ -537,6 +537,8 @@ mod tests {
         assert_eq!(during(&log).as_deref(), Some("statement 4"));
         log.begin_unnamed_operation();
         log.push(event(5));
+        assert!(log.awaits_name(), "the last name is not carried on");
+        assert_eq!(during(&log).as_deref(), Some(""));
         log.begin_unnamed_operation();
         assert!(
             !log.awaits_name(),
