@@ -27,7 +27,7 @@
 //! for content built to pass it (a COW's copy, `ctree::cow`). A remembered content
 //! digest (the explorer's fingerprint, `crate::digest`) is forgotten by every change.
 
-use crate::digest::DigestMemo;
+use crate::digest::{DigestCell, DigestMemo, Digester};
 use crate::extent_buffer::{BlockContent, SharedContent};
 use crate::key::{is_fs_tree, objectid};
 use crate::storage::Device;
@@ -161,6 +161,35 @@ pub struct ExtentBufferCache {
     nodesize_bytes: u64,
     /// `log2(nodesize_bytes)`: block indexes are a shift, not a division, on every read.
     nodesize_shift: u32,
+    /// The remembered digest of each run of [`DIGEST_CHUNK_BLOCKS`] block indexes, from
+    /// the run holding `first_index`: what the hash writes for the objects mapped there.
+    digests: ChunkDigests,
+}
+
+/// Block indexes one remembered digest of the cache covers (`hash_beside`): a hash
+/// walks only the runs in which an object was mapped, re-initialised, changed, held or
+/// released since the last hash, not every mapped object (`docs/hot-paths.md`,
+/// "Explorer per-state cost, ninth round").
+const DIGEST_CHUNK_BLOCKS: usize = 16;
+
+/// The remembered digests of the cache's runs of block indexes; `0` for a run with no
+/// object mapped, which the hash skips. Bookkeeping, not state: equal to any other (the
+/// digests are a function of what the cache maps).
+#[derive(Clone, Default)]
+struct ChunkDigests(Vec<DigestCell>);
+
+impl PartialEq for ChunkDigests {
+    fn eq(&self, _: &ChunkDigests) -> bool {
+        true
+    }
+}
+
+impl Eq for ChunkDigests {}
+
+impl std::fmt::Debug for ChunkDigests {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{} run digests", self.0.len())
+    }
 }
 
 /// Block indexes and objects a clone of the cache can take without reallocating.
@@ -188,6 +217,7 @@ impl Clone for ExtentBufferCache {
             buffers: clone_with_spare(&self.buffers, CLONE_SPARE_BLOCKS),
             nodesize_bytes: self.nodesize_bytes,
             nodesize_shift: self.nodesize_shift,
+            digests: self.digests.clone(),
         }
     }
 }
@@ -203,21 +233,61 @@ impl ExtentBufferCache {
     /// device holds the very same content at that bytenr with its digest known (a block
     /// the last commit wrote: the device hashed it just before, `FsInfo`'s `Hash`). The
     /// words written are the same as without the device: a content's digest.
+    ///
+    /// The objects are hashed by runs of [`DIGEST_CHUNK_BLOCKS`] block indexes, each
+    /// run's digest remembered until an object in it changes: for every run that maps
+    /// an object, its number and the digest of its objects (block index and holder
+    /// count in one word, the content's digest in two). Runs are counted from block 0,
+    /// not from the arrays' start, so the hash leaves out the arrays' extent as before.
     pub(crate) fn hash_beside<H: Hasher>(&self, device: Option<&Device>, state: &mut H) {
         self.nodesize_bytes.hash(state);
-        let mut mapped = 0_u64;
-        for (position, hot) in self.hot.iter().enumerate() {
-            let Some(hot) = hot else {
+        let first_chunk = self.first_index / DIGEST_CHUNK_BLOCKS;
+        for (offset, cell) in self.digests.0.iter().enumerate() {
+            let digest = match cell.get() {
+                Some(digest) => digest,
+                None => {
+                    let digest = self.chunk_digest(first_chunk + offset, device);
+                    cell.set(digest);
+                    digest
+                }
+            };
+            if digest != 0 {
+                state.write_usize(first_chunk + offset);
+                state.write_u128(digest);
+            }
+        }
+    }
+
+    /// The digest of the objects mapped in run `chunk` (0 if none is).
+    fn chunk_digest(&self, chunk: usize, device: Option<&Device>) -> u128 {
+        let start = (chunk * DIGEST_CHUNK_BLOCKS).max(self.first_index) - self.first_index;
+        let end = ((chunk + 1) * DIGEST_CHUNK_BLOCKS - self.first_index).min(self.hot.len());
+        let mut digester = Digester::new();
+        let mut mapped = false;
+        for position in start..end {
+            let Some(hot) = &self.hot[position] else {
                 continue;
             };
-            (self.first_index + position).hash(state);
             let cold = &self.buffers[self.cold_slot[position] as usize];
             let twin = || device.and_then(|device| device.block_memo(cold.bytenr));
-            state.write_u128(hot.content.digest_from_twin(twin));
-            cold.holders.hash(state);
-            mapped += 1;
+            let index = (self.first_index + position) as u64;
+            digester.write_u64(index << 32 | u64::from(cold.holders));
+            digester.write_u128(hot.content.digest_from_twin(twin));
+            mapped = true;
         }
-        mapped.hash(state);
+        if mapped {
+            digester.finish_128()
+        } else {
+            0
+        }
+    }
+
+    /// Forgets the remembered digest of the run holding `position`.
+    #[inline]
+    fn forget_digest_at(&mut self, position: usize) {
+        let chunk = (self.first_index + position) / DIGEST_CHUNK_BLOCKS
+            - self.first_index / DIGEST_CHUNK_BLOCKS;
+        self.digests.0[chunk] = DigestCell::default();
     }
 }
 
@@ -232,6 +302,7 @@ impl ExtentBufferCache {
             buffers: Vec::new(),
             nodesize_bytes,
             nodesize_shift: nodesize_bytes.trailing_zeros(),
+            digests: ChunkDigests::default(),
         }
     }
 
@@ -267,8 +338,11 @@ impl ExtentBufferCache {
             .expect("a handle names a mapped object")
     }
 
+    /// The hot half of an object, to change what the hash covers: the run's digest is
+    /// forgotten.
     fn hot_mut(&mut self, handle: EbHandle) -> &mut HotBuffer {
         let position = self.position_of(handle);
+        self.forget_digest_at(position);
         self.hot[position]
             .as_mut()
             .expect("a handle names a mapped object")
@@ -278,8 +352,11 @@ impl ExtentBufferCache {
         &self.buffers[self.cold_slot[self.position_of(handle)] as usize]
     }
 
+    /// The cold half of an object, to change: the run's digest is forgotten.
     fn cold_mut(&mut self, handle: EbHandle) -> &mut CachedBuffer {
-        let slot = self.cold_slot[self.position_of(handle)];
+        let position = self.position_of(handle);
+        self.forget_digest_at(position);
+        let slot = self.cold_slot[position];
         &mut self.buffers[slot as usize]
     }
 
@@ -317,7 +394,12 @@ impl ExtentBufferCache {
 
     /// Remembers that `read` passed the read checks on the object's current content.
     pub fn remember_verified(&mut self, handle: EbHandle, read: VerifiedRead) {
-        self.hot_mut(handle).verified = Some(read);
+        // Not through `hot_mut`: the read check is not hashed, so the run keeps its digest.
+        let position = self.position_of(handle);
+        self.hot[position]
+            .as_mut()
+            .expect("a handle names a mapped object")
+            .verified = Some(read);
     }
 
     /// The content of an object as it is now.
@@ -474,6 +556,7 @@ impl ExtentBufferCache {
             last_init: record,
         });
         self.cold_slot[index] = slot;
+        self.forget_digest_at(index);
         handle
     }
 
@@ -489,11 +572,18 @@ impl ExtentBufferCache {
             self.cold_slot
                 .splice(0..0, std::iter::repeat_n(UNMAPPED, below));
             self.first_index = index;
+            // The runs are counted from the new first one: every digest is taken again.
+            self.digests.0.clear();
         }
         let position = index - self.first_index;
         if self.hot.len() <= position {
             self.hot.resize(position + 1, None);
             self.cold_slot.resize(position + 1, UNMAPPED);
+        }
+        let chunks = (self.first_index + self.hot.len() - 1) / DIGEST_CHUNK_BLOCKS + 1
+            - self.first_index / DIGEST_CHUNK_BLOCKS;
+        if self.digests.0.len() < chunks {
+            self.digests.0.resize_with(chunks, DigestCell::default);
         }
         position
     }
@@ -636,12 +726,67 @@ mod tests {
         assert_eq!(clone.nritems(), 1);
     }
 
+    /// The cache's hash with every run's digest taken afresh.
+    fn fresh_digest(cache: &ExtentBufferCache) -> u128 {
+        let mut fresh = cache.clone();
+        fresh.digests.0.fill(DigestCell::default());
+        Digester::digest_of(&fresh)
+    }
+
+    /// The remembered run digests are the fresh ones after every kind of change the
+    /// cache makes (a mapping, above and below the first block, a load, a COW in place,
+    /// a change of unchecked fields, a re-initialisation, a hold and a release), and a
+    /// change the hash covers changes it; a remembered read check changes neither. A
+    /// clone keeps the digests, and each side forgets only its own.
+    #[test]
+    fn remembered_run_digests_are_fresh_after_every_change() {
+        let read = VerifiedRead {
+            generation: 1,
+            first_key: None,
+            owner_check: owner_check(5),
+            level: 0,
+        };
+        let block = |index: u64| (index + 256) * 4096;
+        let mut cache = ExtentBufferCache::new(4096);
+        let (first, _) = cache.init_block(leaf(block(20), 1, 256), 1, "test");
+        let mut before = Digester::digest_of(&cache);
+        let mut changed = |cache: &ExtentBufferCache, covered: bool| {
+            let digest = Digester::digest_of(cache);
+            assert_eq!(digest, fresh_digest(cache), "remembered digests are fresh");
+            assert_eq!(digest != before, covered, "the hash follows the change");
+            before = digest;
+        };
+        let (above, _) = cache.init_block(leaf(block(40), 1, 257), 1, "test");
+        changed(&cache, true);
+        let (below, _) = cache.init_block(leaf(block(3), 1, 258), 1, "test");
+        changed(&cache, true);
+        let loaded = cache.insert_loaded(Arc::new(leaf(block(21), 1, 259)), 1);
+        changed(&cache, true);
+        cache.remember_verified(loaded, read);
+        changed(&cache, false);
+        cache.content_mut(first).leaf_mut().remove(0);
+        changed(&cache, true);
+        cache.modify_unchecked_fields(above, |content| {
+            content.header.flags |= crate::extent_buffer::HEADER_FLAG_WRITTEN;
+        });
+        changed(&cache, true);
+        let (again, replaced) = cache.init_block(leaf(block(3), 2, 260), 2, "test");
+        assert!(replaced.is_some() && again == below);
+        changed(&cache, true);
+        cache.hold(loaded);
+        changed(&cache, true);
+        let clone = cache.clone();
+        cache.release(loaded);
+        changed(&cache, true);
+        assert_eq!(Digester::digest_of(&clone), fresh_digest(&clone));
+        assert_ne!(Digester::digest_of(&clone), Digester::digest_of(&cache));
+    }
+
     /// The fingerprint sees what decides behaviour and nothing else: the same objects
     /// mapped in another order, with or without a remembered read check and with another
     /// initialisation history, hash alike; another holder count or content does not.
     #[test]
     fn hash_ignores_arena_order_read_memo_and_init_history() {
-        use crate::digest::Digester;
         let read = VerifiedRead {
             generation: 1,
             first_key: None,

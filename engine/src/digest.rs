@@ -149,14 +149,21 @@ pub struct DigestMemo<T> {
 /// and every writer stored the same ones. The halves are 8-byte words, where a `u128`
 /// would align the whole memo (and the map nodes holding it) to 16 bytes.
 #[derive(Default)]
-struct DigestCell {
+pub(crate) struct DigestCell {
     known: AtomicBool,
     low: AtomicU64,
     high: AtomicU64,
 }
 
+impl Clone for DigestCell {
+    /// The same digest, if one is remembered.
+    fn clone(&self) -> DigestCell {
+        DigestCell::holding(self.get())
+    }
+}
+
 impl DigestCell {
-    fn get(&self) -> Option<u128> {
+    pub(crate) fn get(&self) -> Option<u128> {
         self.known.load(Ordering::Acquire).then(|| {
             let low = self.low.load(Ordering::Relaxed);
             let high = self.high.load(Ordering::Relaxed);
@@ -164,7 +171,7 @@ impl DigestCell {
         })
     }
 
-    fn set(&self, digest: u128) {
+    pub(crate) fn set(&self, digest: u128) {
         self.low.store(digest as u64, Ordering::Relaxed);
         self.high.store((digest >> 64) as u64, Ordering::Relaxed);
         self.known.store(true, Ordering::Release);

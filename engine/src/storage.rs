@@ -280,6 +280,23 @@ impl Device {
         map_mut(&mut self.data).insert(bytenr, DigestMemo::new(Arc::new(bytes)));
     }
 
+    /// A data extent's bytes shared with another extent, `memo` (a clone of that
+    /// extent's, digest included): relocation's copy of a data extent
+    /// (`FsInfo::alloc_data_extent_copying`). The same checks as
+    /// [`write_data`](Self::write_data).
+    pub(crate) fn write_data_shared(&mut self, bytenr: u64, memo: DigestMemo<Arc<Vec<u8>>>) {
+        assert!(
+            self.super_block.extent_tree.get(bytenr).is_none(),
+            "data write at {bytenr} would overwrite a committed extent"
+        );
+        map_mut(&mut self.data).insert(bytenr, memo);
+    }
+
+    /// The data extent starting at `bytenr` with its remembered digest.
+    pub(crate) fn data_memo(&self, bytenr: u64) -> Option<&DigestMemo<Arc<Vec<u8>>>> {
+        self.data.get(&bytenr)
+    }
+
     /// The bytes of the data extent starting at `bytenr`.
     pub fn read_data(&self, bytenr: u64) -> Option<&Arc<Vec<u8>>> {
         self.data.get(&bytenr).map(|data| &**data)

@@ -59,7 +59,7 @@ pub(super) fn relocate_data_extent(
         return Ok(None);
     };
     let bytes = fs.read_data_extent(from)?;
-    let (to, num_bytes) = fs.alloc_data_extent(root, objectid, offset, &bytes)?;
+    let (to, num_bytes) = fs.alloc_data_extent_copying(root, objectid, offset, from, &bytes)?;
     if num_bytes != record.num_bytes {
         return Err(Error::errno(
             Errno::EUCLEAN,

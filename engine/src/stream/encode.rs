@@ -14,12 +14,88 @@ use super::path::check_value_bytes;
 use super::{
     btrfs_crc32c, COMMAND_HEADER_BYTES, COMMAND_SIZE_MAX_BYTES, STREAM_MAGIC, STREAM_VERSION,
 };
+use crate::digest::Digester;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 /// Appends commands to a v1 stream held in memory.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Its `Hash` (a send job's, in the explorer's state fingerprint) writes the stream's
+/// length, the [`Digester`] digest of its bytes and the command count. The bytes only
+/// grow: a command is encoded after the end and a refused one is cut off there, so
+/// the stream's whole 8-byte words are digested once, as a hash reaches them, and the
+/// digest of that prefix is remembered with the writer (`docs/hot-paths.md`, "Explorer
+/// per-state cost, ninth round"); a hash digests the words added since, and the tail.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamWriter {
     bytes: Vec<u8>,
     commands_count: usize,
+    prefix: PrefixDigest,
+}
+
+/// The digest of a stream's first bytes, a whole number of 8-byte words: how many, and
+/// the hasher's state after them. Bookkeeping, not state: equal to any other.
+#[derive(Default)]
+struct PrefixDigest(Mutex<(usize, Digester)>);
+
+impl PrefixDigest {
+    /// The hasher's state after `bytes`' whole words, from the remembered prefix, which
+    /// then covers them all.
+    fn after_whole_words(&self, bytes: &[u8]) -> Digester {
+        let mut prefix = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (digested, digester) = &mut *prefix;
+        if *digested > bytes.len() {
+            // Never so (the bytes only grow); the prefix is taken again if it were.
+            *digested = 0;
+            *digester = Digester::new();
+        }
+        let whole = bytes.len() - bytes.len() % 8;
+        for word in bytes[*digested..whole].chunks_exact(8) {
+            digester.write_u64(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        *digested = whole;
+        digester.clone()
+    }
+}
+
+impl Clone for PrefixDigest {
+    fn clone(&self) -> PrefixDigest {
+        let prefix = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        PrefixDigest(Mutex::new(prefix.clone()))
+    }
+}
+
+impl PartialEq for PrefixDigest {
+    fn eq(&self, _: &PrefixDigest) -> bool {
+        true
+    }
+}
+
+impl Eq for PrefixDigest {}
+
+impl std::fmt::Debug for PrefixDigest {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PrefixDigest")
+    }
+}
+
+impl Hash for StreamWriter {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut digester = self.prefix.after_whole_words(&self.bytes);
+        let whole = self.bytes.len() - self.bytes.len() % 8;
+        let mut last = [0u8; 8];
+        last[..self.bytes.len() - whole].copy_from_slice(&self.bytes[whole..]);
+        digester.write_u64(u64::from_le_bytes(last));
+        state.write_usize(self.bytes.len());
+        state.write_u128(digester.finish_128());
+        state.write_usize(self.commands_count);
+    }
 }
 
 impl Default for StreamWriter {
@@ -37,6 +113,7 @@ impl StreamWriter {
         StreamWriter {
             bytes,
             commands_count: 0,
+            prefix: PrefixDigest::default(),
         }
     }
 
@@ -314,5 +391,55 @@ mod tests {
                 "{command:?}"
             );
         }
+    }
+
+    /// A writer's hash, with its prefix digest taken afresh from the bytes.
+    fn fresh_digest(writer: &StreamWriter) -> u128 {
+        let fresh = StreamWriter {
+            bytes: writer.bytes.clone(),
+            commands_count: writer.commands_count,
+            prefix: PrefixDigest::default(),
+        };
+        Digester::digest_of(&fresh)
+    }
+
+    /// The remembered prefix digest gives the hash of a fresh one after every command
+    /// (random commands of every type, hashed after each, some refused and cut off), on
+    /// the writer and on clones taken on the way; and the hash is a function of the
+    /// bytes and the count: two writers given the same commands, one hashed only at the
+    /// end, hash alike, and a stream one byte longer does not.
+    #[test]
+    fn the_remembered_prefix_digest_is_the_fresh_one() {
+        let mut writer = StreamWriter::new();
+        let mut unhashed = StreamWriter::new();
+        let mut clones = Vec::new();
+        let too_long = Command::Write {
+            path: b"f".to_vec(),
+            file_offset: 0,
+            data: vec![1; COMMAND_SIZE_MAX_BYTES],
+        };
+        for (index, command) in crate::testing::random_commands(0xd16e, 300)
+            .iter()
+            .enumerate()
+        {
+            let pushed = writer.push(command).is_ok();
+            assert_eq!(unhashed.push(command).is_ok(), pushed);
+            assert_eq!(Digester::digest_of(&writer), fresh_digest(&writer));
+            if index % 7 == 0 {
+                assert!(writer.push(&too_long).is_err());
+                assert!(unhashed.push(&too_long).is_err());
+                assert_eq!(Digester::digest_of(&writer), fresh_digest(&writer));
+            }
+            if index % 50 == 0 {
+                clones.push(writer.clone());
+            }
+        }
+        for clone in &clones {
+            assert_eq!(Digester::digest_of(clone), fresh_digest(clone));
+        }
+        assert_eq!(Digester::digest_of(&writer), Digester::digest_of(&unhashed));
+        let mut longer = writer.clone();
+        longer.bytes.push(0);
+        assert_ne!(Digester::digest_of(&writer), Digester::digest_of(&longer));
     }
 }
