@@ -268,7 +268,7 @@ impl World {
     /// (`oracle::reads`). So a send operation is named before it runs; any other is named
     /// after it, if the engine recorded a re-initialisation meanwhile, before any later
     /// send step can read it. Formatting every statement's label was about 4% of a
-    /// `send_receive` fuzz run (`docs/hot-paths.md`, "Statement labels").
+    /// `send_receive` fuzz run (`docs/hot-paths.md`, "Per-run cost, again").
     pub fn apply_labelled(
         &mut self,
         op: &Op,
