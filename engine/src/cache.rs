@@ -27,6 +27,7 @@
 //! for content built to pass it (a COW's copy, `ctree::cow`). A remembered content
 //! digest (the explorer's fingerprint, `crate::digest`) is forgotten by every change.
 
+use crate::bookkeeping::Bookkeeping;
 use crate::digest::{DigestCell, DigestMemo, Digester};
 use crate::extent_buffer::{BlockContent, SharedContent};
 use crate::key::{is_fs_tree, objectid};
@@ -163,7 +164,10 @@ pub struct ExtentBufferCache {
     nodesize_shift: u32,
     /// The remembered digest of each run of [`DIGEST_CHUNK_BLOCKS`] block indexes, from
     /// the run holding `first_index`: what the hash writes for the objects mapped there.
-    digests: ChunkDigests,
+    /// Bookkeeping, not state: the digests are a function of what the cache maps. `None`
+    /// in a cell for a run not hashed since it changed; `0` for a run with no object
+    /// mapped, which the hash skips.
+    digests: Bookkeeping<Vec<DigestCell>>,
 }
 
 /// Block indexes one remembered digest of the cache covers (`hash_beside`): a hash
@@ -171,26 +175,6 @@ pub struct ExtentBufferCache {
 /// released since the last hash, not every mapped object (`docs/hot-paths.md`,
 /// "Explorer per-state cost, ninth round").
 const DIGEST_CHUNK_BLOCKS: usize = 16;
-
-/// The remembered digests of the cache's runs of block indexes; `0` for a run with no
-/// object mapped, which the hash skips. Bookkeeping, not state: equal to any other (the
-/// digests are a function of what the cache maps).
-#[derive(Clone, Default)]
-struct ChunkDigests(Vec<DigestCell>);
-
-impl PartialEq for ChunkDigests {
-    fn eq(&self, _: &ChunkDigests) -> bool {
-        true
-    }
-}
-
-impl Eq for ChunkDigests {}
-
-impl std::fmt::Debug for ChunkDigests {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{} run digests", self.0.len())
-    }
-}
 
 /// Block indexes and objects a clone of the cache can take without reallocating.
 ///
@@ -302,7 +286,7 @@ impl ExtentBufferCache {
             buffers: Vec::new(),
             nodesize_bytes,
             nodesize_shift: nodesize_bytes.trailing_zeros(),
-            digests: ChunkDigests::default(),
+            digests: Bookkeeping::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc;
+mod bookkeeping;
 pub mod cache;
 pub mod check;
 pub mod cleaner;

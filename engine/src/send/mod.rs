@@ -45,6 +45,7 @@ pub mod lookup;
 pub mod plan;
 mod plan_memo;
 
+use crate::bookkeeping::Bookkeeping;
 use crate::errno::Errno;
 use crate::error::{Error, Result};
 use crate::fs_info::FsInfo;
@@ -116,24 +117,9 @@ pub struct SendJob {
     steps: u64,
     counted: bool,
     /// Whether the plan goes through the per-thread plan memo (`send/plan_memo.rs`).
-    remember_plan: RememberPlan,
-}
-
-/// Whether a job's plan goes through the plan memo: a knob that changes no outcome, so
-/// two jobs that differ only in it are the same job (equal, and it hashes to nothing).
-#[derive(Clone, Copy, Debug, Default)]
-struct RememberPlan(bool);
-
-impl PartialEq for RememberPlan {
-    fn eq(&self, _: &RememberPlan) -> bool {
-        true
-    }
-}
-
-impl Eq for RememberPlan {}
-
-impl std::hash::Hash for RememberPlan {
-    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+    /// A knob that changes no outcome, so two jobs that differ only in it are the same
+    /// job (equal, and it hashes to nothing).
+    remember_plan: Bookkeeping<bool>,
 }
 
 /// What a send job's steps read of the filesystem outside traced reads
@@ -322,7 +308,7 @@ impl SendJob {
             stage: SendStage::Walk,
             steps: 0,
             counted: false,
-            remember_plan: RememberPlan(false),
+            remember_plan: Bookkeeping(false),
         };
         if policy.has(Ingredient::RoCheckLocked) && policy.has(Ingredient::DeadCheckLocked) {
             if let Err(error) = job.count_roots(fs) {
@@ -409,7 +395,7 @@ impl SendJob {
     /// Makes the job's plan go through the per-thread plan memo (`send/plan_memo.rs`):
     /// the same stream, for callers that plan the same send many times (the explorer).
     pub fn remember_plan(&mut self) {
-        self.remember_plan = RememberPlan(true);
+        self.remember_plan = Bookkeeping(true);
     }
 
     /// The stream bytes so far (complete once the job is done).
@@ -710,7 +696,7 @@ impl SendJob {
             with_root = changes;
             &with_root
         };
-        let mut commands = plan_memo::plan(fs, roots, changes, header, self.remember_plan.0)?;
+        let mut commands = plan_memo::plan(fs, roots, changes, header, *self.remember_plan)?;
         commands.push(Command::End);
         // The planned vector becomes the queue in place (`VecDeque::from` keeps its
         // buffer): copying every command into a growing queue was a visible part of a

@@ -14,6 +14,7 @@ use super::path::check_value_bytes;
 use super::{
     btrfs_crc32c, COMMAND_HEADER_BYTES, COMMAND_SIZE_MAX_BYTES, STREAM_MAGIC, STREAM_VERSION,
 };
+use crate::bookkeeping::Bookkeeping;
 use crate::digest::Digester;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
@@ -30,11 +31,11 @@ use std::sync::Mutex;
 pub struct StreamWriter {
     bytes: Vec<u8>,
     commands_count: usize,
-    prefix: PrefixDigest,
+    prefix: Bookkeeping<PrefixDigest>,
 }
 
 /// The digest of a stream's first bytes, a whole number of 8-byte words: how many, and
-/// the hasher's state after them. Bookkeeping, not state: equal to any other.
+/// the hasher's state after them.
 #[derive(Default)]
 struct PrefixDigest(Mutex<(usize, Digester)>);
 
@@ -71,20 +72,6 @@ impl Clone for PrefixDigest {
     }
 }
 
-impl PartialEq for PrefixDigest {
-    fn eq(&self, _: &PrefixDigest) -> bool {
-        true
-    }
-}
-
-impl Eq for PrefixDigest {}
-
-impl std::fmt::Debug for PrefixDigest {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("PrefixDigest")
-    }
-}
-
 impl Hash for StreamWriter {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let mut digester = self.prefix.after_whole_words(&self.bytes);
@@ -113,7 +100,7 @@ impl StreamWriter {
         StreamWriter {
             bytes,
             commands_count: 0,
-            prefix: PrefixDigest::default(),
+            prefix: Bookkeeping::default(),
         }
     }
 
@@ -398,7 +385,7 @@ mod tests {
         let fresh = StreamWriter {
             bytes: writer.bytes.clone(),
             commands_count: writer.commands_count,
-            prefix: PrefixDigest::default(),
+            prefix: Bookkeeping::default(),
         };
         Digester::digest_of(&fresh)
     }
