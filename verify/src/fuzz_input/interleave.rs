@@ -35,9 +35,11 @@ use crate::runner::{extend_prefix, resume, run_prefix, PausedRun, RunOptions, Ru
 use crate::script::{print, GeometrySpec, Op, Script, Statement};
 use crate::world::Checks;
 use arbitrary::Unstructured;
+use cowproof_engine::digest::Digester;
 use cowproof_engine::Policy;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 /// The checks an interleaving runs with: the read-consistency and symptom oracles on
 /// every send step, the model's errnos on every operation and the round trip of every
@@ -58,8 +60,15 @@ struct PrefixKey {
     statements: Vec<Statement>,
 }
 
+/// The paused setups of a thread, by their key. Every input looks its key up, a statement
+/// list of a few hundred bytes, so the map hashes with the engine's fixed-seed
+/// [`Digester`] (a multiply a word) rather than the standard library's SipHash, which
+/// cost about 1.3% of a run's instructions (`docs/hot-paths.md`, "Per-run cost, a third
+/// round"). Nothing iterates the map, so its order is never seen.
+type PausedSetups = HashMap<PrefixKey, PausedRun, BuildHasherDefault<Digester>>;
+
 thread_local! {
-    static PAUSED_SETUPS: RefCell<HashMap<PrefixKey, PausedRun>> = RefCell::new(HashMap::new());
+    static PAUSED_SETUPS: RefCell<PausedSetups> = RefCell::new(PausedSetups::default());
 }
 
 /// The environment variable that keeps the `interleave` target on one race
