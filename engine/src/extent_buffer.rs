@@ -7,6 +7,7 @@
 //! keys strictly increase within a block, item data ranges tile the data vector, and a
 //! node is never empty unless it is being built.
 
+use crate::bookkeeping::Bookkeeping;
 use crate::key::Key;
 use std::sync::Arc;
 
@@ -62,9 +63,14 @@ pub struct ItemSlot {
 
 /// The items of a leaf with their packed data.
 #[derive(Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct Leaf {
     items: Vec<ItemSlot>,
     data: Vec<u8>,
+    /// Every group's first objectid, for a search that narrows to a group or two before
+    /// it halves ([`Fences`]); set when a commit writes the leaf, dropped by any change
+    /// of its keys.
+    fences: Bookkeeping<Fences>,
 }
 
 /// Item slots a copied leaf can take without reallocating.
@@ -80,7 +86,11 @@ impl Clone for Leaf {
         items.extend_from_slice(&self.items);
         let mut data = Vec::with_capacity(self.data.len() + LEAF_COPY_SPARE_BYTES);
         data.extend_from_slice(&self.data);
-        Leaf { items, data }
+        Leaf {
+            items,
+            data,
+            fences: self.fences,
+        }
     }
 
     /// The same copy into this leaf's buffers, which grow only if they are too small
@@ -96,6 +106,7 @@ impl Clone for Leaf {
             &source.data,
             source.data.len() + LEAF_COPY_SPARE_BYTES,
         );
+        self.fences = source.fences;
     }
 }
 
@@ -130,6 +141,7 @@ impl Leaf {
         let mut copy = Leaf {
             items: Vec::with_capacity(item_capacity),
             data: Vec::with_capacity(data_capacity),
+            fences: Bookkeeping(Fences::NONE),
         };
         copy.fill_inserting(source, insert);
         copy
@@ -141,6 +153,7 @@ impl Leaf {
         let (item_capacity, data_capacity) = source.capacity_with(insert);
         reuse_cleared(&mut self.items, item_capacity);
         reuse_cleared(&mut self.data, data_capacity);
+        self.fences.forget();
         self.fill_inserting(source, insert);
     }
 
@@ -227,6 +240,21 @@ impl Leaf {
         }
     }
 
+    /// [`search`](Self::search) narrowed by the leaf's fences when it has them: the same
+    /// answer. For the point lookup (`FsInfo::find_item`), whose leaves are mostly
+    /// committed; a search on the way to a change meets the transaction's own leaves,
+    /// which have none, and keeps the plain halving (`docs/hot-paths.md`, "Lookups in
+    /// time, a third round").
+    #[inline(always)]
+    pub fn search_fenced(&self, key: &Key) -> Result<usize, usize> {
+        let (from, to) = self.fences.range(key.objectid, self.items.len());
+        let slot = from + lower_bound(&self.items[from..to], key, |item| &item.key);
+        match self.items.get(slot) {
+            Some(item) if item.key == *key => Ok(slot),
+            _ => Err(slot),
+        }
+    }
+
     /// Inserts an item at `slot` (the caller keeps key order).
     pub fn insert(&mut self, slot: usize, key: Key, data: &[u8]) {
         assert!(slot <= self.items.len(), "leaf insert slot out of range");
@@ -242,10 +270,12 @@ impl Leaf {
         self.data[start..start + data.len()].copy_from_slice(data);
         shift_offsets(&mut self.items[slot..], size);
         self.items.insert(slot, ItemSlot { key, offset, size });
+        self.fences.forget();
     }
 
     /// Removes the item at `slot`.
     pub fn remove(&mut self, slot: usize) {
+        self.fences.forget();
         let item = self.items.remove(slot);
         let start = item.offset as usize;
         self.data.drain(start..start + item.size as usize);
@@ -273,6 +303,7 @@ impl Leaf {
 
     /// Changes the key of the item at `slot` (the caller keeps key order).
     pub fn set_key(&mut self, slot: usize, key: Key) {
+        self.fences.forget();
         self.items[slot].key = key;
     }
 
@@ -284,7 +315,12 @@ impl Leaf {
             item.offset -= cut;
         }
         let data = self.data.split_off(cut as usize);
-        Leaf { items, data }
+        self.fences.forget();
+        Leaf {
+            items,
+            data,
+            fences: Bookkeeping(Fences::NONE),
+        }
     }
 
     /// Appends every item of `right`, whose keys all follow this leaf's keys.
@@ -296,6 +332,7 @@ impl Leaf {
             },
             "appending a leaf whose keys do not follow"
         );
+        self.fences.forget();
         let base = u32::try_from(self.data.len()).expect("leaf data fits in u32");
         self.items.extend(right.items.iter().map(|item| ItemSlot {
             offset: item.offset + base,
@@ -314,6 +351,123 @@ impl Leaf {
             Some(item) => item.offset,
             None => self.data.len() as u32,
         }
+    }
+}
+
+impl Leaf {
+    /// Sets the leaf's fences from its keys: a commit writes the leaf, which no change
+    /// reaches again in place (a change COWs it, or forgets the fences if the leaf is
+    /// still the transaction's).
+    /// A leaf of at most two groups keeps none: they would narrow its search by a step at
+    /// most, and the small trees of the explorer and the fuzz targets are made of such
+    /// leaves.
+    pub fn set_fences(&mut self) {
+        if self.items.len() > Fences::FEWEST_ITEMS {
+            self.fences = Bookkeeping(Fences::of(&self.items));
+        }
+    }
+
+    /// Whether the leaf has fences: a commit wrote it and its keys have not changed
+    /// since.
+    pub fn has_fences(&self) -> bool {
+        self.fences.is_set()
+    }
+
+    /// Whether the leaf has fences, and they are those of its keys (fsck's check).
+    fn fences_hold(&self) -> bool {
+        !self.fences.is_set() || *self.fences == Fences::of(&self.items)
+    }
+}
+
+/// The fences of a leaf: the objectid of the first item of every group of `1 << shift`
+/// items, at most [`Fences::MAX`] of them. Keys strictly increase, so the item a search
+/// wants lies after the last group that starts below the key's objectid and no later
+/// than the first group that starts above it: usually one group (16 items in a leaf of
+/// up to 256), whose halving touches four of the item array's cache lines where the
+/// whole array's takes seven or eight (`docs/hot-paths.md`, "Lookups in time, a third
+/// round"). Finding the group reads only the fences, which sit in the block's own
+/// allocation beside its header: a halving of the fences, then a step past those equal
+/// to the objectid. Keys that share an objectid across groups widen the range; all of a
+/// leaf's items sharing one gives the whole leaf, the search without fences. Not part
+/// of the leaf's content: no check, no hash and no comparison sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fences {
+    /// log2 of the items a group; 0 when the leaf has no fences.
+    shift: u32,
+    /// Groups, one fence each.
+    count: u32,
+    /// The groups' first objectids, then zeros.
+    objectids: [u64; Fences::MAX],
+}
+
+impl Fences {
+    /// Most fences a leaf keeps: 16 groups of 16 hold 256 items, about a full 16 KiB
+    /// leaf of the benchmark's items; the most a 16 KiB leaf holds, 655 (25-byte slots
+    /// and empty data), makes 11 groups of 64.
+    const MAX: usize = 16;
+    /// log2 of the smallest group.
+    const MIN_SHIFT: u32 = 4;
+    /// Items a leaf has at most and keeps no fences: two of the smallest groups.
+    const FEWEST_ITEMS: usize = 2 << Fences::MIN_SHIFT;
+    /// No fences: a search halves the whole leaf.
+    const NONE: Fences = Fences {
+        shift: 0,
+        count: 0,
+        objectids: [0; Fences::MAX],
+    };
+
+    fn of(items: &[ItemSlot]) -> Fences {
+        let mut shift = Fences::MIN_SHIFT;
+        while items.len() > Fences::MAX << shift {
+            shift += 1;
+        }
+        let count = items.len().div_ceil(1 << shift);
+        let mut objectids = [0; Fences::MAX];
+        for (group, fence) in objectids[..count].iter_mut().enumerate() {
+            *fence = items[group << shift].key.objectid;
+        }
+        Fences {
+            shift,
+            count: count as u32,
+            objectids,
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.shift != 0
+    }
+
+    /// Drops the fences (the leaf's keys change): the flag only, not the array.
+    #[inline(always)]
+    fn forget(&mut self) {
+        self.shift = 0;
+    }
+
+    /// The slots `from..to` whose search gives the leaf's: every item before `from` is
+    /// below a key of `objectid`, and `to` is the leaf's length or a slot above it.
+    #[inline(always)]
+    fn range(&self, objectid: u64, len: usize) -> (usize, usize) {
+        if !self.is_set() {
+            return (0, len);
+        }
+        let fences = &self.objectids[..self.count as usize];
+        let below = fences.partition_point(|&fence| fence < objectid);
+        let mut not_above = below;
+        while fences.get(not_above) == Some(&objectid) {
+            not_above += 1;
+        }
+        // Group `below - 1` starts below the objectid, so its first item is below the
+        // key; group `not_above` starts above it, or is past the leaf's end.
+        let from = (below << self.shift).saturating_sub((1 << self.shift) - 1);
+        let to = (not_above << self.shift).min(len);
+        debug_assert!(from <= to, "fences give slots {from}..{to}");
+        (from, to)
+    }
+}
+
+impl Default for Fences {
+    fn default() -> Fences {
+        Fences::NONE
     }
 }
 
@@ -446,6 +600,7 @@ impl Body {
 
 /// The content of one tree block.
 #[derive(Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct BlockContent {
     /// The block header.
     pub header: Header,
@@ -642,6 +797,9 @@ impl BlockContent {
             if expected_offset as usize != leaf.data.len() {
                 return Err("leaf data area has bytes no item owns".to_string());
             }
+            if !leaf.fences_hold() {
+                return Err("leaf fences are not those of its keys".to_string());
+            }
         }
         Ok(())
     }
@@ -736,6 +894,127 @@ mod tests {
             }
             assert_eq!(shifted, plain, "{length} items");
         }
+    }
+
+    /// A leaf of `count` items whose objectids come from `objectid_of(slot)` (strictly
+    /// increasing keys: the offset tells apart items that share an objectid).
+    fn fenced_leaf(count: usize, objectid_of: impl Fn(usize) -> u64) -> Leaf {
+        let mut leaf = Leaf::default();
+        for slot in 0..count {
+            leaf.insert(slot, Key::new(objectid_of(slot), 1, slot as u64), b"d");
+        }
+        leaf.set_fences();
+        leaf
+    }
+
+    /// Every key a search of `leaf` can meet: each item's key, and keys between, before
+    /// and after them, at the same and at neighbouring objectids.
+    fn probes(leaf: &Leaf) -> Vec<Key> {
+        let mut probes = vec![Key::new(0, 0, 0), Key::new(u64::MAX, u8::MAX, u64::MAX)];
+        for item in leaf.items() {
+            let Key {
+                objectid, offset, ..
+            } = item.key;
+            probes.push(item.key);
+            probes.push(Key::new(objectid, 0, offset));
+            probes.push(Key::new(objectid, 2, 0));
+            probes.push(Key::new(objectid.wrapping_sub(1), 9, 9));
+            probes.push(Key::new(objectid.wrapping_add(1), 0, 0));
+        }
+        probes
+    }
+
+    /// The fenced search gives the plain search's answer for every probe, on leaves at
+    /// and around every group size, whose objectids are distinct, shared by a few items,
+    /// shared across groups, all one, or reach `u64::MAX`; and the fences were set, so the
+    /// narrowed path is the one compared.
+    #[test]
+    fn the_fenced_search_finds_what_the_plain_search_finds() {
+        type Shape = (&'static str, fn(usize) -> u64);
+        let shapes: [Shape; 5] = [
+            ("distinct", |slot| 256 + 3 * slot as u64),
+            ("pairs", |slot| 256 + slot as u64 / 2),
+            ("runs of 40", |slot| 256 + slot as u64 / 40),
+            ("one objectid", |_| 257),
+            ("up to u64::MAX", |slot| u64::MAX - 700 + slot as u64),
+        ];
+        for count in [
+            0, 1, 2, 15, 16, 31, 32, 33, 47, 48, 49, 255, 256, 257, 300, 512, 513, 655,
+        ] {
+            for (name, objectid_of) in shapes {
+                let leaf = fenced_leaf(count, objectid_of);
+                assert_eq!(leaf.fences.is_set(), count > Fences::FEWEST_ITEMS);
+                assert!(leaf.fences_hold());
+                for probe in probes(&leaf) {
+                    assert_eq!(
+                        leaf.search_fenced(&probe),
+                        leaf.search(&probe),
+                        "{count} items, objectids {name}, key {probe}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The fences narrow the search: on distinct objectids a probe's range is at most
+    /// two groups long, and never starts after the item it looks for.
+    #[test]
+    fn fences_narrow_the_search_to_a_group_or_two() {
+        let leaf = fenced_leaf(240, |slot| 256 + 3 * slot as u64);
+        let group = 1 << leaf.fences.shift;
+        assert_eq!((group, leaf.fences.count), (16, 15));
+        for (slot, item) in leaf.items().iter().enumerate() {
+            let (from, to) = leaf.fences.range(item.key.objectid, leaf.nritems());
+            assert!(
+                from <= slot && slot <= to,
+                "slot {slot} outside {from}..{to}"
+            );
+            assert!(to - from <= 2 * group, "slot {slot}: {from}..{to}");
+        }
+    }
+
+    /// Every change of a leaf's keys forgets its fences, and a change of data alone
+    /// keeps them; fsck's shape check reports fences that are not the keys'.
+    #[test]
+    fn a_change_of_keys_forgets_the_fences() {
+        type Change = (&'static str, fn(&mut Leaf));
+        let changes: [Change; 6] = [
+            ("insert", |leaf| leaf.insert(0, Key::new(1, 1, 0), b"x")),
+            ("remove", |leaf| leaf.remove(3)),
+            ("set_key", |leaf| leaf.set_key(0, Key::new(2, 1, 0))),
+            ("split_off", |leaf| drop(leaf.split_off(10))),
+            ("append", |leaf| {
+                leaf.append(&fenced_leaf(3, |slot| 10_000 + slot as u64))
+            }),
+            ("clone_from_inserting", |leaf| {
+                let source = leaf.clone();
+                let insert = LeafInsert {
+                    slot: 0,
+                    key: Key::new(1, 1, 0),
+                    data: b"x",
+                };
+                leaf.clone_from_inserting(&source, &insert);
+            }),
+        ];
+        for (name, change) in changes {
+            let mut leaf = fenced_leaf(100, |slot| 256 + 2 * slot as u64);
+            change(&mut leaf);
+            assert!(!leaf.fences.is_set(), "{name} keeps the fences");
+            leaf.set_fences();
+            assert!(leaf.fences_hold(), "{name}");
+        }
+        let mut leaf = fenced_leaf(100, |slot| 256 + 2 * slot as u64);
+        leaf.set_item_data(5, b"longer data");
+        assert!(leaf.fences.is_set() && leaf.fences_hold(), "data alone");
+        assert!(leaf.clone().fences.is_set(), "a copy keeps them");
+        let mut stale = BlockContent::empty(4096, 1, 5, 0);
+        *stale.leaf_mut() = fenced_leaf(40, |slot| 256 + slot as u64);
+        // Still in key order: item 15 is (271, 1, 15), and this one follows it.
+        stale.leaf_mut().items[16].key.objectid = 271;
+        assert_eq!(
+            stale.check_shape(),
+            Err("leaf fences are not those of its keys".to_string())
+        );
     }
 
     proptest::proptest! {

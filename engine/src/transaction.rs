@@ -34,7 +34,7 @@
 use crate::alloc::space::merge_disjoint_into;
 use crate::alloc::{BlockGroupKind, ExtentTree, SpaceInfo};
 use crate::error::Result;
-use crate::extent_buffer::HEADER_FLAG_WRITTEN;
+use crate::extent_buffer::{Body, HEADER_FLAG_WRITTEN};
 use crate::fs_info::FsInfo;
 use crate::key::{item_type, objectid, Key};
 use crate::marks::{Event, Mark};
@@ -466,6 +466,9 @@ impl FsInfo {
                     "dirty block {bytenr} from another transaction"
                 );
                 content.header.flags |= HEADER_FLAG_WRITTEN;
+                if let Body::Leaf(leaf) = &mut content.body {
+                    leaf.set_fences();
+                }
             });
             let content = self.cache.clone_content(handle);
             if batch {

@@ -229,7 +229,7 @@ impl FsInfo {
             let content = self.cache.content(handle);
             let level = content.level();
             let (pointer, first_key) = match &content.body {
-                Body::Leaf(leaf) if level == 0 => match leaf.search(key) {
+                Body::Leaf(leaf) if level == 0 => match leaf.search_fenced(key) {
                     Ok(slot) => break slot,
                     Err(_) => return Ok(None),
                 },

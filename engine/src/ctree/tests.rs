@@ -481,6 +481,46 @@ fn find_item_agrees_with_the_path_search() {
     assert_eq!(found, [120, 80], "every item found in each view");
 }
 
+/// A commit gives the leaves it writes their fences (those of more than 32 items), so
+/// the point lookup's narrowed search is the one committed trees take; a change of the
+/// leaf in the next transaction COWs it into a copy without them, until that transaction
+/// commits.
+#[test]
+fn a_commit_gives_its_leaves_fences_and_a_change_takes_them_away() {
+    let mut fs = FsInfo::mkfs(Geometry::realistic(), SendPolicy::Concurrent).expect("mkfs");
+    let root_id = fs.create_subvolume_with_root("vol").expect("subvolume");
+    let root_leaf_has_fences = |fs: &FsInfo| {
+        let node = fs.root(root_id).expect("root").node;
+        assert_eq!(node.level, 0, "the tree is one leaf");
+        let handle = fs.cache().find(node.bytenr).expect("cached");
+        fs.cache()
+            .content(handle)
+            .leaf()
+            .expect("a leaf")
+            .has_fences()
+    };
+    // More items than a leaf without fences has (two groups of 16), fewer than fill it.
+    for objectid in 0..40u64 {
+        fs.insert_item(
+            root_id,
+            Key::new(1000 + objectid, 1, 0),
+            &value(objectid, 4),
+        )
+        .expect("insert");
+    }
+    assert!(
+        !root_leaf_has_fences(&fs),
+        "a leaf of the running transaction"
+    );
+    fs.commit_transaction().expect("commit");
+    assert!(root_leaf_has_fences(&fs), "written by the commit");
+    fs.insert_item(root_id, Key::new(9, 1, 0), &value(9, 4))
+        .expect("insert");
+    assert!(!root_leaf_has_fences(&fs), "the COW copy, changed");
+    fs.commit_transaction().expect("commit");
+    assert!(root_leaf_has_fences(&fs), "written again");
+}
+
 /// A read check that fails fails at the same read for the path-less lookup as for the
 /// path search: a leaf whose keys were swapped on the device gives both searches the
 /// same first-key mismatch, and a missing tree the same ENOENT.
