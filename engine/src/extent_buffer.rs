@@ -62,6 +62,10 @@ pub struct ItemSlot {
 }
 
 /// The items of a leaf with their packed data.
+///
+/// `repr(C)`, like [`BlockContent`]: the fields in their order, so that what a point
+/// lookup reads first (the header's level, the item vector's pointer and length, the
+/// fences) sits in the first cache lines of the block's allocation.
 #[derive(Debug, Default, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct Leaf {
@@ -358,6 +362,7 @@ impl Leaf {
     /// Sets the leaf's fences from its keys: a commit writes the leaf, which no change
     /// reaches again in place (a change COWs it, or forgets the fences if the leaf is
     /// still the transaction's).
+    ///
     /// A leaf of at most two groups keeps none: they would narrow its search by a step at
     /// most, and the small trees of the explorer and the fuzz targets are made of such
     /// leaves.
@@ -598,7 +603,7 @@ impl Body {
     }
 }
 
-/// The content of one tree block.
+/// The content of one tree block. `repr(C)`: the header first (see [`Leaf`]).
 #[derive(Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
 pub struct BlockContent {
