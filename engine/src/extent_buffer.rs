@@ -237,11 +237,7 @@ impl Leaf {
     /// Binary search: `Ok(slot)` where the key is, `Err(slot)` where it would go.
     #[inline]
     pub fn search(&self, key: &Key) -> Result<usize, usize> {
-        let slot = lower_bound(&self.items, key, |item| &item.key);
-        match self.items.get(slot) {
-            Some(item) if item.key == *key => Ok(slot),
-            _ => Err(slot),
-        }
+        self.search_within(0, self.items.len(), key)
     }
 
     /// [`search`](Self::search) narrowed by the leaf's fences when it has them: the same
@@ -252,6 +248,13 @@ impl Leaf {
     #[inline(always)]
     pub fn search_fenced(&self, key: &Key) -> Result<usize, usize> {
         let (from, to) = self.fences.range(key.objectid, self.items.len());
+        self.search_within(from, to, key)
+    }
+
+    /// [`search`](Self::search) of slots `from..to`, which hold the answer: every item
+    /// before `from` is below `key`, and slot `to` is the leaf's end or above `key`.
+    #[inline(always)]
+    fn search_within(&self, from: usize, to: usize, key: &Key) -> Result<usize, usize> {
         let slot = from + lower_bound(&self.items[from..to], key, |item| &item.key);
         match self.items.get(slot) {
             Some(item) if item.key == *key => Ok(slot),
