@@ -133,12 +133,16 @@ impl Geometry {
             return fail("nodesize must be a power of two no smaller than sectorsize");
         }
         if self.metadata_block_group_bytes < 4 * self.nodesize_bytes
-            || self.metadata_block_group_bytes % self.nodesize_bytes != 0
+            || !self
+                .metadata_block_group_bytes
+                .is_multiple_of(self.nodesize_bytes)
         {
             return fail("a metadata block group must hold at least 4 whole blocks");
         }
         if self.data_block_group_bytes < self.sectorsize_bytes
-            || self.data_block_group_bytes % self.nodesize_bytes != 0
+            || !self
+                .data_block_group_bytes
+                .is_multiple_of(self.nodesize_bytes)
         {
             return fail("a data block group must be a whole number of tree blocks");
         }

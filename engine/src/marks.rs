@@ -631,7 +631,7 @@ mod tests {
             root_id: 5,
             bytenr,
             content: Arc::clone(content),
-            shared: bytenr % 2 == 0,
+            shared: bytenr.is_multiple_of(2),
             epoch: 1,
         }
     }

@@ -253,7 +253,7 @@ mod tests {
                 break error;
             }
             inserted += 1;
-            if inserted % 20 == 0 {
+            if inserted.is_multiple_of(20) {
                 fs.commit_transaction().expect("commit within the reserve");
             }
         };

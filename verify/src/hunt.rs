@@ -108,7 +108,7 @@ pub fn search(
             });
             break;
         }
-        if outcome.iterations % PROGRESS_EVERY == 0 {
+        if outcome.iterations.is_multiple_of(PROGRESS_EVERY) {
             on_progress(outcome.iterations, started.elapsed());
         }
     }

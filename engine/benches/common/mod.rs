@@ -223,10 +223,10 @@ impl<A: Allocator> Churn<A> {
     /// the pins are released every 64 operations, as a commit does), then one extent of
     /// 4 KiB .. 1 MiB is allocated lowest-first. Returns its bytenr.
     pub fn step(&mut self) -> u64 {
-        let pin = self.operations % 4 == 0;
+        let pin = self.operations.is_multiple_of(4);
         let bytenr = churn_step(&mut self.allocator, &mut self.live, &mut self.rng, pin);
         self.operations += 1;
-        if self.operations % 64 == 0 {
+        if self.operations.is_multiple_of(64) {
             self.allocator.unpin_all();
         }
         bytenr

@@ -78,7 +78,7 @@ impl FsInfo {
             .checked_add(len)
             .filter(|&end| end <= super::file::FILE_BYTES_MAX)
             .ok_or_else(|| Error::errno(Errno::EFBIG, "clone past the largest file size"))?;
-        if src.offset % sector != 0 || dst.offset % sector != 0 {
+        if !src.offset.is_multiple_of(sector) || !dst.offset.is_multiple_of(sector) {
             return Err(invalid("unaligned clone offset"));
         }
         if len % sector != 0 && (src_end != src_item.size || dst_end < dst_item.size) {

@@ -137,7 +137,7 @@ impl FsInfo {
         (src_size, dst_size): (u64, u64),
     ) -> Result<CheckedRange> {
         let sector = self.geometry.sectorsize_bytes;
-        if src.offset % sector != 0 || dst.offset % sector != 0 {
+        if !src.offset.is_multiple_of(sector) || !dst.offset.is_multiple_of(sector) {
             return Err(invalid("unaligned dedupe offset"));
         }
         let outside = src.offset >= src_size

@@ -1279,11 +1279,13 @@ impl CloneRange {
             return Err(Errno::EFBIG);
         }
         let block = self.block_bytes;
-        if self.src_offset % block != 0 || self.dst_offset % block != 0 {
+        if !self.src_offset.is_multiple_of(block) || !self.dst_offset.is_multiple_of(block) {
             return Err(Errno::EINVAL);
         }
         let ends_at_source_eof = src_end == self.source_size;
-        if self.len % block != 0 && (!ends_at_source_eof || dst_end < self.destination_size) {
+        if !self.len.is_multiple_of(block)
+            && (!ends_at_source_eof || dst_end < self.destination_size)
+        {
             return Err(Errno::EINVAL);
         }
         let blocks_len = self.len.div_ceil(block) * block;

@@ -677,7 +677,7 @@ impl World {
 
     fn relocation_step(&mut self) {
         let Some(job) = self.job.as_mut() else {
-            let target = if self.relocations_done % 2 == 0 {
+            let target = if self.relocations_done.is_multiple_of(2) {
                 RelocationTarget::Metadata
             } else {
                 RelocationTarget::Data

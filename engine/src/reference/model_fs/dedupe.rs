@@ -62,7 +62,7 @@ impl ModelFs {
         }
         check_clone_kind(destination)?;
         let block = self.block_bytes;
-        if src_offset % block != 0 || dst_offset % block != 0 {
+        if !src_offset.is_multiple_of(block) || !dst_offset.is_multiple_of(block) {
             return Err(Errno::EINVAL);
         }
         let source_end = src_offset + len;

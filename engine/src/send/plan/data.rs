@@ -475,7 +475,7 @@ impl Planner<'_> {
             .min(candidate.size.saturating_sub(source_offset));
         let sector = self.fs.geometry().sectorsize_bytes;
         let length = within / sector * sector;
-        let aligned = start % sector == 0 && source_offset % sector == 0;
+        let aligned = start.is_multiple_of(sector) && source_offset.is_multiple_of(sector);
         (length > 0 && aligned).then_some((source_offset, length))
     }
 
