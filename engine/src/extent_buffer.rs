@@ -546,13 +546,13 @@ pub fn lower_bound<T>(slots: &[T], key: &Key, key_of: impl Fn(&T) -> &Key) -> us
 /// resolves (`docs/hot-paths.md`, "Lookups in time, a fourth round").
 #[inline(always)]
 fn node_lower_bound(slots: &[NodeSlot], key: &Key) -> usize {
-    let Some(last) = slots.len().checked_sub(1) else {
+    if slots.is_empty() {
         return 0;
-    };
+    }
     // Every slot before `base` has a smaller objectid, and none from `base + size` on
     // has: the first slot whose objectid is not smaller lies in `base..=base + size`.
     let mut base = 0;
-    let mut size = last + 1;
+    let mut size = slots.len();
     while size > 1 {
         let half = size / 2;
         let below = slots[base + half].key.objectid < key.objectid;
