@@ -398,7 +398,7 @@ impl Leaf {
 /// to the objectid. Keys that share an objectid across groups widen the range; all of a
 /// leaf's items sharing one gives the whole leaf, the search without fences. Not part
 /// of the leaf's content: no check, no hash and no comparison sees them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Fences {
     /// log2 of the items a group; 0 when the leaf has no fences.
     shift: u32,
@@ -417,7 +417,7 @@ impl Fences {
     const MIN_SHIFT: u32 = 4;
     /// Items a leaf has at most and keeps no fences: two of the smallest groups.
     const FEWEST_ITEMS: usize = 2 << Fences::MIN_SHIFT;
-    /// No fences: a search halves the whole leaf.
+    /// No fences: a search halves the whole leaf. The same as `Fences::default()`.
     const NONE: Fences = Fences {
         shift: 0,
         count: 0,
@@ -470,12 +470,6 @@ impl Fences {
         let to = (not_above << self.shift).min(len);
         debug_assert!(from <= to, "fences give slots {from}..{to}");
         (from, to)
-    }
-}
-
-impl Default for Fences {
-    fn default() -> Fences {
-        Fences::NONE
     }
 }
 
@@ -1003,6 +997,7 @@ mod tests {
     /// two groups long, and never starts after the item it looks for.
     #[test]
     fn fences_narrow_the_search_to_a_group_or_two() {
+        assert_eq!(Fences::default(), Fences::NONE, "a new leaf has no fences");
         let leaf = fenced_leaf(240, |slot| 256 + 3 * slot as u64);
         let group = 1 << leaf.fences.shift;
         assert_eq!((group, leaf.fences.count), (16, 15));
